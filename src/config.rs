@@ -1,0 +1,589 @@
+//! [`ClientBuilder`]: every option, its default, and validation.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::machine::backoff::Backoff;
+use crate::message::Frame;
+use crate::redact;
+
+/// Where to connect: a URL and the headers for the upgrade request.
+///
+/// Returned by the endpoint provider before **every** connection attempt, so
+/// a token can be refreshed between attempts.
+#[derive(Clone, Default)]
+pub struct Endpoint {
+    /// `ws://…` or `wss://…`.
+    pub url: String,
+    /// Extra headers for the HTTP upgrade request, in order.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Endpoint {
+    /// An endpoint with no extra headers.
+    pub fn new(url: impl Into<String>) -> Self {
+        Endpoint {
+            url: url.into(),
+            headers: Vec::new(),
+        }
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let headers: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), redact::header_value(n, v)))
+            .collect();
+        f.debug_struct("Endpoint")
+            .field("url", &redact::url(&self.url))
+            .field("headers", &headers)
+            .finish()
+    }
+}
+
+/// What the heartbeat sends.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Heartbeat {
+    /// A WebSocket Ping control frame; servers answer with Pong by protocol.
+    Ping,
+    /// An application frame, such as `ping`, `{"wsType":1}` or
+    /// `{"mode":"HEART_BEAT"}`.
+    Frame(Frame),
+}
+
+/// A rule that recognises the server's answer to an application heartbeat.
+/// Matching frames prove the link alive and are consumed, not delivered.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum ReplyRule {
+    /// A text frame exactly equal to this.
+    Text(String),
+    /// A JSON object holding all of these fields with equal values.
+    JsonFields(serde_json::Map<String, serde_json::Value>),
+}
+
+impl ReplyRule {
+    /// The rule `--reply TEXT` means: when `text` is a JSON object, any JSON
+    /// object holding all of its fields; otherwise the exact text.
+    pub fn parse(text: &str) -> ReplyRule {
+        match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(serde_json::Value::Object(map)) => ReplyRule::JsonFields(map),
+            _ => ReplyRule::Text(text.to_owned()),
+        }
+    }
+
+    /// `true` when `frame` matches.
+    pub fn matches(&self, frame: &Frame) -> bool {
+        let Some(text) = frame.as_text() else {
+            return false;
+        };
+        match self {
+            ReplyRule::Text(t) => t == text,
+            ReplyRule::JsonFields(fields) => {
+                // Cheap filter before parsing: every key must appear in the
+                // text. Keeps JSON parsing off the hot path of a busy stream.
+                if !fields.keys().all(|k| text.contains(k.as_str())) {
+                    return false;
+                }
+                match serde_json::from_str::<serde_json::Value>(text) {
+                    Ok(serde_json::Value::Object(obj)) => {
+                        fields.iter().all(|(k, v)| obj.get(k) == Some(v))
+                    }
+                    _ => false,
+                }
+            }
+        }
+    }
+}
+
+/// What happens when the inbound queue is full because the application is
+/// slower than the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Overflow {
+    /// Stop reading the socket until the application catches up; TCP flow
+    /// control then slows the server. Nothing is dropped, and the heartbeat
+    /// timeout is suspended while reading is paused (a slow consumer is not a
+    /// dead link). The default.
+    #[default]
+    Backpressure,
+    /// Drop the oldest queued message to make room, counting it in
+    /// [`crate::Stats::dropped`]. For feeds where only the latest matters.
+    DropOldest,
+}
+
+/// What the hello closure is told about the connection it greets.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct HelloContext {
+    /// How many connections were opened before this one (0 for the first).
+    pub reconnects: u64,
+}
+
+pub(crate) type EndpointFn = dyn Fn() -> Endpoint + Send + Sync;
+pub(crate) type HelloFn = dyn Fn(&HelloContext) -> Vec<Frame> + Send + Sync;
+
+/// The validated configuration the threads run on.
+#[derive(Clone)]
+pub(crate) struct Config {
+    pub endpoint: Arc<EndpointFn>,
+    pub heartbeat: Heartbeat,
+    pub heartbeat_interval: Duration,
+    pub server_timeout: Duration,
+    pub replies: Vec<ReplyRule>,
+    pub backoff: Backoff,
+    pub min_uptime: Duration,
+    pub max_attempts: Option<u32>,
+    pub terminal_codes: Vec<u16>,
+    pub hello: Option<Arc<HelloFn>>,
+    pub outbound_capacity: usize,
+    pub send_timeout: Duration,
+    pub inbound_capacity: usize,
+    pub overflow: Overflow,
+    pub batch_window: Duration,
+    pub batch_max: usize,
+    pub max_message_size: usize,
+    pub max_frame_size: usize,
+    pub connect_timeout: Duration,
+    pub handshake_timeout: Duration,
+    pub close_timeout: Duration,
+    pub root_certificates: Vec<Vec<u8>>,
+    pub danger_accept_invalid_certs: bool,
+    pub event_capacity: usize,
+}
+
+/// Builds a [`crate::Client`]. Every option has a default suited to a device
+/// on a real network; [`ClientBuilder::build`] checks them all and names the
+/// first bad one.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// let client = heartline::Client::builder("wss://example.com/ws")
+///     .heartbeat_interval(Duration::from_secs(30))
+///     .build()?;
+/// for batch in client.batches() {
+///     for msg in &batch {
+///         println!("{:?}", msg.text());
+///     }
+/// }
+/// # Ok::<(), heartline::Error>(())
+/// ```
+pub struct ClientBuilder {
+    url: Option<String>,
+    headers: Vec<(String, String)>,
+    cfg: Config,
+}
+
+/// Largest server timeout accepted: beyond this a dead link goes unnoticed
+/// for so long that it is almost certainly a unit mistake.
+const MAX_SERVER_TIMEOUT: Duration = Duration::from_secs(600);
+
+impl ClientBuilder {
+    pub(crate) fn new(url: impl Into<String>) -> Self {
+        ClientBuilder {
+            url: Some(url.into()),
+            headers: Vec::new(),
+            cfg: Config {
+                endpoint: Arc::new(Endpoint::default),
+                heartbeat: Heartbeat::Ping,
+                heartbeat_interval: Duration::from_secs(25),
+                server_timeout: Duration::from_secs(20),
+                replies: Vec::new(),
+                backoff: Backoff::default(),
+                min_uptime: Duration::from_secs(5),
+                max_attempts: None,
+                terminal_codes: Vec::new(),
+                hello: None,
+                outbound_capacity: 1024,
+                send_timeout: Duration::from_secs(1),
+                inbound_capacity: 4096,
+                overflow: Overflow::Backpressure,
+                batch_window: Duration::from_millis(100),
+                batch_max: 512,
+                max_message_size: 1 << 20,
+                max_frame_size: 1 << 20,
+                connect_timeout: Duration::from_secs(10),
+                handshake_timeout: Duration::from_secs(10),
+                close_timeout: Duration::from_millis(500),
+                root_certificates: Vec::new(),
+                danger_accept_invalid_certs: false,
+                event_capacity: 64,
+            },
+        }
+    }
+
+    /// Adds a header to the upgrade request (repeatable, order kept). Ignored
+    /// when [`ClientBuilder::endpoint`] is used: the provider returns the
+    /// headers. `Authorization` and `Cookie` values never appear in logs.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// A closure called before **every** connection attempt that returns the
+    /// URL and headers to use, so a fresh token is used after a reconnect.
+    /// Replaces the URL given to [`crate::Client::builder`] and the headers
+    /// given to [`ClientBuilder::header`]. A bad URL from it fails that
+    /// attempt (logged, retried with backoff).
+    pub fn endpoint<F>(mut self, provider: F) -> Self
+    where
+        F: Fn() -> Endpoint + Send + Sync + 'static,
+    {
+        self.url = None;
+        self.cfg.endpoint = Arc::new(provider);
+        self
+    }
+
+    /// What the heartbeat sends. Defaults to [`Heartbeat::Ping`].
+    pub fn heartbeat(mut self, heartbeat: Heartbeat) -> Self {
+        self.cfg.heartbeat = heartbeat;
+        self
+    }
+
+    /// Sends an application frame as the heartbeat instead of a Ping.
+    pub fn heartbeat_frame(self, frame: impl Into<Frame>) -> Self {
+        self.heartbeat(Heartbeat::Frame(frame.into()))
+    }
+
+    /// A heartbeat is sent when nothing has arrived for this long (any
+    /// inbound frame restarts the count). Defaults to 25 s.
+    pub fn heartbeat_interval(mut self, interval: Duration) -> Self {
+        self.cfg.heartbeat_interval = interval;
+        self
+    }
+
+    /// After a heartbeat, the link is declared dead (half-open) when no frame
+    /// at all arrives within this time: the socket is dropped and the client
+    /// reconnects. At most 10 minutes. Defaults to 20 s.
+    pub fn server_timeout(mut self, timeout: Duration) -> Self {
+        self.cfg.server_timeout = timeout;
+        self
+    }
+
+    /// Adds a heartbeat-reply rule (repeatable): matching frames are
+    /// consumed, not delivered, and time the round trip. Defaults to none
+    /// (Pong frames are always consumed).
+    pub fn reply(mut self, rule: ReplyRule) -> Self {
+        self.cfg.replies.push(rule);
+        self
+    }
+
+    /// The reconnect delay policy. Defaults to exponential from 500 ms to
+    /// 30 s with full jitter (see [`Backoff`]).
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.cfg.backoff = backoff;
+        self
+    }
+
+    /// A connection that closes before it has been open this long counts as a
+    /// failed attempt, so a server that accepts and drops at once is not
+    /// hammered at full speed. Defaults to 5 s.
+    pub fn min_uptime(mut self, uptime: Duration) -> Self {
+        self.cfg.min_uptime = uptime;
+        self
+    }
+
+    /// Stop after this many consecutive failed attempts (the client reports
+    /// [`crate::CloseReason::GaveUp`] and the batch receiver ends). `None`
+    /// retries for ever. Defaults to `None`: a device should keep trying.
+    pub fn max_attempts(mut self, attempts: Option<u32>) -> Self {
+        self.cfg.max_attempts = attempts;
+        self
+    }
+
+    /// Close codes from the server after which the client stops instead of
+    /// reconnecting. Defaults to none.
+    pub fn terminal_close_codes(mut self, codes: impl IntoIterator<Item = u16>) -> Self {
+        self.cfg.terminal_codes = codes.into_iter().collect();
+        self
+    }
+
+    /// A closure called on every (re)connect that returns the frames to send
+    /// first (hello, subscriptions). They go out before any queued frame.
+    /// Defaults to none.
+    pub fn hello<F>(mut self, hello: F) -> Self
+    where
+        F: Fn(&HelloContext) -> Vec<Frame> + Send + Sync + 'static,
+    {
+        self.cfg.hello = Some(Arc::new(hello));
+        self
+    }
+
+    /// How many frames [`crate::Client::send`] can queue while the socket is
+    /// down or slow. When full, `try_send` hands the frame back and `send`
+    /// waits up to [`ClientBuilder::send_timeout`] and then returns
+    /// [`Error::QueueFull`]. Defaults to 1024.
+    pub fn outbound_capacity(mut self, frames: usize) -> Self {
+        self.cfg.outbound_capacity = frames;
+        self
+    }
+
+    /// How long [`crate::Client::send`] waits for room in a full outbound
+    /// queue. Defaults to 1 s.
+    pub fn send_timeout(mut self, timeout: Duration) -> Self {
+        self.cfg.send_timeout = timeout;
+        self
+    }
+
+    /// How many received messages may wait for the application. What happens
+    /// when it is full is set by [`ClientBuilder::overflow`]. Defaults to
+    /// 4096.
+    pub fn inbound_capacity(mut self, messages: usize) -> Self {
+        self.cfg.inbound_capacity = messages;
+        self
+    }
+
+    /// What to do when the inbound queue is full. Defaults to
+    /// [`Overflow::Backpressure`] (nothing dropped).
+    pub fn overflow(mut self, overflow: Overflow) -> Self {
+        self.cfg.overflow = overflow;
+        self
+    }
+
+    /// A batch is handed out this long after its first message arrived, or
+    /// sooner when it reaches [`ClientBuilder::batch_max`]. Zero hands out
+    /// each message at once (with whatever else is already waiting).
+    /// Defaults to 100 ms (see the README for why).
+    pub fn batch_window(mut self, window: Duration) -> Self {
+        self.cfg.batch_window = window;
+        self
+    }
+
+    /// The most messages in one batch. Defaults to 512.
+    pub fn batch_max(mut self, messages: usize) -> Self {
+        self.cfg.batch_max = messages;
+        self
+    }
+
+    /// The largest inbound message (all its frames together). A larger one
+    /// closes the connection with 1009 and the client reconnects. Defaults to
+    /// 1 MiB.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.cfg.max_message_size = bytes;
+        self
+    }
+
+    /// The largest inbound frame. Defaults to 1 MiB.
+    pub fn max_frame_size(mut self, bytes: usize) -> Self {
+        self.cfg.max_frame_size = bytes;
+        self
+    }
+
+    /// Limit for the TCP connect. Defaults to 10 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.cfg.connect_timeout = timeout;
+        self
+    }
+
+    /// Limit for the TLS and WebSocket handshakes together. Defaults to 10 s.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.cfg.handshake_timeout = timeout;
+        self
+    }
+
+    /// How long [`crate::Client::close`] waits for the server's close frame.
+    /// Defaults to 500 ms.
+    pub fn close_timeout(mut self, timeout: Duration) -> Self {
+        self.cfg.close_timeout = timeout;
+        self
+    }
+
+    /// Trusts an extra root certificate (PEM) besides the system's, for a
+    /// private CA (repeatable).
+    pub fn root_certificate_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.cfg.root_certificates.push(pem.into());
+        self
+    }
+
+    /// **Dangerous:** accepts any server certificate, so anyone on the path
+    /// can read and change the traffic. For lab use only. Defaults to
+    /// `false`.
+    pub fn danger_accept_invalid_certs(mut self, accept: bool) -> Self {
+        self.cfg.danger_accept_invalid_certs = accept;
+        self
+    }
+
+    /// How many state changes the [`crate::Events`] receiver keeps when
+    /// nobody reads it; the oldest is dropped past that. Defaults to 64.
+    pub fn event_capacity(mut self, events: usize) -> Self {
+        self.cfg.event_capacity = events;
+        self
+    }
+
+    /// Checks the configuration and starts the client: connecting begins in
+    /// the background and this returns at once.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the first bad option, [`Error::Url`] for a
+    /// bad URL, [`Error::Tls`] for an unreadable certificate, or
+    /// [`Error::Thread`].
+    pub fn build(self) -> Result<crate::Client> {
+        let cfg = self.validate()?;
+        crate::client::Client::start(cfg)
+    }
+
+    pub(crate) fn validate(mut self) -> Result<Config> {
+        if let Some(url) = self.url.take() {
+            crate::transport::Target::parse(&url)?;
+            let endpoint = Endpoint {
+                url,
+                headers: std::mem::take(&mut self.headers),
+            };
+            self.cfg.endpoint = Arc::new(move || endpoint.clone());
+        }
+        let c = &self.cfg;
+        let positive = [
+            ("heartbeat_interval", c.heartbeat_interval),
+            ("server_timeout", c.server_timeout),
+            ("connect_timeout", c.connect_timeout),
+            ("handshake_timeout", c.handshake_timeout),
+        ];
+        for (field, d) in positive {
+            if d.is_zero() {
+                return Err(Error::config(field, "must be greater than zero"));
+            }
+        }
+        if c.server_timeout > MAX_SERVER_TIMEOUT {
+            return Err(Error::config(
+                "server_timeout",
+                format!(
+                    "{:?} is longer than the {:?} limit; a dead link would go unnoticed",
+                    c.server_timeout, MAX_SERVER_TIMEOUT
+                ),
+            ));
+        }
+        let counts = [
+            ("outbound_capacity", c.outbound_capacity),
+            ("inbound_capacity", c.inbound_capacity),
+            ("batch_max", c.batch_max),
+            ("event_capacity", c.event_capacity),
+        ];
+        for (field, n) in counts {
+            if n == 0 {
+                return Err(Error::config(field, "must be at least 1"));
+            }
+        }
+        if c.max_message_size < 128 {
+            return Err(Error::config("max_message_size", "must be at least 128 bytes"));
+        }
+        if c.max_frame_size < 128 || c.max_frame_size > c.max_message_size {
+            return Err(Error::config(
+                "max_frame_size",
+                "must be at least 128 bytes and at most max_message_size",
+            ));
+        }
+        if c.max_attempts == Some(0) {
+            return Err(Error::config("max_attempts", "must be at least 1 (or None)"));
+        }
+        c.backoff.validate()?;
+        for code in &c.terminal_codes {
+            if !(1000..5000).contains(code) {
+                return Err(Error::config(
+                    "terminal_close_codes",
+                    format!("{code} is not a WebSocket close code (1000-4999)"),
+                ));
+            }
+        }
+        if let Heartbeat::Frame(f) = &c.heartbeat {
+            if f.len() > c.max_frame_size {
+                return Err(Error::config("heartbeat", "frame is larger than max_frame_size"));
+            }
+        }
+        for pem in &c.root_certificates {
+            native_tls::Certificate::from_pem(pem).map_err(|e| {
+                Error::config("root_certificate_pem", format!("not a PEM certificate: {e}"))
+            })?;
+        }
+        Ok(self.cfg)
+    }
+}
+
+impl fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let headers: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), redact::header_value(n, v)))
+            .collect();
+        f.debug_struct("ClientBuilder")
+            .field("url", &self.url.as_deref().map(redact::url))
+            .field("headers", &headers)
+            .field("heartbeat", &self.cfg.heartbeat)
+            .field("heartbeat_interval", &self.cfg.heartbeat_interval)
+            .field("server_timeout", &self.cfg.server_timeout)
+            .field("backoff", &self.cfg.backoff)
+            .field("max_attempts", &self.cfg.max_attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field_of(r: Result<Config>) -> &'static str {
+        match r {
+            Err(Error::Config { field, .. }) => field,
+            Err(e) => panic!("expected a config error, got {e}"),
+            Ok(_) => panic!("expected a config error, got Ok"),
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        assert!(ClientBuilder::new("ws://127.0.0.1:1/").validate().is_ok());
+    }
+
+    #[test]
+    fn zero_interval_names_the_field() {
+        let b = ClientBuilder::new("ws://h/").heartbeat_interval(Duration::ZERO);
+        assert_eq!(field_of(b.validate()), "heartbeat_interval");
+    }
+
+    #[test]
+    fn absurd_server_timeout_is_refused() {
+        let b = ClientBuilder::new("ws://h/").server_timeout(Duration::from_secs(3600));
+        assert_eq!(field_of(b.validate()), "server_timeout");
+    }
+
+    #[test]
+    fn frame_larger_than_message_is_refused() {
+        let b = ClientBuilder::new("ws://h/")
+            .max_message_size(1000)
+            .max_frame_size(2000);
+        assert_eq!(field_of(b.validate()), "max_frame_size");
+    }
+
+    #[test]
+    fn reply_rule_from_json_text_matches_objects_holding_its_fields() {
+        let rule = ReplyRule::parse(r#"{"wsType":1}"#);
+        assert!(rule.matches(&Frame::from(r#"{"wsType":1,"ok":true}"#)));
+        assert!(!rule.matches(&Frame::from(r#"{"wsType":4}"#)));
+        assert!(!rule.matches(&Frame::from("wsType")));
+        let plain = ReplyRule::parse("pong");
+        assert!(plain.matches(&Frame::from("pong")));
+        assert!(!plain.matches(&Frame::from("pong ")));
+        assert!(!plain.matches(&Frame::Binary(b"pong".to_vec())));
+    }
+
+    #[test]
+    fn debug_output_hides_tokens() {
+        let b = ClientBuilder::new("wss://h/ws?token=SECRET1").header("Authorization", "Bearer SECRET2");
+        let shown = format!("{b:?}");
+        assert!(!shown.contains("SECRET1") && !shown.contains("SECRET2"), "{shown}");
+        let e = Endpoint::new("ws://h/?access_token=SECRET3").header("Cookie", "SECRET4");
+        let shown = format!("{e:?}");
+        assert!(!shown.contains("SECRET3") && !shown.contains("SECRET4"), "{shown}");
+    }
+}

@@ -1,0 +1,207 @@
+//! Errors returned by heartline.
+
+use std::fmt;
+use std::time::Duration;
+
+/// A `Result` whose error is [`enum@Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in heartline.
+///
+/// Each variant documents whether it is *fatal* (the client stops) or
+/// *transient* (the client logs it, reports it in [`crate::Stats::last_error`]
+/// and tries again).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A configuration value is invalid. Returned at once by
+    /// [`crate::ClientBuilder::build`]; fatal.
+    #[error("invalid config `{field}`: {reason}")]
+    Config {
+        /// The name of the builder option that is wrong.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The URL (from the builder or the URL provider) cannot be used.
+    /// Transient when it comes from a provider (the next attempt calls it
+    /// again).
+    #[error("bad URL {url}: {reason}")]
+    Url {
+        /// The URL, with secrets redacted.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The TCP connection could not be made. Transient.
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        /// `host:port` that was tried.
+        addr: String,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A step of the connection did not finish in time. Transient.
+    #[error("{what} to {addr} timed out after {after:?}")]
+    Timeout {
+        /// Which step: "connect", "TLS handshake", "WebSocket handshake".
+        what: &'static str,
+        /// `host:port`.
+        addr: String,
+        /// The configured limit.
+        after: Duration,
+    },
+    /// The TLS handshake failed, for example because the server's certificate
+    /// is not trusted. Transient (the server may be fixed), but usually a
+    /// configuration problem: see [`crate::ClientBuilder::root_certificate_pem`].
+    #[error("TLS handshake with {host} failed: {reason}")]
+    Tls {
+        /// The host name the certificate was checked against.
+        host: String,
+        /// What OpenSSL said, with a hint when the certificate is untrusted.
+        reason: String,
+    },
+    /// The server answered the WebSocket upgrade with an HTTP status other
+    /// than 101. Transient.
+    #[error("server refused the WebSocket upgrade with HTTP {status}")]
+    Refused {
+        /// The HTTP status code.
+        status: u16,
+    },
+    /// The WebSocket protocol failed (handshake or frames). Transient.
+    #[error("WebSocket error: {0}")]
+    Protocol(String),
+    /// An inbound message or frame was larger than the configured limit; the
+    /// connection was closed with code 1009. Transient.
+    #[error("message too large: {0}")]
+    TooLarge(String),
+    /// No frame arrived within the server timeout after a heartbeat: the link
+    /// is dead even though TCP did not say so. Transient.
+    #[error("no frame from the server within {timeout:?} after a heartbeat (half-open link)")]
+    HeartbeatTimeout {
+        /// The configured server timeout.
+        timeout: Duration,
+    },
+    /// The server closed the connection. Transient unless the code is in the
+    /// terminal set.
+    #[error("server closed the connection with code {code}{}", if reason.is_empty() { String::new() } else { format!(": {reason}") })]
+    ServerClosed {
+        /// The close code (1005 when the server sent none).
+        code: u16,
+        /// The close reason the server gave.
+        reason: String,
+    },
+    /// The connection failed with an I/O error while open. Transient.
+    #[error("connection lost: {0}")]
+    Io(#[from] std::io::Error),
+    /// The outbound queue is full; the frame was not queued.
+    #[error("outbound queue is full ({capacity} frames)")]
+    QueueFull {
+        /// The configured capacity.
+        capacity: usize,
+    },
+    /// The client was closed (or gave up); nothing more can be sent.
+    #[error("client is closed")]
+    Closed,
+    /// A heartline thread could not be started. Fatal.
+    #[error("cannot start thread {name}: {source}")]
+    Thread {
+        /// The thread name.
+        name: &'static str,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// `true` when the client stops because of this error; `false` when it
+    /// retries.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            Error::Config { .. } | Error::Thread { .. } | Error::Closed
+        )
+    }
+
+    pub(crate) fn config(field: &'static str, reason: impl Into<String>) -> Self {
+        Error::Config {
+            field,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Returned by [`crate::Client::try_send`]: the frame was not queued and is
+/// handed back.
+#[derive(Debug)]
+pub struct TrySendError {
+    frame: crate::Frame,
+    closed: bool,
+}
+
+impl TrySendError {
+    pub(crate) fn full(frame: crate::Frame) -> Self {
+        TrySendError {
+            frame,
+            closed: false,
+        }
+    }
+    pub(crate) fn closed(frame: crate::Frame) -> Self {
+        TrySendError {
+            frame,
+            closed: true,
+        }
+    }
+    /// The frame that was not sent.
+    pub fn into_frame(self) -> crate::Frame {
+        self.frame
+    }
+    /// `true` when the queue was full (try again later), `false` when the
+    /// client is closed.
+    pub fn is_full(&self) -> bool {
+        !self.closed
+    }
+}
+
+impl fmt::Display for TrySendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.closed {
+            f.write_str("client is closed; frame not sent")
+        } else {
+            f.write_str("outbound queue is full; frame not sent")
+        }
+    }
+}
+
+impl std::error::Error for TrySendError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_stays_small() {
+        assert!(std::mem::size_of::<Error>() <= 64);
+    }
+
+    #[test]
+    fn config_error_names_the_field() {
+        let e = Error::config("heartbeat_interval", "must be greater than zero");
+        assert_eq!(
+            e.to_string(),
+            "invalid config `heartbeat_interval`: must be greater than zero"
+        );
+        assert!(e.is_fatal());
+    }
+
+    #[test]
+    fn server_close_without_reason_has_no_trailing_colon() {
+        let e = Error::ServerClosed {
+            code: 1001,
+            reason: String::new(),
+        };
+        assert_eq!(e.to_string(), "server closed the connection with code 1001");
+    }
+}

@@ -1,0 +1,74 @@
+//! # heartline
+//!
+//! Keeps one WebSocket connection alive on an embedded or edge Linux device
+//! and hands the application every message the server pushes, in batches,
+//! through a blocking receiver.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! let client = heartline::Client::builder("wss://push.example.com/ws")
+//!     .heartbeat_frame(r#"{"type":"ping"}"#)
+//!     .reply(heartline::ReplyRule::parse(r#"{"type":"pong"}"#))
+//!     .heartbeat_interval(Duration::from_secs(30))
+//!     .server_timeout(Duration::from_secs(10))
+//!     .build()?;
+//! for batch in client.batches() {
+//!     for msg in &batch {
+//!         println!("{}", msg.text().unwrap_or("<binary>"));
+//!     }
+//! }
+//! # Ok::<(), heartline::Error>(())
+//! ```
+//!
+//! ## Threads
+//!
+//! No async runtime: a few named threads talk over bounded crossbeam
+//! channels.
+//!
+//! ```text
+//!  Client::send ─► outbound queue ─────────────┐ (+ waker)
+//!  Client::close ─► control ─► heartline-supervisor ── connects, backoff,
+//!                                 │ spawns/joins per connection:
+//!                                 ├─► heartline-io ◄── commands ── heartline-heartbeat
+//!                                 │     owns the socket; epoll on socket + waker
+//!                                 │     └─► inbound queue ─► Batches (window, max)
+//!                                 └─► state events ─► Events
+//! ```
+//!
+//! ## Log levels
+//!
+//! heartline logs through the `log` crate and never installs a logger.
+//! Targets are module paths (`heartline::threads::io`, …).
+//!
+//! - `error`: the client gave up, or a heartline thread failed.
+//! - `warn`: a connection attempt failed, a connection was lost, a dead link
+//!   was detected, an oversized message was refused.
+//! - `info`: connecting, open, reconnecting (with delay), closed.
+//! - `debug`: heartbeats, close handshakes, reading paused by backpressure.
+//! - `trace`: every frame (payload heads only).
+//!
+//! URLs and headers are always logged with token-like query values and
+//! `Authorization`/`Cookie` headers replaced by `***`.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod client;
+mod config;
+mod error;
+mod machine;
+mod message;
+mod redact;
+mod shared;
+mod threads;
+mod transport;
+
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+pub use client::{Batches, Client, Events, RecvError};
+pub use config::{ClientBuilder, Endpoint, Heartbeat, HelloContext, Overflow, ReplyRule};
+pub use error::{Error, Result, TrySendError};
+pub use machine::backoff::Backoff;
+pub use message::{Batch, CloseReason, Event, Frame, Message, State, Via};
+pub use shared::Stats;

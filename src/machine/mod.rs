@@ -1,0 +1,9 @@
+//! Pure state machines: they take `now` and events and return decisions.
+//! No sockets, threads or clocks here, so every timing rule is unit-tested
+//! without sleeping. The threads in [`crate::threads`] carry events in and
+//! decisions out.
+
+pub mod backoff;
+pub(crate) mod batch;
+pub(crate) mod heartbeat;
+pub(crate) mod reconnect;

@@ -1,0 +1,206 @@
+//! The supervisor's policy: when to connect, how long to wait, when to give
+//! up. Pure: every method takes `now`.
+
+use std::time::{Duration, Instant};
+
+use super::backoff::{Backoff, Jitter};
+
+/// Why an open connection ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// The application asked for it.
+    Requested,
+    /// The server sent a close frame with this code.
+    ServerClose(u16),
+    /// Anything else: I/O error, heartbeat timeout, oversized message.
+    Lost,
+}
+
+/// What the supervisor must do next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Decision {
+    /// Wait `delay`, then make attempt `attempt`.
+    Retry { attempt: u32, delay: Duration },
+    /// Stop: the application asked.
+    StopRequested,
+    /// Stop: `attempts` consecutive attempts failed.
+    GiveUp { attempts: u32 },
+    /// Stop: the server closed with a terminal code.
+    StopTerminal(u16),
+}
+
+pub(crate) struct Reconnect {
+    backoff: Backoff,
+    jitter: Jitter,
+    min_uptime: Duration,
+    max_attempts: Option<u32>,
+    terminal_codes: Vec<u16>,
+    /// Consecutive failed attempts.
+    failures: u32,
+    opened_at: Option<Instant>,
+}
+
+impl Reconnect {
+    pub(crate) fn new(
+        backoff: Backoff,
+        jitter: Jitter,
+        min_uptime: Duration,
+        max_attempts: Option<u32>,
+        terminal_codes: Vec<u16>,
+    ) -> Self {
+        Reconnect {
+            backoff,
+            jitter,
+            min_uptime,
+            max_attempts,
+            terminal_codes,
+            failures: 0,
+            opened_at: None,
+        }
+    }
+
+    /// The number of the attempt about to be made (1-based).
+    pub(crate) fn attempt(&self) -> u32 {
+        self.failures.saturating_add(1)
+    }
+
+    /// Consecutive failed attempts so far.
+    pub(crate) fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// An attempt failed before the socket opened.
+    pub(crate) fn connect_failed(&mut self) -> Decision {
+        self.fail()
+    }
+
+    /// The socket opened. The failure count is kept until the connection has
+    /// proved itself by staying up `min_uptime`.
+    pub(crate) fn opened(&mut self, now: Instant) {
+        self.opened_at = Some(now);
+    }
+
+    /// The open connection ended.
+    pub(crate) fn ended(&mut self, now: Instant, why: Ended) -> Decision {
+        let opened = self.opened_at.take();
+        match why {
+            Ended::Requested => return Decision::StopRequested,
+            Ended::ServerClose(code) if self.terminal_codes.contains(&code) => {
+                return Decision::StopTerminal(code)
+            }
+            _ => {}
+        }
+        let lasted = opened.map(|t| now.saturating_duration_since(t));
+        if lasted.is_some_and(|d| d >= self.min_uptime) {
+            self.failures = 0;
+            self.retry()
+        } else {
+            // Dropped before it proved itself: a failed attempt, so a server
+            // that accepts and drops at once is retried with growing delays.
+            self.fail()
+        }
+    }
+
+    fn fail(&mut self) -> Decision {
+        self.failures = self.failures.saturating_add(1);
+        if self.max_attempts.is_some_and(|max| self.failures >= max) {
+            return Decision::GiveUp {
+                attempts: self.failures,
+            };
+        }
+        self.retry()
+    }
+
+    fn retry(&mut self) -> Decision {
+        // The delay grows with failures *before* this one: the first retry
+        // after a single failure waits delay(0).
+        let n = self.failures.saturating_sub(1);
+        let delay = self.backoff.delay(n, self.jitter.next_f64());
+        Decision::Retry {
+            attempt: self.attempt(),
+            delay,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn fixed(max_attempts: Option<u32>) -> Reconnect {
+        Reconnect::new(
+            Backoff::Linear {
+                initial: 10 * MS,
+                step: 10 * MS,
+                max: 100 * MS,
+            },
+            Jitter::new(1),
+            Duration::from_secs(1),
+            max_attempts,
+            vec![4000],
+        )
+    }
+
+    #[test]
+    fn failed_attempts_grow_the_delay_and_count_up() {
+        let mut r = fixed(None);
+        assert_eq!(r.attempt(), 1);
+        assert_eq!(r.connect_failed(), Decision::Retry { attempt: 2, delay: 10 * MS });
+        assert_eq!(r.connect_failed(), Decision::Retry { attempt: 3, delay: 20 * MS });
+        assert_eq!(r.connect_failed(), Decision::Retry { attempt: 4, delay: 30 * MS });
+    }
+
+    #[test]
+    fn gives_up_after_max_attempts() {
+        let mut r = fixed(Some(2));
+        assert!(matches!(r.connect_failed(), Decision::Retry { .. }));
+        assert_eq!(r.connect_failed(), Decision::GiveUp { attempts: 2 });
+    }
+
+    #[test]
+    fn a_connection_that_stayed_up_resets_the_count() {
+        let t0 = Instant::now();
+        let mut r = fixed(Some(3));
+        r.connect_failed();
+        r.connect_failed();
+        r.opened(t0);
+        let d = r.ended(t0 + Duration::from_secs(2), Ended::Lost);
+        assert_eq!(d, Decision::Retry { attempt: 1, delay: 10 * MS });
+        assert_eq!(r.failures(), 0);
+    }
+
+    #[test]
+    fn a_connection_that_drops_before_min_uptime_is_a_failed_attempt() {
+        let t0 = Instant::now();
+        let mut r = fixed(Some(3));
+        for _ in 0..2 {
+            r.opened(t0);
+            assert!(matches!(r.ended(t0 + 5 * MS, Ended::Lost), Decision::Retry { .. }));
+        }
+        r.opened(t0);
+        assert_eq!(r.ended(t0 + 5 * MS, Ended::Lost), Decision::GiveUp { attempts: 3 });
+    }
+
+    #[test]
+    fn a_requested_close_never_reconnects() {
+        let t0 = Instant::now();
+        let mut r = fixed(None);
+        r.opened(t0);
+        assert_eq!(r.ended(t0, Ended::Requested), Decision::StopRequested);
+    }
+
+    #[test]
+    fn terminal_codes_stop_and_others_reconnect() {
+        let t0 = Instant::now();
+        let mut r = fixed(None);
+        r.opened(t0);
+        assert_eq!(r.ended(t0, Ended::ServerClose(4000)), Decision::StopTerminal(4000));
+        r.opened(t0);
+        assert!(matches!(
+            r.ended(t0 + Duration::from_secs(5), Ended::ServerClose(1001)),
+            Decision::Retry { attempt: 1, .. }
+        ));
+    }
+}

@@ -1,0 +1,317 @@
+//! What goes over the wire and what the application receives.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+/// One WebSocket data frame: what the application sends, and the payload of
+/// what it receives.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// A text frame (UTF-8).
+    Text(String),
+    /// A binary frame.
+    Binary(Vec<u8>),
+}
+
+impl Frame {
+    /// The text, if this is a text frame.
+    pub fn as_text(&self) -> Option<&str> {
+        match self {
+            Frame::Text(t) => Some(t),
+            Frame::Binary(_) => None,
+        }
+    }
+
+    /// The raw bytes (UTF-8 for a text frame).
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Frame::Text(t) => t.as_bytes(),
+            Frame::Binary(b) => b,
+        }
+    }
+
+    /// The payload length in bytes.
+    pub fn len(&self) -> usize {
+        self.as_bytes().len()
+    }
+
+    /// `true` when the payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Parses a text frame as JSON. `None` for binary frames and for text
+    /// that is not JSON.
+    pub fn json(&self) -> Option<serde_json::Value> {
+        serde_json::from_str(self.as_text()?).ok()
+    }
+}
+
+impl fmt::Debug for Frame {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Payloads can be large and can carry secrets: show the size and a
+        // short head only.
+        const HEAD: usize = 64;
+        match self {
+            Frame::Text(t) => {
+                let mut end = t.len().min(HEAD);
+                while !t.is_char_boundary(end) {
+                    end -= 1;
+                }
+                let more = if end < t.len() { "…" } else { "" };
+                write!(f, "Text({} bytes: {:?}{more})", t.len(), &t[..end])
+            }
+            Frame::Binary(b) => write!(f, "Binary({} bytes)", b.len()),
+        }
+    }
+}
+
+impl From<String> for Frame {
+    fn from(s: String) -> Self {
+        Frame::Text(s)
+    }
+}
+
+impl From<&str> for Frame {
+    fn from(s: &str) -> Self {
+        Frame::Text(s.to_owned())
+    }
+}
+
+impl From<Vec<u8>> for Frame {
+    fn from(b: Vec<u8>) -> Self {
+        Frame::Binary(b)
+    }
+}
+
+impl From<serde_json::Value> for Frame {
+    fn from(v: serde_json::Value) -> Self {
+        Frame::Text(v.to_string())
+    }
+}
+
+impl From<&serde_json::Value> for Frame {
+    fn from(v: &serde_json::Value) -> Self {
+        Frame::Text(v.to_string())
+    }
+}
+
+/// How a message reached the application.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Via {
+    /// Pushed over the WebSocket.
+    Ws,
+}
+
+impl Via {
+    /// `"ws"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Via::Ws => "ws",
+        }
+    }
+}
+
+/// One message the server pushed.
+#[derive(Clone, Debug)]
+pub struct Message {
+    frame: Frame,
+    via: Via,
+    received: Instant,
+}
+
+impl Message {
+    pub(crate) fn new(frame: Frame, via: Via, received: Instant) -> Self {
+        Message {
+            frame,
+            via,
+            received,
+        }
+    }
+
+    /// The payload.
+    pub fn frame(&self) -> &Frame {
+        &self.frame
+    }
+
+    /// Takes the payload.
+    pub fn into_frame(self) -> Frame {
+        self.frame
+    }
+
+    /// The text, if the server sent a text frame.
+    pub fn text(&self) -> Option<&str> {
+        self.frame.as_text()
+    }
+
+    /// The payload bytes.
+    pub fn bytes(&self) -> &[u8] {
+        self.frame.as_bytes()
+    }
+
+    /// The payload parsed as JSON (`None` when it is not JSON).
+    pub fn json(&self) -> Option<serde_json::Value> {
+        self.frame.json()
+    }
+
+    /// Which transport delivered it.
+    pub fn via(&self) -> Via {
+        self.via
+    }
+
+    /// When heartline read it from the network.
+    pub fn received_at(&self) -> Instant {
+        self.received
+    }
+}
+
+/// Messages handed to the application together. Never empty; in the order
+/// the server sent them.
+#[derive(Clone, Debug)]
+pub struct Batch {
+    messages: Vec<Message>,
+}
+
+impl Batch {
+    pub(crate) fn new(messages: Vec<Message>) -> Self {
+        debug_assert!(!messages.is_empty());
+        Batch { messages }
+    }
+
+    /// The number of messages (at least one).
+    pub fn len(&self) -> usize {
+        self.messages.len()
+    }
+
+    /// Always `false`: heartline never hands out an empty batch. Present
+    /// because `len` is.
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+
+    /// The messages, oldest first.
+    pub fn messages(&self) -> &[Message] {
+        &self.messages
+    }
+
+    /// Iterates over the messages, oldest first.
+    pub fn iter(&self) -> std::slice::Iter<'_, Message> {
+        self.messages.iter()
+    }
+
+    /// Takes the messages.
+    pub fn into_messages(self) -> Vec<Message> {
+        self.messages
+    }
+}
+
+impl IntoIterator for Batch {
+    type Item = Message;
+    type IntoIter = std::vec::IntoIter<Message>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.messages.into_iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a Batch {
+    type Item = &'a Message;
+    type IntoIter = std::slice::Iter<'a, Message>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.messages.iter()
+    }
+}
+
+/// The connection state, as reported by [`crate::Client::state`] and the
+/// [`crate::Events`] receiver.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum State {
+    /// A connection attempt is under way (`attempt` counts consecutive
+    /// failures plus one).
+    Connecting {
+        /// 1 for the first try after a success (or at start).
+        attempt: u32,
+    },
+    /// The WebSocket is open.
+    Open,
+    /// Waiting `delay` before connection attempt number `attempt`.
+    Reconnecting {
+        /// The attempt that will be made after the delay.
+        attempt: u32,
+        /// How long the client waits first.
+        delay: Duration,
+    },
+    /// The client has stopped for good; the batch receiver ends once the
+    /// messages already received are handed out.
+    Closed(CloseReason),
+}
+
+impl State {
+    /// A short lowercase name: `connecting`, `open`, `reconnecting`,
+    /// `closed`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            State::Connecting { .. } => "connecting",
+            State::Open => "open",
+            State::Reconnecting { .. } => "reconnecting",
+            State::Closed(_) => "closed",
+        }
+    }
+
+    /// `true` for [`State::Open`].
+    pub fn is_open(&self) -> bool {
+        matches!(self, State::Open)
+    }
+
+    /// `true` for [`State::Closed`].
+    pub fn is_closed(&self) -> bool {
+        matches!(self, State::Closed(_))
+    }
+}
+
+/// Why the client stopped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The application called [`crate::Client::close`] or dropped the last
+    /// `Client`.
+    Requested,
+    /// `max_attempts` consecutive attempts failed.
+    GaveUp {
+        /// How many attempts were made.
+        attempts: u32,
+    },
+    /// The server closed with a code from the terminal set.
+    Terminal {
+        /// The close code.
+        code: u16,
+        /// The reason the server gave.
+        reason: String,
+    },
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::Requested => f.write_str("closed by the application"),
+            CloseReason::GaveUp { attempts } => write!(f, "gave up after {attempts} attempts"),
+            CloseReason::Terminal { code, reason } => {
+                write!(f, "server closed with terminal code {code}")?;
+                if !reason.is_empty() {
+                    write!(f, ": {reason}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A state change, as delivered by [`crate::Events`].
+#[derive(Clone, Debug)]
+pub struct Event {
+    /// The new state.
+    pub state: State,
+    /// Why the state changed, when an error caused it (secrets redacted).
+    pub error: Option<String>,
+}

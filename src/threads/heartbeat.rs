@@ -1,0 +1,46 @@
+//! The heartbeat ticker: one thread per open connection. It sleeps until
+//! the next deadline the heartbeat machine gives (no fixed tick), so an idle
+//! link costs one wake-up per heartbeat and one per timeout check.
+
+use std::sync::atomic::Ordering::SeqCst;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use log::{debug, warn};
+
+use crate::config::Config;
+use crate::machine::heartbeat::{Beat, Heartbeat};
+use crate::shared::Shared;
+use crate::threads::io::{Command, Link};
+
+pub(crate) fn run(cfg: &Config, link: &Link, shared: &Shared, stop: &Receiver<()>) {
+    let opened = link.opened();
+    let mut machine = Heartbeat::new(cfg.heartbeat_interval, cfg.server_timeout, opened);
+    let mut next = opened + cfg.heartbeat_interval;
+    loop {
+        match stop.recv_deadline(next) {
+            Err(RecvTimeoutError::Timeout) => {}
+            // Stop signal or the supervisor dropped the sender.
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+        }
+        let now = Instant::now();
+        let paused = shared.reading_paused.load(SeqCst);
+        let (beat, at) = machine.poll(now, link.last_inbound(), paused);
+        match beat {
+            Beat::Wait => {}
+            Beat::Send => {
+                debug!("sending heartbeat");
+                link.command(Command::Beat);
+            }
+            Beat::Dead => {
+                warn!(
+                    "no frame within {:?} after the heartbeat: link is dead (half-open)",
+                    cfg.server_timeout
+                );
+                link.command(Command::Dead);
+                return;
+            }
+        }
+        next = at;
+    }
+}

@@ -1,0 +1,487 @@
+//! The socket io thread: the only owner of the socket.
+//!
+//! It waits in epoll (mio) on the socket and a waker. Other threads hand it
+//! work through channels and wake it; nothing wakes it on a timer, so an
+//! idle connection sleeps and a queued frame reaches the wire at once. mio is
+//! edge-triggered, so every wake-up reads until `WouldBlock`, which also
+//! drains bytes OpenSSL has already decrypted and epoll cannot see.
+
+use std::io::ErrorKind;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
+use log::{debug, trace, warn};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::CloseFrame;
+use tungstenite::Message as WsMessage;
+
+use crate::config::{Config, Heartbeat, Overflow};
+use crate::error::Error;
+use crate::message::{Frame, Message, Via};
+use crate::shared::Shared;
+use crate::threads::supervisor::Setup;
+use crate::transport::Socket;
+
+const SOCKET: Token = Token(0);
+const WAKER: Token = Token(1);
+/// Messages read per turn before writes get a chance.
+const READ_BUDGET: usize = 256;
+/// Frames written per turn before reads get a chance.
+const WRITE_BUDGET: usize = 256;
+
+/// Requests to the io thread from the heartbeat thread and the supervisor.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Command {
+    /// Send a heartbeat now.
+    Beat,
+    /// The link is dead: drop it without a close handshake.
+    Dead,
+    /// The application closes: send close 1000 and wait briefly.
+    Close,
+}
+
+/// How the connection ended.
+#[derive(Debug)]
+pub(crate) enum Exit {
+    Requested,
+    ServerClosed { code: u16, reason: String },
+    Lost(Error),
+}
+
+struct LinkInner {
+    commands: Sender<Command>,
+    opened: Instant,
+    /// Nanoseconds after `opened` of the last inbound frame (or of the end
+    /// of a reading pause).
+    last_inbound_ns: AtomicU64,
+}
+
+/// What the other threads hold of one connection.
+#[derive(Clone)]
+pub(crate) struct Link {
+    inner: Arc<LinkInner>,
+    pub waker: Arc<Waker>,
+}
+
+impl Link {
+    pub(crate) fn command(&self, c: Command) {
+        // The channel holds a few commands; a full one already has work
+        // queued that makes the io thread act.
+        let _ = self.inner.commands.try_send(c);
+        if let Err(e) = self.waker.wake() {
+            warn!("cannot wake the io thread: {e}");
+        }
+    }
+
+    pub(crate) fn opened(&self) -> Instant {
+        self.inner.opened
+    }
+
+    pub(crate) fn last_inbound(&self) -> Instant {
+        self.inner.opened + Duration::from_nanos(self.inner.last_inbound_ns.load(Relaxed))
+    }
+
+    fn touch(&self, now: Instant) {
+        let ns = now.saturating_duration_since(self.inner.opened).as_nanos();
+        self.inner
+            .last_inbound_ns
+            .store(u64::try_from(ns).unwrap_or(u64::MAX), Relaxed);
+    }
+}
+
+pub(crate) struct Connection {
+    socket: Socket,
+    hello: Vec<Frame>,
+    poll: Poll,
+    link: Link,
+    commands: Receiver<Command>,
+    cfg: Arc<Config>,
+    shared: Arc<Shared>,
+    outbound: Receiver<Frame>,
+    inbound_tx: Sender<Message>,
+    inbound_rx: Receiver<Message>,
+}
+
+impl Connection {
+    pub(crate) fn new(socket: Socket, hello: Vec<Frame>, s: &Setup) -> Result<Self, Error> {
+        let tcp = socket.get_ref().tcp();
+        tcp.set_read_timeout(None)?;
+        tcp.set_write_timeout(None)?;
+        tcp.set_nonblocking(true)?;
+        let poll = Poll::new()?;
+        let fd = tcp.as_raw_fd();
+        poll.registry().register(
+            &mut SourceFd(&fd),
+            SOCKET,
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (commands_tx, commands) = crossbeam_channel::bounded(8);
+        let link = Link {
+            inner: Arc::new(LinkInner {
+                commands: commands_tx,
+                opened: Instant::now(),
+                last_inbound_ns: AtomicU64::new(0),
+            }),
+            waker,
+        };
+        s.shared.reading_paused.store(false, SeqCst);
+        Ok(Connection {
+            socket,
+            hello,
+            poll,
+            link,
+            commands,
+            cfg: s.cfg.clone(),
+            shared: s.shared.clone(),
+            outbound: s.outbound.clone(),
+            inbound_tx: s.inbound_tx.clone(),
+            inbound_rx: s.inbound_rx.clone(),
+        })
+    }
+
+    pub(crate) fn link(&self) -> Link {
+        self.link.clone()
+    }
+
+    pub(crate) fn run(mut self) -> Exit {
+        let exit = self.serve();
+        self.shared.reading_paused.store(false, SeqCst);
+        debug!("connection ended: {exit:?}");
+        exit
+    }
+
+    fn serve(&mut self) -> Exit {
+        let mut st = Turn::default();
+        for frame in std::mem::take(&mut self.hello) {
+            if let Err(e) = self.write(frame) {
+                return Exit::Lost(e);
+            }
+        }
+        let mut events = Events::with_capacity(8);
+        loop {
+            // 1. Requests from the other threads.
+            loop {
+                match self.commands.try_recv() {
+                    Ok(Command::Beat) => {
+                        if let Err(e) = self.beat(&mut st) {
+                            return Exit::Lost(e);
+                        }
+                    }
+                    Ok(Command::Dead) => {
+                        return Exit::Lost(Error::HeartbeatTimeout {
+                            timeout: self.cfg.server_timeout,
+                        })
+                    }
+                    Ok(Command::Close) => {
+                        if st.closing.is_none() {
+                            if let Err(e) = self.start_close(&mut st) {
+                                debug!("close handshake failed: {e}");
+                                return Exit::Requested;
+                            }
+                        }
+                    }
+                    Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => break,
+                }
+            }
+            // 2. A message held back by a full inbound queue.
+            if let Some(m) = st.held.take() {
+                st.held = self.deliver(m, st.closing.is_some());
+                if st.held.is_none() {
+                    debug!("inbound queue has room again; reading resumes");
+                    self.shared.reading_paused.store(false, SeqCst);
+                    self.link.touch(Instant::now());
+                }
+            }
+            // 3. Read until WouldBlock (or the budget, or a full queue).
+            st.more_to_read = false;
+            if st.held.is_none() {
+                if let Some(exit) = self.read(&mut st) {
+                    return exit;
+                }
+            }
+            // 4. Write queued frames and flush.
+            if let Some(e) = self.write_queued(&mut st).err() {
+                return if st.closing.is_some() {
+                    Exit::Requested
+                } else {
+                    Exit::Lost(e)
+                };
+            }
+            // 5. Sleep until the socket or the waker needs us.
+            let timeout = if st.more_to_read {
+                Some(Duration::ZERO)
+            } else if let Some(deadline) = st.closing {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    debug!("no close frame from the server within {:?}", self.cfg.close_timeout);
+                    return Exit::Requested;
+                }
+                Some(left)
+            } else {
+                None
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != ErrorKind::Interrupted {
+                    return Exit::Lost(Error::Io(e));
+                }
+            }
+        }
+    }
+
+    fn read(&mut self, st: &mut Turn) -> Option<Exit> {
+        for _ in 0..READ_BUDGET {
+            let msg = match self.socket.read() {
+                Ok(m) => m,
+                Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => return None,
+                Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
+                    return Some(self.closed_exit(st));
+                }
+                Err(tungstenite::Error::Capacity(e)) => {
+                    let what = format!("{e} (limit: {} bytes)", self.cfg.max_message_size);
+                    warn!("inbound message too large, closing with 1009: {what}");
+                    let _ = self.socket.close(Some(CloseFrame {
+                        code: CloseCode::Size,
+                        reason: "message too big".into(),
+                    }));
+                    return Some(Exit::Lost(Error::TooLarge(what)));
+                }
+                Err(tungstenite::Error::Io(e)) => return Some(self.lost(st, Error::Io(e))),
+                Err(e) => {
+                    warn!("protocol error from the server: {e}");
+                    return Some(self.lost(st, Error::Protocol(e.to_string())));
+                }
+            };
+            let now = Instant::now();
+            self.link.touch(now);
+            let c = &self.shared.counters;
+            c.frames_in.fetch_add(1, Relaxed);
+            c.bytes_in.fetch_add(msg.len() as u64, Relaxed);
+            let frame = match msg {
+                WsMessage::Text(t) => Frame::Text(t.as_str().to_owned()),
+                WsMessage::Binary(b) => Frame::Binary(b.to_vec()),
+                WsMessage::Pong(_) => {
+                    self.answered(st, now);
+                    continue;
+                }
+                WsMessage::Ping(_) | WsMessage::Frame(_) => continue,
+                WsMessage::Close(cf) => {
+                    let (code, reason) = cf
+                        .map(|f| (u16::from(f.code), f.reason.as_str().to_owned()))
+                        .unwrap_or((1005, String::new()));
+                    // tungstenite queued the reply; send it on the way out.
+                    let _ = self.socket.flush();
+                    if st.closing.is_some() {
+                        return Some(Exit::Requested);
+                    }
+                    debug!("server closed with {code} {reason:?}");
+                    return Some(Exit::ServerClosed { code, reason });
+                }
+            };
+            if self.cfg.replies.iter().any(|r| r.matches(&frame)) {
+                trace!("heartbeat reply consumed");
+                self.answered(st, now);
+                continue;
+            }
+            trace!("received {frame:?}");
+            if let Some(held) = self.deliver(Message::new(frame, Via::Ws, now), st.closing.is_some()) {
+                st.held = Some(held);
+                return None;
+            }
+        }
+        st.more_to_read = true;
+        None
+    }
+
+    /// Puts a message in the inbound queue. Returns it when the queue is
+    /// full and the policy is to wait (reading pauses until the consumer has
+    /// taken half the queue).
+    fn deliver(&self, m: Message, closing: bool) -> Option<Message> {
+        let mut m = match self.inbound_tx.try_send(m) {
+            Ok(()) => return None,
+            Err(TrySendError::Disconnected(_)) => return None,
+            Err(TrySendError::Full(m)) => m,
+        };
+        if closing {
+            // Closing and nobody is taking messages: do not hold close() up.
+            self.shared.counters.dropped.fetch_add(1, Relaxed);
+            warn!("inbound queue full while closing; message dropped");
+            return None;
+        }
+        match self.cfg.overflow {
+            Overflow::DropOldest => loop {
+                if self.inbound_rx.try_recv().is_ok() {
+                    self.shared.counters.dropped.fetch_add(1, Relaxed);
+                }
+                match self.inbound_tx.try_send(m) {
+                    Ok(()) | Err(TrySendError::Disconnected(_)) => return None,
+                    Err(TrySendError::Full(back)) => m = back,
+                }
+            },
+            Overflow::Backpressure => {
+                if !self.shared.reading_paused.swap(true, SeqCst) {
+                    debug!("inbound queue full; reading paused");
+                }
+                // The consumer may have drained the queue before it could see
+                // the flag: look again, or we could sleep for ever.
+                if self.inbound_rx.len() <= self.shared.inbound_capacity / 2 {
+                    match self.inbound_tx.try_send(m) {
+                        Ok(()) | Err(TrySendError::Disconnected(_)) => {
+                            self.shared.reading_paused.store(false, SeqCst);
+                            return None;
+                        }
+                        Err(TrySendError::Full(back)) => return Some(back),
+                    }
+                }
+                Some(m)
+            }
+        }
+    }
+
+    fn answered(&self, st: &mut Turn, now: Instant) {
+        if let Some(sent) = st.beat_sent.take() {
+            self.shared.set_rtt(now.saturating_duration_since(sent));
+        }
+    }
+
+    fn beat(&mut self, st: &mut Turn) -> Result<(), Error> {
+        if st.closing.is_some() {
+            return Ok(());
+        }
+        st.beat_sent = Some(Instant::now());
+        self.shared.counters.heartbeats.fetch_add(1, Relaxed);
+        match &self.cfg.heartbeat {
+            Heartbeat::Ping => {
+                let n = self.shared.counters.heartbeats.load(Relaxed);
+                self.socket
+                    .write(WsMessage::Ping(n.to_be_bytes().to_vec().into()))
+                    .map_err(ws_error)?;
+            }
+            Heartbeat::Frame(f) => {
+                let f = f.clone();
+                self.write(f)?;
+            }
+        }
+        self.flush(st)
+    }
+
+    fn start_close(&mut self, st: &mut Turn) -> Result<(), Error> {
+        // Frames the application queued before close() still go out.
+        self.write_queued(st)?;
+        st.closing = Some(Instant::now() + self.cfg.close_timeout);
+        debug!("sending close 1000");
+        match self.socket.close(Some(CloseFrame {
+            code: CloseCode::Normal,
+            reason: "".into(),
+        })) {
+            Ok(()) => Ok(()),
+            Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => {
+                st.congested = true;
+                Ok(())
+            }
+            Err(e) => Err(ws_error(e)),
+        }
+    }
+
+    fn write(&mut self, frame: Frame) -> Result<(), Error> {
+        let len = frame.len() as u64;
+        let msg = match frame {
+            Frame::Text(t) => WsMessage::Text(t.into()),
+            Frame::Binary(b) => WsMessage::Binary(b.into()),
+        };
+        match self.socket.write(msg) {
+            Ok(()) => {}
+            Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => {}
+            Err(e) => return Err(ws_error(e)),
+        }
+        let c = &self.shared.counters;
+        c.frames_out.fetch_add(1, Relaxed);
+        c.bytes_out.fetch_add(len, Relaxed);
+        Ok(())
+    }
+
+    fn write_queued(&mut self, st: &mut Turn) -> Result<(), Error> {
+        if st.closing.is_none() && !st.congested {
+            for _ in 0..WRITE_BUDGET {
+                match self.outbound.try_recv() {
+                    Ok(f) => {
+                        trace!("sending {f:?}");
+                        self.write(f)?;
+                    }
+                    Err(_) => break,
+                }
+            }
+            if !self.outbound.is_empty() {
+                st.more_to_read = true; // come back without sleeping
+            }
+        }
+        self.flush(st)
+    }
+
+    fn flush(&mut self, st: &mut Turn) -> Result<(), Error> {
+        match self.socket.flush() {
+            Ok(()) => {
+                st.congested = false;
+                Ok(())
+            }
+            Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => {
+                // The kernel buffer is full: stop taking frames until the
+                // socket is writable again (edge-triggered WRITABLE wakes us).
+                st.congested = true;
+                Ok(())
+            }
+            Err(e) => Err(ws_error(e)),
+        }
+    }
+
+    fn closed_exit(&self, st: &Turn) -> Exit {
+        if st.closing.is_some() {
+            Exit::Requested
+        } else {
+            Exit::Lost(Error::Io(std::io::Error::new(
+                ErrorKind::ConnectionAborted,
+                "connection closed by the server without a close frame",
+            )))
+        }
+    }
+
+    fn lost(&self, st: &Turn, e: Error) -> Exit {
+        if st.closing.is_some() {
+            Exit::Requested
+        } else {
+            Exit::Lost(e)
+        }
+    }
+}
+
+fn ws_error(e: tungstenite::Error) -> Error {
+    match e {
+        tungstenite::Error::Io(e) => Error::Io(e),
+        tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
+            Error::Io(std::io::Error::new(ErrorKind::NotConnected, "connection closed"))
+        }
+        e => Error::Protocol(e.to_string()),
+    }
+}
+
+/// What the io loop carries from one turn to the next.
+#[derive(Default)]
+struct Turn {
+    /// A message waiting for room in the inbound queue.
+    held: Option<Message>,
+    /// The read budget ran out with data possibly left.
+    more_to_read: bool,
+    /// The kernel send buffer is full.
+    congested: bool,
+    /// When the unanswered heartbeat was sent (for the round trip).
+    beat_sent: Option<Instant>,
+    /// Close frame sent; give up waiting for the reply at this moment.
+    closing: Option<Instant>,
+}

@@ -1,0 +1,310 @@
+//! Opening a connection: TCP with a connect timeout, TLS (native-tls), and
+//! the WebSocket handshake, all on a blocking socket with finite timeouts.
+//! The io thread then switches the socket to non-blocking and waits in epoll.
+//!
+//! `tungstenite::connect` is not used because it has no connect timeout.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use tungstenite::client::IntoClientRequest;
+use tungstenite::handshake::HandshakeError;
+use tungstenite::http::{HeaderName, HeaderValue, Uri};
+use tungstenite::protocol::WebSocketConfig;
+use tungstenite::WebSocket;
+
+use crate::config::{Config, Endpoint};
+use crate::error::{Error, Result};
+use crate::redact;
+
+/// A parsed `ws://` or `wss://` URL.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Target {
+    pub(crate) fn parse(url: &str) -> Result<Target> {
+        let bad = |reason: &str| Error::Url {
+            url: redact::url(url),
+            reason: reason.to_owned(),
+        };
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| bad(&format!("cannot parse: {e}")))?;
+        let tls = match uri.scheme_str() {
+            Some("ws") => false,
+            Some("wss") => true,
+            Some(other) => return Err(bad(&format!("scheme `{other}` is not ws or wss"))),
+            None => return Err(bad("no scheme (expected ws:// or wss://)")),
+        };
+        let host = uri
+            .host()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| bad("no host"))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        if port == 0 {
+            return Err(bad("port 0"));
+        }
+        Ok(Target { tls, host, port })
+    }
+
+    fn addr(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// The byte stream under the WebSocket.
+pub(crate) enum Stream {
+    Plain(TcpStream),
+    Tls(Box<native_tls::TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    pub(crate) fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => s.get_ref(),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
+pub(crate) type Socket = WebSocket<Stream>;
+
+/// Builds the TLS connector once per client.
+pub(crate) fn tls_connector(cfg: &Config) -> Result<native_tls::TlsConnector> {
+    let mut b = native_tls::TlsConnector::builder();
+    for pem in &cfg.root_certificates {
+        let cert = native_tls::Certificate::from_pem(pem).map_err(|e| {
+            Error::config("root_certificate_pem", format!("not a PEM certificate: {e}"))
+        })?;
+        b.add_root_certificate(cert);
+    }
+    if cfg.danger_accept_invalid_certs {
+        b.danger_accept_invalid_certs(true);
+    }
+    b.build()
+        .map_err(|e| Error::config("root_certificate_pem", format!("cannot build TLS context: {e}")))
+}
+
+pub(crate) fn ws_config(cfg: &Config) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(cfg.max_message_size))
+        .max_frame_size(Some(cfg.max_frame_size))
+}
+
+fn timed_out(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+}
+
+/// Connects, runs the TLS and WebSocket handshakes, and returns the socket
+/// still in blocking mode.
+pub(crate) fn connect(
+    endpoint: &Endpoint,
+    cfg: &Config,
+    tls: &native_tls::TlsConnector,
+) -> Result<Socket> {
+    let target = Target::parse(&endpoint.url)?;
+    let addr = target.addr();
+    let tcp = connect_tcp(&target, &addr, cfg.connect_timeout)?;
+    let _ = tcp.set_nodelay(true);
+
+    let deadline = Instant::now() + cfg.handshake_timeout;
+    set_timeouts(&tcp, deadline)?;
+    let stream = if target.tls {
+        match tls.connect(&target.host, tcp) {
+            Ok(s) => Stream::Tls(Box::new(s)),
+            Err(native_tls::HandshakeError::WouldBlock(_)) => {
+                return Err(Error::Timeout {
+                    what: "TLS handshake",
+                    addr,
+                    after: cfg.handshake_timeout,
+                })
+            }
+            Err(native_tls::HandshakeError::Failure(e)) => {
+                return Err(tls_error(&target.host, &e, &addr, cfg.handshake_timeout))
+            }
+        }
+    } else {
+        Stream::Plain(tcp)
+    };
+    set_timeouts(stream.tcp(), deadline)?;
+
+    let mut request = endpoint
+        .url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| Error::Url {
+            url: redact::url(&endpoint.url),
+            reason: e.to_string(),
+        })?;
+    for (name, value) in &endpoint.headers {
+        let n = HeaderName::from_bytes(name.as_bytes()).map_err(|_| Error::Url {
+            url: redact::url(&endpoint.url),
+            reason: format!("header name `{name}` is not valid"),
+        })?;
+        let v = HeaderValue::from_str(value).map_err(|_| Error::Url {
+            url: redact::url(&endpoint.url),
+            reason: format!(
+                "value of header `{name}` is not valid ({})",
+                redact::header_value(name, value)
+            ),
+        })?;
+        request.headers_mut().append(n, v);
+    }
+
+    match tungstenite::client::client_with_config(request, stream, Some(ws_config(cfg))) {
+        Ok((ws, _response)) => Ok(ws),
+        Err(HandshakeError::Interrupted(_)) => Err(Error::Timeout {
+            what: "WebSocket handshake",
+            addr,
+            after: cfg.handshake_timeout,
+        }),
+        Err(HandshakeError::Failure(tungstenite::Error::Http(resp))) => Err(Error::Refused {
+            status: resp.status().as_u16(),
+        }),
+        Err(HandshakeError::Failure(tungstenite::Error::Io(e))) if timed_out(&e) => {
+            Err(Error::Timeout {
+                what: "WebSocket handshake",
+                addr,
+                after: cfg.handshake_timeout,
+            })
+        }
+        Err(HandshakeError::Failure(tungstenite::Error::Io(e))) => Err(Error::Io(e)),
+        Err(HandshakeError::Failure(e)) => Err(Error::Protocol(e.to_string())),
+    }
+}
+
+fn connect_tcp(target: &Target, addr: &str, timeout: Duration) -> Result<TcpStream> {
+    let deadline = Instant::now() + timeout;
+    let addrs: Vec<SocketAddr> = (target.host.as_str(), target.port)
+        .to_socket_addrs()
+        .map_err(|source| Error::Connect {
+            addr: addr.to_owned(),
+            source,
+        })?
+        .collect();
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "host name resolved to no address");
+    for a in addrs {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Error::Timeout {
+                what: "connect",
+                addr: addr.to_owned(),
+                after: timeout,
+            });
+        }
+        match TcpStream::connect_timeout(&a, left) {
+            Ok(s) => return Ok(s),
+            Err(e) if timed_out(&e) => {
+                return Err(Error::Timeout {
+                    what: "connect",
+                    addr: addr.to_owned(),
+                    after: timeout,
+                })
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(Error::Connect {
+        addr: addr.to_owned(),
+        source: last,
+    })
+}
+
+fn set_timeouts(tcp: &TcpStream, deadline: Instant) -> Result<()> {
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(1));
+    tcp.set_read_timeout(Some(left))?;
+    tcp.set_write_timeout(Some(left))?;
+    Ok(())
+}
+
+fn tls_error(host: &str, e: &native_tls::Error, addr: &str, after: Duration) -> Error {
+    let text = e.to_string();
+    let io_timeout = std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<io::Error>())
+        .is_some_and(timed_out);
+    if io_timeout {
+        return Error::Timeout {
+            what: "TLS handshake",
+            addr: addr.to_owned(),
+            after,
+        };
+    }
+    let reason = if text.contains("certificate verify failed") || text.contains("self-signed") || text.contains("unable to get local issuer") {
+        format!("{text} (server certificate is not trusted: add its CA with root_certificate_pem)")
+    } else {
+        text
+    };
+    Error::Tls {
+        host: host.to_owned(),
+        reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_ws_and_wss_with_default_ports() {
+        let t = Target::parse("ws://example.com/path?x=1").unwrap();
+        assert_eq!((t.tls, t.host.as_str(), t.port), (false, "example.com", 80));
+        let t = Target::parse("wss://example.com").unwrap();
+        assert_eq!((t.tls, t.port), (true, 443));
+        let t = Target::parse("ws://[::1]:9000/").unwrap();
+        assert_eq!((t.host.as_str(), t.addr()), ("::1", "[::1]:9000".to_owned()));
+    }
+
+    #[test]
+    fn bad_urls_say_why_and_hide_tokens() {
+        for (url, why) in [
+            ("http://h/", "scheme `http`"),
+            ("h/ws", "cannot parse"),
+            ("/ws", "no scheme"),
+            ("ws://", "cannot parse"),
+            ("ws://h:0/", "port 0"),
+        ] {
+            let e = Target::parse(url).unwrap_err().to_string();
+            assert!(e.contains(why), "{url}: {e}");
+        }
+        let e = Target::parse("ftp://h/?token=SECRET").unwrap_err().to_string();
+        assert!(!e.contains("SECRET"), "{e}");
+    }
+}
