@@ -1,1 +1,503 @@
-//! test server
+//! A real WebSocket server on 127.0.0.1 for tests, examples and benchmarks
+//! (feature `testkit`).
+//!
+//! It binds `127.0.0.1:0`, speaks `ws://` or `wss://` (with a CA and
+//! certificate made at run time), records every frame a client sends, and
+//! has switches for the faults a real network produces: drop every
+//! connection, go silent while keeping TCP open (half-open), refuse
+//! upgrades with an HTTP status, close with a given code.
+//!
+//! ```
+//! use std::time::Duration;
+//! let server = heartline::testkit::TestServer::start()?;
+//! let client = heartline::Client::builder(server.url()).build()?;
+//! assert!(server.wait_connections(1, Duration::from_secs(5)));
+//! server.push("hello");
+//! let batch = client.recv_timeout(Duration::from_secs(5)).unwrap();
+//! assert_eq!(batch.messages()[0].text(), Some("hello"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Unlike the client, this server services each connection with a 1 ms read
+//! timeout loop: it is test equipment, and simplicity wins here.
+
+mod tls;
+
+use std::io::{self, ErrorKind};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tungstenite::{Message as WsMessage, WebSocket};
+
+use crate::config::ReplyRule;
+use crate::message::Frame;
+use crate::shared::lock;
+use crate::transport::Stream;
+
+/// What a client sent, as the server saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Sent {
+    /// A text frame.
+    Text(String),
+    /// A binary frame.
+    Binary(Vec<u8>),
+    /// A Ping control frame.
+    Ping,
+    /// A Pong control frame.
+    Pong,
+    /// A close frame with its code (`None` when it had none).
+    Close(Option<u16>),
+}
+
+/// One recorded client frame.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    /// Which connection (1 for the first accepted upgrade).
+    pub conn: u64,
+    /// What was sent.
+    pub sent: Sent,
+    /// When the server read it.
+    pub at: Instant,
+}
+
+impl Recorded {
+    /// The text, for a text frame.
+    pub fn text(&self) -> Option<&str> {
+        match &self.sent {
+            Sent::Text(t) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+/// One upgrade request the server received.
+#[derive(Clone, Debug)]
+pub struct Upgrade {
+    /// Connection number (counted over accepted and refused upgrades).
+    pub conn: u64,
+    /// Path and query of the request.
+    pub uri: String,
+    /// The request headers, names lowercase.
+    pub headers: Vec<(String, String)>,
+    /// `true` when the server accepted it.
+    pub accepted: bool,
+    /// When it arrived.
+    pub at: Instant,
+}
+
+impl Upgrade {
+    /// The value of a header (name compared case-insensitively).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Everything the server has seen, for [`TestServer::wait_for`].
+#[derive(Clone, Debug, Default)]
+pub struct Log {
+    /// Every frame clients sent, in order of arrival.
+    pub frames: Vec<Recorded>,
+    /// Every upgrade request.
+    pub upgrades: Vec<Upgrade>,
+    /// Connections currently open.
+    pub open: usize,
+}
+
+impl Log {
+    /// Upgrades that were accepted.
+    pub fn accepted(&self) -> usize {
+        self.upgrades.iter().filter(|u| u.accepted).count()
+    }
+
+    /// The text frames of connection `conn`, in order.
+    pub fn texts_of(&self, conn: u64) -> Vec<&str> {
+        self.frames
+            .iter()
+            .filter(|r| r.conn == conn)
+            .filter_map(Recorded::text)
+            .collect()
+    }
+}
+
+enum Cmd {
+    Push(Frame),
+    Drop,
+    Silence,
+    Close(u16, String),
+}
+
+struct Conn {
+    id: u64,
+    tx: Sender<Cmd>,
+}
+
+struct Inner {
+    addr: SocketAddr,
+    stop: AtomicBool,
+    refuse: Mutex<Option<u16>>,
+    replies: Mutex<Vec<(ReplyRule, Frame)>>,
+    echo: AtomicBool,
+    greeting: Mutex<Vec<Frame>>,
+    conns: Mutex<Vec<Conn>>,
+    next_id: AtomicU64,
+    log: Mutex<Log>,
+    changed: Condvar,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    tls: Option<native_tls::TlsAcceptor>,
+    ws_config: WebSocketConfig,
+}
+
+/// The loopback test server. Stops (and joins its threads) when dropped.
+pub struct TestServer {
+    inner: Arc<Inner>,
+    accept: Option<JoinHandle<()>>,
+    ca_pem: Option<Vec<u8>>,
+}
+
+impl TestServer {
+    /// Starts a `ws://` server on `127.0.0.1:0`.
+    ///
+    /// # Errors
+    /// When the listener cannot be bound.
+    pub fn start() -> io::Result<TestServer> {
+        Self::spawn(None, None)
+    }
+
+    /// Starts a `wss://` server with a fresh CA; trust it with
+    /// [`TestServer::ca_pem`].
+    ///
+    /// # Errors
+    /// When the listener cannot be bound or the certificate not made.
+    pub fn start_tls() -> io::Result<TestServer> {
+        let m = tls::generate().map_err(io::Error::other)?;
+        let identity =
+            native_tls::Identity::from_pkcs8(&m.chain_pem, &m.key_pem).map_err(io::Error::other)?;
+        let acceptor = native_tls::TlsAcceptor::new(identity).map_err(io::Error::other)?;
+        Self::spawn(Some(acceptor), Some(m.ca_pem))
+    }
+
+    fn spawn(tls: Option<native_tls::TlsAcceptor>, ca_pem: Option<Vec<u8>>) -> io::Result<TestServer> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let inner = Arc::new(Inner {
+            addr,
+            stop: AtomicBool::new(false),
+            refuse: Mutex::new(None),
+            replies: Mutex::new(Vec::new()),
+            echo: AtomicBool::new(false),
+            greeting: Mutex::new(Vec::new()),
+            conns: Mutex::new(Vec::new()),
+            next_id: AtomicU64::new(1),
+            log: Mutex::new(Log::default()),
+            changed: Condvar::new(),
+            threads: Mutex::new(Vec::new()),
+            tls,
+            ws_config: WebSocketConfig::default(),
+        });
+        let i = inner.clone();
+        let accept = std::thread::Builder::new()
+            .name("testkit-accept".into())
+            .spawn(move || accept_loop(&i, &listener))?;
+        Ok(TestServer {
+            inner,
+            accept: Some(accept),
+            ca_pem,
+        })
+    }
+
+    /// `ws://127.0.0.1:PORT/ws` (or `wss://`).
+    pub fn url(&self) -> String {
+        let scheme = if self.inner.tls.is_some() { "wss" } else { "ws" };
+        format!("{scheme}://{}/ws", self.inner.addr)
+    }
+
+    /// The listening address.
+    pub fn addr(&self) -> SocketAddr {
+        self.inner.addr
+    }
+
+    /// The CA certificate (PEM) of a TLS server.
+    pub fn ca_pem(&self) -> Option<&[u8]> {
+        self.ca_pem.as_deref()
+    }
+
+    fn broadcast(&self, make: impl Fn() -> Cmd) -> usize {
+        let mut conns = lock(&self.inner.conns);
+        conns.retain(|c| c.tx.send(make()).is_ok());
+        conns.len()
+    }
+
+    /// Sends a frame to every open connection; returns how many it reached.
+    pub fn push(&self, frame: impl Into<Frame>) -> usize {
+        let frame = frame.into();
+        self.broadcast(|| Cmd::Push(frame.clone()))
+    }
+
+    /// Frames sent to each new connection right after its upgrade.
+    pub fn set_greeting(&self, frames: Vec<Frame>) {
+        *lock(&self.inner.greeting) = frames;
+    }
+
+    /// Drops every open connection's TCP socket without a close frame.
+    pub fn drop_all(&self) -> usize {
+        let n = self.broadcast(|| Cmd::Drop);
+        lock(&self.inner.conns).clear();
+        n
+    }
+
+    /// Open connections stop reading and writing but keep TCP open: a
+    /// half-open link as a pulled cable makes it. New connections are normal.
+    pub fn silence_all(&self) -> usize {
+        self.broadcast(|| Cmd::Silence)
+    }
+
+    /// Closes every open connection with a close frame.
+    pub fn close_all(&self, code: u16, reason: &str) -> usize {
+        self.broadcast(|| Cmd::Close(code, reason.to_owned()))
+    }
+
+    /// Refuses new upgrades with this HTTP status (`None` accepts again).
+    pub fn refuse(&self, status: Option<u16>) {
+        *lock(&self.inner.refuse) = status;
+    }
+
+    /// Answers client frames matching `rule` with `answer` (application
+    /// heartbeats).
+    pub fn reply(&self, rule: ReplyRule, answer: impl Into<Frame>) {
+        lock(&self.inner.replies).push((rule, answer.into()));
+    }
+
+    /// Echoes every text and binary frame back to its sender.
+    pub fn echo(&self, on: bool) {
+        self.inner.echo.store(on, SeqCst);
+    }
+
+    /// A copy of everything seen so far.
+    pub fn log(&self) -> Log {
+        lock(&self.inner.log).clone()
+    }
+
+    /// Waits until `cond` holds for the log, or `timeout` passes. Returns
+    /// whether it held.
+    pub fn wait_for(&self, timeout: Duration, cond: impl Fn(&Log) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut log = lock(&self.inner.log);
+        loop {
+            if cond(&log) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            log = match self.inner.changed.wait_timeout(log, left) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        }
+    }
+
+    /// Waits until at least `n` upgrades were accepted in total.
+    pub fn wait_connections(&self, n: usize, timeout: Duration) -> bool {
+        self.wait_for(timeout, |l| l.accepted() >= n)
+    }
+
+    /// Waits until `n` connections are open at once.
+    pub fn wait_open(&self, n: usize, timeout: Duration) -> bool {
+        self.wait_for(timeout, |l| l.open == n)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.inner.stop.store(true, SeqCst);
+        // Unblock accept().
+        let _ = TcpStream::connect_timeout(&self.inner.addr, Duration::from_secs(1));
+        if let Some(h) = self.accept.take() {
+            let _ = h.join();
+        }
+        lock(&self.inner.conns).clear();
+        let threads = std::mem::take(&mut *lock(&self.inner.threads));
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+}
+
+fn record(inner: &Inner, f: impl FnOnce(&mut Log)) {
+    f(&mut lock(&inner.log));
+    inner.changed.notify_all();
+}
+
+fn accept_loop(inner: &Arc<Inner>, listener: &TcpListener) {
+    for stream in listener.incoming() {
+        if inner.stop.load(SeqCst) {
+            return;
+        }
+        let Ok(stream) = stream else { continue };
+        let i = inner.clone();
+        let id = inner.next_id.fetch_add(1, SeqCst);
+        if let Ok(h) = std::thread::Builder::new()
+            .name(format!("testkit-conn-{id}"))
+            .spawn(move || serve(&i, stream, id))
+        {
+            let mut threads = lock(&inner.threads);
+            threads.retain(|t| !t.is_finished());
+            threads.push(h);
+        }
+    }
+}
+
+fn serve(inner: &Inner, tcp: TcpStream, id: u64) {
+    let _ = tcp.set_nodelay(true);
+    let _ = tcp.set_read_timeout(Some(Duration::from_secs(5)));
+    let stream = match &inner.tls {
+        Some(acceptor) => match acceptor.accept(tcp) {
+            Ok(s) => Stream::Tls(Box::new(s)),
+            Err(_) => return,
+        },
+        None => Stream::Plain(tcp),
+    };
+    let refuse = *lock(&inner.refuse);
+    let mut seen: Option<Upgrade> = None;
+    let callback = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
+        seen = Some(Upgrade {
+            conn: id,
+            uri: req.uri().to_string(),
+            headers: req
+                .headers()
+                .iter()
+                .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                .collect(),
+            accepted: refuse.is_none(),
+            at: Instant::now(),
+        });
+        match refuse {
+            None => Ok(resp),
+            Some(status) => {
+                let mut r = ErrorResponse::new(Some("refused by the test server".into()));
+                *r.status_mut() = tungstenite::http::StatusCode::from_u16(status)
+                    .unwrap_or(tungstenite::http::StatusCode::SERVICE_UNAVAILABLE);
+                Err(r)
+            }
+        }
+    };
+    let ws = tungstenite::accept_hdr_with_config(stream, callback, Some(inner.ws_config)).ok();
+    let Some(mut ws) = ws else {
+        if let Some(u) = seen {
+            record(inner, |l| l.upgrades.push(u));
+        }
+        return;
+    };
+    if inner.stop.load(SeqCst) {
+        return;
+    }
+    let (tx, rx) = crossbeam_channel::unbounded();
+    lock(&inner.conns).push(Conn { id, tx });
+    // Recorded only now, so a test that saw the upgrade can push to it.
+    record(inner, |l| {
+        l.upgrades.extend(seen);
+        l.open += 1;
+    });
+    let _ = ws.get_ref().tcp().set_read_timeout(Some(Duration::from_millis(1)));
+    for f in lock(&inner.greeting).clone() {
+        let _ = ws.write(to_ws(f));
+    }
+    let _ = ws.flush();
+    run_conn(inner, &mut ws, &rx, id);
+    lock(&inner.conns).retain(|c| c.id != id);
+    record(inner, |l| l.open -= 1);
+}
+
+fn to_ws(f: Frame) -> WsMessage {
+    match f {
+        Frame::Text(t) => WsMessage::Text(t.into()),
+        Frame::Binary(b) => WsMessage::Binary(b.into()),
+    }
+}
+
+fn run_conn(inner: &Inner, ws: &mut WebSocket<Stream>, rx: &Receiver<Cmd>, id: u64) {
+    loop {
+        loop {
+            match rx.try_recv() {
+                Ok(Cmd::Push(f)) => {
+                    if ws.write(to_ws(f)).is_err() {
+                        return;
+                    }
+                }
+                Ok(Cmd::Drop) | Err(TryRecvError::Disconnected) => return,
+                Ok(Cmd::Silence) => {
+                    // Half-open: neither read nor write until told to drop or
+                    // the server stops.
+                    loop {
+                        match rx.recv() {
+                            Ok(Cmd::Drop) | Err(_) => return,
+                            Ok(_) => {}
+                        }
+                    }
+                }
+                Ok(Cmd::Close(code, reason)) => {
+                    let _ = ws.close(Some(CloseFrame {
+                        code: CloseCode::from(code),
+                        reason: reason.into(),
+                    }));
+                }
+                Err(TryRecvError::Empty) => break,
+            }
+        }
+        match ws.flush() {
+            Ok(()) => {}
+            Err(tungstenite::Error::Io(e)) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => return,
+        }
+        let msg = match ws.read() {
+            Ok(m) => m,
+            Err(tungstenite::Error::Io(e)) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                continue
+            }
+            Err(_) => return,
+        };
+        let sent = match &msg {
+            WsMessage::Text(t) => Sent::Text(t.as_str().to_owned()),
+            WsMessage::Binary(b) => Sent::Binary(b.to_vec()),
+            WsMessage::Ping(_) => Sent::Ping,
+            WsMessage::Pong(_) => Sent::Pong,
+            WsMessage::Close(c) => Sent::Close(c.as_ref().map(|c| u16::from(c.code))),
+            WsMessage::Frame(_) => continue,
+        };
+        record(inner, |l| {
+            l.frames.push(Recorded {
+                conn: id,
+                sent,
+                at: Instant::now(),
+            })
+        });
+        let frame = match msg {
+            WsMessage::Text(t) => Frame::Text(t.as_str().to_owned()),
+            WsMessage::Binary(b) => Frame::Binary(b.to_vec()),
+            _ => continue,
+        };
+        let answer = lock(&inner.replies)
+            .iter()
+            .find(|(rule, _)| rule.matches(&frame))
+            .map(|(_, a)| a.clone());
+        if let Some(a) = answer {
+            let _ = ws.write(to_ws(a));
+        }
+        if inner.echo.load(SeqCst) {
+            let _ = ws.write(to_ws(frame));
+        }
+    }
+}

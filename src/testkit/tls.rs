@@ -1,0 +1,87 @@
+//! A CA and a server certificate for 127.0.0.1 / localhost, made at run
+//! time with OpenSSL (already linked by native-tls), so no key is committed.
+
+use openssl::asn1::Asn1Time;
+use openssl::bn::{BigNum, MsbOption};
+use openssl::ec::{EcGroup, EcKey};
+use openssl::error::ErrorStack;
+use openssl::hash::MessageDigest;
+use openssl::nid::Nid;
+use openssl::pkey::{PKey, Private};
+use openssl::x509::extension::{
+    AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName,
+    SubjectKeyIdentifier,
+};
+use openssl::x509::{X509Builder, X509Name, X509NameBuilder, X509NameRef, X509};
+
+/// PEM material for a TLS test server.
+pub(crate) struct Material {
+    pub ca_pem: Vec<u8>,
+    pub chain_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+}
+
+fn key() -> Result<PKey<Private>, ErrorStack> {
+    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?;
+    PKey::from_ec_key(EcKey::generate(&group)?)
+}
+
+fn name(cn: &str) -> Result<X509Name, ErrorStack> {
+    let mut n = X509NameBuilder::new()?;
+    n.append_entry_by_text("O", "heartline testkit")?;
+    n.append_entry_by_text("CN", cn)?;
+    Ok(n.build())
+}
+
+fn builder(subject: &X509NameRef, issuer: &X509NameRef, key: &PKey<Private>) -> Result<X509Builder, ErrorStack> {
+    let mut b = X509Builder::new()?;
+    b.set_version(2)?;
+    let mut serial = BigNum::new()?;
+    serial.rand(127, MsbOption::MAYBE_ZERO, false)?;
+    b.set_serial_number(serial.to_asn1_integer()?.as_ref())?;
+    b.set_subject_name(subject)?;
+    b.set_issuer_name(issuer)?;
+    b.set_pubkey(key)?;
+    b.set_not_before(Asn1Time::days_from_now(0)?.as_ref())?;
+    b.set_not_after(Asn1Time::days_from_now(30)?.as_ref())?;
+    Ok(b)
+}
+
+pub(crate) fn generate() -> Result<Material, ErrorStack> {
+    let ca_key = key()?;
+    let ca_name = name("heartline test CA")?;
+    let mut ca = builder(&ca_name, &ca_name, &ca_key)?;
+    ca.append_extension(BasicConstraints::new().critical().ca().build()?)?;
+    ca.append_extension(KeyUsage::new().critical().key_cert_sign().crl_sign().build()?)?;
+    let ski = SubjectKeyIdentifier::new().build(&ca.x509v3_context(None, None))?;
+    ca.append_extension(ski)?;
+    ca.sign(&ca_key, MessageDigest::sha256())?;
+    let ca: X509 = ca.build();
+
+    let leaf_key = key()?;
+    let leaf_name = name("localhost")?;
+    let mut leaf = builder(&leaf_name, ca.subject_name(), &leaf_key)?;
+    leaf.append_extension(BasicConstraints::new().build()?)?;
+    leaf.append_extension(KeyUsage::new().critical().digital_signature().key_agreement().build()?)?;
+    leaf.append_extension(ExtendedKeyUsage::new().server_auth().build()?)?;
+    let san = SubjectAlternativeName::new()
+        .dns("localhost")
+        .ip("127.0.0.1")
+        .build(&leaf.x509v3_context(Some(&ca), None))?;
+    leaf.append_extension(san)?;
+    let aki = AuthorityKeyIdentifier::new()
+        .keyid(false)
+        .build(&leaf.x509v3_context(Some(&ca), None))?;
+    leaf.append_extension(aki)?;
+    leaf.sign(&ca_key, MessageDigest::sha256())?;
+    let leaf = leaf.build();
+
+    let ca_pem = ca.to_pem()?;
+    let mut chain_pem = leaf.to_pem()?;
+    chain_pem.extend_from_slice(&ca_pem);
+    Ok(Material {
+        ca_pem,
+        chain_pem,
+        key_pem: leaf_key.private_key_to_pem_pkcs8()?,
+    })
+}
