@@ -238,8 +238,8 @@ pub enum RecvError {
 impl fmt::Display for RecvError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            RecvError::Empty => "no batch ready",
-            RecvError::Timeout => "timed out waiting for a batch",
+            RecvError::Empty => "nothing ready",
+            RecvError::Timeout => "timed out",
             RecvError::Closed => "client is closed",
         })
     }
@@ -302,7 +302,11 @@ impl Batches {
         let mut closed = false;
         loop {
             if let Some(first) = pending.first() {
-                if self.window.ready(now, first.received_at(), pending.len()).is_none() {
+                if self
+                    .window
+                    .ready(now, first.received_at(), pending.len())
+                    .is_none()
+                {
                     break;
                 }
             }
@@ -316,9 +320,13 @@ impl Batches {
             }
         }
         self.shared.taken(self.rx.len());
-        let ready = pending
-            .first()
-            .is_some_and(|f| closed || self.window.ready(now, f.received_at(), pending.len()).is_none());
+        let ready = pending.first().is_some_and(|f| {
+            closed
+                || self
+                    .window
+                    .ready(now, f.received_at(), pending.len())
+                    .is_none()
+        });
         if ready {
             Ok(self.take(&mut pending))
         } else if closed {
@@ -353,9 +361,11 @@ impl Batches {
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     if deadline.is_some_and(|d| Instant::now() >= d)
-                        && pending
-                            .first()
-                            .is_none_or(|f| self.window.ready(Instant::now(), f.received_at(), pending.len()).is_some())
+                        && pending.first().is_none_or(|f| {
+                            self.window
+                                .ready(Instant::now(), f.received_at(), pending.len())
+                                .is_some()
+                        })
                     {
                         return Err(RecvError::Timeout);
                     }

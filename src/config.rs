@@ -475,7 +475,10 @@ impl ClientBuilder {
             }
         }
         if c.max_message_size < 128 {
-            return Err(Error::config("max_message_size", "must be at least 128 bytes"));
+            return Err(Error::config(
+                "max_message_size",
+                "must be at least 128 bytes",
+            ));
         }
         if c.max_frame_size < 128 || c.max_frame_size > c.max_message_size {
             return Err(Error::config(
@@ -484,7 +487,10 @@ impl ClientBuilder {
             ));
         }
         if c.max_attempts == Some(0) {
-            return Err(Error::config("max_attempts", "must be at least 1 (or None)"));
+            return Err(Error::config(
+                "max_attempts",
+                "must be at least 1 (or None)",
+            ));
         }
         c.backoff.validate()?;
         for code in &c.terminal_codes {
@@ -497,12 +503,18 @@ impl ClientBuilder {
         }
         if let Heartbeat::Frame(f) = &c.heartbeat {
             if f.len() > c.max_frame_size {
-                return Err(Error::config("heartbeat", "frame is larger than max_frame_size"));
+                return Err(Error::config(
+                    "heartbeat",
+                    "frame is larger than max_frame_size",
+                ));
             }
         }
         for pem in &c.root_certificates {
             native_tls::Certificate::from_pem(pem).map_err(|e| {
-                Error::config("root_certificate_pem", format!("not a PEM certificate: {e}"))
+                Error::config(
+                    "root_certificate_pem",
+                    format!("not a PEM certificate: {e}"),
+                )
             })?;
         }
         Ok(self.cfg)
@@ -579,11 +591,18 @@ mod tests {
 
     #[test]
     fn debug_output_hides_tokens() {
-        let b = ClientBuilder::new("wss://h/ws?token=SECRET1").header("Authorization", "Bearer SECRET2");
+        let b = ClientBuilder::new("wss://h/ws?token=SECRET1")
+            .header("Authorization", "Bearer SECRET2");
         let shown = format!("{b:?}");
-        assert!(!shown.contains("SECRET1") && !shown.contains("SECRET2"), "{shown}");
+        assert!(
+            !shown.contains("SECRET1") && !shown.contains("SECRET2"),
+            "{shown}"
+        );
         let e = Endpoint::new("ws://h/?access_token=SECRET3").header("Cookie", "SECRET4");
         let shown = format!("{e:?}");
-        assert!(!shown.contains("SECRET3") && !shown.contains("SECRET4"), "{shown}");
+        assert!(
+            !shown.contains("SECRET3") && !shown.contains("SECRET4"),
+            "{shown}"
+        );
     }
 }

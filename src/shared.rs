@@ -82,7 +82,10 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    pub(crate) fn new(event_capacity: usize, inbound_capacity: usize) -> (Arc<Shared>, Receiver<Event>) {
+    pub(crate) fn new(
+        event_capacity: usize,
+        inbound_capacity: usize,
+    ) -> (Arc<Shared>, Receiver<Event>) {
         let (events_tx, events_rx) = crossbeam_channel::bounded(event_capacity);
         let counters = Counters::default();
         counters.rtt_us.store(u64::MAX, Relaxed);

@@ -8,9 +8,7 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use tungstenite::client::IntoClientRequest;
-use tungstenite::handshake::HandshakeError;
-use tungstenite::http::{HeaderName, HeaderValue, Uri};
+use tungstenite::http::Uri;
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::WebSocket;
 
@@ -110,15 +108,22 @@ pub(crate) fn tls_connector(cfg: &Config) -> Result<native_tls::TlsConnector> {
     let mut b = native_tls::TlsConnector::builder();
     for pem in &cfg.root_certificates {
         let cert = native_tls::Certificate::from_pem(pem).map_err(|e| {
-            Error::config("root_certificate_pem", format!("not a PEM certificate: {e}"))
+            Error::config(
+                "root_certificate_pem",
+                format!("not a PEM certificate: {e}"),
+            )
         })?;
         b.add_root_certificate(cert);
     }
     if cfg.danger_accept_invalid_certs {
         b.danger_accept_invalid_certs(true);
     }
-    b.build()
-        .map_err(|e| Error::config("root_certificate_pem", format!("cannot build TLS context: {e}")))
+    b.build().map_err(|e| {
+        Error::config(
+            "root_certificate_pem",
+            format!("cannot build TLS context: {e}"),
+        )
+    })
 }
 
 pub(crate) fn ws_config(cfg: &Config) -> WebSocketConfig {
@@ -128,7 +133,10 @@ pub(crate) fn ws_config(cfg: &Config) -> WebSocketConfig {
 }
 
 fn timed_out(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
 }
 
 /// Connects, runs the TLS and WebSocket handshakes, and returns the socket
@@ -164,49 +172,128 @@ pub(crate) fn connect(
     };
     set_timeouts(stream.tcp(), deadline)?;
 
-    let mut request = endpoint
-        .url
-        .as_str()
-        .into_client_request()
-        .map_err(|e| Error::Url {
-            url: redact::url(&endpoint.url),
-            reason: e.to_string(),
-        })?;
-    for (name, value) in &endpoint.headers {
-        let n = HeaderName::from_bytes(name.as_bytes()).map_err(|_| Error::Url {
-            url: redact::url(&endpoint.url),
-            reason: format!("header name `{name}` is not valid"),
-        })?;
-        let v = HeaderValue::from_str(value).map_err(|_| Error::Url {
-            url: redact::url(&endpoint.url),
-            reason: format!(
-                "value of header `{name}` is not valid ({})",
-                redact::header_value(name, value)
-            ),
-        })?;
-        request.headers_mut().append(n, v);
-    }
+    upgrade(stream, endpoint, &target, &addr, cfg)
+}
 
-    match tungstenite::client::client_with_config(request, stream, Some(ws_config(cfg))) {
-        Ok((ws, _response)) => Ok(ws),
-        Err(HandshakeError::Interrupted(_)) => Err(Error::Timeout {
-            what: "WebSocket handshake",
-            addr,
-            after: cfg.handshake_timeout,
-        }),
-        Err(HandshakeError::Failure(tungstenite::Error::Http(resp))) => Err(Error::Refused {
-            status: resp.status().as_u16(),
-        }),
-        Err(HandshakeError::Failure(tungstenite::Error::Io(e))) if timed_out(&e) => {
-            Err(Error::Timeout {
-                what: "WebSocket handshake",
-                addr,
-                after: cfg.handshake_timeout,
-            })
+/// Largest upgrade response we read; a real one is a few hundred bytes.
+const MAX_RESPONSE: usize = 16 * 1024;
+
+/// The HTTP upgrade, written here rather than by tungstenite, whose client
+/// handshake logs the raw request (token and `Authorization` included) at
+/// trace level. Nothing here logs the request.
+fn upgrade(
+    mut stream: Stream,
+    endpoint: &Endpoint,
+    target: &Target,
+    addr: &str,
+    cfg: &Config,
+) -> Result<Socket> {
+    let bad = |reason: String| Error::Url {
+        url: redact::url(&endpoint.url),
+        reason,
+    };
+    let uri: Uri = endpoint
+        .url
+        .parse()
+        .map_err(|e| bad(format!("cannot parse: {e}")))?;
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let path = if path.is_empty() { "/" } else { path };
+    let default_port = if target.tls { 443 } else { 80 };
+    let host = if target.port == default_port {
+        uri.host().unwrap_or(&target.host).to_owned()
+    } else {
+        format!("{}:{}", uri.host().unwrap_or(&target.host), target.port)
+    };
+    let key = tungstenite::handshake::client::generate_key();
+    let mut req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n"
+    );
+    for (name, value) in &endpoint.headers {
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        {
+            return Err(bad(format!("header name `{name}` is not valid")));
         }
-        Err(HandshakeError::Failure(tungstenite::Error::Io(e))) => Err(Error::Io(e)),
-        Err(HandshakeError::Failure(e)) => Err(Error::Protocol(e.to_string())),
+        if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+            return Err(bad(format!(
+                "value of header `{name}` contains a line break ({})",
+                redact::header_value(name, value)
+            )));
+        }
+        req.push_str(name);
+        req.push_str(": ");
+        req.push_str(value);
+        req.push_str("\r\n");
     }
+    req.push_str("\r\n");
+    let io_err = |e: io::Error| {
+        if timed_out(&e) {
+            Error::Timeout {
+                what: "WebSocket handshake",
+                addr: addr.to_owned(),
+                after: cfg.handshake_timeout,
+            }
+        } else {
+            Error::Io(e)
+        }
+    };
+    stream.write_all(req.as_bytes()).map_err(io_err)?;
+    stream.flush().map_err(io_err)?;
+
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    let (head_len, status, accept) = loop {
+        let n = stream.read(&mut chunk).map_err(io_err)?;
+        if n == 0 {
+            return Err(Error::Protocol(format!(
+                "{addr} closed the connection during the WebSocket handshake"
+            )));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut resp = httparse::Response::new(&mut headers);
+        match resp.parse(&buf) {
+            Ok(httparse::Status::Complete(len)) => {
+                let accept = resp
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("sec-websocket-accept"))
+                    .map(|h| String::from_utf8_lossy(h.value).into_owned());
+                break (len, resp.code.unwrap_or(0), accept);
+            }
+            Ok(httparse::Status::Partial) if buf.len() < MAX_RESPONSE => continue,
+            Ok(httparse::Status::Partial) => {
+                return Err(Error::Protocol(format!(
+                    "upgrade response from {addr} is larger than {MAX_RESPONSE} bytes"
+                )))
+            }
+            Err(e) => {
+                let head = String::from_utf8_lossy(&buf[..buf.len().min(64)]).into_owned();
+                return Err(Error::Protocol(format!(
+                    "upgrade response from {addr} is not HTTP ({e}): {head:?}"
+                )));
+            }
+        }
+    };
+    if status != 101 {
+        return Err(Error::Refused { status });
+    }
+    let expected = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    if accept.as_deref() != Some(expected.as_str()) {
+        return Err(Error::Protocol(format!(
+            "{addr} answered the upgrade with a wrong Sec-WebSocket-Accept"
+        )));
+    }
+    let leftover = buf.split_off(head_len);
+    Ok(WebSocket::from_partially_read(
+        stream,
+        leftover,
+        tungstenite::protocol::Role::Client,
+        Some(ws_config(cfg)),
+    ))
 }
 
 fn connect_tcp(target: &Target, addr: &str, timeout: Duration) -> Result<TcpStream> {
@@ -267,7 +354,10 @@ fn tls_error(host: &str, e: &native_tls::Error, addr: &str, after: Duration) -> 
             after,
         };
     }
-    let reason = if text.contains("certificate verify failed") || text.contains("self-signed") || text.contains("unable to get local issuer") {
+    let reason = if text.contains("certificate verify failed")
+        || text.contains("self-signed")
+        || text.contains("unable to get local issuer")
+    {
         format!("{text} (server certificate is not trusted: add its CA with root_certificate_pem)")
     } else {
         text
@@ -289,7 +379,10 @@ mod tests {
         let t = Target::parse("wss://example.com").unwrap();
         assert_eq!((t.tls, t.port), (true, 443));
         let t = Target::parse("ws://[::1]:9000/").unwrap();
-        assert_eq!((t.host.as_str(), t.addr()), ("::1", "[::1]:9000".to_owned()));
+        assert_eq!(
+            (t.host.as_str(), t.addr()),
+            ("::1", "[::1]:9000".to_owned())
+        );
     }
 
     #[test]
@@ -304,7 +397,9 @@ mod tests {
             let e = Target::parse(url).unwrap_err().to_string();
             assert!(e.contains(why), "{url}: {e}");
         }
-        let e = Target::parse("ftp://h/?token=SECRET").unwrap_err().to_string();
+        let e = Target::parse("ftp://h/?token=SECRET")
+            .unwrap_err()
+            .to_string();
         assert!(!e.contains("SECRET"), "{e}");
     }
 }

@@ -175,6 +175,12 @@ mod tests {
             initial: Duration::ZERO,
             max: Duration::from_secs(1),
         };
-        assert!(matches!(b.validate(), Err(Error::Config { field: "backoff", .. })));
+        assert!(matches!(
+            b.validate(),
+            Err(Error::Config {
+                field: "backoff",
+                ..
+            })
+        ));
     }
 }

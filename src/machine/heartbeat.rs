@@ -38,7 +38,12 @@ impl Heartbeat {
     /// Decides what to do at `now`, given the last inbound frame and whether
     /// the io thread has paused reading (inbound queue full). Returns the
     /// action and when to look again.
-    pub(crate) fn poll(&mut self, now: Instant, last_inbound: Instant, paused: bool) -> (Beat, Instant) {
+    pub(crate) fn poll(
+        &mut self,
+        now: Instant,
+        last_inbound: Instant,
+        paused: bool,
+    ) -> (Beat, Instant) {
         if last_inbound > self.alive_at {
             self.alive_at = last_inbound;
         }
@@ -79,8 +84,14 @@ mod tests {
         let t0 = Instant::now();
         let mut h = Heartbeat::new(200 * MS, 100 * MS, t0);
         assert_eq!(h.poll(t0, t0, false), (Beat::Wait, t0 + 200 * MS));
-        assert_eq!(h.poll(t0 + 200 * MS, t0, false), (Beat::Send, t0 + 300 * MS));
-        assert_eq!(h.poll(t0 + 250 * MS, t0, false), (Beat::Wait, t0 + 300 * MS));
+        assert_eq!(
+            h.poll(t0 + 200 * MS, t0, false),
+            (Beat::Send, t0 + 300 * MS)
+        );
+        assert_eq!(
+            h.poll(t0 + 250 * MS, t0, false),
+            (Beat::Wait, t0 + 300 * MS)
+        );
         assert_eq!(h.poll(t0 + 300 * MS, t0, false).0, Beat::Dead);
     }
 
@@ -92,7 +103,10 @@ mod tests {
         let reply = t0 + 230 * MS;
         // at the timeout deadline, the reply has been seen: next beat is one
         // interval after it
-        assert_eq!(h.poll(t0 + 300 * MS, reply, false), (Beat::Wait, reply + 200 * MS));
+        assert_eq!(
+            h.poll(t0 + 300 * MS, reply, false),
+            (Beat::Wait, reply + 200 * MS)
+        );
         assert_eq!(h.poll(reply + 200 * MS, reply, false).0, Beat::Send);
     }
 
@@ -138,6 +152,10 @@ mod tests {
             }
             now = next;
         }
-        assert!(now <= silence + interval + timeout, "dead at {:?}", now - silence);
+        assert!(
+            now <= silence + interval + timeout,
+            "dead at {:?}",
+            now - silence
+        );
     }
 }

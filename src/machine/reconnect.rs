@@ -147,9 +147,27 @@ mod tests {
     fn failed_attempts_grow_the_delay_and_count_up() {
         let mut r = fixed(None);
         assert_eq!(r.attempt(), 1);
-        assert_eq!(r.connect_failed(), Decision::Retry { attempt: 2, delay: 10 * MS });
-        assert_eq!(r.connect_failed(), Decision::Retry { attempt: 3, delay: 20 * MS });
-        assert_eq!(r.connect_failed(), Decision::Retry { attempt: 4, delay: 30 * MS });
+        assert_eq!(
+            r.connect_failed(),
+            Decision::Retry {
+                attempt: 2,
+                delay: 10 * MS
+            }
+        );
+        assert_eq!(
+            r.connect_failed(),
+            Decision::Retry {
+                attempt: 3,
+                delay: 20 * MS
+            }
+        );
+        assert_eq!(
+            r.connect_failed(),
+            Decision::Retry {
+                attempt: 4,
+                delay: 30 * MS
+            }
+        );
     }
 
     #[test]
@@ -167,7 +185,13 @@ mod tests {
         r.connect_failed();
         r.opened(t0);
         let d = r.ended(t0 + Duration::from_secs(2), Ended::Lost);
-        assert_eq!(d, Decision::Retry { attempt: 1, delay: 10 * MS });
+        assert_eq!(
+            d,
+            Decision::Retry {
+                attempt: 1,
+                delay: 10 * MS
+            }
+        );
         assert_eq!(r.failures(), 0);
     }
 
@@ -177,10 +201,16 @@ mod tests {
         let mut r = fixed(Some(3));
         for _ in 0..2 {
             r.opened(t0);
-            assert!(matches!(r.ended(t0 + 5 * MS, Ended::Lost), Decision::Retry { .. }));
+            assert!(matches!(
+                r.ended(t0 + 5 * MS, Ended::Lost),
+                Decision::Retry { .. }
+            ));
         }
         r.opened(t0);
-        assert_eq!(r.ended(t0 + 5 * MS, Ended::Lost), Decision::GiveUp { attempts: 3 });
+        assert_eq!(
+            r.ended(t0 + 5 * MS, Ended::Lost),
+            Decision::GiveUp { attempts: 3 }
+        );
     }
 
     #[test]
@@ -196,7 +226,10 @@ mod tests {
         let t0 = Instant::now();
         let mut r = fixed(None);
         r.opened(t0);
-        assert_eq!(r.ended(t0, Ended::ServerClose(4000)), Decision::StopTerminal(4000));
+        assert_eq!(
+            r.ended(t0, Ended::ServerClose(4000)),
+            Decision::StopTerminal(4000)
+        );
         r.opened(t0);
         assert!(matches!(
             r.ended(t0 + Duration::from_secs(5), Ended::ServerClose(1001)),

@@ -188,7 +188,10 @@ impl TestServer {
         Self::spawn(Some(acceptor), Some(m.ca_pem))
     }
 
-    fn spawn(tls: Option<native_tls::TlsAcceptor>, ca_pem: Option<Vec<u8>>) -> io::Result<TestServer> {
+    fn spawn(
+        tls: Option<native_tls::TlsAcceptor>,
+        ca_pem: Option<Vec<u8>>,
+    ) -> io::Result<TestServer> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let addr = listener.local_addr()?;
         let inner = Arc::new(Inner {
@@ -219,7 +222,11 @@ impl TestServer {
 
     /// `ws://127.0.0.1:PORT/ws` (or `wss://`).
     pub fn url(&self) -> String {
-        let scheme = if self.inner.tls.is_some() { "wss" } else { "ws" };
+        let scheme = if self.inner.tls.is_some() {
+            "wss"
+        } else {
+            "ws"
+        };
         format!("{scheme}://{}/ws", self.inner.addr)
     }
 
@@ -371,22 +378,39 @@ fn serve(inner: &Inner, tcp: TcpStream, id: u64) {
         None => Stream::Plain(tcp),
     };
     let refuse = *lock(&inner.refuse);
-    let mut seen: Option<Upgrade> = None;
+    let mut commands: Option<Receiver<Cmd>> = None;
     let callback = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
-        seen = Some(Upgrade {
+        let upgrade = Upgrade {
             conn: id,
             uri: req.uri().to_string(),
             headers: req
                 .headers()
                 .iter()
-                .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                .map(|(n, v)| {
+                    (
+                        n.as_str().to_owned(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
                 .collect(),
             accepted: refuse.is_none(),
             at: Instant::now(),
-        });
+        };
         match refuse {
-            None => Ok(resp),
+            None => {
+                // Registered before the 101 goes out: once a client sees the
+                // connection open, pushes and faults reach it.
+                let (tx, rx) = crossbeam_channel::unbounded();
+                lock(&inner.conns).push(Conn { id, tx });
+                commands = Some(rx);
+                record(inner, |l| {
+                    l.upgrades.push(upgrade);
+                    l.open += 1;
+                });
+                Ok(resp)
+            }
             Some(status) => {
+                record(inner, |l| l.upgrades.push(upgrade));
                 let mut r = ErrorResponse::new(Some("refused by the test server".into()));
                 *r.status_mut() = tungstenite::http::StatusCode::from_u16(status)
                     .unwrap_or(tungstenite::http::StatusCode::SERVICE_UNAVAILABLE);
@@ -395,30 +419,26 @@ fn serve(inner: &Inner, tcp: TcpStream, id: u64) {
         }
     };
     let ws = tungstenite::accept_hdr_with_config(stream, callback, Some(inner.ws_config)).ok();
-    let Some(mut ws) = ws else {
-        if let Some(u) = seen {
-            record(inner, |l| l.upgrades.push(u));
+    let Some(rx) = commands else { return };
+    if let Some(mut ws) = ws {
+        if !inner.stop.load(SeqCst) {
+            serve_open(inner, &mut ws, &rx, id);
         }
-        return;
-    };
-    if inner.stop.load(SeqCst) {
-        return;
     }
-    let (tx, rx) = crossbeam_channel::unbounded();
-    lock(&inner.conns).push(Conn { id, tx });
-    // Recorded only now, so a test that saw the upgrade can push to it.
-    record(inner, |l| {
-        l.upgrades.extend(seen);
-        l.open += 1;
-    });
-    let _ = ws.get_ref().tcp().set_read_timeout(Some(Duration::from_millis(1)));
+    lock(&inner.conns).retain(|c| c.id != id);
+    record(inner, |l| l.open -= 1);
+}
+
+fn serve_open(inner: &Inner, ws: &mut WebSocket<Stream>, rx: &Receiver<Cmd>, id: u64) {
+    let _ = ws
+        .get_ref()
+        .tcp()
+        .set_read_timeout(Some(Duration::from_millis(1)));
     for f in lock(&inner.greeting).clone() {
         let _ = ws.write(to_ws(f));
     }
     let _ = ws.flush();
-    run_conn(inner, &mut ws, &rx, id);
-    lock(&inner.conns).retain(|c| c.id != id);
-    record(inner, |l| l.open -= 1);
+    run_conn(inner, ws, rx, id);
 }
 
 fn to_ws(f: Frame) -> WsMessage {
@@ -459,12 +479,15 @@ fn run_conn(inner: &Inner, ws: &mut WebSocket<Stream>, rx: &Receiver<Cmd>, id: u
         }
         match ws.flush() {
             Ok(()) => {}
-            Err(tungstenite::Error::Io(e)) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(tungstenite::Error::Io(e))
+                if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
             Err(_) => return,
         }
         let msg = match ws.read() {
             Ok(m) => m,
-            Err(tungstenite::Error::Io(e)) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+            Err(tungstenite::Error::Io(e))
+                if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
+            {
                 continue
             }
             Err(_) => return,

@@ -33,7 +33,11 @@ fn name(cn: &str) -> Result<X509Name, ErrorStack> {
     Ok(n.build())
 }
 
-fn builder(subject: &X509NameRef, issuer: &X509NameRef, key: &PKey<Private>) -> Result<X509Builder, ErrorStack> {
+fn builder(
+    subject: &X509NameRef,
+    issuer: &X509NameRef,
+    key: &PKey<Private>,
+) -> Result<X509Builder, ErrorStack> {
     let mut b = X509Builder::new()?;
     b.set_version(2)?;
     let mut serial = BigNum::new()?;
@@ -52,7 +56,13 @@ pub(crate) fn generate() -> Result<Material, ErrorStack> {
     let ca_name = name("heartline test CA")?;
     let mut ca = builder(&ca_name, &ca_name, &ca_key)?;
     ca.append_extension(BasicConstraints::new().critical().ca().build()?)?;
-    ca.append_extension(KeyUsage::new().critical().key_cert_sign().crl_sign().build()?)?;
+    ca.append_extension(
+        KeyUsage::new()
+            .critical()
+            .key_cert_sign()
+            .crl_sign()
+            .build()?,
+    )?;
     let ski = SubjectKeyIdentifier::new().build(&ca.x509v3_context(None, None))?;
     ca.append_extension(ski)?;
     ca.sign(&ca_key, MessageDigest::sha256())?;
@@ -62,7 +72,13 @@ pub(crate) fn generate() -> Result<Material, ErrorStack> {
     let leaf_name = name("localhost")?;
     let mut leaf = builder(&leaf_name, ca.subject_name(), &leaf_key)?;
     leaf.append_extension(BasicConstraints::new().build()?)?;
-    leaf.append_extension(KeyUsage::new().critical().digital_signature().key_agreement().build()?)?;
+    leaf.append_extension(
+        KeyUsage::new()
+            .critical()
+            .digital_signature()
+            .key_agreement()
+            .build()?,
+    )?;
     leaf.append_extension(ExtendedKeyUsage::new().server_auth().build()?)?;
     let san = SubjectAlternativeName::new()
         .dns("localhost")

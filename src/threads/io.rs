@@ -8,8 +8,8 @@
 
 use std::io::ErrorKind;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -220,7 +220,10 @@ impl Connection {
             } else if let Some(deadline) = st.closing {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
-                    debug!("no close frame from the server within {:?}", self.cfg.close_timeout);
+                    debug!(
+                        "no close frame from the server within {:?}",
+                        self.cfg.close_timeout
+                    );
                     return Exit::Requested;
                 }
                 Some(left)
@@ -291,7 +294,9 @@ impl Connection {
                 continue;
             }
             trace!("received {frame:?}");
-            if let Some(held) = self.deliver(Message::new(frame, Via::Ws, now), st.closing.is_some()) {
+            if let Some(held) =
+                self.deliver(Message::new(frame, Via::Ws, now), st.closing.is_some())
+            {
                 st.held = Some(held);
                 return None;
             }
@@ -464,9 +469,9 @@ impl Connection {
 fn ws_error(e: tungstenite::Error) -> Error {
     match e {
         tungstenite::Error::Io(e) => Error::Io(e),
-        tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
-            Error::Io(std::io::Error::new(ErrorKind::NotConnected, "connection closed"))
-        }
+        tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => Error::Io(
+            std::io::Error::new(ErrorKind::NotConnected, "connection closed"),
+        ),
         e => Error::Protocol(e.to_string()),
     }
 }

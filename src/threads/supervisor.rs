@@ -53,10 +53,18 @@ fn run(s: Setup, tls: native_tls::TlsConnector) {
             break CloseReason::Requested;
         }
         let endpoint = (cfg.endpoint)();
-        info!("connecting to {} (attempt {})", redact::url(&endpoint.url), policy.attempt());
+        info!(
+            "connecting to {} (attempt {})",
+            redact::url(&endpoint.url),
+            policy.attempt()
+        );
         let (decision, error) = match transport::connect(&endpoint, cfg, &tls) {
             Err(e) => {
-                warn!("attempt {} to {} failed: {e}", policy.attempt(), redact::url(&endpoint.url));
+                warn!(
+                    "attempt {} to {} failed: {e}",
+                    policy.attempt(),
+                    redact::url(&endpoint.url)
+                );
                 s.shared.counters.failed_attempts.fetch_add(1, Relaxed);
                 (policy.connect_failed(), e)
             }
@@ -93,7 +101,8 @@ fn run(s: Setup, tls: native_tls::TlsConnector) {
             Decision::Retry { attempt, delay } => {
                 let msg = error.to_string();
                 info!("reconnecting in {delay:?} (attempt {attempt}): {msg}");
-                s.shared.set_state(State::Reconnecting { attempt, delay }, Some(msg));
+                s.shared
+                    .set_state(State::Reconnecting { attempt, delay }, Some(msg));
                 match s.control.recv_timeout(delay) {
                     Err(RecvTimeoutError::Timeout) => {}
                     Ok(Control::Close) | Err(RecvTimeoutError::Disconnected) => {
@@ -141,7 +150,6 @@ fn serve(s: &Setup, socket: transport::Socket, hello: Vec<Frame>) -> Exit {
     };
     let link = conn.link();
     s.shared.set_waker(Some(link.waker.clone()));
-    s.shared.set_state(State::Open, None);
     let (done_tx, done_rx) = crossbeam_channel::bounded(1);
     let io_handle = match crate::threads::spawn("heartline-io", move || {
         let exit = conn.run();
@@ -169,6 +177,7 @@ fn serve(s: &Setup, socket: transport::Socket, hello: Vec<Frame>) -> Exit {
         error!("{e}");
         link.command(io::Command::Dead);
     }
+    s.shared.set_state(State::Open, None);
     let mut close_sent = false;
     loop {
         select! {

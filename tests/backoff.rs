@@ -1,0 +1,118 @@
+mod common;
+use common::*;
+
+use std::time::Duration;
+
+use heartline::{Backoff, CloseReason, RecvError, State};
+
+#[test]
+fn refused_upgrades_back_off_and_give_up_after_max_attempts() {
+    let server = server();
+    server.refuse(Some(503));
+    let client = fast(server.url())
+        .backoff(Backoff::Linear {
+            initial: 5 * MS,
+            step: 10 * MS,
+            max: Duration::from_secs(1),
+        })
+        .max_attempts(Some(3))
+        .build()
+        .unwrap();
+    let events = client.events();
+    let (last, seen) = wait_event(&events, "closed", |e| e.state.is_closed());
+    assert_eq!(
+        last.state,
+        State::Closed(CloseReason::GaveUp { attempts: 3 })
+    );
+    let waits: Vec<(u32, Duration)> = seen
+        .iter()
+        .filter_map(|e| match e.state {
+            State::Reconnecting { attempt, delay } => Some((attempt, delay)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(waits, vec![(2, 5 * MS), (3, 15 * MS)]);
+    let why = seen
+        .iter()
+        .find_map(|e| e.error.clone())
+        .unwrap_or_default();
+    assert!(why.contains("HTTP 503"), "{why}");
+    assert_eq!(
+        server.log().upgrades.len(),
+        3,
+        "exactly max_attempts attempts"
+    );
+    // The receiver ends and sending is refused.
+    assert_eq!(client.recv_timeout(WAIT).unwrap_err(), RecvError::Closed);
+    assert!(client.send("late").is_err());
+    assert_eq!(client.stats().failed_attempts, 3);
+}
+
+#[test]
+fn connections_that_drop_before_min_uptime_count_as_failures() {
+    let server = server();
+    let client = fast(server.url())
+        .min_uptime(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let events = client.events();
+    for attempt in 2..=4u32 {
+        wait_open(&events);
+        server.drop_all();
+        let (ev, _) = wait_event(&events, "reconnecting", |e| {
+            matches!(e.state, State::Reconnecting { .. })
+        });
+        // The count keeps rising: no reset, no flapping at full speed.
+        assert!(
+            matches!(ev.state, State::Reconnecting { attempt: a, .. } if a == attempt),
+            "{ev:?}"
+        );
+    }
+    client.close();
+}
+
+#[test]
+fn a_connection_that_stayed_up_resets_the_attempt_count() {
+    let server = server();
+    let client = fast(server.url())
+        .min_uptime(Duration::ZERO)
+        .build()
+        .unwrap();
+    let events = client.events();
+    for _ in 0..3 {
+        wait_open(&events);
+        server.drop_all();
+        let (ev, _) = wait_event(&events, "reconnecting", |e| {
+            matches!(e.state, State::Reconnecting { .. })
+        });
+        assert!(
+            matches!(ev.state, State::Reconnecting { attempt: 1, .. }),
+            "{ev:?}"
+        );
+    }
+    client.close();
+}
+
+#[test]
+fn an_unreachable_port_is_retried_with_a_clear_error() {
+    // Bind and drop to find a port with nobody listening.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let client = fast(format!("ws://127.0.0.1:{port}/"))
+        .max_attempts(Some(2))
+        .build()
+        .unwrap();
+    let (ev, seen) = wait_event(&client.events(), "closed", |e| e.state.is_closed());
+    assert_eq!(ev.state, State::Closed(CloseReason::GaveUp { attempts: 2 }));
+    let why = seen
+        .iter()
+        .find_map(|e| e.error.clone())
+        .unwrap_or_default();
+    assert!(
+        why.contains(&format!("cannot connect to 127.0.0.1:{port}")),
+        "{why}"
+    );
+}

@@ -1,0 +1,131 @@
+mod common;
+use common::*;
+
+use std::time::{Duration, Instant};
+
+use heartline::testkit::Sent;
+use heartline::{CloseReason, RecvError, State};
+
+#[test]
+fn close_sends_1000_returns_promptly_and_never_reconnects() {
+    let server = server();
+    let client = fast(server.url()).build().unwrap();
+    let events = client.events();
+    wait_open(&events);
+    let t = Instant::now();
+    client.close();
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "close took {:?}",
+        t.elapsed()
+    );
+    assert!(server.wait_for(WAIT, |l| l
+        .frames
+        .iter()
+        .any(|r| r.sent == Sent::Close(Some(1000)))));
+    assert_eq!(client.state(), State::Closed(CloseReason::Requested));
+    let (ev, _) = wait_event(&events, "closed", |e| e.state.is_closed());
+    assert_eq!(ev.state, State::Closed(CloseReason::Requested));
+    // Every heartline thread has been joined: nothing is left to reconnect.
+    assert_eq!(server.log().accepted(), 1);
+    assert_eq!(events.recv_timeout(WAIT).unwrap_err(), RecvError::Closed);
+    client.close(); // a second close is harmless
+}
+
+#[test]
+fn dropping_the_last_client_closes_cleanly() {
+    let server = server();
+    let client = fast(server.url()).build().unwrap();
+    let events = client.events();
+    wait_open(&events);
+    let clone = client.clone();
+    drop(client);
+    assert_eq!(clone.state(), State::Open, "a clone keeps the connection");
+    drop(clone);
+    assert!(server.wait_for(WAIT, |l| l
+        .frames
+        .iter()
+        .any(|r| r.sent == Sent::Close(Some(1000)))));
+    wait_event(&events, "closed", |e| {
+        e.state == State::Closed(CloseReason::Requested)
+    });
+}
+
+#[test]
+fn a_server_close_reconnects() {
+    let server = server();
+    let client = fast(server.url()).build().unwrap();
+    let events = client.events();
+    wait_open(&events);
+    server.close_all(1001, "going away");
+    let (ev, _) = wait_event(&events, "reconnecting", |e| {
+        matches!(e.state, State::Reconnecting { .. })
+    });
+    let why = ev.error.unwrap_or_default();
+    assert!(why.contains("1001") && why.contains("going away"), "{why}");
+    wait_open(&events);
+    assert_eq!(server.log().accepted(), 2);
+    client.close();
+}
+
+#[test]
+fn a_terminal_close_code_stops_the_client_and_ends_the_receiver() {
+    let server = server();
+    let client = fast(server.url())
+        .terminal_close_codes([4001])
+        .build()
+        .unwrap();
+    let events = client.events();
+    wait_open(&events);
+    server.push("last words");
+    assert_eq!(texts(&collect(&client, 1)), vec!["last words"]);
+    server.close_all(4001, "account disabled");
+    let (ev, _) = wait_event(&events, "closed", |e| e.state.is_closed());
+    assert_eq!(
+        ev.state,
+        State::Closed(CloseReason::Terminal {
+            code: 4001,
+            reason: "account disabled".into()
+        })
+    );
+    assert_eq!(client.batches().count(), 0, "the iterator ends");
+    assert_eq!(server.log().accepted(), 1);
+}
+
+#[test]
+fn close_while_waiting_to_reconnect_is_prompt() {
+    let server = server();
+    server.refuse(Some(503));
+    let client = fast(server.url())
+        .backoff(heartline::Backoff::Fixed(Duration::from_secs(30)))
+        .build()
+        .unwrap();
+    wait_event(&client.events(), "reconnecting", |e| {
+        matches!(e.state, State::Reconnecting { .. })
+    });
+    let t = Instant::now();
+    client.close();
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "close took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(client.state(), State::Closed(CloseReason::Requested));
+}
+
+#[test]
+fn the_batch_iterator_hands_out_everything_received_then_ends_after_close() {
+    let server = server();
+    let client = fast(server.url())
+        .batch_window(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    wait_open(&client.events());
+    for i in 0..3 {
+        server.push(format!("m{i}"));
+    }
+    wait_until("3 frames read", || client.stats().inbound_queued == 3);
+    client.close();
+    let all: Vec<String> = client.batches().flat_map(|b| texts(b.messages())).collect();
+    assert_eq!(all, vec!["m0", "m1", "m2"]);
+}

@@ -1,0 +1,85 @@
+//! Helpers shared by the integration tests. Every wait has a deadline.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::time::{Duration, Instant};
+
+use heartline::testkit::TestServer;
+use heartline::{Backoff, Client, ClientBuilder, Event, Events, Message, State};
+
+/// Generous upper bound for anything that should happen "soon"; tests pass
+/// in milliseconds and only a broken build waits this long.
+pub const WAIT: Duration = Duration::from_secs(10);
+pub const MS: Duration = Duration::from_millis(1);
+
+pub fn init() {
+    let _ = env_logger::builder().is_test(true).try_init();
+}
+
+/// A builder with every timer in milliseconds.
+pub fn fast(url: impl Into<String>) -> ClientBuilder {
+    init();
+    Client::builder(url)
+        .heartbeat_interval(Duration::from_secs(5))
+        .server_timeout(Duration::from_secs(5))
+        .backoff(Backoff::Fixed(10 * MS))
+        .min_uptime(Duration::ZERO)
+        .batch_window(Duration::ZERO)
+        .connect_timeout(Duration::from_secs(2))
+        .handshake_timeout(Duration::from_secs(2))
+        .close_timeout(Duration::from_millis(300))
+}
+
+/// Reads events until one satisfies `pred`; returns it with every event
+/// read on the way. Panics (failing the test) at the deadline.
+pub fn wait_event(
+    events: &Events,
+    what: &str,
+    pred: impl Fn(&Event) -> bool,
+) -> (Event, Vec<Event>) {
+    let deadline = Instant::now() + WAIT;
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match events.recv_timeout(left) {
+            Ok(e) if pred(&e) => return (e, seen),
+            Ok(e) => seen.push(e),
+            Err(err) => panic!("waiting for {what}: {err}; saw {seen:#?}"),
+        }
+    }
+}
+
+pub fn wait_open(events: &Events) -> Vec<Event> {
+    wait_event(events, "open", |e| e.state == State::Open).1
+}
+
+/// Polls `cond` until it holds; for conditions no event announces.
+pub fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(2 * MS);
+    }
+}
+
+/// Receives batches until `n` messages arrived.
+pub fn collect(client: &Client, n: usize) -> Vec<Message> {
+    let deadline = Instant::now() + WAIT;
+    let mut got = Vec::new();
+    while got.len() < n {
+        match client.batches().recv_deadline(deadline) {
+            Ok(b) => got.extend(b),
+            Err(e) => panic!("got {} of {n} messages: {e}", got.len()),
+        }
+    }
+    got
+}
+
+pub fn texts(msgs: &[Message]) -> Vec<String> {
+    msgs.iter()
+        .map(|m| m.text().unwrap_or("<binary>").to_owned())
+        .collect()
+}
+
+pub fn server() -> TestServer {
+    TestServer::start().expect("test server starts")
+}

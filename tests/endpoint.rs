@@ -1,0 +1,73 @@
+mod common;
+use common::*;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use heartline::{Endpoint, State};
+
+#[test]
+fn the_endpoint_provider_is_called_before_every_attempt() {
+    let server = server();
+    server.refuse(Some(401));
+    let base = server.url();
+    let calls = Arc::new(AtomicU32::new(0));
+    let c = calls.clone();
+    let client = fast("ws://ignored.invalid/")
+        .endpoint(move || {
+            let n = c.fetch_add(1, Ordering::SeqCst) + 1;
+            Endpoint::new(format!("{base}?token=t{n}&device=kiosk"))
+                .header("Authorization", format!("Bearer t{n}"))
+                .header("X-Device", "kiosk-7")
+        })
+        .build()
+        .unwrap();
+    let events = client.events();
+    assert!(server.wait_for(WAIT, |l| l.upgrades.len() >= 2));
+    server.refuse(None);
+    wait_open(&events);
+    let log = server.log();
+    let n = log.upgrades.len();
+    assert!(n >= 3);
+    for (i, u) in log.upgrades.iter().enumerate() {
+        let k = i + 1;
+        assert_eq!(u.uri, format!("/ws?token=t{k}&device=kiosk"));
+        assert_eq!(
+            u.header("authorization"),
+            Some(format!("Bearer t{k}").as_str())
+        );
+        assert_eq!(u.header("x-device"), Some("kiosk-7"));
+    }
+    assert!(log.upgrades.last().unwrap().accepted);
+    assert_eq!(calls.load(Ordering::SeqCst) as usize, n);
+    client.close();
+}
+
+#[test]
+fn a_bad_url_from_the_provider_fails_the_attempt_and_is_retried() {
+    let server = server();
+    let good = server.url();
+    let calls = Arc::new(AtomicU32::new(0));
+    let c = calls.clone();
+    let client = fast("ws://ignored.invalid/")
+        .endpoint(move || {
+            if c.fetch_add(1, Ordering::SeqCst) == 0 {
+                Endpoint::new("http://wrong-scheme/?token=SECRET")
+            } else {
+                Endpoint::new(good.clone())
+            }
+        })
+        .build()
+        .unwrap();
+    let events = client.events();
+    let (ev, _) = wait_event(&events, "reconnecting", |e| {
+        matches!(e.state, State::Reconnecting { .. })
+    });
+    let why = ev.error.unwrap_or_default();
+    assert!(
+        why.contains("scheme `http`") && !why.contains("SECRET"),
+        "{why}"
+    );
+    wait_open(&events);
+    client.close();
+}
