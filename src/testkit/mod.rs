@@ -379,6 +379,8 @@ fn serve(inner: &Inner, tcp: TcpStream, id: u64) {
     };
     let refuse = *lock(&inner.refuse);
     let mut commands: Option<Receiver<Cmd>> = None;
+    // The callback's signature is tungstenite's; its error type is large.
+    #[allow(clippy::result_large_err)]
     let callback = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
         let upgrade = Upgrade {
             conn: id,

@@ -257,6 +257,9 @@ impl Connection {
                     return Some(Exit::Lost(Error::TooLarge(what)));
                 }
                 Err(tungstenite::Error::Io(e)) => return Some(self.lost(st, Error::Io(e))),
+                Err(tungstenite::Error::Protocol(
+                    tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+                )) => return Some(self.closed_exit(st)),
                 Err(e) => {
                     warn!("protocol error from the server: {e}");
                     return Some(self.lost(st, Error::Protocol(e.to_string())));
