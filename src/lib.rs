@@ -66,6 +66,11 @@ mod transport;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
+/// The README's code blocks, compiled as doctests so they never rot.
+#[cfg(all(doctest, feature = "testkit"))]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 pub use client::{Batches, Client, Events, RecvError};
 pub use config::{ClientBuilder, Endpoint, Heartbeat, HelloContext, Overflow, ReplyRule};
 pub use error::{Error, Result, TrySendError};
