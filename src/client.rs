@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use crate::config::{ClientBuilder, Config};
+use crate::config::{AckMode, ClientBuilder, Config};
 use crate::error::{Error, Result, TrySendError};
+use crate::inbox::Inbox;
 use crate::machine::batch::Window;
 use crate::message::{Batch, Event, Frame, Message, State};
 use crate::shared::{lock, Shared, Stats};
@@ -44,6 +45,14 @@ impl Client {
         let (shared, events_rx) = Shared::new(cfg.event_capacity, cfg.inbound_capacity);
         let (outbound_tx, outbound_rx) = crossbeam_channel::bounded(cfg.outbound_capacity);
         let (inbound_tx, inbound_rx) = crossbeam_channel::bounded(cfg.inbound_capacity);
+        let inbox = Arc::new(Inbox::new(
+            inbound_tx,
+            inbound_rx.clone(),
+            cfg.dedupe_window,
+            cfg.overflow,
+            shared.clone(),
+        ));
+        let acks = (cfg.ack_mode == AckMode::Delivered).then(|| outbound_tx.clone());
         let (control_tx, control_rx) = crossbeam_channel::bounded(4);
         let window = Window {
             window: cfg.batch_window,
@@ -56,8 +65,7 @@ impl Client {
             shared: shared.clone(),
             control: control_rx,
             outbound: outbound_rx,
-            inbound_tx,
-            inbound_rx: inbound_rx.clone(),
+            inbox,
         })?;
         Ok(Client {
             inner: Arc::new(Inner {
@@ -71,6 +79,7 @@ impl Client {
                     window,
                     shared,
                     pending: Arc::new(Mutex::new(Vec::new())),
+                    acks,
                 },
                 events: Events { rx: events_rx },
                 supervisor: Mutex::new(Some(handle)),
@@ -263,6 +272,8 @@ pub struct Batches {
     /// Messages taken from the queue for a batch whose window has not ended
     /// when `recv_timeout` gave up; the next call continues that batch.
     pending: Arc<Mutex<Vec<Message>>>,
+    /// In [`AckMode::Delivered`]: where acks go when a batch is handed out.
+    acks: Option<Sender<Frame>>,
 }
 
 impl Batches {
@@ -395,7 +406,29 @@ impl Batches {
     fn take(&self, pending: &mut Vec<Message>) -> Batch {
         let n = pending.len().min(self.window.max);
         let rest = pending.split_off(n);
-        Batch::new(std::mem::replace(pending, rest))
+        let mut messages = std::mem::replace(pending, rest);
+        if let Some(acks) = &self.acks {
+            let mut sent = false;
+            for m in &mut messages {
+                if let Some(a) = m.take_ack() {
+                    // A full queue loses this ack; the server then redelivers
+                    // the message, and dedupe drops the copy.
+                    if acks.try_send(a).is_ok() {
+                        self.shared
+                            .counters
+                            .acks
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        sent = true;
+                    } else {
+                        log::warn!(target: "heartline::client", "outbound queue full: an ack was not sent");
+                    }
+                }
+            }
+            if sent {
+                self.shared.wake_io();
+            }
+        }
+        Batch::new(messages)
     }
 }
 

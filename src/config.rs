@@ -129,6 +129,22 @@ pub enum Overflow {
 pub struct HelloContext {
     /// How many connections were opened before this one (0 for the first).
     pub reconnects: u64,
+    /// The highest cursor seen so far over both transports, to resume from.
+    pub cursor: Option<crate::protocol::Cursor>,
+}
+
+/// When the acknowledgement of a pushed message is sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum AckMode {
+    /// As soon as the message is safely in the inbound queue (the default).
+    #[default]
+    Queued,
+    /// Only when the batch holding it was handed to the application. A
+    /// message lost with the process is then redelivered by the server.
+    /// Always used with [`Overflow::DropOldest`], so a message dropped from
+    /// the queue is never acknowledged.
+    Delivered,
 }
 
 pub(crate) type EndpointFn = dyn Fn() -> Endpoint + Send + Sync;
@@ -161,6 +177,14 @@ pub(crate) struct Config {
     pub root_certificates: Vec<Vec<u8>>,
     pub danger_accept_invalid_certs: bool,
     pub event_capacity: usize,
+    pub protocol: Arc<dyn crate::protocol::Protocol>,
+    pub heartbeat_set: bool,
+    pub ack_mode: AckMode,
+    pub dedupe_window: usize,
+    pub poll_after: u32,
+    pub poll_every: Duration,
+    pub poll_timeout: Duration,
+    pub max_poll_body: usize,
 }
 
 /// Builds a [`crate::Client`]. Every option has a default suited to a device
@@ -219,6 +243,14 @@ impl ClientBuilder {
                 root_certificates: Vec::new(),
                 danger_accept_invalid_certs: false,
                 event_capacity: 64,
+                protocol: Arc::new(crate::protocol::Plain),
+                heartbeat_set: false,
+                ack_mode: AckMode::Queued,
+                dedupe_window: 10_000,
+                poll_after: 3,
+                poll_every: Duration::from_secs(30),
+                poll_timeout: Duration::from_secs(10),
+                max_poll_body: 4 << 20,
             },
         }
     }
@@ -248,6 +280,59 @@ impl ClientBuilder {
     /// What the heartbeat sends. Defaults to [`Heartbeat::Ping`].
     pub fn heartbeat(mut self, heartbeat: Heartbeat) -> Self {
         self.cfg.heartbeat = heartbeat;
+        self.cfg.heartbeat_set = true;
+        self
+    }
+
+    /// The application protocol: ids, cursors, kinds, acks, hello frames,
+    /// heartbeat, and the HTTP polling fallback. Defaults to
+    /// [`crate::Plain`] (frames are messages; no polling). See
+    /// [`crate::JsonRules`] for JSON servers.
+    pub fn protocol(mut self, protocol: impl crate::protocol::Protocol) -> Self {
+        self.cfg.protocol = Arc::new(protocol);
+        self
+    }
+
+    /// When acks are sent. Defaults to [`AckMode::Queued`].
+    pub fn ack_mode(mut self, mode: AckMode) -> Self {
+        self.cfg.ack_mode = mode;
+        self
+    }
+
+    /// How many recent message ids are remembered to drop duplicates (from
+    /// redelivery, or the same message by socket and by poll). Defaults to
+    /// 10 000.
+    pub fn dedupe_window(mut self, ids: usize) -> Self {
+        self.cfg.dedupe_window = ids;
+        self
+    }
+
+    /// Start HTTP polling after this many consecutive failed WebSocket
+    /// attempts (when the protocol has a poll request). Defaults to 3, as in
+    /// messmonitor.
+    pub fn poll_after(mut self, failures: u32) -> Self {
+        self.cfg.poll_after = failures;
+        self
+    }
+
+    /// The interval between polls (the first is at once). While the poll
+    /// endpoint fails, the interval doubles up to eight times this. Defaults
+    /// to 30 s, as in messmonitor.
+    pub fn poll_every(mut self, interval: Duration) -> Self {
+        self.cfg.poll_every = interval;
+        self
+    }
+
+    /// Limit for one poll request, connect to last byte. Defaults to 10 s.
+    pub fn poll_timeout(mut self, timeout: Duration) -> Self {
+        self.cfg.poll_timeout = timeout;
+        self
+    }
+
+    /// The largest poll response body; a larger one fails that poll.
+    /// Defaults to 4 MiB.
+    pub fn max_poll_body(mut self, bytes: usize) -> Self {
+        self.cfg.max_poll_body = bytes;
         self
     }
 
@@ -442,8 +527,19 @@ impl ClientBuilder {
             };
             self.cfg.endpoint = Arc::new(move || endpoint.clone());
         }
+        if !self.cfg.heartbeat_set {
+            if let Some(f) = self.cfg.protocol.heartbeat() {
+                self.cfg.heartbeat = Heartbeat::Frame(f);
+            }
+        }
+        if self.cfg.overflow == Overflow::DropOldest {
+            // An acked message must never be dropped from the queue later.
+            self.cfg.ack_mode = AckMode::Delivered;
+        }
         let c = &self.cfg;
         let positive = [
+            ("poll_every", c.poll_every),
+            ("poll_timeout", c.poll_timeout),
             ("heartbeat_interval", c.heartbeat_interval),
             ("server_timeout", c.server_timeout),
             ("connect_timeout", c.connect_timeout),
@@ -468,6 +564,8 @@ impl ClientBuilder {
             ("inbound_capacity", c.inbound_capacity),
             ("batch_max", c.batch_max),
             ("event_capacity", c.event_capacity),
+            ("dedupe_window", c.dedupe_window),
+            ("max_poll_body", c.max_poll_body),
         ];
         for (field, n) in counts {
             if n == 0 {
@@ -485,6 +583,20 @@ impl ClientBuilder {
                 "max_frame_size",
                 "must be at least 128 bytes and at most max_message_size",
             ));
+        }
+        if c.poll_after == 0 {
+            return Err(Error::config("poll_after", "must be at least 1"));
+        }
+        if let Some(req) = c.protocol.poll_request(None) {
+            if !(req.url.starts_with("http://") || req.url.starts_with("https://")) {
+                return Err(Error::config(
+                    "protocol",
+                    format!(
+                        "poll URL {} is not http:// or https://",
+                        redact::url(&req.url)
+                    ),
+                ));
+            }
         }
         if c.max_attempts == Some(0) {
             return Err(Error::config(

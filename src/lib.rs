@@ -56,8 +56,10 @@
 mod client;
 mod config;
 mod error;
+mod inbox;
 mod machine;
 mod message;
+mod protocol;
 mod redact;
 mod shared;
 mod threads;
@@ -72,8 +74,9 @@ pub mod testkit;
 pub struct ReadmeDoctests;
 
 pub use client::{Batches, Client, Events, RecvError};
-pub use config::{ClientBuilder, Endpoint, Heartbeat, HelloContext, Overflow, ReplyRule};
+pub use config::{AckMode, ClientBuilder, Endpoint, Heartbeat, HelloContext, Overflow, ReplyRule};
 pub use error::{Error, Result, TrySendError};
 pub use machine::backoff::Backoff;
 pub use message::{Batch, CloseReason, Event, Frame, Message, State, Via};
+pub use protocol::{Cursor, Inspected, JsonRules, Method, Plain, PollItem, PollRequest, Protocol};
 pub use shared::Stats;

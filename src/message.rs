@@ -3,6 +3,8 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use crate::protocol::Cursor;
+
 /// One WebSocket data frame: what the application sends, and the payload of
 /// what it receives.
 #[derive(Clone, PartialEq, Eq)]
@@ -102,32 +104,79 @@ impl From<&serde_json::Value> for Frame {
 pub enum Via {
     /// Pushed over the WebSocket.
     Ws,
+    /// Fetched by the HTTP polling fallback.
+    Poll,
 }
 
 impl Via {
-    /// `"ws"`.
+    /// `"ws"` or `"poll"`.
     pub fn as_str(self) -> &'static str {
         match self {
             Via::Ws => "ws",
+            Via::Poll => "poll",
         }
     }
 }
 
-/// One message the server pushed.
+/// What the protocol said about a message.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Meta {
+    pub id: Option<std::sync::Arc<str>>,
+    pub cursor: Option<Cursor>,
+    pub kinds: Vec<String>,
+    /// The ack frame, when it is sent on hand-out rather than on queueing.
+    pub ack: Option<Frame>,
+}
+
+/// One message the server pushed (or the poller fetched).
 #[derive(Clone, Debug)]
 pub struct Message {
     frame: Frame,
     via: Via,
     received: Instant,
+    meta: Meta,
 }
 
 impl Message {
-    pub(crate) fn new(frame: Frame, via: Via, received: Instant) -> Self {
+    pub(crate) fn with_meta(frame: Frame, via: Via, received: Instant, meta: Meta) -> Self {
         Message {
             frame,
             via,
             received,
+            meta,
         }
+    }
+
+    /// The id the protocol found (used for dedupe).
+    pub fn id(&self) -> Option<&str> {
+        self.meta.id.as_deref()
+    }
+
+    pub(crate) fn id_arc(&self) -> Option<std::sync::Arc<str>> {
+        self.meta.id.clone()
+    }
+
+    /// The cursor the protocol found.
+    pub fn cursor(&self) -> Option<&Cursor> {
+        self.meta.cursor.as_ref()
+    }
+
+    /// The kinds (pools) the protocol put it in; empty when it has none.
+    pub fn kinds(&self) -> &[String] {
+        &self.meta.kinds
+    }
+
+    /// `true` when the message is of this kind.
+    pub fn is_kind(&self, kind: &str) -> bool {
+        self.meta.kinds.iter().any(|k| k == kind)
+    }
+
+    pub(crate) fn take_ack(&mut self) -> Option<Frame> {
+        self.meta.ack.take()
+    }
+
+    pub(crate) fn set_ack(&mut self, ack: Frame) {
+        self.meta.ack = Some(ack);
     }
 
     /// The payload.
@@ -195,6 +244,12 @@ impl Batch {
         &self.messages
     }
 
+    /// The messages of one kind, oldest first (messmonitor's text pool:
+    /// `batch.of_kind("text")`). A message of several kinds is in each.
+    pub fn of_kind<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a Message> + 'a {
+        self.messages.iter().filter(move |m| m.is_kind(kind))
+    }
+
     /// Iterates over the messages, oldest first.
     pub fn iter(&self) -> std::slice::Iter<'_, Message> {
         self.messages.iter()
@@ -242,6 +297,16 @@ pub enum State {
         /// How long the client waits first.
         delay: Duration,
     },
+    /// The WebSocket failed `poll_after` times in a row: messages come by
+    /// HTTP polling while WebSocket attempts go on in the background (the
+    /// next is `attempt`, after `delay`). Left for [`State::Open`] once a
+    /// new socket has proved itself.
+    Polling {
+        /// The next WebSocket attempt.
+        attempt: u32,
+        /// How long until it.
+        delay: Duration,
+    },
     /// The client has stopped for good; the batch receiver ends once the
     /// messages already received are handed out.
     Closed(CloseReason),
@@ -249,12 +314,13 @@ pub enum State {
 
 impl State {
     /// A short lowercase name: `connecting`, `open`, `reconnecting`,
-    /// `closed`.
+    /// `polling`, `closed`.
     pub fn name(&self) -> &'static str {
         match self {
             State::Connecting { .. } => "connecting",
             State::Open => "open",
             State::Reconnecting { .. } => "reconnecting",
+            State::Polling { .. } => "polling",
             State::Closed(_) => "closed",
         }
     }

@@ -45,6 +45,16 @@ pub struct Stats {
     pub dropped: u64,
     /// State changes dropped because nobody read [`crate::Events`].
     pub events_dropped: u64,
+    /// Messages not delivered because they were seen before.
+    pub duplicates: u64,
+    /// Acknowledgements sent.
+    pub acks: u64,
+    /// Successful polls.
+    pub polls: u64,
+    /// Failed polls (connect, timeout, status, body, success rule).
+    pub poll_failures: u64,
+    /// Poll items skipped as malformed.
+    pub malformed: u64,
 }
 
 #[derive(Default)]
@@ -58,6 +68,11 @@ pub(crate) struct Counters {
     pub bytes_out: AtomicU64,
     pub dropped: AtomicU64,
     pub events_dropped: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub acks: AtomicU64,
+    pub polls: AtomicU64,
+    pub poll_failures: AtomicU64,
+    pub malformed: AtomicU64,
     /// Microseconds; `u64::MAX` while unmeasured.
     pub rtt_us: AtomicU64,
 }
@@ -73,6 +88,9 @@ pub(crate) struct Shared {
     events_tx: Mutex<Option<Sender<Event>>>,
     events_rx: Receiver<Event>,
     pub inbound_capacity: usize,
+    /// Signalled when the consumer takes messages (for the poller).
+    room_tx: Sender<()>,
+    room_rx: Receiver<()>,
 }
 
 /// Locks a mutex whose data stays valid even if a holder panicked (all our
@@ -88,6 +106,7 @@ impl Shared {
     ) -> (Arc<Shared>, Receiver<Event>) {
         let (events_tx, events_rx) = crossbeam_channel::bounded(event_capacity);
         let counters = Counters::default();
+        let (room_tx, room_rx) = crossbeam_channel::bounded(1);
         counters.rtt_us.store(u64::MAX, Relaxed);
         let shared = Arc::new(Shared {
             state: Mutex::new(State::Connecting { attempt: 1 }),
@@ -98,6 +117,8 @@ impl Shared {
             events_tx: Mutex::new(Some(events_tx)),
             events_rx: events_rx.clone(),
             inbound_capacity,
+            room_tx,
+            room_rx,
         });
         (shared, events_rx)
     }
@@ -165,6 +186,11 @@ impl Shared {
         if self.reading_paused.load(SeqCst) && queued <= self.inbound_capacity / 2 {
             self.wake_io();
         }
+        let _ = self.room_tx.try_send(());
+    }
+
+    pub(crate) fn room_signal(&self) -> &Receiver<()> {
+        &self.room_rx
     }
 
     pub(crate) fn snapshot(&self, outbound_queued: usize, inbound_queued: usize) -> Stats {
@@ -185,6 +211,11 @@ impl Shared {
             inbound_queued,
             dropped: c.dropped.load(Relaxed),
             events_dropped: c.events_dropped.load(Relaxed),
+            duplicates: c.duplicates.load(Relaxed),
+            acks: c.acks.load(Relaxed),
+            polls: c.polls.load(Relaxed),
+            poll_failures: c.poll_failures.load(Relaxed),
+            malformed: c.malformed.load(Relaxed),
         }
     }
 }

@@ -35,6 +35,8 @@ pub(crate) struct Reconnect {
     min_uptime: Duration,
     max_attempts: Option<u32>,
     terminal_codes: Vec<u16>,
+    /// Failures after which messages come by polling (`None`: no polling).
+    poll_after: Option<u32>,
     /// Consecutive failed attempts.
     failures: u32,
     opened_at: Option<Instant>,
@@ -47,6 +49,7 @@ impl Reconnect {
         min_uptime: Duration,
         max_attempts: Option<u32>,
         terminal_codes: Vec<u16>,
+        poll_after: Option<u32>,
     ) -> Self {
         Reconnect {
             backoff,
@@ -54,6 +57,7 @@ impl Reconnect {
             min_uptime,
             max_attempts,
             terminal_codes,
+            poll_after,
             failures: 0,
             opened_at: None,
         }
@@ -67,6 +71,12 @@ impl Reconnect {
     /// Consecutive failed attempts so far.
     pub(crate) fn failures(&self) -> u32 {
         self.failures
+    }
+
+    /// `true` once enough consecutive attempts failed that messages must
+    /// come by polling; stays so until a connection stays up `min_uptime`.
+    pub(crate) fn degraded(&self) -> bool {
+        self.poll_after.is_some_and(|n| self.failures >= n)
     }
 
     /// An attempt failed before the socket opened.
@@ -140,7 +150,27 @@ mod tests {
             Duration::from_secs(1),
             max_attempts,
             vec![4000],
+            Some(3),
         )
+    }
+
+    #[test]
+    fn three_failures_degrade_to_polling_until_a_connection_stays_up() {
+        let t0 = Instant::now();
+        let mut r = fixed(None);
+        r.connect_failed();
+        r.connect_failed();
+        assert!(!r.degraded());
+        r.connect_failed();
+        assert!(r.degraded());
+        // a connection that drops early keeps polling going
+        r.opened(t0);
+        r.ended(t0 + 5 * MS, Ended::Lost);
+        assert!(r.degraded());
+        // one that stayed up ends it
+        r.opened(t0);
+        r.ended(t0 + Duration::from_secs(2), Ended::Lost);
+        assert!(!r.degraded());
     }
 
     #[test]

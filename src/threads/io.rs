@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use log::{debug, trace, warn};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -21,9 +21,10 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::Message as WsMessage;
 
-use crate::config::{Config, Heartbeat, Overflow};
+use crate::config::{AckMode, Config, Heartbeat};
 use crate::error::Error;
-use crate::message::{Frame, Message, Via};
+use crate::inbox::{Inbox, Offer};
+use crate::message::{Frame, Message, Meta, Via};
 use crate::shared::Shared;
 use crate::threads::supervisor::Setup;
 use crate::transport::Socket;
@@ -104,12 +105,18 @@ pub(crate) struct Connection {
     cfg: Arc<Config>,
     shared: Arc<Shared>,
     outbound: Receiver<Frame>,
-    inbound_tx: Sender<Message>,
-    inbound_rx: Receiver<Message>,
+    inbox: Arc<Inbox>,
+    /// Told once, at the first inbound frame (the socket proved itself).
+    proven: Sender<()>,
 }
 
 impl Connection {
-    pub(crate) fn new(socket: Socket, hello: Vec<Frame>, s: &Setup) -> Result<Self, Error> {
+    pub(crate) fn new(
+        socket: Socket,
+        hello: Vec<Frame>,
+        s: &Setup,
+        proven: Sender<()>,
+    ) -> Result<Self, Error> {
         let tcp = socket.get_ref().tcp();
         tcp.set_read_timeout(None)?;
         tcp.set_write_timeout(None)?;
@@ -141,8 +148,8 @@ impl Connection {
             cfg: s.cfg.clone(),
             shared: s.shared.clone(),
             outbound: s.outbound.clone(),
-            inbound_tx: s.inbound_tx.clone(),
-            inbound_rx: s.inbound_rx.clone(),
+            inbox: s.inbox.clone(),
+            proven,
         })
     }
 
@@ -192,7 +199,10 @@ impl Connection {
             }
             // 2. A message held back by a full inbound queue.
             if let Some(m) = st.held.take() {
-                st.held = self.deliver(m, st.closing.is_some());
+                st.held = match self.deliver(m, st.closing.is_some()) {
+                    Ok(h) => h,
+                    Err(e) => return Exit::Lost(e),
+                };
                 if st.held.is_none() {
                     debug!("inbound queue has room again; reading resumes");
                     self.shared.reading_paused.store(false, SeqCst);
@@ -215,7 +225,8 @@ impl Connection {
                 };
             }
             // 5. Sleep until the socket or the waker needs us.
-            let timeout = if st.more_to_read {
+            let retry_held = st.held.is_some() && !self.shared.reading_paused.load(SeqCst);
+            let timeout = if st.more_to_read || retry_held {
                 Some(Duration::ZERO)
             } else if let Some(deadline) = st.closing {
                 let left = deadline.saturating_duration_since(Instant::now());
@@ -267,6 +278,10 @@ impl Connection {
             };
             let now = Instant::now();
             self.link.touch(now);
+            if !st.proven {
+                st.proven = true;
+                let _ = self.proven.try_send(());
+            }
             let c = &self.shared.counters;
             c.frames_in.fetch_add(1, Relaxed);
             c.bytes_in.fetch_add(msg.len() as u64, Relaxed);
@@ -291,66 +306,77 @@ impl Connection {
                     return Some(Exit::ServerClosed { code, reason });
                 }
             };
-            if self.cfg.replies.iter().any(|r| r.matches(&frame)) {
+            if self.cfg.replies.iter().any(|r| r.matches(&frame))
+                || self.cfg.protocol.is_heartbeat_reply(&frame)
+            {
                 trace!("heartbeat reply consumed");
                 self.answered(st, now);
                 continue;
             }
             trace!("received {frame:?}");
-            if let Some(held) =
-                self.deliver(Message::new(frame, Via::Ws, now), st.closing.is_some())
-            {
-                st.held = Some(held);
-                return None;
+            let inspected = self.cfg.protocol.inspect(&frame);
+            let meta = Meta {
+                id: inspected.id.map(Arc::from),
+                cursor: inspected.cursor,
+                kinds: inspected.kinds,
+                ack: inspected.ack,
+            };
+            let m = Message::with_meta(frame, Via::Ws, now, meta);
+            match self.deliver(m, st.closing.is_some()) {
+                Ok(None) => {}
+                Ok(Some(held)) => {
+                    st.held = Some(held);
+                    return None;
+                }
+                Err(e) => return Some(Exit::Lost(e)),
             }
         }
         st.more_to_read = true;
         None
     }
 
-    /// Puts a message in the inbound queue. Returns it when the queue is
-    /// full and the policy is to wait (reading pauses until the consumer has
-    /// taken half the queue).
-    fn deliver(&self, m: Message, closing: bool) -> Option<Message> {
-        let mut m = match self.inbound_tx.try_send(m) {
-            Ok(()) => return None,
-            Err(TrySendError::Disconnected(_)) => return None,
-            Err(TrySendError::Full(m)) => m,
+    /// Offers a message to the inbox and, once it is queued (or known
+    /// already), sends its ack in [`AckMode::Queued`]. Returns the message
+    /// when the queue is full and reading must pause.
+    fn deliver(&mut self, mut m: Message, closing: bool) -> Result<Option<Message>, Error> {
+        let ack = if self.cfg.ack_mode == AckMode::Queued {
+            m.take_ack()
+        } else {
+            None
         };
+        let m = match self.inbox.offer(m, false) {
+            Offer::Queued | Offer::Duplicate => {
+                if let Some(a) = ack {
+                    self.write(a)?;
+                    self.shared.counters.acks.fetch_add(1, Relaxed);
+                }
+                return Ok(None);
+            }
+            Offer::Closed => return Ok(None),
+            Offer::Full(m) => m,
+        };
+        // Full with the Backpressure policy. Put the ack back with it.
+        let mut m = m;
+        if let Some(a) = ack {
+            m.set_ack(a);
+        }
         if closing {
             // Closing and nobody is taking messages: do not hold close() up.
+            // Not acked, so the server still has it.
             self.shared.counters.dropped.fetch_add(1, Relaxed);
-            warn!("inbound queue full while closing; message dropped");
-            return None;
+            warn!("inbound queue full while closing; message not taken (not acked)");
+            return Ok(None);
         }
-        match self.cfg.overflow {
-            Overflow::DropOldest => loop {
-                if self.inbound_rx.try_recv().is_ok() {
-                    self.shared.counters.dropped.fetch_add(1, Relaxed);
-                }
-                match self.inbound_tx.try_send(m) {
-                    Ok(()) | Err(TrySendError::Disconnected(_)) => return None,
-                    Err(TrySendError::Full(back)) => m = back,
-                }
-            },
-            Overflow::Backpressure => {
-                if !self.shared.reading_paused.swap(true, SeqCst) {
-                    debug!("inbound queue full; reading paused");
-                }
-                // The consumer may have drained the queue before it could see
-                // the flag: look again, or we could sleep for ever.
-                if self.inbound_rx.len() <= self.shared.inbound_capacity / 2 {
-                    match self.inbound_tx.try_send(m) {
-                        Ok(()) | Err(TrySendError::Disconnected(_)) => {
-                            self.shared.reading_paused.store(false, SeqCst);
-                            return None;
-                        }
-                        Err(TrySendError::Full(back)) => return Some(back),
-                    }
-                }
-                Some(m)
-            }
+        if !self.shared.reading_paused.swap(true, SeqCst) {
+            debug!("inbound queue full; reading paused");
         }
+        // The consumer may have drained the queue before it could see the
+        // flag: look again, or we could sleep for ever.
+        if self.inbox.queued() <= self.shared.inbound_capacity / 2 {
+            // Room after all: the loop retries at once instead of sleeping.
+            self.shared.reading_paused.store(false, SeqCst);
+        }
+        Ok(Some(m))
     }
 
     fn answered(&self, st: &mut Turn, now: Instant) {
@@ -492,4 +518,6 @@ struct Turn {
     beat_sent: Option<Instant>,
     /// Close frame sent; give up waiting for the reply at this moment.
     closing: Option<Instant>,
+    /// A frame has arrived on this connection.
+    proven: bool,
 }

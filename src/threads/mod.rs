@@ -8,9 +8,11 @@
 //! - `heartline-heartbeat` (one per open connection): sleeps until the next
 //!   heartbeat or timeout deadline; tells the io thread to beat or to drop a
 //!   dead link.
+//! - `heartline-poller` (only while degraded): polls the HTTP fallback.
 
 pub(crate) mod heartbeat;
 pub(crate) mod io;
+pub(crate) mod poller;
 pub(crate) mod supervisor;
 
 /// Spawns a named thread.

@@ -1,21 +1,25 @@
-//! The reconnect supervisor: one thread per client.
+//! The reconnect supervisor: one thread per client. It connects, applies the
+//! reconnect policy, starts the poller when the socket keeps failing and
+//! stops it once a new socket has proved itself.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use crossbeam_channel::{select, Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{never, select, Receiver, RecvTimeoutError, Sender};
 use log::{debug, error, info, warn};
 
 use crate::config::{Config, HelloContext};
 use crate::error::{Error, Result};
+use crate::inbox::Inbox;
 use crate::machine::backoff::Jitter;
 use crate::machine::reconnect::{Decision, Ended, Reconnect};
-use crate::message::{CloseReason, Frame, Message, State};
+use crate::message::{CloseReason, Frame, State};
 use crate::redact;
 use crate::shared::Shared;
 use crate::threads::io::{self, Exit};
+use crate::threads::poller;
 use crate::transport;
 
 /// Requests from the [`crate::Client`] handle.
@@ -28,16 +32,34 @@ pub(crate) struct Setup {
     pub shared: Arc<Shared>,
     pub control: Receiver<Control>,
     pub outbound: Receiver<Frame>,
-    pub inbound_tx: Sender<Message>,
-    pub inbound_rx: Receiver<Message>,
+    pub inbox: Arc<Inbox>,
 }
 
 pub(crate) fn spawn(setup: Setup) -> Result<JoinHandle<()>> {
     let tls = transport::tls_connector(&setup.cfg)?;
-    crate::threads::spawn("heartline-supervisor", move || run(setup, tls))
+    let agent = match setup.cfg.protocol.poll_request(None) {
+        Some(_) => Some(poller::agent(&setup.cfg)?),
+        None => None,
+    };
+    crate::threads::spawn("heartline-supervisor", move || run(setup, tls, agent))
 }
 
-fn run(s: Setup, tls: native_tls::TlsConnector) {
+/// The running poller thread.
+struct Poller {
+    handle: JoinHandle<()>,
+    stop: Sender<()>,
+}
+
+impl Poller {
+    fn stop(self) {
+        drop(self.stop);
+        if self.handle.join().is_err() {
+            error!("the poller thread panicked");
+        }
+    }
+}
+
+fn run(s: Setup, tls: native_tls::TlsConnector, agent: Option<ureq::Agent>) {
     let cfg = &s.cfg;
     let mut policy = Reconnect::new(
         cfg.backoff.clone(),
@@ -45,7 +67,9 @@ fn run(s: Setup, tls: native_tls::TlsConnector) {
         cfg.min_uptime,
         cfg.max_attempts,
         cfg.terminal_codes.clone(),
+        agent.as_ref().map(|_| cfg.poll_after),
     );
+    let mut poller: Option<Poller> = None;
     let mut reconnects = 0u64;
     s.shared.set_state(State::Connecting { attempt: 1 }, None);
     let reason = loop {
@@ -69,17 +93,19 @@ fn run(s: Setup, tls: native_tls::TlsConnector) {
                 (policy.connect_failed(), e)
             }
             Ok(socket) => {
-                let opened = Instant::now();
-                policy.opened(opened);
+                policy.opened(Instant::now());
                 s.shared.counters.connects.fetch_add(1, Relaxed);
                 info!("open: {}", redact::url(&endpoint.url));
-                let hello = cfg
-                    .hello
-                    .as_ref()
-                    .map(|h| h(&HelloContext { reconnects }))
-                    .unwrap_or_default();
+                let ctx = HelloContext {
+                    reconnects,
+                    cursor: s.inbox.cursor(),
+                };
+                let mut hello = cfg.protocol.hello(&ctx);
+                if let Some(h) = &cfg.hello {
+                    hello.extend(h(&ctx));
+                }
                 reconnects += 1;
-                let exit = serve(&s, socket, hello);
+                let exit = serve(&s, socket, hello, &mut poller);
                 let ended = match &exit {
                     Exit::Requested => Ended::Requested,
                     Exit::ServerClosed { code, .. } => Ended::ServerClose(*code),
@@ -100,16 +126,32 @@ fn run(s: Setup, tls: native_tls::TlsConnector) {
         match decision {
             Decision::Retry { attempt, delay } => {
                 let msg = error.to_string();
-                info!("reconnecting in {delay:?} (attempt {attempt}): {msg}");
-                s.shared
-                    .set_state(State::Reconnecting { attempt, delay }, Some(msg));
+                if poller.is_none() && policy.degraded() {
+                    if let Some(agent) = &agent {
+                        warn!(
+                            "{} WebSocket attempts failed; polling over HTTP while retrying",
+                            policy.failures()
+                        );
+                        poller = start_poller(&s, agent.clone());
+                    }
+                }
+                let state = if poller.is_some() {
+                    info!("polling; next WebSocket attempt {attempt} in {delay:?}: {msg}");
+                    State::Polling { attempt, delay }
+                } else {
+                    info!("reconnecting in {delay:?} (attempt {attempt}): {msg}");
+                    State::Reconnecting { attempt, delay }
+                };
+                s.shared.set_state(state, Some(msg));
                 match s.control.recv_timeout(delay) {
                     Err(RecvTimeoutError::Timeout) => {}
                     Ok(Control::Close) | Err(RecvTimeoutError::Disconnected) => {
                         break CloseReason::Requested
                     }
                 }
-                s.shared.set_state(State::Connecting { attempt }, None);
+                if poller.is_none() {
+                    s.shared.set_state(State::Connecting { attempt }, None);
+                }
             }
             Decision::StopRequested => break CloseReason::Requested,
             Decision::GiveUp { attempts } => {
@@ -127,11 +169,30 @@ fn run(s: Setup, tls: native_tls::TlsConnector) {
             }
         }
     };
+    if let Some(p) = poller.take() {
+        p.stop();
+    }
     info!("closed: {reason}");
     s.shared.set_state(State::Closed(reason), None);
     s.shared.close_events();
-    // Returning drops the inbound sender: the batch receiver ends once the
+    // Returning drops the inbox: the batch receiver ends once the
     // application has taken what is queued.
+}
+
+fn start_poller(s: &Setup, agent: ureq::Agent) -> Option<Poller> {
+    let (stop, stop_rx) = crossbeam_channel::bounded::<()>(0);
+    let cfg = s.cfg.clone();
+    let shared = s.shared.clone();
+    let inbox = s.inbox.clone();
+    match crate::threads::spawn("heartline-poller", move || {
+        poller::run(&cfg, &shared, &inbox, &agent, &stop_rx)
+    }) {
+        Ok(handle) => Some(Poller { handle, stop }),
+        Err(e) => {
+            error!("{e}");
+            None
+        }
+    }
 }
 
 fn close_requested(control: &Receiver<Control>) -> bool {
@@ -142,9 +203,17 @@ fn close_requested(control: &Receiver<Control>) -> bool {
 }
 
 /// Runs one open connection until it ends: spawns the io and heartbeat
-/// threads, forwards a close request, joins both.
-fn serve(s: &Setup, socket: transport::Socket, hello: Vec<Frame>) -> Exit {
-    let conn = match io::Connection::new(socket, hello, s) {
+/// threads, stops the poller once the socket has proved itself (a frame
+/// arrived, or it stayed up `min_uptime`), forwards a close request, and
+/// joins both threads.
+fn serve(
+    s: &Setup,
+    socket: transport::Socket,
+    hello: Vec<Frame>,
+    poller: &mut Option<Poller>,
+) -> Exit {
+    let (proven_tx, proven_rx) = crossbeam_channel::bounded(1);
+    let conn = match io::Connection::new(socket, hello, s, proven_tx) {
         Ok(c) => c,
         Err(e) => return Exit::Lost(e),
     };
@@ -177,11 +246,23 @@ fn serve(s: &Setup, socket: transport::Socket, hello: Vec<Frame>) -> Exit {
         error!("{e}");
         link.command(io::Command::Dead);
     }
-    s.shared.set_state(State::Open, None);
+    if poller.is_none() {
+        s.shared.set_state(State::Open, None);
+    }
+    let proof_due = link.opened() + s.cfg.min_uptime;
+    let mut proven = false;
     let mut close_sent = false;
     loop {
+        let timer = if proven {
+            never()
+        } else {
+            crossbeam_channel::at(proof_due)
+        };
+        let proof = if proven { never() } else { proven_rx.clone() };
         select! {
             recv(done_rx) -> _ => break,
+            recv(proof) -> _ => proven = true,
+            recv(timer) -> _ => proven = true,
             recv(s.control) -> c => {
                 if !close_sent && matches!(c, Ok(Control::Close) | Err(_)) {
                     debug!("close requested; closing the socket");
@@ -193,6 +274,13 @@ fn serve(s: &Setup, socket: transport::Socket, hello: Vec<Frame>) -> Exit {
                     let _ = done_rx.recv();
                     break;
                 }
+            }
+        }
+        if proven {
+            if let Some(p) = poller.take() {
+                p.stop();
+                info!("the WebSocket is back and proved itself; polling stopped");
+                s.shared.set_state(State::Open, None);
             }
         }
     }

@@ -1,0 +1,629 @@
+//! The application protocol: what the server's frames mean.
+//!
+//! heartline moves frames; the [`Protocol`] says which frame is a message
+//! with which id (dedupe), cursor (resume, polling) and kinds (pools), which
+//! frame acknowledges it, what to say on every connect, and how to poll over
+//! HTTP when the socket cannot be had. [`JsonRules`] covers the common JSON
+//! server without writing the trait by hand.
+
+use std::cmp::Ordering;
+use std::fmt;
+
+use serde_json::Value;
+
+use crate::config::{HelloContext, ReplyRule};
+use crate::message::Frame;
+
+/// An ordered position in the server's stream: a sequence number or a
+/// timestamp such as `createTime`. Numbers compare as numbers, strings as
+/// strings (ISO timestamps sort correctly); a number sorts before a string.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Cursor {
+    /// A whole number.
+    Int(i64),
+    /// Anything else, compared as text.
+    Text(String),
+}
+
+impl Cursor {
+    /// The cursor a JSON value holds: integers (and integral floats) become
+    /// [`Cursor::Int`], strings [`Cursor::Text`]; anything else `None`.
+    pub fn from_json(v: &Value) -> Option<Cursor> {
+        match v {
+            Value::Number(n) => n
+                .as_i64()
+                .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64))
+                .map(Cursor::Int),
+            Value::String(s) => Some(Cursor::Text(s.clone())),
+            _ => None,
+        }
+    }
+
+    /// The cursor as JSON.
+    pub fn to_json(&self) -> Value {
+        match self {
+            Cursor::Int(i) => Value::from(*i),
+            Cursor::Text(s) => Value::from(s.as_str()),
+        }
+    }
+}
+
+impl fmt::Display for Cursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Cursor::Int(i) => write!(f, "{i}"),
+            Cursor::Text(s) => f.write_str(s),
+        }
+    }
+}
+
+impl PartialOrd for Cursor {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Cursor {
+    fn cmp(&self, other: &Self) -> Ordering {
+        match (self, other) {
+            (Cursor::Int(a), Cursor::Int(b)) => a.cmp(b),
+            (Cursor::Text(a), Cursor::Text(b)) => a.cmp(b),
+            (Cursor::Int(_), Cursor::Text(_)) => Ordering::Less,
+            (Cursor::Text(_), Cursor::Int(_)) => Ordering::Greater,
+        }
+    }
+}
+
+/// What the protocol found in one inbound frame.
+#[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
+pub struct Inspected {
+    /// Identity for dedupe.
+    pub id: Option<String>,
+    /// Position for resume and polling.
+    pub cursor: Option<Cursor>,
+    /// Pools the message belongs to (messmonitor: `text`, `audio`, or both).
+    pub kinds: Vec<String>,
+    /// The frame that acknowledges it (sent once it is safely queued).
+    pub ack: Option<Frame>,
+}
+
+/// HTTP method of a poll request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Method {
+    /// `GET`.
+    #[default]
+    Get,
+    /// `POST` with the body.
+    Post,
+}
+
+/// One poll request. Headers come from the endpoint provider (fresh per
+/// request, like the socket's).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PollRequest {
+    /// `http://` or `https://`.
+    pub url: String,
+    /// GET or POST.
+    pub method: Method,
+    /// The body for POST (sent as `application/json` when it parses as JSON).
+    pub body: Option<String>,
+}
+
+/// One item of a poll response: a message, or why it was skipped.
+pub type PollItem = Result<Frame, String>;
+
+/// The application protocol. Every method has a default that fits a plain
+/// server: no ids, no acks, no polling.
+pub trait Protocol: Send + Sync + 'static {
+    /// Inspects one inbound data frame (already known not to be a heartbeat
+    /// reply). Called once per message, on the thread that received it.
+    fn inspect(&self, frame: &Frame) -> Inspected {
+        let _ = frame;
+        Inspected::default()
+    }
+
+    /// `true` when the frame answers a heartbeat: it is consumed, not
+    /// delivered. (The builder's `reply` rules apply too.)
+    fn is_heartbeat_reply(&self, frame: &Frame) -> bool {
+        let _ = frame;
+        false
+    }
+
+    /// The heartbeat frame, when the protocol has one (else the builder's
+    /// `heartbeat` setting is used).
+    fn heartbeat(&self) -> Option<Frame> {
+        None
+    }
+
+    /// Frames to send first on every (re)connect, given the last cursor.
+    /// Sent before the builder's `hello` frames.
+    fn hello(&self, ctx: &HelloContext) -> Vec<Frame> {
+        let _ = ctx;
+        Vec::new()
+    }
+
+    /// The poll request for the HTTP fallback, given the highest cursor
+    /// seen. `None` (the default) disables polling.
+    fn poll_request(&self, cursor: Option<&Cursor>) -> Option<PollRequest> {
+        let _ = cursor;
+        None
+    }
+
+    /// Reads a 2xx poll response body into items. An `Err` rejects the whole
+    /// response (logged with what and where); an `Err` item skips just that
+    /// item.
+    ///
+    /// # Errors
+    /// A message that says what is wrong with the body.
+    fn parse_poll(&self, body: &[u8]) -> Result<Vec<PollItem>, String> {
+        let v: Value =
+            serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))?;
+        items_of(v, "")
+    }
+}
+
+/// A protocol that does nothing: frames are messages, no ids, no polling.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Plain;
+
+impl Protocol for Plain {}
+
+fn items_of(mut body: Value, pointer: &str) -> Result<Vec<PollItem>, String> {
+    let at = if pointer.is_empty() {
+        Some(&mut body)
+    } else {
+        body.pointer_mut(pointer)
+    };
+    let shown = if pointer.is_empty() {
+        "the body"
+    } else {
+        pointer
+    };
+    match at {
+        Some(Value::Array(items)) => Ok(std::mem::take(items)
+            .into_iter()
+            .map(|item| match item {
+                Value::Object(_) => Ok(Frame::Text(item.to_string())),
+                other => Err(format!(
+                    "item is not a JSON object: {}",
+                    head(&other.to_string())
+                )),
+            })
+            .collect()),
+        Some(Value::Null) => Ok(Vec::new()),
+        Some(other) => Err(format!(
+            "{shown} is not an array: {}",
+            head(&other.to_string())
+        )),
+        None => Err(format!("no {shown} in the response")),
+    }
+}
+
+/// The first bytes of a text, for error messages.
+pub(crate) fn head(s: &str) -> String {
+    const N: usize = 80;
+    if s.len() <= N {
+        return s.to_owned();
+    }
+    let mut end = N;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// How to build an ack frame: a JSON template plus fields copied from the
+/// message.
+#[derive(Clone, Debug, PartialEq)]
+struct AckRule {
+    when: Option<(String, Value)>,
+    template: serde_json::Map<String, Value>,
+    copy: Vec<(String, String)>,
+}
+
+/// A [`Protocol`] made of JSON-pointer rules, for servers that speak JSON.
+///
+/// The messmonitor protocol, for example:
+///
+/// ```
+/// use heartline::{JsonRules, Method};
+/// use serde_json::json;
+/// let rules = JsonRules::new()
+///     .heartbeat(json!({"wsType": 1, "userId": 7}))
+///     .reply(r#"{"wsType":1}"#)
+///     .hello(json!({"wsType": 2, "userId": 7, "tenantId": 3}))
+///     .id("/msgDataId")
+///     .cursor("/createTime")
+///     .kinds("/pushType", [("1", &["text"][..]), ("2", &["audio"]), ("3", &["text", "audio"])])
+///     .ack_when("/wsType", json!(4), json!({"wsType": 3, "userId": 7}), [("/msgDataId", "msgDataId"), ("/pushType", "pushType")])
+///     .poll("https://h/getMsg", Method::Post, Some(r#"{"requestType":2}"#.into()))
+///     .poll_success("/code", json!("0000"))
+///     .poll_items("/data/ordinaryDatas");
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct JsonRules {
+    heartbeat: Option<Frame>,
+    replies: Vec<ReplyRule>,
+    hello: Vec<Value>,
+    hello_cursor_field: Option<String>,
+    id: Option<String>,
+    cursor: Option<String>,
+    kinds: Option<(String, Vec<(String, Vec<String>)>)>,
+    ack: Option<AckRule>,
+    poll: Option<PollRequest>,
+    since: Option<String>,
+    success: Option<(String, Value)>,
+    items: String,
+}
+
+fn pointer(p: &str) -> String {
+    if p.is_empty() || p.starts_with('/') {
+        p.to_owned()
+    } else {
+        format!("/{p}")
+    }
+}
+
+impl JsonRules {
+    /// No rules: every frame is a message.
+    pub fn new() -> Self {
+        JsonRules::default()
+    }
+
+    /// The heartbeat frame (JSON or text).
+    pub fn heartbeat(mut self, frame: impl Into<Frame>) -> Self {
+        self.heartbeat = Some(frame.into());
+        self
+    }
+
+    /// A heartbeat-reply rule, as [`ReplyRule::parse`] reads it (repeatable).
+    pub fn reply(mut self, text: &str) -> Self {
+        self.replies.push(ReplyRule::parse(text));
+        self
+    }
+
+    /// A JSON frame sent on every connect (repeatable, in order).
+    pub fn hello(mut self, frame: Value) -> Self {
+        self.hello.push(frame);
+        self
+    }
+
+    /// Adds the last cursor to every hello object under this key (when there
+    /// is one), so the server can resume from it.
+    pub fn hello_cursor(mut self, key: &str) -> Self {
+        self.hello_cursor_field = Some(key.to_owned());
+        self
+    }
+
+    /// Where the message id is (a JSON pointer such as `/msgDataId`).
+    pub fn id(mut self, pointer_to: &str) -> Self {
+        self.id = Some(pointer(pointer_to));
+        self
+    }
+
+    /// Where the cursor is (`/createTime`, `/seq`).
+    pub fn cursor(mut self, pointer_to: &str) -> Self {
+        self.cursor = Some(pointer(pointer_to));
+        self
+    }
+
+    /// Where the kind is, and which kinds each value means. A value not in
+    /// the map is its own kind (its text).
+    pub fn kinds<'a>(
+        mut self,
+        pointer_to: &str,
+        map: impl IntoIterator<Item = (&'a str, &'a [&'a str])>,
+    ) -> Self {
+        let map = map
+            .into_iter()
+            .map(|(v, ks)| (v.to_owned(), ks.iter().map(|k| (*k).to_owned()).collect()))
+            .collect();
+        self.kinds = Some((pointer(pointer_to), map));
+        self
+    }
+
+    /// Acknowledge every message with `template` plus the fields copied
+    /// from the message (`(from pointer, to key)`).
+    pub fn ack<'a>(
+        mut self,
+        template: Value,
+        copy: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Self {
+        self.ack = Some(AckRule {
+            when: None,
+            template: template.as_object().cloned().unwrap_or_default(),
+            copy: copy
+                .into_iter()
+                .map(|(f, t)| (pointer(f), t.to_owned()))
+                .collect(),
+        });
+        self
+    }
+
+    /// Like [`JsonRules::ack`], only for messages whose `pointer` equals
+    /// `value` (messmonitor acks `wsType` 4 only).
+    pub fn ack_when<'a>(
+        self,
+        pointer_to: &str,
+        value: Value,
+        template: Value,
+        copy: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Self {
+        let mut s = self.ack(template, copy);
+        if let Some(a) = s.ack.as_mut() {
+            a.when = Some((pointer(pointer_to), value));
+        }
+        s
+    }
+
+    /// Enables the HTTP polling fallback with this request.
+    pub fn poll(mut self, url: impl Into<String>, method: Method, body: Option<String>) -> Self {
+        self.poll = Some(PollRequest {
+            url: url.into(),
+            method,
+            body,
+        });
+        self
+    }
+
+    /// The query parameter that carries the cursor on polls (`since`).
+    pub fn poll_since(mut self, param: &str) -> Self {
+        self.since = Some(param.to_owned());
+        self
+    }
+
+    /// A response is good only when `pointer` equals `value`
+    /// (messmonitor: `/code` == `"0000"`).
+    pub fn poll_success(mut self, pointer_to: &str, value: Value) -> Self {
+        self.success = Some((pointer(pointer_to), value));
+        self
+    }
+
+    /// Where the array of messages is in a poll response (default: the body
+    /// is the array).
+    pub fn poll_items(mut self, pointer_to: &str) -> Self {
+        self.items = pointer(pointer_to);
+        self
+    }
+
+    fn needs_json(&self) -> bool {
+        self.id.is_some() || self.cursor.is_some() || self.kinds.is_some() || self.ack.is_some()
+    }
+}
+
+fn scalar_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+impl Protocol for JsonRules {
+    fn inspect(&self, frame: &Frame) -> Inspected {
+        let mut out = Inspected::default();
+        if !self.needs_json() {
+            return out;
+        }
+        let Some(Value::Object(obj)) = frame.json() else {
+            return out;
+        };
+        let v = Value::Object(obj);
+        out.id = self
+            .id
+            .as_deref()
+            .and_then(|p| v.pointer(p))
+            .filter(|x| !x.is_null())
+            .map(scalar_text);
+        out.cursor = self
+            .cursor
+            .as_deref()
+            .and_then(|p| v.pointer(p))
+            .and_then(Cursor::from_json);
+        if let Some((p, map)) = &self.kinds {
+            if let Some(k) = v.pointer(p).filter(|x| !x.is_null()) {
+                let k = scalar_text(k);
+                out.kinds = map
+                    .iter()
+                    .find(|(value, _)| *value == k)
+                    .map(|(_, ks)| ks.clone())
+                    .unwrap_or_else(|| vec![k]);
+            }
+        }
+        if let Some(rule) = &self.ack {
+            let applies = rule
+                .when
+                .as_ref()
+                .is_none_or(|(p, want)| v.pointer(p) == Some(want));
+            if applies {
+                let mut ack = rule.template.clone();
+                for (from, to) in &rule.copy {
+                    if let Some(x) = v.pointer(from) {
+                        ack.insert(to.clone(), x.clone());
+                    }
+                }
+                out.ack = Some(Frame::Text(Value::Object(ack).to_string()));
+            }
+        }
+        out
+    }
+
+    fn is_heartbeat_reply(&self, frame: &Frame) -> bool {
+        self.replies.iter().any(|r| r.matches(frame))
+    }
+
+    fn heartbeat(&self) -> Option<Frame> {
+        self.heartbeat.clone()
+    }
+
+    fn hello(&self, ctx: &HelloContext) -> Vec<Frame> {
+        self.hello
+            .iter()
+            .map(|h| {
+                let mut h = h.clone();
+                if let (Some(key), Some(c), Some(obj)) =
+                    (&self.hello_cursor_field, &ctx.cursor, h.as_object_mut())
+                {
+                    obj.insert(key.clone(), c.to_json());
+                }
+                Frame::Text(h.to_string())
+            })
+            .collect()
+    }
+
+    fn poll_request(&self, cursor: Option<&Cursor>) -> Option<PollRequest> {
+        let mut req = self.poll.clone()?;
+        if let (Some(param), Some(c)) = (&self.since, cursor) {
+            let sep = if req.url.contains('?') { '&' } else { '?' };
+            req.url = format!("{}{sep}{param}={}", req.url, encode(&c.to_string()));
+        }
+        Some(req)
+    }
+
+    fn parse_poll(&self, body: &[u8]) -> Result<Vec<PollItem>, String> {
+        let v: Value = serde_json::from_slice(body).map_err(|e| {
+            format!(
+                "body is not JSON ({e}): {}",
+                head(&String::from_utf8_lossy(&body[..body.len().min(120)]))
+            )
+        })?;
+        if let Some((p, want)) = &self.success {
+            let got = v.pointer(p);
+            if got != Some(want) {
+                return Err(format!(
+                    "success rule {p} == {want} failed (got {})",
+                    got.map_or("nothing".to_owned(), |g| head(&g.to_string()))
+                ));
+            }
+        }
+        items_of(v, &self.items)
+    }
+}
+
+/// Percent-encodes a query value.
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn messmonitor() -> JsonRules {
+        JsonRules::new()
+            .reply(r#"{"wsType":1}"#)
+            .id("msgDataId")
+            .cursor("/createTime")
+            .kinds(
+                "/pushType",
+                [
+                    ("1", &["text"][..]),
+                    ("2", &["audio"]),
+                    ("3", &["text", "audio"]),
+                ],
+            )
+            .ack_when(
+                "/wsType",
+                json!(4),
+                json!({"wsType": 3, "userId": 7}),
+                [("/msgDataId", "msgDataId"), ("/pushType", "pushType")],
+            )
+            .poll(
+                "http://h/getMsg",
+                Method::Post,
+                Some(r#"{"requestType":2}"#.into()),
+            )
+            .poll_success("/code", json!("0000"))
+            .poll_items("/data/ordinaryDatas")
+    }
+
+    #[test]
+    fn a_push_yields_id_cursor_kinds_and_its_ack() {
+        let f = Frame::from(r#"{"wsType":4,"msgDataId":"m9","pushType":3,"createTime":1700}"#);
+        let i = messmonitor().inspect(&f);
+        assert_eq!(i.id.as_deref(), Some("m9"));
+        assert_eq!(i.cursor, Some(Cursor::Int(1700)));
+        assert_eq!(i.kinds, vec!["text", "audio"]);
+        let ack = i.ack.unwrap().json().unwrap();
+        assert_eq!(
+            ack,
+            json!({"wsType":3,"userId":7,"msgDataId":"m9","pushType":3})
+        );
+    }
+
+    #[test]
+    fn only_matching_frames_are_acked() {
+        let f = Frame::from(r#"{"wsType":5,"msgDataId":"m9"}"#);
+        assert_eq!(messmonitor().inspect(&f).ack, None);
+    }
+
+    #[test]
+    fn non_json_frames_are_plain_messages() {
+        let i = messmonitor().inspect(&Frame::from("hello"));
+        assert_eq!(i, Inspected::default());
+        let i = messmonitor().inspect(&Frame::Binary(vec![1, 2]));
+        assert_eq!(i, Inspected::default());
+    }
+
+    #[test]
+    fn poll_response_rules_and_malformed_items() {
+        let r = messmonitor();
+        let good =
+            br#"{"code":"0000","data":{"ordinaryDatas":[{"msgDataId":"a"},7,{"msgDataId":"b"}]}}"#;
+        let items = r.parse_poll(good).unwrap();
+        assert_eq!(items.len(), 3);
+        assert!(items[0].is_ok() && items[1].is_err() && items[2].is_ok());
+        let e = r.parse_poll(br#"{"code":"9999"}"#).unwrap_err();
+        assert!(e.contains(r#"/code == "0000" failed (got "9999")"#), "{e}");
+        let e = r.parse_poll(b"<html>oops</html>").unwrap_err();
+        assert!(e.contains("not JSON") && e.contains("<html>"), "{e}");
+        let e = r.parse_poll(br#"{"code":"0000","data":{}}"#).unwrap_err();
+        assert!(e.contains("no /data/ordinaryDatas"), "{e}");
+    }
+
+    #[test]
+    fn the_cursor_goes_into_the_poll_url_and_the_hello() {
+        let r = JsonRules::new()
+            .poll("http://h/poll?x=1", Method::Get, None)
+            .poll_since("since")
+            .hello(json!({"type":"hello"}))
+            .hello_cursor("resume");
+        let req = r
+            .poll_request(Some(&Cursor::Text("2024-01-01 10:00".into())))
+            .unwrap();
+        assert_eq!(req.url, "http://h/poll?x=1&since=2024-01-01%2010%3A00");
+        assert_eq!(r.poll_request(None).unwrap().url, "http://h/poll?x=1");
+        let ctx = HelloContext {
+            reconnects: 1,
+            cursor: Some(Cursor::Int(42)),
+        };
+        assert_eq!(
+            Protocol::hello(&r, &ctx),
+            vec![Frame::from(r#"{"type":"hello","resume":42}"#)]
+        );
+    }
+
+    #[test]
+    fn cursors_order_numbers_numerically() {
+        assert!(Cursor::Int(9) < Cursor::Int(10));
+        assert!(Cursor::Text("9".into()) > Cursor::Text("10".into()));
+        assert_eq!(Cursor::from_json(&json!(3.0)), Some(Cursor::Int(3)));
+        assert_eq!(Cursor::from_json(&json!(null)), None);
+    }
+
+    #[test]
+    fn the_default_protocol_reads_a_plain_array() {
+        let items = Plain.parse_poll(br#"[{"a":1},{"b":2}]"#).unwrap();
+        assert_eq!(items.len(), 2);
+        assert!(Plain.parse_poll(br#"{"a":1}"#).is_err());
+    }
+}

@@ -1,0 +1,202 @@
+//! The HTTP poller: runs only while the WebSocket is degraded. Polls at once,
+//! then every `poll_every`, backing off while the endpoint fails. Its items
+//! go through the same inbox as the socket's, so a message that arrives by
+//! both is delivered once.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use log::{debug, info, warn};
+use ureq::tls::{Certificate, RootCerts, TlsConfig, TlsProvider};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::inbox::{Inbox, Offer};
+use crate::message::{Message, Meta, Via};
+use crate::protocol::{head, Method};
+use crate::redact;
+use crate::shared::Shared;
+
+/// The HTTP agent: native-tls with the system roots (or the configured
+/// extra roots, which then replace them), and a finite timeout.
+pub(crate) fn agent(cfg: &Config) -> Result<ureq::Agent> {
+    let roots = if cfg.root_certificates.is_empty() {
+        RootCerts::PlatformVerifier
+    } else {
+        let mut certs = Vec::new();
+        for pem in &cfg.root_certificates {
+            let c = Certificate::from_pem(pem).map_err(|e| {
+                Error::config(
+                    "root_certificate_pem",
+                    format!("not a PEM certificate: {e}"),
+                )
+            })?;
+            certs.push(c.to_owned());
+        }
+        RootCerts::new_with_certs(&certs)
+    };
+    let tls = TlsConfig::builder()
+        .provider(TlsProvider::NativeTls)
+        .root_certs(roots)
+        .disable_verification(cfg.danger_accept_invalid_certs)
+        .build();
+    Ok(ureq::Agent::config_builder()
+        .tls_config(tls)
+        .timeout_global(Some(cfg.poll_timeout))
+        .http_status_as_error(false)
+        .user_agent(concat!("heartline/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into())
+}
+
+pub(crate) fn run(
+    cfg: &Config,
+    shared: &Shared,
+    inbox: &Arc<Inbox>,
+    agent: &ureq::Agent,
+    stop: &Receiver<()>,
+) {
+    info!("polling started");
+    let mut failures = 0u32;
+    loop {
+        match poll_once(cfg, shared, inbox, agent, stop) {
+            Ok(Some(n)) => {
+                failures = 0;
+                shared.counters.polls.fetch_add(1, Relaxed);
+                debug!("poll delivered {n} new messages");
+            }
+            Ok(None) => return, // stopped while waiting for queue space
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                shared.counters.poll_failures.fetch_add(1, Relaxed);
+                warn!("{e}");
+                shared.set_error(e);
+            }
+        }
+        // Back off while the endpoint keeps failing: 1, 2, 4, 8 intervals.
+        let factor = 1u32 << failures.saturating_sub(1).min(3);
+        let delay = cfg
+            .poll_every
+            .saturating_mul(if failures == 0 { 1 } else { factor });
+        match stop.recv_timeout(delay) {
+            Err(RecvTimeoutError::Timeout) => {}
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    info!("polling stopped");
+}
+
+/// One poll. `Ok(Some(n))`: n messages queued; `Ok(None)`: told to stop;
+/// `Err`: what failed and where.
+fn poll_once(
+    cfg: &Config,
+    shared: &Shared,
+    inbox: &Inbox,
+    agent: &ureq::Agent,
+    stop: &Receiver<()>,
+) -> std::result::Result<Option<usize>, String> {
+    let cursor = inbox.cursor();
+    let Some(req) = cfg.protocol.poll_request(cursor.as_ref()) else {
+        return Ok(Some(0));
+    };
+    let shown = redact::url(&req.url);
+    let endpoint = (cfg.endpoint)();
+    let result = match req.method {
+        Method::Get => {
+            let mut r = agent.get(&req.url);
+            for (n, v) in &endpoint.headers {
+                r = r.header(n.as_str(), v.as_str());
+            }
+            r.call()
+        }
+        Method::Post => {
+            let body = req.body.clone().unwrap_or_default();
+            let mut r = agent.post(&req.url);
+            for (n, v) in &endpoint.headers {
+                r = r.header(n.as_str(), v.as_str());
+            }
+            if serde_json::from_str::<serde_json::Value>(&body).is_ok() {
+                r = r.content_type("application/json");
+            }
+            r.send(body.as_bytes())
+        }
+    };
+    let mut resp = result.map_err(|e| format!("poll {shown} failed: {e}"))?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(cfg.max_poll_body as u64)
+        .read_to_vec()
+        .map_err(|e| match e {
+            ureq::Error::BodyExceedsLimit(_) => {
+                format!(
+                    "poll {shown}: body over the {} byte limit",
+                    cfg.max_poll_body
+                )
+            }
+            e => format!("poll {shown}: reading the body failed: {e}"),
+        })?;
+    if !(200..300).contains(&status) {
+        return Err(format!(
+            "poll {shown} failed: HTTP {status}: {}",
+            head(&String::from_utf8_lossy(&body[..body.len().min(120)]))
+        ));
+    }
+    let items = cfg
+        .protocol
+        .parse_poll(&body)
+        .map_err(|e| format!("poll {shown} (HTTP {status}): {e}"))?;
+    let mut queued = 0;
+    for item in items {
+        let frame = match item {
+            Ok(f) => f,
+            Err(e) => {
+                shared.counters.malformed.fetch_add(1, Relaxed);
+                warn!("poll {shown}: skipped an item: {e}");
+                continue;
+            }
+        };
+        let inspected = cfg.protocol.inspect(&frame);
+        let meta = Meta {
+            id: inspected.id.map(Arc::from),
+            cursor: inspected.cursor,
+            kinds: inspected.kinds,
+            // The poll endpoint is read by cursor: nothing to acknowledge.
+            ack: None,
+        };
+        let mut m = Message::with_meta(frame, Via::Poll, Instant::now(), meta);
+        loop {
+            match inbox.offer(m, true) {
+                Offer::Queued => {
+                    queued += 1;
+                    break;
+                }
+                Offer::Duplicate => break,
+                Offer::Closed => return Ok(None),
+                Offer::Full(back) => {
+                    // The application is behind: wait for room (the
+                    // consumer signals), or stop.
+                    m = back;
+                    if wait_for_room(shared, stop) {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+    Ok(Some(queued))
+}
+
+/// Waits until the consumer has taken messages; `true` when told to stop.
+fn wait_for_room(shared: &Shared, stop: &Receiver<()>) -> bool {
+    let room = shared.room_signal();
+    crossbeam_channel::select! {
+        recv(stop) -> _ => true,
+        recv(room) -> _ => false,
+        // A safety net against a missed signal; only while backlogged.
+        default(Duration::from_millis(50)) => false,
+    }
+}
