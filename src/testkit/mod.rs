@@ -21,7 +21,10 @@
 //! Unlike the client, this server services each connection with a 1 ms read
 //! timeout loop: it is test equipment, and simplicity wins here.
 
+mod feed;
 mod tls;
+
+pub use feed::{FeedConfig, PollFault, PollSeen};
 
 use std::io::{self, ErrorKind};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -113,6 +116,8 @@ pub struct Log {
     pub upgrades: Vec<Upgrade>,
     /// Connections currently open.
     pub open: usize,
+    /// Every poll request (feed servers only).
+    pub polls: Vec<PollSeen>,
 }
 
 impl Log {
@@ -143,7 +148,7 @@ struct Conn {
     tx: Sender<Cmd>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     addr: SocketAddr,
     stop: AtomicBool,
     refuse: Mutex<Option<u16>>,
@@ -157,12 +162,15 @@ struct Inner {
     threads: Mutex<Vec<JoinHandle<()>>>,
     tls: Option<native_tls::TlsAcceptor>,
     ws_config: WebSocketConfig,
+    feed: Mutex<Option<feed::Feed>>,
+    http_addr: Mutex<Option<SocketAddr>>,
 }
 
 /// The loopback test server. Stops (and joins its threads) when dropped.
 pub struct TestServer {
     inner: Arc<Inner>,
     accept: Option<JoinHandle<()>>,
+    http: Option<JoinHandle<()>>,
     ca_pem: Option<Vec<u8>>,
 }
 
@@ -208,6 +216,8 @@ impl TestServer {
             threads: Mutex::new(Vec::new()),
             tls,
             ws_config: WebSocketConfig::default(),
+            feed: Mutex::new(None),
+            http_addr: Mutex::new(None),
         });
         let i = inner.clone();
         let accept = std::thread::Builder::new()
@@ -216,8 +226,57 @@ impl TestServer {
         Ok(TestServer {
             inner,
             accept: Some(accept),
+            http: None,
             ca_pem,
         })
+    }
+
+    /// Turns on the message feed: published messages go to every
+    /// connection (unacked ones again to each new connection), and an HTTP
+    /// poll endpoint on a second port serves them by cursor.
+    ///
+    /// # Errors
+    /// When the HTTP listener cannot be bound.
+    pub fn enable_feed(&mut self, cfg: FeedConfig) -> io::Result<()> {
+        *lock(&self.inner.feed) = Some(feed::Feed::new(cfg));
+        if self.http.is_none() {
+            let listener = TcpListener::bind("127.0.0.1:0")?;
+            *lock(&self.inner.http_addr) = Some(listener.local_addr()?);
+            let i = self.inner.clone();
+            self.http = Some(
+                std::thread::Builder::new()
+                    .name("testkit-http".into())
+                    .spawn(move || feed::http_loop(&i, &listener))?,
+            );
+        }
+        Ok(())
+    }
+
+    /// `http://127.0.0.1:PORT/poll` once the feed is on.
+    pub fn poll_url(&self) -> Option<String> {
+        lock(&self.inner.http_addr).map(|a| format!("http://{a}/poll"))
+    }
+
+    /// Appends a message to the feed (adding its id and sequence number);
+    /// returns the sequence number, or 0 when the feed is off.
+    pub fn publish(&self, fields: serde_json::Value) -> u64 {
+        lock(&self.inner.feed)
+            .as_mut()
+            .map_or(0, |f| f.publish(fields))
+    }
+
+    /// How many feed messages were published and how many acknowledged.
+    pub fn feed_counts(&self) -> (usize, usize) {
+        lock(&self.inner.feed)
+            .as_ref()
+            .map_or((0, 0), |f| (f.len(), f.acked()))
+    }
+
+    /// Breaks (or mends) the poll endpoint.
+    pub fn poll_fault(&self, fault: PollFault) {
+        if let Some(f) = lock(&self.inner.feed).as_mut() {
+            f.fault = fault;
+        }
     }
 
     /// `ws://127.0.0.1:PORT/ws` (or `wss://`).
@@ -335,6 +394,12 @@ impl Drop for TestServer {
         if let Some(h) = self.accept.take() {
             let _ = h.join();
         }
+        if let Some(a) = *lock(&self.inner.http_addr) {
+            let _ = TcpStream::connect_timeout(&a, Duration::from_secs(1));
+        }
+        if let Some(h) = self.http.take() {
+            let _ = h.join();
+        }
         lock(&self.inner.conns).clear();
         let threads = std::mem::take(&mut *lock(&self.inner.threads));
         for t in threads {
@@ -343,7 +408,7 @@ impl Drop for TestServer {
     }
 }
 
-fn record(inner: &Inner, f: impl FnOnce(&mut Log)) {
+pub(crate) fn record(inner: &Inner, f: impl FnOnce(&mut Log)) {
     f(&mut lock(&inner.log));
     inner.changed.notify_all();
 }
@@ -451,6 +516,8 @@ fn to_ws(f: Frame) -> WsMessage {
 }
 
 fn run_conn(inner: &Inner, ws: &mut WebSocket<Stream>, rx: &Receiver<Cmd>, id: u64) {
+    // Feed position: the first unacked message, then onwards.
+    let mut next = lock(&inner.feed).as_ref().map_or(0, feed::Feed::start);
     loop {
         loop {
             match rx.try_recv() {
@@ -477,6 +544,16 @@ fn run_conn(inner: &Inner, ws: &mut WebSocket<Stream>, rx: &Receiver<Cmd>, id: u
                     }));
                 }
                 Err(TryRecvError::Empty) => break,
+            }
+        }
+        if let Some(f) = lock(&inner.feed).as_ref() {
+            while next < f.len() {
+                if let Some(text) = f.text(next) {
+                    if ws.write(WsMessage::Text(text.to_owned().into())).is_err() {
+                        return;
+                    }
+                }
+                next += 1;
             }
         }
         match ws.flush() {
@@ -509,6 +586,9 @@ fn run_conn(inner: &Inner, ws: &mut WebSocket<Stream>, rx: &Receiver<Cmd>, id: u
                 at: Instant::now(),
             })
         });
+        if let (WsMessage::Text(t), Some(f)) = (&msg, lock(&inner.feed).as_mut()) {
+            f.ack_from(t.as_str());
+        }
         let frame = match msg {
             WsMessage::Text(t) => Frame::Text(t.as_str().to_owned()),
             WsMessage::Binary(b) => Frame::Binary(b.to_vec()),

@@ -251,6 +251,9 @@ fn serve(
     }
     let proof_due = link.opened() + s.cfg.min_uptime;
     let mut proven = false;
+    // Listening for the io thread's "a frame arrived"; off once heard, or
+    // once the io thread has gone (a closed channel proves nothing).
+    let mut listening = true;
     let mut close_sent = false;
     loop {
         let timer = if proven {
@@ -258,10 +261,17 @@ fn serve(
         } else {
             crossbeam_channel::at(proof_due)
         };
-        let proof = if proven { never() } else { proven_rx.clone() };
+        let proof = if proven || !listening {
+            never()
+        } else {
+            proven_rx.clone()
+        };
         select! {
             recv(done_rx) -> _ => break,
-            recv(proof) -> _ => proven = true,
+            recv(proof) -> r => match r {
+                Ok(()) => proven = true,
+                Err(_) => listening = false,
+            },
             recv(timer) -> _ => proven = true,
             recv(s.control) -> c => {
                 if !close_sent && matches!(c, Ok(Control::Close) | Err(_)) {

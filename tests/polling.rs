@@ -1,0 +1,255 @@
+mod common;
+use common::*;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use heartline::testkit::{FeedConfig, PollFault, TestServer};
+use heartline::{AckMode, Backoff, ClientBuilder, Endpoint, JsonRules, Method, State, Via};
+use serde_json::json;
+
+fn feed_server() -> TestServer {
+    let mut s = server();
+    s.enable_feed(FeedConfig::default()).unwrap();
+    s
+}
+
+fn rules(server: &TestServer) -> JsonRules {
+    JsonRules::new()
+        .id("/id")
+        .cursor("/seq")
+        .ack(json!({"type": "ack"}), [("/id", "ack")])
+        .poll(server.poll_url().unwrap(), Method::Get, None)
+        .poll_since("since")
+}
+
+fn client(server: &TestServer) -> ClientBuilder {
+    fast(server.url())
+        .protocol(rules(server))
+        .poll_after(3)
+        .poll_every(30 * MS)
+        .backoff(Backoff::Fixed(20 * MS))
+}
+
+fn seqs(msgs: &[heartline::Message]) -> Vec<i64> {
+    msgs.iter()
+        .map(|m| m.json().and_then(|v| v["seq"].as_i64()).unwrap_or(-1))
+        .collect()
+}
+
+#[test]
+fn after_three_failures_messages_come_by_polling_then_the_socket_takes_over() {
+    let server = feed_server();
+    for i in 1..=5 {
+        server.publish(json!({ "n": i }));
+    }
+    server.refuse(Some(503));
+    let base = server.url();
+    let calls = Arc::new(AtomicU32::new(0));
+    let c = calls.clone();
+    let client = client(&server)
+        .endpoint(move || {
+            let n = c.fetch_add(1, Ordering::SeqCst);
+            Endpoint::new(base.clone()).header("X-Token", format!("t{n}"))
+        })
+        .build()
+        .unwrap();
+    let events = client.events();
+    let (ev, seen) = wait_event(&events, "polling", |e| {
+        matches!(e.state, State::Polling { .. })
+    });
+    assert!(
+        matches!(ev.state, State::Polling { attempt: 4, .. }),
+        "{ev:?}"
+    );
+    let failures = seen
+        .iter()
+        .filter(|e| matches!(e.state, State::Reconnecting { .. }))
+        .count();
+    assert_eq!(failures, 2, "three failed attempts, then polling: {seen:?}");
+
+    let first = collect(&client, 5);
+    assert_eq!(seqs(&first), vec![1, 2, 3, 4, 5]);
+    assert!(first.iter().all(|m| m.via() == Via::Poll));
+    for i in 6..=8 {
+        server.publish(json!({ "n": i }));
+    }
+    assert_eq!(seqs(&collect(&client, 3)), vec![6, 7, 8]);
+
+    // Polls carry the cursor and fresh headers from the endpoint provider.
+    let polls = server.log().polls;
+    assert!(polls.iter().any(|p| p.uri.contains("since=5")), "{polls:?}");
+    let tokens: Vec<String> = polls
+        .iter()
+        .filter_map(|p| {
+            p.headers
+                .iter()
+                .find(|(n, _)| n == "x-token")
+                .map(|(_, v)| v.clone())
+        })
+        .collect();
+    assert_eq!(tokens.len(), polls.len());
+    let mut unique = tokens.clone();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        tokens.len(),
+        "a fresh header per request: {tokens:?}"
+    );
+
+    server.refuse(None);
+    wait_event(&events, "open", |e| e.state == State::Open);
+    // The poller was joined before Open was reported: no poll after this.
+    let polls_at_open = server.log().polls.len();
+    for i in 9..=10 {
+        server.publish(json!({ "n": i }));
+    }
+    let rest = collect(&client, 2);
+    assert_eq!(seqs(&rest), vec![9, 10]);
+    assert!(rest.iter().all(|m| m.via() == Via::Ws));
+    assert_eq!(server.log().polls.len(), polls_at_open);
+    assert!(client.try_recv().is_err(), "nothing delivered twice");
+    client.close();
+}
+
+#[test]
+fn a_socket_that_drops_before_proving_itself_does_not_stop_polling() {
+    let server = feed_server();
+    server.refuse(Some(503));
+    let client = client(&server)
+        .min_uptime(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let events = client.events();
+    let (ev, _) = wait_event(&events, "polling", |e| {
+        matches!(e.state, State::Polling { .. })
+    });
+    let State::Polling { attempt, .. } = ev.state else {
+        unreachable!()
+    };
+    // Let one connection through and drop it at once, before any frame.
+    server.refuse(None);
+    assert!(server.wait_connections(1, WAIT));
+    server.refuse(Some(503));
+    server.drop_all();
+    let (ev, seen) = wait_event(
+        &events,
+        "polling again",
+        |e| matches!(e.state, State::Polling { attempt: a, .. } if a > attempt),
+    );
+    assert!(
+        !seen.iter().any(|e| e.state == State::Open),
+        "never reported open: {seen:?}"
+    );
+    assert!(matches!(ev.state, State::Polling { .. }));
+    // Polling carried on: a message published now still arrives by poll.
+    server.publish(json!({"n": 1}));
+    let got = collect(&client, 1);
+    assert_eq!(got[0].via(), Via::Poll);
+    client.close();
+}
+
+#[test]
+fn poll_failures_are_counted_retried_and_bad_items_skipped() {
+    let server = feed_server();
+    server.refuse(Some(503));
+    server.poll_fault(PollFault::Status(500));
+    server.publish(json!({"n": 1}));
+    let client = client(&server).build().unwrap();
+    wait_until("a failed poll", || client.stats().poll_failures >= 1);
+    let why = client.stats().last_error.unwrap_or_default();
+    assert!(
+        why.contains("HTTP 500") && why.contains("broken on purpose"),
+        "{why}"
+    );
+
+    server.poll_fault(PollFault::Garbage);
+    wait_until("a garbage poll", || {
+        client
+            .stats()
+            .last_error
+            .unwrap_or_default()
+            .contains("not JSON")
+    });
+
+    server.poll_fault(PollFault::BadItems);
+    let got = collect(&client, 1);
+    assert_eq!(seqs(&got), vec![1]);
+    // The bad item after it is counted once the poller reaches it.
+    wait_until("a malformed item counted", || client.stats().malformed >= 1);
+
+    server.poll_fault(PollFault::None);
+    server.publish(json!({"n": 2}));
+    assert_eq!(seqs(&collect(&client, 1)), vec![2]);
+    client.close();
+}
+
+#[test]
+fn pushed_messages_are_acked_once_queued() {
+    let server = feed_server();
+    let client = client(&server).build().unwrap();
+    wait_open(&client.events());
+    for i in 1..=3 {
+        server.publish(json!({ "n": i }));
+    }
+    assert_eq!(seqs(&collect(&client, 3)), vec![1, 2, 3]);
+    assert!(server.wait_for(WAIT, |l| l
+        .frames
+        .iter()
+        .filter(|f| f.text().is_some_and(|t| t.contains("ack")))
+        .count()
+        == 3));
+    assert_eq!(server.feed_counts(), (3, 3));
+    assert_eq!(client.stats().acks, 3);
+    client.close();
+}
+
+#[test]
+fn in_delivered_mode_acks_wait_for_the_application() {
+    let server = feed_server();
+    let client = client(&server)
+        .ack_mode(AckMode::Delivered)
+        .build()
+        .unwrap();
+    wait_open(&client.events());
+    for i in 1..=3 {
+        server.publish(json!({ "n": i }));
+    }
+    wait_until("3 messages queued", || client.stats().inbound_queued == 3);
+    assert_eq!(
+        client.stats().acks,
+        0,
+        "nothing acked before the application took it"
+    );
+    assert_eq!(seqs(&collect(&client, 3)), vec![1, 2, 3]);
+    assert_eq!(client.stats().acks, 3);
+    wait_until("server saw 3 acks", || server_acked(&server) == 3);
+    client.close();
+}
+
+fn server_acked(server: &TestServer) -> usize {
+    server.feed_counts().1
+}
+
+#[test]
+fn unacked_messages_redelivered_on_reconnect_are_not_delivered_twice() {
+    let server = feed_server();
+    // No acks at all: the server redelivers everything on each connection.
+    let rules = JsonRules::new().id("/id").cursor("/seq");
+    let client = fast(server.url()).protocol(rules).build().unwrap();
+    let events = client.events();
+    wait_open(&events);
+    for i in 1..=4 {
+        server.publish(json!({ "n": i }));
+    }
+    assert_eq!(seqs(&collect(&client, 4)), vec![1, 2, 3, 4]);
+    server.drop_all();
+    wait_open(&events);
+    server.publish(json!({"n": 5}));
+    assert_eq!(seqs(&collect(&client, 1)), vec![5]);
+    wait_until("redelivered copies dropped", || {
+        client.stats().duplicates >= 4
+    });
+    client.close();
+}
