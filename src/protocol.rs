@@ -222,6 +222,9 @@ struct AckRule {
     copy: Vec<(String, String)>,
 }
 
+/// Where the kind is and what each of its values means.
+type KindRule = (String, Vec<(String, Vec<String>)>);
+
 /// A [`Protocol`] made of JSON-pointer rules, for servers that speak JSON.
 ///
 /// The messmonitor protocol, for example:
@@ -249,7 +252,7 @@ pub struct JsonRules {
     hello_cursor_field: Option<String>,
     id: Option<String>,
     cursor: Option<String>,
-    kinds: Option<(String, Vec<(String, Vec<String>)>)>,
+    kinds: Option<KindRule>,
     ack: Option<AckRule>,
     poll: Option<PollRequest>,
     since: Option<String>,
