@@ -31,7 +31,7 @@ fn refused_upgrades_back_off_and_give_up_after_max_attempts() {
             _ => None,
         })
         .collect();
-    assert_eq!(waits, vec![(2, 5 * MS), (3, 15 * MS)]);
+    assert_eq!(waits, vec![(2, 15 * MS), (3, 25 * MS)]);
     let why = seen
         .iter()
         .find_map(|e| e.error.clone())

@@ -122,10 +122,10 @@ impl Reconnect {
     }
 
     fn retry(&mut self) -> Decision {
-        // The delay grows with failures *before* this one: the first retry
-        // after a single failure waits delay(0).
-        let n = self.failures.saturating_sub(1);
-        let delay = self.backoff.delay(n, self.jitter.next_f64());
+        // delay(n) for n consecutive failures: a lost connection is retried
+        // after delay(0), each failure after it waits one step longer
+        // (messmonitor: 0, 30 s, 60 s).
+        let delay = self.backoff.delay(self.failures, self.jitter.next_f64());
         Decision::Retry {
             attempt: self.attempt(),
             delay,
@@ -181,21 +181,21 @@ mod tests {
             r.connect_failed(),
             Decision::Retry {
                 attempt: 2,
-                delay: 10 * MS
-            }
-        );
-        assert_eq!(
-            r.connect_failed(),
-            Decision::Retry {
-                attempt: 3,
                 delay: 20 * MS
             }
         );
         assert_eq!(
             r.connect_failed(),
             Decision::Retry {
-                attempt: 4,
+                attempt: 3,
                 delay: 30 * MS
+            }
+        );
+        assert_eq!(
+            r.connect_failed(),
+            Decision::Retry {
+                attempt: 4,
+                delay: 40 * MS
             }
         );
     }
