@@ -19,19 +19,32 @@
 //!   --max-attempts N         give up after N failed attempts
 //!   --count N                exit 0 after N messages
 //!   --for MS                 exit 0 after that long
+//!   --poll URL               HTTP polling fallback endpoint
+//!   --poll-method GET|POST   poll method (default GET)
+//!   --poll-body TEXT         poll request body (POST)
+//!   --poll-after N           poll after N failed WebSocket attempts (default 3)
+//!   --poll-every MS          poll interval
+//!   --id POINTER             JSON pointer of the message id (dedupe)
+//!   --cursor POINTER         JSON pointer of the cursor
+//!   --since NAME             query parameter that carries the cursor on polls
+//!   --items POINTER          where the array is in a poll response
+//!                            (default: the body is the array)
 //! ```
 //!
 //! Lines: `{"state":"connecting","attempt":1}`, `{"state":"open"}`,
 //! `{"state":"reconnecting","attempt":2,"delay_ms":500,"error":"..."}`,
+//! `{"state":"polling","attempt":4,"delay_ms":800,"error":"..."}`,
 //! `{"state":"closed","reason":"..."}`, and
-//! `{"batch":[{"via":"ws","text":"..."},{"via":"ws","binary_hex":"00ff"}]}`.
+//! `{"batch":[{"via":"ws","text":"..."},{"via":"poll","text":"..."},{"via":"ws","binary_hex":"00ff"}]}`.
 //! A bad flag exits 2; a client that gives up or is closed by the server
 //! exits 1.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use heartline::{Backoff, Client, CloseReason, Frame, Heartbeat, Message, ReplyRule, State};
+use heartline::{
+    Backoff, Client, CloseReason, Frame, Heartbeat, JsonRules, Message, Method, ReplyRule, State,
+};
 use serde_json::{json, Value};
 
 #[derive(Default)]
@@ -49,12 +62,23 @@ struct Args {
     max_attempts: Option<u32>,
     count: Option<u64>,
     for_ms: Option<u64>,
+    poll: Option<String>,
+    poll_method: Method,
+    poll_body: Option<String>,
+    poll_after: Option<u32>,
+    poll_every: Option<u64>,
+    id: Option<String>,
+    cursor: Option<String>,
+    since: Option<String>,
+    items: Option<String>,
 }
 
 const USAGE: &str =
     "usage: tail URL [--header 'Name: value']... [--heartbeat TEXT] [--reply TEXT]... \
 [--every MS] [--timeout MS] [--hello TEXT]... [--send TEXT]... [--batch MS] \
-[--backoff MIN_MS:MAX_MS] [--max-attempts N] [--count N] [--for MS]";
+[--backoff MIN_MS:MAX_MS] [--max-attempts N] [--count N] [--for MS] [--poll URL] \
+[--poll-method GET|POST] [--poll-body TEXT] [--poll-after N] [--poll-every MS] [--id POINTER] \
+[--cursor POINTER] [--since NAME] [--items POINTER]";
 
 fn number<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
     v.parse()
@@ -115,6 +139,21 @@ fn parse(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
             "--max-attempts" => a.max_attempts = Some(number("--max-attempts", &value()?)?),
             "--count" => a.count = Some(number("--count", &value()?)?),
             "--for" => a.for_ms = Some(number("--for", &value()?)?),
+            "--poll" => a.poll = Some(value()?),
+            "--poll-method" => {
+                a.poll_method = match value()?.to_ascii_uppercase().as_str() {
+                    "GET" => Method::Get,
+                    "POST" => Method::Post,
+                    other => return Err(format!("--poll-method: `{other}` is not GET or POST")),
+                }
+            }
+            "--poll-body" => a.poll_body = Some(value()?),
+            "--poll-after" => a.poll_after = Some(number("--poll-after", &value()?)?),
+            "--poll-every" => a.poll_every = Some(number("--poll-every", &value()?)?),
+            "--id" => a.id = Some(value()?),
+            "--cursor" => a.cursor = Some(value()?),
+            "--since" => a.since = Some(value()?),
+            "--items" => a.items = Some(value()?),
             _ => return Err(format!("unknown flag `{flag}`")),
         }
     }
@@ -155,6 +194,29 @@ fn build(a: &Args) -> heartline::Result<Client> {
     if let Some(n) = a.max_attempts {
         b = b.max_attempts(Some(n));
     }
+    let mut rules = JsonRules::new();
+    if let Some(p) = &a.id {
+        rules = rules.id(p);
+    }
+    if let Some(p) = &a.cursor {
+        rules = rules.cursor(p);
+    }
+    if let Some(url) = &a.poll {
+        rules = rules.poll(url.clone(), a.poll_method, a.poll_body.clone());
+        if let Some(p) = &a.since {
+            rules = rules.poll_since(p);
+        }
+        if let Some(p) = &a.items {
+            rules = rules.poll_items(p);
+        }
+    }
+    b = b.protocol(rules);
+    if let Some(n) = a.poll_after {
+        b = b.poll_after(n);
+    }
+    if let Some(ms) = a.poll_every {
+        b = b.poll_every(Duration::from_millis(ms));
+    }
     b.build()
 }
 
@@ -171,7 +233,7 @@ fn state_line(ev: &heartline::Event) -> Value {
     // (keys keep this order: serde_json's preserve_order is on for examples)
     match &ev.state {
         State::Connecting { attempt } => v["attempt"] = json!(attempt),
-        State::Reconnecting { attempt, delay } => {
+        State::Reconnecting { attempt, delay } | State::Polling { attempt, delay } => {
             v["attempt"] = json!(attempt);
             v["delay_ms"] = json!(delay.as_millis() as u64);
         }
