@@ -253,3 +253,25 @@ fn unacked_messages_redelivered_on_reconnect_are_not_delivered_twice() {
     });
     client.close();
 }
+
+#[test]
+fn a_poll_body_over_the_limit_fails_that_poll_with_a_clear_error() {
+    let server = feed_server();
+    server.refuse(Some(503));
+    for i in 0..20 {
+        server.publish(json!({ "n": i, "pad": "x".repeat(50) }));
+    }
+    let client = client(&server).max_poll_body(256).build().unwrap();
+    wait_until("a failed poll", || client.stats().poll_failures >= 1);
+    let why = client.stats().last_error.unwrap_or_default();
+    assert!(
+        why.contains("over the 256 byte limit") && why.contains("/poll"),
+        "{why}"
+    );
+    assert_eq!(
+        client.stats().inbound_queued,
+        0,
+        "nothing from the refused body"
+    );
+    client.close();
+}

@@ -579,6 +579,11 @@ fn run_conn(inner: &Inner, ws: &mut WebSocket<Stream>, rx: &Receiver<Cmd>, id: u
             WsMessage::Close(c) => Sent::Close(c.as_ref().map(|c| u16::from(c.code))),
             WsMessage::Frame(_) => continue,
         };
+        // Applied before the frame is logged, so a test that saw the ack
+        // in the log sees it counted.
+        if let (WsMessage::Text(t), Some(f)) = (&msg, lock(&inner.feed).as_mut()) {
+            f.ack_from(t.as_str());
+        }
         record(inner, |l| {
             l.frames.push(Recorded {
                 conn: id,
@@ -586,9 +591,6 @@ fn run_conn(inner: &Inner, ws: &mut WebSocket<Stream>, rx: &Receiver<Cmd>, id: u
                 at: Instant::now(),
             })
         });
-        if let (WsMessage::Text(t), Some(f)) = (&msg, lock(&inner.feed).as_mut()) {
-            f.ack_from(t.as_str());
-        }
         let frame = match msg {
             WsMessage::Text(t) => Frame::Text(t.as_str().to_owned()),
             WsMessage::Binary(b) => Frame::Binary(b.to_vec()),
