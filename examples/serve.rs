@@ -1,0 +1,78 @@
+//! Runs the built-in test server as a process, for trying `tail` and for
+//! scripts (the footprint script uses it). Prints the URL on the first line,
+//! pushes a message every `--every MS` if given, and stops after
+//! `--for MS` (default: when stdin closes).
+//!
+//! ```text
+//! cargo run --example serve -- --every 1000
+//! ```
+
+use std::io::{BufRead, Write};
+use std::time::{Duration, Instant};
+
+use heartline::testkit::TestServer;
+
+fn main() {
+    let mut every = None;
+    let mut for_ms = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut num = |flag: &str| -> u64 {
+            match args.next().and_then(|v| v.parse().ok()) {
+                Some(v) => v,
+                None => {
+                    eprintln!("serve: {flag} needs a number of milliseconds");
+                    std::process::exit(2);
+                }
+            }
+        };
+        match a.as_str() {
+            "--every" => every = Some(Duration::from_millis(num("--every"))),
+            "--for" => for_ms = Some(Duration::from_millis(num("--for"))),
+            other => {
+                eprintln!(
+                    "serve: unknown argument `{other}`\nusage: serve [--every MS] [--for MS]"
+                );
+                std::process::exit(2);
+            }
+        }
+    }
+    let server = match TestServer::start() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("serve: {e}");
+            std::process::exit(1);
+        }
+    };
+    println!("{}", server.url());
+    let _ = std::io::stdout().flush();
+    let start = Instant::now();
+    let end = for_ms.map(|d| start + d);
+    match (every, end) {
+        (None, None) => {
+            // Until stdin closes.
+            for _ in std::io::stdin().lock().lines() {}
+        }
+        _ => {
+            let mut n = 0u64;
+            loop {
+                let now = Instant::now();
+                if end.is_some_and(|e| now >= e) {
+                    break;
+                }
+                let next = every.map(|e| start + e * (n as u32 + 1));
+                let until = match (next, end) {
+                    (Some(a), Some(b)) => a.min(b),
+                    (Some(a), None) => a,
+                    (None, Some(b)) => b,
+                    (None, None) => break,
+                };
+                std::thread::sleep(until.saturating_duration_since(now));
+                if next.is_some_and(|t| Instant::now() >= t) {
+                    n += 1;
+                    server.push(format!(r#"{{"n":{n}}}"#));
+                }
+            }
+        }
+    }
+}
