@@ -119,7 +119,7 @@ impl Client {
     /// Hands the frame back when the queue is full or the client is closed.
     pub fn try_send(&self, frame: impl Into<Frame>) -> std::result::Result<(), TrySendError> {
         let frame = frame.into();
-        if self.inner.shared.state().is_closed() {
+        if self.inner.shared.is_closed() {
             return Err(TrySendError::closed(frame));
         }
         match self.inner.outbound.try_send(frame) {
@@ -133,7 +133,7 @@ impl Client {
     }
 
     fn check_open(&self) -> Result<()> {
-        if self.inner.shared.state().is_closed() {
+        if self.inner.shared.is_closed() {
             Err(Error::Closed)
         } else {
             Ok(())
@@ -368,7 +368,9 @@ impl Batches {
             match got {
                 Ok(m) => {
                     pending.push(m);
-                    self.shared.taken(self.rx.len());
+                    // Take whatever else is ready without blocking again:
+                    // one pass per burst instead of one wait per message.
+                    self.fill(&mut pending);
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     if deadline.is_some_and(|d| Instant::now() >= d)

@@ -83,6 +83,7 @@ pub(crate) struct Shared {
     pub counters: Counters,
     /// The io thread has stopped reading because the inbound queue is full.
     pub reading_paused: AtomicBool,
+    closed: AtomicBool,
     waker: Mutex<Option<Arc<mio::Waker>>>,
     /// Taken by the supervisor when it stops, which ends [`crate::Events`].
     events_tx: Mutex<Option<Sender<Event>>>,
@@ -113,6 +114,7 @@ impl Shared {
             last_error: Mutex::new(None),
             counters,
             reading_paused: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
             waker: Mutex::new(None),
             events_tx: Mutex::new(Some(events_tx)),
             events_rx: events_rx.clone(),
@@ -127,10 +129,18 @@ impl Shared {
         lock(&self.state).clone()
     }
 
+    /// `true` once the client has stopped for good (cheap: no lock).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(SeqCst)
+    }
+
     /// Records a state change and publishes it. When nobody reads the event
     /// receiver, the oldest event is dropped (and counted) so the threads
     /// never block on it.
     pub(crate) fn set_state(&self, state: State, error: Option<String>) {
+        if state.is_closed() {
+            self.closed.store(true, SeqCst);
+        }
         *lock(&self.state) = state.clone();
         if let Some(e) = &error {
             *lock(&self.last_error) = Some(e.clone());

@@ -144,7 +144,7 @@ fn timed_out(e: &io::Error) -> bool {
 pub(crate) fn connect(
     endpoint: &Endpoint,
     cfg: &Config,
-    tls: &native_tls::TlsConnector,
+    tls: &mut Option<native_tls::TlsConnector>,
 ) -> Result<Socket> {
     let target = Target::parse(&endpoint.url)?;
     let addr = target.addr();
@@ -154,7 +154,14 @@ pub(crate) fn connect(
     let deadline = Instant::now() + cfg.handshake_timeout;
     set_timeouts(&tcp, deadline)?;
     let stream = if target.tls {
-        match tls.connect(&target.host, tcp) {
+        let connector = match tls {
+            Some(c) => c,
+            None => tls.insert(tls_connector(cfg).map_err(|e| Error::Tls {
+                host: target.host.clone(),
+                reason: e.to_string(),
+            })?),
+        };
+        match connector.connect(&target.host, tcp) {
             Ok(s) => Stream::Tls(Box::new(s)),
             Err(native_tls::HandshakeError::WouldBlock(_)) => {
                 return Err(Error::Timeout {

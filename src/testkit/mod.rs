@@ -138,6 +138,7 @@ impl Log {
 
 enum Cmd {
     Push(Frame),
+    PushMany(Arc<Vec<Frame>>),
     Drop,
     Silence,
     Close(u16, String),
@@ -309,6 +310,13 @@ impl TestServer {
     pub fn push(&self, frame: impl Into<Frame>) -> usize {
         let frame = frame.into();
         self.broadcast(|| Cmd::Push(frame.clone()))
+    }
+
+    /// Sends many frames to every open connection in one go (written back
+    /// to back, one flush): the bulk writes of a throughput benchmark.
+    pub fn push_many(&self, frames: Vec<Frame>) -> usize {
+        let frames = Arc::new(frames);
+        self.broadcast(|| Cmd::PushMany(frames.clone()))
     }
 
     /// Frames sent to each new connection right after its upgrade.
@@ -524,6 +532,13 @@ fn run_conn(inner: &Inner, ws: &mut WebSocket<Stream>, rx: &Receiver<Cmd>, id: u
                 Ok(Cmd::Push(f)) => {
                     if ws.write(to_ws(f)).is_err() {
                         return;
+                    }
+                }
+                Ok(Cmd::PushMany(frames)) => {
+                    for f in frames.iter() {
+                        if ws.write(to_ws(f.clone())).is_err() {
+                            return;
+                        }
                     }
                 }
                 Ok(Cmd::Drop) | Err(TryRecvError::Disconnected) => return,

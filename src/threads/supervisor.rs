@@ -36,12 +36,11 @@ pub(crate) struct Setup {
 }
 
 pub(crate) fn spawn(setup: Setup) -> Result<JoinHandle<()>> {
-    let tls = transport::tls_connector(&setup.cfg)?;
     let agent = match setup.cfg.protocol.poll_request(None) {
         Some(_) => Some(poller::agent(&setup.cfg)?),
         None => None,
     };
-    crate::threads::spawn("heartline-supervisor", move || run(setup, tls, agent))
+    crate::threads::spawn("heartline-supervisor", move || run(setup, agent))
 }
 
 /// The running poller thread.
@@ -59,7 +58,7 @@ impl Poller {
     }
 }
 
-fn run(s: Setup, tls: native_tls::TlsConnector, agent: Option<ureq::Agent>) {
+fn run(s: Setup, agent: Option<ureq::Agent>) {
     let cfg = &s.cfg;
     let mut policy = Reconnect::new(
         cfg.backoff.clone(),
@@ -71,6 +70,9 @@ fn run(s: Setup, tls: native_tls::TlsConnector, agent: Option<ureq::Agent>) {
     );
     let mut poller: Option<Poller> = None;
     let mut reconnects = 0u64;
+    // Made at the first wss:// attempt: loading OpenSSL's roots costs a few
+    // MB of memory that a ws:// client never needs.
+    let mut tls: Option<native_tls::TlsConnector> = None;
     s.shared.set_state(State::Connecting { attempt: 1 }, None);
     let reason = loop {
         if close_requested(&s.control) {
@@ -82,7 +84,7 @@ fn run(s: Setup, tls: native_tls::TlsConnector, agent: Option<ureq::Agent>) {
             redact::url(&endpoint.url),
             policy.attempt()
         );
-        let (decision, error) = match transport::connect(&endpoint, cfg, &tls) {
+        let (decision, error) = match transport::connect(&endpoint, cfg, &mut tls) {
             Err(e) => {
                 warn!(
                     "attempt {} to {} failed: {e}",
@@ -256,7 +258,10 @@ fn serve(
     let mut listening = true;
     let mut close_sent = false;
     loop {
-        let timer = if proven {
+        // The uptime proof only matters while a poller waits to be stopped
+        // (the reconnect policy measures uptime itself at the end); not
+        // arming it otherwise spares an idle connection a wake-up.
+        let timer = if proven || poller.is_none() {
             never()
         } else {
             crossbeam_channel::at(proof_due)

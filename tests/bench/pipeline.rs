@@ -1,0 +1,702 @@
+//! `cargo bench --bench pipeline [-- --quick]`
+//!
+//! heartline measured side by side with a bare tungstenite loop (and, for
+//! idle cost, the ewebsock client) in one run, against the test server on
+//! 127.0.0.1, reported as ratios because shared machines are noisy. Prints a
+//! table and writes the same figures to `target/pipeline.json`. `--quick`
+//! runs smaller counts in well under a minute (a smoke test: CI does not
+//! judge its timings).
+//!
+//! Memory and idle wake-ups are measured in child processes (this binary
+//! started again with `--child …`), so that the test server and the other
+//! measurements do not count.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use heartline::testkit::{FeedConfig, TestServer};
+use heartline::{Backoff, Client, Frame, JsonRules, Method, State, Via};
+use serde_json::{json, Value};
+
+struct Sizes {
+    messages: usize,
+    echoes: usize,
+    idle: Duration,
+    trials: usize,
+    rounds: usize,
+}
+
+const FULL: Sizes = Sizes {
+    messages: 200_000,
+    echoes: 10_000,
+    idle: Duration::from_secs(10),
+    trials: 20,
+    rounds: 3,
+};
+const QUICK: Sizes = Sizes {
+    messages: 20_000,
+    echoes: 1_000,
+    idle: Duration::from_secs(2),
+    trials: 5,
+    rounds: 1,
+};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(i) = args.iter().position(|a| a == "--child") {
+        child(&args[i + 1..]);
+        return;
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let sizes = if quick { QUICK } else { FULL };
+    let started = Instant::now();
+    let mut report = Report::default();
+    report.note("mode", json!(if quick { "quick" } else { "full" }));
+    report.note("machine", machine());
+
+    eprintln!("[{:>6.1}s] throughput", started.elapsed().as_secs_f64());
+    throughput(&sizes, false, &mut report);
+    eprintln!("[{:>6.1}s] throughput tls", started.elapsed().as_secs_f64());
+    throughput(&sizes, true, &mut report);
+    eprintln!("[{:>6.1}s] latency", started.elapsed().as_secs_f64());
+    latency(&sizes, &mut report);
+    eprintln!("[{:>6.1}s] idle", started.elapsed().as_secs_f64());
+    idle(&sizes, &mut report);
+    eprintln!("[{:>6.1}s] dead_link", started.elapsed().as_secs_f64());
+    dead_link(&sizes, &mut report);
+    eprintln!("[{:>6.1}s] failover", started.elapsed().as_secs_f64());
+    failover(&mut report);
+    eprintln!("[{:>6.1}s] flood", started.elapsed().as_secs_f64());
+    flood(&sizes, &mut report);
+
+    report.note("seconds", json!(started.elapsed().as_secs_f64()));
+    report.print();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join("pipeline.json");
+    let _ = std::fs::create_dir_all(path.parent().unwrap_or(std::path::Path::new(".")));
+    match std::fs::write(
+        &path,
+        serde_json::to_string_pretty(&report.json).unwrap_or_default(),
+    ) {
+        Ok(()) => println!("\nfigures written to {}", path.display()),
+        Err(e) => eprintln!("cannot write {}: {e}", path.display()),
+    }
+}
+
+#[derive(Default)]
+struct Report {
+    rows: Vec<[String; 4]>,
+    json: serde_json::Map<String, Value>,
+}
+
+impl Report {
+    fn row(&mut self, what: &str, heartline: String, reference: String, verdict: String) {
+        self.rows
+            .push([what.to_owned(), heartline, reference, verdict]);
+    }
+    fn note(&mut self, key: &str, v: Value) {
+        self.json.insert(key.to_owned(), v);
+    }
+    fn print(&self) {
+        println!();
+        println!(
+            "{:<44} {:>22} {:>22}   result",
+            "measure", "heartline", "reference"
+        );
+        println!("{}", "-".repeat(120));
+        for r in &self.rows {
+            println!("{:<44} {:>22} {:>22}   {}", r[0], r[1], r[2], r[3]);
+        }
+    }
+}
+
+fn machine() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    json!({"cpu": cpu, "cores": cores, "arch": std::env::consts::ARCH})
+}
+
+/// A 100-byte JSON message.
+fn message(i: usize) -> String {
+    let mut s =
+        format!(r#"{{"seq":{i},"kind":"price","sym":"ABCD","px":12345.67,"qty":100,"pad":""#);
+    while s.len() < 98 {
+        s.push('x');
+    }
+    s.push_str("\"}");
+    s
+}
+
+fn frames(n: usize) -> Vec<Frame> {
+    (0..n).map(|i| Frame::Text(message(i))).collect()
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.0} µs", d.as_secs_f64() * 1e6)
+}
+
+// ---------------------------------------------------------------- throughput
+
+fn bare_socket(server: &TestServer) -> tungstenite::WebSocket<Box<dyn ReadWrite>> {
+    let tcp = TcpStream::connect(server.addr()).expect("connect");
+    tcp.set_nodelay(true).ok();
+    let stream: Box<dyn ReadWrite> = match server.ca_pem() {
+        Some(ca) => {
+            let cert = native_tls::Certificate::from_pem(ca).expect("ca");
+            let tls = native_tls::TlsConnector::builder()
+                .add_root_certificate(cert)
+                .build()
+                .expect("tls");
+            Box::new(tls.connect("127.0.0.1", tcp).expect("tls handshake"))
+        }
+        None => Box::new(tcp),
+    };
+    let (ws, _) = tungstenite::client::client(server.url(), stream).expect("handshake");
+    ws
+}
+
+trait ReadWrite: std::io::Read + std::io::Write {}
+impl<T: std::io::Read + std::io::Write> ReadWrite for T {}
+
+/// Messages per second read and parsed by a bare tungstenite loop.
+fn bare_throughput(server: &TestServer, n: usize) -> f64 {
+    let mut ws = bare_socket(server);
+    assert!(server.wait_open(1, Duration::from_secs(10)));
+    let payload = frames(n);
+    let t0 = Instant::now();
+    server.push_many(payload);
+    let mut got = 0;
+    while got < n {
+        match ws.read() {
+            Ok(tungstenite::Message::Text(t)) => {
+                let v: Value = serde_json::from_str(t.as_str()).expect("json");
+                std::hint::black_box(v);
+                got += 1;
+            }
+            Ok(_) => {}
+            Err(e) => panic!("bare read: {e}"),
+        }
+    }
+    let rate = n as f64 / t0.elapsed().as_secs_f64();
+    let _ = ws.close(None);
+    let _ = ws.flush();
+    drop(ws);
+    assert!(server.wait_open(0, Duration::from_secs(10)));
+    rate
+}
+
+/// Messages per second received (and parsed) by the application through
+/// heartline with batching on.
+fn heartline_throughput(server: &TestServer, n: usize) -> f64 {
+    let mut b = Client::builder(server.url()).batch_window(Duration::from_millis(5));
+    if let Some(ca) = server.ca_pem() {
+        b = b.root_certificate_pem(ca);
+    }
+    let client = b.build().expect("client");
+    assert!(server.wait_open(1, Duration::from_secs(10)));
+    let payload = frames(n);
+    let t0 = Instant::now();
+    server.push_many(payload);
+    let mut got = 0;
+    while got < n {
+        let batch = client.recv_timeout(Duration::from_secs(30)).expect("batch");
+        for m in batch.iter() {
+            std::hint::black_box(m.json().expect("json"));
+        }
+        got += batch.len();
+    }
+    let rate = n as f64 / t0.elapsed().as_secs_f64();
+    client.close();
+    assert!(server.wait_open(0, Duration::from_secs(10)));
+    rate
+}
+
+fn throughput(s: &Sizes, tls: bool, report: &mut Report) {
+    let server = if tls {
+        TestServer::start_tls()
+    } else {
+        TestServer::start()
+    }
+    .expect("server");
+    let (mut bare, mut ours, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    // Alternate, so drift on a shared machine hits both sides alike.
+    for _ in 0..s.rounds {
+        let a = bare_throughput(&server, s.messages);
+        let b = heartline_throughput(&server, s.messages);
+        bare.push(a);
+        ours.push(b);
+        ratios.push(b / a);
+    }
+    let (a, b, r) = (median(&mut bare), median(&mut ours), median(&mut ratios));
+    let label = if tls {
+        "throughput, TLS (msg/s)"
+    } else {
+        "throughput (msg/s)"
+    };
+    report.row(
+        &format!("{label}, {} × 100 B JSON", s.messages),
+        format!("{b:.0}"),
+        format!("{a:.0} bare"),
+        format!(
+            "ratio {r:.2} (target ≥ 0.90) {}",
+            if r >= 0.9 { "ok" } else { "MISSED" }
+        ),
+    );
+    report.note(
+        if tls { "throughput_tls" } else { "throughput" },
+        json!({"messages": s.messages, "heartline_per_s": b, "bare_per_s": a, "ratio": r}),
+    );
+}
+
+// ------------------------------------------------------------------ latency
+
+fn latency(s: &Sizes, report: &mut Report) {
+    let server = TestServer::start().expect("server");
+    server.echo(true);
+    let text = message(1);
+    // Both connections stay open; rounds alternate between them, so a busy
+    // moment on the shared machine lands on both sides alike.
+    let mut ws = bare_socket(&server);
+    let client = Client::builder(server.url())
+        .batch_window(Duration::ZERO)
+        .build()
+        .expect("client");
+    assert!(server.wait_open(2, Duration::from_secs(10)));
+    let rounds = 10;
+    let per_round = s.echoes / rounds;
+    let mut bare = Vec::with_capacity(s.echoes);
+    let mut ours = Vec::with_capacity(s.echoes);
+    for _ in 0..rounds {
+        for _ in 0..per_round {
+            let t0 = Instant::now();
+            ws.send(tungstenite::Message::Text(text.clone().into()))
+                .expect("send");
+            loop {
+                if let tungstenite::Message::Text(_) = ws.read().expect("read") {
+                    break;
+                }
+            }
+            bare.push(t0.elapsed());
+        }
+        for _ in 0..per_round {
+            let t0 = Instant::now();
+            client.send(text.as_str()).expect("send");
+            client.recv_timeout(Duration::from_secs(10)).expect("echo");
+            ours.push(t0.elapsed());
+        }
+    }
+    let _ = ws.close(None);
+    let _ = ws.flush();
+    drop(ws);
+    client.close();
+
+    bare.sort();
+    ours.sort();
+    let (b99, o99) = (percentile(&bare, 0.99), percentile(&ours, 0.99));
+    let ratio = o99.as_secs_f64() / b99.as_secs_f64().max(1e-9);
+    let show = |v: &[Duration]| {
+        format!(
+            "{}/{}/{}",
+            us(percentile(v, 0.5)),
+            us(percentile(v, 0.99)),
+            us(*v.last().unwrap_or(&Duration::ZERO))
+        )
+    };
+    report.row(
+        &format!("echo round trip p50/p99/max, {} sends", s.echoes),
+        show(&ours),
+        format!("{} bare", show(&bare)),
+        format!(
+            "p99 ratio {ratio:.2} (target ≤ 1.5) {}",
+            if ratio <= 1.5 { "ok" } else { "MISSED" }
+        ),
+    );
+    let j = |v: &[Duration]| json!({"p50_us": percentile(v, 0.5).as_secs_f64()*1e6, "p99_us": percentile(v, 0.99).as_secs_f64()*1e6, "max_us": v.last().map_or(0.0, |d| d.as_secs_f64()*1e6)});
+    report.note(
+        "latency",
+        json!({"sends": s.echoes, "heartline": j(&ours), "bare": j(&bare), "p99_ratio": ratio}),
+    );
+}
+
+// --------------------------------------------------------------- idle cost
+
+/// Context switches and CPU ticks of this process's threads whose name
+/// starts with `prefix`.
+fn thread_counters(prefix: &str) -> (u64, u64, usize) {
+    let (mut switches, mut ticks, mut n) = (0, 0, 0);
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return (0, 0, 0);
+    };
+    for t in dir.flatten() {
+        let p = t.path();
+        let name = std::fs::read_to_string(p.join("comm")).unwrap_or_default();
+        if !name.trim().starts_with(prefix) {
+            continue;
+        }
+        n += 1;
+        let status = std::fs::read_to_string(p.join("status")).unwrap_or_default();
+        switches += status
+            .lines()
+            .filter(|l| l.contains("ctxt_switches"))
+            .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+            .sum::<u64>();
+        let stat = std::fs::read_to_string(p.join("stat")).unwrap_or_default();
+        // fields after the ")" of the command name: utime is 14th, stime 15th
+        if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            ticks += f.get(11).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
+            ticks += f.get(12).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
+        }
+    }
+    (switches, ticks, n)
+}
+
+fn status_kb(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn process_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Runs this benchmark binary as a child and returns the JSON line it
+/// prints last. `ready` is called once the child has printed "ready".
+fn run_child(args: &[&str], ready: impl FnOnce()) -> Value {
+    let exe = std::env::current_exe().expect("exe");
+    let mut child = Command::new(exe)
+        .arg("--child")
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("child");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut ready = Some(ready);
+    let mut last = Value::Null;
+    for line in lines.by_ref().map_while(Result::ok) {
+        if line == "ready" {
+            if let Some(f) = ready.take() {
+                f();
+            }
+        } else if let Ok(v) = serde_json::from_str::<Value>(&line) {
+            last = v;
+        }
+    }
+    let _ = child.wait();
+    last
+}
+
+fn child(args: &[String]) {
+    let what = args.first().map(String::as_str).unwrap_or("");
+    let url = args.get(1).cloned().unwrap_or_default();
+    let n: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(0);
+    let out = match what {
+        "idle-heartline" => {
+            let client = Client::builder(url)
+                .heartbeat_interval(Duration::from_secs(30))
+                .build()
+                .expect("client");
+            let events = client.events();
+            while events
+                .recv_timeout(Duration::from_secs(10))
+                .map(|e| e.state != State::Open)
+                .unwrap_or(false)
+            {}
+            std::thread::sleep(Duration::from_millis(500)); // settle after the handshake
+            let (s0, t0, _) = thread_counters("heartline-");
+            let window = Duration::from_millis(n as u64);
+            std::thread::sleep(window); // the idle window being measured
+            let (s1, t1, threads) = thread_counters("heartline-");
+            let v = json!({"wakeups": s1 - s0, "cpu_ticks": t1 - t0, "seconds": window.as_secs_f64(),
+                "heartline_threads": threads, "process_threads": process_threads(), "rss_kb": status_kb("VmRSS:")});
+            client.close();
+            v
+        }
+        "idle-ewebsock" => {
+            let (_sender, receiver) =
+                ewebsock::connect(url, ewebsock::Options::default()).expect("ewebsock");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Some(ewebsock::WsEvent::Opened) = receiver.try_recv() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            std::thread::sleep(Duration::from_millis(500));
+            let (s0, t0, _) = thread_counters("ewebsock");
+            let window = Duration::from_millis(n as u64);
+            std::thread::sleep(window);
+            let (s1, t1, threads) = thread_counters("ewebsock");
+            json!({"wakeups": s1 - s0, "cpu_ticks": t1 - t0, "seconds": window.as_secs_f64(),
+                "threads": threads, "rss_kb": status_kb("VmRSS:")})
+        }
+        "flood" => {
+            let capacity = 4096;
+            let client = Client::builder(url)
+                .inbound_capacity(capacity)
+                .build()
+                .expect("client");
+            let events = client.events();
+            while events
+                .recv_timeout(Duration::from_secs(10))
+                .map(|e| e.state != State::Open)
+                .unwrap_or(false)
+            {}
+            println!("ready");
+            let _ = std::io::stdout().flush();
+            let (mut got, mut peak_queue) = (0, 0);
+            let t0 = Instant::now();
+            while got < n {
+                let Ok(batch) = client.recv_timeout(Duration::from_secs(60)) else {
+                    break;
+                };
+                got += batch.len();
+                peak_queue = peak_queue.max(client.stats().inbound_queued);
+                std::thread::sleep(Duration::from_millis(1)); // the application's work per batch
+            }
+            let stats = client.stats();
+            let v = json!({"received": got, "seconds": t0.elapsed().as_secs_f64(), "peak_queue": peak_queue,
+                "capacity": capacity, "dropped": stats.dropped, "connects": stats.connects,
+                "peak_rss_kb": status_kb("VmHWM:")});
+            client.close();
+            v
+        }
+        other => json!({"error": format!("unknown child {other}")}),
+    };
+    println!("{out}");
+}
+
+fn idle(s: &Sizes, report: &mut Report) {
+    let server = TestServer::start().expect("server");
+    let ms = s.idle.as_millis().to_string();
+    let ours = run_child(&["idle-heartline", &server.url(), &ms], || {});
+    let peer = run_child(&["idle-ewebsock", &server.url(), &ms], || {});
+    let rate =
+        |v: &Value| v["wakeups"].as_f64().unwrap_or(0.0) / v["seconds"].as_f64().unwrap_or(1.0);
+    let cpu = |v: &Value| v["cpu_ticks"].as_u64().unwrap_or(0) * 10; // 100 ticks/s
+    let (r_ours, r_peer) = (rate(&ours), rate(&peer));
+    report.row(
+        &format!("idle: wake-ups/s, CPU ms over {:?}", s.idle),
+        format!("{r_ours:.1}/s, {} ms", cpu(&ours)),
+        format!("{r_peer:.1}/s, {} ms ewebsock", cpu(&peer)),
+        format!(
+            "target: none but heartbeats (30 s) {}",
+            if ours["wakeups"].as_u64() == Some(0) {
+                "ok"
+            } else {
+                "MISSED"
+            }
+        ),
+    );
+    report.row(
+        "footprint: threads open, RSS idle",
+        format!(
+            "{} heartline ({} in process), {} kB",
+            ours["heartline_threads"], ours["process_threads"], ours["rss_kb"]
+        ),
+        format!("{} ewebsock, {} kB", peer["threads"], peer["rss_kb"]),
+        String::new(),
+    );
+    report.note("idle", json!({"heartline": ours, "ewebsock": peer}));
+}
+
+// ------------------------------------------------------------ dead link
+
+fn dead_link(s: &Sizes, report: &mut Report) {
+    let interval = Duration::from_millis(200);
+    let timeout = Duration::from_millis(100);
+    let server = TestServer::start().expect("server");
+    let client = Client::builder(server.url())
+        .heartbeat_interval(interval)
+        .server_timeout(timeout)
+        .backoff(Backoff::Fixed(Duration::from_millis(10)))
+        .min_uptime(Duration::ZERO)
+        .build()
+        .expect("client");
+    let events = client.events();
+    let mut seed = 0x9e37_79b9_u64;
+    let mut times = Vec::new();
+    for _ in 0..s.trials {
+        while events
+            .recv_timeout(Duration::from_secs(10))
+            .map(|e| e.state != State::Open)
+            .unwrap_or(false)
+        {}
+        // A random phase against the heartbeat cycle.
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(Duration::from_millis(50 + seed % 250));
+        let t0 = Instant::now();
+        server.silence_all();
+        loop {
+            match events.recv_timeout(Duration::from_secs(10)) {
+                Ok(e) if matches!(e.state, State::Reconnecting { .. }) => break,
+                Ok(_) => {}
+                Err(e) => panic!("no reconnect after silence: {e}"),
+            }
+        }
+        times.push(t0.elapsed());
+        server.drop_all(); // release the silent connection's thread
+    }
+    client.close();
+    times.sort();
+    let limit = interval + timeout + Duration::from_millis(20);
+    let worst = *times.last().unwrap_or(&Duration::ZERO);
+    let ms = |d: Duration| format!("{:.0}", d.as_secs_f64() * 1e3);
+    report.row(
+        &format!("dead link detected, ms (I 200, T 100), {} trials", s.trials),
+        format!(
+            "{}/{}/{} min/med/max",
+            ms(times[0]),
+            ms(percentile(&times, 0.5)),
+            ms(worst)
+        ),
+        format!("≤ {} every run", ms(limit)),
+        (if worst <= limit { "ok" } else { "MISSED" }).to_owned(),
+    );
+    report.note("dead_link", json!({"interval_ms": 200, "timeout_ms": 100, "ms": times.iter().map(|d| d.as_secs_f64()*1e3).collect::<Vec<_>>()}));
+}
+
+// ------------------------------------------------------------- failover
+
+fn failover(report: &mut Report) {
+    let mut server = TestServer::start().expect("server");
+    server.enable_feed(FeedConfig::default()).expect("feed");
+    let step = Duration::from_millis(50);
+    let poll_every = Duration::from_millis(100);
+    let rules = JsonRules::new()
+        .id("/id")
+        .cursor("/seq")
+        .ack(json!({"type": "ack"}), [("/id", "ack")])
+        .poll(server.poll_url().unwrap_or_default(), Method::Get, None)
+        .poll_since("since");
+    let client = Client::builder(server.url())
+        .protocol(rules)
+        .backoff(Backoff::Fixed(step))
+        .min_uptime(Duration::from_millis(100))
+        .poll_after(3)
+        .poll_every(poll_every)
+        .batch_window(Duration::ZERO)
+        .build()
+        .expect("client");
+    let events = client.events();
+    while events
+        .recv_timeout(Duration::from_secs(10))
+        .map(|e| e.state != State::Open)
+        .unwrap_or(false)
+    {}
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let server = std::sync::Arc::new(server);
+    let publisher = {
+        let (server, stop) = (server.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                server.publish(json!({"body": "x"}));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    // Let the connection prove itself (min_uptime), so the cut starts the
+    // backoff from zero failures: three waits before polling.
+    std::thread::sleep(Duration::from_millis(200));
+    // Messages flow by socket; cut it. Socket messages still queued are
+    // skipped below: the clock stops at the first one fetched by a poll.
+    let t_cut = Instant::now();
+    server.refuse(Some(503));
+    server.drop_all();
+    let to_poll = loop {
+        let b = client
+            .recv_timeout(Duration::from_secs(30))
+            .expect("messages while degraded");
+        if b.iter().any(|m| m.via() == Via::Poll) {
+            break t_cut.elapsed();
+        }
+    };
+    let t_back = Instant::now();
+    server.refuse(None);
+    let to_open = loop {
+        match events.recv_timeout(Duration::from_secs(30)) {
+            Ok(e) if e.state == State::Open => break t_back.elapsed(),
+            Ok(_) => {}
+            Err(e) => panic!("no return to the socket: {e}"),
+        }
+    };
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let _ = publisher.join();
+    client.close();
+    let ms = |d: Duration| format!("{:.0} ms", d.as_secs_f64() * 1e3);
+    report.row(
+        "failover: socket refused → first polled msg",
+        ms(to_poll),
+        format!("≈ {} expected", ms(step * 3)),
+        "3 backoff waits of 50 ms, then one poll".into(),
+    );
+    report.row(
+        "recovery: socket accepted → open, polls off",
+        ms(to_open),
+        format!("≤ {} + handshake", ms(step)),
+        "next attempt after ≤ 1 wait; first frame proves it".into(),
+    );
+    report.note(
+        "failover",
+        json!({"to_first_poll_ms": to_poll.as_secs_f64()*1e3, "backoff_ms": 50, "poll_after": 3,
+        "to_open_ms": to_open.as_secs_f64()*1e3}),
+    );
+}
+
+// ------------------------------------------------------------------ flood
+
+fn flood(s: &Sizes, report: &mut Report) {
+    let server = TestServer::start().expect("server");
+    let n = s.messages;
+    let v = run_child(&["flood", &server.url(), &n.to_string()], || {
+        server.push_many(frames(n));
+    });
+    let ok = v["received"].as_u64() == Some(n as u64)
+        && v["dropped"].as_u64() == Some(0)
+        && v["peak_queue"].as_u64() <= v["capacity"].as_u64();
+    report.row(
+        &format!("flood: {n} msgs, app 1 ms/batch"),
+        format!("peak RSS {} kB", v["peak_rss_kb"]),
+        format!("queue peak {} of {}", v["peak_queue"], v["capacity"]),
+        format!(
+            "{} received, {} dropped {}",
+            v["received"],
+            v["dropped"],
+            if ok { "ok" } else { "MISSED" }
+        ),
+    );
+    report.note("flood", v);
+}
