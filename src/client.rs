@@ -143,7 +143,8 @@ impl Client {
     /// Closes the connection: sends a close frame (code 1000), waits up to
     /// `close_timeout` for the server's, and joins every heartline thread.
     /// Never reconnects afterwards. Returns promptly, or within the handshake
-    /// timeout if a connection attempt is in flight. Calling it again does
+    /// timeout if a connection attempt is in flight (within `poll_timeout`
+    /// if a poll request is). Calling it again does
     /// nothing. Messages already received are still handed out by the
     /// batch receiver, which then ends.
     pub fn close(&self) {

@@ -31,7 +31,9 @@
 //!                                 │ spawns/joins per connection:
 //!                                 ├─► heartline-io ◄── commands ── heartline-heartbeat
 //!                                 │     owns the socket; epoll on socket + waker
-//!                                 │     └─► inbound queue ─► Batches (window, max)
+//!                                 │     └─► inbox (dedupe, cursor) ─► inbound queue ─► Batches
+//!                                 ├─► heartline-poller (only while the socket keeps failing)
+//!                                 │     └─► inbox
 //!                                 └─► state events ─► Events
 //! ```
 //!
@@ -42,8 +44,10 @@
 //!
 //! - `error`: the client gave up, or a heartline thread failed.
 //! - `warn`: a connection attempt failed, a connection was lost, a dead link
-//!   was detected, an oversized message was refused.
-//! - `info`: connecting, open, reconnecting (with delay), closed.
+//!   was detected, an oversized message was refused, a poll failed, a poll
+//!   item was skipped.
+//! - `info`: connecting, open, reconnecting (with delay), polling started
+//!   and stopped, closed.
 //! - `debug`: heartbeats, close handshakes, reading paused by backpressure.
 //! - `trace`: every frame (payload heads only).
 //!
