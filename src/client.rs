@@ -299,7 +299,8 @@ impl Batches {
     /// # Errors
     /// [`RecvError::Timeout`] or [`RecvError::Closed`].
     pub fn recv_timeout(&self, timeout: Duration) -> std::result::Result<Batch, RecvError> {
-        self.recv_until(Some(Instant::now() + timeout))
+        // A timeout too large for the clock means no timeout.
+        self.recv_until(Instant::now().checked_add(timeout))
     }
 
     /// Returns a batch only if one is ready now.
@@ -452,7 +453,8 @@ impl fmt::Debug for Batches {
 
 /// Receives state changes ([`Event`]s), in order. Also a blocking iterator
 /// that ends after the client is closed and every event was read. Holds the
-/// last `event_capacity` events when nobody reads it.
+/// last `event_capacity` events when nobody reads it. Clones share one
+/// queue: each event goes to one of them.
 #[derive(Clone, Debug)]
 pub struct Events {
     rx: Receiver<Event>,

@@ -213,6 +213,9 @@ pub struct ClientBuilder {
 /// for so long that it is almost certainly a unit mistake.
 const MAX_SERVER_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// Largest value of any other duration option.
+const MAX_DURATION: Duration = Duration::from_secs(86_400);
+
 impl ClientBuilder {
     pub(crate) fn new(url: impl Into<String>) -> Self {
         ClientBuilder {
@@ -550,6 +553,36 @@ impl ClientBuilder {
                 return Err(Error::config(field, "must be greater than zero"));
             }
         }
+        // Nothing waits longer than a day: a larger value is a unit mistake,
+        // and would overflow the clock arithmetic.
+        let mut durations = vec![
+            ("heartbeat_interval", c.heartbeat_interval),
+            ("min_uptime", c.min_uptime),
+            ("send_timeout", c.send_timeout),
+            ("batch_window", c.batch_window),
+            ("connect_timeout", c.connect_timeout),
+            ("handshake_timeout", c.handshake_timeout),
+            ("close_timeout", c.close_timeout),
+            ("poll_every", c.poll_every),
+            ("poll_timeout", c.poll_timeout),
+        ];
+        match c.backoff {
+            Backoff::Fixed(d) => durations.push(("backoff", d)),
+            Backoff::Linear { initial, step, max } => {
+                durations.extend([("backoff", initial), ("backoff", step), ("backoff", max)])
+            }
+            Backoff::Exponential { initial, max } => {
+                durations.extend([("backoff", initial), ("backoff", max)])
+            }
+        }
+        for (field, d) in durations {
+            if d > MAX_DURATION {
+                return Err(Error::config(
+                    field,
+                    format!("{d:?} is longer than one day; a unit mistake?"),
+                ));
+            }
+        }
         if c.server_timeout > MAX_SERVER_TIMEOUT {
             return Err(Error::config(
                 "server_timeout",
@@ -679,6 +712,14 @@ mod tests {
     fn absurd_server_timeout_is_refused() {
         let b = ClientBuilder::new("ws://h/").server_timeout(Duration::from_secs(3600));
         assert_eq!(field_of(b.validate()), "server_timeout");
+    }
+
+    #[test]
+    fn a_duration_of_years_is_refused_not_overflowed() {
+        let b = ClientBuilder::new("ws://h/").connect_timeout(Duration::MAX);
+        assert_eq!(field_of(b.validate()), "connect_timeout");
+        let b = ClientBuilder::new("ws://h/").backoff(Backoff::Fixed(Duration::from_secs(1 << 40)));
+        assert_eq!(field_of(b.validate()), "backoff");
     }
 
     #[test]
