@@ -417,6 +417,17 @@ fn run_child(args: &[&str], ready: impl FnOnce()) -> Value {
     last
 }
 
+/// Settles after the handshake, then counts the wake-ups and CPU of the
+/// threads named `prefix` over an idle `window`.
+fn idle_window(prefix: &str, window: Duration) -> Value {
+    std::thread::sleep(Duration::from_millis(500)); // settle after the handshake
+    let (s0, t0, _) = thread_counters(prefix);
+    std::thread::sleep(window); // the idle window being measured
+    let (s1, t1, threads) = thread_counters(prefix);
+    json!({"wakeups": s1 - s0, "cpu_ticks": t1 - t0, "seconds": window.as_secs_f64(),
+        "threads": threads, "process_threads": process_threads(), "rss_kb": status_kb("VmRSS:")})
+}
+
 fn child(args: &[String]) {
     let what = args.first().map(String::as_str).unwrap_or("");
     let url = args.get(1).cloned().unwrap_or_default();
@@ -433,13 +444,7 @@ fn child(args: &[String]) {
                 .map(|e| e.state != State::Open)
                 .unwrap_or(false)
             {}
-            std::thread::sleep(Duration::from_millis(500)); // settle after the handshake
-            let (s0, t0, _) = thread_counters("heartline-");
-            let window = Duration::from_millis(n as u64);
-            std::thread::sleep(window); // the idle window being measured
-            let (s1, t1, threads) = thread_counters("heartline-");
-            let v = json!({"wakeups": s1 - s0, "cpu_ticks": t1 - t0, "seconds": window.as_secs_f64(),
-                "heartline_threads": threads, "process_threads": process_threads(), "rss_kb": status_kb("VmRSS:")});
+            let v = idle_window("heartline-", Duration::from_millis(n as u64));
             client.close();
             v
         }
@@ -453,13 +458,7 @@ fn child(args: &[String]) {
                 }
                 std::thread::sleep(Duration::from_millis(5));
             }
-            std::thread::sleep(Duration::from_millis(500));
-            let (s0, t0, _) = thread_counters("ewebsock");
-            let window = Duration::from_millis(n as u64);
-            std::thread::sleep(window);
-            let (s1, t1, threads) = thread_counters("ewebsock");
-            json!({"wakeups": s1 - s0, "cpu_ticks": t1 - t0, "seconds": window.as_secs_f64(),
-                "threads": threads, "rss_kb": status_kb("VmRSS:")})
+            idle_window("ewebsock", Duration::from_millis(n as u64))
         }
         "flood" => {
             let capacity = 4096;
@@ -523,7 +522,7 @@ fn idle(s: &Sizes, report: &mut Report) {
         "footprint: threads open, RSS idle",
         format!(
             "{} heartline ({} in process), {} kB",
-            ours["heartline_threads"], ours["process_threads"], ours["rss_kb"]
+            ours["threads"], ours["process_threads"], ours["rss_kb"]
         ),
         format!("{} ewebsock, {} kB", peer["threads"], peer["rss_kb"]),
         String::new(),
