@@ -498,3 +498,17 @@ impl Iterator for Events {
         self.recv().ok()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send_and_sync<T: Send + Sync + Clone>() {}
+
+    #[test]
+    fn handles_are_cheap_clones_usable_from_any_thread() {
+        send_and_sync::<Client>();
+        send_and_sync::<Batches>();
+        send_and_sync::<Events>();
+    }
+}

@@ -275,3 +275,39 @@ fn a_poll_body_over_the_limit_fails_that_poll_with_a_clear_error() {
     );
     client.close();
 }
+
+#[test]
+fn a_stalled_poll_times_out_and_an_unreachable_endpoint_is_retried() {
+    let server = feed_server();
+    server.refuse(Some(503));
+    server.poll_fault(PollFault::Stall(Duration::from_millis(500)));
+    let client = client(&server).poll_timeout(50 * MS).build().unwrap();
+    wait_until("a timed-out poll", || client.stats().poll_failures >= 1);
+    let why = client.stats().last_error.unwrap_or_default();
+    assert!(
+        why.contains("/poll") && why.to_lowercase().contains("timeout"),
+        "{why}"
+    );
+    client.close();
+
+    // A poll endpoint nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let rules = JsonRules::new().poll(format!("http://127.0.0.1:{port}/poll"), Method::Get, None);
+    let client = fast(server.url())
+        .protocol(rules)
+        .poll_after(1)
+        .poll_every(10 * MS)
+        .build()
+        .unwrap();
+    wait_until("two failed polls", || client.stats().poll_failures >= 2);
+    let why = client.stats().last_error.unwrap_or_default();
+    assert!(
+        why.contains(&format!("127.0.0.1:{port}")) && why.contains("failed"),
+        "{why}"
+    );
+    client.close();
+}

@@ -34,7 +34,9 @@ fn tokens_in_urls_and_headers_never_reach_logs_or_debug_output() {
     log::set_logger(&Capture).unwrap();
     log::set_max_level(log::LevelFilter::Trace);
     let mut server = server();
-    server.enable_feed(heartline::testkit::FeedConfig::default()).unwrap();
+    server
+        .enable_feed(heartline::testkit::FeedConfig::default())
+        .unwrap();
     server.refuse(Some(401));
     let url = format!("{}?token=SUPERSECRET1&device=7", server.url());
     let u = url.clone();

@@ -62,6 +62,8 @@ pub enum PollFault {
     /// Answer 200 with a JSON array where every other item is not an
     /// object.
     BadItems,
+    /// Answer normally, but only after this long (a stalled endpoint).
+    Stall(Duration),
 }
 
 /// One poll request the server received.
@@ -278,6 +280,13 @@ fn serve_http(inner: &Inner, mut s: TcpStream) -> io::Result<()> {
         headers,
         at: Instant::now(),
     };
+    let stall = match lock(&inner.feed).as_ref().map(|f| f.fault.clone()) {
+        Some(PollFault::Stall(d)) => d,
+        _ => Duration::ZERO,
+    };
+    if !stall.is_zero() {
+        std::thread::sleep(stall); // the fault being simulated
+    }
     let (status, text) = match lock(&inner.feed).as_mut() {
         Some(feed) => feed.poll_body(&query),
         None => (404, "no feed".to_owned()),
