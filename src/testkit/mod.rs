@@ -137,6 +137,7 @@ impl Log {
 }
 
 enum Cmd {
+    Raw(Vec<u8>),
     Push(Frame),
     PushMany(Arc<Vec<Frame>>),
     Drop,
@@ -310,6 +311,12 @@ impl TestServer {
     pub fn push(&self, frame: impl Into<Frame>) -> usize {
         let frame = frame.into();
         self.broadcast(|| Cmd::Push(frame.clone()))
+    }
+
+    /// Writes raw bytes to every open connection's stream, after what was
+    /// queued before: for sending malformed frames.
+    pub fn push_raw(&self, bytes: &[u8]) -> usize {
+        self.broadcast(|| Cmd::Raw(bytes.to_vec()))
     }
 
     /// Sends many frames to every open connection in one go (written back
@@ -531,6 +538,15 @@ fn run_conn(inner: &Inner, ws: &mut WebSocket<Stream>, rx: &Receiver<Cmd>, id: u
             match rx.try_recv() {
                 Ok(Cmd::Push(f)) => {
                     if ws.write(to_ws(f)).is_err() {
+                        return;
+                    }
+                }
+                Ok(Cmd::Raw(bytes)) => {
+                    use std::io::Write as _;
+                    if ws.flush().is_err()
+                        || ws.get_mut().write_all(&bytes).is_err()
+                        || ws.get_mut().flush().is_err()
+                    {
                         return;
                     }
                 }
