@@ -428,6 +428,15 @@ fn idle_window(prefix: &str, window: Duration) -> Value {
         "threads": threads, "process_threads": process_threads(), "rss_kb": status_kb("VmRSS:")})
 }
 
+/// Waits (up to 10 s) for the client's next `Open` state.
+fn wait_open(events: &heartline::Events) {
+    while events
+        .recv_timeout(Duration::from_secs(10))
+        .map(|e| e.state != State::Open)
+        .unwrap_or(false)
+    {}
+}
+
 fn child(args: &[String]) {
     let what = args.first().map(String::as_str).unwrap_or("");
     let url = args.get(1).cloned().unwrap_or_default();
@@ -439,11 +448,7 @@ fn child(args: &[String]) {
                 .build()
                 .expect("client");
             let events = client.events();
-            while events
-                .recv_timeout(Duration::from_secs(10))
-                .map(|e| e.state != State::Open)
-                .unwrap_or(false)
-            {}
+            wait_open(&events);
             let v = idle_window("heartline-", Duration::from_millis(n as u64));
             client.close();
             v
@@ -467,11 +472,7 @@ fn child(args: &[String]) {
                 .build()
                 .expect("client");
             let events = client.events();
-            while events
-                .recv_timeout(Duration::from_secs(10))
-                .map(|e| e.state != State::Open)
-                .unwrap_or(false)
-            {}
+            wait_open(&events);
             println!("ready");
             let _ = std::io::stdout().flush();
             let (mut got, mut peak_queue) = (0, 0);
@@ -547,11 +548,7 @@ fn dead_link(s: &Sizes, report: &mut Report) {
     let mut seed = 0x9e37_79b9_u64;
     let mut times = Vec::new();
     for _ in 0..s.trials {
-        while events
-            .recv_timeout(Duration::from_secs(10))
-            .map(|e| e.state != State::Open)
-            .unwrap_or(false)
-        {}
+        wait_open(&events);
         // A random phase against the heartbeat cycle.
         seed ^= seed << 13;
         seed ^= seed >> 7;
@@ -611,11 +608,7 @@ fn failover(report: &mut Report) {
         .build()
         .expect("client");
     let events = client.events();
-    while events
-        .recv_timeout(Duration::from_secs(10))
-        .map(|e| e.state != State::Open)
-        .unwrap_or(false)
-    {}
+    wait_open(&events);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let server = std::sync::Arc::new(server);
     let publisher = {
