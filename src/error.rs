@@ -95,6 +95,15 @@ pub enum Error {
     /// The connection failed with an I/O error while open. Transient.
     #[error("connection lost: {0}")]
     Io(#[from] std::io::Error),
+    /// An application closure (endpoint provider, hello) panicked. That
+    /// attempt fails and is retried with backoff. Transient.
+    #[error("the {what} closure panicked: {reason}")]
+    Callback {
+        /// Which closure.
+        what: &'static str,
+        /// The panic message (its start).
+        reason: String,
+    },
     /// The outbound queue is full; the frame was not queued.
     #[error("outbound queue is full ({capacity} frames)")]
     QueueFull {

@@ -71,3 +71,43 @@ fn a_bad_url_from_the_provider_fails_the_attempt_and_is_retried() {
     wait_open(&events);
     client.close();
 }
+
+#[test]
+fn a_panicking_closure_fails_that_attempt_only() {
+    let server = server();
+    let good = server.url();
+    let calls = Arc::new(AtomicU32::new(0));
+    let (c, h) = (calls.clone(), Arc::new(AtomicU32::new(0)));
+    let client = fast("ws://ignored.invalid/")
+        .endpoint(move || {
+            if c.fetch_add(1, Ordering::SeqCst) == 0 {
+                panic!("token service unreachable");
+            }
+            Endpoint::new(good.clone())
+        })
+        .hello(move |_| {
+            if h.fetch_add(1, Ordering::SeqCst) == 0 {
+                panic!("no subscriptions yet");
+            }
+            vec!["sub".into()]
+        })
+        .build()
+        .unwrap();
+    let events = client.events();
+    let (_, seen) = wait_event(&events, "open", |e| e.state == State::Open);
+    let errors: Vec<String> = seen.iter().filter_map(|e| e.error.clone()).collect();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e == "the endpoint closure panicked: token service unreachable"),
+        "{errors:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e == "the hello closure panicked: no subscriptions yet"),
+        "{errors:?}"
+    );
+    assert!(server.wait_for(WAIT, |l| l.frames.iter().any(|f| f.text() == Some("sub"))));
+    client.close();
+}

@@ -78,34 +78,41 @@ fn run(s: Setup, agent: Option<ureq::Agent>) {
         if close_requested(&s.control) {
             break CloseReason::Requested;
         }
-        let endpoint = (cfg.endpoint)();
-        info!(
-            "connecting to {} (attempt {})",
-            redact::url(&endpoint.url),
-            policy.attempt()
-        );
-        let (decision, error) = match transport::connect(&endpoint, cfg, &mut tls) {
+        // The endpoint closure and the hello frames are the application's
+        // code: a panic in either fails this attempt, like a refused
+        // connection, instead of stopping the client.
+        let endpoint = guarded("endpoint", || (cfg.endpoint)());
+        let shown = match &endpoint {
+            Ok(e) => redact::url(&e.url),
+            Err(_) => "(no endpoint)".to_owned(),
+        };
+        info!("connecting to {shown} (attempt {})", policy.attempt());
+        let ctx = HelloContext {
+            reconnects,
+            cursor: s.inbox.cursor(),
+        };
+        let connected = endpoint
+            .and_then(|e| transport::connect(&e, cfg, &mut tls))
+            .and_then(|socket| {
+                let hello = guarded("hello", || {
+                    let mut hello = cfg.protocol.hello(&ctx);
+                    if let Some(h) = &cfg.hello {
+                        hello.extend(h(&ctx));
+                    }
+                    hello
+                })?;
+                Ok((socket, hello))
+            });
+        let (decision, error) = match connected {
             Err(e) => {
-                warn!(
-                    "attempt {} to {} failed: {e}",
-                    policy.attempt(),
-                    redact::url(&endpoint.url)
-                );
+                warn!("attempt {} to {shown} failed: {e}", policy.attempt());
                 s.shared.counters.failed_attempts.fetch_add(1, Relaxed);
                 (policy.connect_failed(), e)
             }
-            Ok(socket) => {
+            Ok((socket, hello)) => {
                 policy.opened(Instant::now());
                 s.shared.counters.connects.fetch_add(1, Relaxed);
-                info!("open: {}", redact::url(&endpoint.url));
-                let ctx = HelloContext {
-                    reconnects,
-                    cursor: s.inbox.cursor(),
-                };
-                let mut hello = cfg.protocol.hello(&ctx);
-                if let Some(h) = &cfg.hello {
-                    hello.extend(h(&ctx));
-                }
+                info!("open: {shown}");
                 reconnects += 1;
                 let exit = serve(&s, socket, hello, &mut poller);
                 let ended = match &exit {
@@ -195,6 +202,22 @@ fn start_poller(s: &Setup, agent: ureq::Agent) -> Option<Poller> {
             None
         }
     }
+}
+
+/// Calls an application closure. A panic in it becomes an error for this
+/// attempt instead of taking the supervisor (and so the client) down.
+fn guarded<T>(what: &'static str, f: impl FnOnce() -> T) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| {
+        let reason = p
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Error::Callback {
+            what,
+            reason: crate::protocol::head(&reason),
+        }
+    })
 }
 
 fn close_requested(control: &Receiver<Control>) -> bool {
