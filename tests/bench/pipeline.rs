@@ -183,26 +183,33 @@ fn bare_socket(server: &TestServer) -> tungstenite::WebSocket<Box<dyn ReadWrite>
 trait ReadWrite: std::io::Read + std::io::Write {}
 impl<T: std::io::Read + std::io::Write> ReadWrite for T {}
 
-/// Messages per second read and parsed by a bare tungstenite loop.
-fn bare_throughput(server: &TestServer, n: usize) -> f64 {
-    let mut ws = bare_socket(server);
+/// Pushes `n` messages in bulk once a client is connected, and returns the
+/// rate at which `receive` (which returns how many it took) got them all.
+/// Both sides of the comparison are timed by this one function.
+fn timed_flood(server: &TestServer, n: usize, mut receive: impl FnMut() -> usize) -> f64 {
     assert!(server.wait_open(1, Duration::from_secs(10)));
     let payload = frames(n);
     let t0 = Instant::now();
     server.push_many(payload);
     let mut got = 0;
     while got < n {
-        match ws.read() {
-            Ok(tungstenite::Message::Text(t)) => {
-                let v: Value = serde_json::from_str(t.as_str()).expect("json");
-                std::hint::black_box(v);
-                got += 1;
-            }
-            Ok(_) => {}
-            Err(e) => panic!("bare read: {e}"),
-        }
+        got += receive();
     }
-    let rate = n as f64 / t0.elapsed().as_secs_f64();
+    n as f64 / t0.elapsed().as_secs_f64()
+}
+
+/// Messages per second read and parsed by a bare tungstenite loop.
+fn bare_throughput(server: &TestServer, n: usize) -> f64 {
+    let mut ws = bare_socket(server);
+    let rate = timed_flood(server, n, || match ws.read() {
+        Ok(tungstenite::Message::Text(t)) => {
+            let v: Value = serde_json::from_str(t.as_str()).expect("json");
+            std::hint::black_box(v);
+            1
+        }
+        Ok(_) => 0,
+        Err(e) => panic!("bare read: {e}"),
+    });
     let _ = ws.close(None);
     let _ = ws.flush();
     drop(ws);
@@ -218,19 +225,13 @@ fn heartline_throughput(server: &TestServer, n: usize) -> f64 {
         b = b.root_certificate_pem(ca);
     }
     let client = b.build().expect("client");
-    assert!(server.wait_open(1, Duration::from_secs(10)));
-    let payload = frames(n);
-    let t0 = Instant::now();
-    server.push_many(payload);
-    let mut got = 0;
-    while got < n {
+    let rate = timed_flood(server, n, || {
         let batch = client.recv_timeout(Duration::from_secs(30)).expect("batch");
         for m in batch.iter() {
             std::hint::black_box(m.json().expect("json"));
         }
-        got += batch.len();
-    }
-    let rate = n as f64 / t0.elapsed().as_secs_f64();
+        batch.len()
+    });
     client.close();
     assert!(server.wait_open(0, Duration::from_secs(10)));
     rate
