@@ -3,6 +3,7 @@ use common::*;
 
 use heartline::testkit::Sent;
 use heartline::{Frame, ReplyRule};
+use std::time::Duration;
 
 #[test]
 fn ping_heartbeats_are_sent_on_an_idle_link_and_time_the_round_trip() {
@@ -83,5 +84,100 @@ fn text_ping_pong_heartbeat_like_the_singleton_client() {
     server.push("news");
     assert_eq!(texts(&collect(&client, 1)), vec!["news"]);
     assert_eq!(client.stats().connects, 1);
+    client.close();
+}
+
+/// The span from the first to the `n`th Ping the server received.
+fn span_of_pings(server: &heartline::testkit::TestServer, n: usize) -> std::time::Duration {
+    assert!(
+        server.wait_for(WAIT, |l| l
+            .frames
+            .iter()
+            .filter(|r| r.sent == Sent::Ping)
+            .count()
+            >= n),
+        "the server never saw {n} heartbeats"
+    );
+    let log = server.log();
+    let pings: Vec<_> = log
+        .frames
+        .iter()
+        .filter(|r| r.sent == Sent::Ping)
+        .map(|r| r.at)
+        .collect();
+    pings[n - 1] - pings[0]
+}
+
+#[test]
+fn heartbeats_keep_the_interval_when_the_server_timeout_is_much_longer() {
+    // As seen against node-ws-echo: 100 ms heartbeat, 1 s timeout gave one
+    // beat per second. Here in milliseconds: 20 ms heartbeat, 600 ms timeout.
+    let server = server();
+    let client = fast(server.url())
+        .heartbeat_interval(20 * MS)
+        .server_timeout(600 * MS)
+        .build()
+        .unwrap();
+    wait_open(&client.events());
+    let n = 20;
+    let span = span_of_pings(&server, n);
+    // At the interval, 19 gaps take about 0.4 s; at the timeout's pace they
+    // would take 11.4 s. Half of that is the line (a loaded machine delays
+    // each wake-up a little, never by hundreds of milliseconds).
+    assert!(
+        span < 600 * MS * (n as u32 - 1) / 2,
+        "{n} heartbeats took {span:?}: the cadence follows the timeout, not the interval"
+    );
+    assert_eq!(client.stats().connects, 1);
+    client.close();
+}
+
+#[test]
+fn a_heartbeat_shorter_than_a_proxy_idle_timeout_holds_one_connection() {
+    // A proxy in the path cuts connections idle for 150 ms; the heartbeat
+    // (40 ms) is shorter, the reply timeout (1 s) longer, as in the
+    // server-timeout-heartcheck client behind nginx.
+    let server = server();
+    server.idle_timeout(Some(150 * MS));
+    let client = fast(server.url())
+        .heartbeat_interval(40 * MS)
+        .server_timeout(1000 * MS)
+        .build()
+        .unwrap();
+    wait_open(&client.events());
+    // 40 heartbeats: about 1.6 s, more than ten of the proxy's timeouts.
+    let span = span_of_pings(&server, 40);
+    let log = server.log();
+    assert_eq!(
+        log.accepted(),
+        1,
+        "the idle proxy cut the link during {span:?} of heartbeats: {:?}",
+        client.stats()
+    );
+    assert_eq!(log.open, 1);
+    assert!(
+        span >= 150 * MS * 5,
+        "the test must outlast several idle timeouts"
+    );
+    client.close();
+}
+
+#[test]
+fn without_a_heartbeat_inside_the_proxy_timeout_the_link_is_cut_and_reopened() {
+    // The other side of the same switch: a heartbeat slower than the
+    // proxy's idle timeout loses the connection, and the client reconnects.
+    let server = server();
+    server.idle_timeout(Some(60 * MS));
+    let client = fast(server.url())
+        .heartbeat_interval(Duration::from_secs(5))
+        .server_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let events = client.events();
+    wait_open(&events);
+    assert!(
+        server.wait_connections(2, WAIT),
+        "the proxy cut and the client came back"
+    );
     client.close();
 }

@@ -1,5 +1,18 @@
 //! Heartbeat and dead-link detection. Pure: every method takes `now` and the
 //! time of the last inbound frame.
+//!
+//! The rules, for every ratio of interval to timeout:
+//! - a heartbeat goes out `interval` after the last inbound frame (a reply is
+//!   an inbound frame), so the cadence is the interval plus the round trip;
+//! - at most one heartbeat is outstanding; when no frame at all arrives
+//!   within `timeout` after it, the link is dead. So a link that goes silent
+//!   at `L` is declared dead by `L + interval + timeout`.
+//!
+//! The ticker cannot see a reply arrive (the io thread reads it), so while
+//! a heartbeat is outstanding it looks again every `interval` (or at the
+//! verdict, if sooner): a reply seen at such a look always schedules the
+//! next beat exactly `interval` after the reply. An idle link therefore
+//! costs about two wake-ups per heartbeat and never a fixed tick.
 
 use std::time::{Duration, Instant};
 
@@ -57,16 +70,20 @@ impl Heartbeat {
         if let Some(sent) = self.awaiting {
             if self.alive_at >= sent {
                 self.awaiting = None;
-            } else if now >= sent + self.timeout {
-                return (Beat::Dead, now);
             } else {
-                return (Beat::Wait, sent + self.timeout);
+                let verdict = sent + self.timeout;
+                if now >= verdict {
+                    return (Beat::Dead, now);
+                }
+                // A reply may come at any moment; the next beat is due one
+                // interval after it, so look again within an interval.
+                return (Beat::Wait, (now + self.interval).min(verdict));
             }
         }
         let due = self.alive_at + self.interval;
         if now >= due {
             self.awaiting = Some(now);
-            (Beat::Send, now + self.timeout)
+            (Beat::Send, now + self.interval.min(self.timeout))
         } else {
             (Beat::Wait, due)
         }
@@ -157,5 +174,106 @@ mod tests {
             "dead at {:?}",
             now - silence
         );
+    }
+
+    /// Drives the machine the way the ticker does (waking only at the
+    /// deadlines it returns) against a server that answers every heartbeat
+    /// after `rtt`. Returns the times heartbeats went out within `window`.
+    fn beats_against_an_echo(
+        interval: Duration,
+        timeout: Duration,
+        rtt: Duration,
+        window: Duration,
+    ) -> Vec<Duration> {
+        let t0 = Instant::now();
+        let mut h = Heartbeat::new(interval, timeout, t0);
+        let mut replies: Vec<Instant> = Vec::new();
+        let mut sent = Vec::new();
+        let mut now = t0;
+        while now < t0 + window {
+            let last_inbound = replies
+                .iter()
+                .copied()
+                .filter(|r| *r <= now)
+                .max()
+                .unwrap_or(t0);
+            let (beat, next) = h.poll(now, last_inbound, false);
+            match beat {
+                Beat::Send => {
+                    sent.push(now - t0);
+                    replies.push(now + rtt);
+                }
+                Beat::Dead => panic!("an answered link was declared dead at {:?}", now - t0),
+                Beat::Wait => {}
+            }
+            assert!(next > now, "the ticker must sleep between deadlines");
+            now = next;
+        }
+        sent
+    }
+
+    /// Each beat goes out one interval after the reply to the previous one.
+    fn assert_cadence(interval: Duration, timeout: Duration) {
+        let rtt = 5 * MS;
+        let sent = beats_against_an_echo(interval, timeout, rtt, 1500 * MS);
+        let expected = 1500 / (interval + rtt).as_millis() as usize;
+        assert!(
+            sent.len() >= expected,
+            "interval {interval:?}, timeout {timeout:?}: {} beats, expected {expected}: {sent:?}",
+            sent.len()
+        );
+        for pair in sent.windows(2) {
+            assert_eq!(pair[1] - pair[0], interval + rtt, "{sent:?}");
+        }
+    }
+
+    #[test]
+    fn the_cadence_is_the_interval_when_the_timeout_is_longer() {
+        // node-ws-echo as seen: 100 ms heartbeat, 1 s reply timeout.
+        assert_cadence(100 * MS, 1000 * MS);
+    }
+
+    #[test]
+    fn the_cadence_is_the_interval_when_interval_and_timeout_are_equal() {
+        assert_cadence(100 * MS, 100 * MS);
+    }
+
+    #[test]
+    fn the_cadence_is_the_interval_when_the_timeout_is_shorter() {
+        assert_cadence(100 * MS, 30 * MS);
+    }
+
+    #[test]
+    fn a_link_that_goes_silent_is_dead_within_interval_plus_timeout_for_every_ratio() {
+        for (interval, timeout) in [
+            (100 * MS, 1000 * MS),
+            (100 * MS, 100 * MS),
+            (100 * MS, 30 * MS),
+        ] {
+            let t0 = Instant::now();
+            let mut h = Heartbeat::new(interval, timeout, t0);
+            let silence = t0 + 37 * MS;
+            let mut now = t0;
+            let mut beats = 0;
+            let dead_at = loop {
+                let (beat, next) = h.poll(now, silence.min(now), false);
+                match beat {
+                    Beat::Dead => break now,
+                    Beat::Send => beats += 1,
+                    Beat::Wait => {}
+                }
+                now = next;
+            };
+            assert!(
+                dead_at <= silence + interval + timeout,
+                "{interval:?}/{timeout:?}: dead {:?} after the silence",
+                dead_at - silence
+            );
+            assert!(
+                dead_at >= silence + timeout,
+                "{interval:?}/{timeout:?}: declared dead too early"
+            );
+            assert_eq!(beats, 1, "one unanswered heartbeat, then the verdict");
+        }
     }
 }

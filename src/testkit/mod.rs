@@ -156,6 +156,9 @@ pub(crate) struct Inner {
     refuse: Mutex<Option<u16>>,
     replies: Mutex<Vec<(ReplyRule, Frame)>>,
     echo: AtomicBool,
+    /// Like a proxy's idle timeout: cut a connection when the client has
+    /// sent nothing for this long.
+    idle_cut: Mutex<Option<Duration>>,
     greeting: Mutex<Vec<Frame>>,
     conns: Mutex<Vec<Conn>>,
     next_id: AtomicU64,
@@ -210,6 +213,7 @@ impl TestServer {
             refuse: Mutex::new(None),
             replies: Mutex::new(Vec::new()),
             echo: AtomicBool::new(false),
+            idle_cut: Mutex::new(None),
             greeting: Mutex::new(Vec::new()),
             conns: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
@@ -358,6 +362,14 @@ impl TestServer {
     /// heartbeats).
     pub fn reply(&self, rule: ReplyRule, answer: impl Into<Frame>) {
         lock(&self.inner.replies).push((rule, answer.into()));
+    }
+
+    /// Behaves like a proxy with an idle timeout (nginx's
+    /// `proxy_read_timeout`, a NAT table entry): a connection on which the
+    /// client has sent nothing (no frame of any kind) for `after` is cut
+    /// without a close frame. `None` turns it off.
+    pub fn idle_timeout(&self, after: Option<Duration>) {
+        *lock(&self.inner.idle_cut) = after;
     }
 
     /// Echoes every text and binary frame back to its sender.
@@ -533,7 +545,13 @@ fn to_ws(f: Frame) -> WsMessage {
 fn run_conn(inner: &Inner, ws: &mut WebSocket<Stream>, rx: &Receiver<Cmd>, id: u64) {
     // Feed position: the first unacked message, then onwards.
     let mut next = lock(&inner.feed).as_ref().map_or(0, feed::Feed::start);
+    let mut heard = Instant::now();
     loop {
+        if let Some(after) = *lock(&inner.idle_cut) {
+            if heard.elapsed() >= after {
+                return; // cut, as an idle proxy does: no close frame
+            }
+        }
         loop {
             match rx.try_recv() {
                 Ok(Cmd::Push(f)) => {
@@ -602,6 +620,7 @@ fn run_conn(inner: &Inner, ws: &mut WebSocket<Stream>, rx: &Receiver<Cmd>, id: u
             }
             Err(_) => return,
         };
+        heard = Instant::now();
         let sent = match &msg {
             WsMessage::Text(t) => Sent::Text(t.as_str().to_owned()),
             WsMessage::Binary(b) => Sent::Binary(b.to_vec()),
