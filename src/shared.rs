@@ -20,8 +20,13 @@ pub struct Stats {
     /// Connection attempts that failed, including connections that dropped
     /// before `min_uptime`.
     pub failed_attempts: u64,
-    /// The last error, secrets redacted.
+    /// The last error of the WebSocket side (a failed attempt, a lost
+    /// connection), secrets redacted. Poll failures have their own slot,
+    /// [`Stats::last_poll_error`], so one transport never hides the other's.
     pub last_error: Option<String>,
+    /// The last failed poll of the HTTP fallback, secrets redacted. Set
+    /// before [`Stats::poll_failures`] counts it.
+    pub last_poll_error: Option<String>,
     /// The last heartbeat round trip (heartbeat sent to Pong or reply rule
     /// match).
     pub rtt: Option<Duration>,
@@ -80,6 +85,7 @@ pub(crate) struct Counters {
 pub(crate) struct Shared {
     state: Mutex<State>,
     last_error: Mutex<Option<String>>,
+    last_poll_error: Mutex<Option<String>>,
     pub counters: Counters,
     /// The io thread has stopped reading because the inbound queue is full.
     pub reading_paused: AtomicBool,
@@ -112,6 +118,7 @@ impl Shared {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::Connecting { attempt: 1 }),
             last_error: Mutex::new(None),
+            last_poll_error: Mutex::new(None),
             counters,
             reading_paused: AtomicBool::new(false),
             closed: AtomicBool::new(false),
@@ -171,6 +178,13 @@ impl Shared {
         *lock(&self.last_error) = Some(error);
     }
 
+    /// Records a failed poll: the error first, then the count, so whoever
+    /// sees the count sees this error (or a later one).
+    pub(crate) fn poll_failed(&self, error: String) {
+        *lock(&self.last_poll_error) = Some(error);
+        self.counters.poll_failures.fetch_add(1, Relaxed);
+    }
+
     pub(crate) fn set_rtt(&self, rtt: Duration) {
         let us = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX - 1);
         self.counters.rtt_us.store(us, Relaxed);
@@ -211,6 +225,7 @@ impl Shared {
             connects: c.connects.load(Relaxed),
             failed_attempts: c.failed_attempts.load(Relaxed),
             last_error: lock(&self.last_error).clone(),
+            last_poll_error: lock(&self.last_poll_error).clone(),
             rtt: (rtt != u64::MAX).then(|| Duration::from_micros(rtt)),
             heartbeats: c.heartbeats.load(Relaxed),
             frames_in: c.frames_in.load(Relaxed),

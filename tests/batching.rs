@@ -33,7 +33,7 @@ fn batch_max_splits_a_burst_and_keeps_order() {
     for i in 0..7 {
         server.push(format!("m{i}"));
     }
-    wait_until("7 frames read", || client.stats().frames_in >= 7);
+    wait_until("7 messages queued", || client.stats().inbound_queued == 7);
     let sizes: Vec<usize> = (0..3)
         .map(|_| client.recv_timeout(WAIT).unwrap().len())
         .collect();
@@ -71,7 +71,7 @@ fn receivers_report_empty_and_timeout_without_a_message() {
     assert_eq!(client.recv_timeout(5 * MS).unwrap_err(), RecvError::Timeout);
     server.push("x");
     // A message arrived but its window is still open: not ready yet...
-    wait_until("frame read", || client.stats().frames_in >= 1);
+    wait_until("message queued", || client.stats().inbound_queued >= 1);
     // ...and it is kept for the next call, not lost.
     let b = client.recv_timeout(WAIT).unwrap();
     assert_eq!(texts(b.messages()), vec!["x"]);
@@ -87,7 +87,7 @@ fn a_recv_timeout_shorter_than_the_window_keeps_the_partial_batch() {
         .unwrap();
     wait_open(&client.events());
     server.push("a");
-    wait_until("frame read", || client.stats().frames_in >= 1);
+    wait_until("message queued", || client.stats().inbound_queued >= 1);
     assert_eq!(client.recv_timeout(5 * MS).unwrap_err(), RecvError::Timeout);
     server.push("b");
     let all = collect(&client, 2);

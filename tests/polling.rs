@@ -158,7 +158,7 @@ fn poll_failures_are_counted_retried_and_bad_items_skipped() {
     server.publish(json!({"n": 1}));
     let client = client(&server).build().unwrap();
     wait_until("a failed poll", || client.stats().poll_failures >= 1);
-    let why = client.stats().last_error.unwrap_or_default();
+    let why = client.stats().last_poll_error.unwrap_or_default();
     assert!(
         why.contains("HTTP 500") && why.contains("broken on purpose"),
         "{why}"
@@ -168,7 +168,7 @@ fn poll_failures_are_counted_retried_and_bad_items_skipped() {
     wait_until("a garbage poll", || {
         client
             .stats()
-            .last_error
+            .last_poll_error
             .unwrap_or_default()
             .contains("not JSON")
     });
@@ -263,7 +263,7 @@ fn a_poll_body_over_the_limit_fails_that_poll_with_a_clear_error() {
     }
     let client = client(&server).max_poll_body(256).build().unwrap();
     wait_until("a failed poll", || client.stats().poll_failures >= 1);
-    let why = client.stats().last_error.unwrap_or_default();
+    let why = client.stats().last_poll_error.unwrap_or_default();
     assert!(
         why.contains("over the 256 byte limit") && why.contains("/poll"),
         "{why}"
@@ -283,7 +283,7 @@ fn a_stalled_poll_times_out_and_an_unreachable_endpoint_is_retried() {
     server.poll_fault(PollFault::Stall(Duration::from_millis(500)));
     let client = client(&server).poll_timeout(50 * MS).build().unwrap();
     wait_until("a timed-out poll", || client.stats().poll_failures >= 1);
-    let why = client.stats().last_error.unwrap_or_default();
+    let why = client.stats().last_poll_error.unwrap_or_default();
     assert!(
         why.contains("/poll") && why.to_lowercase().contains("timeout"),
         "{why}"
@@ -304,7 +304,7 @@ fn a_stalled_poll_times_out_and_an_unreachable_endpoint_is_retried() {
         .build()
         .unwrap();
     wait_until("two failed polls", || client.stats().poll_failures >= 2);
-    let why = client.stats().last_error.unwrap_or_default();
+    let why = client.stats().last_poll_error.unwrap_or_default();
     assert!(
         why.contains(&format!("127.0.0.1:{port}")) && why.contains("failed"),
         "{why}"

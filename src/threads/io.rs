@@ -381,8 +381,10 @@ impl Connection {
         let m = match self.inbox.offer(m, false) {
             Offer::Queued | Offer::Duplicate => {
                 if let Some(a) = ack {
-                    self.write(a)?;
+                    // Counted first: whoever sees the server holding the ack
+                    // sees it counted.
                     self.shared.counters.acks.fetch_add(1, Relaxed);
+                    self.write(a)?;
                 }
                 return Ok(None);
             }

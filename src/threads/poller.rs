@@ -70,9 +70,8 @@ pub(crate) fn run(
             Ok(None) => return, // stopped while waiting for queue space
             Err(e) => {
                 failures = failures.saturating_add(1);
-                shared.counters.poll_failures.fetch_add(1, Relaxed);
                 warn!("{e}");
-                shared.set_error(e);
+                shared.poll_failed(e);
             }
         }
         // Back off while the endpoint keeps failing: 1, 2, 4, 8 intervals.
