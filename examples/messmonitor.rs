@@ -68,7 +68,10 @@ pub fn monitor(ws_url: &str, poll_url: &str, user: &User, scale: f64) -> ClientB
         )
         .poll(poll_url, Method::Post, Some(r#"{"requestType":2}"#.into()))
         .poll_success("/code", json!("0000"))
-        .poll_items("/data/ordinaryDatas");
+        // As the original: getMsg's messages go to the text pool, and its
+        // voiceUrls (plain strings) to the audio pool.
+        .poll_items_of_kind("/data/ordinaryDatas", &["text"])
+        .poll_strings("/data/voiceUrls", &["audio"]);
     Client::builder(ws_url)
         .protocol(rules)
         .heartbeat_interval(timer(60.0, scale))
@@ -86,8 +89,10 @@ pub fn monitor(ws_url: &str, poll_url: &str, user: &User, scale: f64) -> ClientB
 }
 
 /// The test server speaking messmonitor's side: `wsType:4` pushes, acks by
-/// `msgDataId`, `getMsg` answering `{"code":"0000","data":{"ordinaryDatas":[…]}}`
-/// with the latest messages, and `wsType:1` heartbeats answered.
+/// `msgDataId`, `getMsg` answering
+/// `{"code":"0000","data":{"ordinaryDatas":[…],"voiceUrls":[…]}}` with the
+/// latest messages and the voice URLs of those not yet acknowledged, and
+/// `wsType:1` heartbeats answered.
 pub fn server() -> std::io::Result<TestServer> {
     let mut s = TestServer::start()?;
     s.enable_feed(FeedConfig {
@@ -100,6 +105,8 @@ pub fn server() -> std::io::Result<TestServer> {
             json!({"code": "0000", "data": {"ordinaryDatas": null, "voiceUrls": []}}),
             "/data/ordinaryDatas".into(),
         )),
+        strings: Some(("/data/voiceUrls".into(), "voiceUrl".into())),
+        ..FeedConfig::default()
     })?;
     s.reply(
         ReplyRule::parse(r#"{"wsType":1}"#),
@@ -116,17 +123,26 @@ pub fn get_msg_url(server: &TestServer) -> String {
         .unwrap_or_default()
 }
 
-/// A `wsType:4` push: 1 text, 2 voice, 3 both.
+/// A `wsType:4` push: 1 text, 2 voice, 3 both (voice ones carry a
+/// `voiceUrl`).
 pub fn push(server: &TestServer, push_type: u8, n: u64) -> u64 {
-    server.publish(json!({
+    let mut msg = json!({
         "wsType": 4,
         "pushType": push_type,
         "title": format!("notice {n}"),
         "actionUrl": format!("/orders/{n}"),
-        "voiceUrl": format!("https://cdn.example/voice/{n}.mp3"),
         "importantStatus": 0,
         "groupId": 1
-    }))
+    });
+    if push_type >= 2 {
+        msg["voiceUrl"] = json!(voice_url(n));
+    }
+    server.publish(msg)
+}
+
+/// The voice URL of notice `n`.
+pub fn voice_url(n: u64) -> String {
+    format!("https://cdn.example/voice/{n}.mp3")
 }
 
 #[allow(dead_code)] // the messmonitor test includes this file for its configuration
@@ -198,9 +214,13 @@ fn run(scale: f64) -> Result<(), Box<dyn std::error::Error>> {
                 .of_kind("text")
                 .filter_map(|m| m.json().map(|v| v["title"].to_string()))
                 .collect();
+            // A push carries the URL in its JSON; a poll, as a plain string.
             let audio: Vec<String> = batch
                 .of_kind("audio")
-                .filter_map(|m| m.json().map(|v| v["voiceUrl"].to_string()))
+                .filter_map(|m| match m.json() {
+                    Some(v) => Some(v["voiceUrl"].to_string()),
+                    None => m.text().map(|t| format!("{t:?}")),
+                })
                 .collect();
             println!("{} batch: textMsgPool {text:?} audioMsgPool {audio:?}", t());
         }

@@ -51,6 +51,7 @@ impl Client {
             cfg.dedupe_window,
             cfg.overflow,
             shared.clone(),
+            cfg.protocol.poll_request(None).is_some(),
         ));
         let acks = (cfg.ack_mode == AckMode::Delivered).then(|| outbound_tx.clone());
         let (control_tx, control_rx) = crossbeam_channel::bounded(4);

@@ -3,8 +3,14 @@
 //! transports, and the overflow policy. Every message reaches the
 //! application through [`Inbox::offer`], under one lock, so two transports
 //! delivering the same message at once still deliver it once.
+//!
+//! Cursors may tie (two messages created in the same millisecond share a
+//! `createTime`), so a cursor never makes a message with an id old: only its
+//! id does. A poll item without an id is old when its cursor is below the
+//! highest seen, or when its content was seen (within the dedupe window).
 
 use std::collections::{HashSet, VecDeque};
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 
@@ -28,22 +34,63 @@ pub(crate) enum Offer {
     Closed,
 }
 
+/// What identifies a message for dedupe: its id, or for a message without
+/// one, a hash of its payload.
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum Key {
+    Id(Arc<str>),
+    Content(u64),
+}
+
+impl Key {
+    fn of(m: &Message) -> Key {
+        match m.id_arc() {
+            Some(id) => Key::Id(id),
+            None => {
+                // SipHash with fixed keys: stable for the process's life,
+                // and 64 bits make a false "seen" vanishingly rare.
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                m.frame().as_bytes().hash(&mut h);
+                Key::Content(h.finish())
+            }
+        }
+    }
+}
+
 struct Seen {
-    ids: HashSet<Arc<str>>,
-    order: VecDeque<Arc<str>>,
+    keys: HashSet<Key>,
+    order: VecDeque<Key>,
     window: usize,
     cursor: Option<Cursor>,
 }
 
 impl Seen {
-    fn remember(&mut self, id: Arc<str>) {
-        if self.ids.insert(id.clone()) {
-            self.order.push_back(id);
+    fn remember(&mut self, key: Key) {
+        if self.keys.insert(key.clone()) {
+            self.order.push_back(key);
             while self.order.len() > self.window {
                 if let Some(old) = self.order.pop_front() {
-                    self.ids.remove(&old);
+                    self.keys.remove(&old);
                 }
             }
+        }
+    }
+
+    /// `true` when `m` was delivered before. `polled`: `m` comes from a poll
+    /// response, which repeats old items.
+    fn has(&self, m: &Message, key: &Key, polled: bool) -> bool {
+        match key {
+            Key::Id(_) => self.keys.contains(key),
+            // A pushed message without an id is new every time: the same
+            // text twice is two messages.
+            Key::Content(_) if !polled => false,
+            Key::Content(_) => match (m.cursor(), &self.cursor) {
+                (Some(c), Some(top)) if c < top => true,
+                (Some(c), Some(top)) if c > top => false,
+                // Cursor equal to the highest (ties) or no cursor at all:
+                // old only if this very content was delivered.
+                _ => self.keys.contains(key),
+            },
         }
     }
 }
@@ -54,6 +101,10 @@ pub(crate) struct Inbox {
     seen: Mutex<Seen>,
     overflow: Overflow,
     shared: Arc<Shared>,
+    /// Remember the content of pushed messages without an id, so a poll
+    /// repeating one is known. Off when there is no polling: hashing every
+    /// payload would cost the hot path for nothing.
+    polling: bool,
 }
 
 impl Inbox {
@@ -63,18 +114,20 @@ impl Inbox {
         window: usize,
         overflow: Overflow,
         shared: Arc<Shared>,
+        polling: bool,
     ) -> Self {
         Inbox {
             tx,
             rx,
             seen: Mutex::new(Seen {
-                ids: HashSet::new(),
+                keys: HashSet::new(),
                 order: VecDeque::new(),
                 window,
                 cursor: None,
             }),
             overflow,
             shared,
+            polling,
         }
     }
 
@@ -88,15 +141,13 @@ impl Inbox {
         self.rx.len()
     }
 
-    /// Queues a message unless it is a duplicate. With `stale`, a message
-    /// whose cursor is not above the highest seen also counts as a
-    /// duplicate (poll responses that repeat old items).
-    pub(crate) fn offer(&self, m: Message, stale: bool) -> Offer {
+    /// Queues a message unless it is a duplicate: its id was seen, or (for
+    /// a `polled` item without an id) its cursor is below the highest seen
+    /// or its content was seen.
+    pub(crate) fn offer(&self, m: Message, polled: bool) -> Offer {
         let mut seen = lock(&self.seen);
-        let id = m.id_arc();
-        if id.as_ref().is_some_and(|id| seen.ids.contains(id))
-            || (stale && matches!((m.cursor(), &seen.cursor), (Some(c), Some(top)) if c <= top))
-        {
+        let key = (polled || self.polling || m.id().is_some()).then(|| Key::of(&m));
+        if key.as_ref().is_some_and(|k| seen.has(&m, k, polled)) {
             self.shared.counters.duplicates.fetch_add(1, Relaxed);
             return Offer::Duplicate;
         }
@@ -117,8 +168,8 @@ impl Inbox {
                 },
             }
         }
-        if let Some(id) = id {
-            seen.remember(id);
+        if let Some(key) = key {
+            seen.remember(key);
         }
         if let Some(c) = cursor {
             if seen.cursor.as_ref().is_none_or(|top| c > *top) {
@@ -148,10 +199,92 @@ mod tests {
         )
     }
 
+    /// A poll item without an id.
+    fn anon(text: &str, cursor: Option<i64>) -> Message {
+        Message::with_meta(
+            Frame::from(text),
+            Via::Poll,
+            Instant::now(),
+            Meta {
+                cursor: cursor.map(Cursor::Int),
+                ..Meta::default()
+            },
+        )
+    }
+
+    fn queued(o: Offer) -> bool {
+        matches!(o, Offer::Queued)
+    }
+
+    #[test]
+    fn messages_whose_timestamps_tie_are_all_delivered_by_poll_and_by_push() {
+        // As seen: createTime 100, 100, 200, 200 in one poll response, then
+        // later 200 and 300. Every one has a new id, so every one is new.
+        for polled in [true, false] {
+            let (i, rx) = inbox(10, 100, Overflow::Backpressure);
+            for (id, t) in [("a", 100), ("b", 100), ("c", 200), ("d", 200)] {
+                assert!(queued(i.offer(msg(id, t), polled)), "{id} polled={polled}");
+            }
+            // The next poll repeats the top of the last one and adds two.
+            for (id, t) in [("c", 200), ("d", 200), ("e", 200), ("f", 300)] {
+                i.offer(msg(id, t), polled);
+            }
+            let got: Vec<String> = rx.try_iter().map(|m| m.id().unwrap().to_owned()).collect();
+            assert_eq!(got, ["a", "b", "c", "d", "e", "f"], "polled={polled}");
+            assert_eq!(i.cursor(), Some(Cursor::Int(300)));
+        }
+    }
+
+    #[test]
+    fn a_poll_item_without_an_id_is_old_below_the_cursor_or_when_its_content_was_seen() {
+        let (i, rx) = inbox(10, 100, Overflow::Backpressure);
+        assert!(queued(i.offer(anon("x", Some(5)), true)));
+        assert!(
+            queued(i.offer(anon("y", Some(5)), true)),
+            "a tie with new content"
+        );
+        assert!(matches!(
+            i.offer(anon("x", Some(5)), true),
+            Offer::Duplicate
+        ));
+        assert!(matches!(
+            i.offer(anon("z", Some(4)), true),
+            Offer::Duplicate
+        ));
+        assert!(
+            queued(i.offer(anon("x", Some(6)), true)),
+            "same text, later"
+        );
+        // Without a cursor (messmonitor's voice URLs): by content alone.
+        assert!(queued(i.offer(anon("a.mp3", None), true)));
+        assert!(matches!(
+            i.offer(anon("a.mp3", None), true),
+            Offer::Duplicate
+        ));
+        assert!(queued(i.offer(anon("b.mp3", None), true)));
+        assert_eq!(rx.len(), 5);
+    }
+
+    #[test]
+    fn a_pushed_message_without_an_id_is_never_a_duplicate() {
+        let (i, rx) = inbox(10, 100, Overflow::Backpressure);
+        assert!(queued(i.offer(anon("tick", Some(1)), false)));
+        assert!(queued(i.offer(anon("tick", Some(1)), false)));
+        assert_eq!(rx.len(), 2);
+        // ...but a poll item repeating it is.
+        assert!(matches!(
+            i.offer(anon("tick", Some(1)), true),
+            Offer::Duplicate
+        ));
+    }
+
     fn inbox(cap: usize, window: usize, overflow: Overflow) -> (Inbox, Receiver<Message>) {
         let (shared, _events) = Shared::new(4, cap);
         let (tx, rx) = crossbeam_channel::bounded(cap);
-        (Inbox::new(tx, rx.clone(), window, overflow, shared), rx)
+        (
+            Inbox::new(tx, rx.clone(), window, overflow, shared, true),
+            rx,
+        )
     }
 
     #[test]
@@ -165,11 +298,12 @@ mod tests {
     }
 
     #[test]
-    fn old_poll_items_are_stale() {
+    fn an_old_cursor_never_drops_a_message_with_a_new_id() {
         let (i, _rx) = inbox(10, 100, Overflow::Backpressure);
         i.offer(msg("a", 5), false);
-        assert!(matches!(i.offer(msg("z", 4), true), Offer::Duplicate));
-        assert!(matches!(i.offer(msg("y", 6), true), Offer::Queued));
+        assert!(queued(i.offer(msg("z", 4), true)));
+        assert!(queued(i.offer(msg("y", 5), true)));
+        assert!(matches!(i.offer(msg("a", 6), true), Offer::Duplicate));
     }
 
     #[test]

@@ -82,5 +82,7 @@ pub use config::{AckMode, ClientBuilder, Endpoint, Heartbeat, HelloContext, Over
 pub use error::{Error, Result, TrySendError};
 pub use machine::backoff::Backoff;
 pub use message::{Batch, CloseReason, Event, Frame, Message, State, Via};
-pub use protocol::{Cursor, Inspected, JsonRules, Method, Plain, PollItem, PollRequest, Protocol};
+pub use protocol::{
+    Cursor, Inspected, JsonRules, Method, Plain, PollItem, PollRequest, Polled, Protocol,
+};
 pub use shared::Stats;

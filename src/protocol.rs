@@ -110,8 +110,35 @@ pub struct PollRequest {
     pub body: Option<String>,
 }
 
+/// One message found in a poll response.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct Polled {
+    /// The message.
+    pub frame: Frame,
+    /// The kinds (pools) the place it came from gives it. When empty, the
+    /// kinds [`Protocol::inspect`] finds in the frame apply.
+    pub kinds: Vec<String>,
+}
+
+impl Polled {
+    /// A message with the kinds of the place it was found in.
+    pub fn new(frame: Frame, kinds: Vec<String>) -> Self {
+        Polled { frame, kinds }
+    }
+}
+
+impl From<Frame> for Polled {
+    fn from(frame: Frame) -> Self {
+        Polled {
+            frame,
+            kinds: Vec::new(),
+        }
+    }
+}
+
 /// One item of a poll response: a message, or why it was skipped.
-pub type PollItem = Result<Frame, String>;
+pub type PollItem = Result<Polled, String>;
 
 /// The application protocol. Every method has a default that fits a plain
 /// server: no ids, no acks, no polling.
@@ -159,7 +186,7 @@ pub trait Protocol: Send + Sync + 'static {
     fn parse_poll(&self, body: &[u8]) -> Result<Vec<PollItem>, String> {
         let v: Value =
             serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))?;
-        items_of(v, "")
+        items_at(v, &[Place::default()])
     }
 }
 
@@ -169,35 +196,86 @@ pub struct Plain;
 
 impl Protocol for Plain {}
 
-fn items_of(mut body: Value, pointer: &str) -> Result<Vec<PollItem>, String> {
-    let at = if pointer.is_empty() {
-        Some(&mut body)
-    } else {
-        body.pointer_mut(pointer)
-    };
-    let shown = if pointer.is_empty() {
-        "the body"
-    } else {
-        pointer
-    };
-    match at {
-        Some(Value::Array(items)) => Ok(std::mem::take(items)
-            .into_iter()
-            .map(|item| match item {
-                Value::Object(_) => Ok(Frame::Text(item.to_string())),
-                other => Err(format!(
-                    "item is not a JSON object: {}",
+/// Where a poll response holds messages, and what they are.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Place {
+    /// JSON pointer to the array ("" for the body itself).
+    pointer: String,
+    /// The array holds strings, each one message (messmonitor's
+    /// `voiceUrls`), rather than objects.
+    strings: bool,
+    /// Kinds given to every item found here.
+    kinds: Vec<String>,
+}
+
+/// Takes the items out of every place. A place that is absent or `null`
+/// holds nothing, as long as one place is there at all.
+fn items_at(mut body: Value, places: &[Place]) -> Result<Vec<PollItem>, String> {
+    let mut out = Vec::new();
+    let mut found = false;
+    for place in places {
+        let at = if place.pointer.is_empty() {
+            Some(&mut body)
+        } else {
+            body.pointer_mut(&place.pointer)
+        };
+        let shown = if place.pointer.is_empty() {
+            "the body"
+        } else {
+            place.pointer.as_str()
+        };
+        match at {
+            Some(Value::Array(items)) => {
+                found = true;
+                out.extend(
+                    std::mem::take(items)
+                        .into_iter()
+                        .map(|item| item_of(item, place, shown)),
+                );
+            }
+            Some(Value::Null) => found = true,
+            Some(other) => {
+                return Err(format!(
+                    "{shown} is not an array: {}",
                     head(&other.to_string())
-                )),
-            })
-            .collect()),
-        Some(Value::Null) => Ok(Vec::new()),
-        Some(other) => Err(format!(
-            "{shown} is not an array: {}",
-            head(&other.to_string())
-        )),
-        None => Err(format!("no {shown} in the response")),
+                ))
+            }
+            None => {}
+        }
     }
+    if found {
+        return Ok(out);
+    }
+    let names: Vec<&str> = places
+        .iter()
+        .map(|p| {
+            if p.pointer.is_empty() {
+                "the body"
+            } else {
+                p.pointer.as_str()
+            }
+        })
+        .collect();
+    Err(format!("no {} in the response", names.join(" or ")))
+}
+
+fn item_of(item: Value, place: &Place, shown: &str) -> PollItem {
+    let frame = match item {
+        Value::Object(_) if !place.strings => Frame::Text(item.to_string()),
+        Value::String(s) if place.strings => Frame::Text(s),
+        other => {
+            let want = if place.strings {
+                "a string"
+            } else {
+                "a JSON object"
+            };
+            return Err(format!(
+                "item in {shown} is not {want}: {}",
+                head(&other.to_string())
+            ));
+        }
+    };
+    Ok(Polled::new(frame, place.kinds.clone()))
 }
 
 /// The first bytes of a text, for error messages.
@@ -242,7 +320,8 @@ type KindRule = (String, Vec<(String, Vec<String>)>);
 ///     .ack_when("/wsType", json!(4), json!({"wsType": 3, "userId": 7}), [("/msgDataId", "msgDataId"), ("/pushType", "pushType")])
 ///     .poll("https://h/getMsg", Method::Post, Some(r#"{"requestType":2}"#.into()))
 ///     .poll_success("/code", json!("0000"))
-///     .poll_items("/data/ordinaryDatas");
+///     .poll_items("/data/ordinaryDatas")
+///     .poll_strings("/data/voiceUrls", &["audio"]);
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct JsonRules {
@@ -257,7 +336,7 @@ pub struct JsonRules {
     poll: Option<PollRequest>,
     since: Option<String>,
     success: Option<(String, Value)>,
-    items: String,
+    places: Vec<Place>,
 }
 
 fn pointer(p: &str) -> String {
@@ -383,10 +462,35 @@ impl JsonRules {
         self
     }
 
-    /// Where the array of messages is in a poll response (default: the body
-    /// is the array).
-    pub fn poll_items(mut self, pointer_to: &str) -> Self {
-        self.items = pointer(pointer_to);
+    /// Where an array of message objects is in a poll response (default:
+    /// the body is the array). Repeatable: each call adds a place, and items
+    /// are taken from every place, in the order the places were added. A
+    /// place that is absent or `null` in a response holds nothing, as long
+    /// as one of the places is there.
+    pub fn poll_items(self, pointer_to: &str) -> Self {
+        self.poll_place(pointer_to, false, &[])
+    }
+
+    /// Like [`JsonRules::poll_items`], and every item found there is of
+    /// these kinds (they replace the kinds the `kinds` rule would find).
+    pub fn poll_items_of_kind(self, pointer_to: &str, kinds: &[&str]) -> Self {
+        self.poll_place(pointer_to, false, kinds)
+    }
+
+    /// A place holding an array of strings, each one message whose text is
+    /// the string, of these kinds: messmonitor's `/data/voiceUrls`, with
+    /// kinds `["audio"]`. Such items have no id: a repeated string is
+    /// dropped as a duplicate (within the dedupe window).
+    pub fn poll_strings(self, pointer_to: &str, kinds: &[&str]) -> Self {
+        self.poll_place(pointer_to, true, kinds)
+    }
+
+    fn poll_place(mut self, pointer_to: &str, strings: bool, kinds: &[&str]) -> Self {
+        self.places.push(Place {
+            pointer: pointer(pointer_to),
+            strings,
+            kinds: kinds.iter().map(|k| (*k).to_owned()).collect(),
+        });
         self
     }
 
@@ -499,7 +603,11 @@ impl Protocol for JsonRules {
                 ));
             }
         }
-        items_of(v, &self.items)
+        if self.places.is_empty() {
+            items_at(v, &[Place::default()])
+        } else {
+            items_at(v, &self.places)
+        }
     }
 }
 
@@ -547,6 +655,7 @@ mod tests {
             )
             .poll_success("/code", json!("0000"))
             .poll_items("/data/ordinaryDatas")
+            .poll_strings("/data/voiceUrls", &["audio"])
     }
 
     #[test]
@@ -590,7 +699,32 @@ mod tests {
         let e = r.parse_poll(b"<html>oops</html>").unwrap_err();
         assert!(e.contains("not JSON") && e.contains("<html>"), "{e}");
         let e = r.parse_poll(br#"{"code":"0000","data":{}}"#).unwrap_err();
-        assert!(e.contains("no /data/ordinaryDatas"), "{e}");
+        assert!(
+            e.contains("no /data/ordinaryDatas or /data/voiceUrls"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn poll_items_come_from_every_place_with_that_places_kinds() {
+        // The original getMsg answer: text items and voice URL strings.
+        let body = br#"{"code":"0000","data":{
+            "ordinaryDatas":[{"msgDataId":"t1","pushType":1}],
+            "voiceUrls":["https://cdn/v1.mp3", 7, "https://cdn/v2.mp3"]}}"#;
+        let items = messmonitor().parse_poll(body).unwrap();
+        assert_eq!(items.len(), 4);
+        let t1 = items[0].as_ref().unwrap();
+        assert!(t1.kinds.is_empty(), "objects take the kinds rule's kinds");
+        let v1 = items[1].as_ref().unwrap();
+        assert_eq!(v1.frame, Frame::from("https://cdn/v1.mp3"));
+        assert_eq!(v1.kinds, vec!["audio"]);
+        let bad = items[2].as_ref().unwrap_err();
+        assert!(bad.contains("/data/voiceUrls is not a string"), "{bad}");
+        // Voice URLs alone (no text items key at all) are fine too.
+        let items = messmonitor()
+            .parse_poll(br#"{"code":"0000","data":{"voiceUrls":["u"]}}"#)
+            .unwrap();
+        assert_eq!(items.len(), 1);
     }
 
     #[test]

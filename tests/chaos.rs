@@ -17,7 +17,6 @@ use heartline::testkit::{FeedConfig, PollFault, TestServer};
 use heartline::{Backoff, JsonRules, Method, Via};
 use serde_json::json;
 
-const MESSAGES: usize = 20_000;
 /// Messages per publishing tick, and ticks per second: 1,000 messages/s.
 const PER_TICK: usize = 10;
 const TICK: Duration = Duration::from_millis(10);
@@ -45,6 +44,18 @@ struct Faults {
 
 #[test]
 fn every_message_exactly_once_through_drops_half_open_links_refusals_and_poll_faults() {
+    chaos(20_000, None, "/seq");
+}
+
+/// The same schedule with cursors that tie, as timestamps do: three
+/// messages share each cursor, and the poll endpoint answers `since`
+/// inclusively. Dedupe must go by id, never by cursor.
+#[test]
+fn every_message_exactly_once_when_cursors_tie() {
+    chaos(8_000, Some(("ts".to_owned(), 3)), "/ts");
+}
+
+fn chaos(messages: usize, ties: Option<(String, u64)>, cursor: &str) {
     init();
     let seed = std::env::var("HEARTLINE_CHAOS_SEED")
         .ok()
@@ -54,13 +65,14 @@ fn every_message_exactly_once_through_drops_half_open_links_refusals_and_poll_fa
     server
         .enable_feed(FeedConfig {
             poll_limit: 2_000,
+            ties,
             ..FeedConfig::default()
         })
         .unwrap();
     let server = Arc::new(server);
     let rules = JsonRules::new()
         .id("/id")
-        .cursor("/seq")
+        .cursor(cursor)
         .ack(json!({"type": "ack"}), [("/id", "ack")])
         .poll(server.poll_url().unwrap(), Method::Get, None)
         .poll_since("since");
@@ -86,7 +98,7 @@ fn every_message_exactly_once_through_drops_half_open_links_refusals_and_poll_fa
         let done = done.clone();
         std::thread::spawn(move || {
             let start = Instant::now();
-            for tick in 0..MESSAGES / PER_TICK {
+            for tick in 0..messages / PER_TICK {
                 let due = start + TICK * tick as u32;
                 if let Some(wait) = due.checked_duration_since(Instant::now()) {
                     std::thread::sleep(wait); // pacing the server, not waiting for the client
@@ -155,11 +167,11 @@ fn every_message_exactly_once_through_drops_half_open_links_refusals_and_poll_fa
         })
     };
 
-    let mut seen = vec![0u32; MESSAGES + 1];
+    let mut seen = vec![0u32; messages + 1];
     let mut unique = 0;
     let mut by_poll = 0;
     let deadline = Instant::now() + Duration::from_secs(60);
-    while unique < MESSAGES {
+    while unique < messages {
         let left = deadline.saturating_duration_since(Instant::now());
         let Ok(batch) = client.recv_timeout(left) else {
             break;
@@ -167,7 +179,7 @@ fn every_message_exactly_once_through_drops_half_open_links_refusals_and_poll_fa
         for m in batch {
             let seq = m.json().and_then(|v| v["seq"].as_u64()).unwrap_or(0) as usize;
             assert!(
-                (1..=MESSAGES).contains(&seq),
+                (1..=messages).contains(&seq),
                 "unexpected message {:?}",
                 m.text()
             );
@@ -185,8 +197,8 @@ fn every_message_exactly_once_through_drops_half_open_links_refusals_and_poll_fa
     let stats = client.stats();
     client.close();
 
-    let missing: Vec<usize> = (1..=MESSAGES).filter(|&s| seen[s] == 0).collect();
-    let doubled: Vec<usize> = (1..=MESSAGES).filter(|&s| seen[s] > 1).collect();
+    let missing: Vec<usize> = (1..=messages).filter(|&s| seen[s] == 0).collect();
+    let doubled: Vec<usize> = (1..=messages).filter(|&s| seen[s] > 1).collect();
     println!(
         "chaos seed {seed:#x}: {faults:?}; {} connects, {} failed attempts, {} polls ({} failed), \
          {by_poll} messages by poll, {} duplicates suppressed, {} acks",

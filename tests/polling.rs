@@ -311,3 +311,44 @@ fn a_stalled_poll_times_out_and_an_unreachable_endpoint_is_retried() {
     );
     client.close();
 }
+
+#[test]
+fn messages_whose_cursors_tie_all_arrive_by_poll() {
+    // As seen with createTime: several messages share a cursor, and a later
+    // poll brings one more with the same cursor as the last one seen.
+    let mut server = server();
+    server
+        .enable_feed(FeedConfig {
+            ties: Some(("ts".into(), 2)),
+            ..FeedConfig::default()
+        })
+        .unwrap();
+    server.refuse(Some(503));
+    let rules = JsonRules::new()
+        .id("/id")
+        .cursor("/ts")
+        .poll(server.poll_url().unwrap(), Method::Get, None)
+        .poll_since("since");
+    let client = fast(server.url())
+        .protocol(rules)
+        .poll_after(1)
+        .poll_every(10 * MS)
+        .build()
+        .unwrap();
+    // ts 1, 1, 2 in one poll response...
+    for i in 1..=3 {
+        server.publish(json!({ "n": i }));
+    }
+    assert_eq!(seqs(&collect(&client, 3)), vec![1, 2, 3]);
+    // ...then, later, ts 2 again (it ties with the highest seen) and 3.
+    server.publish(json!({"n": 4}));
+    server.publish(json!({"n": 5}));
+    assert_eq!(seqs(&collect(&client, 2)), vec![4, 5]);
+    // The inclusive polls repeated messages 3 and 4: dropped by id.
+    assert!(server.wait_for(WAIT, |l| l.polls.iter().any(|p| p.uri.ends_with("since=3"))));
+    wait_until("repeats dropped as duplicates", || {
+        client.stats().duplicates >= 1
+    });
+    assert!(client.try_recv().is_err(), "nothing delivered twice");
+    client.close();
+}

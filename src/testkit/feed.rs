@@ -33,6 +33,18 @@ pub struct FeedConfig {
     /// The poll response around the array: the array replaces the value at
     /// `pointer` in this template. `None`: the body is the array.
     pub envelope: Option<(Value, String)>,
+    /// Cursors that tie, as timestamps do: `Some((key, n))` adds `key` to
+    /// every message holding a cursor that `n` consecutive messages share
+    /// (1, 1, 2, 2, … for n = 2), and polls then read `since` as that
+    /// cursor, inclusively (every message with a cursor ≥ since), as the
+    /// README asks of a server whose cursors can tie. `None` (the default):
+    /// the cursor is the sequence number, and `since` is exclusive.
+    pub ties: Option<(String, u64)>,
+    /// A second array in the poll response, of strings: `Some((pointer,
+    /// key))` puts at `pointer` in the envelope the `key` string of every
+    /// returned message that has one and is not acknowledged (messmonitor's
+    /// `voiceUrls`). Needs `envelope`.
+    pub strings: Option<(String, String)>,
 }
 
 impl Default for FeedConfig {
@@ -44,6 +56,8 @@ impl Default for FeedConfig {
             since_param: Some("since".into()),
             poll_limit: 500,
             envelope: None,
+            ties: None,
+            strings: None,
         }
     }
 }
@@ -109,6 +123,9 @@ impl Feed {
         if let Some(obj) = fields.as_object_mut() {
             obj.insert(self.cfg.id_key.clone(), Value::from(id.clone()));
             obj.insert(self.cfg.seq_key.clone(), Value::from(seq));
+            if let Some((key, n)) = &self.cfg.ties {
+                obj.insert(key.clone(), Value::from((seq - 1) / (*n).max(1) + 1));
+            }
         }
         self.by_id.insert(id.clone(), self.items.len());
         self.items.push((fields.to_string(), fields));
@@ -169,9 +186,15 @@ impl Feed {
                 .find(|(k, _)| k == p)
                 .and_then(|(_, v)| v.parse::<usize>().ok())
         });
+        // With ties, `since` is a shared cursor: answer from the first
+        // message holding it (inclusive); the client has everything below.
+        let since = match (&self.cfg.ties, since) {
+            (Some((_, n)), Some(c)) => Some(c.saturating_sub(1).saturating_mul(*n as usize)),
+            (_, s) => s,
+        };
         let from = match (&self.cfg.since_param, since) {
             (Some(_), Some(s)) => {
-                // The client has everything up to `s`.
+                // The client has everything before index `s`.
                 for i in 0..s.min(self.items.len()) {
                     self.mark(i);
                 }
@@ -180,11 +203,20 @@ impl Feed {
             (Some(_), None) => 0,
             (None, _) => self.items.len().saturating_sub(self.cfg.poll_limit),
         };
-        let mut items: Vec<Value> = self.items[from.min(self.items.len())..]
+        let start = from.min(self.items.len());
+        let end = (start + self.cfg.poll_limit).min(self.items.len());
+        let mut items: Vec<Value> = self.items[start..end]
             .iter()
-            .take(self.cfg.poll_limit)
             .map(|(_, v)| v.clone())
             .collect();
+        let strings: Vec<Value> = match &self.cfg.strings {
+            Some((_, key)) => (start..end)
+                .filter(|&i| !self.acked[i])
+                .filter_map(|i| self.items[i].1.get(key).cloned())
+                .filter(Value::is_string)
+                .collect(),
+            None => Vec::new(),
+        };
         if self.fault == PollFault::BadItems {
             let mut mixed = Vec::new();
             for it in items {
@@ -200,6 +232,12 @@ impl Feed {
                 match t.pointer_mut(pointer) {
                     Some(slot) => *slot = Value::Array(items),
                     None => return (500, format!("bad envelope pointer {pointer}")),
+                }
+                if let Some((at, _)) = &self.cfg.strings {
+                    match t.pointer_mut(at) {
+                        Some(slot) => *slot = Value::Array(strings),
+                        None => return (500, format!("bad strings pointer {at}")),
+                    }
                 }
                 t
             }

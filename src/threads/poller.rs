@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::inbox::{Inbox, Offer};
 use crate::message::{Message, Meta, Via};
-use crate::protocol::{head, Method};
+use crate::protocol::{head, Method, Polled};
 use crate::redact;
 use crate::shared::Shared;
 
@@ -150,8 +150,8 @@ fn poll_once(
         .map_err(|e| format!("poll {shown} (HTTP {status}): {e}"))?;
     let mut queued = 0;
     for item in items {
-        let frame = match item {
-            Ok(f) => f,
+        let Polled { frame, kinds, .. } = match item {
+            Ok(p) => p,
             Err(e) => {
                 shared.counters.malformed.fetch_add(1, Relaxed);
                 warn!("poll {shown}: skipped an item: {e}");
@@ -162,7 +162,12 @@ fn poll_once(
         let meta = Meta {
             id: inspected.id.map(Arc::from),
             cursor: inspected.cursor,
-            kinds: inspected.kinds,
+            // The place in the response decides, when it names kinds.
+            kinds: if kinds.is_empty() {
+                inspected.kinds
+            } else {
+                kinds
+            },
             // The poll endpoint is read by cursor: nothing to acknowledge.
             ack: None,
         };
