@@ -42,7 +42,12 @@ impl Client {
     }
 
     pub(crate) fn start(cfg: Config) -> Result<Client> {
-        let (shared, events_rx) = Shared::new(cfg.event_capacity, cfg.inbound_capacity);
+        let (shared, events_rx) = Shared::new(
+            cfg.event_capacity,
+            cfg.inbound_capacity,
+            cfg.inbound_bytes,
+            cfg.outbound_bytes,
+        );
         let (outbound_tx, outbound_rx) = crossbeam_channel::bounded(cfg.outbound_capacity);
         let (inbound_tx, inbound_rx) = crossbeam_channel::bounded(cfg.inbound_capacity);
         let inbox = Arc::new(Inbox::new(
@@ -91,27 +96,55 @@ impl Client {
     /// Queues a frame (text, binary, or JSON via `serde_json::Value`). It is
     /// sent at once when the socket is open, else after the next connect's
     /// hello frames, in order. Waits up to the configured `send_timeout` for
-    /// room when the outbound queue is full.
+    /// room when the outbound queue is full (in frames or in bytes).
     ///
     /// # Errors
     /// [`Error::QueueFull`] when there is still no room after the wait;
-    /// [`Error::Closed`] after [`Client::close`] or giving up.
+    /// [`Error::TooLarge`] for a frame larger than the whole `outbound_bytes`
+    /// budget; [`Error::Closed`] after [`Client::close`] or giving up.
     pub fn send(&self, frame: impl Into<Frame>) -> Result<()> {
         self.check_open()?;
-        match self
-            .inner
-            .outbound
-            .send_timeout(frame.into(), self.inner.send_timeout)
-        {
+        let frame = frame.into();
+        let len = frame.len();
+        let budget = &self.inner.shared.outbound;
+        if len > budget.limit() {
+            return Err(self.too_large(len));
+        }
+        let deadline = Instant::now()
+            .checked_add(self.inner.send_timeout)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
+        if !budget.take_until(len, deadline) {
+            return Err(self.queue_full());
+        }
+        match self.inner.outbound.send_deadline(frame, deadline) {
             Ok(()) => {
                 self.inner.shared.wake_io();
                 Ok(())
             }
-            Err(crossbeam_channel::SendTimeoutError::Timeout(_)) => Err(Error::QueueFull {
-                capacity: self.inner.outbound_capacity,
-            }),
-            Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => Err(Error::Closed),
+            Err(crossbeam_channel::SendTimeoutError::Timeout(_)) => {
+                budget.release(len);
+                Err(self.queue_full())
+            }
+            Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => {
+                budget.release(len);
+                Err(Error::Closed)
+            }
         }
+    }
+
+    fn queue_full(&self) -> Error {
+        Error::QueueFull {
+            capacity: self.inner.outbound_capacity,
+            bytes: self.inner.shared.outbound.limit(),
+        }
+    }
+
+    fn too_large(&self, len: usize) -> Error {
+        Error::TooLarge(format!(
+            "a frame of {len} bytes is larger than the outbound budget \
+             (outbound_bytes = {}); raise it to send frames this large",
+            self.inner.shared.outbound.limit()
+        ))
     }
 
     /// Queues a frame without waiting.
@@ -123,13 +156,27 @@ impl Client {
         if self.inner.shared.is_closed() {
             return Err(TrySendError::closed(frame));
         }
+        let len = frame.len();
+        let budget = &self.inner.shared.outbound;
+        if len > budget.limit() {
+            return Err(TrySendError::too_large(frame));
+        }
+        if !budget.try_take(len) {
+            return Err(TrySendError::full(frame));
+        }
         match self.inner.outbound.try_send(frame) {
             Ok(()) => {
                 self.inner.shared.wake_io();
                 Ok(())
             }
-            Err(crossbeam_channel::TrySendError::Full(f)) => Err(TrySendError::full(f)),
-            Err(crossbeam_channel::TrySendError::Disconnected(f)) => Err(TrySendError::closed(f)),
+            Err(crossbeam_channel::TrySendError::Full(f)) => {
+                budget.release(len);
+                Err(TrySendError::full(f))
+            }
+            Err(crossbeam_channel::TrySendError::Disconnected(f)) => {
+                budget.release(len);
+                Err(TrySendError::closed(f))
+            }
         }
     }
 
@@ -412,12 +459,19 @@ impl Batches {
         let n = pending.len().min(self.window.max);
         let rest = pending.split_off(n);
         let mut messages = std::mem::replace(pending, rest);
+        // Handed out: these bytes are the application's now.
+        let bytes = messages.iter().map(|m| m.frame().len()).sum();
+        self.shared.inbound.release(bytes);
+        self.shared.taken(self.rx.len());
         if let Some(acks) = &self.acks {
             let mut sent = false;
             for m in &mut messages {
                 if let Some(a) = m.take_ack() {
-                    // A full queue loses this ack; the server then redelivers
-                    // the message, and dedupe drops the copy.
+                    // Counted in the outbound bytes before the io thread can
+                    // take it. A full queue loses this ack; the server then
+                    // redelivers the message, and dedupe drops the copy.
+                    let len = a.len();
+                    self.shared.outbound.force(len);
                     if acks.try_send(a).is_ok() {
                         self.shared
                             .counters
@@ -425,6 +479,7 @@ impl Batches {
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         sent = true;
                     } else {
+                        self.shared.outbound.release(len);
                         log::warn!(target: "heartline::client", "outbound queue full: an ack was not sent");
                     }
                 }

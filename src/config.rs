@@ -166,6 +166,8 @@ pub(crate) struct Config {
     pub outbound_capacity: usize,
     pub send_timeout: Duration,
     pub inbound_capacity: usize,
+    pub inbound_bytes: usize,
+    pub outbound_bytes: usize,
     pub overflow: Overflow,
     pub batch_window: Duration,
     pub batch_max: usize,
@@ -235,6 +237,8 @@ impl ClientBuilder {
                 outbound_capacity: 1024,
                 send_timeout: Duration::from_secs(1),
                 inbound_capacity: 4096,
+                inbound_bytes: 8 << 20,
+                outbound_bytes: 2 << 20,
                 overflow: Overflow::Backpressure,
                 batch_window: Duration::from_millis(100),
                 batch_max: 512,
@@ -432,6 +436,29 @@ impl ClientBuilder {
         self
     }
 
+    /// How many payload bytes may wait for the application: the inbound
+    /// queue plus the batch being assembled. Whichever bound is reached
+    /// first, this or [`ClientBuilder::inbound_capacity`], makes the queue
+    /// full, and [`ClientBuilder::overflow`] applies. One message larger
+    /// than the whole budget is still taken when nothing else waits, so
+    /// nothing deadlocks. Batches already handed out are the application's
+    /// memory, not counted here. Defaults to 8 MiB (see the README).
+    pub fn inbound_bytes(mut self, bytes: usize) -> Self {
+        self.cfg.inbound_bytes = bytes;
+        self
+    }
+
+    /// How many payload bytes [`crate::Client::send`] can queue. When full,
+    /// senders wait as for a full [`ClientBuilder::outbound_capacity`]; a
+    /// frame larger than the whole budget is refused with
+    /// [`Error::TooLarge`]. Also bounds what a server that stops reading
+    /// can make heartline buffer (twice this, then the connection is
+    /// dropped). Defaults to 2 MiB (see the README).
+    pub fn outbound_bytes(mut self, bytes: usize) -> Self {
+        self.cfg.outbound_bytes = bytes;
+        self
+    }
+
     /// What to do when the inbound queue is full. Defaults to
     /// [`Overflow::Backpressure`] (nothing dropped).
     pub fn overflow(mut self, overflow: Overflow) -> Self {
@@ -595,6 +622,8 @@ impl ClientBuilder {
         let counts = [
             ("outbound_capacity", c.outbound_capacity),
             ("inbound_capacity", c.inbound_capacity),
+            ("inbound_bytes", c.inbound_bytes),
+            ("outbound_bytes", c.outbound_bytes),
             ("batch_max", c.batch_max),
             ("event_capacity", c.event_capacity),
             ("dedupe_window", c.dedupe_window),

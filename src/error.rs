@@ -72,8 +72,9 @@ pub enum Error {
     /// The WebSocket protocol failed (handshake or frames). Transient.
     #[error("WebSocket error: {0}")]
     Protocol(String),
-    /// An inbound message or frame was larger than the configured limit; the
-    /// connection was closed with code 1009. Transient.
+    /// An inbound message or frame was larger than the configured limit (the
+    /// connection was closed with code 1009; transient), or a frame given
+    /// to `send` is larger than the whole outbound budget (not queued).
     #[error("message too large: {0}")]
     TooLarge(String),
     /// No frame arrived within the server timeout after a heartbeat: the link
@@ -104,11 +105,14 @@ pub enum Error {
         /// The panic message (its start).
         reason: String,
     },
-    /// The outbound queue is full; the frame was not queued.
-    #[error("outbound queue is full ({capacity} frames)")]
+    /// The outbound queue is full (in frames or in bytes); the frame was not
+    /// queued.
+    #[error("outbound queue is full ({capacity} frames or {bytes} bytes)")]
     QueueFull {
-        /// The configured capacity.
+        /// The configured capacity in frames (`outbound_capacity`).
         capacity: usize,
+        /// The configured budget in bytes (`outbound_bytes`).
+        bytes: usize,
     },
     /// The client was closed (or gave up); nothing more can be sent.
     #[error("client is closed")]
@@ -147,40 +151,62 @@ impl Error {
 #[derive(Debug)]
 pub struct TrySendError {
     frame: crate::Frame,
-    closed: bool,
+    why: Why,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Why {
+    Full,
+    Closed,
+    TooLarge,
 }
 
 impl TrySendError {
     pub(crate) fn full(frame: crate::Frame) -> Self {
         TrySendError {
             frame,
-            closed: false,
+            why: Why::Full,
         }
     }
     pub(crate) fn closed(frame: crate::Frame) -> Self {
         TrySendError {
             frame,
-            closed: true,
+            why: Why::Closed,
+        }
+    }
+    pub(crate) fn too_large(frame: crate::Frame) -> Self {
+        TrySendError {
+            frame,
+            why: Why::TooLarge,
         }
     }
     /// The frame that was not sent.
     pub fn into_frame(self) -> crate::Frame {
         self.frame
     }
-    /// `true` when the queue was full (try again later), `false` when the
-    /// client is closed.
+    /// `true` when the queue was full, in frames or in bytes (try again
+    /// later).
     pub fn is_full(&self) -> bool {
-        !self.closed
+        self.why == Why::Full
+    }
+    /// `true` when the client is closed.
+    pub fn is_closed(&self) -> bool {
+        self.why == Why::Closed
+    }
+    /// `true` when the frame is larger than the whole outbound byte budget:
+    /// it can never be queued (raise `outbound_bytes`).
+    pub fn is_too_large(&self) -> bool {
+        self.why == Why::TooLarge
     }
 }
 
 impl fmt::Display for TrySendError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.closed {
-            f.write_str("client is closed; frame not sent")
-        } else {
-            f.write_str("outbound queue is full; frame not sent")
-        }
+        f.write_str(match self.why {
+            Why::Closed => "client is closed; frame not sent",
+            Why::Full => "outbound queue is full; frame not sent",
+            Why::TooLarge => "frame is larger than the outbound byte budget; frame not sent",
+        })
     }
 }
 

@@ -153,17 +153,42 @@ impl Inbox {
         }
         let cursor = m.cursor().cloned();
         let mut m = m;
+        let budget = &self.shared.inbound;
         loop {
-            match self.tx.try_send(m) {
-                Ok(()) => break,
-                Err(TrySendError::Disconnected(_)) => return Offer::Closed,
-                Err(TrySendError::Full(back)) => match self.overflow {
-                    Overflow::Backpressure => return Offer::Full(back),
-                    Overflow::DropOldest => {
-                        if self.rx.try_recv().is_ok() {
-                            self.shared.counters.dropped.fetch_add(1, Relaxed);
+            let len = m.frame().len();
+            // Full in bytes or in messages, whichever comes first.
+            let refused = if budget.try_take(len) {
+                match self.tx.try_send(m) {
+                    Ok(()) => break,
+                    Err(TrySendError::Disconnected(_)) => {
+                        budget.release(len);
+                        return Offer::Closed;
+                    }
+                    Err(TrySendError::Full(back)) => {
+                        budget.release(len);
+                        back
+                    }
+                }
+            } else {
+                m
+            };
+            match self.overflow {
+                Overflow::Backpressure => return Offer::Full(refused),
+                Overflow::DropOldest => match self.rx.try_recv() {
+                    Ok(old) => {
+                        budget.release(old.frame().len());
+                        self.shared.counters.dropped.fetch_add(1, Relaxed);
+                        m = refused;
+                    }
+                    Err(_) => {
+                        // Nothing left to drop: the bytes are in the batch
+                        // the application is being handed. Queue anyway.
+                        budget.force(len);
+                        if self.tx.try_send(refused).is_err() {
+                            budget.release(len);
+                            return Offer::Closed;
                         }
-                        m = back;
+                        break;
                     }
                 },
             }
@@ -279,7 +304,7 @@ mod tests {
     }
 
     fn inbox(cap: usize, window: usize, overflow: Overflow) -> (Inbox, Receiver<Message>) {
-        let (shared, _events) = Shared::new(4, cap);
+        let (shared, _events) = Shared::new(4, cap, usize::MAX, usize::MAX);
         let (tx, rx) = crossbeam_channel::bounded(cap);
         (
             Inbox::new(tx, rx.clone(), window, overflow, shared, true),

@@ -1,9 +1,9 @@
 //! State shared between the client handle and the threads: the current
 //! state, counters, and the io thread's waker.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
@@ -42,8 +42,16 @@ pub struct Stats {
     pub bytes_out: u64,
     /// Frames waiting in the outbound queue.
     pub outbound_queued: usize,
+    /// Payload bytes waiting in the outbound queue (bounded by
+    /// `outbound_bytes`).
+    pub outbound_bytes: usize,
     /// Messages waiting in the inbound queue.
     pub inbound_queued: usize,
+    /// Payload bytes held for the application: the inbound queue and the
+    /// batch being assembled (bounded by `inbound_bytes`).
+    pub inbound_bytes: usize,
+    /// The most inbound bytes ever held at once.
+    pub inbound_bytes_peak: usize,
     /// Inbound messages dropped: by [`crate::Overflow::DropOldest`], or
     /// arriving after `close()` with the queue full. Zero with the default
     /// policy while open.
@@ -82,6 +90,91 @@ pub(crate) struct Counters {
     pub rtt_us: AtomicU64,
 }
 
+/// A byte budget: what a queue holds, against its limit. A queue holding
+/// nothing takes a payload of any size, so one message larger than the
+/// whole budget still passes and nothing deadlocks.
+pub(crate) struct Budget {
+    limit: usize,
+    used: Mutex<usize>,
+    room: Condvar,
+    peak: AtomicUsize,
+}
+
+impl Budget {
+    pub(crate) fn new(limit: usize) -> Self {
+        Budget {
+            limit,
+            used: Mutex::new(0),
+            room: Condvar::new(),
+            peak: AtomicUsize::new(0),
+        }
+    }
+
+    pub(crate) fn limit(&self) -> usize {
+        self.limit
+    }
+
+    fn fits(&self, used: usize, n: usize) -> bool {
+        used == 0 || used.saturating_add(n) <= self.limit
+    }
+
+    fn add(&self, used: &mut usize, n: usize) {
+        *used = used.saturating_add(n);
+        self.peak.fetch_max(*used, Relaxed);
+    }
+
+    /// Takes `n` bytes if they fit.
+    pub(crate) fn try_take(&self, n: usize) -> bool {
+        let mut used = lock(&self.used);
+        let ok = self.fits(*used, n);
+        if ok {
+            self.add(&mut used, n);
+        }
+        ok
+    }
+
+    /// Takes `n` bytes, waiting until `deadline` for them to fit.
+    pub(crate) fn take_until(&self, n: usize, deadline: Instant) -> bool {
+        let mut used = lock(&self.used);
+        while !self.fits(*used, n) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            used = match self.room.wait_timeout(used, left) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        }
+        self.add(&mut used, n);
+        true
+    }
+
+    /// Takes `n` bytes whether they fit or not (acks, which must not be
+    /// lost and are tiny).
+    pub(crate) fn force(&self, n: usize) {
+        self.add(&mut lock(&self.used), n);
+    }
+
+    /// Gives `n` bytes back and wakes whoever waits for room.
+    pub(crate) fn release(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let mut used = lock(&self.used);
+        *used = used.saturating_sub(n);
+        self.room.notify_all();
+    }
+
+    pub(crate) fn used(&self) -> usize {
+        *lock(&self.used)
+    }
+
+    pub(crate) fn peak(&self) -> usize {
+        self.peak.load(Relaxed)
+    }
+}
+
 pub(crate) struct Shared {
     state: Mutex<State>,
     last_error: Mutex<Option<String>>,
@@ -95,6 +188,10 @@ pub(crate) struct Shared {
     events_tx: Mutex<Option<Sender<Event>>>,
     events_rx: Receiver<Event>,
     pub inbound_capacity: usize,
+    /// Bytes held for the application (queue and batch being assembled).
+    pub inbound: Budget,
+    /// Bytes waiting in the outbound queue.
+    pub outbound: Budget,
     /// Signalled when the consumer takes messages (for the poller).
     room_tx: Sender<()>,
     room_rx: Receiver<()>,
@@ -110,6 +207,8 @@ impl Shared {
     pub(crate) fn new(
         event_capacity: usize,
         inbound_capacity: usize,
+        inbound_bytes: usize,
+        outbound_bytes: usize,
     ) -> (Arc<Shared>, Receiver<Event>) {
         let (events_tx, events_rx) = crossbeam_channel::bounded(event_capacity);
         let counters = Counters::default();
@@ -126,6 +225,8 @@ impl Shared {
             events_tx: Mutex::new(Some(events_tx)),
             events_rx: events_rx.clone(),
             inbound_capacity,
+            inbound: Budget::new(inbound_bytes),
+            outbound: Budget::new(outbound_bytes),
             room_tx,
             room_rx,
         });
@@ -203,11 +304,17 @@ impl Shared {
         }
     }
 
-    /// Called by the consumer after taking messages: resumes a paused io
-    /// thread once the queue is at most half full (hysteresis, so a slow
-    /// consumer does not cause a wake-up per message).
+    /// `true` when a paused reader may resume: the inbound queue is at most
+    /// half full in messages and in bytes (hysteresis, so a slow consumer
+    /// does not cause a wake-up per message).
+    pub(crate) fn below_resume_mark(&self, queued: usize) -> bool {
+        queued <= self.inbound_capacity / 2 && self.inbound.used() <= self.inbound.limit() / 2
+    }
+
+    /// Called by the consumer after taking messages or handing out a batch:
+    /// resumes a paused io thread once below the resume mark.
     pub(crate) fn taken(&self, queued: usize) {
-        if self.reading_paused.load(SeqCst) && queued <= self.inbound_capacity / 2 {
+        if self.reading_paused.load(SeqCst) && self.below_resume_mark(queued) {
             self.wake_io();
         }
         let _ = self.room_tx.try_send(());
@@ -233,7 +340,10 @@ impl Shared {
             frames_out: c.frames_out.load(Relaxed),
             bytes_out: c.bytes_out.load(Relaxed),
             outbound_queued,
+            outbound_bytes: self.outbound.used(),
             inbound_queued,
+            inbound_bytes: self.inbound.used(),
+            inbound_bytes_peak: self.inbound.peak(),
             dropped: c.dropped.load(Relaxed),
             events_dropped: c.events_dropped.load(Relaxed),
             duplicates: c.duplicates.load(Relaxed),

@@ -126,10 +126,23 @@ pub(crate) fn tls_connector(cfg: &Config) -> Result<native_tls::TlsConnector> {
     })
 }
 
+/// tungstenite's write buffer: what it holds beyond this, it refuses.
+pub(crate) const WRITE_BUFFER: usize = 128 * 1024;
+
 pub(crate) fn ws_config(cfg: &Config) -> WebSocketConfig {
     WebSocketConfig::default()
         .max_message_size(Some(cfg.max_message_size))
         .max_frame_size(Some(cfg.max_frame_size))
+        .write_buffer_size(WRITE_BUFFER)
+        // Data frames enter the buffer only while the socket takes them, at
+        // most one outbound budget per turn; what else piles up there (acks,
+        // pongs, heartbeats) does so only when the server stops reading. Past
+        // twice the budget the connection is given up instead of growing.
+        .max_write_buffer_size(
+            cfg.outbound_bytes
+                .saturating_mul(2)
+                .saturating_add(2 * WRITE_BUFFER),
+        )
 }
 
 fn timed_out(e: &io::Error) -> bool {

@@ -84,8 +84,11 @@ fn a_full_outbound_queue_hands_the_frame_back() {
     assert_eq!(err.into_frame(), Frame::from("c"));
     let err = client.send("d").unwrap_err();
     assert!(
-        err.to_string()
-            .contains("outbound queue is full (2 frames)"),
+        matches!(err, heartline::Error::QueueFull { capacity: 2, .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("outbound queue is full (2 frames"),
         "{err}"
     );
     server.refuse(None);

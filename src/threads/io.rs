@@ -408,7 +408,7 @@ impl Connection {
         }
         // The consumer may have drained the queue before it could see the
         // flag: look again, or we could sleep for ever.
-        if self.inbox.queued() <= self.shared.inbound_capacity / 2 {
+        if self.shared.below_resume_mark(self.inbox.queued()) {
             // Room after all: the loop retries at once instead of sleeping.
             self.shared.reading_paused.store(false, SeqCst);
         }
@@ -479,16 +479,26 @@ impl Connection {
 
     fn write_queued(&mut self, st: &mut Turn) -> Result<(), Error> {
         if st.closing.is_none() && !st.congested {
+            let mut taken = 0;
+            let mut result = Ok(());
             for _ in 0..WRITE_BUDGET {
                 match self.outbound.try_recv() {
                     Ok(f) => {
                         st.active = true;
+                        taken += f.len();
                         trace!("sending {f:?}");
-                        self.write(f)?;
+                        result = self.write(f);
+                        if result.is_err() {
+                            break;
+                        }
                     }
                     Err(_) => break,
                 }
             }
+            // Out of the queue (on the wire or in tungstenite's buffer):
+            // room for senders waiting on the byte budget.
+            self.shared.outbound.release(taken);
+            result?;
             if !self.outbound.is_empty() {
                 st.more_to_read = true; // come back without sleeping
             }
@@ -535,6 +545,10 @@ impl Connection {
 fn ws_error(e: tungstenite::Error) -> Error {
     match e {
         tungstenite::Error::Io(e) => Error::Io(e),
+        tungstenite::Error::WriteBufferFull(_) => Error::Io(std::io::Error::other(
+            "the server has stopped reading: more than twice outbound_bytes is waiting \
+             to be sent; dropping the connection",
+        )),
         tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => Error::Io(
             std::io::Error::new(ErrorKind::NotConnected, "connection closed"),
         ),

@@ -1,0 +1,143 @@
+//! Memory is bounded in bytes, not only in messages: big messages and a
+//! stalled application, both ways.
+mod common;
+use common::*;
+
+use heartline::{Error, Frame, Overflow};
+
+const KIB: usize = 1024;
+
+fn big(i: usize, size: usize) -> String {
+    let mut s = format!("{i:06}:");
+    s.push_str(&"x".repeat(size - s.len()));
+    s
+}
+
+#[test]
+fn big_messages_to_a_stalled_application_stay_within_the_inbound_byte_budget() {
+    let server = server();
+    let budget = 1024 * KIB;
+    let size = 256 * KIB;
+    let client = fast(server.url())
+        .inbound_bytes(budget)
+        .max_message_size(512 * KIB)
+        .max_frame_size(512 * KIB)
+        .batch_max(3)
+        .build()
+        .unwrap();
+    wait_open(&client.events());
+    let n = 24;
+    for i in 0..n {
+        server.push(big(i, size));
+    }
+    // The application reads nothing: the queue fills to the byte budget
+    // (four 256 KiB messages) long before the 4,096-message bound, and
+    // reading pauses there.
+    wait_until("the budget filled", || {
+        client.stats().inbound_bytes == 4 * size
+    });
+    let stats = client.stats();
+    assert_eq!(stats.inbound_queued, 4, "{stats:?}");
+    assert!(stats.inbound_bytes_peak <= budget, "{stats:?}");
+    // Everything still arrives, in order, and the bound held throughout.
+    let got = collect(&client, n);
+    for (i, m) in got.iter().enumerate() {
+        assert!(m.text().unwrap().starts_with(&format!("{i:06}:")));
+        assert_eq!(m.frame().len(), size);
+    }
+    let stats = client.stats();
+    assert!(
+        stats.inbound_bytes_peak <= budget,
+        "peak {} over the {budget} byte budget",
+        stats.inbound_bytes_peak
+    );
+    assert_eq!(stats.dropped, 0);
+    assert_eq!(stats.connects, 1);
+    client.close();
+}
+
+#[test]
+fn one_message_larger_than_the_whole_budget_still_passes() {
+    let server = server();
+    let client = fast(server.url())
+        .inbound_bytes(64 * KIB)
+        .max_message_size(512 * KIB)
+        .max_frame_size(512 * KIB)
+        .build()
+        .unwrap();
+    wait_open(&client.events());
+    server.push(big(1, 200 * KIB));
+    server.push("small");
+    let got = collect(&client, 2);
+    assert_eq!(got[0].frame().len(), 200 * KIB);
+    assert_eq!(got[1].text(), Some("small"));
+    client.close();
+}
+
+#[test]
+fn drop_oldest_drops_by_bytes_too_and_counts() {
+    let server = server();
+    let size = 100 * KIB;
+    let client = fast(server.url())
+        .inbound_bytes(300 * KIB)
+        .max_message_size(512 * KIB)
+        .max_frame_size(512 * KIB)
+        .overflow(Overflow::DropOldest)
+        .build()
+        .unwrap();
+    wait_open(&client.events());
+    for i in 0..10 {
+        server.push(big(i, size));
+    }
+    wait_until("7 messages dropped", || client.stats().dropped >= 7);
+    let got = collect(&client, 3);
+    let heads: Vec<&str> = got.iter().map(|m| &m.text().unwrap()[..6]).collect();
+    assert_eq!(heads, ["000007", "000008", "000009"]);
+    assert!(client.stats().inbound_bytes_peak <= 300 * KIB);
+    client.close();
+}
+
+#[test]
+fn the_outbound_queue_is_bounded_in_bytes_and_refuses_a_frame_it_can_never_hold() {
+    let server = server();
+    server.refuse(Some(503));
+    let client = fast(server.url())
+        .outbound_bytes(64 * KIB)
+        .send_timeout(10 * MS)
+        .build()
+        .unwrap();
+    let frame = |i: usize| Frame::from(big(i, 16 * KIB));
+    for i in 0..4 {
+        client.try_send(frame(i)).unwrap();
+    }
+    let stats = client.stats();
+    assert_eq!((stats.outbound_queued, stats.outbound_bytes), (4, 64 * KIB));
+    let err = client.try_send(frame(4)).unwrap_err();
+    assert!(err.is_full(), "{err}");
+    assert!(matches!(
+        client.send(frame(4)),
+        Err(Error::QueueFull { bytes, .. }) if bytes == 64 * KIB
+    ));
+    let huge = Frame::from(big(9, 65 * KIB));
+    assert!(client.try_send(huge.clone()).unwrap_err().is_too_large());
+    match client.send(huge) {
+        Err(Error::TooLarge(why)) => assert!(why.contains("outbound_bytes"), "{why}"),
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    // Once connected, the queue drains in order and frees its bytes.
+    server.refuse(None);
+    assert!(server.wait_for(WAIT, |l| l.frames.len() >= 4));
+    let log = server.log();
+    let heads: Vec<&str> = log
+        .frames
+        .iter()
+        .filter_map(|r| r.text())
+        .map(|t| &t[..6])
+        .collect();
+    assert_eq!(heads, ["000000", "000001", "000002", "000003"]);
+    wait_until("outbound bytes freed", || {
+        client.stats().outbound_bytes == 0
+    });
+    client.send(frame(5)).unwrap();
+    client.close();
+}
