@@ -540,9 +540,9 @@ impl ClientBuilder {
     /// the background and this returns at once.
     ///
     /// # Errors
-    /// [`Error::Config`] naming the first bad option, [`Error::Url`] for a
-    /// bad URL, [`Error::Tls`] for an unreadable certificate, or
-    /// [`Error::Thread`].
+    /// [`Error::Config`] naming the first bad option (an unreadable
+    /// certificate is `root_certificate_pem`), [`Error::Url`] for a bad
+    /// URL, or [`Error::Thread`].
     pub fn build(self) -> Result<crate::Client> {
         let cfg = self.validate()?;
         crate::client::Client::start(cfg)

@@ -52,14 +52,16 @@ pub enum Error {
         /// The configured limit.
         after: Duration,
     },
-    /// The TLS handshake failed, for example because the server's certificate
-    /// is not trusted. Transient (the server may be fixed), but usually a
-    /// configuration problem: see [`crate::ClientBuilder::root_certificate_pem`].
+    /// The TLS handshake failed. Transient (the server or the clock may be
+    /// fixed), but usually needs an operator: `problem` says what is wrong
+    /// and the message what to do about it.
     #[error("TLS handshake with {host} failed: {reason}")]
     Tls {
         /// The host name the certificate was checked against.
         host: String,
-        /// What OpenSSL said, with a hint when the certificate is untrusted.
+        /// What is wrong, as a value an application can act on.
+        problem: TlsProblem,
+        /// What is wrong and what to do, in words, with OpenSSL's own text.
         reason: String,
     },
     /// The server answered the WebSocket upgrade with an HTTP status other
@@ -126,6 +128,34 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// Why a TLS handshake failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TlsProblem {
+    /// The server's certificate has expired (or the device's clock is
+    /// ahead). Renewing the certificate fixes it; adding a CA does not.
+    Expired,
+    /// The server's certificate is not valid yet: almost always the device's
+    /// clock is behind (no RTC, NTP not synced yet).
+    NotYetValid,
+    /// The certificate was issued for other names than the host connected
+    /// to. Connect by a name it holds, or reissue it.
+    WrongHost,
+    /// The certificate was issued by a CA the device does not trust: add
+    /// that CA with [`crate::ClientBuilder::root_certificate_pem`].
+    UnknownIssuer,
+    /// The certificate is self-signed: trust it with
+    /// [`crate::ClientBuilder::root_certificate_pem`].
+    SelfSigned,
+    /// The server did not speak TLS (a plain `ws://` port, or something
+    /// else entirely).
+    NotTls,
+    /// The TLS context could not be set up from the configuration.
+    Setup,
+    /// Anything else; the message carries OpenSSL's text.
+    Other,
 }
 
 impl Error {
@@ -215,6 +245,16 @@ impl std::error::Error for TrySendError {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tls_errors_give_advice_that_fits_the_cause() {
+        let e = Error::Tls {
+            host: "h".into(),
+            problem: TlsProblem::Expired,
+            reason: "x".into(),
+        };
+        assert!(!e.is_fatal());
+    }
 
     #[test]
     fn error_stays_small() {

@@ -79,7 +79,7 @@ pub struct ReadmeDoctests;
 
 pub use client::{Batches, Client, Events, RecvError};
 pub use config::{AckMode, ClientBuilder, Endpoint, Heartbeat, HelloContext, Overflow, ReplyRule};
-pub use error::{Error, Result, TrySendError};
+pub use error::{Error, Result, TlsProblem, TrySendError};
 pub use machine::backoff::Backoff;
 pub use message::{Batch, CloseReason, Event, Frame, Message, State, Via};
 pub use protocol::{

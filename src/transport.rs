@@ -13,7 +13,7 @@ use tungstenite::protocol::WebSocketConfig;
 use tungstenite::WebSocket;
 
 use crate::config::{Config, Endpoint};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, TlsProblem};
 use crate::redact;
 
 /// A parsed `ws://` or `wss://` URL.
@@ -171,6 +171,7 @@ pub(crate) fn connect(
             Some(c) => c,
             None => tls.insert(tls_connector(cfg).map_err(|e| Error::Tls {
                 host: target.host.clone(),
+                problem: crate::error::TlsProblem::Setup,
                 reason: e.to_string(),
             })?),
         };
@@ -374,23 +375,163 @@ fn tls_error(host: &str, e: &native_tls::Error, addr: &str, after: Duration) -> 
             after,
         };
     }
-    let reason = if text.contains("certificate verify failed")
-        || text.contains("self-signed")
-        || text.contains("unable to get local issuer")
-    {
-        format!("{text} (server certificate is not trusted: add its CA with root_certificate_pem)")
-    } else {
-        text
-    };
+    let (problem, reason) = tls_advice(host, &text, now_utc());
     Error::Tls {
         host: host.to_owned(),
+        problem,
         reason,
     }
+}
+
+/// Reads OpenSSL's words (the verify result native-tls appends in
+/// parentheses) into a problem and advice that fits it. Adding a CA helps
+/// only for an unknown issuer or a self-signed certificate; saying so for
+/// an expired certificate or a wrong name sends an operator the wrong way.
+fn tls_advice(host: &str, text: &str, now: String) -> (TlsProblem, String) {
+    let has = |s: &str| text.contains(s);
+    let (problem, advice) = if has("certificate has expired") {
+        (
+            TlsProblem::Expired,
+            format!(
+                "the server's certificate has expired (or this device's clock is ahead: it \
+                 says {now}); renew the certificate on the server, adding a CA will not help"
+            ),
+        )
+    } else if has("certificate is not yet valid") {
+        (
+            TlsProblem::NotYetValid,
+            format!(
+                "the server's certificate is not valid yet: this device's clock is probably \
+                 behind (it says {now}); set the time (NTP) before connecting"
+            ),
+        )
+    } else if has("Hostname mismatch") || has("IP address mismatch") {
+        (
+            TlsProblem::WrongHost,
+            format!(
+                "the server's certificate was issued for another name than `{host}`; connect \
+                 with a name the certificate holds or reissue it to include this one, adding \
+                 a CA will not help"
+            ),
+        )
+    } else if has("self-signed certificate in certificate chain")
+        || has("self signed certificate in certificate chain")
+        || has("unable to get local issuer certificate")
+        || has("unable to verify the first certificate")
+        || has("unable to get issuer certificate")
+    {
+        (
+            TlsProblem::UnknownIssuer,
+            "the server's certificate was issued by a CA this device does not trust; add \
+             that CA with root_certificate_pem"
+                .to_owned(),
+        )
+    } else if has("self-signed certificate") || has("self signed certificate") {
+        (
+            TlsProblem::SelfSigned,
+            "the server's certificate is self-signed; trust it with root_certificate_pem \
+             (better: issue it from a private CA and add that)"
+                .to_owned(),
+        )
+    } else if has("wrong version number")
+        || has("packet length too long")
+        || has("unexpected EOF")
+        || has("unexpected eof")
+        || has("http request")
+        || has("record layer failure")
+    {
+        (
+            TlsProblem::NotTls,
+            "the server did not answer in TLS: it is probably not TLS on this port (should \
+             the URL be ws:// rather than wss://, or is the port wrong?)"
+                .to_owned(),
+        )
+    } else {
+        return (TlsProblem::Other, text.to_owned());
+    };
+    (problem, format!("{advice} [{text}]"))
+}
+
+/// The wall-clock time as UTC, for messages about certificate dates.
+fn now_utc() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
+        rest / 3600,
+        rest % 3600 / 60
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_clock_is_shown_as_a_civil_date() {
+        let now = now_utc();
+        assert!(now.starts_with("20") && now.ends_with(" UTC"), "{now}");
+        assert_eq!(now.len(), "2026-11-23 09:10 UTC".len(), "{now}");
+    }
+
+    #[test]
+    fn each_verify_result_gets_its_own_advice() {
+        let cases = [
+            (
+                "certificate verify failed (certificate has expired)",
+                TlsProblem::Expired,
+            ),
+            (
+                "certificate verify failed (certificate is not yet valid)",
+                TlsProblem::NotYetValid,
+            ),
+            (
+                "certificate verify failed (Hostname mismatch)",
+                TlsProblem::WrongHost,
+            ),
+            (
+                "certificate verify failed (IP address mismatch)",
+                TlsProblem::WrongHost,
+            ),
+            (
+                "certificate verify failed (self-signed certificate in certificate chain)",
+                TlsProblem::UnknownIssuer,
+            ),
+            (
+                "certificate verify failed (unable to get local issuer certificate)",
+                TlsProblem::UnknownIssuer,
+            ),
+            (
+                "certificate verify failed (self-signed certificate)",
+                TlsProblem::SelfSigned,
+            ),
+            ("ssl3_get_record:wrong version number", TlsProblem::NotTls),
+            ("something new", TlsProblem::Other),
+        ];
+        for (text, want) in cases {
+            let (got, advice) = tls_advice("h", text, "2026-01-01 00:00 UTC".into());
+            assert_eq!(got, want, "{text}");
+            assert!(advice.contains(text), "OpenSSL's words are kept: {advice}");
+            let ca_helps = matches!(want, TlsProblem::UnknownIssuer | TlsProblem::SelfSigned);
+            assert_eq!(
+                advice.contains("root_certificate_pem"),
+                ca_helps,
+                "{advice}"
+            );
+        }
+    }
 
     #[test]
     fn parses_ws_and_wss_with_default_ports() {

@@ -1,7 +1,7 @@
 mod common;
 use common::*;
 
-use heartline::testkit::TestServer;
+use heartline::testkit::{CertProblem, TestServer};
 use heartline::State;
 
 #[test]
@@ -27,7 +27,9 @@ fn wss_with_an_untrusted_certificate_is_refused_with_a_clear_error() {
     assert!(matches!(ev.state, State::Closed(_)));
     let why = client.stats().last_error.unwrap_or_default();
     assert!(
-        why.contains("TLS handshake with 127.0.0.1 failed") && why.contains("not trusted"),
+        why.contains("TLS handshake with 127.0.0.1 failed")
+            && why.contains("does not trust")
+            && why.contains("root_certificate_pem"),
         "{why} / {seen:?}"
     );
     assert_eq!(server.log().accepted(), 0);
@@ -42,4 +44,78 @@ fn the_dangerous_option_accepts_any_certificate() {
         .unwrap();
     wait_open(&client.events());
     client.close();
+}
+
+/// The error of a single failed attempt against `url`.
+fn failure(b: heartline::ClientBuilder) -> String {
+    let client = b.max_attempts(Some(1)).build().unwrap();
+    wait_event(&client.events(), "closed", |e| e.state.is_closed());
+    client.stats().last_error.unwrap_or_default()
+}
+
+fn trusting(server: &TestServer) -> heartline::ClientBuilder {
+    fast(server.url()).root_certificate_pem(server.ca_pem().unwrap())
+}
+
+#[test]
+fn an_expired_certificate_says_expired_and_does_not_ask_for_a_ca() {
+    let server = TestServer::start_tls_with(CertProblem::Expired).unwrap();
+    let why = failure(trusting(&server));
+    assert!(why.contains("expired"), "{why}");
+    assert!(why.contains("clock"), "the device's clock is named: {why}");
+    assert!(!why.contains("root_certificate_pem"), "{why}");
+}
+
+#[test]
+fn a_certificate_not_yet_valid_points_at_the_device_clock() {
+    let server = TestServer::start_tls_with(CertProblem::NotYetValid).unwrap();
+    let why = failure(trusting(&server));
+    assert!(
+        why.contains("not valid yet") && why.contains("clock"),
+        "{why}"
+    );
+    assert!(!why.contains("root_certificate_pem"), "{why}");
+}
+
+#[test]
+fn a_certificate_for_another_host_names_the_host() {
+    let server = TestServer::start_tls_with(CertProblem::OtherHost).unwrap();
+    let why = failure(trusting(&server));
+    assert!(
+        why.contains("another name") && why.contains("127.0.0.1"),
+        "{why}"
+    );
+    assert!(!why.contains("root_certificate_pem"), "{why}");
+}
+
+#[test]
+fn a_self_signed_certificate_says_so() {
+    let server = TestServer::start_tls_with(CertProblem::SelfSigned).unwrap();
+    let why = failure(trusting(&server));
+    assert!(
+        why.contains("self-signed") && why.contains("root_certificate_pem"),
+        "{why}"
+    );
+}
+
+#[test]
+fn a_server_that_does_not_speak_tls_is_named_as_such() {
+    // wss:// to a plain ws:// server.
+    let server = common::server();
+    let url = server.url().replace("ws://", "wss://");
+    let why = failure(fast(url));
+    assert!(why.contains("not TLS") && why.contains("ws://"), "{why}");
+}
+
+#[test]
+fn a_tls_handshake_that_never_finishes_times_out() {
+    // Accepts TCP and then says nothing, as a stuck middlebox does.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("wss://{}/ws", listener.local_addr().unwrap());
+    let why = failure(fast(url).handshake_timeout(100 * MS));
+    assert!(
+        why.contains("TLS handshake") && why.contains("timed out"),
+        "{why}"
+    );
+    drop(listener);
 }

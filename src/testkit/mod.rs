@@ -25,6 +25,7 @@ mod feed;
 mod tls;
 
 pub use feed::{FeedConfig, PollFault, PollSeen};
+pub use tls::CertProblem;
 
 use std::io::{self, ErrorKind};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -194,7 +195,17 @@ impl TestServer {
     /// # Errors
     /// When the listener cannot be bound or the certificate not made.
     pub fn start_tls() -> io::Result<TestServer> {
-        let m = tls::generate().map_err(io::Error::other)?;
+        Self::start_tls_with(CertProblem::None)
+    }
+
+    /// Starts a `wss://` server whose certificate has `problem` (expired,
+    /// for another host, self-signed, …); [`TestServer::ca_pem`] is still
+    /// the CA, so a client that trusts it fails only for that problem.
+    ///
+    /// # Errors
+    /// When the listener cannot be bound or the certificate not made.
+    pub fn start_tls_with(problem: CertProblem) -> io::Result<TestServer> {
+        let m = tls::generate(problem).map_err(io::Error::other)?;
         let identity =
             native_tls::Identity::from_pkcs8(&m.chain_pem, &m.key_pem).map_err(io::Error::other)?;
         let acceptor = native_tls::TlsAcceptor::new(identity).map_err(io::Error::other)?;

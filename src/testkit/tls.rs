@@ -33,6 +33,33 @@ fn name(cn: &str) -> Result<X509Name, ErrorStack> {
     Ok(n.build())
 }
 
+/// What is wrong with the server's certificate, for testing how a client
+/// reports each failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum CertProblem {
+    /// A good certificate for `127.0.0.1` and `localhost`, issued by the CA.
+    #[default]
+    None,
+    /// Issued by the CA, but expired yesterday.
+    Expired,
+    /// Issued by the CA, but valid only from ten days from now (what a
+    /// device whose clock is behind sees).
+    NotYetValid,
+    /// Issued by the CA for `other.example` and `10.9.8.7` only.
+    OtherHost,
+    /// Self-signed, not issued by the CA.
+    SelfSigned,
+}
+
+/// `now + days` as an ASN.1 time (negative: in the past).
+fn days(days: i64) -> Result<Asn1Time, ErrorStack> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    Asn1Time::from_unix(now + days * 86_400)
+}
+
 fn builder(
     subject: &X509NameRef,
     issuer: &X509NameRef,
@@ -51,7 +78,7 @@ fn builder(
     Ok(b)
 }
 
-pub(crate) fn generate() -> Result<Material, ErrorStack> {
+pub(crate) fn generate(problem: CertProblem) -> Result<Material, ErrorStack> {
     let ca_key = key()?;
     let ca_name = name("heartline test CA")?;
     let mut ca = builder(&ca_name, &ca_name, &ca_key)?;
@@ -70,7 +97,24 @@ pub(crate) fn generate() -> Result<Material, ErrorStack> {
 
     let leaf_key = key()?;
     let leaf_name = name("localhost")?;
-    let mut leaf = builder(&leaf_name, ca.subject_name(), &leaf_key)?;
+    let self_signed = problem == CertProblem::SelfSigned;
+    let issuer = if self_signed {
+        leaf_name.as_ref()
+    } else {
+        ca.subject_name()
+    };
+    let mut leaf = builder(&leaf_name, issuer, &leaf_key)?;
+    match problem {
+        CertProblem::Expired => {
+            leaf.set_not_before(days(-30)?.as_ref())?;
+            leaf.set_not_after(days(-1)?.as_ref())?;
+        }
+        CertProblem::NotYetValid => {
+            leaf.set_not_before(days(10)?.as_ref())?;
+            leaf.set_not_after(days(40)?.as_ref())?;
+        }
+        _ => {}
+    }
     leaf.append_extension(BasicConstraints::new().build()?)?;
     leaf.append_extension(
         KeyUsage::new()
@@ -80,21 +124,32 @@ pub(crate) fn generate() -> Result<Material, ErrorStack> {
             .build()?,
     )?;
     leaf.append_extension(ExtendedKeyUsage::new().server_auth().build()?)?;
+    let (dns, ip) = match problem {
+        CertProblem::OtherHost => ("other.example", "10.9.8.7"),
+        _ => ("localhost", "127.0.0.1"),
+    };
     let san = SubjectAlternativeName::new()
-        .dns("localhost")
-        .ip("127.0.0.1")
+        .dns(dns)
+        .ip(ip)
         .build(&leaf.x509v3_context(Some(&ca), None))?;
     leaf.append_extension(san)?;
-    let aki = AuthorityKeyIdentifier::new()
-        .keyid(false)
-        .build(&leaf.x509v3_context(Some(&ca), None))?;
-    leaf.append_extension(aki)?;
-    leaf.sign(&ca_key, MessageDigest::sha256())?;
+    if !self_signed {
+        let aki = AuthorityKeyIdentifier::new()
+            .keyid(false)
+            .build(&leaf.x509v3_context(Some(&ca), None))?;
+        leaf.append_extension(aki)?;
+    }
+    leaf.sign(
+        if self_signed { &leaf_key } else { &ca_key },
+        MessageDigest::sha256(),
+    )?;
     let leaf = leaf.build();
 
     let ca_pem = ca.to_pem()?;
     let mut chain_pem = leaf.to_pem()?;
-    chain_pem.extend_from_slice(&ca_pem);
+    if !self_signed {
+        chain_pem.extend_from_slice(&ca_pem);
+    }
     Ok(Material {
         ca_pem,
         chain_pem,
