@@ -29,13 +29,24 @@
 //!   --since NAME             query parameter that carries the cursor on polls
 //!   --items POINTER          where the array is in a poll response
 //!                            (default: the body is the array)
+//!   --ca FILE                trust this CA certificate (PEM; repeatable)
+//!   --insecure               DANGEROUS: accept any server certificate
+//!   --stdin                  send every line read on standard input as a
+//!                            text frame (EOF does not end tail)
+//!   --stats MS               print {"stats":{...}} every MS and at exit
+//!   --inbound-bytes N        inbound byte budget
+//!   --outbound-bytes N       outbound byte budget
+//!   --max-message N          largest inbound message (and frame), bytes
 //! ```
 //!
 //! Lines: `{"state":"connecting","attempt":1}`, `{"state":"open"}`,
 //! `{"state":"reconnecting","attempt":2,"delay_ms":500,"error":"..."}`,
 //! `{"state":"polling","attempt":4,"delay_ms":800,"error":"..."}`,
 //! `{"state":"closed","reason":"..."}`, and
-//! `{"batch":[{"via":"ws","text":"..."},{"via":"poll","text":"..."},{"via":"ws","binary_hex":"00ff"}]}`.
+//! `{"batch":[{"via":"ws","text":"..."},{"via":"poll","text":"..."},{"via":"ws","binary_hex":"00ff"}]}`,
+//! and with `--stats`, `{"stats":{"state":"open","connects":1,...}}` (every
+//! field of `heartline::Stats`; `rtt_us` in microseconds, `null` until
+//! measured).
 //! A bad flag exits 2; a client that gives up or is closed by the server
 //! exits 1.
 
@@ -71,6 +82,13 @@ struct Args {
     cursor: Option<String>,
     since: Option<String>,
     items: Option<String>,
+    ca: Vec<String>,
+    insecure: bool,
+    stdin: bool,
+    stats: Option<u64>,
+    inbound_bytes: Option<usize>,
+    outbound_bytes: Option<usize>,
+    max_message: Option<usize>,
 }
 
 const USAGE: &str =
@@ -78,7 +96,8 @@ const USAGE: &str =
 [--every MS] [--timeout MS] [--hello TEXT]... [--send TEXT]... [--batch MS] \
 [--backoff MIN_MS:MAX_MS] [--max-attempts N] [--count N] [--for MS] [--poll URL] \
 [--poll-method GET|POST] [--poll-body TEXT] [--poll-after N] [--poll-every MS] [--id POINTER] \
-[--cursor POINTER] [--since NAME] [--items POINTER]";
+[--cursor POINTER] [--since NAME] [--items POINTER] [--ca FILE]... [--insecure] [--stdin] \
+[--stats MS] [--inbound-bytes N] [--outbound-bytes N] [--max-message N]";
 
 fn number<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
     v.parse()
@@ -96,8 +115,17 @@ fn parse(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
             }
             continue;
         }
-        if arg == "--help" {
-            return Err(String::new());
+        match arg.as_str() {
+            "--help" => return Err(String::new()),
+            "--insecure" => {
+                a.insecure = true;
+                continue;
+            }
+            "--stdin" => {
+                a.stdin = true;
+                continue;
+            }
+            _ => {}
         }
         // --flag=value or --flag value
         let (flag, inline) = match arg.split_once('=') {
@@ -154,6 +182,11 @@ fn parse(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
             "--cursor" => a.cursor = Some(value()?),
             "--since" => a.since = Some(value()?),
             "--items" => a.items = Some(value()?),
+            "--ca" => a.ca.push(value()?),
+            "--stats" => a.stats = Some(number("--stats", &value()?)?),
+            "--inbound-bytes" => a.inbound_bytes = Some(number("--inbound-bytes", &value()?)?),
+            "--outbound-bytes" => a.outbound_bytes = Some(number("--outbound-bytes", &value()?)?),
+            "--max-message" => a.max_message = Some(number("--max-message", &value()?)?),
             _ => return Err(format!("unknown flag `{flag}`")),
         }
     }
@@ -161,8 +194,25 @@ fn parse(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
     Ok(a)
 }
 
-fn build(a: &Args) -> heartline::Result<Client> {
+fn build(a: &Args) -> Result<Client, String> {
     let mut b = Client::builder(a.url.clone());
+    for path in &a.ca {
+        let pem = std::fs::read(path).map_err(|e| format!("--ca {path}: {e}"))?;
+        b = b.root_certificate_pem(pem);
+    }
+    if a.insecure {
+        eprintln!("tail: --insecure: any server certificate is accepted");
+        b = b.danger_accept_invalid_certs(true);
+    }
+    if let Some(n) = a.inbound_bytes {
+        b = b.inbound_bytes(n);
+    }
+    if let Some(n) = a.outbound_bytes {
+        b = b.outbound_bytes(n);
+    }
+    if let Some(n) = a.max_message {
+        b = b.max_message_size(n).max_frame_size(n);
+    }
     for (n, v) in &a.headers {
         b = b.header(n.clone(), v.clone());
     }
@@ -217,7 +267,50 @@ fn build(a: &Args) -> heartline::Result<Client> {
     if let Some(ms) = a.poll_every {
         b = b.poll_every(Duration::from_millis(ms));
     }
-    b.build()
+    b.build().map_err(|e| e.to_string())
+}
+
+/// `{"stats":{...}}`: every field of `Stats`, in its order.
+fn stats_line(s: &heartline::Stats) -> Value {
+    json!({ "stats": {
+        "state": s.state.name(),
+        "connects": s.connects,
+        "failed_attempts": s.failed_attempts,
+        "last_error": s.last_error,
+        "last_poll_error": s.last_poll_error,
+        "rtt_us": s.rtt.map(|d| d.as_micros() as u64),
+        "heartbeats": s.heartbeats,
+        "frames_in": s.frames_in,
+        "bytes_in": s.bytes_in,
+        "frames_out": s.frames_out,
+        "bytes_out": s.bytes_out,
+        "outbound_queued": s.outbound_queued,
+        "outbound_bytes": s.outbound_bytes,
+        "inbound_queued": s.inbound_queued,
+        "inbound_bytes": s.inbound_bytes,
+        "inbound_bytes_peak": s.inbound_bytes_peak,
+        "dropped": s.dropped,
+        "events_dropped": s.events_dropped,
+        "duplicates": s.duplicates,
+        "acks": s.acks,
+        "polls": s.polls,
+        "poll_failures": s.poll_failures,
+        "malformed": s.malformed,
+    }})
+}
+
+/// Sends each line of standard input as a text frame, until EOF (which
+/// does not end tail) or the client closes.
+fn forward_stdin(client: Client) {
+    let stdin = std::io::stdin();
+    for line in std::io::BufRead::lines(stdin.lock()) {
+        let Ok(line) = line else { break };
+        match client.send(line) {
+            Ok(()) => {}
+            Err(heartline::Error::Closed) => break,
+            Err(e) => eprintln!("tail: --stdin: {e}"),
+        }
+    }
 }
 
 fn emit(v: &Value) {
@@ -281,6 +374,24 @@ fn main() {
             eprintln!("tail: --send: {e}");
         }
     }
+    if args.stdin {
+        let c = client.clone();
+        // Not joined: a read of standard input cannot be interrupted, and
+        // the process exit ends it.
+        std::thread::spawn(move || forward_stdin(c));
+    }
+    let (stop_stats, stats_stop) = crossbeam_channel::bounded::<()>(0);
+    let stats_printer = args.stats.map(|ms| {
+        let c = client.clone();
+        let every = Duration::from_millis(ms.max(1));
+        std::thread::spawn(move || {
+            while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+                stats_stop.recv_timeout(every)
+            {
+                emit(&stats_line(&c.stats()));
+            }
+        })
+    });
     let events = client.events();
     let printer = std::thread::spawn(move || {
         let mut last = None;
@@ -312,8 +423,15 @@ fn main() {
         }
         emit(&json!({ "batch": items }));
     }
+    drop(stop_stats);
+    if let Some(p) = stats_printer {
+        let _ = p.join();
+    }
     client.close();
     let last = printer.join().ok().flatten();
+    if args.stats.is_some() {
+        emit(&stats_line(&client.stats()));
+    }
     let finished = done || deadline.is_some_and(|d| Instant::now() >= d);
     match last {
         Some(State::Closed(CloseReason::Requested)) | None if finished => {}

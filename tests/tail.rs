@@ -199,3 +199,137 @@ fn tail_rejects_a_bad_poll_method() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("`PUT` is not GET or POST"));
 }
+
+fn json_lines(child: &mut std::process::Child) -> Vec<Value> {
+    BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map(|l| serde_json::from_str(&l.unwrap()).expect("each line is JSON"))
+        .collect()
+}
+
+#[test]
+fn tail_sends_standard_input_line_by_line_and_prints_stats() {
+    init();
+    let server = server();
+    server.echo(true);
+    let mut child = Command::new(tail_bin())
+        .args([
+            server.url().as_str(),
+            "--stdin",
+            "--stats",
+            "20",
+            "--count",
+            "2",
+            "--batch",
+            "0",
+            "--outbound-bytes",
+            "64",
+            "--inbound-bytes",
+            "65536",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        // The middle line is over the 64-byte outbound budget: refused with
+        // a message, and the next line still goes out.
+        let long = "z".repeat(100);
+        write!(stdin, "hello\n{long}\nworld\n").unwrap();
+        // EOF here does not end tail: it exits after --count 2 echoes.
+    }
+    let lines = json_lines(&mut child);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let texts: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l.get("batch"))
+        .flat_map(|b| b.as_array().unwrap())
+        .filter_map(|m| m["text"].as_str())
+        .collect();
+    assert_eq!(texts, ["hello", "world"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--stdin") && err.contains("outbound_bytes"),
+        "{err}"
+    );
+    let stats: Vec<&Value> = lines.iter().filter_map(|l| l.get("stats")).collect();
+    let last = stats.last().expect("a stats line at exit");
+    assert_eq!(
+        lines.last().unwrap().get("stats"),
+        Some(*last),
+        "printed last"
+    );
+    assert_eq!(last["state"], "closed");
+    assert_eq!(last["connects"], 1);
+    assert!(last["frames_out"].as_u64().unwrap() >= 2, "{last}");
+    for key in [
+        "inbound_bytes",
+        "outbound_bytes",
+        "last_poll_error",
+        "rtt_us",
+    ] {
+        assert!(last.get(key).is_some(), "{key} missing: {last}");
+    }
+}
+
+#[test]
+fn tail_max_message_refuses_a_larger_message() {
+    let server = server();
+    let mut child = Command::new(tail_bin())
+        .args([
+            server.url().as_str(),
+            "--max-message",
+            "1000",
+            "--for",
+            "5000",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(server.wait_open(1, WAIT));
+    server.push("y".repeat(2000));
+    // The client closes with 1009 and comes back.
+    assert!(server.wait_connections(2, WAIT));
+    child.kill().unwrap();
+    // Killed: a last line may be cut short, so only whole lines count.
+    let lines: Vec<Value> = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|l| serde_json::from_str(&l).ok())
+        .collect();
+    let _ = child.wait();
+    let why = lines
+        .iter()
+        .find_map(|l| l["error"].as_str())
+        .unwrap_or_default();
+    assert!(why.contains("too large") && why.contains("1000"), "{why}");
+}
+
+#[test]
+fn tail_trusts_a_ca_file_and_insecure_accepts_anything() {
+    let server = heartline::testkit::TestServer::start_tls().unwrap();
+    server.set_greeting(vec!["secure".into()]);
+    let dir = std::env::temp_dir().join(format!("heartline-tail-ca-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, server.ca_pem().unwrap()).unwrap();
+    for extra in [vec!["--ca", ca.to_str().unwrap()], vec!["--insecure"]] {
+        let mut args = vec![server.url(), "--count".into(), "1".into()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let out = Command::new(tail_bin()).args(&args).output().unwrap();
+        assert!(out.status.success(), "{extra:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(r#""text":"secure""#), "{extra:?}: {text}");
+    }
+    let out = Command::new(tail_bin())
+        .args([server.url().as_str(), "--ca", "/nonexistent/ca.pem"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--ca /nonexistent/ca.pem"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
