@@ -1,9 +1,13 @@
 //! The main job, on the embedded defaults, against the built-in server.
 //!
-//! Starts the loopback test server in this process, pushes a burst of one to
-//! three messages every 300 ms, drops every connection at 6 s and makes the link half-open (TCP up,
-//! server silent) at 12 s, and prints each batch and each state change. Ends
-//! by itself after 20 s.
+//! Starts the loopback test server in this process with its sequenced feed
+//! (it keeps what it published and redelivers every message the client has
+//! not acknowledged, as the README's server rules ask). It publishes a burst
+//! of one to three notices every 300 ms, drops every connection at 30 % of
+//! the run and makes the link half-open (TCP up, server silent) at 60 %, and
+//! prints each batch and each state change. Then it checks the promise:
+//! every notice from 1 to N arrived exactly once, in order, or it names the
+//! ones that did not (and exits 1). Ends by itself after 20 s.
 //!
 //! ```text
 //! cargo run --example demo [-- --seconds N]
@@ -15,8 +19,9 @@
 
 use std::time::{Duration, Instant};
 
-use heartline::testkit::TestServer;
-use heartline::{Client, State};
+use heartline::testkit::{FeedConfig, TestServer};
+use heartline::{Client, JsonRules, State};
+use serde_json::json;
 
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("heartline=warn"))
@@ -54,27 +59,31 @@ fn parse_seconds() -> Result<u64, String> {
 fn run(seconds: u64) -> Result<(), Box<dyn std::error::Error>> {
     let start = Instant::now();
     let stamp = move || format!("[{:>6.2}s]", start.elapsed().as_secs_f64());
-    let server = TestServer::start()?;
+    let mut server = TestServer::start()?;
+    // Messages {"title":…,"id":"m-N","seq":N}; the client acks with
+    // {"type":"ack","ack":"m-N"}; unacked ones go to every new connection.
+    server.enable_feed(FeedConfig::default())?;
     println!("{} test server on {}", stamp(), server.url());
 
     let client = Client::builder(server.url())
+        .protocol(
+            JsonRules::new()
+                .id("/id")
+                .cursor("/seq")
+                .ack(json!({"type": "ack"}), [("/id", "ack")]),
+        )
         .heartbeat_interval(Duration::from_secs(2))
         .server_timeout(Duration::from_secs(1))
         .hello(|ctx| {
-            vec![format!(
-                r#"{{"type":"hello","device":"kiosk-7","reconnects":{}}}"#,
-                ctx.reconnects
-            )
-            .into()]
+            vec![
+                json!({"type": "hello", "device": "kiosk-7", "reconnects": ctx.reconnects,
+                        "resume_after": ctx.cursor.as_ref().map(|c| c.to_json())})
+                .into(),
+            ]
         })
         .build()?;
 
     let events = client.events();
-    // Start the show once the first connection is up (messages pushed to no
-    // connection are lost: this server keeps no backlog).
-    if !server.wait_connections(1, Duration::from_secs(5)) {
-        return Err("the client did not connect within 5 s".into());
-    }
     let printer = std::thread::spawn(move || {
         for ev in events {
             let extra = match &ev.state {
@@ -90,58 +99,107 @@ fn run(seconds: u64) -> Result<(), Box<dyn std::error::Error>> {
         }
     });
 
-    // This loop plays the server (a message every 300 ms, the faults) and
-    // the application (printing batches) in turn.
-    let end = start + Duration::from_secs(seconds);
-    let mut seq = 0u64;
+    // This loop plays the server (notices every 300 ms, the faults) and the
+    // application (printing batches) in turn.
+    let run_for = Duration::from_secs(seconds);
+    let end = start + run_for;
+    let drop_at = start + run_for.mul_f64(0.3);
+    let silence_at = start + run_for.mul_f64(0.6);
+    let mut published = 0u64;
+    let mut got: Vec<u64> = Vec::new();
     let mut dropped = false;
     let mut silenced = false;
     let mut next_push = Instant::now();
-    loop {
-        let now = Instant::now();
-        if now >= end {
-            break;
+    let receive = |until: Instant, got: &mut Vec<u64>| {
+        while let Ok(batch) = client.batches().recv_deadline(until) {
+            let seqs: Vec<u64> = batch
+                .iter()
+                .filter_map(|m| m.json().and_then(|v| v["seq"].as_u64()))
+                .collect();
+            let shown: Vec<String> = seqs.iter().map(u64::to_string).collect();
+            println!(
+                "{} batch of {}: notices {}",
+                stamp(),
+                batch.len(),
+                shown.join(" ")
+            );
+            got.extend(seqs);
         }
-        if !dropped && now >= start + Duration::from_secs(6) {
+    };
+    while Instant::now() < end {
+        let now = Instant::now();
+        if !dropped && now >= drop_at {
             dropped = true;
             println!("{} server: dropping every connection", stamp());
             server.drop_all();
         }
-        if !silenced && now >= start + Duration::from_secs(12) {
+        if !silenced && now >= silence_at {
             silenced = true;
             println!("{} server: going silent with TCP open (half-open)", stamp());
             server.silence_all();
         }
         if now >= next_push {
-            // Bursts of 1 to 3 messages: a burst lands in one batch.
-            let burst = seq % 3 + 1;
-            for _ in 0..burst {
-                seq += 1;
-                server.push(format!(r#"{{"seq":{seq},"title":"notice {seq}"}}"#));
+            // Bursts of 1 to 3 notices: a burst lands in one batch.
+            for _ in 0..published % 3 + 1 {
+                published = server.publish(json!({ "title": format!("notice {}", published + 1) }));
             }
             next_push += Duration::from_millis(300);
         }
-        // Hand out whatever batches are ready until the next server action.
-        let until = next_push.min(end);
-        while let Ok(batch) = client.batches().recv_deadline(until) {
-            let items: Vec<&str> = batch.iter().filter_map(|m| m.text()).collect();
-            println!("{} batch of {}: {}", stamp(), batch.len(), items.join(" "));
-        }
+        receive(next_push.min(end), &mut got);
+    }
+    // The server stops publishing; give what it still redelivers a moment
+    // to arrive, then check.
+    let grace = Instant::now() + Duration::from_secs(5);
+    while !got.contains(&published) && Instant::now() < grace {
+        receive(
+            grace.min(Instant::now() + Duration::from_millis(200)),
+            &mut got,
+        );
     }
     let stats = client.stats();
     client.close();
-    for batch in client.batches() {
-        println!("{} batch of {} (after close)", stamp(), batch.len());
-    }
     let _ = printer.join();
     println!(
-        "{} done: {} connects, {} heartbeats, rtt {:?}, {} messages in, {} dropped",
+        "{} done: {} connects, {} heartbeats, rtt {:?}, {} messages in, {} redelivered copies dropped, {} dropped",
         stamp(),
         stats.connects,
         stats.heartbeats,
         stats.rtt,
         stats.frames_in,
+        stats.duplicates,
         stats.dropped
     );
+    let verdict = check(published, &got);
+    println!("{} {verdict}", stamp());
+    if verdict.starts_with("BROKEN") {
+        return Err("the delivery guarantee did not hold".into());
+    }
     Ok(())
+}
+
+/// "every notice from 1 to N arrived exactly once, in order", or what did
+/// not.
+fn check(published: u64, got: &[u64]) -> String {
+    let mut count = vec![0u32; published as usize + 1];
+    let mut strays = Vec::new();
+    for &s in got {
+        match count.get_mut(s as usize) {
+            Some(c) if s > 0 => *c += 1,
+            _ => strays.push(s),
+        }
+    }
+    let missing: Vec<u64> = (1..=published)
+        .filter(|&s| count[s as usize] == 0)
+        .collect();
+    let twice: Vec<u64> = (1..=published).filter(|&s| count[s as usize] > 1).collect();
+    let in_order = got.windows(2).all(|w| w[0] < w[1]);
+    if missing.is_empty() && twice.is_empty() && strays.is_empty() && in_order {
+        return format!(
+            "guarantee held: every notice from 1 to {published} arrived exactly once, in order"
+        );
+    }
+    format!(
+        "BROKEN: of {published} notices, missing {missing:?}, delivered twice {twice:?}, \
+         unexpected {strays:?}, in order: {in_order}"
+    )
 }
