@@ -70,6 +70,8 @@ fn main() {
     failover(&mut report);
     eprintln!("[{:>6.1}s] flood", started.elapsed().as_secs_f64());
     flood(&sizes, &mut report);
+    eprintln!("[{:>6.1}s] stalled", started.elapsed().as_secs_f64());
+    stalled(quick, &mut report);
 
     report.note("seconds", json!(started.elapsed().as_secs_f64()));
     report.print();
@@ -493,6 +495,7 @@ fn child(args: &[String]) {
             client.close();
             v
         }
+        "stalled" => stalled_child(&url, n),
         other => json!({"error": format!("unknown child {other}")}),
     };
     println!("{out}");
@@ -692,4 +695,82 @@ fn flood(s: &Sizes, report: &mut Report) {
         ),
     );
     report.note("flood", v);
+}
+
+// --------------------------------------------------------------- stalled
+
+/// Size of each message in the stalled-application flood.
+const BIG: usize = 256 * 1024;
+/// The library's default inbound byte budget, which this row checks.
+const INBOUND_BUDGET: usize = 8 << 20;
+/// What the bound allows on top of the budget: tungstenite's buffers, the
+/// message being read, the allocator's slack.
+const SLACK: usize = 8 << 20;
+
+/// The child of the stalled row: default settings, an application that
+/// reads nothing until the queue is full and then a while longer, then
+/// drains everything.
+fn stalled_child(url: &str, n: usize) -> Value {
+    let client = Client::builder(url).build().expect("client");
+    let events = client.events();
+    wait_open(&events);
+    let base_kb = status_kb("VmRSS:");
+    println!("ready");
+    let _ = std::io::stdout().flush();
+    // Stalled: wait (polling; this is the application not reading) until the
+    // queue holds its budget, then stay stalled while the server keeps
+    // pushing into TCP.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.stats().inbound_bytes + BIG <= INBOUND_BUDGET && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let peak_kb = status_kb("VmHWM:");
+    let stalled = client.stats();
+    let mut got = 0;
+    while got < n {
+        let Ok(batch) = client.recv_timeout(Duration::from_secs(30)) else {
+            break;
+        };
+        got += batch.len();
+    }
+    let stats = client.stats();
+    client.close();
+    json!({"received": got, "base_rss_kb": base_kb, "peak_rss_kb": peak_kb,
+        "queued_while_stalled": stalled.inbound_queued,
+        "inbound_bytes_peak": stats.inbound_bytes_peak, "budget": INBOUND_BUDGET,
+        "dropped": stats.dropped, "connects": stats.connects})
+}
+
+fn stalled(quick: bool, report: &mut Report) {
+    let server = TestServer::start().expect("server");
+    let n = if quick { 96 } else { 400 };
+    let payload = "s".repeat(BIG);
+    let v = run_child(&["stalled", &server.url(), &n.to_string()], || {
+        server.push_many(vec![Frame::from(payload.as_str()); n]);
+    });
+    let over_kb = v["peak_rss_kb"]
+        .as_u64()
+        .unwrap_or(0)
+        .saturating_sub(v["base_rss_kb"].as_u64().unwrap_or(0));
+    let bound_kb = ((INBOUND_BUDGET + SLACK) / 1024) as u64;
+    let ok = v["received"].as_u64() == Some(n as u64)
+        && v["dropped"].as_u64() == Some(0)
+        && v["inbound_bytes_peak"].as_u64() <= Some(INBOUND_BUDGET as u64)
+        && over_kb <= bound_kb;
+    report.row(
+        &format!(
+            "flood of 256 KiB msgs, app stalled: peak RSS ({} MiB sent)",
+            n / 4
+        ),
+        format!("+{over_kb} kB over idle"),
+        format!("bound {bound_kb} kB (budget + 8 MiB)"),
+        format!(
+            "queue peak {} B, {} received {}",
+            v["inbound_bytes_peak"],
+            v["received"],
+            if ok { "ok" } else { "MISSED" }
+        ),
+    );
+    report.note("stalled", v);
 }
