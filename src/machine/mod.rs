@@ -5,5 +5,6 @@
 
 pub mod backoff;
 pub(crate) mod batch;
+pub(crate) mod connection;
 pub(crate) mod heartbeat;
 pub(crate) mod reconnect;

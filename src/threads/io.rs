@@ -1,30 +1,36 @@
-//! The socket io thread: the only owner of the socket.
+//! The socket io thread: the only owner of the socket, a thin driver of
+//! [`crate::machine::connection`].
 //!
 //! It waits in epoll (mio) on the socket and a waker. Other threads hand it
 //! work through channels and wake it; nothing wakes it on a timer, so an
 //! idle connection sleeps and a queued frame reaches the wire at once. mio is
 //! edge-triggered, so every wake-up reads until `WouldBlock`, which also
 //! drains bytes OpenSSL has already decrypted and epoll cannot see.
+//!
+//! Every decision is the machine's; this file moves bytes, turns
+//! tungstenite's results into the machine's inputs, and carries out its
+//! actions.
 
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use crossbeam_channel::{Receiver, Sender};
 use log::{debug, trace, warn};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::CloseFrame;
-use tungstenite::Message as WsMessage;
+use tungstenite::{Message as WsMessage, WebSocket};
 
-use crate::config::{AckMode, Config, Heartbeat};
 use crate::error::Error;
-use crate::inbox::{Inbox, Offer};
-use crate::message::{Frame, Message, Meta, Via};
+use crate::inbox::Inbox;
+use crate::machine::connection::{Action, Connection as Machine, Incoming, ReadFailure, Wait};
+pub(crate) use crate::machine::connection::{Command, Exit};
+use crate::message::Frame;
 use crate::shared::Shared;
 use crate::threads::supervisor::Setup;
 use crate::transport::Socket;
@@ -38,25 +44,6 @@ const WRITE_BUDGET: usize = 256;
 /// How long the io thread keeps looking for the next event without sleeping
 /// after a turn that moved data (see the poll loop).
 const SPIN: Duration = Duration::from_micros(50);
-
-/// Requests to the io thread from the heartbeat thread and the supervisor.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Command {
-    /// Send a heartbeat now.
-    Beat,
-    /// The link is dead: drop it without a close handshake.
-    Dead,
-    /// The application closes: send close 1000 and wait briefly.
-    Close,
-}
-
-/// How the connection ended.
-#[derive(Debug)]
-pub(crate) enum Exit {
-    Requested,
-    ServerClosed { code: u16, reason: String },
-    Lost(Error),
-}
 
 struct LinkInner {
     commands: Sender<Command>,
@@ -74,6 +61,17 @@ pub(crate) struct Link {
 }
 
 impl Link {
+    fn new(waker: Arc<Waker>, commands: Sender<Command>) -> Link {
+        Link {
+            inner: Arc::new(LinkInner {
+                commands,
+                opened: Instant::now(),
+                last_inbound_ns: AtomicU64::new(0),
+            }),
+            waker,
+        }
+    }
+
     pub(crate) fn command(&self, c: Command) {
         // The channel holds a few commands; a full one already has work
         // queued that makes the io thread act.
@@ -99,18 +97,257 @@ impl Link {
     }
 }
 
-pub(crate) struct Connection {
-    socket: Socket,
-    hello: Vec<Frame>,
-    poll: Poll,
-    link: Link,
-    commands: Receiver<Command>,
-    cfg: Arc<Config>,
+/// What the driver reaches besides the socket.
+struct Ctx {
     shared: Arc<Shared>,
     outbound: Receiver<Frame>,
     inbox: Arc<Inbox>,
+    link: Link,
     /// Told once, at the first inbound frame (the socket proved itself).
     proven: Sender<()>,
+}
+
+/// One connection's socket work without the waiting: reads, writes and the
+/// machine's actions. Generic over the stream so the glue is tested with a
+/// scripted `Read + Write`.
+struct Driver<S> {
+    ws: WebSocket<S>,
+    m: Machine,
+    ctx: Ctx,
+    /// This turn moved data (read or wrote a frame).
+    active: bool,
+    /// The read budget ran out, or a pause ended: bytes may wait in the
+    /// socket that will raise no new edge, so read without one.
+    read_again: bool,
+}
+
+impl<S: Read + Write> Driver<S> {
+    /// Carries out the machine's actions; the exit once it has one.
+    fn act(&mut self) -> Option<Exit> {
+        while let Some(a) = self.m.next_action() {
+            match a {
+                Action::Write(f) => self.write(f),
+                Action::Ack(f) => {
+                    // Counted first: whoever sees the server holding the ack
+                    // sees it counted.
+                    self.ctx.shared.counters.acks.fetch_add(1, Relaxed);
+                    self.write(f);
+                }
+                Action::Beat(f) => {
+                    let n = self.ctx.shared.counters.heartbeats.fetch_add(1, Relaxed) + 1;
+                    debug!("sending heartbeat");
+                    match f {
+                        Some(f) => self.write(f),
+                        None => {
+                            self.send(WsMessage::Ping(n.to_be_bytes().to_vec().into()));
+                        }
+                    }
+                }
+                Action::DrainQueue => self.take_queued(usize::MAX),
+                Action::Close(code, reason) => {
+                    debug!("sending close {code}");
+                    self.send(WsMessage::Close(Some(CloseFrame {
+                        code: CloseCode::from(code),
+                        reason: reason.into(),
+                    })));
+                }
+                Action::Flush => self.flush(),
+                Action::Deliver(msg) => {
+                    trace!("received {:?}", msg.frame());
+                    let answer = self.ctx.inbox.offer(msg, false);
+                    self.m.offered(answer, Instant::now());
+                }
+                Action::Pause => {
+                    debug!("inbound queue full; reading paused");
+                    self.ctx.shared.reading_paused.store(true, SeqCst);
+                    // The consumer may have drained the queue before it could
+                    // see the flag: look again, or we could sleep for ever.
+                    if self.ctx.shared.below_resume_mark(self.ctx.inbox.queued()) {
+                        self.ctx.shared.reading_paused.store(false, SeqCst);
+                    }
+                }
+                Action::Resume { at } => {
+                    debug!("inbound queue has room again; reading resumes");
+                    self.ctx.shared.reading_paused.store(false, SeqCst);
+                    self.ctx.link.touch(at);
+                }
+                Action::Alive(at) => {
+                    self.active = true;
+                    self.ctx.link.touch(at);
+                }
+                Action::Proven => {
+                    let _ = self.ctx.proven.try_send(());
+                }
+                Action::Rtt(d) => {
+                    trace!("heartbeat answered in {d:?}");
+                    self.ctx.shared.set_rtt(d);
+                }
+                Action::DroppedWhileClosing => {
+                    self.ctx.shared.counters.dropped.fetch_add(1, Relaxed);
+                    warn!("inbound queue full while closing; message not taken (not acked)");
+                }
+                Action::Exit(e) => return Some(e),
+            }
+        }
+        None
+    }
+
+    /// One turn: the commands, the held message, reads, queued writes.
+    fn turn(&mut self, commands: &Receiver<Command>, read: bool) -> Option<Exit> {
+        for c in commands.try_iter() {
+            self.m.command(c, Instant::now());
+            if let Some(e) = self.act() {
+                return Some(e);
+            }
+        }
+        if self.m.paused() {
+            self.m.room();
+            if let Some(e) = self.act() {
+                return Some(e);
+            }
+            // Resumed: the bytes it left in the socket raise no new edge.
+            self.read_again |= !self.m.paused();
+        }
+        let read = read || std::mem::take(&mut self.read_again) || self.m.closing();
+        if !self.m.paused() && read {
+            if let Some(e) = self.read() {
+                return Some(e);
+            }
+        }
+        if self.m.takes_frames() {
+            self.take_queued(WRITE_BUDGET);
+        }
+        self.flush();
+        self.act()
+    }
+
+    fn read(&mut self) -> Option<Exit> {
+        for _ in 0..READ_BUDGET {
+            let failure = match self.ws.read() {
+                Ok(msg) => {
+                    let c = &self.ctx.shared.counters;
+                    c.frames_in.fetch_add(1, Relaxed);
+                    c.bytes_in.fetch_add(msg.len() as u64, Relaxed);
+                    let incoming = match msg {
+                        WsMessage::Text(t) => Incoming::Data(Frame::Text(t.as_str().to_owned())),
+                        WsMessage::Binary(b) => Incoming::Data(Frame::Binary(b.to_vec())),
+                        WsMessage::Ping(_) => Incoming::Ping,
+                        WsMessage::Pong(_) => Incoming::Pong,
+                        WsMessage::Close(cf) => {
+                            let (code, reason) = cf
+                                .map(|f| (u16::from(f.code), f.reason.as_str().to_owned()))
+                                .unwrap_or((1005, String::new()));
+                            debug!("server closed with {code} {reason:?}");
+                            Incoming::Close(code, reason)
+                        }
+                        WsMessage::Frame(_) => continue,
+                    };
+                    self.m.frame(incoming, Instant::now());
+                    if let Some(e) = self.act() {
+                        return Some(e);
+                    }
+                    if self.m.paused() {
+                        return None;
+                    }
+                    continue;
+                }
+                Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => return None,
+                Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(
+                    tungstenite::Error::ConnectionClosed
+                    | tungstenite::Error::AlreadyClosed
+                    | tungstenite::Error::Protocol(
+                        tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+                    ),
+                ) => ReadFailure::Ended,
+                Err(tungstenite::Error::Capacity(e)) => {
+                    warn!("inbound message too large, closing with 1009: {e}");
+                    ReadFailure::TooLarge(e.to_string())
+                }
+                Err(tungstenite::Error::Io(e)) => ReadFailure::Failed(Error::Io(e)),
+                Err(e) => {
+                    warn!("protocol error from the server: {e}");
+                    ReadFailure::Failed(Error::Protocol(e.to_string()))
+                }
+            };
+            self.m.read_failed(failure);
+            return self.act();
+        }
+        self.m.read_budget_spent();
+        self.read_again = true;
+        None
+    }
+
+    /// Moves up to `max` of the application's frames to the socket.
+    fn take_queued(&mut self, max: usize) {
+        let mut taken = 0;
+        for _ in 0..max {
+            let Ok(f) = self.ctx.outbound.try_recv() else {
+                break;
+            };
+            self.active = true;
+            taken += f.len();
+            trace!("sending {f:?}");
+            self.write(f);
+            if self.m.is_done() {
+                break;
+            }
+        }
+        // Out of the queue (on the wire or in tungstenite's buffer): room
+        // for senders waiting on the byte budget.
+        self.ctx.shared.outbound.release(taken);
+        if !self.ctx.outbound.is_empty() {
+            self.m.write_budget_spent(); // come back without sleeping
+        }
+    }
+
+    fn write(&mut self, frame: Frame) {
+        let len = frame.len() as u64;
+        let msg = match frame {
+            Frame::Text(t) => WsMessage::Text(t.into()),
+            Frame::Binary(b) => WsMessage::Binary(b.into()),
+        };
+        if self.send(msg) {
+            let c = &self.ctx.shared.counters;
+            c.frames_out.fetch_add(1, Relaxed);
+            c.bytes_out.fetch_add(len, Relaxed);
+        }
+    }
+
+    /// Hands a message to tungstenite; `false` when it failed (the machine
+    /// then has its exit).
+    fn send(&mut self, msg: WsMessage) -> bool {
+        match self.ws.write(msg) {
+            // WouldBlock: buffered; the flush finishes it when writable.
+            Ok(()) => true,
+            Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => true,
+            Err(e) => {
+                self.m.write_failed(ws_error(e));
+                false
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        match self.ws.flush() {
+            Ok(()) => self.m.congested(false),
+            // The kernel buffer is full: take no frames until the socket is
+            // writable again (edge-triggered WRITABLE wakes us).
+            Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => {
+                self.m.congested(true)
+            }
+            Err(e) => self.m.write_failed(ws_error(e)),
+        }
+    }
+}
+
+/// One open connection, before its thread runs it.
+pub(crate) struct Connection {
+    driver: Driver<crate::transport::Stream>,
+    poll: Poll,
+    commands: Receiver<Command>,
+    /// Over TLS every wake-up reads: OpenSSL may hold bytes epoll cannot see.
+    always_read: bool,
 }
 
 impl Connection {
@@ -133,133 +370,69 @@ impl Connection {
         )?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (commands_tx, commands) = crossbeam_channel::bounded(8);
-        let link = Link {
-            inner: Arc::new(LinkInner {
-                commands: commands_tx,
-                opened: Instant::now(),
-                last_inbound_ns: AtomicU64::new(0),
-            }),
-            waker,
-        };
         s.shared.reading_paused.store(false, SeqCst);
+        let always_read = matches!(socket.get_ref(), crate::transport::Stream::Tls(_));
         Ok(Connection {
-            socket,
-            hello,
+            driver: Driver {
+                ws: socket,
+                m: Machine::new(s.cfg.clone(), hello),
+                ctx: Ctx {
+                    shared: s.shared.clone(),
+                    outbound: s.outbound.clone(),
+                    inbox: s.inbox.clone(),
+                    link: Link::new(waker, commands_tx),
+                    proven,
+                },
+                active: false,
+                read_again: false,
+            },
             poll,
-            link,
             commands,
-            cfg: s.cfg.clone(),
-            shared: s.shared.clone(),
-            outbound: s.outbound.clone(),
-            inbox: s.inbox.clone(),
-            proven,
+            always_read,
         })
     }
 
     pub(crate) fn link(&self) -> Link {
-        self.link.clone()
+        self.driver.ctx.link.clone()
     }
 
     pub(crate) fn run(mut self) -> Exit {
         let exit = self.serve();
-        self.shared.reading_paused.store(false, SeqCst);
+        self.driver.ctx.shared.reading_paused.store(false, SeqCst);
         debug!("connection ended: {exit:?}");
         exit
     }
 
     fn serve(&mut self) -> Exit {
-        let mut st = Turn::default();
-        // On plain TCP, a wake-up with no socket event (edge-triggered) means
-        // no new bytes: skip the read. Over TLS always read: OpenSSL may hold
-        // bytes that epoll does not know about.
-        let always_read = matches!(self.socket.get_ref(), crate::transport::Stream::Tls(_));
-        let mut socket_event = true;
-        for frame in std::mem::take(&mut self.hello) {
-            if let Err(e) = self.write(frame) {
-                return Exit::Lost(e);
-            }
+        let d = &mut self.driver;
+        if let Some(e) = d.act() {
+            return e; // the hello frames could not be written
         }
         let mut events = Events::with_capacity(8);
+        // On plain TCP, a wake-up with no socket event (edge-triggered)
+        // means no new bytes: skip the read.
+        let mut socket_event = true;
         loop {
-            // 1. Requests from the other threads.
-            loop {
-                match self.commands.try_recv() {
-                    Ok(Command::Beat) => {
-                        if let Err(e) = self.beat(&mut st) {
-                            return Exit::Lost(e);
-                        }
-                    }
-                    Ok(Command::Dead) => {
-                        return Exit::Lost(Error::HeartbeatTimeout {
-                            timeout: self.cfg.server_timeout,
-                        })
-                    }
-                    Ok(Command::Close) => {
-                        if st.closing.is_none() {
-                            if let Err(e) = self.start_close(&mut st) {
-                                debug!("close handshake failed: {e}");
-                                return Exit::Requested;
-                            }
-                        }
-                    }
-                    Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => break,
-                }
+            if let Some(e) = d.turn(&self.commands, self.always_read || socket_event) {
+                return e;
             }
-            // 2. A message held back by a full inbound queue.
-            let was_held = st.held.is_some();
-            if let Some(m) = st.held.take() {
-                st.held = match self.deliver(m, st.closing.is_some()) {
-                    Ok(h) => h,
-                    Err(e) => return Exit::Lost(e),
-                };
-                if st.held.is_none() {
-                    debug!("inbound queue has room again; reading resumes");
-                    self.shared.reading_paused.store(false, SeqCst);
-                    self.link.touch(Instant::now());
-                }
+            let now = Instant::now();
+            // A held message the consumer has made room for: retry at once.
+            let retry = d.m.paused() && !d.ctx.shared.reading_paused.load(SeqCst);
+            let wait = if retry { Wait::Again } else { d.m.wait(now) };
+            if let Some(e) = d.act() {
+                return e; // the close handshake's deadline passed
             }
-            // 3. Read until WouldBlock (or the budget, or a full queue).
-            // (A reader that was paused must read: the bytes it left in the
-            // socket raise no new edge.)
-            let read_now =
-                always_read || socket_event || was_held || st.more_to_read || st.closing.is_some();
-            st.more_to_read = false;
-            if st.held.is_none() && read_now {
-                if let Some(exit) = self.read(&mut st) {
-                    return exit;
-                }
-            }
-            // 4. Write queued frames and flush.
-            if let Some(e) = self.write_queued(&mut st).err() {
-                return if st.closing.is_some() {
-                    Exit::Requested
-                } else {
-                    Exit::Lost(e)
-                };
-            }
-            // 5. Sleep until the socket or the waker needs us.
-            let retry_held = st.held.is_some() && !self.shared.reading_paused.load(SeqCst);
-            let timeout = if st.more_to_read || retry_held {
-                Some(Duration::ZERO)
-            } else if let Some(deadline) = st.closing {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    debug!(
-                        "no close frame from the server within {:?}",
-                        self.cfg.close_timeout
-                    );
-                    return Exit::Requested;
-                }
-                Some(left)
-            } else {
-                None
+            let timeout = match wait {
+                Wait::Again => Some(Duration::ZERO),
+                Wait::Until(deadline) => deadline.map(|t| t.saturating_duration_since(now)),
             };
             // Right after I/O the next event (a reply, the next send) often
             // follows within microseconds: look without sleeping for a short
             // while first, which saves a thread wake-up on the round trip.
             // Bounded, and only after activity: an idle connection sleeps.
             let mut ready = false;
-            if timeout.is_none() && st.active {
+            if timeout.is_none() && std::mem::take(&mut d.active) {
                 let until = Instant::now() + SPIN;
                 while !ready && Instant::now() < until {
                     match self.poll.poll(&mut events, Some(Duration::ZERO)) {
@@ -270,7 +443,6 @@ impl Connection {
                     std::hint::spin_loop();
                 }
             }
-            st.active = false;
             if !ready {
                 if let Err(e) = self.poll.poll(&mut events, timeout) {
                     if e.kind() != ErrorKind::Interrupted {
@@ -279,265 +451,6 @@ impl Connection {
                 }
             }
             socket_event = events.iter().any(|e| e.token() == SOCKET);
-        }
-    }
-
-    fn read(&mut self, st: &mut Turn) -> Option<Exit> {
-        for _ in 0..READ_BUDGET {
-            let msg = match self.socket.read() {
-                Ok(m) => m,
-                Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => return None,
-                Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
-                    return Some(self.closed_exit(st));
-                }
-                Err(tungstenite::Error::Capacity(e)) => {
-                    let what = format!("{e} (limit: {} bytes)", self.cfg.max_message_size);
-                    warn!("inbound message too large, closing with 1009: {what}");
-                    let _ = self.socket.close(Some(CloseFrame {
-                        code: CloseCode::Size,
-                        reason: "message too big".into(),
-                    }));
-                    return Some(Exit::Lost(Error::TooLarge(what)));
-                }
-                Err(tungstenite::Error::Io(e)) => return Some(self.lost(st, Error::Io(e))),
-                Err(tungstenite::Error::Protocol(
-                    tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
-                )) => return Some(self.closed_exit(st)),
-                Err(e) => {
-                    warn!("protocol error from the server: {e}");
-                    return Some(self.lost(st, Error::Protocol(e.to_string())));
-                }
-            };
-            let now = Instant::now();
-            st.active = true;
-            self.link.touch(now);
-            if !st.proven {
-                st.proven = true;
-                let _ = self.proven.try_send(());
-            }
-            let c = &self.shared.counters;
-            c.frames_in.fetch_add(1, Relaxed);
-            c.bytes_in.fetch_add(msg.len() as u64, Relaxed);
-            let frame = match msg {
-                WsMessage::Text(t) => Frame::Text(t.as_str().to_owned()),
-                WsMessage::Binary(b) => Frame::Binary(b.to_vec()),
-                WsMessage::Pong(_) => {
-                    self.answered(st, now);
-                    continue;
-                }
-                WsMessage::Ping(_) | WsMessage::Frame(_) => continue,
-                WsMessage::Close(cf) => {
-                    let (code, reason) = cf
-                        .map(|f| (u16::from(f.code), f.reason.as_str().to_owned()))
-                        .unwrap_or((1005, String::new()));
-                    // tungstenite queued the reply; send it on the way out.
-                    let _ = self.socket.flush();
-                    if st.closing.is_some() {
-                        return Some(Exit::Requested);
-                    }
-                    debug!("server closed with {code} {reason:?}");
-                    return Some(Exit::ServerClosed { code, reason });
-                }
-            };
-            if self.cfg.replies.iter().any(|r| r.matches(&frame))
-                || self.cfg.protocol.is_heartbeat_reply(&frame)
-            {
-                trace!("heartbeat reply consumed");
-                self.answered(st, now);
-                continue;
-            }
-            trace!("received {frame:?}");
-            let inspected = self.cfg.protocol.inspect(&frame);
-            let meta = Meta {
-                id: inspected.id.map(Arc::from),
-                cursor: inspected.cursor,
-                kinds: inspected.kinds,
-                ack: inspected.ack,
-            };
-            let m = Message::with_meta(frame, Via::Ws, now, meta);
-            match self.deliver(m, st.closing.is_some()) {
-                Ok(None) => {}
-                Ok(Some(held)) => {
-                    st.held = Some(held);
-                    return None;
-                }
-                Err(e) => return Some(Exit::Lost(e)),
-            }
-        }
-        st.more_to_read = true;
-        None
-    }
-
-    /// Offers a message to the inbox and, once it is queued (or known
-    /// already), sends its ack in [`AckMode::Queued`]. Returns the message
-    /// when the queue is full and reading must pause.
-    fn deliver(&mut self, mut m: Message, closing: bool) -> Result<Option<Message>, Error> {
-        let ack = if self.cfg.ack_mode == AckMode::Queued {
-            m.take_ack()
-        } else {
-            None
-        };
-        let m = match self.inbox.offer(m, false) {
-            Offer::Queued | Offer::Duplicate => {
-                if let Some(a) = ack {
-                    // Counted first: whoever sees the server holding the ack
-                    // sees it counted.
-                    self.shared.counters.acks.fetch_add(1, Relaxed);
-                    self.write(a)?;
-                }
-                return Ok(None);
-            }
-            Offer::Closed => return Ok(None),
-            Offer::Full(m) => m,
-        };
-        // Full with the Backpressure policy. Put the ack back with it.
-        let mut m = m;
-        if let Some(a) = ack {
-            m.set_ack(a);
-        }
-        if closing {
-            // Closing and nobody is taking messages: do not hold close() up.
-            // Not acked, so the server still has it.
-            self.shared.counters.dropped.fetch_add(1, Relaxed);
-            warn!("inbound queue full while closing; message not taken (not acked)");
-            return Ok(None);
-        }
-        if !self.shared.reading_paused.swap(true, SeqCst) {
-            debug!("inbound queue full; reading paused");
-        }
-        // The consumer may have drained the queue before it could see the
-        // flag: look again, or we could sleep for ever.
-        if self.shared.below_resume_mark(self.inbox.queued()) {
-            // Room after all: the loop retries at once instead of sleeping.
-            self.shared.reading_paused.store(false, SeqCst);
-        }
-        Ok(Some(m))
-    }
-
-    fn answered(&self, st: &mut Turn, now: Instant) {
-        if let Some(sent) = st.beat_sent.take() {
-            self.shared.set_rtt(now.saturating_duration_since(sent));
-        }
-    }
-
-    fn beat(&mut self, st: &mut Turn) -> Result<(), Error> {
-        if st.closing.is_some() {
-            return Ok(());
-        }
-        st.beat_sent = Some(Instant::now());
-        self.shared.counters.heartbeats.fetch_add(1, Relaxed);
-        match &self.cfg.heartbeat {
-            Heartbeat::Ping => {
-                let n = self.shared.counters.heartbeats.load(Relaxed);
-                self.socket
-                    .write(WsMessage::Ping(n.to_be_bytes().to_vec().into()))
-                    .map_err(ws_error)?;
-            }
-            Heartbeat::Frame(f) => {
-                let f = f.clone();
-                self.write(f)?;
-            }
-        }
-        self.flush(st)
-    }
-
-    fn start_close(&mut self, st: &mut Turn) -> Result<(), Error> {
-        // Frames the application queued before close() still go out.
-        self.write_queued(st)?;
-        st.closing = Some(Instant::now() + self.cfg.close_timeout);
-        debug!("sending close 1000");
-        match self.socket.close(Some(CloseFrame {
-            code: CloseCode::Normal,
-            reason: "".into(),
-        })) {
-            Ok(()) => Ok(()),
-            Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => {
-                st.congested = true;
-                Ok(())
-            }
-            Err(e) => Err(ws_error(e)),
-        }
-    }
-
-    fn write(&mut self, frame: Frame) -> Result<(), Error> {
-        let len = frame.len() as u64;
-        let msg = match frame {
-            Frame::Text(t) => WsMessage::Text(t.into()),
-            Frame::Binary(b) => WsMessage::Binary(b.into()),
-        };
-        match self.socket.write(msg) {
-            Ok(()) => {}
-            Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => {}
-            Err(e) => return Err(ws_error(e)),
-        }
-        let c = &self.shared.counters;
-        c.frames_out.fetch_add(1, Relaxed);
-        c.bytes_out.fetch_add(len, Relaxed);
-        Ok(())
-    }
-
-    fn write_queued(&mut self, st: &mut Turn) -> Result<(), Error> {
-        if st.closing.is_none() && !st.congested {
-            let mut taken = 0;
-            let mut result = Ok(());
-            for _ in 0..WRITE_BUDGET {
-                match self.outbound.try_recv() {
-                    Ok(f) => {
-                        st.active = true;
-                        taken += f.len();
-                        trace!("sending {f:?}");
-                        result = self.write(f);
-                        if result.is_err() {
-                            break;
-                        }
-                    }
-                    Err(_) => break,
-                }
-            }
-            // Out of the queue (on the wire or in tungstenite's buffer):
-            // room for senders waiting on the byte budget.
-            self.shared.outbound.release(taken);
-            result?;
-            if !self.outbound.is_empty() {
-                st.more_to_read = true; // come back without sleeping
-            }
-        }
-        self.flush(st)
-    }
-
-    fn flush(&mut self, st: &mut Turn) -> Result<(), Error> {
-        match self.socket.flush() {
-            Ok(()) => {
-                st.congested = false;
-                Ok(())
-            }
-            Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => {
-                // The kernel buffer is full: stop taking frames until the
-                // socket is writable again (edge-triggered WRITABLE wakes us).
-                st.congested = true;
-                Ok(())
-            }
-            Err(e) => Err(ws_error(e)),
-        }
-    }
-
-    fn closed_exit(&self, st: &Turn) -> Exit {
-        if st.closing.is_some() {
-            Exit::Requested
-        } else {
-            Exit::Lost(Error::Io(std::io::Error::new(
-                ErrorKind::ConnectionAborted,
-                "connection closed by the server without a close frame",
-            )))
-        }
-    }
-
-    fn lost(&self, st: &Turn, e: Error) -> Exit {
-        if st.closing.is_some() {
-            Exit::Requested
-        } else {
-            Exit::Lost(e)
         }
     }
 }
@@ -556,21 +469,232 @@ fn ws_error(e: tungstenite::Error) -> Error {
     }
 }
 
-/// What the io loop carries from one turn to the next.
-#[derive(Default)]
-struct Turn {
-    /// A message waiting for room in the inbound queue.
-    held: Option<Message>,
-    /// The read budget ran out with data possibly left.
-    more_to_read: bool,
-    /// The kernel send buffer is full.
-    congested: bool,
-    /// When the unanswered heartbeat was sent (for the round trip).
-    beat_sent: Option<Instant>,
-    /// Close frame sent; give up waiting for the reply at this moment.
-    closing: Option<Instant>,
-    /// A frame has arrived on this connection.
-    proven: bool,
-    /// This turn moved data (read or wrote a frame).
-    active: bool,
+#[cfg(test)]
+mod tests {
+    //! The glue, through a scripted stream that returns `WouldBlock` on
+    //! chosen calls (as tungstenite's own tests do); no sockets.
+    use super::*;
+    use crate::config::Overflow;
+    use crate::inbox::Inbox;
+    use crate::protocol::JsonRules;
+    use crate::ClientBuilder;
+    use std::collections::VecDeque;
+    use std::io::Cursor;
+    use tungstenite::protocol::Role;
+
+    /// Reads come from `reads` (`None`: WouldBlock); writes fail with
+    /// WouldBlock while `blocked`, else go to `written`.
+    #[derive(Default)]
+    struct Script {
+        reads: VecDeque<Option<Vec<u8>>>,
+        written: Vec<u8>,
+        blocked: bool,
+    }
+
+    impl Read for Script {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            match self.reads.pop_front() {
+                Some(Some(mut chunk)) => {
+                    let n = chunk.len().min(buf.len());
+                    buf[..n].copy_from_slice(&chunk[..n]);
+                    if n < chunk.len() {
+                        self.reads.push_front(Some(chunk.split_off(n)));
+                    }
+                    Ok(n)
+                }
+                Some(None) | None => Err(ErrorKind::WouldBlock.into()),
+            }
+        }
+    }
+
+    impl Write for Script {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.blocked {
+                return Err(ErrorKind::WouldBlock.into());
+            }
+            self.written.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// What a server would send, as bytes on the wire.
+    fn from_server(msgs: Vec<WsMessage>) -> Vec<u8> {
+        let mut ws = WebSocket::from_raw_socket(Cursor::new(Vec::new()), Role::Server, None);
+        for m in msgs {
+            ws.send(m).unwrap();
+        }
+        ws.get_ref().get_ref().clone()
+    }
+
+    /// The client's bytes, read back as a server reads them.
+    fn at_server(bytes: &[u8]) -> Vec<WsMessage> {
+        let mut ws = WebSocket::from_raw_socket(Cursor::new(bytes.to_vec()), Role::Server, None);
+        std::iter::from_fn(|| ws.read().ok()).collect()
+    }
+
+    struct Rig {
+        d: Driver<Script>,
+        commands_tx: Sender<Command>,
+        commands: Receiver<Command>,
+        outbound_tx: Sender<Frame>,
+        inbound: Receiver<crate::message::Message>,
+        _poll: Poll,
+    }
+
+    fn rig() -> Rig {
+        let cfg = Arc::new(
+            ClientBuilder::new("ws://127.0.0.1:1/")
+                .protocol(
+                    JsonRules::new()
+                        .id("/id")
+                        .ack(serde_json::json!({"type": "ack"}), [("/id", "ack")]),
+                )
+                .validate()
+                .unwrap(),
+        );
+        let (shared, _events) = Shared::new(8, 16, 1 << 20, 1 << 20);
+        let (in_tx, inbound) = crossbeam_channel::bounded(16);
+        let inbox = Arc::new(Inbox::new(
+            in_tx,
+            inbound.clone(),
+            100,
+            Overflow::Backpressure,
+            shared.clone(),
+            false,
+        ));
+        let (outbound_tx, outbound) = crossbeam_channel::bounded(16);
+        let (commands_tx, commands) = crossbeam_channel::bounded(8);
+        let poll = Poll::new().unwrap();
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER).unwrap());
+        let (proven, _) = crossbeam_channel::bounded(1);
+        let ws = WebSocket::from_raw_socket(
+            Script::default(),
+            Role::Client,
+            Some(crate::transport::ws_config(&cfg)),
+        );
+        Rig {
+            d: Driver {
+                ws,
+                m: Machine::new(cfg, Vec::new()),
+                ctx: Ctx {
+                    shared,
+                    outbound,
+                    inbox,
+                    link: Link::new(waker, commands_tx.clone()),
+                    proven,
+                },
+                active: false,
+                read_again: false,
+            },
+            commands_tx,
+            commands,
+            outbound_tx,
+            inbound,
+            _poll: poll,
+        }
+    }
+
+    impl Rig {
+        fn script(&mut self) -> &mut Script {
+            self.d.ws.get_mut()
+        }
+        fn turn(&mut self) -> Option<Exit> {
+            self.d.turn(&self.commands, true)
+        }
+        fn sent(&mut self) -> Vec<WsMessage> {
+            at_server(&self.script().written)
+        }
+    }
+
+    fn text(t: &str) -> WsMessage {
+        WsMessage::Text(t.into())
+    }
+
+    #[test]
+    fn a_frame_split_by_would_block_is_delivered_and_acked_once_whole() {
+        let mut r = rig();
+        let bytes = from_server(vec![text(r#"{"id":"a"}"#)]);
+        let (head, tail) = bytes.split_at(3);
+        r.script().reads = VecDeque::from([Some(head.to_vec()), None, Some(tail.to_vec()), None]);
+        assert!(r.turn().is_none());
+        assert!(r.inbound.is_empty(), "half a frame is not a message");
+        assert!(r.sent().is_empty());
+        assert!(r.turn().is_none());
+        let m = r.inbound.try_recv().expect("delivered once whole");
+        assert_eq!(m.id(), Some("a"));
+        let sent = r.sent();
+        assert!(
+            matches!(&sent[..], [WsMessage::Text(t)] if t.as_str() == r#"{"type":"ack","ack":"a"}"#)
+        );
+    }
+
+    #[test]
+    fn a_write_that_would_block_stops_taking_frames_until_the_flush_goes_through() {
+        let mut r = rig();
+        r.script().blocked = true;
+        for t in ["1", "2", "3"] {
+            r.outbound_tx.send(Frame::from(t)).unwrap();
+        }
+        assert!(r.turn().is_none());
+        assert!(!r.d.m.takes_frames(), "congested");
+        r.outbound_tx.send(Frame::from("4")).unwrap();
+        assert!(r.turn().is_none());
+        assert_eq!(r.d.ctx.outbound.len(), 1, "no frame taken while congested");
+        r.script().blocked = false;
+        assert!(r.turn().is_none());
+        assert!(r.turn().is_none());
+        let sent: Vec<String> = r
+            .sent()
+            .into_iter()
+            .filter_map(|m| m.into_text().ok().map(|t| t.as_str().to_owned()))
+            .collect();
+        assert_eq!(sent, ["1", "2", "3", "4"]);
+        assert_eq!(r.d.ctx.shared.outbound.used(), 0);
+    }
+
+    #[test]
+    fn a_close_from_the_server_is_answered_and_ends_the_connection() {
+        let mut r = rig();
+        let bytes = from_server(vec![WsMessage::Close(Some(CloseFrame {
+            code: CloseCode::from(4001),
+            reason: "bye".into(),
+        }))]);
+        r.script().reads = VecDeque::from([Some(bytes)]);
+        match r.turn() {
+            Some(Exit::ServerClosed { code: 4001, reason }) => assert_eq!(reason, "bye"),
+            other => panic!("expected the server's close, got {other:?}"),
+        }
+        assert!(
+            matches!(r.sent().last(), Some(WsMessage::Close(_))),
+            "answered"
+        );
+    }
+
+    #[test]
+    fn the_application_close_sends_what_was_queued_then_1000_then_waits_for_the_reply() {
+        let mut r = rig();
+        r.outbound_tx.send(Frame::from("last words")).unwrap();
+        r.commands_tx.send(Command::Close).unwrap();
+        assert!(r.turn().is_none(), "waits for the server's close");
+        let sent = r.sent();
+        assert!(matches!(&sent[0], WsMessage::Text(t) if t.as_str() == "last words"));
+        assert!(matches!(&sent[1], WsMessage::Close(Some(f)) if u16::from(f.code) == 1000));
+        let reply = from_server(vec![WsMessage::Close(None)]);
+        r.script().reads = VecDeque::from([Some(reply)]);
+        assert!(matches!(r.turn(), Some(Exit::Requested)));
+    }
+
+    #[test]
+    fn an_oversized_message_closes_with_1009() {
+        let mut r = rig();
+        let big = "x".repeat(2 << 20); // over the 1 MiB default
+        r.script().reads = VecDeque::from([Some(from_server(vec![text(&big)]))]);
+        assert!(matches!(r.turn(), Some(Exit::Lost(Error::TooLarge(_)))));
+        assert!(
+            matches!(r.sent().last(), Some(WsMessage::Close(Some(f))) if u16::from(f.code) == 1009)
+        );
+    }
 }

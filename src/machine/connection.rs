@@ -1,0 +1,653 @@
+//! One open connection as a pure state machine, in the way ureq's `run.rs`
+//! drives `ureq-proto`: the io thread feeds it what happened (a frame read,
+//! the inbox's answer to an offer, a command, the socket blocking) and
+//! executes the [`Action`]s it queues (write this, deliver that, pause,
+//! exit). It never touches a socket, a channel or a clock: `now` is passed
+//! in, so every decision the io loop makes (close handshake both ways,
+//! pause and resume, ack timing, oversize, heartbeats) is unit-tested
+//! without sockets or sleeps.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::{AckMode, Config, Heartbeat};
+use crate::error::Error;
+use crate::inbox::Offer;
+use crate::message::{Frame, Message, Meta, Via};
+
+/// A frame as read from the socket (tungstenite's message, reduced to what
+/// the machine decides on).
+#[derive(Debug)]
+pub(crate) enum Incoming {
+    Data(Frame),
+    Ping,
+    Pong,
+    /// A close frame: code and reason (1005 and "" when it had none).
+    Close(u16, String),
+}
+
+/// Requests from the heartbeat ticker and the supervisor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Command {
+    /// Send a heartbeat now.
+    Beat,
+    /// The link is dead: drop it without a close handshake.
+    Dead,
+    /// The application closes: send close 1000 and wait briefly.
+    Close,
+}
+
+/// How the connection ended.
+#[derive(Debug)]
+pub(crate) enum Exit {
+    Requested,
+    ServerClosed { code: u16, reason: String },
+    Lost(Error),
+}
+
+/// What the io thread must do, in order.
+#[derive(Debug)]
+pub(crate) enum Action {
+    /// Write a data frame (hello, the application's, a heartbeat frame).
+    Write(Frame),
+    /// Write an acknowledgement (counted as one).
+    Ack(Frame),
+    /// Send a heartbeat: a Ping, or the protocol's frame (counted as one).
+    Beat(Option<Frame>),
+    /// Move the application's queued frames to the socket now (before a
+    /// close frame, so nothing queued before `close()` is lost).
+    DrainQueue,
+    /// Start the close handshake with this code and reason.
+    Close(u16, &'static str),
+    /// Flush what was written.
+    Flush,
+    /// Offer a message to the inbox; answer with [`Connection::offered`].
+    Deliver(Message),
+    /// The inbound queue is full: stop reading until [`Connection::room`].
+    Pause,
+    /// Reading resumes; the link counts as alive from `at` (a reader that
+    /// was paused heard nothing, which proves nothing).
+    Resume { at: Instant },
+    /// A frame arrived at this moment: the link is alive.
+    Alive(Instant),
+    /// The first frame of this connection arrived (the socket proved
+    /// itself).
+    Proven,
+    /// A heartbeat was answered after this long.
+    Rtt(Duration),
+    /// A message could not be queued while closing and is left to the
+    /// server (not acked); counted as dropped.
+    DroppedWhileClosing,
+    /// The connection is over.
+    Exit(Exit),
+}
+
+/// What the io thread does before its next look at the machine.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Wait {
+    /// Come back without sleeping: the read or write budget ran out with
+    /// work left.
+    Again,
+    /// Sleep until the socket or the waker needs attention, or until this
+    /// moment (the close handshake's deadline).
+    Until(Option<Instant>),
+}
+
+pub(crate) struct Connection {
+    cfg: Arc<Config>,
+    actions: VecDeque<Action>,
+    /// Close frame sent; give up waiting for the server's at this moment.
+    closing: Option<Instant>,
+    /// A message waiting for room in the inbound queue.
+    held: Option<Message>,
+    /// Reading is paused until the inbox takes the held message.
+    paused: bool,
+    /// The message offered to the inbox whose answer is awaited, with its
+    /// ack (taken out so that a full queue can hand it back whole).
+    offering: Option<Option<Frame>>,
+    /// When the unanswered heartbeat went out (for the round trip).
+    beat_sent: Option<Instant>,
+    proven: bool,
+    /// The kernel send buffer is full: take no more frames until writable.
+    congested: bool,
+    /// A budget ran out with work left.
+    more: bool,
+    done: bool,
+}
+
+impl Connection {
+    /// A connection that has just opened: the hello frames go out first.
+    pub(crate) fn new(cfg: Arc<Config>, hello: Vec<Frame>) -> Self {
+        let mut c = Connection {
+            cfg,
+            actions: VecDeque::new(),
+            closing: None,
+            held: None,
+            paused: false,
+            offering: None,
+            beat_sent: None,
+            proven: false,
+            congested: false,
+            more: false,
+            done: false,
+        };
+        if !hello.is_empty() {
+            c.actions.extend(hello.into_iter().map(Action::Write));
+            c.actions.push_back(Action::Flush);
+        }
+        c
+    }
+
+    /// The next action to carry out, in order.
+    pub(crate) fn next_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    fn exit(&mut self, exit: Exit) {
+        if !self.done {
+            self.done = true;
+            self.actions.push_back(Action::Exit(exit));
+        }
+    }
+
+    /// An ending that is the requested close when one is under way.
+    fn lost(&mut self, e: Error) {
+        let exit = if self.closing.is_some() {
+            Exit::Requested
+        } else {
+            Exit::Lost(e)
+        };
+        self.exit(exit);
+    }
+
+    /// `true` while reading is paused for a full inbound queue.
+    pub(crate) fn paused(&self) -> bool {
+        self.paused
+    }
+
+    /// `true` once the close handshake has started (the server's reply is
+    /// awaited).
+    pub(crate) fn closing(&self) -> bool {
+        self.closing.is_some()
+    }
+
+    /// `true` when the application's queued frames may be taken.
+    pub(crate) fn takes_frames(&self) -> bool {
+        self.closing.is_none() && !self.congested && !self.done
+    }
+
+    /// A request from another thread.
+    pub(crate) fn command(&mut self, c: Command, now: Instant) {
+        match c {
+            Command::Beat if self.closing.is_none() => {
+                self.beat_sent = Some(now);
+                let frame = match &self.cfg.heartbeat {
+                    Heartbeat::Ping => None,
+                    Heartbeat::Frame(f) => Some(f.clone()),
+                };
+                self.actions.push_back(Action::Beat(frame));
+                self.actions.push_back(Action::Flush);
+            }
+            Command::Beat => {}
+            Command::Dead => self.exit(Exit::Lost(Error::HeartbeatTimeout {
+                timeout: self.cfg.server_timeout,
+            })),
+            Command::Close if self.closing.is_none() => {
+                self.closing = Some(now + self.cfg.close_timeout);
+                self.actions.push_back(Action::DrainQueue);
+                self.actions.push_back(Action::Close(1000, ""));
+                self.actions.push_back(Action::Flush);
+            }
+            Command::Close => {}
+        }
+    }
+
+    /// A frame was read at `now`.
+    pub(crate) fn frame(&mut self, f: Incoming, now: Instant) {
+        self.actions.push_back(Action::Alive(now));
+        if !self.proven {
+            self.proven = true;
+            self.actions.push_back(Action::Proven);
+        }
+        let frame = match f {
+            Incoming::Data(frame) => frame,
+            Incoming::Pong => return self.answered(now),
+            Incoming::Ping => return, // tungstenite queued the Pong
+            Incoming::Close(code, reason) => {
+                // tungstenite queued the reply; send it on the way out.
+                self.actions.push_back(Action::Flush);
+                return self.exit(if self.closing.is_some() {
+                    Exit::Requested
+                } else {
+                    Exit::ServerClosed { code, reason }
+                });
+            }
+        };
+        if self.cfg.replies.iter().any(|r| r.matches(&frame))
+            || self.cfg.protocol.is_heartbeat_reply(&frame)
+        {
+            return self.answered(now);
+        }
+        let inspected = self.cfg.protocol.inspect(&frame);
+        let meta = Meta {
+            id: inspected.id.map(Arc::from),
+            cursor: inspected.cursor,
+            kinds: inspected.kinds,
+            ack: inspected.ack,
+        };
+        self.offer(Message::with_meta(frame, Via::Ws, now, meta));
+    }
+
+    fn answered(&mut self, now: Instant) {
+        if let Some(sent) = self.beat_sent.take() {
+            self.actions
+                .push_back(Action::Rtt(now.saturating_duration_since(sent)));
+        }
+    }
+
+    fn offer(&mut self, mut m: Message) {
+        // In Queued mode the ack goes out once the inbox has the message;
+        // it travels beside it, so a full queue hands both back.
+        let ack = if self.cfg.ack_mode == AckMode::Queued {
+            m.take_ack()
+        } else {
+            None
+        };
+        self.offering = Some(ack);
+        self.actions.push_back(Action::Deliver(m));
+    }
+
+    /// The inbox's answer to the last [`Action::Deliver`], at `now`.
+    pub(crate) fn offered(&mut self, answer: Offer, now: Instant) {
+        let ack = self.offering.take().flatten();
+        match answer {
+            Offer::Queued | Offer::Duplicate => {
+                // A duplicate is acked again, so the server stops sending it.
+                if let Some(a) = ack {
+                    self.actions.push_back(Action::Ack(a));
+                }
+                if self.paused {
+                    self.paused = false;
+                    self.actions.push_back(Action::Resume { at: now });
+                }
+            }
+            Offer::Closed => self.paused = false,
+            Offer::Full(mut m) => {
+                if let Some(a) = ack {
+                    m.set_ack(a);
+                }
+                if self.closing.is_some() {
+                    // Closing and nobody is taking messages: do not hold
+                    // close() up. Not acked, so the server still has it.
+                    self.paused = false;
+                    self.actions.push_back(Action::DroppedWhileClosing);
+                } else {
+                    self.held = Some(m);
+                    if !self.paused {
+                        self.paused = true;
+                        self.actions.push_back(Action::Pause);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The application made room in the inbound queue: offer the held
+    /// message again.
+    pub(crate) fn room(&mut self) {
+        if let Some(m) = self.held.take() {
+            // Reading stays paused until the inbox takes it.
+            self.offer(m);
+        }
+    }
+
+    /// Reading failed.
+    pub(crate) fn read_failed(&mut self, e: ReadFailure) {
+        match e {
+            ReadFailure::Ended => self.lost(Error::Io(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                "connection closed by the server without a close frame",
+            ))),
+            ReadFailure::TooLarge(what) => {
+                let what = format!("{what} (limit: {} bytes)", self.cfg.max_message_size);
+                self.actions
+                    .push_back(Action::Close(1009, "message too big"));
+                self.actions.push_back(Action::Flush);
+                self.exit(Exit::Lost(Error::TooLarge(what)));
+            }
+            ReadFailure::Failed(e) => self.lost(e),
+        }
+    }
+
+    /// A write or flush failed.
+    pub(crate) fn write_failed(&mut self, e: Error) {
+        self.lost(e);
+    }
+
+    /// The read budget ran out with bytes possibly left.
+    pub(crate) fn read_budget_spent(&mut self) {
+        self.more = true;
+    }
+
+    /// The write budget ran out with frames left in the queue.
+    pub(crate) fn write_budget_spent(&mut self) {
+        self.more = true;
+    }
+
+    /// The kernel send buffer is full (`true`) or was flushed (`false`).
+    pub(crate) fn congested(&mut self, full: bool) {
+        self.congested = full;
+    }
+
+    /// What to do after this turn, at `now`.
+    pub(crate) fn wait(&mut self, now: Instant) -> Wait {
+        if std::mem::take(&mut self.more) {
+            return Wait::Again;
+        }
+        if let Some(deadline) = self.closing {
+            if now >= deadline {
+                self.exit(Exit::Requested);
+                return Wait::Again;
+            }
+            return Wait::Until(Some(deadline));
+        }
+        Wait::Until(None)
+    }
+
+    /// `true` once the machine has queued its exit.
+    pub(crate) fn is_done(&self) -> bool {
+        self.done
+    }
+}
+
+/// Why reading failed.
+#[derive(Debug)]
+pub(crate) enum ReadFailure {
+    /// The stream ended without a close frame.
+    Ended,
+    /// A message or frame over the limit (tungstenite's words).
+    TooLarge(String),
+    /// Anything else.
+    Failed(Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ReplyRule;
+    use crate::protocol::JsonRules;
+    use crate::ClientBuilder;
+    use serde_json::json;
+
+    fn cfg(b: ClientBuilder) -> Arc<Config> {
+        Arc::new(b.validate().expect("valid config"))
+    }
+
+    fn plain() -> Arc<Config> {
+        cfg(ClientBuilder::new("ws://127.0.0.1:1/"))
+    }
+
+    fn acking() -> Arc<Config> {
+        cfg(ClientBuilder::new("ws://127.0.0.1:1/").protocol(
+            JsonRules::new()
+                .id("/id")
+                .ack(json!({"type": "ack"}), [("/id", "ack")]),
+        ))
+    }
+
+    fn drain(c: &mut Connection) -> Vec<Action> {
+        std::iter::from_fn(|| c.next_action()).collect()
+    }
+
+    fn text(t: &str) -> Incoming {
+        Incoming::Data(Frame::from(t))
+    }
+
+    /// Feeds a frame and returns the message it asks to deliver.
+    fn delivered(c: &mut Connection, t: &str, now: Instant) -> Message {
+        c.frame(text(t), now);
+        drain(c)
+            .into_iter()
+            .find_map(|a| match a {
+                Action::Deliver(m) => Some(m),
+                _ => None,
+            })
+            .expect("a delivery")
+    }
+
+    #[test]
+    fn hello_frames_go_out_first_then_a_flush() {
+        let mut c = Connection::new(plain(), vec!["h1".into(), "h2".into()]);
+        let a = drain(&mut c);
+        assert!(
+            matches!(&a[..], [Action::Write(f1), Action::Write(f2), Action::Flush]
+            if f1.as_text() == Some("h1") && f2.as_text() == Some("h2"))
+        );
+    }
+
+    #[test]
+    fn the_first_frame_proves_the_socket_and_every_frame_marks_it_alive() {
+        let t0 = Instant::now();
+        let mut c = Connection::new(plain(), vec![]);
+        c.frame(Incoming::Ping, t0);
+        let a = drain(&mut c);
+        assert!(matches!(&a[..], [Action::Alive(at), Action::Proven] if *at == t0));
+        c.frame(Incoming::Ping, t0);
+        assert!(matches!(&drain(&mut c)[..], [Action::Alive(_)]));
+    }
+
+    #[test]
+    fn an_ack_goes_out_only_once_the_inbox_has_the_message() {
+        let t0 = Instant::now();
+        let mut c = Connection::new(acking(), vec![]);
+        let m = delivered(&mut c, r#"{"id":"a"}"#, t0);
+        assert_eq!(m.id(), Some("a"));
+        c.offered(Offer::Queued, t0);
+        let a = drain(&mut c);
+        assert!(
+            matches!(&a[..], [Action::Ack(f)] if f.json() == Some(json!({"type":"ack","ack":"a"})))
+        );
+        // A duplicate is acked again, so the server stops redelivering it.
+        delivered(&mut c, r#"{"id":"a"}"#, t0);
+        c.offered(Offer::Duplicate, t0);
+        assert!(matches!(&drain(&mut c)[..], [Action::Ack(_)]));
+    }
+
+    #[test]
+    fn in_delivered_mode_the_ack_stays_with_the_message() {
+        let t0 = Instant::now();
+        let cfg = cfg(ClientBuilder::new("ws://127.0.0.1:1/")
+            .protocol(
+                JsonRules::new()
+                    .id("/id")
+                    .ack(json!({"t": "ack"}), [("/id", "ack")]),
+            )
+            .ack_mode(AckMode::Delivered));
+        let mut c = Connection::new(cfg, vec![]);
+        let mut m = delivered(&mut c, r#"{"id":"a"}"#, t0);
+        assert!(m.take_ack().is_some(), "the receiver sends it on hand-out");
+        c.offered(Offer::Queued, t0);
+        assert!(drain(&mut c).is_empty());
+    }
+
+    #[test]
+    fn a_full_queue_pauses_reading_once_and_room_resumes_it_with_the_ack() {
+        let t0 = Instant::now();
+        let mut c = Connection::new(acking(), vec![]);
+        let m = delivered(&mut c, r#"{"id":"a"}"#, t0);
+        c.offered(Offer::Full(m), t0);
+        assert!(matches!(&drain(&mut c)[..], [Action::Pause]));
+        assert!(c.paused());
+        // Still full at the next look: no second Pause.
+        c.room();
+        let again = match drain(&mut c).pop() {
+            Some(Action::Deliver(m)) => m,
+            other => panic!("expected the held message again, got {other:?}"),
+        };
+        c.offered(Offer::Full(again), t0);
+        assert!(drain(&mut c).is_empty());
+        // Room at last: queued, acked, reading resumes from this moment.
+        let t1 = t0 + Duration::from_secs(9);
+        c.room();
+        drain(&mut c);
+        c.offered(Offer::Queued, t1);
+        let a = drain(&mut c);
+        assert!(
+            matches!(&a[..], [Action::Ack(_), Action::Resume { at }] if *at == t1),
+            "{a:?}"
+        );
+        assert!(!c.paused());
+    }
+
+    #[test]
+    fn a_message_that_finds_the_queue_full_while_closing_is_left_unacked() {
+        let t0 = Instant::now();
+        let mut c = Connection::new(acking(), vec![]);
+        c.command(Command::Close, t0);
+        drain(&mut c);
+        let m = delivered(&mut c, r#"{"id":"a"}"#, t0);
+        c.offered(Offer::Full(m), t0);
+        assert!(matches!(&drain(&mut c)[..], [Action::DroppedWhileClosing]));
+        assert!(!c.paused(), "close() is not held up");
+    }
+
+    #[test]
+    fn the_application_close_drains_the_queue_then_sends_1000_and_waits_for_the_reply() {
+        let t0 = Instant::now();
+        let mut c = Connection::new(plain(), vec![]);
+        c.command(Command::Close, t0);
+        let a = drain(&mut c);
+        assert!(matches!(
+            &a[..],
+            [Action::DrainQueue, Action::Close(1000, _), Action::Flush]
+        ));
+        assert!(!c.takes_frames());
+        let deadline = t0 + Duration::from_millis(500);
+        assert_eq!(c.wait(t0), Wait::Until(Some(deadline)));
+        // A second close is nothing new.
+        c.command(Command::Close, t0);
+        assert!(drain(&mut c).is_empty());
+        // The server's close frame ends it as requested.
+        c.frame(Incoming::Close(1000, String::new()), t0);
+        assert!(matches!(
+            drain(&mut c).last(),
+            Some(Action::Exit(Exit::Requested))
+        ));
+    }
+
+    #[test]
+    fn a_close_reply_that_never_comes_ends_the_connection_at_the_deadline() {
+        let t0 = Instant::now();
+        let mut c = Connection::new(plain(), vec![]);
+        c.command(Command::Close, t0);
+        drain(&mut c);
+        assert_eq!(
+            c.wait(t0 + Duration::from_millis(499)),
+            Wait::Until(Some(t0 + Duration::from_millis(500)))
+        );
+        assert_eq!(c.wait(t0 + Duration::from_millis(500)), Wait::Again);
+        assert!(matches!(
+            &drain(&mut c)[..],
+            [Action::Exit(Exit::Requested)]
+        ));
+    }
+
+    #[test]
+    fn a_close_from_the_server_is_answered_and_reported_with_its_code() {
+        let t0 = Instant::now();
+        let mut c = Connection::new(plain(), vec![]);
+        c.frame(Incoming::Close(4001, "bye".into()), t0);
+        let a = drain(&mut c);
+        assert!(
+            matches!(a.last(), Some(Action::Exit(Exit::ServerClosed { code: 4001, reason })) if reason == "bye")
+        );
+        assert!(
+            a.iter().any(|x| matches!(x, Action::Flush)),
+            "the reply goes out"
+        );
+        assert!(c.is_done());
+    }
+
+    #[test]
+    fn errors_while_closing_are_the_requested_close() {
+        let t0 = Instant::now();
+        let mut c = Connection::new(plain(), vec![]);
+        c.command(Command::Close, t0);
+        drain(&mut c);
+        c.read_failed(ReadFailure::Ended);
+        assert!(matches!(
+            &drain(&mut c)[..],
+            [Action::Exit(Exit::Requested)]
+        ));
+        let mut c = Connection::new(plain(), vec![]);
+        c.read_failed(ReadFailure::Ended);
+        assert!(matches!(
+            &drain(&mut c)[..],
+            [Action::Exit(Exit::Lost(Error::Io(_)))]
+        ));
+    }
+
+    #[test]
+    fn an_oversized_message_closes_with_1009_and_says_the_limit() {
+        let mut c = Connection::new(plain(), vec![]);
+        c.read_failed(ReadFailure::TooLarge("message too long".into()));
+        let a = drain(&mut c);
+        assert!(matches!(&a[0], Action::Close(1009, _)));
+        assert!(
+            matches!(a.last(), Some(Action::Exit(Exit::Lost(Error::TooLarge(w)))) if w.contains("1048576"))
+        );
+    }
+
+    #[test]
+    fn heartbeats_go_out_unless_closing_and_a_reply_times_the_round_trip() {
+        let t0 = Instant::now();
+        let cfg = cfg(ClientBuilder::new("ws://127.0.0.1:1/")
+            .heartbeat_frame("hb")
+            .reply(ReplyRule::Text("hb-ok".into())));
+        let mut c = Connection::new(cfg, vec![]);
+        c.command(Command::Beat, t0);
+        assert!(
+            matches!(&drain(&mut c)[..], [Action::Beat(Some(f)), Action::Flush] if f.as_text() == Some("hb"))
+        );
+        c.frame(text("hb-ok"), t0 + Duration::from_millis(7));
+        let a = drain(&mut c);
+        assert!(a
+            .iter()
+            .any(|x| matches!(x, Action::Rtt(d) if *d == Duration::from_millis(7))));
+        assert!(
+            !a.iter().any(|x| matches!(x, Action::Deliver(_))),
+            "replies are consumed"
+        );
+        c.command(Command::Close, t0);
+        drain(&mut c);
+        c.command(Command::Beat, t0);
+        assert!(drain(&mut c).is_empty());
+    }
+
+    #[test]
+    fn a_dead_link_exits_once_with_the_timeout() {
+        let mut c = Connection::new(plain(), vec![]);
+        c.command(Command::Dead, Instant::now());
+        c.command(Command::Dead, Instant::now());
+        let a = drain(&mut c);
+        assert_eq!(a.len(), 1);
+        assert!(matches!(
+            &a[0],
+            Action::Exit(Exit::Lost(Error::HeartbeatTimeout { .. }))
+        ));
+    }
+
+    #[test]
+    fn a_spent_budget_or_congestion_shapes_the_next_wait() {
+        let t0 = Instant::now();
+        let mut c = Connection::new(plain(), vec![]);
+        c.read_budget_spent();
+        assert_eq!(c.wait(t0), Wait::Again);
+        assert_eq!(c.wait(t0), Wait::Until(None), "once, then sleep");
+        c.congested(true);
+        assert!(!c.takes_frames());
+        c.congested(false);
+        assert!(c.takes_frames());
+    }
+}
