@@ -40,7 +40,8 @@
 //! ```
 //!
 //! Lines: `{"state":"connecting","attempt":1}`, `{"state":"open"}`,
-//! `{"state":"reconnecting","attempt":2,"delay_ms":500,"error":"..."}`,
+//! `{"state":"reconnecting","attempt":2,"delay_ms":500,"error":"..."}` (with
+//! `"status":503` after it when the server refused the upgrade),
 //! `{"state":"polling","attempt":4,"delay_ms":800,"error":"..."}`,
 //! `{"state":"closed","reason":"..."}`, and
 //! `{"batch":[{"via":"ws","text":"..."},{"via":"poll","text":"..."},{"via":"ws","binary_hex":"00ff"}]}`,
@@ -276,8 +277,8 @@ fn stats_line(s: &heartline::Stats) -> Value {
         "state": s.state.name(),
         "connects": s.connects,
         "failed_attempts": s.failed_attempts,
-        "last_error": s.last_error,
-        "last_poll_error": s.last_poll_error,
+        "last_error": s.last_error.as_ref().map(|e| e.to_string()),
+        "last_poll_error": s.last_poll_error.as_ref().map(|e| e.to_string()),
         "rtt_us": s.rtt.map(|d| d.as_micros() as u64),
         "heartbeats": s.heartbeats,
         "frames_in": s.frames_in,
@@ -307,7 +308,7 @@ fn forward_stdin(client: Client) {
         let Ok(line) = line else { break };
         match client.send(line) {
             Ok(()) => {}
-            Err(heartline::Error::Closed) => break,
+            Err(heartline::SendError::Closed(_)) => break,
             Err(e) => eprintln!("tail: --stdin: {e}"),
         }
     }
@@ -334,7 +335,12 @@ fn state_line(ev: &heartline::Event) -> Value {
         _ => {}
     }
     if let Some(e) = &ev.error {
-        v["error"] = json!(e);
+        v["error"] = json!(e.to_string());
+        // The HTTP status of a refused upgrade, so a script can tell a
+        // 401 from a 503 without parsing the text.
+        if let Some(status) = e.status() {
+            v["status"] = json!(status);
+        }
     }
     v
 }
@@ -408,10 +414,10 @@ fn main() {
     let mut done = false;
     while !done {
         let got = match deadline {
-            Some(d) => client.batches().recv_deadline(d),
-            None => client.recv(),
+            Some(d) => client.batches().recv_deadline(d).ok(),
+            None => client.recv().ok(),
         };
-        let Ok(batch) = got else { break };
+        let Some(batch) = got else { break };
         let mut items = Vec::with_capacity(batch.len());
         for m in batch.iter() {
             items.push(message_json(m));

@@ -5,10 +5,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError as ChannelTimeout, Sender};
 
 use crate::config::{AckMode, ClientBuilder, Config};
-use crate::error::{Error, Result, TrySendError};
+use crate::error::{RecvError, RecvTimeoutError, Result, SendError, TryRecvError, TrySendError};
 use crate::inbox::Inbox;
 use crate::machine::batch::Window;
 use crate::message::{Batch, Event, Frame, Message, State};
@@ -99,70 +99,70 @@ impl Client {
     /// room when the outbound queue is full (in frames or in bytes).
     ///
     /// # Errors
-    /// [`Error::QueueFull`] when there is still no room after the wait;
-    /// [`Error::TooLarge`] for a frame larger than the whole `outbound_bytes`
-    /// budget; [`Error::Closed`] after [`Client::close`] or giving up.
-    pub fn send(&self, frame: impl Into<Frame>) -> Result<()> {
-        self.check_open()?;
+    /// Hands the frame back: [`SendError::Timeout`] when there is still no
+    /// room after the wait, [`SendError::TooLarge`] for a frame larger than
+    /// the whole `outbound_bytes` budget, [`SendError::Closed`] after
+    /// [`Client::close`] or giving up.
+    pub fn send(&self, frame: impl Into<Frame>) -> std::result::Result<(), SendError> {
         let frame = frame.into();
+        if self.inner.shared.is_closed() {
+            return Err(SendError::Closed(frame));
+        }
         let len = frame.len();
         let budget = &self.inner.shared.outbound;
         if len > budget.limit() {
-            return Err(self.too_large(len));
+            return Err(SendError::TooLarge {
+                frame,
+                limit: budget.limit(),
+            });
         }
         let deadline = Instant::now()
             .checked_add(self.inner.send_timeout)
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
         if !budget.take_until(len, deadline) {
-            return Err(self.queue_full());
+            return Err(self.timed_out(frame));
         }
         match self.inner.outbound.send_deadline(frame, deadline) {
             Ok(()) => {
                 self.inner.shared.wake_io();
                 Ok(())
             }
-            Err(crossbeam_channel::SendTimeoutError::Timeout(_)) => {
+            Err(crossbeam_channel::SendTimeoutError::Timeout(frame)) => {
                 budget.release(len);
-                Err(self.queue_full())
+                Err(self.timed_out(frame))
             }
-            Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => {
+            Err(crossbeam_channel::SendTimeoutError::Disconnected(frame)) => {
                 budget.release(len);
-                Err(Error::Closed)
+                Err(SendError::Closed(frame))
             }
         }
     }
 
-    fn queue_full(&self) -> Error {
-        Error::QueueFull {
+    fn timed_out(&self, frame: Frame) -> SendError {
+        SendError::Timeout {
+            frame,
             capacity: self.inner.outbound_capacity,
             bytes: self.inner.shared.outbound.limit(),
         }
     }
 
-    fn too_large(&self, len: usize) -> Error {
-        Error::TooLarge(format!(
-            "a frame of {len} bytes is larger than the outbound budget \
-             (outbound_bytes = {}); raise it to send frames this large",
-            self.inner.shared.outbound.limit()
-        ))
-    }
-
     /// Queues a frame without waiting.
     ///
     /// # Errors
-    /// Hands the frame back when the queue is full or the client is closed.
+    /// Hands the frame back when the queue is full, the frame is larger than
+    /// the outbound byte budget, or the client is closed.
     pub fn try_send(&self, frame: impl Into<Frame>) -> std::result::Result<(), TrySendError> {
         let frame = frame.into();
         if self.inner.shared.is_closed() {
-            return Err(TrySendError::closed(frame));
+            return Err(TrySendError::Closed(frame));
         }
         let len = frame.len();
         let budget = &self.inner.shared.outbound;
         if len > budget.limit() {
-            return Err(TrySendError::too_large(frame));
+            return Err(TrySendError::TooLarge(frame));
         }
         if !budget.try_take(len) {
-            return Err(TrySendError::full(frame));
+            return Err(TrySendError::Full(frame));
         }
         match self.inner.outbound.try_send(frame) {
             Ok(()) => {
@@ -171,20 +171,12 @@ impl Client {
             }
             Err(crossbeam_channel::TrySendError::Full(f)) => {
                 budget.release(len);
-                Err(TrySendError::full(f))
+                Err(TrySendError::Full(f))
             }
             Err(crossbeam_channel::TrySendError::Disconnected(f)) => {
                 budget.release(len);
-                Err(TrySendError::closed(f))
+                Err(TrySendError::Closed(f))
             }
-        }
-    }
-
-    fn check_open(&self) -> Result<()> {
-        if self.inner.shared.is_closed() {
-            Err(Error::Closed)
-        } else {
-            Ok(())
         }
     }
 
@@ -220,8 +212,8 @@ impl Client {
     /// Blocks until a batch is ready. See [`Batches::recv`].
     ///
     /// # Errors
-    /// [`RecvError::Closed`] once the client is closed and every received
-    /// message has been handed out.
+    /// [`RecvError`] once the client is closed and every received message
+    /// has been handed out.
     pub fn recv(&self) -> std::result::Result<Batch, RecvError> {
         self.inner.batches.recv()
     }
@@ -229,16 +221,16 @@ impl Client {
     /// A ready batch, if there is one. See [`Batches::try_recv`].
     ///
     /// # Errors
-    /// [`RecvError::Empty`] or [`RecvError::Closed`].
-    pub fn try_recv(&self) -> std::result::Result<Batch, RecvError> {
+    /// [`TryRecvError::Empty`] or [`TryRecvError::Closed`].
+    pub fn try_recv(&self) -> std::result::Result<Batch, TryRecvError> {
         self.inner.batches.try_recv()
     }
 
     /// Waits up to `timeout` for a batch. See [`Batches::recv_timeout`].
     ///
     /// # Errors
-    /// [`RecvError::Timeout`] or [`RecvError::Closed`].
-    pub fn recv_timeout(&self, timeout: Duration) -> std::result::Result<Batch, RecvError> {
+    /// [`RecvTimeoutError::Timeout`] or [`RecvTimeoutError::Closed`].
+    pub fn recv_timeout(&self, timeout: Duration) -> std::result::Result<Batch, RecvTimeoutError> {
         self.inner.batches.recv_timeout(timeout)
     }
 
@@ -282,29 +274,6 @@ impl Drop for Inner {
     }
 }
 
-/// Why no batch was returned.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RecvError {
-    /// No batch is ready yet (`try_recv`).
-    Empty,
-    /// The timeout passed before a batch was ready (`recv_timeout`).
-    Timeout,
-    /// The client is closed and every received message was handed out.
-    Closed,
-}
-
-impl fmt::Display for RecvError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            RecvError::Empty => "nothing ready",
-            RecvError::Timeout => "timed out",
-            RecvError::Closed => "client is closed",
-        })
-    }
-}
-
-impl std::error::Error for RecvError {}
-
 /// Receives [`Batch`]es. Also a blocking iterator:
 /// `for batch in client.batches() { … }` ends after the client is closed and
 /// everything received has been handed out.
@@ -329,24 +298,24 @@ impl Batches {
     /// Blocks until a batch is ready.
     ///
     /// # Errors
-    /// [`RecvError::Closed`] once the client is closed and drained.
+    /// [`RecvError`] once the client is closed and drained.
     pub fn recv(&self) -> std::result::Result<Batch, RecvError> {
-        self.recv_until(None)
+        self.recv_until(None).map_err(|_| RecvError)
     }
 
     /// Waits until `deadline` for a batch.
     ///
     /// # Errors
-    /// [`RecvError::Timeout`] or [`RecvError::Closed`].
-    pub fn recv_deadline(&self, deadline: Instant) -> std::result::Result<Batch, RecvError> {
+    /// [`RecvTimeoutError::Timeout`] or [`RecvTimeoutError::Closed`].
+    pub fn recv_deadline(&self, deadline: Instant) -> std::result::Result<Batch, RecvTimeoutError> {
         self.recv_until(Some(deadline))
     }
 
     /// Waits up to `timeout` for a batch.
     ///
     /// # Errors
-    /// [`RecvError::Timeout`] or [`RecvError::Closed`].
-    pub fn recv_timeout(&self, timeout: Duration) -> std::result::Result<Batch, RecvError> {
+    /// [`RecvTimeoutError::Timeout`] or [`RecvTimeoutError::Closed`].
+    pub fn recv_timeout(&self, timeout: Duration) -> std::result::Result<Batch, RecvTimeoutError> {
         // A timeout too large for the clock means no timeout.
         self.recv_until(Instant::now().checked_add(timeout))
     }
@@ -354,10 +323,10 @@ impl Batches {
     /// Returns a batch only if one is ready now.
     ///
     /// # Errors
-    /// [`RecvError::Empty`] or [`RecvError::Closed`].
-    pub fn try_recv(&self) -> std::result::Result<Batch, RecvError> {
+    /// [`TryRecvError::Empty`] or [`TryRecvError::Closed`].
+    pub fn try_recv(&self) -> std::result::Result<Batch, TryRecvError> {
         let Ok(mut pending) = self.pending.try_lock() else {
-            return Err(RecvError::Empty);
+            return Err(TryRecvError::Empty);
         };
         let now = Instant::now();
         let mut closed = false;
@@ -391,13 +360,16 @@ impl Batches {
         if ready {
             Ok(self.take(&mut pending))
         } else if closed {
-            Err(RecvError::Closed)
+            Err(TryRecvError::Closed)
         } else {
-            Err(RecvError::Empty)
+            Err(TryRecvError::Empty)
         }
     }
 
-    fn recv_until(&self, deadline: Option<Instant>) -> std::result::Result<Batch, RecvError> {
+    fn recv_until(
+        &self,
+        deadline: Option<Instant>,
+    ) -> std::result::Result<Batch, RecvTimeoutError> {
         let mut pending = lock(&self.pending);
         loop {
             let now = Instant::now();
@@ -412,7 +384,7 @@ impl Batches {
                 None => deadline,
             };
             let got = match wait_until {
-                None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                None => self.rx.recv().map_err(|_| ChannelTimeout::Disconnected),
                 Some(t) => self.rx.recv_deadline(t),
             };
             match got {
@@ -422,7 +394,7 @@ impl Batches {
                     // one pass per burst instead of one wait per message.
                     self.fill(&mut pending);
                 }
-                Err(RecvTimeoutError::Timeout) => {
+                Err(ChannelTimeout::Timeout) => {
                     if deadline.is_some_and(|d| Instant::now() >= d)
                         && pending.first().is_none_or(|f| {
                             self.window
@@ -430,12 +402,12 @@ impl Batches {
                                 .is_some()
                         })
                     {
-                        return Err(RecvError::Timeout);
+                        return Err(RecvTimeoutError::Timeout);
                     }
                 }
-                Err(RecvTimeoutError::Disconnected) => {
+                Err(ChannelTimeout::Disconnected) => {
                     if pending.is_empty() {
-                        return Err(RecvError::Closed);
+                        return Err(RecvTimeoutError::Closed);
                     }
                     // Closed: hand out what is left without waiting.
                     return Ok(self.take(&mut pending));
@@ -520,30 +492,30 @@ impl Events {
     /// Blocks until the next state change.
     ///
     /// # Errors
-    /// [`RecvError::Closed`] after the final `Closed` event was read.
+    /// [`RecvError`] after the final `Closed` event was read.
     pub fn recv(&self) -> std::result::Result<Event, RecvError> {
-        self.rx.recv().map_err(|_| RecvError::Closed)
+        self.rx.recv().map_err(|_| RecvError)
     }
 
     /// The next state change, if one is waiting.
     ///
     /// # Errors
-    /// [`RecvError::Empty`] or [`RecvError::Closed`].
-    pub fn try_recv(&self) -> std::result::Result<Event, RecvError> {
+    /// [`TryRecvError::Empty`] or [`TryRecvError::Closed`].
+    pub fn try_recv(&self) -> std::result::Result<Event, TryRecvError> {
         self.rx.try_recv().map_err(|e| match e {
-            crossbeam_channel::TryRecvError::Empty => RecvError::Empty,
-            crossbeam_channel::TryRecvError::Disconnected => RecvError::Closed,
+            crossbeam_channel::TryRecvError::Empty => TryRecvError::Empty,
+            crossbeam_channel::TryRecvError::Disconnected => TryRecvError::Closed,
         })
     }
 
     /// Waits up to `timeout` for the next state change.
     ///
     /// # Errors
-    /// [`RecvError::Timeout`] or [`RecvError::Closed`].
-    pub fn recv_timeout(&self, timeout: Duration) -> std::result::Result<Event, RecvError> {
+    /// [`RecvTimeoutError::Timeout`] or [`RecvTimeoutError::Closed`].
+    pub fn recv_timeout(&self, timeout: Duration) -> std::result::Result<Event, RecvTimeoutError> {
         self.rx.recv_timeout(timeout).map_err(|e| match e {
-            RecvTimeoutError::Timeout => RecvError::Timeout,
-            RecvTimeoutError::Disconnected => RecvError::Closed,
+            ChannelTimeout::Timeout => RecvTimeoutError::Timeout,
+            ChannelTimeout::Disconnected => RecvTimeoutError::Closed,
         })
     }
 }

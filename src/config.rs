@@ -415,7 +415,7 @@ impl ClientBuilder {
     /// How many frames [`crate::Client::send`] can queue while the socket is
     /// down or slow. When full, `try_send` hands the frame back and `send`
     /// waits up to [`ClientBuilder::send_timeout`] and then returns
-    /// [`Error::QueueFull`]. Defaults to 1024.
+    /// [`crate::SendError::Timeout`] (the frame handed back). Defaults to 1024.
     pub fn outbound_capacity(mut self, frames: usize) -> Self {
         self.cfg.outbound_capacity = frames;
         self
@@ -451,7 +451,7 @@ impl ClientBuilder {
     /// How many payload bytes [`crate::Client::send`] can queue. When full,
     /// senders wait as for a full [`ClientBuilder::outbound_capacity`]; a
     /// frame larger than the whole budget is refused with
-    /// [`Error::TooLarge`]. Also bounds what a server that stops reading
+    /// [`crate::SendError::TooLarge`]. Also bounds what a server that stops reading
     /// can make heartline buffer (twice this, then the connection is
     /// dropped). Defaults to 2 MiB (see the README).
     pub fn outbound_bytes(mut self, bytes: usize) -> Self {
@@ -550,7 +550,10 @@ impl ClientBuilder {
 
     pub(crate) fn validate(mut self) -> Result<Config> {
         if let Some(url) = self.url.take() {
-            crate::transport::Target::parse(&url)?;
+            crate::transport::Target::parse(&url).map_err(|e| match e {
+                crate::error::ConnectionError::Url { url, reason } => Error::Url { url, reason },
+                other => Error::config("url", other.to_string()),
+            })?;
             let endpoint = Endpoint {
                 url,
                 headers: std::mem::take(&mut self.headers),

@@ -1,21 +1,24 @@
-//! Errors returned by heartline.
+//! Errors, shaped like crossbeam's and rumqttc's: what `build()` refuses
+//! ([`Error`]), why a connection failed or ended ([`ConnectionError`],
+//! carried by [`crate::Event`] and [`crate::Stats`] as a value), and one
+//! error type per send and receive method, each handing back what it could
+//! not deliver.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::message::Frame;
 
 /// A `Result` whose error is [`enum@Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Everything that can go wrong in heartline.
-///
-/// Each variant documents whether it is *fatal* (the client stops) or
-/// *transient* (the client logs it, reports it in [`crate::Stats::last_error`]
-/// and tries again).
+/// Why [`crate::ClientBuilder::build`] refused to start a client. Fatal:
+/// nothing was started.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A configuration value is invalid. Returned at once by
-    /// [`crate::ClientBuilder::build`]; fatal.
+    /// A configuration value is invalid.
     #[error("invalid config `{field}`: {reason}")]
     Config {
         /// The name of the builder option that is wrong.
@@ -23,9 +26,7 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
-    /// The URL (from the builder or the URL provider) cannot be used.
-    /// Transient when it comes from a provider (the next attempt calls it
-    /// again).
+    /// The URL given to [`crate::Client::builder`] cannot be used.
     #[error("bad URL {url}: {reason}")]
     Url {
         /// The URL, with secrets redacted.
@@ -33,93 +34,7 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
-    /// The TCP connection could not be made. Transient.
-    #[error("cannot connect to {addr}: {source}")]
-    Connect {
-        /// `host:port` that was tried.
-        addr: String,
-        /// The operating system's error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A step of the connection did not finish in time. Transient.
-    #[error("{what} to {addr} timed out after {after:?}")]
-    Timeout {
-        /// Which step: "connect", "TLS handshake", "WebSocket handshake".
-        what: &'static str,
-        /// `host:port`.
-        addr: String,
-        /// The configured limit.
-        after: Duration,
-    },
-    /// The TLS handshake failed. Transient (the server or the clock may be
-    /// fixed), but usually needs an operator: `problem` says what is wrong
-    /// and the message what to do about it.
-    #[error("TLS handshake with {host} failed: {reason}")]
-    Tls {
-        /// The host name the certificate was checked against.
-        host: String,
-        /// What is wrong, as a value an application can act on.
-        problem: TlsProblem,
-        /// What is wrong and what to do, in words, with OpenSSL's own text.
-        reason: String,
-    },
-    /// The server answered the WebSocket upgrade with an HTTP status other
-    /// than 101. Transient.
-    #[error("server refused the WebSocket upgrade with HTTP {status}")]
-    Refused {
-        /// The HTTP status code.
-        status: u16,
-    },
-    /// The WebSocket protocol failed (handshake or frames). Transient.
-    #[error("WebSocket error: {0}")]
-    Protocol(String),
-    /// An inbound message or frame was larger than the configured limit (the
-    /// connection was closed with code 1009; transient), or a frame given
-    /// to `send` is larger than the whole outbound budget (not queued).
-    #[error("message too large: {0}")]
-    TooLarge(String),
-    /// No frame arrived within the server timeout after a heartbeat: the link
-    /// is dead even though TCP did not say so. Transient.
-    #[error("no frame from the server within {timeout:?} after a heartbeat (half-open link)")]
-    HeartbeatTimeout {
-        /// The configured server timeout.
-        timeout: Duration,
-    },
-    /// The server closed the connection. Transient unless the code is in the
-    /// terminal set.
-    #[error("server closed the connection with code {code}{}", if reason.is_empty() { String::new() } else { format!(": {reason}") })]
-    ServerClosed {
-        /// The close code (1005 when the server sent none).
-        code: u16,
-        /// The close reason the server gave.
-        reason: String,
-    },
-    /// The connection failed with an I/O error while open. Transient.
-    #[error("connection lost: {0}")]
-    Io(#[from] std::io::Error),
-    /// An application closure (endpoint provider, hello) panicked. That
-    /// attempt fails and is retried with backoff. Transient.
-    #[error("the {what} closure panicked: {reason}")]
-    Callback {
-        /// Which closure.
-        what: &'static str,
-        /// The panic message (its start).
-        reason: String,
-    },
-    /// The outbound queue is full (in frames or in bytes); the frame was not
-    /// queued.
-    #[error("outbound queue is full ({capacity} frames or {bytes} bytes)")]
-    QueueFull {
-        /// The configured capacity in frames (`outbound_capacity`).
-        capacity: usize,
-        /// The configured budget in bytes (`outbound_bytes`).
-        bytes: usize,
-    },
-    /// The client was closed (or gave up); nothing more can be sent.
-    #[error("client is closed")]
-    Closed,
-    /// A heartline thread could not be started. Fatal.
+    /// A heartline thread could not be started.
     #[error("cannot start thread {name}: {source}")]
     Thread {
         /// The thread name.
@@ -128,6 +43,37 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl Error {
+    pub(crate) fn config(field: &'static str, reason: impl Into<String>) -> Self {
+        Error::Config {
+            field,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Which step of opening a connection timed out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Phase {
+    /// The TCP connect (`connect_timeout`).
+    Connect,
+    /// The TLS handshake (`handshake_timeout`).
+    TlsHandshake,
+    /// The HTTP upgrade to WebSocket (`handshake_timeout`).
+    WebSocketHandshake,
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Phase::Connect => "connect",
+            Phase::TlsHandshake => "TLS handshake",
+            Phase::WebSocketHandshake => "WebSocket handshake",
+        })
+    }
 }
 
 /// Why a TLS handshake failed.
@@ -158,107 +104,281 @@ pub enum TlsProblem {
     Other,
 }
 
-impl Error {
-    /// `true` when the client stops because of this error; `false` when it
-    /// retries.
-    pub fn is_fatal(&self) -> bool {
-        matches!(
-            self,
-            Error::Config { .. } | Error::Thread { .. } | Error::Closed
-        )
+/// Why a connection attempt failed, an open connection ended, or a poll
+/// failed. All are transient: the client logs them, reports them in
+/// [`crate::Event::error`] and [`crate::Stats`], and tries again. Cheap to
+/// clone; secrets are redacted from every field.
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectionError {
+    /// The URL from the endpoint provider cannot be used.
+    #[error("bad URL {url}: {reason}")]
+    Url {
+        /// The URL, with secrets redacted.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The TCP connection could not be made.
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        /// `host:port` that was tried.
+        addr: String,
+        /// The operating system's error.
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    /// A step of opening the connection did not finish in time.
+    #[error("{phase} to {addr} timed out after {after:?}")]
+    Timeout {
+        /// Which step.
+        phase: Phase,
+        /// `host:port`.
+        addr: String,
+        /// The configured limit.
+        after: Duration,
+    },
+    /// The TLS handshake failed; `problem` says why, the message what to do.
+    #[error("TLS handshake with {host} failed: {reason}")]
+    Tls {
+        /// The host name the certificate was checked against.
+        host: String,
+        /// What is wrong, as a value an application can act on.
+        problem: TlsProblem,
+        /// What is wrong and what to do, in words, with OpenSSL's own text.
+        reason: String,
+    },
+    /// The server answered the WebSocket upgrade with an HTTP status other
+    /// than 101: 401/403 (credentials), 429/503 (load), …
+    #[error("server refused the WebSocket upgrade with HTTP {status}")]
+    Refused {
+        /// The HTTP status code.
+        status: u16,
+        /// The answer's headers that matter to a client (`Retry-After`,
+        /// `WWW-Authenticate`, `Location`), names lowercase.
+        headers: Arc<[(String, String)]>,
+    },
+    /// The WebSocket protocol failed (handshake or frames).
+    #[error("WebSocket error: {0}")]
+    Protocol(String),
+    /// An inbound message or frame was larger than the configured limit; the
+    /// connection was closed with code 1009.
+    #[error("message too large: {0}")]
+    TooLarge(String),
+    /// No frame arrived within the server timeout after a heartbeat: the link
+    /// is dead even though TCP did not say so.
+    #[error("no frame from the server within {timeout:?} after a heartbeat (half-open link)")]
+    HeartbeatTimeout {
+        /// The configured server timeout.
+        timeout: Duration,
+    },
+    /// The server closed the connection.
+    #[error("server closed the connection with code {code}{}", if reason.is_empty() { String::new() } else { format!(": {reason}") })]
+    ServerClosed {
+        /// The close code (1005 when the server sent none).
+        code: u16,
+        /// The close reason the server gave.
+        reason: String,
+    },
+    /// The connection failed with an I/O error while open.
+    #[error("connection lost: {0}")]
+    Io(Arc<std::io::Error>),
+    /// Application code (the endpoint provider, hello, a `Protocol` method)
+    /// panicked. That attempt, poll or message fails; the client carries on.
+    #[error("the {what} callback panicked: {reason}")]
+    Callback {
+        /// Which callback.
+        what: &'static str,
+        /// The panic message (its start).
+        reason: String,
+    },
+    /// A poll of the HTTP fallback failed.
+    #[error("poll {url} failed: {reason}")]
+    Poll {
+        /// The poll URL, with secrets redacted.
+        url: String,
+        /// The HTTP status, when one was answered.
+        status: Option<u16>,
+        /// What went wrong (connect, timeout, status with the body's start,
+        /// body over the limit, body not as the protocol expects).
+        reason: String,
+    },
+    /// A thread for the connection could not be started.
+    #[error("cannot start thread {name}: {reason}")]
+    Thread {
+        /// The thread name.
+        name: &'static str,
+        /// The operating system's error.
+        reason: String,
+    },
+}
+
+impl ConnectionError {
+    /// The HTTP status of a refused upgrade or a failed poll.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ConnectionError::Refused { status, .. } => Some(*status),
+            ConnectionError::Poll { status, .. } => *status,
+            _ => None,
+        }
     }
 
-    pub(crate) fn config(field: &'static str, reason: impl Into<String>) -> Self {
-        Error::Config {
-            field,
-            reason: reason.into(),
+    /// A header of a refused upgrade (name compared case-insensitively).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        match self {
+            ConnectionError::Refused { headers, .. } => headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str()),
+            _ => None,
+        }
+    }
+}
+
+impl From<std::io::Error> for ConnectionError {
+    fn from(e: std::io::Error) -> Self {
+        ConnectionError::Io(Arc::new(e))
+    }
+}
+
+/// Returned by [`crate::Client::send`]: the frame was not queued and is
+/// handed back.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The outbound queue stayed full (in frames or in bytes) for
+    /// `send_timeout`.
+    #[error("outbound queue is full ({capacity} frames or {bytes} bytes); frame not sent")]
+    Timeout {
+        /// The frame.
+        frame: Frame,
+        /// The configured capacity in frames (`outbound_capacity`).
+        capacity: usize,
+        /// The configured budget in bytes (`outbound_bytes`).
+        bytes: usize,
+    },
+    /// The frame is larger than the whole outbound byte budget: it can never
+    /// be queued. Raise `outbound_bytes` to send frames this large.
+    #[error("a frame of {} bytes is larger than the outbound budget (outbound_bytes = {limit}); frame not sent", frame.len())]
+    TooLarge {
+        /// The frame.
+        frame: Frame,
+        /// The configured budget in bytes.
+        limit: usize,
+    },
+    /// The client is closed (or gave up).
+    #[error("client is closed; frame not sent")]
+    Closed(Frame),
+}
+
+impl SendError {
+    /// The frame that was not sent.
+    pub fn into_frame(self) -> Frame {
+        match self {
+            SendError::Timeout { frame, .. }
+            | SendError::TooLarge { frame, .. }
+            | SendError::Closed(frame) => frame,
         }
     }
 }
 
 /// Returned by [`crate::Client::try_send`]: the frame was not queued and is
 /// handed back.
-#[derive(Debug)]
-pub struct TrySendError {
-    frame: crate::Frame,
-    why: Why,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Why {
-    Full,
-    Closed,
-    TooLarge,
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrySendError {
+    /// The outbound queue is full, in frames or in bytes (try again later).
+    #[error("outbound queue is full; frame not sent")]
+    Full(Frame),
+    /// The frame is larger than the whole outbound byte budget.
+    #[error("frame is larger than the outbound byte budget; frame not sent")]
+    TooLarge(Frame),
+    /// The client is closed.
+    #[error("client is closed; frame not sent")]
+    Closed(Frame),
 }
 
 impl TrySendError {
-    pub(crate) fn full(frame: crate::Frame) -> Self {
-        TrySendError {
-            frame,
-            why: Why::Full,
-        }
-    }
-    pub(crate) fn closed(frame: crate::Frame) -> Self {
-        TrySendError {
-            frame,
-            why: Why::Closed,
-        }
-    }
-    pub(crate) fn too_large(frame: crate::Frame) -> Self {
-        TrySendError {
-            frame,
-            why: Why::TooLarge,
-        }
-    }
     /// The frame that was not sent.
-    pub fn into_frame(self) -> crate::Frame {
-        self.frame
+    pub fn into_frame(self) -> Frame {
+        match self {
+            TrySendError::Full(f) | TrySendError::TooLarge(f) | TrySendError::Closed(f) => f,
+        }
     }
-    /// `true` when the queue was full, in frames or in bytes (try again
-    /// later).
+    /// `true` when the queue was full (try again later).
     pub fn is_full(&self) -> bool {
-        self.why == Why::Full
+        matches!(self, TrySendError::Full(_))
     }
     /// `true` when the client is closed.
     pub fn is_closed(&self) -> bool {
-        self.why == Why::Closed
+        matches!(self, TrySendError::Closed(_))
     }
-    /// `true` when the frame is larger than the whole outbound byte budget:
-    /// it can never be queued (raise `outbound_bytes`).
+    /// `true` when the frame can never be queued (raise `outbound_bytes`).
     pub fn is_too_large(&self) -> bool {
-        self.why == Why::TooLarge
+        matches!(self, TrySendError::TooLarge(_))
     }
 }
 
-impl fmt::Display for TrySendError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self.why {
-            Why::Closed => "client is closed; frame not sent",
-            Why::Full => "outbound queue is full; frame not sent",
-            Why::TooLarge => "frame is larger than the outbound byte budget; frame not sent",
-        })
-    }
+/// Returned by a blocking `recv`: the client is closed and everything it
+/// received was handed out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("client is closed")]
+pub struct RecvError;
+
+/// Returned by `try_recv`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TryRecvError {
+    /// Nothing is ready yet.
+    #[error("nothing ready")]
+    Empty,
+    /// The client is closed and everything was handed out.
+    #[error("client is closed")]
+    Closed,
 }
 
-impl std::error::Error for TrySendError {}
+/// Returned by `recv_timeout` and `recv_deadline`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RecvTimeoutError {
+    /// The time passed before anything was ready.
+    #[error("timed out")]
+    Timeout,
+    /// The client is closed and everything was handed out.
+    #[error("client is closed")]
+    Closed,
+}
+
+/// Calls application code (the endpoint provider, hello, a `Protocol`
+/// method) on a heartline thread. A panic there fails only that attempt,
+/// poll or message, with a typed error that says which callback; heartline
+/// carries on.
+pub(crate) fn guarded<T>(
+    what: &'static str,
+    f: impl FnOnce() -> T,
+) -> std::result::Result<T, ConnectionError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| {
+        let reason = p
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        log::warn!(target: "heartline", "the {what} callback panicked: {reason}");
+        ConnectionError::Callback {
+            what,
+            reason: crate::protocol::head(&reason),
+        }
+    })
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn tls_errors_give_advice_that_fits_the_cause() {
-        let e = Error::Tls {
-            host: "h".into(),
-            problem: TlsProblem::Expired,
-            reason: "x".into(),
-        };
-        assert!(!e.is_fatal());
-    }
-
-    #[test]
-    fn error_stays_small() {
+    fn errors_stay_small_and_connection_errors_are_cheap_to_clone() {
         assert!(std::mem::size_of::<Error>() <= 64);
+        assert!(std::mem::size_of::<ConnectionError>() <= 64);
+        fn cheap<T: Clone + Send + Sync + 'static>() {}
+        cheap::<ConnectionError>();
     }
 
     #[test]
@@ -268,15 +388,39 @@ mod tests {
             e.to_string(),
             "invalid config `heartbeat_interval`: must be greater than zero"
         );
-        assert!(e.is_fatal());
     }
 
     #[test]
     fn server_close_without_reason_has_no_trailing_colon() {
-        let e = Error::ServerClosed {
+        let e = ConnectionError::ServerClosed {
             code: 1001,
             reason: String::new(),
         };
         assert_eq!(e.to_string(), "server closed the connection with code 1001");
+    }
+
+    #[test]
+    fn an_application_tells_a_401_from_a_503_without_parsing_text() {
+        let e = ConnectionError::Refused {
+            status: 503,
+            headers: Arc::from(vec![("retry-after".to_owned(), "7".to_owned())]),
+        };
+        assert_eq!(e.status(), Some(503));
+        assert_eq!(e.header("Retry-After"), Some("7"));
+        assert_eq!(
+            ConnectionError::from(std::io::Error::other("x")).status(),
+            None
+        );
+    }
+
+    #[test]
+    fn send_errors_hand_the_frame_back() {
+        let e = SendError::TooLarge {
+            frame: Frame::from("abc"),
+            limit: 2,
+        };
+        assert!(e.to_string().contains("3 bytes") && e.to_string().contains("outbound_bytes"));
+        assert_eq!(e.into_frame(), Frame::from("abc"));
+        assert!(TrySendError::Full(Frame::from("x")).is_full());
     }
 }

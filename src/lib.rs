@@ -77,9 +77,12 @@ pub mod testkit;
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
-pub use client::{Batches, Client, Events, RecvError};
+pub use client::{Batches, Client, Events};
 pub use config::{AckMode, ClientBuilder, Endpoint, Heartbeat, HelloContext, Overflow, ReplyRule};
-pub use error::{Error, Result, TlsProblem, TrySendError};
+pub use error::{
+    ConnectionError, Error, Phase, RecvError, RecvTimeoutError, Result, SendError, TlsProblem,
+    TryRecvError, TrySendError,
+};
 pub use machine::backoff::Backoff;
 pub use message::{Batch, CloseReason, Event, Frame, Message, State, Via};
 pub use protocol::{

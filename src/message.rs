@@ -378,6 +378,8 @@ impl fmt::Display for CloseReason {
 pub struct Event {
     /// The new state.
     pub state: State,
-    /// Why the state changed, when an error caused it (secrets redacted).
-    pub error: Option<String>,
+    /// Why the state changed, when an error caused it (secrets redacted):
+    /// a value, so an application tells a 401 from a 503 without parsing
+    /// text.
+    pub error: Option<crate::error::ConnectionError>,
 }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
+use crate::error::ConnectionError;
 use crate::message::{Event, State};
 
 /// A snapshot of the client's counters, from [`crate::Client::stats`].
@@ -23,10 +24,10 @@ pub struct Stats {
     /// The last error of the WebSocket side (a failed attempt, a lost
     /// connection), secrets redacted. Poll failures have their own slot,
     /// [`Stats::last_poll_error`], so one transport never hides the other's.
-    pub last_error: Option<String>,
+    pub last_error: Option<ConnectionError>,
     /// The last failed poll of the HTTP fallback, secrets redacted. Set
     /// before [`Stats::poll_failures`] counts it.
-    pub last_poll_error: Option<String>,
+    pub last_poll_error: Option<ConnectionError>,
     /// The last heartbeat round trip (heartbeat sent to Pong or reply rule
     /// match).
     pub rtt: Option<Duration>,
@@ -66,7 +67,8 @@ pub struct Stats {
     pub polls: u64,
     /// Failed polls (connect, timeout, status, body, success rule).
     pub poll_failures: u64,
-    /// Poll items skipped as malformed.
+    /// Messages skipped: poll items that were malformed, or messages a
+    /// `Protocol` method panicked on.
     pub malformed: u64,
 }
 
@@ -177,8 +179,8 @@ impl Budget {
 
 pub(crate) struct Shared {
     state: Mutex<State>,
-    last_error: Mutex<Option<String>>,
-    last_poll_error: Mutex<Option<String>>,
+    last_error: Mutex<Option<ConnectionError>>,
+    last_poll_error: Mutex<Option<ConnectionError>>,
     pub counters: Counters,
     /// The io thread has stopped reading because the inbound queue is full.
     pub reading_paused: AtomicBool,
@@ -245,7 +247,7 @@ impl Shared {
     /// Records a state change and publishes it. When nobody reads the event
     /// receiver, the oldest event is dropped (and counted) so the threads
     /// never block on it.
-    pub(crate) fn set_state(&self, state: State, error: Option<String>) {
+    pub(crate) fn set_state(&self, state: State, error: Option<ConnectionError>) {
         if state.is_closed() {
             self.closed.store(true, SeqCst);
         }
@@ -275,13 +277,13 @@ impl Shared {
         lock(&self.events_tx).take();
     }
 
-    pub(crate) fn set_error(&self, error: String) {
+    pub(crate) fn set_error(&self, error: ConnectionError) {
         *lock(&self.last_error) = Some(error);
     }
 
     /// Records a failed poll: the error first, then the count, so whoever
     /// sees the count sees this error (or a later one).
-    pub(crate) fn poll_failed(&self, error: String) {
+    pub(crate) fn poll_failed(&self, error: ConnectionError) {
         *lock(&self.last_poll_error) = Some(error);
         self.counters.poll_failures.fetch_add(1, Relaxed);
     }

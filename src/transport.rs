@@ -13,7 +13,9 @@ use tungstenite::protocol::WebSocketConfig;
 use tungstenite::WebSocket;
 
 use crate::config::{Config, Endpoint};
-use crate::error::{Error, Result, TlsProblem};
+use crate::error::{ConnectionError, Error, Phase, TlsProblem};
+
+type Result<T, E = ConnectionError> = std::result::Result<T, E>;
 use crate::redact;
 
 /// A parsed `ws://` or `wss://` URL.
@@ -26,7 +28,7 @@ pub(crate) struct Target {
 
 impl Target {
     pub(crate) fn parse(url: &str) -> Result<Target> {
-        let bad = |reason: &str| Error::Url {
+        let bad = |reason: &str| ConnectionError::Url {
             url: redact::url(url),
             reason: reason.to_owned(),
         };
@@ -104,7 +106,7 @@ impl Write for Stream {
 pub(crate) type Socket = WebSocket<Stream>;
 
 /// Builds the TLS connector once per client.
-pub(crate) fn tls_connector(cfg: &Config) -> Result<native_tls::TlsConnector> {
+pub(crate) fn tls_connector(cfg: &Config) -> Result<native_tls::TlsConnector, Error> {
     let mut b = native_tls::TlsConnector::builder();
     for pem in &cfg.root_certificates {
         let cert = native_tls::Certificate::from_pem(pem).map_err(|e| {
@@ -169,7 +171,7 @@ pub(crate) fn connect(
     let stream = if target.tls {
         let connector = match tls {
             Some(c) => c,
-            None => tls.insert(tls_connector(cfg).map_err(|e| Error::Tls {
+            None => tls.insert(tls_connector(cfg).map_err(|e| ConnectionError::Tls {
                 host: target.host.clone(),
                 problem: crate::error::TlsProblem::Setup,
                 reason: e.to_string(),
@@ -178,8 +180,8 @@ pub(crate) fn connect(
         match connector.connect(&target.host, tcp) {
             Ok(s) => Stream::Tls(Box::new(s)),
             Err(native_tls::HandshakeError::WouldBlock(_)) => {
-                return Err(Error::Timeout {
-                    what: "TLS handshake",
+                return Err(ConnectionError::Timeout {
+                    phase: Phase::TlsHandshake,
                     addr,
                     after: cfg.handshake_timeout,
                 })
@@ -209,7 +211,7 @@ fn upgrade(
     addr: &str,
     cfg: &Config,
 ) -> Result<Socket> {
-    let bad = |reason: String| Error::Url {
+    let bad = |reason: String| ConnectionError::Url {
         url: redact::url(&endpoint.url),
         reason,
     };
@@ -252,13 +254,13 @@ fn upgrade(
     req.push_str("\r\n");
     let io_err = |e: io::Error| {
         if timed_out(&e) {
-            Error::Timeout {
-                what: "WebSocket handshake",
+            ConnectionError::Timeout {
+                phase: Phase::WebSocketHandshake,
                 addr: addr.to_owned(),
                 after: cfg.handshake_timeout,
             }
         } else {
-            Error::Io(e)
+            ConnectionError::from(e)
         }
     };
     stream.write_all(req.as_bytes()).map_err(io_err)?;
@@ -266,10 +268,10 @@ fn upgrade(
 
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
-    let (head_len, status, accept) = loop {
+    let (head_len, status, accept, kept) = loop {
         let n = stream.read(&mut chunk).map_err(io_err)?;
         if n == 0 {
-            return Err(Error::Protocol(format!(
+            return Err(ConnectionError::Protocol(format!(
                 "{addr} closed the connection during the WebSocket handshake"
             )));
         }
@@ -283,28 +285,47 @@ fn upgrade(
                     .iter()
                     .find(|h| h.name.eq_ignore_ascii_case("sec-websocket-accept"))
                     .map(|h| String::from_utf8_lossy(h.value).into_owned());
-                break (len, resp.code.unwrap_or(0), accept);
+                // The headers a client acts on when refused.
+                let kept: Vec<(String, String)> = resp
+                    .headers
+                    .iter()
+                    .filter(|h| {
+                        ["retry-after", "www-authenticate", "location"]
+                            .iter()
+                            .any(|k| h.name.eq_ignore_ascii_case(k))
+                    })
+                    .map(|h| {
+                        (
+                            h.name.to_ascii_lowercase(),
+                            crate::protocol::head(&String::from_utf8_lossy(h.value)),
+                        )
+                    })
+                    .collect();
+                break (len, resp.code.unwrap_or(0), accept, kept);
             }
             Ok(httparse::Status::Partial) if buf.len() < MAX_RESPONSE => continue,
             Ok(httparse::Status::Partial) => {
-                return Err(Error::Protocol(format!(
+                return Err(ConnectionError::Protocol(format!(
                     "upgrade response from {addr} is larger than {MAX_RESPONSE} bytes"
                 )))
             }
             Err(e) => {
                 let head = String::from_utf8_lossy(&buf[..buf.len().min(64)]).into_owned();
-                return Err(Error::Protocol(format!(
+                return Err(ConnectionError::Protocol(format!(
                     "upgrade response from {addr} is not HTTP ({e}): {head:?}"
                 )));
             }
         }
     };
     if status != 101 {
-        return Err(Error::Refused { status });
+        return Err(ConnectionError::Refused {
+            status,
+            headers: kept.into(),
+        });
     }
     let expected = tungstenite::handshake::derive_accept_key(key.as_bytes());
     if accept.as_deref() != Some(expected.as_str()) {
-        return Err(Error::Protocol(format!(
+        return Err(ConnectionError::Protocol(format!(
             "{addr} answered the upgrade with a wrong Sec-WebSocket-Accept"
         )));
     }
@@ -321,17 +342,17 @@ fn connect_tcp(target: &Target, addr: &str, timeout: Duration) -> Result<TcpStre
     let deadline = Instant::now() + timeout;
     let addrs: Vec<SocketAddr> = (target.host.as_str(), target.port)
         .to_socket_addrs()
-        .map_err(|source| Error::Connect {
+        .map_err(|source| ConnectionError::Connect {
             addr: addr.to_owned(),
-            source,
+            source: std::sync::Arc::new(source),
         })?
         .collect();
     let mut last = io::Error::new(io::ErrorKind::NotFound, "host name resolved to no address");
     for a in addrs {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(Error::Timeout {
-                what: "connect",
+            return Err(ConnectionError::Timeout {
+                phase: Phase::Connect,
                 addr: addr.to_owned(),
                 after: timeout,
             });
@@ -339,8 +360,8 @@ fn connect_tcp(target: &Target, addr: &str, timeout: Duration) -> Result<TcpStre
         match TcpStream::connect_timeout(&a, left) {
             Ok(s) => return Ok(s),
             Err(e) if timed_out(&e) => {
-                return Err(Error::Timeout {
-                    what: "connect",
+                return Err(ConnectionError::Timeout {
+                    phase: Phase::Connect,
                     addr: addr.to_owned(),
                     after: timeout,
                 })
@@ -348,9 +369,9 @@ fn connect_tcp(target: &Target, addr: &str, timeout: Duration) -> Result<TcpStre
             Err(e) => last = e,
         }
     }
-    Err(Error::Connect {
+    Err(ConnectionError::Connect {
         addr: addr.to_owned(),
-        source: last,
+        source: std::sync::Arc::new(last),
     })
 }
 
@@ -363,20 +384,20 @@ fn set_timeouts(tcp: &TcpStream, deadline: Instant) -> Result<()> {
     Ok(())
 }
 
-fn tls_error(host: &str, e: &native_tls::Error, addr: &str, after: Duration) -> Error {
+fn tls_error(host: &str, e: &native_tls::Error, addr: &str, after: Duration) -> ConnectionError {
     let text = e.to_string();
     let io_timeout = std::error::Error::source(e)
         .and_then(|s| s.downcast_ref::<io::Error>())
         .is_some_and(timed_out);
     if io_timeout {
-        return Error::Timeout {
-            what: "TLS handshake",
+        return ConnectionError::Timeout {
+            phase: Phase::TlsHandshake,
             addr: addr.to_owned(),
             after,
         };
     }
     let (problem, reason) = tls_advice(host, &text, now_utc());
-    Error::Tls {
+    ConnectionError::Tls {
         host: host.to_owned(),
         problem,
         reason,

@@ -3,7 +3,7 @@ use common::*;
 
 use std::time::Duration;
 
-use heartline::{Backoff, CloseReason, RecvError, State};
+use heartline::{Backoff, CloseReason, RecvTimeoutError, State};
 
 #[test]
 fn refused_upgrades_back_off_and_give_up_after_max_attempts() {
@@ -34,7 +34,7 @@ fn refused_upgrades_back_off_and_give_up_after_max_attempts() {
     assert_eq!(waits, vec![(2, 15 * MS), (3, 25 * MS)]);
     let why = seen
         .iter()
-        .find_map(|e| e.error.clone())
+        .find_map(|e| e.error.as_ref().map(|e| e.to_string()))
         .unwrap_or_default();
     assert!(why.contains("HTTP 503"), "{why}");
     assert_eq!(
@@ -43,7 +43,10 @@ fn refused_upgrades_back_off_and_give_up_after_max_attempts() {
         "exactly max_attempts attempts"
     );
     // The receiver ends and sending is refused.
-    assert_eq!(client.recv_timeout(WAIT).unwrap_err(), RecvError::Closed);
+    assert_eq!(
+        client.recv_timeout(WAIT).unwrap_err(),
+        RecvTimeoutError::Closed
+    );
     assert!(client.send("late").is_err());
     assert_eq!(client.stats().failed_attempts, 3);
 }
@@ -109,7 +112,7 @@ fn an_unreachable_port_is_retried_with_a_clear_error() {
     assert_eq!(ev.state, State::Closed(CloseReason::GaveUp { attempts: 2 }));
     let why = seen
         .iter()
-        .find_map(|e| e.error.clone())
+        .find_map(|e| e.error.as_ref().map(|e| e.to_string()))
         .unwrap_or_default();
     assert!(
         why.contains(&format!("cannot connect to 127.0.0.1:{port}")),

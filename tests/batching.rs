@@ -3,7 +3,7 @@ use common::*;
 
 use std::time::Duration;
 
-use heartline::{Frame, RecvError, Via};
+use heartline::{Frame, RecvTimeoutError, TryRecvError, Via};
 
 #[test]
 fn a_window_gathers_a_burst_into_one_batch_in_order() {
@@ -67,8 +67,11 @@ fn receivers_report_empty_and_timeout_without_a_message() {
         .build()
         .unwrap();
     wait_open(&client.events());
-    assert_eq!(client.try_recv().unwrap_err(), RecvError::Empty);
-    assert_eq!(client.recv_timeout(5 * MS).unwrap_err(), RecvError::Timeout);
+    assert_eq!(client.try_recv().unwrap_err(), TryRecvError::Empty);
+    assert_eq!(
+        client.recv_timeout(5 * MS).unwrap_err(),
+        RecvTimeoutError::Timeout
+    );
     server.push("x");
     // A message arrived but its window is still open: not ready yet...
     wait_until("message queued", || client.stats().inbound_queued >= 1);
@@ -88,7 +91,10 @@ fn a_recv_timeout_shorter_than_the_window_keeps_the_partial_batch() {
     wait_open(&client.events());
     server.push("a");
     wait_until("message queued", || client.stats().inbound_queued >= 1);
-    assert_eq!(client.recv_timeout(5 * MS).unwrap_err(), RecvError::Timeout);
+    assert_eq!(
+        client.recv_timeout(5 * MS).unwrap_err(),
+        RecvTimeoutError::Timeout
+    );
     server.push("b");
     let all = collect(&client, 2);
     assert_eq!(texts(&all), vec!["a", "b"]);

@@ -4,7 +4,7 @@ use common::*;
 use std::time::{Duration, Instant};
 
 use heartline::testkit::Sent;
-use heartline::{CloseReason, RecvError, State};
+use heartline::{CloseReason, RecvTimeoutError, State};
 
 #[test]
 fn close_sends_1000_returns_promptly_and_never_reconnects() {
@@ -28,7 +28,10 @@ fn close_sends_1000_returns_promptly_and_never_reconnects() {
     assert_eq!(ev.state, State::Closed(CloseReason::Requested));
     // Every heartline thread has been joined: nothing is left to reconnect.
     assert_eq!(server.log().accepted(), 1);
-    assert_eq!(events.recv_timeout(WAIT).unwrap_err(), RecvError::Closed);
+    assert_eq!(
+        events.recv_timeout(WAIT).unwrap_err(),
+        RecvTimeoutError::Closed
+    );
     client.close(); // a second close is harmless
 }
 
@@ -61,7 +64,7 @@ fn a_server_close_reconnects() {
     let (ev, _) = wait_event(&events, "reconnecting", |e| {
         matches!(e.state, State::Reconnecting { .. })
     });
-    let why = ev.error.unwrap_or_default();
+    let why = why(&ev.error);
     assert!(why.contains("1001") && why.contains("going away"), "{why}");
     wait_open(&events);
     assert_eq!(server.log().accepted(), 2);

@@ -63,7 +63,7 @@ fn a_bad_url_from_the_provider_fails_the_attempt_and_is_retried() {
     let (ev, _) = wait_event(&events, "reconnecting", |e| {
         matches!(e.state, State::Reconnecting { .. })
     });
-    let why = ev.error.unwrap_or_default();
+    let why = why(&ev.error);
     assert!(
         why.contains("scheme `http`") && !why.contains("SECRET"),
         "{why}"
@@ -95,7 +95,16 @@ fn a_panicking_closure_fails_that_attempt_only() {
         .unwrap();
     let events = client.events();
     let (_, seen) = wait_event(&events, "open", |e| e.state == State::Open);
-    let errors: Vec<String> = seen.iter().filter_map(|e| e.error.clone()).collect();
+    // Typed: which callback, and what it said.
+    let errors: Vec<String> = seen
+        .iter()
+        .filter_map(|e| match &e.error {
+            Some(heartline::ConnectionError::Callback { what, reason }) => {
+                Some(format!("the {what} closure panicked: {reason}"))
+            }
+            _ => None,
+        })
+        .collect();
     assert!(
         errors
             .iter()
@@ -109,5 +118,29 @@ fn a_panicking_closure_fails_that_attempt_only() {
         "{errors:?}"
     );
     assert!(server.wait_for(WAIT, |l| l.frames.iter().any(|f| f.text() == Some("sub"))));
+    client.close();
+}
+
+#[test]
+fn an_application_tells_a_401_from_a_503_without_parsing_text() {
+    let server = server();
+    server.refuse(Some(401));
+    let client = fast(server.url()).build().unwrap();
+    let events = client.events();
+    let (ev, _) = wait_event(&events, "a refusal", |e| e.error.is_some());
+    let error = ev.error.unwrap();
+    assert!(
+        matches!(
+            error,
+            heartline::ConnectionError::Refused { status: 401, .. }
+        ),
+        "{error}"
+    );
+    assert_eq!(error.status(), Some(401));
+    server.refuse(Some(503));
+    let (ev, _) = wait_event(&events, "a 503", |e| {
+        e.error.as_ref().and_then(|e| e.status()) == Some(503)
+    });
+    assert!(ev.error.is_some());
     client.close();
 }

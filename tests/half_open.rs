@@ -20,7 +20,7 @@ fn a_silent_server_with_tcp_still_open_is_detected_and_replaced() {
     let (ev, _) = wait_event(&events, "reconnecting", |e| {
         matches!(e.state, State::Reconnecting { .. })
     });
-    let why = ev.error.unwrap_or_default();
+    let why = why(&ev.error);
     assert!(why.contains("half-open"), "{why}");
     wait_open(&events);
     assert!(server.wait_connections(2, WAIT));

@@ -3,7 +3,7 @@
 mod common;
 use common::*;
 
-use heartline::{Error, Frame, Overflow};
+use heartline::{Frame, Overflow, SendError};
 
 const KIB: usize = 1024;
 
@@ -116,12 +116,15 @@ fn the_outbound_queue_is_bounded_in_bytes_and_refuses_a_frame_it_can_never_hold(
     assert!(err.is_full(), "{err}");
     assert!(matches!(
         client.send(frame(4)),
-        Err(Error::QueueFull { bytes, .. }) if bytes == 64 * KIB
+        Err(SendError::Timeout { bytes, .. }) if bytes == 64 * KIB
     ));
     let huge = Frame::from(big(9, 65 * KIB));
     assert!(client.try_send(huge.clone()).unwrap_err().is_too_large());
-    match client.send(huge) {
-        Err(Error::TooLarge(why)) => assert!(why.contains("outbound_bytes"), "{why}"),
+    match client.send(huge.clone()) {
+        Err(e @ SendError::TooLarge { .. }) => {
+            assert!(e.to_string().contains("outbound_bytes"), "{e}");
+            assert_eq!(e.into_frame(), huge, "handed back");
+        }
         other => panic!("expected TooLarge, got {other:?}"),
     }
     // Once connected, the queue drains in order and frees its bytes.

@@ -19,7 +19,7 @@ fn an_oversized_message_closes_with_1009_and_the_client_reconnects() {
     let (ev, _) = wait_event(&events, "reconnecting", |e| {
         matches!(e.state, State::Reconnecting { .. })
     });
-    let why = ev.error.unwrap_or_default();
+    let why = why(&ev.error);
     assert!(why.contains("too large"), "{why}");
     assert!(server.wait_for(WAIT, |l| l
         .frames

@@ -158,7 +158,7 @@ fn poll_failures_are_counted_retried_and_bad_items_skipped() {
     server.publish(json!({"n": 1}));
     let client = client(&server).build().unwrap();
     wait_until("a failed poll", || client.stats().poll_failures >= 1);
-    let why = client.stats().last_poll_error.unwrap_or_default();
+    let why = why(&client.stats().last_poll_error);
     assert!(
         why.contains("HTTP 500") && why.contains("broken on purpose"),
         "{why}"
@@ -166,11 +166,7 @@ fn poll_failures_are_counted_retried_and_bad_items_skipped() {
 
     server.poll_fault(PollFault::Garbage);
     wait_until("a garbage poll", || {
-        client
-            .stats()
-            .last_poll_error
-            .unwrap_or_default()
-            .contains("not JSON")
+        common::why(&client.stats().last_poll_error).contains("not JSON")
     });
 
     server.poll_fault(PollFault::BadItems);
@@ -263,7 +259,7 @@ fn a_poll_body_over_the_limit_fails_that_poll_with_a_clear_error() {
     }
     let client = client(&server).max_poll_body(256).build().unwrap();
     wait_until("a failed poll", || client.stats().poll_failures >= 1);
-    let why = client.stats().last_poll_error.unwrap_or_default();
+    let why = why(&client.stats().last_poll_error);
     assert!(
         why.contains("over the 256 byte limit") && why.contains("/poll"),
         "{why}"
@@ -283,7 +279,7 @@ fn a_stalled_poll_times_out_and_an_unreachable_endpoint_is_retried() {
     server.poll_fault(PollFault::Stall(Duration::from_millis(500)));
     let client = client(&server).poll_timeout(50 * MS).build().unwrap();
     wait_until("a timed-out poll", || client.stats().poll_failures >= 1);
-    let why = client.stats().last_poll_error.unwrap_or_default();
+    let why = why(&client.stats().last_poll_error);
     assert!(
         why.contains("/poll") && why.to_lowercase().contains("timeout"),
         "{why}"
@@ -304,10 +300,12 @@ fn a_stalled_poll_times_out_and_an_unreachable_endpoint_is_retried() {
         .build()
         .unwrap();
     wait_until("two failed polls", || client.stats().poll_failures >= 2);
-    let why = client.stats().last_poll_error.unwrap_or_default();
+    let error = client.stats().last_poll_error.expect("a poll error");
+    assert_eq!(error.status(), None, "nobody answered: {error}");
+    let text = error.to_string();
     assert!(
-        why.contains(&format!("127.0.0.1:{port}")) && why.contains("failed"),
-        "{why}"
+        text.contains(&format!("127.0.0.1:{port}")) && text.contains("failed"),
+        "{text}"
     );
     client.close();
 }
@@ -350,5 +348,44 @@ fn messages_whose_cursors_tie_all_arrive_by_poll() {
         client.stats().duplicates >= 1
     });
     assert!(client.try_recv().is_err(), "nothing delivered twice");
+    client.close();
+}
+
+#[test]
+fn a_protocol_that_panics_on_a_poll_response_fails_that_poll_only() {
+    struct Fragile(String);
+    impl heartline::Protocol for Fragile {
+        fn poll_request(&self, _: Option<&heartline::Cursor>) -> Option<heartline::PollRequest> {
+            Some(heartline::PollRequest {
+                url: self.0.clone(),
+                method: Method::Get,
+                body: None,
+            })
+        }
+        fn parse_poll(&self, _: &[u8]) -> Result<Vec<heartline::PollItem>, String> {
+            panic!("the parser has a bug")
+        }
+    }
+    let server = feed_server();
+    server.refuse(Some(503));
+    let client = fast(server.url())
+        .protocol(Fragile(server.poll_url().unwrap()))
+        .poll_after(1)
+        .poll_every(10 * MS)
+        .build()
+        .unwrap();
+    wait_until("two failed polls", || client.stats().poll_failures >= 2);
+    let error = client.stats().last_poll_error.expect("the poll's error");
+    assert!(
+        matches!(
+            &error,
+            heartline::ConnectionError::Callback {
+                what: "parse_poll",
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert!(!client.state().is_closed(), "the client carries on");
     client.close();
 }

@@ -25,7 +25,7 @@ fn wss_with_an_untrusted_certificate_is_refused_with_a_clear_error() {
     let client = fast(server.url()).max_attempts(Some(1)).build().unwrap();
     let (ev, seen) = wait_event(&client.events(), "closed", |e| e.state.is_closed());
     assert!(matches!(ev.state, State::Closed(_)));
-    let why = client.stats().last_error.unwrap_or_default();
+    let why = why(&client.stats().last_error);
     assert!(
         why.contains("TLS handshake with 127.0.0.1 failed")
             && why.contains("does not trust")
@@ -50,7 +50,7 @@ fn the_dangerous_option_accepts_any_certificate() {
 fn failure(b: heartline::ClientBuilder) -> String {
     let client = b.max_attempts(Some(1)).build().unwrap();
     wait_event(&client.events(), "closed", |e| e.state.is_closed());
-    client.stats().last_error.unwrap_or_default()
+    why(&client.stats().last_error)
 }
 
 fn trusting(server: &TestServer) -> heartline::ClientBuilder {

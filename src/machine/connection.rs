@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::{AckMode, Config, Heartbeat};
-use crate::error::Error;
+use crate::error::{guarded, ConnectionError};
 use crate::inbox::Offer;
 use crate::message::{Frame, Message, Meta, Via};
 
@@ -43,7 +43,7 @@ pub(crate) enum Command {
 pub(crate) enum Exit {
     Requested,
     ServerClosed { code: u16, reason: String },
-    Lost(Error),
+    Lost(ConnectionError),
 }
 
 /// What the io thread must do, in order.
@@ -76,6 +76,9 @@ pub(crate) enum Action {
     Proven,
     /// A heartbeat was answered after this long.
     Rtt(Duration),
+    /// A `Protocol` method panicked on a message: it is skipped (counted
+    /// as malformed).
+    Skipped,
     /// A message could not be queued while closing and is left to the
     /// server (not acked); counted as dropped.
     DroppedWhileClosing,
@@ -152,7 +155,7 @@ impl Connection {
     }
 
     /// An ending that is the requested close when one is under way.
-    fn lost(&mut self, e: Error) {
+    fn lost(&mut self, e: ConnectionError) {
         let exit = if self.closing.is_some() {
             Exit::Requested
         } else {
@@ -190,7 +193,7 @@ impl Connection {
                 self.actions.push_back(Action::Flush);
             }
             Command::Beat => {}
-            Command::Dead => self.exit(Exit::Lost(Error::HeartbeatTimeout {
+            Command::Dead => self.exit(Exit::Lost(ConnectionError::HeartbeatTimeout {
                 timeout: self.cfg.server_timeout,
             })),
             Command::Close if self.closing.is_none() => {
@@ -224,12 +227,19 @@ impl Connection {
                 });
             }
         };
+        // The protocol is application code: a panic in it fails this
+        // message (skipped, counted, logged), not the connection.
+        let protocol = &self.cfg.protocol;
         if self.cfg.replies.iter().any(|r| r.matches(&frame))
-            || self.cfg.protocol.is_heartbeat_reply(&frame)
+            || guarded("is_heartbeat_reply", || protocol.is_heartbeat_reply(&frame))
+                .unwrap_or(false)
         {
             return self.answered(now);
         }
-        let inspected = self.cfg.protocol.inspect(&frame);
+        let Ok(inspected) = guarded("inspect", || protocol.inspect(&frame)) else {
+            self.actions.push_back(Action::Skipped);
+            return;
+        };
         let meta = Meta {
             id: inspected.id.map(Arc::from),
             cursor: inspected.cursor,
@@ -305,7 +315,7 @@ impl Connection {
     /// Reading failed.
     pub(crate) fn read_failed(&mut self, e: ReadFailure) {
         match e {
-            ReadFailure::Ended => self.lost(Error::Io(std::io::Error::new(
+            ReadFailure::Ended => self.lost(ConnectionError::from(std::io::Error::new(
                 std::io::ErrorKind::ConnectionAborted,
                 "connection closed by the server without a close frame",
             ))),
@@ -314,14 +324,14 @@ impl Connection {
                 self.actions
                     .push_back(Action::Close(1009, "message too big"));
                 self.actions.push_back(Action::Flush);
-                self.exit(Exit::Lost(Error::TooLarge(what)));
+                self.exit(Exit::Lost(ConnectionError::TooLarge(what)));
             }
             ReadFailure::Failed(e) => self.lost(e),
         }
     }
 
     /// A write or flush failed.
-    pub(crate) fn write_failed(&mut self, e: Error) {
+    pub(crate) fn write_failed(&mut self, e: ConnectionError) {
         self.lost(e);
     }
 
@@ -369,7 +379,7 @@ pub(crate) enum ReadFailure {
     /// A message or frame over the limit (tungstenite's words).
     TooLarge(String),
     /// Anything else.
-    Failed(Error),
+    Failed(ConnectionError),
 }
 
 #[cfg(test)]
@@ -584,7 +594,7 @@ mod tests {
         c.read_failed(ReadFailure::Ended);
         assert!(matches!(
             &drain(&mut c)[..],
-            [Action::Exit(Exit::Lost(Error::Io(_)))]
+            [Action::Exit(Exit::Lost(ConnectionError::Io(_)))]
         ));
     }
 
@@ -595,7 +605,7 @@ mod tests {
         let a = drain(&mut c);
         assert!(matches!(&a[0], Action::Close(1009, _)));
         assert!(
-            matches!(a.last(), Some(Action::Exit(Exit::Lost(Error::TooLarge(w)))) if w.contains("1048576"))
+            matches!(a.last(), Some(Action::Exit(Exit::Lost(ConnectionError::TooLarge(w)))) if w.contains("1048576"))
         );
     }
 
@@ -626,6 +636,25 @@ mod tests {
     }
 
     #[test]
+    fn a_protocol_that_panics_on_one_message_skips_it_and_carries_on() {
+        struct Fragile;
+        impl crate::protocol::Protocol for Fragile {
+            fn inspect(&self, frame: &Frame) -> crate::protocol::Inspected {
+                assert!(frame.as_text() != Some("poison"), "cannot parse");
+                crate::protocol::Inspected::default()
+            }
+        }
+        let t0 = Instant::now();
+        let mut c = Connection::new(
+            cfg(ClientBuilder::new("ws://127.0.0.1:1/").protocol(Fragile)),
+            vec![],
+        );
+        c.frame(text("poison"), t0);
+        assert!(matches!(drain(&mut c).last(), Some(Action::Skipped)));
+        assert_eq!(delivered(&mut c, "fine", t0).text(), Some("fine"));
+    }
+
+    #[test]
     fn a_dead_link_exits_once_with_the_timeout() {
         let mut c = Connection::new(plain(), vec![]);
         c.command(Command::Dead, Instant::now());
@@ -634,7 +663,7 @@ mod tests {
         assert_eq!(a.len(), 1);
         assert!(matches!(
             &a[0],
-            Action::Exit(Exit::Lost(Error::HeartbeatTimeout { .. }))
+            Action::Exit(Exit::Lost(ConnectionError::HeartbeatTimeout { .. }))
         ));
     }
 

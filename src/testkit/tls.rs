@@ -52,14 +52,6 @@ pub enum CertProblem {
     SelfSigned,
 }
 
-/// `now + days` as an ASN.1 time (negative: in the past).
-fn days(days: i64) -> Result<Asn1Time, ErrorStack> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    Asn1Time::from_unix(now + days * 86_400)
-}
-
 fn builder(
     subject: &X509NameRef,
     issuer: &X509NameRef,
@@ -105,13 +97,15 @@ pub(crate) fn generate(problem: CertProblem) -> Result<Material, ErrorStack> {
     };
     let mut leaf = builder(&leaf_name, issuer, &leaf_key)?;
     match problem {
+        // Fixed past dates and days_from_now: both work where time_t is
+        // 32 bits (armv7), unlike from_unix with an i64.
         CertProblem::Expired => {
-            leaf.set_not_before(days(-30)?.as_ref())?;
-            leaf.set_not_after(days(-1)?.as_ref())?;
+            leaf.set_not_before(Asn1Time::from_str("20200101000000Z")?.as_ref())?;
+            leaf.set_not_after(Asn1Time::from_str("20200201000000Z")?.as_ref())?;
         }
         CertProblem::NotYetValid => {
-            leaf.set_not_before(days(10)?.as_ref())?;
-            leaf.set_not_after(days(40)?.as_ref())?;
+            leaf.set_not_before(Asn1Time::days_from_now(10)?.as_ref())?;
+            leaf.set_not_after(Asn1Time::days_from_now(40)?.as_ref())?;
         }
         _ => {}
     }

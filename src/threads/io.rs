@@ -26,7 +26,7 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::{Message as WsMessage, WebSocket};
 
-use crate::error::Error;
+use crate::error::ConnectionError;
 use crate::inbox::Inbox;
 use crate::machine::connection::{Action, Connection as Machine, Incoming, ReadFailure, Wait};
 pub(crate) use crate::machine::connection::{Command, Exit};
@@ -182,6 +182,9 @@ impl<S: Read + Write> Driver<S> {
                     trace!("heartbeat answered in {d:?}");
                     self.ctx.shared.set_rtt(d);
                 }
+                Action::Skipped => {
+                    self.ctx.shared.counters.malformed.fetch_add(1, Relaxed);
+                }
                 Action::DroppedWhileClosing => {
                     self.ctx.shared.counters.dropped.fetch_add(1, Relaxed);
                     warn!("inbound queue full while closing; message not taken (not acked)");
@@ -264,10 +267,10 @@ impl<S: Read + Write> Driver<S> {
                     warn!("inbound message too large, closing with 1009: {e}");
                     ReadFailure::TooLarge(e.to_string())
                 }
-                Err(tungstenite::Error::Io(e)) => ReadFailure::Failed(Error::Io(e)),
+                Err(tungstenite::Error::Io(e)) => ReadFailure::Failed(ConnectionError::from(e)),
                 Err(e) => {
                     warn!("protocol error from the server: {e}");
-                    ReadFailure::Failed(Error::Protocol(e.to_string()))
+                    ReadFailure::Failed(ConnectionError::Protocol(e.to_string()))
                 }
             };
             self.m.read_failed(failure);
@@ -356,7 +359,7 @@ impl Connection {
         hello: Vec<Frame>,
         s: &Setup,
         proven: Sender<()>,
-    ) -> Result<Self, Error> {
+    ) -> Result<Self, ConnectionError> {
         let tcp = socket.get_ref().tcp();
         tcp.set_read_timeout(None)?;
         tcp.set_write_timeout(None)?;
@@ -438,7 +441,7 @@ impl Connection {
                     match self.poll.poll(&mut events, Some(Duration::ZERO)) {
                         Ok(()) => ready = !events.is_empty(),
                         Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                        Err(e) => return Exit::Lost(Error::Io(e)),
+                        Err(e) => return Exit::Lost(ConnectionError::from(e)),
                     }
                     std::hint::spin_loop();
                 }
@@ -446,7 +449,7 @@ impl Connection {
             if !ready {
                 if let Err(e) = self.poll.poll(&mut events, timeout) {
                     if e.kind() != ErrorKind::Interrupted {
-                        return Exit::Lost(Error::Io(e));
+                        return Exit::Lost(ConnectionError::from(e));
                     }
                 }
             }
@@ -455,17 +458,20 @@ impl Connection {
     }
 }
 
-fn ws_error(e: tungstenite::Error) -> Error {
+fn ws_error(e: tungstenite::Error) -> ConnectionError {
     match e {
-        tungstenite::Error::Io(e) => Error::Io(e),
-        tungstenite::Error::WriteBufferFull(_) => Error::Io(std::io::Error::other(
+        tungstenite::Error::Io(e) => ConnectionError::from(e),
+        tungstenite::Error::WriteBufferFull(_) => ConnectionError::from(std::io::Error::other(
             "the server has stopped reading: more than twice outbound_bytes is waiting \
              to be sent; dropping the connection",
         )),
-        tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => Error::Io(
-            std::io::Error::new(ErrorKind::NotConnected, "connection closed"),
-        ),
-        e => Error::Protocol(e.to_string()),
+        tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
+            ConnectionError::from(std::io::Error::new(
+                ErrorKind::NotConnected,
+                "connection closed",
+            ))
+        }
+        e => ConnectionError::Protocol(e.to_string()),
     }
 }
 
@@ -692,7 +698,10 @@ mod tests {
         let mut r = rig();
         let big = "x".repeat(2 << 20); // over the 1 MiB default
         r.script().reads = VecDeque::from([Some(from_server(vec![text(&big)]))]);
-        assert!(matches!(r.turn(), Some(Exit::Lost(Error::TooLarge(_)))));
+        assert!(matches!(
+            r.turn(),
+            Some(Exit::Lost(ConnectionError::TooLarge(_)))
+        ));
         assert!(
             matches!(r.sent().last(), Some(WsMessage::Close(Some(f))) if u16::from(f.code) == 1009)
         );

@@ -16,7 +16,7 @@ pub(crate) mod poller;
 pub(crate) mod supervisor;
 
 /// Spawns a named thread.
-pub(crate) fn spawn<F, T>(name: &'static str, f: F) -> crate::Result<std::thread::JoinHandle<T>>
+pub(crate) fn spawn<F, T>(name: &'static str, f: F) -> std::io::Result<std::thread::JoinHandle<T>>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
@@ -26,5 +26,6 @@ where
         // Small stacks: these threads hold little; devices have little RAM.
         .stack_size(256 * 1024)
         .spawn(f)
-        .map_err(|source| crate::Error::Thread { name, source })
 }
+
+pub(crate) use crate::error::guarded;

@@ -12,12 +12,13 @@ use log::{debug, info, warn};
 use ureq::tls::{Certificate, RootCerts, TlsConfig, TlsProvider};
 
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::{ConnectionError, Error, Result};
 use crate::inbox::{Inbox, Offer};
 use crate::message::{Message, Meta, Via};
 use crate::protocol::{head, Method, Polled};
 use crate::redact;
 use crate::shared::Shared;
+use crate::threads::guarded;
 
 /// The HTTP agent: native-tls with the system roots (or the configured
 /// extra roots, which then replace them), and a finite timeout.
@@ -95,13 +96,22 @@ fn poll_once(
     inbox: &Inbox,
     agent: &ureq::Agent,
     stop: &Receiver<()>,
-) -> std::result::Result<Option<usize>, String> {
+) -> std::result::Result<Option<usize>, ConnectionError> {
     let cursor = inbox.cursor();
-    let Some(req) = cfg.protocol.poll_request(cursor.as_ref()) else {
+    // Application code runs through the guard: a panic fails this poll.
+    let Some(req) = guarded("poll_request", || {
+        cfg.protocol.poll_request(cursor.as_ref())
+    })?
+    else {
         return Ok(Some(0));
     };
     let shown = redact::url(&req.url);
-    let endpoint = (cfg.endpoint)();
+    let fail = |status: Option<u16>, reason: String| ConnectionError::Poll {
+        url: shown.clone(),
+        status,
+        reason,
+    };
+    let endpoint = guarded("endpoint", || (cfg.endpoint)())?;
     let result = match req.method {
         Method::Get => {
             let mut r = agent.get(&req.url);
@@ -122,7 +132,7 @@ fn poll_once(
             r.send(body.as_bytes())
         }
     };
-    let mut resp = result.map_err(|e| format!("poll {shown} failed: {e}"))?;
+    let mut resp = result.map_err(|e| fail(None, e.to_string()))?;
     let status = resp.status().as_u16();
     let body = resp
         .body_mut()
@@ -130,24 +140,23 @@ fn poll_once(
         .limit(cfg.max_poll_body as u64)
         .read_to_vec()
         .map_err(|e| match e {
-            ureq::Error::BodyExceedsLimit(_) => {
-                format!(
-                    "poll {shown}: body over the {} byte limit",
-                    cfg.max_poll_body
-                )
-            }
-            e => format!("poll {shown}: reading the body failed: {e}"),
+            ureq::Error::BodyExceedsLimit(_) => fail(
+                Some(status),
+                format!("body over the {} byte limit", cfg.max_poll_body),
+            ),
+            e => fail(Some(status), format!("reading the body failed: {e}")),
         })?;
     if !(200..300).contains(&status) {
-        return Err(format!(
-            "poll {shown} failed: HTTP {status}: {}",
-            head(&String::from_utf8_lossy(&body[..body.len().min(120)]))
+        return Err(fail(
+            Some(status),
+            format!(
+                "HTTP {status}: {}",
+                head(&String::from_utf8_lossy(&body[..body.len().min(120)]))
+            ),
         ));
     }
-    let items = cfg
-        .protocol
-        .parse_poll(&body)
-        .map_err(|e| format!("poll {shown} (HTTP {status}): {e}"))?;
+    let items = guarded("parse_poll", || cfg.protocol.parse_poll(&body))?
+        .map_err(|e| fail(Some(status), format!("(HTTP {status}) {e}")))?;
     let mut queued = 0;
     for item in items {
         let Polled { frame, kinds, .. } = match item {
@@ -158,7 +167,15 @@ fn poll_once(
                 continue;
             }
         };
-        let inspected = cfg.protocol.inspect(&frame);
+        let inspected = match guarded("inspect", || cfg.protocol.inspect(&frame)) {
+            Ok(i) => i,
+            Err(e) => {
+                // One message's panic skips that message, not the poll.
+                shared.counters.malformed.fetch_add(1, Relaxed);
+                warn!("poll {shown}: skipped an item: {e}");
+                continue;
+            }
+        };
         let meta = Meta {
             id: inspected.id.map(Arc::from),
             cursor: inspected.cursor,

@@ -11,7 +11,7 @@ use crossbeam_channel::{never, select, Receiver, RecvTimeoutError, Sender};
 use log::{debug, error, info, warn};
 
 use crate::config::{Config, HelloContext};
-use crate::error::{Error, Result};
+use crate::error::{ConnectionError, Error, Result};
 use crate::inbox::Inbox;
 use crate::machine::backoff::Jitter;
 use crate::machine::reconnect::{Decision, Ended, Reconnect};
@@ -19,7 +19,7 @@ use crate::message::{CloseReason, Frame, State};
 use crate::redact;
 use crate::shared::Shared;
 use crate::threads::io::{self, Exit};
-use crate::threads::poller;
+use crate::threads::{guarded, poller};
 use crate::transport;
 
 /// Requests from the [`crate::Client`] handle.
@@ -40,7 +40,12 @@ pub(crate) fn spawn(setup: Setup) -> Result<JoinHandle<()>> {
         Some(_) => Some(poller::agent(&setup.cfg)?),
         None => None,
     };
-    crate::threads::spawn("heartline-supervisor", move || run(setup, agent))
+    crate::threads::spawn("heartline-supervisor", move || run(setup, agent)).map_err(|source| {
+        Error::Thread {
+            name: "heartline-supervisor",
+            source,
+        }
+    })
 }
 
 /// The running poller thread.
@@ -125,8 +130,14 @@ fn run(s: Setup, agent: Option<ureq::Agent>) {
                     s.shared.counters.failed_attempts.fetch_add(1, Relaxed);
                 }
                 let error = match exit {
-                    Exit::Requested => Error::Closed,
-                    Exit::ServerClosed { code, reason } => Error::ServerClosed { code, reason },
+                    // A requested close stops the client: no error to tell.
+                    Exit::Requested => ConnectionError::ServerClosed {
+                        code: 1000,
+                        reason: String::new(),
+                    },
+                    Exit::ServerClosed { code, reason } => {
+                        ConnectionError::ServerClosed { code, reason }
+                    }
                     Exit::Lost(e) => e,
                 };
                 (decision, error)
@@ -151,7 +162,7 @@ fn run(s: Setup, agent: Option<ureq::Agent>) {
                     info!("reconnecting in {delay:?} (attempt {attempt}): {msg}");
                     State::Reconnecting { attempt, delay }
                 };
-                s.shared.set_state(state, Some(msg));
+                s.shared.set_state(state, Some(error));
                 match s.control.recv_timeout(delay) {
                     Err(RecvTimeoutError::Timeout) => {}
                     Ok(Control::Close) | Err(RecvTimeoutError::Disconnected) => {
@@ -165,12 +176,12 @@ fn run(s: Setup, agent: Option<ureq::Agent>) {
             Decision::StopRequested => break CloseReason::Requested,
             Decision::GiveUp { attempts } => {
                 error!("giving up after {attempts} failed attempts; last error: {error}");
-                s.shared.set_error(error.to_string());
+                s.shared.set_error(error);
                 break CloseReason::GaveUp { attempts };
             }
             Decision::StopTerminal(code) => {
                 let reason = match error {
-                    Error::ServerClosed { reason, .. } => reason,
+                    ConnectionError::ServerClosed { reason, .. } => reason,
                     _ => String::new(),
                 };
                 warn!("server closed with terminal code {code}; not reconnecting");
@@ -202,22 +213,6 @@ fn start_poller(s: &Setup, agent: ureq::Agent) -> Option<Poller> {
             None
         }
     }
-}
-
-/// Calls an application closure. A panic in it becomes an error for this
-/// attempt instead of taking the supervisor (and so the client) down.
-fn guarded<T>(what: &'static str, f: impl FnOnce() -> T) -> Result<T> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| {
-        let reason = p
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| p.downcast_ref::<String>().cloned())
-            .unwrap_or_default();
-        Error::Callback {
-            what,
-            reason: crate::protocol::head(&reason),
-        }
-    })
 }
 
 fn close_requested(control: &Receiver<Control>) -> bool {
@@ -253,7 +248,10 @@ fn serve(
         Ok(h) => h,
         Err(e) => {
             s.shared.set_waker(None);
-            return Exit::Lost(e);
+            return Exit::Lost(ConnectionError::Thread {
+                name: "heartline-io",
+                reason: e.to_string(),
+            });
         }
     };
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
@@ -333,6 +331,6 @@ fn serve(
             Exit::Requested
         }
         Ok(exit) => exit,
-        Err(_) => Exit::Lost(Error::Protocol("the io thread panicked".into())),
+        Err(_) => Exit::Lost(ConnectionError::Protocol("the io thread panicked".into())),
     }
 }

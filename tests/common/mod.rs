@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use heartline::testkit::TestServer;
-use heartline::{Backoff, Client, ClientBuilder, Event, Events, Message, State};
+use heartline::{Backoff, Client, ClientBuilder, ConnectionError, Event, Events, Message, State};
 
 /// Generous upper bound for anything that should happen "soon"; tests pass
 /// in milliseconds and only a broken build waits this long.
@@ -82,4 +82,9 @@ pub fn texts(msgs: &[Message]) -> Vec<String> {
 
 pub fn server() -> TestServer {
     TestServer::start().expect("test server starts")
+}
+
+/// An error as text, for the tests that check its words.
+pub fn why(e: &Option<ConnectionError>) -> String {
+    e.as_ref().map(|e| e.to_string()).unwrap_or_default()
 }
