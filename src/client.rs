@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError as ChannelTimeout, Sender};
 
 use crate::config::{AckMode, ClientBuilder, Config};
+use crate::delivery::inbox::Inbox;
+use crate::delivery::Batches;
 use crate::error::{RecvError, RecvTimeoutError, Result, SendError, TryRecvError, TrySendError};
-use crate::inbox::Inbox;
-use crate::machine::batch::Window;
-use crate::message::{Batch, Event, Frame, Message, State};
+use crate::message::{Batch, Event, Frame, State};
 use crate::shared::{lock, Shared, Stats};
 use crate::threads::supervisor::{self, Control};
 
@@ -55,15 +55,23 @@ impl Client {
             inbound_rx.clone(),
             cfg.dedupe_window,
             cfg.overflow,
+            cfg.ack_mode,
             shared.clone(),
             cfg.protocol.poll_request(None).is_some(),
         ));
-        let acks = (cfg.ack_mode == AckMode::Delivered).then(|| outbound_tx.clone());
+        // Acks released on hand-out: room for one per message that can be
+        // queued or in a batch, so the channel is never full.
+        let (acks_tx, acks_rx) =
+            crossbeam_channel::bounded(cfg.inbound_capacity.saturating_add(cfg.batch_max));
+        let acks = (cfg.ack_mode == AckMode::Delivered).then_some(acks_tx);
         let (control_tx, control_rx) = crossbeam_channel::bounded(4);
-        let window = Window {
-            window: cfg.batch_window,
-            max: cfg.batch_max,
-        };
+        let batches = Batches::new(
+            inbound_rx,
+            shared.clone(),
+            cfg.batch_window,
+            cfg.batch_max,
+            acks,
+        );
         let outbound_capacity = cfg.outbound_capacity;
         let send_timeout = cfg.send_timeout;
         let handle = supervisor::spawn(supervisor::Setup {
@@ -71,6 +79,7 @@ impl Client {
             shared: shared.clone(),
             control: control_rx,
             outbound: outbound_rx,
+            acks: acks_rx,
             inbox,
         })?;
         Ok(Client {
@@ -80,13 +89,7 @@ impl Client {
                 outbound: outbound_tx,
                 outbound_capacity,
                 send_timeout,
-                batches: Batches {
-                    rx: inbound_rx,
-                    window,
-                    shared,
-                    pending: Arc::new(Mutex::new(Vec::new())),
-                    acks,
-                },
+                batches,
                 events: Events { rx: events_rx },
                 supervisor: Mutex::new(Some(handle)),
             }),
@@ -200,7 +203,7 @@ impl Client {
     pub fn stats(&self) -> Stats {
         self.inner
             .shared
-            .snapshot(self.inner.outbound.len(), self.inner.batches.rx.len())
+            .snapshot(self.inner.outbound.len(), self.inner.batches.queued())
     }
 
     /// The batch receiver. Clones share one queue: each batch goes to one
@@ -271,211 +274,6 @@ impl Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         self.close();
-    }
-}
-
-/// Receives [`Batch`]es. Also a blocking iterator:
-/// `for batch in client.batches() { … }` ends after the client is closed and
-/// everything received has been handed out.
-///
-/// A batch is handed out `batch_window` after its first message arrived (the
-/// window counts from arrival, so messages that waited in the queue for a
-/// slow consumer do not wait again), or as soon as it holds `batch_max`
-/// messages.
-#[derive(Clone)]
-pub struct Batches {
-    rx: Receiver<Message>,
-    window: Window,
-    shared: Arc<Shared>,
-    /// Messages taken from the queue for a batch whose window has not ended
-    /// when `recv_timeout` gave up; the next call continues that batch.
-    pending: Arc<Mutex<Vec<Message>>>,
-    /// In [`AckMode::Delivered`]: where acks go when a batch is handed out.
-    acks: Option<Sender<Frame>>,
-}
-
-impl Batches {
-    /// Blocks until a batch is ready.
-    ///
-    /// # Errors
-    /// [`RecvError`] once the client is closed and drained.
-    pub fn recv(&self) -> std::result::Result<Batch, RecvError> {
-        self.recv_until(None).map_err(|_| RecvError)
-    }
-
-    /// Waits until `deadline` for a batch.
-    ///
-    /// # Errors
-    /// [`RecvTimeoutError::Timeout`] or [`RecvTimeoutError::Closed`].
-    pub fn recv_deadline(&self, deadline: Instant) -> std::result::Result<Batch, RecvTimeoutError> {
-        self.recv_until(Some(deadline))
-    }
-
-    /// Waits up to `timeout` for a batch.
-    ///
-    /// # Errors
-    /// [`RecvTimeoutError::Timeout`] or [`RecvTimeoutError::Closed`].
-    pub fn recv_timeout(&self, timeout: Duration) -> std::result::Result<Batch, RecvTimeoutError> {
-        // A timeout too large for the clock means no timeout.
-        self.recv_until(Instant::now().checked_add(timeout))
-    }
-
-    /// Returns a batch only if one is ready now.
-    ///
-    /// # Errors
-    /// [`TryRecvError::Empty`] or [`TryRecvError::Closed`].
-    pub fn try_recv(&self) -> std::result::Result<Batch, TryRecvError> {
-        let Ok(mut pending) = self.pending.try_lock() else {
-            return Err(TryRecvError::Empty);
-        };
-        let now = Instant::now();
-        let mut closed = false;
-        loop {
-            if let Some(first) = pending.first() {
-                if self
-                    .window
-                    .ready(now, first.received_at(), pending.len())
-                    .is_none()
-                {
-                    break;
-                }
-            }
-            match self.rx.try_recv() {
-                Ok(m) => pending.push(m),
-                Err(crossbeam_channel::TryRecvError::Empty) => break,
-                Err(crossbeam_channel::TryRecvError::Disconnected) => {
-                    closed = true;
-                    break;
-                }
-            }
-        }
-        self.shared.taken(self.rx.len());
-        let ready = pending.first().is_some_and(|f| {
-            closed
-                || self
-                    .window
-                    .ready(now, f.received_at(), pending.len())
-                    .is_none()
-        });
-        if ready {
-            Ok(self.take(&mut pending))
-        } else if closed {
-            Err(TryRecvError::Closed)
-        } else {
-            Err(TryRecvError::Empty)
-        }
-    }
-
-    fn recv_until(
-        &self,
-        deadline: Option<Instant>,
-    ) -> std::result::Result<Batch, RecvTimeoutError> {
-        let mut pending = lock(&self.pending);
-        loop {
-            let now = Instant::now();
-            let wait_until = match pending.first() {
-                Some(first) => match self.window.ready(now, first.received_at(), pending.len()) {
-                    None => {
-                        self.fill(&mut pending);
-                        return Ok(self.take(&mut pending));
-                    }
-                    Some(due) => Some(deadline.map_or(due, |d| d.min(due))),
-                },
-                None => deadline,
-            };
-            let got = match wait_until {
-                None => self.rx.recv().map_err(|_| ChannelTimeout::Disconnected),
-                Some(t) => self.rx.recv_deadline(t),
-            };
-            match got {
-                Ok(m) => {
-                    pending.push(m);
-                    // Take whatever else is ready without blocking again:
-                    // one pass per burst instead of one wait per message.
-                    self.fill(&mut pending);
-                }
-                Err(ChannelTimeout::Timeout) => {
-                    if deadline.is_some_and(|d| Instant::now() >= d)
-                        && pending.first().is_none_or(|f| {
-                            self.window
-                                .ready(Instant::now(), f.received_at(), pending.len())
-                                .is_some()
-                        })
-                    {
-                        return Err(RecvTimeoutError::Timeout);
-                    }
-                }
-                Err(ChannelTimeout::Disconnected) => {
-                    if pending.is_empty() {
-                        return Err(RecvTimeoutError::Closed);
-                    }
-                    // Closed: hand out what is left without waiting.
-                    return Ok(self.take(&mut pending));
-                }
-            }
-        }
-    }
-
-    /// Adds whatever is already queued, up to the batch limit.
-    fn fill(&self, pending: &mut Vec<Message>) {
-        while pending.len() < self.window.max {
-            match self.rx.try_recv() {
-                Ok(m) => pending.push(m),
-                Err(_) => break,
-            }
-        }
-        self.shared.taken(self.rx.len());
-    }
-
-    fn take(&self, pending: &mut Vec<Message>) -> Batch {
-        let n = pending.len().min(self.window.max);
-        let rest = pending.split_off(n);
-        let mut messages = std::mem::replace(pending, rest);
-        // Handed out: these bytes are the application's now.
-        let bytes = messages.iter().map(|m| m.frame().len()).sum();
-        self.shared.inbound.release(bytes);
-        self.shared.taken(self.rx.len());
-        if let Some(acks) = &self.acks {
-            let mut sent = false;
-            for m in &mut messages {
-                if let Some(a) = m.take_ack() {
-                    // Counted in the outbound bytes before the io thread can
-                    // take it. A full queue loses this ack; the server then
-                    // redelivers the message, and dedupe drops the copy.
-                    let len = a.len();
-                    self.shared.outbound.force(len);
-                    if acks.try_send(a).is_ok() {
-                        self.shared
-                            .counters
-                            .acks
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        sent = true;
-                    } else {
-                        self.shared.outbound.release(len);
-                        log::warn!(target: "heartline::client", "outbound queue full: an ack was not sent");
-                    }
-                }
-            }
-            if sent {
-                self.shared.wake_io();
-            }
-        }
-        Batch::new(messages)
-    }
-}
-
-impl Iterator for Batches {
-    type Item = Batch;
-    fn next(&mut self) -> Option<Batch> {
-        self.recv().ok()
-    }
-}
-
-impl fmt::Debug for Batches {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Batches")
-            .field("queued", &self.rx.len())
-            .finish_non_exhaustive()
     }
 }
 

@@ -142,8 +142,8 @@ pub enum AckMode {
     Queued,
     /// Only when the batch holding it was handed to the application. A
     /// message lost with the process is then redelivered by the server.
-    /// Always used with [`Overflow::DropOldest`], so a message dropped from
-    /// the queue is never acknowledged.
+    /// The default with [`Overflow::DropOldest`] (where `Queued` is
+    /// refused), so a message dropped from the queue is never acknowledged.
     Delivered,
 }
 
@@ -154,15 +154,14 @@ pub(crate) type HelloFn = dyn Fn(&HelloContext) -> Vec<Frame> + Send + Sync;
 #[derive(Clone)]
 pub(crate) struct Config {
     pub endpoint: Arc<EndpointFn>,
+    /// Resolved at build: the builder's or the protocol's, never both.
     pub heartbeat: Heartbeat,
     pub heartbeat_interval: Duration,
     pub server_timeout: Duration,
-    pub replies: Vec<ReplyRule>,
     pub backoff: Backoff,
     pub min_uptime: Duration,
     pub max_attempts: Option<u32>,
     pub terminal_codes: Vec<u16>,
-    pub hello: Option<Arc<HelloFn>>,
     pub outbound_capacity: usize,
     pub send_timeout: Duration,
     pub inbound_capacity: usize,
@@ -179,8 +178,11 @@ pub(crate) struct Config {
     pub root_certificates: Vec<Vec<u8>>,
     pub danger_accept_invalid_certs: bool,
     pub event_capacity: usize,
+    /// The one protocol the threads consult: the application's, with the
+    /// builder's reply rules and hello closure layered on (see
+    /// [`crate::protocol::Layered`]).
     pub protocol: Arc<dyn crate::protocol::Protocol>,
-    pub heartbeat_set: bool,
+    /// Resolved at build from the builder's choice and the overflow policy.
     pub ack_mode: AckMode,
     pub dedupe_window: usize,
     pub poll_after: u32,
@@ -208,6 +210,13 @@ pub(crate) struct Config {
 pub struct ClientBuilder {
     url: Option<String>,
     headers: Vec<(String, String)>,
+    // The protocol and the builder's conveniences for it, combined into
+    // one protocol at build; a setting made in both places is refused.
+    protocol: Arc<dyn crate::protocol::Protocol>,
+    heartbeat: Option<Heartbeat>,
+    replies: Vec<ReplyRule>,
+    hello: Option<Arc<HelloFn>>,
+    ack_mode: Option<AckMode>,
     cfg: Config,
 }
 
@@ -223,17 +232,20 @@ impl ClientBuilder {
         ClientBuilder {
             url: Some(url.into()),
             headers: Vec::new(),
+            protocol: Arc::new(crate::protocol::Plain),
+            heartbeat: None,
+            replies: Vec::new(),
+            hello: None,
+            ack_mode: None,
             cfg: Config {
                 endpoint: Arc::new(Endpoint::default),
                 heartbeat: Heartbeat::Ping,
                 heartbeat_interval: Duration::from_secs(25),
                 server_timeout: Duration::from_secs(20),
-                replies: Vec::new(),
                 backoff: Backoff::default(),
                 min_uptime: Duration::from_secs(5),
                 max_attempts: None,
                 terminal_codes: Vec::new(),
-                hello: None,
                 outbound_capacity: 1024,
                 send_timeout: Duration::from_secs(1),
                 inbound_capacity: 4096,
@@ -251,7 +263,6 @@ impl ClientBuilder {
                 danger_accept_invalid_certs: false,
                 event_capacity: 64,
                 protocol: Arc::new(crate::protocol::Plain),
-                heartbeat_set: false,
                 ack_mode: AckMode::Queued,
                 dedupe_window: 10_000,
                 poll_after: 3,
@@ -284,10 +295,11 @@ impl ClientBuilder {
         self
     }
 
-    /// What the heartbeat sends. Defaults to [`Heartbeat::Ping`].
+    /// What the heartbeat sends. Defaults to the protocol's heartbeat frame
+    /// if it has one, else [`Heartbeat::Ping`]. Setting it here and in the
+    /// protocol is refused by `build()` (set it in one place).
     pub fn heartbeat(mut self, heartbeat: Heartbeat) -> Self {
-        self.cfg.heartbeat = heartbeat;
-        self.cfg.heartbeat_set = true;
+        self.heartbeat = Some(heartbeat);
         self
     }
 
@@ -296,13 +308,16 @@ impl ClientBuilder {
     /// [`crate::Plain`] (frames are messages; no polling). See
     /// [`crate::JsonRules`] for JSON servers.
     pub fn protocol(mut self, protocol: impl crate::protocol::Protocol) -> Self {
-        self.cfg.protocol = Arc::new(protocol);
+        self.protocol = Arc::new(protocol);
         self
     }
 
-    /// When acks are sent. Defaults to [`AckMode::Queued`].
+    /// When acks are sent. Defaults to [`AckMode::Queued`], or
+    /// [`AckMode::Delivered`] with [`Overflow::DropOldest`] (a message acked
+    /// on queueing could then be dropped unprocessed, so `build()` refuses
+    /// `Queued` with `DropOldest`).
     pub fn ack_mode(mut self, mode: AckMode) -> Self {
-        self.cfg.ack_mode = mode;
+        self.ack_mode = Some(mode);
         self
     }
 
@@ -367,7 +382,7 @@ impl ClientBuilder {
     /// consumed, not delivered, and time the round trip. Defaults to none
     /// (Pong frames are always consumed).
     pub fn reply(mut self, rule: ReplyRule) -> Self {
-        self.cfg.replies.push(rule);
+        self.replies.push(rule);
         self
     }
 
@@ -408,7 +423,7 @@ impl ClientBuilder {
     where
         F: Fn(&HelloContext) -> Vec<Frame> + Send + Sync + 'static,
     {
-        self.cfg.hello = Some(Arc::new(hello));
+        self.hello = Some(Arc::new(hello));
         self
     }
 
@@ -560,15 +575,35 @@ impl ClientBuilder {
             };
             self.cfg.endpoint = Arc::new(move || endpoint.clone());
         }
-        if !self.cfg.heartbeat_set {
-            if let Some(f) = self.cfg.protocol.heartbeat() {
-                self.cfg.heartbeat = Heartbeat::Frame(f);
+        self.cfg.heartbeat = match (self.heartbeat.take(), self.protocol.heartbeat()) {
+            (Some(_), Some(_)) => {
+                return Err(Error::config(
+                    "heartbeat",
+                    "set on the builder and by the protocol; set it in one place",
+                ))
             }
-        }
-        if self.cfg.overflow == Overflow::DropOldest {
+            (Some(h), None) => h,
+            (None, Some(f)) => Heartbeat::Frame(f),
+            (None, None) => Heartbeat::Ping,
+        };
+        self.cfg.ack_mode = match (self.ack_mode, self.cfg.overflow) {
             // An acked message must never be dropped from the queue later.
-            self.cfg.ack_mode = AckMode::Delivered;
-        }
+            (Some(AckMode::Queued), Overflow::DropOldest) => {
+                return Err(Error::config(
+                    "ack_mode",
+                    "AckMode::Queued with Overflow::DropOldest would ack messages that are \
+                     then dropped unprocessed; use AckMode::Delivered",
+                ))
+            }
+            (Some(mode), _) => mode,
+            (None, Overflow::DropOldest) => AckMode::Delivered,
+            (None, _) => AckMode::Queued,
+        };
+        self.cfg.protocol = Arc::new(crate::protocol::Layered {
+            inner: self.protocol.clone(),
+            replies: std::mem::take(&mut self.replies),
+            hello: self.hello.take(),
+        });
         let c = &self.cfg;
         let positive = [
             ("poll_every", c.poll_every),
@@ -708,7 +743,7 @@ impl fmt::Debug for ClientBuilder {
         f.debug_struct("ClientBuilder")
             .field("url", &self.url.as_deref().map(redact::url))
             .field("headers", &headers)
-            .field("heartbeat", &self.cfg.heartbeat)
+            .field("heartbeat", &self.heartbeat)
             .field("heartbeat_interval", &self.cfg.heartbeat_interval)
             .field("server_timeout", &self.cfg.server_timeout)
             .field("backoff", &self.cfg.backoff)
@@ -752,6 +787,59 @@ mod tests {
         assert_eq!(field_of(b.validate()), "connect_timeout");
         let b = ClientBuilder::new("ws://h/").backoff(Backoff::Fixed(Duration::from_secs(1 << 40)));
         assert_eq!(field_of(b.validate()), "backoff");
+    }
+
+    #[test]
+    fn a_heartbeat_set_on_the_builder_and_by_the_protocol_is_refused() {
+        let b = ClientBuilder::new("ws://h/")
+            .heartbeat_frame("ping")
+            .protocol(crate::JsonRules::new().heartbeat("hb"));
+        assert_eq!(field_of(b.validate()), "heartbeat");
+        // In one place, either place works.
+        let c = ClientBuilder::new("ws://h/")
+            .protocol(crate::JsonRules::new().heartbeat("hb"))
+            .validate()
+            .unwrap();
+        assert_eq!(c.heartbeat, Heartbeat::Frame(Frame::from("hb")));
+        let c = ClientBuilder::new("ws://h/").validate().unwrap();
+        assert_eq!(c.heartbeat, Heartbeat::Ping);
+    }
+
+    #[test]
+    fn drop_oldest_defaults_to_delivered_acks_and_refuses_queued_ones() {
+        let c = ClientBuilder::new("ws://h/")
+            .overflow(Overflow::DropOldest)
+            .validate()
+            .unwrap();
+        assert_eq!(c.ack_mode, AckMode::Delivered);
+        let b = ClientBuilder::new("ws://h/")
+            .overflow(Overflow::DropOldest)
+            .ack_mode(AckMode::Queued);
+        assert_eq!(field_of(b.validate()), "ack_mode");
+    }
+
+    #[test]
+    fn builder_replies_and_hello_are_layered_onto_the_protocol() {
+        let c = ClientBuilder::new("ws://h/")
+            .protocol(
+                crate::JsonRules::new()
+                    .reply("pong-a")
+                    .hello(serde_json::json!({"a": 1})),
+            )
+            .reply(ReplyRule::Text("pong-b".into()))
+            .hello(|_| vec![Frame::from("b")])
+            .validate()
+            .unwrap();
+        assert!(c.protocol.is_heartbeat_reply(&Frame::from("pong-a")));
+        assert!(c.protocol.is_heartbeat_reply(&Frame::from("pong-b")));
+        let ctx = HelloContext {
+            reconnects: 0,
+            cursor: None,
+        };
+        assert_eq!(
+            c.protocol.hello(&ctx),
+            vec![Frame::from(r#"{"a":1}"#), Frame::from("b")]
+        );
     }
 
     #[test]

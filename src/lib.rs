@@ -59,8 +59,8 @@
 
 mod client;
 mod config;
+mod delivery;
 mod error;
-mod inbox;
 mod machine;
 mod message;
 mod protocol;
@@ -77,8 +77,9 @@ pub mod testkit;
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
-pub use client::{Batches, Client, Events};
+pub use client::{Client, Events};
 pub use config::{AckMode, ClientBuilder, Endpoint, Heartbeat, HelloContext, Overflow, ReplyRule};
+pub use delivery::Batches;
 pub use error::{
     ConnectionError, Error, Phase, RecvError, RecvTimeoutError, Result, SendError, TlsProblem,
     TryRecvError, TrySendError,

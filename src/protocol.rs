@@ -611,6 +611,47 @@ impl Protocol for JsonRules {
     }
 }
 
+/// The one protocol the threads consult: the application's, with the
+/// builder's conveniences layered on top: its reply rules (a frame matching
+/// either side is a heartbeat reply) and its hello closure (its frames go
+/// after the protocol's). The heartbeat is resolved at build, where a
+/// heartbeat set in both places is refused.
+pub(crate) struct Layered {
+    pub inner: std::sync::Arc<dyn Protocol>,
+    pub replies: Vec<ReplyRule>,
+    pub hello: Option<std::sync::Arc<crate::config::HelloFn>>,
+}
+
+impl Protocol for Layered {
+    fn inspect(&self, frame: &Frame) -> Inspected {
+        self.inner.inspect(frame)
+    }
+
+    fn is_heartbeat_reply(&self, frame: &Frame) -> bool {
+        self.replies.iter().any(|r| r.matches(frame)) || self.inner.is_heartbeat_reply(frame)
+    }
+
+    fn heartbeat(&self) -> Option<Frame> {
+        self.inner.heartbeat()
+    }
+
+    fn hello(&self, ctx: &HelloContext) -> Vec<Frame> {
+        let mut frames = self.inner.hello(ctx);
+        if let Some(h) = &self.hello {
+            frames.extend(h(ctx));
+        }
+        frames
+    }
+
+    fn poll_request(&self, cursor: Option<&Cursor>) -> Option<PollRequest> {
+        self.inner.poll_request(cursor)
+    }
+
+    fn parse_poll(&self, body: &[u8]) -> Result<Vec<PollItem>, String> {
+        self.inner.parse_poll(body)
+    }
+}
+
 /// Percent-encodes a query value.
 fn encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());

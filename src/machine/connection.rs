@@ -11,9 +11,9 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::{AckMode, Config, Heartbeat};
+use crate::config::{Config, Heartbeat};
+use crate::delivery::inbox::Offer;
 use crate::error::{guarded, ConnectionError};
-use crate::inbox::Offer;
 use crate::message::{Frame, Message, Meta, Via};
 
 /// A frame as read from the socket (tungstenite's message, reduced to what
@@ -106,9 +106,6 @@ pub(crate) struct Connection {
     held: Option<Message>,
     /// Reading is paused until the inbox takes the held message.
     paused: bool,
-    /// The message offered to the inbox whose answer is awaited, with its
-    /// ack (taken out so that a full queue can hand it back whole).
-    offering: Option<Option<Frame>>,
     /// When the unanswered heartbeat went out (for the round trip).
     beat_sent: Option<Instant>,
     proven: bool,
@@ -128,7 +125,6 @@ impl Connection {
             closing: None,
             held: None,
             paused: false,
-            offering: None,
             beat_sent: None,
             proven: false,
             congested: false,
@@ -230,10 +226,7 @@ impl Connection {
         // The protocol is application code: a panic in it fails this
         // message (skipped, counted, logged), not the connection.
         let protocol = &self.cfg.protocol;
-        if self.cfg.replies.iter().any(|r| r.matches(&frame))
-            || guarded("is_heartbeat_reply", || protocol.is_heartbeat_reply(&frame))
-                .unwrap_or(false)
-        {
+        if guarded("is_heartbeat_reply", || protocol.is_heartbeat_reply(&frame)).unwrap_or(false) {
             return self.answered(now);
         }
         let Ok(inspected) = guarded("inspect", || protocol.inspect(&frame)) else {
@@ -256,24 +249,16 @@ impl Connection {
         }
     }
 
-    fn offer(&mut self, mut m: Message) {
-        // In Queued mode the ack goes out once the inbox has the message;
-        // it travels beside it, so a full queue hands both back.
-        let ack = if self.cfg.ack_mode == AckMode::Queued {
-            m.take_ack()
-        } else {
-            None
-        };
-        self.offering = Some(ack);
+    fn offer(&mut self, m: Message) {
         self.actions.push_back(Action::Deliver(m));
     }
 
     /// The inbox's answer to the last [`Action::Deliver`], at `now`.
     pub(crate) fn offered(&mut self, answer: Offer, now: Instant) {
-        let ack = self.offering.take().flatten();
         match answer {
-            Offer::Queued | Offer::Duplicate => {
-                // A duplicate is acked again, so the server stops sending it.
+            // The ack (Queued mode) goes out once the inbox has the message;
+            // a duplicate is acked again, so the server stops sending it.
+            Offer::Queued { ack } | Offer::Duplicate { ack } => {
                 if let Some(a) = ack {
                     self.actions.push_back(Action::Ack(a));
                 }
@@ -283,10 +268,7 @@ impl Connection {
                 }
             }
             Offer::Closed => self.paused = false,
-            Offer::Full(mut m) => {
-                if let Some(a) = ack {
-                    m.set_ack(a);
-                }
+            Offer::Full(m) => {
                 if self.closing.is_some() {
                     // Closing and nobody is taking messages: do not hold
                     // close() up. Not acked, so the server still has it.
@@ -447,37 +429,28 @@ mod tests {
         assert!(matches!(&drain(&mut c)[..], [Action::Alive(_)]));
     }
 
+    fn ack(id: &str) -> Option<Frame> {
+        Some(Frame::from(json!({"type": "ack", "ack": id})))
+    }
+
     #[test]
-    fn an_ack_goes_out_only_once_the_inbox_has_the_message() {
+    fn the_ack_the_inbox_hands_back_goes_out_for_new_and_repeated_messages() {
         let t0 = Instant::now();
         let mut c = Connection::new(acking(), vec![]);
         let m = delivered(&mut c, r#"{"id":"a"}"#, t0);
         assert_eq!(m.id(), Some("a"));
-        c.offered(Offer::Queued, t0);
+        c.offered(Offer::Queued { ack: ack("a") }, t0);
         let a = drain(&mut c);
         assert!(
             matches!(&a[..], [Action::Ack(f)] if f.json() == Some(json!({"type":"ack","ack":"a"})))
         );
         // A duplicate is acked again, so the server stops redelivering it.
         delivered(&mut c, r#"{"id":"a"}"#, t0);
-        c.offered(Offer::Duplicate, t0);
+        c.offered(Offer::Duplicate { ack: ack("a") }, t0);
         assert!(matches!(&drain(&mut c)[..], [Action::Ack(_)]));
-    }
-
-    #[test]
-    fn in_delivered_mode_the_ack_stays_with_the_message() {
-        let t0 = Instant::now();
-        let cfg = cfg(ClientBuilder::new("ws://127.0.0.1:1/")
-            .protocol(
-                JsonRules::new()
-                    .id("/id")
-                    .ack(json!({"t": "ack"}), [("/id", "ack")]),
-            )
-            .ack_mode(AckMode::Delivered));
-        let mut c = Connection::new(cfg, vec![]);
-        let mut m = delivered(&mut c, r#"{"id":"a"}"#, t0);
-        assert!(m.take_ack().is_some(), "the receiver sends it on hand-out");
-        c.offered(Offer::Queued, t0);
+        // No ack handed back (another ack mode): nothing to write.
+        delivered(&mut c, r#"{"id":"b"}"#, t0);
+        c.offered(Offer::Queued { ack: None }, t0);
         assert!(drain(&mut c).is_empty());
     }
 
@@ -501,7 +474,7 @@ mod tests {
         let t1 = t0 + Duration::from_secs(9);
         c.room();
         drain(&mut c);
-        c.offered(Offer::Queued, t1);
+        c.offered(Offer::Queued { ack: ack("a") }, t1);
         let a = drain(&mut c);
         assert!(
             matches!(&a[..], [Action::Ack(_), Action::Resume { at }] if *at == t1),

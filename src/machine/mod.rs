@@ -4,7 +4,6 @@
 //! decisions out.
 
 pub mod backoff;
-pub(crate) mod batch;
 pub(crate) mod connection;
 pub(crate) mod heartbeat;
 pub(crate) mod reconnect;

@@ -26,8 +26,8 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::{Message as WsMessage, WebSocket};
 
+use crate::delivery::inbox::Inbox;
 use crate::error::ConnectionError;
-use crate::inbox::Inbox;
 use crate::machine::connection::{Action, Connection as Machine, Incoming, ReadFailure, Wait};
 pub(crate) use crate::machine::connection::{Command, Exit};
 use crate::message::Frame;
@@ -101,6 +101,8 @@ impl Link {
 struct Ctx {
     shared: Arc<Shared>,
     outbound: Receiver<Frame>,
+    /// Acks released on hand-out: written before anything else.
+    acks: Receiver<Frame>,
     inbox: Arc<Inbox>,
     link: Link,
     /// Told once, at the first inbound frame (the socket proved itself).
@@ -197,6 +199,14 @@ impl<S: Read + Write> Driver<S> {
 
     /// One turn: the commands, the held message, reads, queued writes.
     fn turn(&mut self, commands: &Receiver<Command>, read: bool) -> Option<Exit> {
+        // Acks the application's hand-outs released: first, and not subject
+        // to congestion (they are small and must not wait behind frames).
+        while !self.m.is_done() {
+            let Ok(a) = self.ctx.acks.try_recv() else {
+                break;
+            };
+            self.write(a);
+        }
         for c in commands.try_iter() {
             self.m.command(c, Instant::now());
             if let Some(e) = self.act() {
@@ -382,6 +392,7 @@ impl Connection {
                 ctx: Ctx {
                     shared: s.shared.clone(),
                     outbound: s.outbound.clone(),
+                    acks: s.acks.clone(),
                     inbox: s.inbox.clone(),
                     link: Link::new(waker, commands_tx),
                     proven,
@@ -481,7 +492,7 @@ mod tests {
     //! chosen calls (as tungstenite's own tests do); no sockets.
     use super::*;
     use crate::config::Overflow;
-    use crate::inbox::Inbox;
+    use crate::delivery::inbox::Inbox;
     use crate::protocol::JsonRules;
     use crate::ClientBuilder;
     use std::collections::VecDeque;
@@ -568,10 +579,12 @@ mod tests {
             inbound.clone(),
             100,
             Overflow::Backpressure,
+            cfg.ack_mode,
             shared.clone(),
             false,
         ));
         let (outbound_tx, outbound) = crossbeam_channel::bounded(16);
+        let (_acks_tx, acks) = crossbeam_channel::bounded(16);
         let (commands_tx, commands) = crossbeam_channel::bounded(8);
         let poll = Poll::new().unwrap();
         let waker = Arc::new(Waker::new(poll.registry(), WAKER).unwrap());
@@ -588,6 +601,7 @@ mod tests {
                 ctx: Ctx {
                     shared,
                     outbound,
+                    acks,
                     inbox,
                     link: Link::new(waker, commands_tx.clone()),
                     proven,

@@ -5,15 +5,15 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use log::{debug, info, warn};
 use ureq::tls::{Certificate, RootCerts, TlsConfig, TlsProvider};
 
 use crate::config::Config;
+use crate::delivery::inbox::{Inbox, Offer};
 use crate::error::{ConnectionError, Error, Result};
-use crate::inbox::{Inbox, Offer};
 use crate::message::{Message, Meta, Via};
 use crate::protocol::{head, Method, Polled};
 use crate::redact;
@@ -191,11 +191,11 @@ fn poll_once(
         let mut m = Message::with_meta(frame, Via::Poll, Instant::now(), meta);
         loop {
             match inbox.offer(m, true) {
-                Offer::Queued => {
+                Offer::Queued { .. } => {
                     queued += 1;
                     break;
                 }
-                Offer::Duplicate => break,
+                Offer::Duplicate { .. } => break,
                 Offer::Closed => return Ok(None),
                 Offer::Full(back) => {
                     // The application is behind: wait for room (the
@@ -212,12 +212,13 @@ fn poll_once(
 }
 
 /// Waits until the consumer has taken messages; `true` when told to stop.
+/// The consumer leaves a token after every take (a bounded(1) channel keeps
+/// it until read), so a take between the full offer and this wait is never
+/// missed: no polling fallback is needed.
 fn wait_for_room(shared: &Shared, stop: &Receiver<()>) -> bool {
     let room = shared.room_signal();
     crossbeam_channel::select! {
         recv(stop) -> _ => true,
         recv(room) -> _ => false,
-        // A safety net against a missed signal; only while backlogged.
-        default(Duration::from_millis(50)) => false,
     }
 }

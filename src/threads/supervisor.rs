@@ -11,8 +11,8 @@ use crossbeam_channel::{never, select, Receiver, RecvTimeoutError, Sender};
 use log::{debug, error, info, warn};
 
 use crate::config::{Config, HelloContext};
+use crate::delivery::inbox::Inbox;
 use crate::error::{ConnectionError, Error, Result};
-use crate::inbox::Inbox;
 use crate::machine::backoff::Jitter;
 use crate::machine::reconnect::{Decision, Ended, Reconnect};
 use crate::message::{CloseReason, Frame, State};
@@ -32,6 +32,8 @@ pub(crate) struct Setup {
     pub shared: Arc<Shared>,
     pub control: Receiver<Control>,
     pub outbound: Receiver<Frame>,
+    /// Acks released when their batch was handed out (drained first).
+    pub acks: Receiver<Frame>,
     pub inbox: Arc<Inbox>,
 }
 
@@ -99,13 +101,7 @@ fn run(s: Setup, agent: Option<ureq::Agent>) {
         let connected = endpoint
             .and_then(|e| transport::connect(&e, cfg, &mut tls))
             .and_then(|socket| {
-                let hello = guarded("hello", || {
-                    let mut hello = cfg.protocol.hello(&ctx);
-                    if let Some(h) = &cfg.hello {
-                        hello.extend(h(&ctx));
-                    }
-                    hello
-                })?;
+                let hello = guarded("hello", || cfg.protocol.hello(&ctx))?;
                 Ok((socket, hello))
             });
         let (decision, error) = match connected {

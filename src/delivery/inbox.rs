@@ -16,18 +16,21 @@ use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
-use crate::config::Overflow;
-use crate::message::Message;
+use crate::config::{AckMode, Overflow};
+use crate::message::{Frame, Message};
 use crate::protocol::Cursor;
 use crate::shared::{lock, Shared};
 
-/// What became of an offered message.
+/// What became of an offered message, with the ack to send now (in
+/// [`AckMode::Queued`]; in the other modes it travels with the message and
+/// the receiver releases it).
 #[derive(Debug)]
 pub(crate) enum Offer {
     /// In the queue.
-    Queued,
-    /// Seen before (or older than the cursor, for polls): not delivered.
-    Duplicate,
+    Queued { ack: Option<Frame> },
+    /// Seen before (or old, for a poll item): not delivered. Acked again
+    /// so the server stops redelivering it.
+    Duplicate { ack: Option<Frame> },
     /// The queue is full and the policy is to wait: try again later.
     Full(Message),
     /// The application is gone.
@@ -100,6 +103,7 @@ pub(crate) struct Inbox {
     rx: Receiver<Message>,
     seen: Mutex<Seen>,
     overflow: Overflow,
+    ack_mode: AckMode,
     shared: Arc<Shared>,
     /// Remember the content of pushed messages without an id, so a poll
     /// repeating one is known. Off when there is no polling: hashing every
@@ -113,6 +117,7 @@ impl Inbox {
         rx: Receiver<Message>,
         window: usize,
         overflow: Overflow,
+        ack_mode: AckMode,
         shared: Arc<Shared>,
         polling: bool,
     ) -> Self {
@@ -126,6 +131,7 @@ impl Inbox {
                 cursor: None,
             }),
             overflow,
+            ack_mode,
             shared,
             polling,
         }
@@ -144,12 +150,16 @@ impl Inbox {
     /// Queues a message unless it is a duplicate: its id was seen, or (for
     /// a `polled` item without an id) its cursor is below the highest seen
     /// or its content was seen.
-    pub(crate) fn offer(&self, m: Message, polled: bool) -> Offer {
+    pub(crate) fn offer(&self, mut m: Message, polled: bool) -> Offer {
+        let ack = match self.ack_mode {
+            AckMode::Queued => m.take_ack(),
+            _ => None,
+        };
         let mut seen = lock(&self.seen);
         let key = (polled || self.polling || m.id().is_some()).then(|| Key::of(&m));
         if key.as_ref().is_some_and(|k| seen.has(&m, k, polled)) {
             self.shared.counters.duplicates.fetch_add(1, Relaxed);
-            return Offer::Duplicate;
+            return Offer::Duplicate { ack };
         }
         let cursor = m.cursor().cloned();
         let mut m = m;
@@ -173,7 +183,14 @@ impl Inbox {
                 m
             };
             match self.overflow {
-                Overflow::Backpressure => return Offer::Full(refused),
+                Overflow::Backpressure => {
+                    // Handed back whole: its ack goes with it.
+                    let mut refused = refused;
+                    if let Some(a) = ack {
+                        refused.set_ack(a);
+                    }
+                    return Offer::Full(refused);
+                }
                 Overflow::DropOldest => match self.rx.try_recv() {
                     Ok(old) => {
                         budget.release(old.frame().len());
@@ -201,7 +218,7 @@ impl Inbox {
                 seen.cursor = Some(c);
             }
         }
-        Offer::Queued
+        Offer::Queued { ack }
     }
 }
 
@@ -238,7 +255,7 @@ mod tests {
     }
 
     fn queued(o: Offer) -> bool {
-        matches!(o, Offer::Queued)
+        matches!(o, Offer::Queued { .. })
     }
 
     #[test]
@@ -270,11 +287,11 @@ mod tests {
         );
         assert!(matches!(
             i.offer(anon("x", Some(5)), true),
-            Offer::Duplicate
+            Offer::Duplicate { .. }
         ));
         assert!(matches!(
             i.offer(anon("z", Some(4)), true),
-            Offer::Duplicate
+            Offer::Duplicate { .. }
         ));
         assert!(
             queued(i.offer(anon("x", Some(6)), true)),
@@ -284,7 +301,7 @@ mod tests {
         assert!(queued(i.offer(anon("a.mp3", None), true)));
         assert!(matches!(
             i.offer(anon("a.mp3", None), true),
-            Offer::Duplicate
+            Offer::Duplicate { .. }
         ));
         assert!(queued(i.offer(anon("b.mp3", None), true)));
         assert_eq!(rx.len(), 5);
@@ -299,7 +316,7 @@ mod tests {
         // ...but a poll item repeating it is.
         assert!(matches!(
             i.offer(anon("tick", Some(1)), true),
-            Offer::Duplicate
+            Offer::Duplicate { .. }
         ));
     }
 
@@ -307,7 +324,15 @@ mod tests {
         let (shared, _events) = Shared::new(4, cap, usize::MAX, usize::MAX);
         let (tx, rx) = crossbeam_channel::bounded(cap);
         (
-            Inbox::new(tx, rx.clone(), window, overflow, shared, true),
+            Inbox::new(
+                tx,
+                rx.clone(),
+                window,
+                overflow,
+                AckMode::Queued,
+                shared,
+                true,
+            ),
             rx,
         )
     }
@@ -315,9 +340,12 @@ mod tests {
     #[test]
     fn a_repeated_id_is_a_duplicate_and_the_cursor_only_rises() {
         let (i, rx) = inbox(10, 100, Overflow::Backpressure);
-        assert!(matches!(i.offer(msg("a", 5), false), Offer::Queued));
-        assert!(matches!(i.offer(msg("a", 5), false), Offer::Duplicate));
-        assert!(matches!(i.offer(msg("b", 3), false), Offer::Queued));
+        assert!(matches!(i.offer(msg("a", 5), false), Offer::Queued { .. }));
+        assert!(matches!(
+            i.offer(msg("a", 5), false),
+            Offer::Duplicate { .. }
+        ));
+        assert!(matches!(i.offer(msg("b", 3), false), Offer::Queued { .. }));
         assert_eq!(i.cursor(), Some(Cursor::Int(5)));
         assert_eq!(rx.len(), 2);
     }
@@ -328,7 +356,67 @@ mod tests {
         i.offer(msg("a", 5), false);
         assert!(queued(i.offer(msg("z", 4), true)));
         assert!(queued(i.offer(msg("y", 5), true)));
-        assert!(matches!(i.offer(msg("a", 6), true), Offer::Duplicate));
+        assert!(matches!(
+            i.offer(msg("a", 6), true),
+            Offer::Duplicate { .. }
+        ));
+    }
+
+    fn with_ack(id: &str) -> Message {
+        let mut m = msg(id, 1);
+        m.set_ack(Frame::from(format!("ack {id}")));
+        m
+    }
+
+    #[test]
+    fn in_queued_mode_the_ack_comes_back_once_queued_and_stays_with_a_refused_message() {
+        let (shared, _events) = Shared::new(4, 1, usize::MAX, usize::MAX);
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let i = Inbox::new(
+            tx,
+            rx.clone(),
+            10,
+            Overflow::Backpressure,
+            AckMode::Queued,
+            shared,
+            false,
+        );
+        assert!(
+            matches!(i.offer(with_ack("a"), false), Offer::Queued { ack: Some(f) } if f.as_text() == Some("ack a"))
+        );
+        let Offer::Full(mut back) = i.offer(with_ack("b"), false) else {
+            panic!("expected Full")
+        };
+        assert!(
+            back.take_ack().is_some(),
+            "the refused message keeps its ack"
+        );
+        assert!(matches!(
+            i.offer(with_ack("a"), false),
+            Offer::Duplicate { ack: Some(_) }
+        ));
+        // What reached the application carries no ack: it was sent.
+        assert!(rx.try_recv().unwrap().take_ack().is_none());
+    }
+
+    #[test]
+    fn in_delivered_mode_the_ack_stays_with_the_message_for_the_receiver() {
+        let (shared, _events) = Shared::new(4, 4, usize::MAX, usize::MAX);
+        let (tx, rx) = crossbeam_channel::bounded(4);
+        let i = Inbox::new(
+            tx,
+            rx.clone(),
+            10,
+            Overflow::Backpressure,
+            AckMode::Delivered,
+            shared,
+            false,
+        );
+        assert!(matches!(
+            i.offer(with_ack("a"), false),
+            Offer::Queued { ack: None }
+        ));
+        assert!(rx.try_recv().unwrap().take_ack().is_some());
     }
 
     #[test]
@@ -338,8 +426,11 @@ mod tests {
             i.offer(msg(id, 1), false);
         }
         // "a" fell out of the two-id window
-        assert!(matches!(i.offer(msg("a", 1), false), Offer::Queued));
-        assert!(matches!(i.offer(msg("c", 1), false), Offer::Duplicate));
+        assert!(matches!(i.offer(msg("a", 1), false), Offer::Queued { .. }));
+        assert!(matches!(
+            i.offer(msg("c", 1), false),
+            Offer::Duplicate { .. }
+        ));
         assert_eq!(rx.len(), 4);
     }
 
@@ -351,7 +442,7 @@ mod tests {
             panic!("expected Full")
         };
         rx.recv().unwrap();
-        assert!(matches!(i.offer(back, false), Offer::Queued));
+        assert!(matches!(i.offer(back, false), Offer::Queued { .. }));
         assert_eq!(i.cursor(), Some(Cursor::Int(2)));
     }
 }

@@ -1,0 +1,19 @@
+//! Delivery: everything between "a message arrived" and "the application
+//! has its batch", in one place.
+//!
+//! - [`inbox`]: the producers' door (io thread and poller): dedupe by id
+//!   (and by content for id-less poll items), the cursor, the bounds in
+//!   messages and bytes, the overflow policy, and the ack to send once a
+//!   message is queued.
+//! - [`batcher`]: the pure rule for when a batch is ready, shared by every
+//!   receive method.
+//! - [`receiver`]: [`Batches`], the application's side: hands batches out,
+//!   gives their bytes back to the budget (which resumes a paused reader
+//!   past the half-way mark), and releases acks kept for hand-out onto
+//!   their own channel.
+
+pub(crate) mod batcher;
+pub(crate) mod inbox;
+pub(crate) mod receiver;
+
+pub use receiver::Batches;

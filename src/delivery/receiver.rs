@@ -1,0 +1,190 @@
+//! The application's side of delivery: [`Batches`].
+
+use std::fmt;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{
+    Receiver, RecvTimeoutError as ChannelTimeout, Sender, TryRecvError as ChannelEmpty,
+};
+
+use super::batcher::{Batcher, Next};
+use crate::error::{RecvError, RecvTimeoutError, TryRecvError};
+use crate::message::{Batch, Frame, Message};
+use crate::shared::{lock, Shared};
+
+/// Receives [`Batch`]es. Also a blocking iterator:
+/// `for batch in client.batches() { … }` ends after the client is closed and
+/// everything received has been handed out.
+///
+/// A batch is handed out `batch_window` after its first message arrived (the
+/// window counts from arrival, so messages that waited in the queue for a
+/// slow consumer do not wait again), or as soon as it holds `batch_max`
+/// messages.
+///
+/// Clones share the queue and the batch being assembled: each batch goes to
+/// exactly one of them, and a batch one clone started can be finished by
+/// another. No lock is held while a receive method waits.
+#[derive(Clone)]
+pub struct Batches {
+    rx: Receiver<Message>,
+    shared: Arc<Shared>,
+    batcher: Arc<Mutex<Batcher>>,
+    /// With acks released on hand-out: their own bounded channel, which the
+    /// io thread drains before anything else, so a full outbound queue
+    /// never loses one.
+    acks: Option<Sender<Frame>>,
+}
+
+impl Batches {
+    pub(crate) fn new(
+        rx: Receiver<Message>,
+        shared: Arc<Shared>,
+        window: Duration,
+        max: usize,
+        acks: Option<Sender<Frame>>,
+    ) -> Self {
+        Batches {
+            rx,
+            shared,
+            batcher: Arc::new(Mutex::new(Batcher::new(window, max))),
+            acks,
+        }
+    }
+
+    /// Messages waiting in the queue (not yet in a batch being assembled).
+    pub(crate) fn queued(&self) -> usize {
+        self.rx.len()
+    }
+
+    /// Blocks until a batch is ready.
+    ///
+    /// # Errors
+    /// [`RecvError`] once the client is closed and drained.
+    pub fn recv(&self) -> Result<Batch, RecvError> {
+        self.recv_until(None).map_err(|_| RecvError)
+    }
+
+    /// Waits until `deadline` for a batch.
+    ///
+    /// # Errors
+    /// [`RecvTimeoutError::Timeout`] or [`RecvTimeoutError::Closed`].
+    pub fn recv_deadline(&self, deadline: Instant) -> Result<Batch, RecvTimeoutError> {
+        self.recv_until(Some(deadline))
+    }
+
+    /// Waits up to `timeout` for a batch.
+    ///
+    /// # Errors
+    /// [`RecvTimeoutError::Timeout`] or [`RecvTimeoutError::Closed`].
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<Batch, RecvTimeoutError> {
+        // A timeout too large for the clock means no timeout.
+        self.recv_until(Instant::now().checked_add(timeout))
+    }
+
+    /// Returns a batch only if one is ready now.
+    ///
+    /// # Errors
+    /// [`TryRecvError::Empty`] or [`TryRecvError::Closed`].
+    pub fn try_recv(&self) -> Result<Batch, TryRecvError> {
+        let mut b = lock(&self.batcher);
+        let closed = self.fill(&mut b);
+        match b.next(Instant::now(), closed) {
+            Next::Ready => Ok(self.hand_out(&mut b)),
+            Next::Wait(None) if closed => Err(TryRecvError::Closed),
+            Next::Wait(_) => Err(TryRecvError::Empty),
+        }
+    }
+
+    fn recv_until(&self, deadline: Option<Instant>) -> Result<Batch, RecvTimeoutError> {
+        loop {
+            let mut b = lock(&self.batcher);
+            let closed = self.fill(&mut b);
+            let now = Instant::now();
+            let due = match b.next(now, closed) {
+                Next::Ready => return Ok(self.hand_out(&mut b)),
+                Next::Wait(None) if closed => return Err(RecvTimeoutError::Closed),
+                Next::Wait(due) => due,
+            };
+            if deadline.is_some_and(|d| now >= d) {
+                return Err(RecvTimeoutError::Timeout);
+            }
+            // Wait for the next message, or for the batch's window, without
+            // holding the lock (clones may receive meanwhile).
+            drop(b);
+            let until = match (due, deadline) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let got = match until {
+                None => self.rx.recv().map_err(|_| ChannelTimeout::Disconnected),
+                Some(t) => self.rx.recv_deadline(t),
+            };
+            if let Ok(m) = got {
+                lock(&self.batcher).push(m);
+            }
+            // Timeout or disconnected: the next pass decides.
+        }
+    }
+
+    /// Adds what is already queued, up to the batch limit; `true` when the
+    /// queue is closed and empty (nothing more can come).
+    fn fill(&self, b: &mut Batcher) -> bool {
+        let mut closed = false;
+        while b.wants_more() {
+            match self.rx.try_recv() {
+                Ok(m) => b.push(m),
+                Err(ChannelEmpty::Empty) => break,
+                Err(ChannelEmpty::Disconnected) => {
+                    closed = true;
+                    break;
+                }
+            }
+        }
+        self.shared.taken(self.rx.len());
+        closed
+    }
+
+    fn hand_out(&self, b: &mut Batcher) -> Batch {
+        let mut messages = b.take();
+        // Handed out: these bytes are the application's now.
+        let bytes = messages.iter().map(|m| m.frame().len()).sum();
+        self.shared.inbound.release(bytes);
+        self.shared.taken(self.rx.len());
+        if let Some(acks) = &self.acks {
+            let mut sent = false;
+            for m in &mut messages {
+                if let Some(a) = m.take_ack() {
+                    // Sized for every message that can be queued or in a
+                    // batch, so it is never full while the io thread runs.
+                    if acks.try_send(a).is_ok() {
+                        self.shared.counters.acks.fetch_add(1, Relaxed);
+                        sent = true;
+                    } else {
+                        log::warn!(target: "heartline::delivery", "ack channel full: an ack was not sent (the server will redeliver)");
+                    }
+                }
+            }
+            if sent {
+                self.shared.wake_io();
+            }
+        }
+        Batch::new(messages)
+    }
+}
+
+impl Iterator for Batches {
+    type Item = Batch;
+    fn next(&mut self) -> Option<Batch> {
+        self.recv().ok()
+    }
+}
+
+impl fmt::Debug for Batches {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Batches")
+            .field("queued", &self.rx.len())
+            .finish_non_exhaustive()
+    }
+}
