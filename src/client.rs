@@ -13,7 +13,7 @@ use crate::delivery::Batches;
 use crate::error::{RecvError, RecvTimeoutError, Result, SendError, TryRecvError, TrySendError};
 use crate::message::{Batch, Event, Frame, State};
 use crate::shared::{lock, Shared, Stats};
-use crate::threads::supervisor::{self, Control};
+use crate::threads::{supervisor, Control, Setup};
 
 /// A handle to one kept-alive WebSocket connection.
 ///
@@ -74,7 +74,7 @@ impl Client {
         );
         let outbound_capacity = cfg.outbound_capacity;
         let send_timeout = cfg.send_timeout;
-        let handle = supervisor::spawn(supervisor::Setup {
+        let handle = supervisor::spawn(Setup {
             cfg: Arc::new(cfg),
             shared: shared.clone(),
             control: control_rx,
@@ -242,6 +242,22 @@ impl Client {
     /// in order; blocks without polling.
     pub fn events(&self) -> Events {
         self.inner.events.clone()
+    }
+}
+
+// Here rather than in config.rs: the builder starts a client, and config
+// stays below the client in the module graph.
+impl ClientBuilder {
+    /// Checks the configuration and starts the client: connecting begins in
+    /// the background and this returns at once.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the first bad option (an unreadable
+    /// certificate is `root_certificate_pem`), [`Error::Url`] for a bad
+    /// URL, or [`Error::Thread`].
+    pub fn build(self) -> Result<Client> {
+        let cfg = self.validate()?;
+        Client::start(cfg)
     }
 }
 

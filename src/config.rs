@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::machine::backoff::Backoff;
 use crate::message::Frame;
+pub use crate::protocol::{Heartbeat, HelloContext, ReplyRule};
 use crate::redact;
 
 /// Where to connect: a URL and the headers for the upgrade request.
@@ -51,62 +52,6 @@ impl fmt::Debug for Endpoint {
     }
 }
 
-/// What the heartbeat sends.
-#[derive(Clone, Debug, PartialEq)]
-#[non_exhaustive]
-pub enum Heartbeat {
-    /// A WebSocket Ping control frame; servers answer with Pong by protocol.
-    Ping,
-    /// An application frame, such as `ping`, `{"wsType":1}` or
-    /// `{"mode":"HEART_BEAT"}`.
-    Frame(Frame),
-}
-
-/// A rule that recognises the server's answer to an application heartbeat.
-/// Matching frames prove the link alive and are consumed, not delivered.
-#[derive(Clone, Debug, PartialEq)]
-#[non_exhaustive]
-pub enum ReplyRule {
-    /// A text frame exactly equal to this.
-    Text(String),
-    /// A JSON object holding all of these fields with equal values.
-    JsonFields(serde_json::Map<String, serde_json::Value>),
-}
-
-impl ReplyRule {
-    /// The rule `--reply TEXT` means: when `text` is a JSON object, any JSON
-    /// object holding all of its fields; otherwise the exact text.
-    pub fn parse(text: &str) -> ReplyRule {
-        match serde_json::from_str::<serde_json::Value>(text) {
-            Ok(serde_json::Value::Object(map)) => ReplyRule::JsonFields(map),
-            _ => ReplyRule::Text(text.to_owned()),
-        }
-    }
-
-    /// `true` when `frame` matches.
-    pub fn matches(&self, frame: &Frame) -> bool {
-        let Some(text) = frame.as_text() else {
-            return false;
-        };
-        match self {
-            ReplyRule::Text(t) => t == text,
-            ReplyRule::JsonFields(fields) => {
-                // Cheap filter before parsing: every key must appear in the
-                // text. Keeps JSON parsing off the hot path of a busy stream.
-                if !fields.keys().all(|k| text.contains(k.as_str())) {
-                    return false;
-                }
-                match serde_json::from_str::<serde_json::Value>(text) {
-                    Ok(serde_json::Value::Object(obj)) => {
-                        fields.iter().all(|(k, v)| obj.get(k) == Some(v))
-                    }
-                    _ => false,
-                }
-            }
-        }
-    }
-}
-
 /// What happens when the inbound queue is full because the application is
 /// slower than the server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -121,16 +66,6 @@ pub enum Overflow {
     /// Drop the oldest queued message to make room, counting it in
     /// [`crate::Stats::dropped`]. For feeds where only the latest matters.
     DropOldest,
-}
-
-/// What the hello closure is told about the connection it greets.
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct HelloContext {
-    /// How many connections were opened before this one (0 for the first).
-    pub reconnects: u64,
-    /// The highest cursor seen so far over both transports, to resume from.
-    pub cursor: Option<crate::protocol::Cursor>,
 }
 
 /// When the acknowledgement of a pushed message is sent.
@@ -149,6 +84,53 @@ pub enum AckMode {
 
 pub(crate) type EndpointFn = dyn Fn() -> Endpoint + Send + Sync;
 pub(crate) type HelloFn = dyn Fn(&HelloContext) -> Vec<Frame> + Send + Sync;
+
+/// The one protocol the threads consult: the application's, with the
+/// builder's conveniences layered on top: its reply rules (a frame matching
+/// either side is a heartbeat reply) and its hello closure (its frames go
+/// after the protocol's). The heartbeat is resolved at build, where a
+/// heartbeat set in both places is refused.
+pub(crate) struct Layered {
+    pub inner: Arc<dyn crate::protocol::Protocol>,
+    pub replies: Vec<ReplyRule>,
+    pub hello: Option<std::sync::Arc<HelloFn>>,
+}
+
+impl crate::protocol::Protocol for Layered {
+    fn inspect(&self, frame: &Frame) -> crate::protocol::Inspected {
+        self.inner.inspect(frame)
+    }
+
+    fn is_heartbeat_reply(&self, frame: &Frame) -> bool {
+        self.replies.iter().any(|r| r.matches(frame)) || self.inner.is_heartbeat_reply(frame)
+    }
+
+    fn heartbeat(&self) -> Option<Frame> {
+        self.inner.heartbeat()
+    }
+
+    fn hello(&self, ctx: &HelloContext) -> Vec<Frame> {
+        let mut frames = self.inner.hello(ctx);
+        if let Some(h) = &self.hello {
+            frames.extend(h(ctx));
+        }
+        frames
+    }
+
+    fn poll_request(
+        &self,
+        cursor: Option<&crate::protocol::Cursor>,
+    ) -> Option<crate::protocol::PollRequest> {
+        self.inner.poll_request(cursor)
+    }
+
+    fn parse_poll(
+        &self,
+        body: &[u8],
+    ) -> std::result::Result<Vec<crate::protocol::PollItem>, String> {
+        self.inner.parse_poll(body)
+    }
+}
 
 /// The validated configuration the threads run on.
 #[derive(Clone)]
@@ -180,7 +162,7 @@ pub(crate) struct Config {
     pub event_capacity: usize,
     /// The one protocol the threads consult: the application's, with the
     /// builder's reply rules and hello closure layered on (see
-    /// [`crate::protocol::Layered`]).
+    /// [`Layered`]).
     pub protocol: Arc<dyn crate::protocol::Protocol>,
     /// Resolved at build from the builder's choice and the overflow policy.
     pub ack_mode: AckMode,
@@ -551,21 +533,9 @@ impl ClientBuilder {
         self
     }
 
-    /// Checks the configuration and starts the client: connecting begins in
-    /// the background and this returns at once.
-    ///
-    /// # Errors
-    /// [`Error::Config`] naming the first bad option (an unreadable
-    /// certificate is `root_certificate_pem`), [`Error::Url`] for a bad
-    /// URL, or [`Error::Thread`].
-    pub fn build(self) -> Result<crate::Client> {
-        let cfg = self.validate()?;
-        crate::client::Client::start(cfg)
-    }
-
     pub(crate) fn validate(mut self) -> Result<Config> {
         if let Some(url) = self.url.take() {
-            crate::transport::Target::parse(&url).map_err(|e| match e {
+            crate::target::Target::parse(&url).map_err(|e| match e {
                 crate::error::ConnectionError::Url { url, reason } => Error::Url { url, reason },
                 other => Error::config("url", other.to_string()),
             })?;
@@ -599,7 +569,7 @@ impl ClientBuilder {
             (None, Overflow::DropOldest) => AckMode::Delivered,
             (None, _) => AckMode::Queued,
         };
-        self.cfg.protocol = Arc::new(crate::protocol::Layered {
+        self.cfg.protocol = Arc::new(Layered {
             inner: self.protocol.clone(),
             replies: std::mem::take(&mut self.replies),
             hello: self.hello.take(),

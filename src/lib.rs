@@ -61,11 +61,13 @@ mod client;
 mod config;
 mod delivery;
 mod error;
+mod frame;
 mod machine;
 mod message;
 mod protocol;
 mod redact;
 mod shared;
+mod target;
 mod threads;
 mod transport;
 
@@ -78,7 +80,7 @@ pub mod testkit;
 pub struct ReadmeDoctests;
 
 pub use client::{Client, Events};
-pub use config::{AckMode, ClientBuilder, Endpoint, Heartbeat, HelloContext, Overflow, ReplyRule};
+pub use config::{AckMode, ClientBuilder, Endpoint, Overflow};
 pub use delivery::Batches;
 pub use error::{
     ConnectionError, Error, Phase, RecvError, RecvTimeoutError, Result, SendError, TlsProblem,
@@ -87,6 +89,7 @@ pub use error::{
 pub use machine::backoff::Backoff;
 pub use message::{Batch, CloseReason, Event, Frame, Message, State, Via};
 pub use protocol::{
-    Cursor, Inspected, JsonRules, Method, Plain, PollItem, PollRequest, Polled, Protocol,
+    Cursor, Heartbeat, HelloContext, Inspected, JsonRules, Method, Plain, PollItem, PollRequest,
+    Polled, Protocol, ReplyRule,
 };
 pub use shared::Stats;

@@ -6,72 +6,75 @@
 //! HTTP when the socket cannot be had. [`JsonRules`] covers the common JSON
 //! server without writing the trait by hand.
 
-use std::cmp::Ordering;
-use std::fmt;
-
 use serde_json::Value;
 
-use crate::config::{HelloContext, ReplyRule};
-use crate::message::Frame;
+pub use crate::frame::Cursor;
+use crate::frame::Frame;
 
-/// An ordered position in the server's stream: a sequence number or a
-/// timestamp such as `createTime`. Numbers compare as numbers, strings as
-/// strings (ISO timestamps sort correctly); a number sorts before a string.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Cursor {
-    /// A whole number.
-    Int(i64),
-    /// Anything else, compared as text.
+/// What the heartbeat sends.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Heartbeat {
+    /// A WebSocket Ping control frame; servers answer with Pong by protocol.
+    Ping,
+    /// An application frame, such as `ping`, `{"wsType":1}` or
+    /// `{"mode":"HEART_BEAT"}`.
+    Frame(Frame),
+}
+
+/// A rule that recognises the server's answer to an application heartbeat.
+/// Matching frames prove the link alive and are consumed, not delivered.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum ReplyRule {
+    /// A text frame exactly equal to this.
     Text(String),
+    /// A JSON object holding all of these fields with equal values.
+    JsonFields(serde_json::Map<String, serde_json::Value>),
 }
 
-impl Cursor {
-    /// The cursor a JSON value holds: integers (and integral floats) become
-    /// [`Cursor::Int`], strings [`Cursor::Text`]; anything else `None`.
-    pub fn from_json(v: &Value) -> Option<Cursor> {
-        match v {
-            Value::Number(n) => n
-                .as_i64()
-                .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64))
-                .map(Cursor::Int),
-            Value::String(s) => Some(Cursor::Text(s.clone())),
-            _ => None,
+impl ReplyRule {
+    /// The rule `--reply TEXT` means: when `text` is a JSON object, any JSON
+    /// object holding all of its fields; otherwise the exact text.
+    pub fn parse(text: &str) -> ReplyRule {
+        match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(serde_json::Value::Object(map)) => ReplyRule::JsonFields(map),
+            _ => ReplyRule::Text(text.to_owned()),
         }
     }
 
-    /// The cursor as JSON.
-    pub fn to_json(&self) -> Value {
+    /// `true` when `frame` matches.
+    pub fn matches(&self, frame: &Frame) -> bool {
+        let Some(text) = frame.as_text() else {
+            return false;
+        };
         match self {
-            Cursor::Int(i) => Value::from(*i),
-            Cursor::Text(s) => Value::from(s.as_str()),
+            ReplyRule::Text(t) => t == text,
+            ReplyRule::JsonFields(fields) => {
+                // Cheap filter before parsing: every key must appear in the
+                // text. Keeps JSON parsing off the hot path of a busy stream.
+                if !fields.keys().all(|k| text.contains(k.as_str())) {
+                    return false;
+                }
+                match serde_json::from_str::<serde_json::Value>(text) {
+                    Ok(serde_json::Value::Object(obj)) => {
+                        fields.iter().all(|(k, v)| obj.get(k) == Some(v))
+                    }
+                    _ => false,
+                }
+            }
         }
     }
 }
 
-impl fmt::Display for Cursor {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Cursor::Int(i) => write!(f, "{i}"),
-            Cursor::Text(s) => f.write_str(s),
-        }
-    }
-}
-
-impl PartialOrd for Cursor {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Cursor {
-    fn cmp(&self, other: &Self) -> Ordering {
-        match (self, other) {
-            (Cursor::Int(a), Cursor::Int(b)) => a.cmp(b),
-            (Cursor::Text(a), Cursor::Text(b)) => a.cmp(b),
-            (Cursor::Int(_), Cursor::Text(_)) => Ordering::Less,
-            (Cursor::Text(_), Cursor::Int(_)) => Ordering::Greater,
-        }
-    }
+/// What the hello closure is told about the connection it greets.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct HelloContext {
+    /// How many connections were opened before this one (0 for the first).
+    pub reconnects: u64,
+    /// The highest cursor seen so far over both transports, to resume from.
+    pub cursor: Option<crate::protocol::Cursor>,
 }
 
 /// What the protocol found in one inbound frame.
@@ -608,47 +611,6 @@ impl Protocol for JsonRules {
         } else {
             items_at(v, &self.places)
         }
-    }
-}
-
-/// The one protocol the threads consult: the application's, with the
-/// builder's conveniences layered on top: its reply rules (a frame matching
-/// either side is a heartbeat reply) and its hello closure (its frames go
-/// after the protocol's). The heartbeat is resolved at build, where a
-/// heartbeat set in both places is refused.
-pub(crate) struct Layered {
-    pub inner: std::sync::Arc<dyn Protocol>,
-    pub replies: Vec<ReplyRule>,
-    pub hello: Option<std::sync::Arc<crate::config::HelloFn>>,
-}
-
-impl Protocol for Layered {
-    fn inspect(&self, frame: &Frame) -> Inspected {
-        self.inner.inspect(frame)
-    }
-
-    fn is_heartbeat_reply(&self, frame: &Frame) -> bool {
-        self.replies.iter().any(|r| r.matches(frame)) || self.inner.is_heartbeat_reply(frame)
-    }
-
-    fn heartbeat(&self) -> Option<Frame> {
-        self.inner.heartbeat()
-    }
-
-    fn hello(&self, ctx: &HelloContext) -> Vec<Frame> {
-        let mut frames = self.inner.hello(ctx);
-        if let Some(h) = &self.hello {
-            frames.extend(h(ctx));
-        }
-        frames
-    }
-
-    fn poll_request(&self, cursor: Option<&Cursor>) -> Option<PollRequest> {
-        self.inner.poll_request(cursor)
-    }
-
-    fn parse_poll(&self, body: &[u8]) -> Result<Vec<PollItem>, String> {
-        self.inner.parse_poll(body)
     }
 }
 

@@ -11,7 +11,7 @@ use log::{debug, warn};
 use crate::config::Config;
 use crate::machine::heartbeat::{Beat, Heartbeat};
 use crate::shared::Shared;
-use crate::threads::io::{Command, Link};
+use crate::threads::{Command, Link};
 
 pub(crate) fn run(cfg: &Config, link: &Link, shared: &Shared, stop: &Receiver<()>) {
     let opened = link.opened();

@@ -13,7 +13,6 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,10 +28,10 @@ use tungstenite::{Message as WsMessage, WebSocket};
 use crate::delivery::inbox::Inbox;
 use crate::error::ConnectionError;
 use crate::machine::connection::{Action, Connection as Machine, Incoming, ReadFailure, Wait};
-pub(crate) use crate::machine::connection::{Command, Exit};
+use crate::machine::connection::{Command, Exit};
 use crate::message::Frame;
 use crate::shared::Shared;
-use crate::threads::supervisor::Setup;
+use crate::threads::{Link, Setup};
 use crate::transport::Socket;
 
 const SOCKET: Token = Token(0);
@@ -44,58 +43,6 @@ const WRITE_BUDGET: usize = 256;
 /// How long the io thread keeps looking for the next event without sleeping
 /// after a turn that moved data (see the poll loop).
 const SPIN: Duration = Duration::from_micros(50);
-
-struct LinkInner {
-    commands: Sender<Command>,
-    opened: Instant,
-    /// Nanoseconds after `opened` of the last inbound frame (or of the end
-    /// of a reading pause).
-    last_inbound_ns: AtomicU64,
-}
-
-/// What the other threads hold of one connection.
-#[derive(Clone)]
-pub(crate) struct Link {
-    inner: Arc<LinkInner>,
-    pub waker: Arc<Waker>,
-}
-
-impl Link {
-    fn new(waker: Arc<Waker>, commands: Sender<Command>) -> Link {
-        Link {
-            inner: Arc::new(LinkInner {
-                commands,
-                opened: Instant::now(),
-                last_inbound_ns: AtomicU64::new(0),
-            }),
-            waker,
-        }
-    }
-
-    pub(crate) fn command(&self, c: Command) {
-        // The channel holds a few commands; a full one already has work
-        // queued that makes the io thread act.
-        let _ = self.inner.commands.try_send(c);
-        if let Err(e) = self.waker.wake() {
-            warn!("cannot wake the io thread: {e}");
-        }
-    }
-
-    pub(crate) fn opened(&self) -> Instant {
-        self.inner.opened
-    }
-
-    pub(crate) fn last_inbound(&self) -> Instant {
-        self.inner.opened + Duration::from_nanos(self.inner.last_inbound_ns.load(Relaxed))
-    }
-
-    fn touch(&self, now: Instant) {
-        let ns = now.saturating_duration_since(self.inner.opened).as_nanos();
-        self.inner
-            .last_inbound_ns
-            .store(u64::try_from(ns).unwrap_or(u64::MAX), Relaxed);
-    }
-}
 
 /// What the driver reaches besides the socket.
 struct Ctx {

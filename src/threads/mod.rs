@@ -15,6 +15,50 @@ pub(crate) mod io;
 pub(crate) mod poller;
 pub(crate) mod supervisor;
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::config::Config;
+use crate::delivery::inbox::Inbox;
+use crate::message::Frame;
+use crate::shared::Shared;
+
+// What crosses between threads, named in one place:
+//
+// - `Control`   client handle → supervisor (close), on a bounded channel;
+//               dropping every handle disconnects it, which also closes.
+// - `Setup`     what the supervisor holds and hands on: the config, the
+//               shared state (state, counters, byte budgets, the io waker),
+//               the outbound queue, the acks released on hand-out, and the
+//               inbox (the producers' door of delivery).
+// - `Command`   heartbeat ticker / supervisor → io (beat, dead, close), with
+//               `Link`: the io thread's waker, and the time of the last
+//               inbound frame the ticker reads.
+// - `Exit`      io → supervisor: how a connection ended (its join value).
+// - the "proven" signal io → supervisor (first frame), the stop channels
+//   supervisor → ticker and poller (dropping the sender stops them), and the
+//   room token receiver → poller (see `Shared::taken`).
+pub(crate) use crate::machine::connection::{Command, Exit};
+
+/// Requests from the [`crate::Client`] handle.
+pub(crate) enum Control {
+    Close,
+}
+
+/// What the supervisor holds and hands to the threads it starts.
+pub(crate) struct Setup {
+    pub cfg: Arc<Config>,
+    pub shared: Arc<Shared>,
+    pub control: Receiver<Control>,
+    pub outbound: Receiver<Frame>,
+    /// Acks released when their batch was handed out (drained first).
+    pub acks: Receiver<Frame>,
+    pub inbox: Arc<Inbox>,
+}
+
 /// Spawns a named thread.
 pub(crate) fn spawn<F, T>(name: &'static str, f: F) -> std::io::Result<std::thread::JoinHandle<T>>
 where
@@ -29,3 +73,55 @@ where
 }
 
 pub(crate) use crate::error::guarded;
+
+struct LinkInner {
+    commands: Sender<Command>,
+    opened: Instant,
+    /// Nanoseconds after `opened` of the last inbound frame (or of the end
+    /// of a reading pause).
+    last_inbound_ns: AtomicU64,
+}
+
+/// What the other threads hold of one connection.
+#[derive(Clone)]
+pub(crate) struct Link {
+    inner: Arc<LinkInner>,
+    pub waker: Arc<mio::Waker>,
+}
+
+impl Link {
+    pub(crate) fn new(waker: Arc<mio::Waker>, commands: Sender<Command>) -> Link {
+        Link {
+            inner: Arc::new(LinkInner {
+                commands,
+                opened: Instant::now(),
+                last_inbound_ns: AtomicU64::new(0),
+            }),
+            waker,
+        }
+    }
+
+    pub(crate) fn command(&self, c: Command) {
+        // The channel holds a few commands; a full one already has work
+        // queued that makes the io thread act.
+        let _ = self.inner.commands.try_send(c);
+        if let Err(e) = self.waker.wake() {
+            log::warn!(target: "heartline::threads::io", "cannot wake the io thread: {e}");
+        }
+    }
+
+    pub(crate) fn opened(&self) -> Instant {
+        self.inner.opened
+    }
+
+    pub(crate) fn last_inbound(&self) -> Instant {
+        self.inner.opened + Duration::from_nanos(self.inner.last_inbound_ns.load(Relaxed))
+    }
+
+    pub(crate) fn touch(&self, now: Instant) {
+        let ns = now.saturating_duration_since(self.inner.opened).as_nanos();
+        self.inner
+            .last_inbound_ns
+            .store(u64::try_from(ns).unwrap_or(u64::MAX), Relaxed);
+    }
+}

@@ -3,39 +3,21 @@
 //! stops it once a new socket has proved itself.
 
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crossbeam_channel::{never, select, Receiver, RecvTimeoutError, Sender};
 use log::{debug, error, info, warn};
 
-use crate::config::{Config, HelloContext};
-use crate::delivery::inbox::Inbox;
+use crate::config::HelloContext;
 use crate::error::{ConnectionError, Error, Result};
 use crate::machine::backoff::Jitter;
 use crate::machine::reconnect::{Decision, Ended, Reconnect};
 use crate::message::{CloseReason, Frame, State};
 use crate::redact;
-use crate::shared::Shared;
-use crate::threads::io::{self, Exit};
-use crate::threads::{guarded, poller};
+use crate::threads::{guarded, poller, Control, Setup};
+use crate::threads::{io, Command, Exit};
 use crate::transport;
-
-/// Requests from the [`crate::Client`] handle.
-pub(crate) enum Control {
-    Close,
-}
-
-pub(crate) struct Setup {
-    pub cfg: Arc<Config>,
-    pub shared: Arc<Shared>,
-    pub control: Receiver<Control>,
-    pub outbound: Receiver<Frame>,
-    /// Acks released when their batch was handed out (drained first).
-    pub acks: Receiver<Frame>,
-    pub inbox: Arc<Inbox>,
-}
 
 pub(crate) fn spawn(setup: Setup) -> Result<JoinHandle<()>> {
     let agent = match setup.cfg.protocol.poll_request(None) {
@@ -263,7 +245,7 @@ fn serve(
         // Without a heartbeat a half-open link would go unnoticed: drop the
         // connection and let the policy retry.
         error!("{e}");
-        link.command(io::Command::Dead);
+        link.command(Command::Dead);
     }
     if poller.is_none() {
         s.shared.set_state(State::Open, None);
@@ -298,7 +280,7 @@ fn serve(
             recv(s.control) -> c => {
                 if !close_sent && matches!(c, Ok(Control::Close) | Err(_)) {
                     debug!("close requested; closing the socket");
-                    link.command(io::Command::Close);
+                    link.command(Command::Close);
                     close_sent = true;
                 }
                 if c.is_err() {
