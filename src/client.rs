@@ -252,9 +252,9 @@ impl ClientBuilder {
     /// the background and this returns at once.
     ///
     /// # Errors
-    /// [`Error::Config`] naming the first bad option (an unreadable
-    /// certificate is `root_certificate_pem`), [`Error::Url`] for a bad
-    /// URL, or [`Error::Thread`].
+    /// [`crate::Error::Config`] naming the first bad option (an unreadable
+    /// certificate is `root_certificate_pem`), [`crate::Error::Url`] for a bad
+    /// URL, or [`crate::Error::Thread`].
     pub fn build(self) -> Result<Client> {
         let cfg = self.validate()?;
         Client::start(cfg)
