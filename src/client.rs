@@ -41,39 +41,61 @@ impl Client {
         ClientBuilder::new(url)
     }
 
+    /// Starts building a client whose URL and headers come from `provider`,
+    /// called before **every** connection attempt and poll, so a token
+    /// refreshed meanwhile is used.
+    ///
+    /// ```no_run
+    /// use heartline::{Client, Endpoint};
+    /// let client = Client::with_endpoint(|| {
+    ///     Endpoint::new("wss://push.example.com/ws").header("Authorization", "Bearer fresh")
+    /// })
+    /// .build()?;
+    /// # Ok::<(), heartline::Error>(())
+    /// ```
+    pub fn with_endpoint<F>(provider: F) -> ClientBuilder
+    where
+        F: Fn() -> crate::config::Endpoint + Send + Sync + 'static,
+    {
+        ClientBuilder::with_endpoint(provider)
+    }
+
     pub(crate) fn start(cfg: Config) -> Result<Client> {
         let (shared, events_rx) = Shared::new(
-            cfg.event_capacity,
-            cfg.inbound_capacity,
-            cfg.inbound_bytes,
-            cfg.outbound_bytes,
+            cfg.queues.event_capacity,
+            cfg.queues.inbound_capacity,
+            cfg.queues.inbound_bytes,
+            cfg.queues.outbound_bytes,
         );
-        let (outbound_tx, outbound_rx) = crossbeam_channel::bounded(cfg.outbound_capacity);
-        let (inbound_tx, inbound_rx) = crossbeam_channel::bounded(cfg.inbound_capacity);
+        let (outbound_tx, outbound_rx) = crossbeam_channel::bounded(cfg.queues.outbound_capacity);
+        let (inbound_tx, inbound_rx) = crossbeam_channel::bounded(cfg.queues.inbound_capacity);
         let inbox = Arc::new(Inbox::new(
             inbound_tx,
             inbound_rx.clone(),
-            cfg.dedupe_window,
-            cfg.overflow,
-            cfg.ack_mode,
+            cfg.queues.dedupe_window,
+            cfg.queues.overflow,
+            cfg.queues.ack_mode,
             shared.clone(),
             cfg.protocol.poll_request(None).is_some(),
         ));
         // Acks released on hand-out: room for one per message that can be
         // queued or in a batch, so the channel is never full.
-        let (acks_tx, acks_rx) =
-            crossbeam_channel::bounded(cfg.inbound_capacity.saturating_add(cfg.batch_max));
-        let acks = (cfg.ack_mode == AckMode::Delivered).then_some(acks_tx);
+        let (acks_tx, acks_rx) = crossbeam_channel::bounded(
+            cfg.queues
+                .inbound_capacity
+                .saturating_add(cfg.queues.batch_max),
+        );
+        let acks = (cfg.queues.ack_mode == AckMode::Delivered).then_some(acks_tx);
         let (control_tx, control_rx) = crossbeam_channel::bounded(4);
         let batches = Batches::new(
             inbound_rx,
             shared.clone(),
-            cfg.batch_window,
-            cfg.batch_max,
+            cfg.queues.batch_window,
+            cfg.queues.batch_max,
             acks,
         );
-        let outbound_capacity = cfg.outbound_capacity;
-        let send_timeout = cfg.send_timeout;
+        let outbound_capacity = cfg.queues.outbound_capacity;
+        let send_timeout = cfg.queues.send_timeout;
         let handle = supervisor::spawn(Setup {
             cfg: Arc::new(cfg),
             shared: shared.clone(),

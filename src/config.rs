@@ -132,45 +132,302 @@ impl crate::protocol::Protocol for Layered {
     }
 }
 
-/// The validated configuration the threads run on.
+/// The validated configuration, in sections: each has its defaults in one
+/// `impl Default` and its own `validate`, and each thread reads the
+/// sections it needs.
 #[derive(Clone)]
 pub(crate) struct Config {
     pub endpoint: Arc<EndpointFn>,
+    /// The one protocol the threads consult: the application's, with the
+    /// builder's reply rules and hello closure layered on (see
+    /// [`Layered`]).
+    pub protocol: Arc<dyn crate::protocol::Protocol>,
+    pub heartbeat: HeartbeatSection,
+    pub reconnect: ReconnectSection,
+    pub queues: QueueSection,
+    pub link: LinkSection,
+    pub tls: TlsSection,
+    pub poll: PollSection,
+}
+
+/// Largest server timeout accepted: beyond this a dead link goes unnoticed
+/// for so long that it is almost certainly a unit mistake.
+const MAX_SERVER_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Largest value of any other duration option: a larger value is a unit
+/// mistake, and would overflow the clock arithmetic.
+const MAX_DURATION: Duration = Duration::from_secs(86_400);
+
+fn positive(field: &'static str, d: Duration) -> Result<()> {
+    if d.is_zero() {
+        return Err(Error::config(field, "must be greater than zero"));
+    }
+    within_a_day(field, d)
+}
+
+fn within_a_day(field: &'static str, d: Duration) -> Result<()> {
+    if d > MAX_DURATION {
+        return Err(Error::config(
+            field,
+            format!("{d:?} is longer than one day; a unit mistake?"),
+        ));
+    }
+    Ok(())
+}
+
+fn at_least_one(field: &'static str, n: usize) -> Result<()> {
+    if n == 0 {
+        return Err(Error::config(field, "must be at least 1"));
+    }
+    Ok(())
+}
+
+/// Liveness: what the heartbeat sends, how often, and the dead-link verdict.
+#[derive(Clone, Debug)]
+pub(crate) struct HeartbeatSection {
     /// Resolved at build: the builder's or the protocol's, never both.
-    pub heartbeat: Heartbeat,
-    pub heartbeat_interval: Duration,
-    pub server_timeout: Duration,
+    pub kind: Heartbeat,
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+impl Default for HeartbeatSection {
+    fn default() -> Self {
+        HeartbeatSection {
+            kind: Heartbeat::Ping,
+            interval: Duration::from_secs(25),
+            timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+impl HeartbeatSection {
+    fn validate(&self, max_frame_size: usize) -> Result<()> {
+        positive("heartbeat_interval", self.interval)?;
+        if self.timeout.is_zero() {
+            return Err(Error::config("server_timeout", "must be greater than zero"));
+        }
+        if self.timeout > MAX_SERVER_TIMEOUT {
+            return Err(Error::config(
+                "server_timeout",
+                format!(
+                    "{:?} is longer than the {:?} limit; a dead link would go unnoticed",
+                    self.timeout, MAX_SERVER_TIMEOUT
+                ),
+            ));
+        }
+        if let Heartbeat::Frame(f) = &self.kind {
+            if f.len() > max_frame_size {
+                return Err(Error::config(
+                    "heartbeat",
+                    "frame is larger than max_frame_size",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The reconnect policy.
+#[derive(Clone, Debug)]
+pub(crate) struct ReconnectSection {
     pub backoff: Backoff,
     pub min_uptime: Duration,
     pub max_attempts: Option<u32>,
     pub terminal_codes: Vec<u16>,
+}
+
+impl Default for ReconnectSection {
+    fn default() -> Self {
+        ReconnectSection {
+            backoff: Backoff::default(),
+            min_uptime: Duration::from_secs(5),
+            max_attempts: None,
+            terminal_codes: Vec::new(),
+        }
+    }
+}
+
+impl ReconnectSection {
+    fn validate(&self) -> Result<()> {
+        within_a_day("min_uptime", self.min_uptime)?;
+        let steps = match self.backoff {
+            Backoff::Fixed(d) => vec![d],
+            Backoff::Linear { initial, step, max } => vec![initial, step, max],
+            Backoff::Exponential { initial, max } => vec![initial, max],
+        };
+        for d in steps {
+            within_a_day("backoff", d)?;
+        }
+        self.backoff.validate()?;
+        if self.max_attempts == Some(0) {
+            return Err(Error::config(
+                "max_attempts",
+                "must be at least 1 (or None)",
+            ));
+        }
+        for code in &self.terminal_codes {
+            if !(1000..5000).contains(code) {
+                return Err(Error::config(
+                    "terminal_close_codes",
+                    format!("{code} is not a WebSocket close code (1000-4999)"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Both queues, the batch, dedupe and acks: everything delivery bounds.
+#[derive(Clone, Debug)]
+pub(crate) struct QueueSection {
     pub outbound_capacity: usize,
+    pub outbound_bytes: usize,
     pub send_timeout: Duration,
     pub inbound_capacity: usize,
     pub inbound_bytes: usize,
-    pub outbound_bytes: usize,
     pub overflow: Overflow,
     pub batch_window: Duration,
     pub batch_max: usize,
+    pub event_capacity: usize,
+    pub dedupe_window: usize,
+    /// Resolved at build from the builder's choice and the overflow policy.
+    pub ack_mode: AckMode,
+}
+
+impl Default for QueueSection {
+    fn default() -> Self {
+        QueueSection {
+            outbound_capacity: 1024,
+            outbound_bytes: 2 << 20,
+            send_timeout: Duration::from_secs(1),
+            inbound_capacity: 4096,
+            inbound_bytes: 8 << 20,
+            overflow: Overflow::Backpressure,
+            batch_window: Duration::from_millis(100),
+            batch_max: 512,
+            event_capacity: 64,
+            dedupe_window: 10_000,
+            ack_mode: AckMode::Queued,
+        }
+    }
+}
+
+impl QueueSection {
+    fn validate(&self) -> Result<()> {
+        within_a_day("send_timeout", self.send_timeout)?;
+        within_a_day("batch_window", self.batch_window)?;
+        at_least_one("outbound_capacity", self.outbound_capacity)?;
+        at_least_one("inbound_capacity", self.inbound_capacity)?;
+        at_least_one("inbound_bytes", self.inbound_bytes)?;
+        at_least_one("outbound_bytes", self.outbound_bytes)?;
+        at_least_one("batch_max", self.batch_max)?;
+        at_least_one("event_capacity", self.event_capacity)?;
+        at_least_one("dedupe_window", self.dedupe_window)
+    }
+}
+
+/// The connection itself: sizes and the timeouts of opening and closing.
+#[derive(Clone, Debug)]
+pub(crate) struct LinkSection {
     pub max_message_size: usize,
     pub max_frame_size: usize,
     pub connect_timeout: Duration,
     pub handshake_timeout: Duration,
     pub close_timeout: Duration,
-    pub root_certificates: Vec<Vec<u8>>,
-    pub danger_accept_invalid_certs: bool,
-    pub event_capacity: usize,
-    /// The one protocol the threads consult: the application's, with the
-    /// builder's reply rules and hello closure layered on (see
-    /// [`Layered`]).
-    pub protocol: Arc<dyn crate::protocol::Protocol>,
-    /// Resolved at build from the builder's choice and the overflow policy.
-    pub ack_mode: AckMode,
-    pub dedupe_window: usize,
-    pub poll_after: u32,
-    pub poll_every: Duration,
-    pub poll_timeout: Duration,
-    pub max_poll_body: usize,
+}
+
+impl Default for LinkSection {
+    fn default() -> Self {
+        LinkSection {
+            max_message_size: 1 << 20,
+            max_frame_size: 1 << 20,
+            connect_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+            close_timeout: Duration::from_millis(500),
+        }
+    }
+}
+
+impl LinkSection {
+    fn validate(&self) -> Result<()> {
+        positive("connect_timeout", self.connect_timeout)?;
+        positive("handshake_timeout", self.handshake_timeout)?;
+        within_a_day("close_timeout", self.close_timeout)?;
+        if self.max_message_size < 128 {
+            return Err(Error::config(
+                "max_message_size",
+                "must be at least 128 bytes",
+            ));
+        }
+        if self.max_frame_size < 128 || self.max_frame_size > self.max_message_size {
+            return Err(Error::config(
+                "max_frame_size",
+                "must be at least 128 bytes and at most max_message_size",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Trust: extra roots, parsed once at build, for the socket and the poller.
+#[derive(Clone, Default)]
+pub(crate) struct TlsSection {
+    /// As given to the builder.
+    pub roots_pem: Vec<Vec<u8>>,
+    /// Parsed by `validate`.
+    pub roots: Vec<native_tls::Certificate>,
+    pub accept_invalid_certs: bool,
+}
+
+impl TlsSection {
+    fn validate(&mut self) -> Result<()> {
+        self.roots = self
+            .roots_pem
+            .iter()
+            .map(|pem| {
+                native_tls::Certificate::from_pem(pem).map_err(|e| {
+                    Error::config(
+                        "root_certificate_pem",
+                        format!("not a PEM certificate: {e}"),
+                    )
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(())
+    }
+}
+
+/// The HTTP polling fallback.
+#[derive(Clone, Debug)]
+pub(crate) struct PollSection {
+    pub after: u32,
+    pub every: Duration,
+    pub timeout: Duration,
+    pub max_body: usize,
+}
+
+impl Default for PollSection {
+    fn default() -> Self {
+        PollSection {
+            after: 3,
+            every: Duration::from_secs(30),
+            timeout: Duration::from_secs(10),
+            max_body: 4 << 20,
+        }
+    }
+}
+
+impl PollSection {
+    fn validate(&self) -> Result<()> {
+        positive("poll_every", self.every)?;
+        positive("poll_timeout", self.timeout)?;
+        at_least_one("max_poll_body", self.max_body)?;
+        if self.after == 0 {
+            return Err(Error::config("poll_after", "must be at least 1"));
+        }
+        Ok(())
+    }
 }
 
 /// Builds a [`crate::Client`]. Every option has a default suited to a device
@@ -190,7 +447,10 @@ pub(crate) struct Config {
 /// # Ok::<(), heartline::Error>(())
 /// ```
 pub struct ClientBuilder {
+    // Where to connect: a fixed URL (with `headers`) or a provider. Both
+    // set is refused at build, so neither is silently discarded.
     url: Option<String>,
+    provider: Option<Arc<EndpointFn>>,
     headers: Vec<(String, String)>,
     // The protocol and the builder's conveniences for it, combined into
     // one protocol at build; a setting made in both places is refused.
@@ -202,17 +462,11 @@ pub struct ClientBuilder {
     cfg: Config,
 }
 
-/// Largest server timeout accepted: beyond this a dead link goes unnoticed
-/// for so long that it is almost certainly a unit mistake.
-const MAX_SERVER_TIMEOUT: Duration = Duration::from_secs(600);
-
-/// Largest value of any other duration option.
-const MAX_DURATION: Duration = Duration::from_secs(86_400);
-
 impl ClientBuilder {
     pub(crate) fn new(url: impl Into<String>) -> Self {
         ClientBuilder {
             url: Some(url.into()),
+            provider: None,
             headers: Vec::new(),
             protocol: Arc::new(crate::protocol::Plain),
             heartbeat: None,
@@ -221,60 +475,39 @@ impl ClientBuilder {
             ack_mode: None,
             cfg: Config {
                 endpoint: Arc::new(Endpoint::default),
-                heartbeat: Heartbeat::Ping,
-                heartbeat_interval: Duration::from_secs(25),
-                server_timeout: Duration::from_secs(20),
-                backoff: Backoff::default(),
-                min_uptime: Duration::from_secs(5),
-                max_attempts: None,
-                terminal_codes: Vec::new(),
-                outbound_capacity: 1024,
-                send_timeout: Duration::from_secs(1),
-                inbound_capacity: 4096,
-                inbound_bytes: 8 << 20,
-                outbound_bytes: 2 << 20,
-                overflow: Overflow::Backpressure,
-                batch_window: Duration::from_millis(100),
-                batch_max: 512,
-                max_message_size: 1 << 20,
-                max_frame_size: 1 << 20,
-                connect_timeout: Duration::from_secs(10),
-                handshake_timeout: Duration::from_secs(10),
-                close_timeout: Duration::from_millis(500),
-                root_certificates: Vec::new(),
-                danger_accept_invalid_certs: false,
-                event_capacity: 64,
                 protocol: Arc::new(crate::protocol::Plain),
-                ack_mode: AckMode::Queued,
-                dedupe_window: 10_000,
-                poll_after: 3,
-                poll_every: Duration::from_secs(30),
-                poll_timeout: Duration::from_secs(10),
-                max_poll_body: 4 << 20,
+                heartbeat: HeartbeatSection::default(),
+                reconnect: ReconnectSection::default(),
+                queues: QueueSection::default(),
+                link: LinkSection::default(),
+                tls: TlsSection::default(),
+                poll: PollSection::default(),
             },
         }
     }
 
-    /// Adds a header to the upgrade request (repeatable, order kept). Ignored
-    /// when [`ClientBuilder::endpoint`] is used: the provider returns the
-    /// headers. `Authorization` and `Cookie` values never appear in logs.
+    /// Adds a header to the upgrade request of the fixed URL (repeatable,
+    /// order kept). With an endpoint provider the provider returns the
+    /// headers, and `build()` refuses this. `Authorization` and `Cookie`
+    /// values never appear in logs.
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.push((name.into(), value.into()));
         self
     }
 
-    /// A closure called before **every** connection attempt that returns the
-    /// URL and headers to use, so a fresh token is used after a reconnect.
-    /// Replaces the URL given to [`crate::Client::builder`] and the headers
-    /// given to [`ClientBuilder::header`]. A bad URL from it fails that
-    /// attempt (logged, retried with backoff).
-    pub fn endpoint<F>(mut self, provider: F) -> Self
+    /// A builder whose endpoint comes from `provider`, a closure called
+    /// before **every** connection attempt (and every poll) that returns the
+    /// URL and headers to use, so a fresh token is used after a reconnect. A
+    /// bad URL from it fails that attempt (logged, retried with backoff).
+    /// See [`crate::Client::with_endpoint`].
+    pub(crate) fn with_endpoint<F>(provider: F) -> Self
     where
         F: Fn() -> Endpoint + Send + Sync + 'static,
     {
-        self.url = None;
-        self.cfg.endpoint = Arc::new(provider);
-        self
+        let mut b = ClientBuilder::new(String::new());
+        b.url = None;
+        b.provider = Some(Arc::new(provider));
+        b
     }
 
     /// What the heartbeat sends. Defaults to the protocol's heartbeat frame
@@ -307,7 +540,7 @@ impl ClientBuilder {
     /// redelivery, or the same message by socket and by poll). Defaults to
     /// 10 000.
     pub fn dedupe_window(mut self, ids: usize) -> Self {
-        self.cfg.dedupe_window = ids;
+        self.cfg.queues.dedupe_window = ids;
         self
     }
 
@@ -315,7 +548,7 @@ impl ClientBuilder {
     /// attempts (when the protocol has a poll request). Defaults to 3, as in
     /// messmonitor.
     pub fn poll_after(mut self, failures: u32) -> Self {
-        self.cfg.poll_after = failures;
+        self.cfg.poll.after = failures;
         self
     }
 
@@ -323,20 +556,20 @@ impl ClientBuilder {
     /// endpoint fails, the interval doubles up to eight times this. Defaults
     /// to 30 s, as in messmonitor.
     pub fn poll_every(mut self, interval: Duration) -> Self {
-        self.cfg.poll_every = interval;
+        self.cfg.poll.every = interval;
         self
     }
 
     /// Limit for one poll request, connect to last byte. Defaults to 10 s.
     pub fn poll_timeout(mut self, timeout: Duration) -> Self {
-        self.cfg.poll_timeout = timeout;
+        self.cfg.poll.timeout = timeout;
         self
     }
 
     /// The largest poll response body; a larger one fails that poll.
     /// Defaults to 4 MiB.
     pub fn max_poll_body(mut self, bytes: usize) -> Self {
-        self.cfg.max_poll_body = bytes;
+        self.cfg.poll.max_body = bytes;
         self
     }
 
@@ -348,7 +581,7 @@ impl ClientBuilder {
     /// A heartbeat is sent when nothing has arrived for this long (any
     /// inbound frame restarts the count). Defaults to 25 s.
     pub fn heartbeat_interval(mut self, interval: Duration) -> Self {
-        self.cfg.heartbeat_interval = interval;
+        self.cfg.heartbeat.interval = interval;
         self
     }
 
@@ -356,7 +589,7 @@ impl ClientBuilder {
     /// at all arrives within this time: the socket is dropped and the client
     /// reconnects. At most 10 minutes. Defaults to 20 s.
     pub fn server_timeout(mut self, timeout: Duration) -> Self {
-        self.cfg.server_timeout = timeout;
+        self.cfg.heartbeat.timeout = timeout;
         self
     }
 
@@ -371,7 +604,7 @@ impl ClientBuilder {
     /// The reconnect delay policy. Defaults to exponential from 500 ms to
     /// 30 s with full jitter (see [`Backoff`]).
     pub fn backoff(mut self, backoff: Backoff) -> Self {
-        self.cfg.backoff = backoff;
+        self.cfg.reconnect.backoff = backoff;
         self
     }
 
@@ -379,7 +612,7 @@ impl ClientBuilder {
     /// failed attempt, so a server that accepts and drops at once is not
     /// hammered at full speed. Defaults to 5 s.
     pub fn min_uptime(mut self, uptime: Duration) -> Self {
-        self.cfg.min_uptime = uptime;
+        self.cfg.reconnect.min_uptime = uptime;
         self
     }
 
@@ -387,14 +620,14 @@ impl ClientBuilder {
     /// [`crate::CloseReason::GaveUp`] and the batch receiver ends). `None`
     /// retries for ever. Defaults to `None`: a device should keep trying.
     pub fn max_attempts(mut self, attempts: Option<u32>) -> Self {
-        self.cfg.max_attempts = attempts;
+        self.cfg.reconnect.max_attempts = attempts;
         self
     }
 
     /// Close codes from the server after which the client stops instead of
     /// reconnecting. Defaults to none.
     pub fn terminal_close_codes(mut self, codes: impl IntoIterator<Item = u16>) -> Self {
-        self.cfg.terminal_codes = codes.into_iter().collect();
+        self.cfg.reconnect.terminal_codes = codes.into_iter().collect();
         self
     }
 
@@ -414,14 +647,14 @@ impl ClientBuilder {
     /// waits up to [`ClientBuilder::send_timeout`] and then returns
     /// [`crate::SendError::Timeout`] (the frame handed back). Defaults to 1024.
     pub fn outbound_capacity(mut self, frames: usize) -> Self {
-        self.cfg.outbound_capacity = frames;
+        self.cfg.queues.outbound_capacity = frames;
         self
     }
 
     /// How long [`crate::Client::send`] waits for room in a full outbound
     /// queue. Defaults to 1 s.
     pub fn send_timeout(mut self, timeout: Duration) -> Self {
-        self.cfg.send_timeout = timeout;
+        self.cfg.queues.send_timeout = timeout;
         self
     }
 
@@ -429,7 +662,7 @@ impl ClientBuilder {
     /// when it is full is set by [`ClientBuilder::overflow`]. Defaults to
     /// 4096.
     pub fn inbound_capacity(mut self, messages: usize) -> Self {
-        self.cfg.inbound_capacity = messages;
+        self.cfg.queues.inbound_capacity = messages;
         self
     }
 
@@ -441,7 +674,7 @@ impl ClientBuilder {
     /// nothing deadlocks. Batches already handed out are the application's
     /// memory, not counted here. Defaults to 8 MiB (see the README).
     pub fn inbound_bytes(mut self, bytes: usize) -> Self {
-        self.cfg.inbound_bytes = bytes;
+        self.cfg.queues.inbound_bytes = bytes;
         self
     }
 
@@ -452,14 +685,14 @@ impl ClientBuilder {
     /// can make heartline buffer (twice this, then the connection is
     /// dropped). Defaults to 2 MiB (see the README).
     pub fn outbound_bytes(mut self, bytes: usize) -> Self {
-        self.cfg.outbound_bytes = bytes;
+        self.cfg.queues.outbound_bytes = bytes;
         self
     }
 
     /// What to do when the inbound queue is full. Defaults to
     /// [`Overflow::Backpressure`] (nothing dropped).
     pub fn overflow(mut self, overflow: Overflow) -> Self {
-        self.cfg.overflow = overflow;
+        self.cfg.queues.overflow = overflow;
         self
     }
 
@@ -468,13 +701,13 @@ impl ClientBuilder {
     /// each message at once (with whatever else is already waiting).
     /// Defaults to 100 ms (see the README for why).
     pub fn batch_window(mut self, window: Duration) -> Self {
-        self.cfg.batch_window = window;
+        self.cfg.queues.batch_window = window;
         self
     }
 
     /// The most messages in one batch. Defaults to 512.
     pub fn batch_max(mut self, messages: usize) -> Self {
-        self.cfg.batch_max = messages;
+        self.cfg.queues.batch_max = messages;
         self
     }
 
@@ -482,39 +715,39 @@ impl ClientBuilder {
     /// closes the connection with 1009 and the client reconnects. Defaults to
     /// 1 MiB.
     pub fn max_message_size(mut self, bytes: usize) -> Self {
-        self.cfg.max_message_size = bytes;
+        self.cfg.link.max_message_size = bytes;
         self
     }
 
     /// The largest inbound frame. Defaults to 1 MiB.
     pub fn max_frame_size(mut self, bytes: usize) -> Self {
-        self.cfg.max_frame_size = bytes;
+        self.cfg.link.max_frame_size = bytes;
         self
     }
 
     /// Limit for the TCP connect. Defaults to 10 s.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.cfg.connect_timeout = timeout;
+        self.cfg.link.connect_timeout = timeout;
         self
     }
 
     /// Limit for the TLS and WebSocket handshakes together. Defaults to 10 s.
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
-        self.cfg.handshake_timeout = timeout;
+        self.cfg.link.handshake_timeout = timeout;
         self
     }
 
     /// How long [`crate::Client::close`] waits for the server's close frame.
     /// Defaults to 500 ms.
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
-        self.cfg.close_timeout = timeout;
+        self.cfg.link.close_timeout = timeout;
         self
     }
 
     /// Trusts an extra root certificate (PEM) besides the system's, for a
     /// private CA (repeatable).
     pub fn root_certificate_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
-        self.cfg.root_certificates.push(pem.into());
+        self.cfg.tls.roots_pem.push(pem.into());
         self
     }
 
@@ -522,18 +755,27 @@ impl ClientBuilder {
     /// can read and change the traffic. For lab use only. Defaults to
     /// `false`.
     pub fn danger_accept_invalid_certs(mut self, accept: bool) -> Self {
-        self.cfg.danger_accept_invalid_certs = accept;
+        self.cfg.tls.accept_invalid_certs = accept;
         self
     }
 
     /// How many state changes the [`crate::Events`] receiver keeps when
     /// nobody reads it; the oldest is dropped past that. Defaults to 64.
     pub fn event_capacity(mut self, events: usize) -> Self {
-        self.cfg.event_capacity = events;
+        self.cfg.queues.event_capacity = events;
         self
     }
 
     pub(crate) fn validate(mut self) -> Result<Config> {
+        if let Some(provider) = self.provider.take() {
+            if !self.headers.is_empty() {
+                return Err(Error::config(
+                    "header",
+                    "with an endpoint provider the headers come from the Endpoint it returns",
+                ));
+            }
+            self.cfg.endpoint = provider;
+        }
         if let Some(url) = self.url.take() {
             crate::target::Target::parse(&url).map_err(|e| match e {
                 crate::error::ConnectionError::Url { url, reason } => Error::Url { url, reason },
@@ -545,7 +787,7 @@ impl ClientBuilder {
             };
             self.cfg.endpoint = Arc::new(move || endpoint.clone());
         }
-        self.cfg.heartbeat = match (self.heartbeat.take(), self.protocol.heartbeat()) {
+        self.cfg.heartbeat.kind = match (self.heartbeat.take(), self.protocol.heartbeat()) {
             (Some(_), Some(_)) => {
                 return Err(Error::config(
                     "heartbeat",
@@ -556,7 +798,7 @@ impl ClientBuilder {
             (None, Some(f)) => Heartbeat::Frame(f),
             (None, None) => Heartbeat::Ping,
         };
-        self.cfg.ack_mode = match (self.ack_mode, self.cfg.overflow) {
+        self.cfg.queues.ack_mode = match (self.ack_mode, self.cfg.queues.overflow) {
             // An acked message must never be dropped from the queue later.
             (Some(AckMode::Queued), Overflow::DropOldest) => {
                 return Err(Error::config(
@@ -574,89 +816,14 @@ impl ClientBuilder {
             replies: std::mem::take(&mut self.replies),
             hello: self.hello.take(),
         });
-        let c = &self.cfg;
-        let positive = [
-            ("poll_every", c.poll_every),
-            ("poll_timeout", c.poll_timeout),
-            ("heartbeat_interval", c.heartbeat_interval),
-            ("server_timeout", c.server_timeout),
-            ("connect_timeout", c.connect_timeout),
-            ("handshake_timeout", c.handshake_timeout),
-        ];
-        for (field, d) in positive {
-            if d.is_zero() {
-                return Err(Error::config(field, "must be greater than zero"));
-            }
-        }
-        // Nothing waits longer than a day: a larger value is a unit mistake,
-        // and would overflow the clock arithmetic.
-        let mut durations = vec![
-            ("heartbeat_interval", c.heartbeat_interval),
-            ("min_uptime", c.min_uptime),
-            ("send_timeout", c.send_timeout),
-            ("batch_window", c.batch_window),
-            ("connect_timeout", c.connect_timeout),
-            ("handshake_timeout", c.handshake_timeout),
-            ("close_timeout", c.close_timeout),
-            ("poll_every", c.poll_every),
-            ("poll_timeout", c.poll_timeout),
-        ];
-        match c.backoff {
-            Backoff::Fixed(d) => durations.push(("backoff", d)),
-            Backoff::Linear { initial, step, max } => {
-                durations.extend([("backoff", initial), ("backoff", step), ("backoff", max)])
-            }
-            Backoff::Exponential { initial, max } => {
-                durations.extend([("backoff", initial), ("backoff", max)])
-            }
-        }
-        for (field, d) in durations {
-            if d > MAX_DURATION {
-                return Err(Error::config(
-                    field,
-                    format!("{d:?} is longer than one day; a unit mistake?"),
-                ));
-            }
-        }
-        if c.server_timeout > MAX_SERVER_TIMEOUT {
-            return Err(Error::config(
-                "server_timeout",
-                format!(
-                    "{:?} is longer than the {:?} limit; a dead link would go unnoticed",
-                    c.server_timeout, MAX_SERVER_TIMEOUT
-                ),
-            ));
-        }
-        let counts = [
-            ("outbound_capacity", c.outbound_capacity),
-            ("inbound_capacity", c.inbound_capacity),
-            ("inbound_bytes", c.inbound_bytes),
-            ("outbound_bytes", c.outbound_bytes),
-            ("batch_max", c.batch_max),
-            ("event_capacity", c.event_capacity),
-            ("dedupe_window", c.dedupe_window),
-            ("max_poll_body", c.max_poll_body),
-        ];
-        for (field, n) in counts {
-            if n == 0 {
-                return Err(Error::config(field, "must be at least 1"));
-            }
-        }
-        if c.max_message_size < 128 {
-            return Err(Error::config(
-                "max_message_size",
-                "must be at least 128 bytes",
-            ));
-        }
-        if c.max_frame_size < 128 || c.max_frame_size > c.max_message_size {
-            return Err(Error::config(
-                "max_frame_size",
-                "must be at least 128 bytes and at most max_message_size",
-            ));
-        }
-        if c.poll_after == 0 {
-            return Err(Error::config("poll_after", "must be at least 1"));
-        }
+        // The order of the checks is the order a user reads the options in.
+        let c = &mut self.cfg;
+        c.poll.validate()?;
+        c.heartbeat.validate(c.link.max_frame_size)?;
+        c.link.validate()?;
+        c.reconnect.validate()?;
+        c.queues.validate()?;
+        c.tls.validate()?;
         if let Some(req) = c.protocol.poll_request(None) {
             if !(req.url.starts_with("http://") || req.url.starts_with("https://")) {
                 return Err(Error::config(
@@ -667,37 +834,6 @@ impl ClientBuilder {
                     ),
                 ));
             }
-        }
-        if c.max_attempts == Some(0) {
-            return Err(Error::config(
-                "max_attempts",
-                "must be at least 1 (or None)",
-            ));
-        }
-        c.backoff.validate()?;
-        for code in &c.terminal_codes {
-            if !(1000..5000).contains(code) {
-                return Err(Error::config(
-                    "terminal_close_codes",
-                    format!("{code} is not a WebSocket close code (1000-4999)"),
-                ));
-            }
-        }
-        if let Heartbeat::Frame(f) = &c.heartbeat {
-            if f.len() > c.max_frame_size {
-                return Err(Error::config(
-                    "heartbeat",
-                    "frame is larger than max_frame_size",
-                ));
-            }
-        }
-        for pem in &c.root_certificates {
-            native_tls::Certificate::from_pem(pem).map_err(|e| {
-                Error::config(
-                    "root_certificate_pem",
-                    format!("not a PEM certificate: {e}"),
-                )
-            })?;
         }
         Ok(self.cfg)
     }
@@ -714,10 +850,10 @@ impl fmt::Debug for ClientBuilder {
             .field("url", &self.url.as_deref().map(redact::url))
             .field("headers", &headers)
             .field("heartbeat", &self.heartbeat)
-            .field("heartbeat_interval", &self.cfg.heartbeat_interval)
-            .field("server_timeout", &self.cfg.server_timeout)
-            .field("backoff", &self.cfg.backoff)
-            .field("max_attempts", &self.cfg.max_attempts)
+            .field("heartbeat_interval", &self.cfg.heartbeat.interval)
+            .field("server_timeout", &self.cfg.heartbeat.timeout)
+            .field("backoff", &self.cfg.reconnect.backoff)
+            .field("max_attempts", &self.cfg.reconnect.max_attempts)
             .finish_non_exhaustive()
     }
 }
@@ -770,9 +906,9 @@ mod tests {
             .protocol(crate::JsonRules::new().heartbeat("hb"))
             .validate()
             .unwrap();
-        assert_eq!(c.heartbeat, Heartbeat::Frame(Frame::from("hb")));
+        assert_eq!(c.heartbeat.kind, Heartbeat::Frame(Frame::from("hb")));
         let c = ClientBuilder::new("ws://h/").validate().unwrap();
-        assert_eq!(c.heartbeat, Heartbeat::Ping);
+        assert_eq!(c.heartbeat.kind, Heartbeat::Ping);
     }
 
     #[test]
@@ -781,7 +917,7 @@ mod tests {
             .overflow(Overflow::DropOldest)
             .validate()
             .unwrap();
-        assert_eq!(c.ack_mode, AckMode::Delivered);
+        assert_eq!(c.queues.ack_mode, AckMode::Delivered);
         let b = ClientBuilder::new("ws://h/")
             .overflow(Overflow::DropOldest)
             .ack_mode(AckMode::Queued);
@@ -810,6 +946,15 @@ mod tests {
             c.protocol.hello(&ctx),
             vec![Frame::from(r#"{"a":1}"#), Frame::from("b")]
         );
+    }
+
+    #[test]
+    fn headers_with_an_endpoint_provider_are_refused_not_ignored() {
+        let b = ClientBuilder::with_endpoint(|| Endpoint::new("ws://h/")).header("X-A", "1");
+        assert_eq!(field_of(b.validate()), "header");
+        assert!(ClientBuilder::with_endpoint(|| Endpoint::new("ws://h/"))
+            .validate()
+            .is_ok());
     }
 
     #[test]

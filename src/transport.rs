@@ -60,19 +60,14 @@ impl Write for Stream {
 
 pub(crate) type Socket = WebSocket<Stream>;
 
-/// Builds the TLS connector once per client.
+/// Builds the TLS connector once per client, from the roots parsed at
+/// build.
 pub(crate) fn tls_connector(cfg: &Config) -> Result<native_tls::TlsConnector, Error> {
     let mut b = native_tls::TlsConnector::builder();
-    for pem in &cfg.root_certificates {
-        let cert = native_tls::Certificate::from_pem(pem).map_err(|e| {
-            Error::config(
-                "root_certificate_pem",
-                format!("not a PEM certificate: {e}"),
-            )
-        })?;
-        b.add_root_certificate(cert);
+    for cert in &cfg.tls.roots {
+        b.add_root_certificate(cert.clone());
     }
-    if cfg.danger_accept_invalid_certs {
+    if cfg.tls.accept_invalid_certs {
         b.danger_accept_invalid_certs(true);
     }
     b.build().map_err(|e| {
@@ -88,15 +83,16 @@ pub(crate) const WRITE_BUFFER: usize = 128 * 1024;
 
 pub(crate) fn ws_config(cfg: &Config) -> WebSocketConfig {
     WebSocketConfig::default()
-        .max_message_size(Some(cfg.max_message_size))
-        .max_frame_size(Some(cfg.max_frame_size))
+        .max_message_size(Some(cfg.link.max_message_size))
+        .max_frame_size(Some(cfg.link.max_frame_size))
         .write_buffer_size(WRITE_BUFFER)
         // Data frames enter the buffer only while the socket takes them, at
         // most one outbound budget per turn; what else piles up there (acks,
         // pongs, heartbeats) does so only when the server stops reading. Past
         // twice the budget the connection is given up instead of growing.
         .max_write_buffer_size(
-            cfg.outbound_bytes
+            cfg.queues
+                .outbound_bytes
                 .saturating_mul(2)
                 .saturating_add(2 * WRITE_BUFFER),
         )
@@ -118,10 +114,10 @@ pub(crate) fn connect(
 ) -> Result<Socket> {
     let target = Target::parse(&endpoint.url)?;
     let addr = target.addr();
-    let tcp = connect_tcp(&target, &addr, cfg.connect_timeout)?;
+    let tcp = connect_tcp(&target, &addr, cfg.link.connect_timeout)?;
     let _ = tcp.set_nodelay(true);
 
-    let deadline = Instant::now() + cfg.handshake_timeout;
+    let deadline = Instant::now() + cfg.link.handshake_timeout;
     set_timeouts(&tcp, deadline)?;
     let stream = if target.tls {
         let connector = match tls {
@@ -138,11 +134,16 @@ pub(crate) fn connect(
                 return Err(ConnectionError::Timeout {
                     phase: Phase::TlsHandshake,
                     addr,
-                    after: cfg.handshake_timeout,
+                    after: cfg.link.handshake_timeout,
                 })
             }
             Err(native_tls::HandshakeError::Failure(e)) => {
-                return Err(tls_error(&target.host, &e, &addr, cfg.handshake_timeout))
+                return Err(tls_error(
+                    &target.host,
+                    &e,
+                    &addr,
+                    cfg.link.handshake_timeout,
+                ))
             }
         }
     } else {
@@ -212,7 +213,7 @@ fn upgrade(
             ConnectionError::Timeout {
                 phase: Phase::WebSocketHandshake,
                 addr: addr.to_owned(),
-                after: cfg.handshake_timeout,
+                after: cfg.link.handshake_timeout,
             }
         } else {
             ConnectionError::from(e)

@@ -13,15 +13,14 @@ fn the_endpoint_provider_is_called_before_every_attempt() {
     let base = server.url();
     let calls = Arc::new(AtomicU32::new(0));
     let c = calls.clone();
-    let client = fast("ws://ignored.invalid/")
-        .endpoint(move || {
-            let n = c.fetch_add(1, Ordering::SeqCst) + 1;
-            Endpoint::new(format!("{base}?token=t{n}&device=kiosk"))
-                .header("Authorization", format!("Bearer t{n}"))
-                .header("X-Device", "kiosk-7")
-        })
-        .build()
-        .unwrap();
+    let client = fast_with(move || {
+        let n = c.fetch_add(1, Ordering::SeqCst) + 1;
+        Endpoint::new(format!("{base}?token=t{n}&device=kiosk"))
+            .header("Authorization", format!("Bearer t{n}"))
+            .header("X-Device", "kiosk-7")
+    })
+    .build()
+    .unwrap();
     let events = client.events();
     assert!(server.wait_for(WAIT, |l| l.upgrades.len() >= 2));
     server.refuse(None);
@@ -49,16 +48,15 @@ fn a_bad_url_from_the_provider_fails_the_attempt_and_is_retried() {
     let good = server.url();
     let calls = Arc::new(AtomicU32::new(0));
     let c = calls.clone();
-    let client = fast("ws://ignored.invalid/")
-        .endpoint(move || {
-            if c.fetch_add(1, Ordering::SeqCst) == 0 {
-                Endpoint::new("http://wrong-scheme/?token=SECRET")
-            } else {
-                Endpoint::new(good.clone())
-            }
-        })
-        .build()
-        .unwrap();
+    let client = fast_with(move || {
+        if c.fetch_add(1, Ordering::SeqCst) == 0 {
+            Endpoint::new("http://wrong-scheme/?token=SECRET")
+        } else {
+            Endpoint::new(good.clone())
+        }
+    })
+    .build()
+    .unwrap();
     let events = client.events();
     let (ev, _) = wait_event(&events, "reconnecting", |e| {
         matches!(e.state, State::Reconnecting { .. })
@@ -78,21 +76,20 @@ fn a_panicking_closure_fails_that_attempt_only() {
     let good = server.url();
     let calls = Arc::new(AtomicU32::new(0));
     let (c, h) = (calls.clone(), Arc::new(AtomicU32::new(0)));
-    let client = fast("ws://ignored.invalid/")
-        .endpoint(move || {
-            if c.fetch_add(1, Ordering::SeqCst) == 0 {
-                panic!("token service unreachable");
-            }
-            Endpoint::new(good.clone())
-        })
-        .hello(move |_| {
-            if h.fetch_add(1, Ordering::SeqCst) == 0 {
-                panic!("no subscriptions yet");
-            }
-            vec!["sub".into()]
-        })
-        .build()
-        .unwrap();
+    let client = fast_with(move || {
+        if c.fetch_add(1, Ordering::SeqCst) == 0 {
+            panic!("token service unreachable");
+        }
+        Endpoint::new(good.clone())
+    })
+    .hello(move |_| {
+        if h.fetch_add(1, Ordering::SeqCst) == 0 {
+            panic!("no subscriptions yet");
+        }
+        vec!["sub".into()]
+    })
+    .build()
+    .unwrap();
     let events = client.events();
     let (_, seen) = wait_event(&events, "open", |e| e.state == State::Open);
     // Typed: which callback, and what it said.

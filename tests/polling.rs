@@ -25,8 +25,11 @@ fn rules(server: &TestServer) -> JsonRules {
 }
 
 fn client(server: &TestServer) -> ClientBuilder {
-    fast(server.url())
-        .protocol(rules(server))
+    polling(fast(server.url()), server)
+}
+
+fn polling(b: ClientBuilder, server: &TestServer) -> ClientBuilder {
+    b.protocol(rules(server))
         .poll_after(3)
         .poll_every(30 * MS)
         .backoff(Backoff::Fixed(20 * MS))
@@ -48,13 +51,11 @@ fn after_three_failures_messages_come_by_polling_then_the_socket_takes_over() {
     let base = server.url();
     let calls = Arc::new(AtomicU32::new(0));
     let c = calls.clone();
-    let client = client(&server)
-        .endpoint(move || {
-            let n = c.fetch_add(1, Ordering::SeqCst);
-            Endpoint::new(base.clone()).header("X-Token", format!("t{n}"))
-        })
-        .build()
-        .unwrap();
+    let provider = move || {
+        let n = c.fetch_add(1, Ordering::SeqCst);
+        Endpoint::new(base.clone()).header("X-Token", format!("t{n}"))
+    };
+    let client = polling(fast_with(provider), &server).build().unwrap();
     let events = client.events();
     let (ev, seen) = wait_event(&events, "polling", |e| {
         matches!(e.state, State::Polling { .. })

@@ -41,16 +41,17 @@ fn tokens_in_urls_and_headers_never_reach_logs_or_debug_output() {
     let url = format!("{}?token=SUPERSECRET1&device=7", server.url());
     let u = url.clone();
     let poll = format!("{}?access_token=SUPERSECRET4", server.poll_url().unwrap());
-    let client = Client::builder("ws://unused/")
-        .endpoint(move || Endpoint::new(u.clone()).header("Authorization", "Bearer SUPERSECRET2"))
-        .protocol(heartline::JsonRules::new().poll(poll, heartline::Method::Get, None))
-        .poll_after(1)
-        .poll_every(5 * MS)
-        .backoff(heartline::Backoff::Fixed(5 * MS))
-        .heartbeat_interval(10 * MS)
-        .min_uptime(std::time::Duration::ZERO)
-        .build()
-        .unwrap();
+    let client = Client::with_endpoint(move || {
+        Endpoint::new(u.clone()).header("Authorization", "Bearer SUPERSECRET2")
+    })
+    .protocol(heartline::JsonRules::new().poll(poll, heartline::Method::Get, None))
+    .poll_after(1)
+    .poll_every(5 * MS)
+    .backoff(heartline::Backoff::Fixed(5 * MS))
+    .heartbeat_interval(10 * MS)
+    .min_uptime(std::time::Duration::ZERO)
+    .build()
+    .unwrap();
     let events = client.events();
     assert!(server.wait_for(WAIT, |l| l.upgrades.len() >= 2 && !l.polls.is_empty()));
     server.poll_fault(heartline::testkit::PollFault::Status(500)); // an error that names the URL

@@ -181,7 +181,7 @@ impl Connection {
         match c {
             Command::Beat if self.closing.is_none() => {
                 self.beat_sent = Some(now);
-                let frame = match &self.cfg.heartbeat {
+                let frame = match &self.cfg.heartbeat.kind {
                     Heartbeat::Ping => None,
                     Heartbeat::Frame(f) => Some(f.clone()),
                 };
@@ -190,10 +190,10 @@ impl Connection {
             }
             Command::Beat => {}
             Command::Dead => self.exit(Exit::Lost(ConnectionError::HeartbeatTimeout {
-                timeout: self.cfg.server_timeout,
+                timeout: self.cfg.heartbeat.timeout,
             })),
             Command::Close if self.closing.is_none() => {
-                self.closing = Some(now + self.cfg.close_timeout);
+                self.closing = Some(now + self.cfg.link.close_timeout);
                 self.actions.push_back(Action::DrainQueue);
                 self.actions.push_back(Action::Close(1000, ""));
                 self.actions.push_back(Action::Flush);
@@ -302,7 +302,7 @@ impl Connection {
                 "connection closed by the server without a close frame",
             ))),
             ReadFailure::TooLarge(what) => {
-                let what = format!("{what} (limit: {} bytes)", self.cfg.max_message_size);
+                let what = format!("{what} (limit: {} bytes)", self.cfg.link.max_message_size);
                 self.actions
                     .push_back(Action::Close(1009, "message too big"));
                 self.actions.push_back(Action::Flush);

@@ -8,15 +8,15 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use log::{debug, warn};
 
-use crate::config::Config;
+use crate::config::HeartbeatSection;
 use crate::machine::heartbeat::{Beat, Heartbeat};
 use crate::shared::Shared;
 use crate::threads::{Command, Link};
 
-pub(crate) fn run(cfg: &Config, link: &Link, shared: &Shared, stop: &Receiver<()>) {
+pub(crate) fn run(hb: &HeartbeatSection, link: &Link, shared: &Shared, stop: &Receiver<()>) {
     let opened = link.opened();
-    let mut machine = Heartbeat::new(cfg.heartbeat_interval, cfg.server_timeout, opened);
-    let mut next = opened + cfg.heartbeat_interval;
+    let mut machine = Heartbeat::new(hb.interval, hb.timeout, opened);
+    let mut next = opened + hb.interval;
     loop {
         match stop.recv_deadline(next) {
             Err(RecvTimeoutError::Timeout) => {}
@@ -35,7 +35,7 @@ pub(crate) fn run(cfg: &Config, link: &Link, shared: &Shared, stop: &Receiver<()
             Beat::Dead => {
                 warn!(
                     "no frame within {:?} after the heartbeat: link is dead (half-open)",
-                    cfg.server_timeout
+                    hb.timeout
                 );
                 link.command(Command::Dead);
                 return;

@@ -526,7 +526,7 @@ mod tests {
             inbound.clone(),
             100,
             Overflow::Backpressure,
-            cfg.ack_mode,
+            cfg.queues.ack_mode,
             shared.clone(),
             false,
         ));

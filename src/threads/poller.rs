@@ -23,29 +23,27 @@ use crate::threads::guarded;
 /// The HTTP agent: native-tls with the system roots (or the configured
 /// extra roots, which then replace them), and a finite timeout.
 pub(crate) fn agent(cfg: &Config) -> Result<ureq::Agent> {
-    let roots = if cfg.root_certificates.is_empty() {
+    let roots = if cfg.tls.roots.is_empty() {
         RootCerts::PlatformVerifier
     } else {
+        // Parsed once at build; ureq takes them as DER.
         let mut certs = Vec::new();
-        for pem in &cfg.root_certificates {
-            let c = Certificate::from_pem(pem).map_err(|e| {
-                Error::config(
-                    "root_certificate_pem",
-                    format!("not a PEM certificate: {e}"),
-                )
+        for cert in &cfg.tls.roots {
+            let der = cert.to_der().map_err(|e| {
+                Error::config("root_certificate_pem", format!("unusable certificate: {e}"))
             })?;
-            certs.push(c.to_owned());
+            certs.push(Certificate::from_der(&der).to_owned());
         }
         RootCerts::new_with_certs(&certs)
     };
     let tls = TlsConfig::builder()
         .provider(TlsProvider::NativeTls)
         .root_certs(roots)
-        .disable_verification(cfg.danger_accept_invalid_certs)
+        .disable_verification(cfg.tls.accept_invalid_certs)
         .build();
     Ok(ureq::Agent::config_builder()
         .tls_config(tls)
-        .timeout_global(Some(cfg.poll_timeout))
+        .timeout_global(Some(cfg.poll.timeout))
         .http_status_as_error(false)
         .user_agent(concat!("heartline/", env!("CARGO_PKG_VERSION")))
         .build()
@@ -78,7 +76,8 @@ pub(crate) fn run(
         // Back off while the endpoint keeps failing: 1, 2, 4, 8 intervals.
         let factor = 1u32 << failures.saturating_sub(1).min(3);
         let delay = cfg
-            .poll_every
+            .poll
+            .every
             .saturating_mul(if failures == 0 { 1 } else { factor });
         match stop.recv_timeout(delay) {
             Err(RecvTimeoutError::Timeout) => {}
@@ -137,12 +136,12 @@ fn poll_once(
     let body = resp
         .body_mut()
         .with_config()
-        .limit(cfg.max_poll_body as u64)
+        .limit(cfg.poll.max_body as u64)
         .read_to_vec()
         .map_err(|e| match e {
             ureq::Error::BodyExceedsLimit(_) => fail(
                 Some(status),
-                format!("body over the {} byte limit", cfg.max_poll_body),
+                format!("body over the {} byte limit", cfg.poll.max_body),
             ),
             e => fail(Some(status), format!("reading the body failed: {e}")),
         })?;

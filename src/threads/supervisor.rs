@@ -50,12 +50,12 @@ impl Poller {
 fn run(s: Setup, agent: Option<ureq::Agent>) {
     let cfg = &s.cfg;
     let mut policy = Reconnect::new(
-        cfg.backoff.clone(),
+        cfg.reconnect.backoff.clone(),
         Jitter::from_entropy(),
-        cfg.min_uptime,
-        cfg.max_attempts,
-        cfg.terminal_codes.clone(),
-        agent.as_ref().map(|_| cfg.poll_after),
+        cfg.reconnect.min_uptime,
+        cfg.reconnect.max_attempts,
+        cfg.reconnect.terminal_codes.clone(),
+        agent.as_ref().map(|_| cfg.poll.after),
     );
     let mut poller: Option<Poller> = None;
     let mut reconnects = 0u64;
@@ -235,10 +235,10 @@ fn serve(
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
     let hb = {
         let link = link.clone();
-        let cfg = s.cfg.clone();
+        let hb = s.cfg.heartbeat.clone();
         let shared = s.shared.clone();
         crate::threads::spawn("heartline-heartbeat", move || {
-            crate::threads::heartbeat::run(&cfg, &link, &shared, &stop_rx)
+            crate::threads::heartbeat::run(&hb, &link, &shared, &stop_rx)
         })
     };
     if let Err(e) = &hb {
@@ -250,7 +250,7 @@ fn serve(
     if poller.is_none() {
         s.shared.set_state(State::Open, None);
     }
-    let proof_due = link.opened() + s.cfg.min_uptime;
+    let proof_due = link.opened() + s.cfg.reconnect.min_uptime;
     let mut proven = false;
     // Listening for the io thread's "a frame arrived"; off once heard, or
     // once the io thread has gone (a closed channel proves nothing).

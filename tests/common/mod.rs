@@ -17,9 +17,19 @@ pub fn init() {
 
 /// A builder with every timer in milliseconds.
 pub fn fast(url: impl Into<String>) -> ClientBuilder {
+    millis(Client::builder(url))
+}
+
+/// The same, for an endpoint provider.
+pub fn fast_with(
+    provider: impl Fn() -> heartline::Endpoint + Send + Sync + 'static,
+) -> ClientBuilder {
+    millis(Client::with_endpoint(provider))
+}
+
+fn millis(b: ClientBuilder) -> ClientBuilder {
     init();
-    Client::builder(url)
-        .heartbeat_interval(Duration::from_secs(5))
+    b.heartbeat_interval(Duration::from_secs(5))
         .server_timeout(Duration::from_secs(5))
         .backoff(Backoff::Fixed(10 * MS))
         .min_uptime(Duration::ZERO)
