@@ -1,78 +1,63 @@
-//! The socket io thread: the only owner of the socket, a thin driver of
-//! [`crate::machine::connection`].
-//!
-//! It waits in epoll (mio) on the socket and a waker. Other threads hand it
-//! work through channels and wake it; nothing wakes it on a timer, so an
-//! idle connection sleeps and a queued frame reaches the wire at once. mio is
-//! edge-triggered, so every wake-up reads until `WouldBlock`, which also
-//! drains bytes OpenSSL has already decrypted and epoll cannot see.
-//!
-//! Every decision is the machine's; this file moves bytes, turns
-//! tungstenite's results into the machine's inputs, and carries out its
-//! actions.
+//! The glue between tungstenite and the connection machine, without the
+//! waiting: one turn reads until `WouldBlock` (or the budget), turns
+//! tungstenite's results into the machine's inputs, carries out its actions
+//! and writes the application's frames. Generic over the stream, so it is
+//! tested with a scripted `Read + Write` that returns `WouldBlock` on chosen
+//! calls. Logs under the io thread's target.
 
 use std::io::{ErrorKind, Read, Write};
-use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
 use log::{debug, trace, warn};
-use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token, Waker};
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::{Message as WsMessage, WebSocket};
 
 use crate::delivery::inbox::Inbox;
 use crate::error::ConnectionError;
-use crate::machine::connection::{Action, Connection as Machine, Incoming, ReadFailure, Wait};
+use crate::machine::connection::{Action, Connection as Machine, Incoming, ReadFailure};
 use crate::machine::connection::{Command, Exit};
 use crate::message::Frame;
 use crate::shared::Shared;
-use crate::threads::{Link, Setup};
-use crate::transport::Socket;
+use crate::threads::Link;
 
-const SOCKET: Token = Token(0);
-const WAKER: Token = Token(1);
 /// Messages read per turn before writes get a chance.
 const READ_BUDGET: usize = 256;
 /// Frames written per turn before reads get a chance.
 const WRITE_BUDGET: usize = 256;
-/// How long the io thread keeps looking for the next event without sleeping
-/// after a turn that moved data (see the poll loop).
-const SPIN: Duration = Duration::from_micros(50);
 
 /// What the driver reaches besides the socket.
-struct Ctx {
-    shared: Arc<Shared>,
-    outbound: Receiver<Frame>,
+pub(super) struct Ctx {
+    pub shared: Arc<Shared>,
+    pub outbound: Receiver<Frame>,
     /// Acks released on hand-out: written before anything else.
-    acks: Receiver<Frame>,
-    inbox: Arc<Inbox>,
-    link: Link,
+    pub acks: Receiver<Frame>,
+    pub inbox: Arc<Inbox>,
+    pub link: Link,
     /// Told once, at the first inbound frame (the socket proved itself).
-    proven: Sender<()>,
+    pub proven: Sender<()>,
 }
 
 /// One connection's socket work without the waiting: reads, writes and the
 /// machine's actions. Generic over the stream so the glue is tested with a
 /// scripted `Read + Write`.
-struct Driver<S> {
-    ws: WebSocket<S>,
-    m: Machine,
-    ctx: Ctx,
+pub(super) struct Driver<S> {
+    pub ws: WebSocket<S>,
+    pub m: Machine,
+    pub ctx: Ctx,
     /// This turn moved data (read or wrote a frame).
-    active: bool,
+    pub active: bool,
     /// The read budget ran out, or a pause ended: bytes may wait in the
     /// socket that will raise no new edge, so read without one.
-    read_again: bool,
+    pub read_again: bool,
 }
 
 impl<S: Read + Write> Driver<S> {
     /// Carries out the machine's actions; the exit once it has one.
-    fn act(&mut self) -> Option<Exit> {
+    pub(super) fn act(&mut self) -> Option<Exit> {
         while let Some(a) = self.m.next_action() {
             match a {
                 Action::Write(f) => self.write(f),
@@ -84,7 +69,7 @@ impl<S: Read + Write> Driver<S> {
                 }
                 Action::Beat(f) => {
                     let n = self.ctx.shared.counters.heartbeats.fetch_add(1, Relaxed) + 1;
-                    debug!("sending heartbeat");
+                    debug!(target: "heartline::threads::io", "sending heartbeat");
                     match f {
                         Some(f) => self.write(f),
                         None => {
@@ -94,7 +79,7 @@ impl<S: Read + Write> Driver<S> {
                 }
                 Action::DrainQueue => self.take_queued(usize::MAX),
                 Action::Close(code, reason) => {
-                    debug!("sending close {code}");
+                    debug!(target: "heartline::threads::io", "sending close {code}");
                     self.send(WsMessage::Close(Some(CloseFrame {
                         code: CloseCode::from(code),
                         reason: reason.into(),
@@ -102,12 +87,12 @@ impl<S: Read + Write> Driver<S> {
                 }
                 Action::Flush => self.flush(),
                 Action::Deliver(msg) => {
-                    trace!("received {:?}", msg.frame());
+                    trace!(target: "heartline::threads::io", "received {:?}", msg.frame());
                     let answer = self.ctx.inbox.offer(msg, false);
                     self.m.offered(answer, Instant::now());
                 }
                 Action::Pause => {
-                    debug!("inbound queue full; reading paused");
+                    debug!(target: "heartline::threads::io", "inbound queue full; reading paused");
                     self.ctx.shared.reading_paused.store(true, SeqCst);
                     // The consumer may have drained the queue before it could
                     // see the flag: look again, or we could sleep for ever.
@@ -116,7 +101,7 @@ impl<S: Read + Write> Driver<S> {
                     }
                 }
                 Action::Resume { at } => {
-                    debug!("inbound queue has room again; reading resumes");
+                    debug!(target: "heartline::threads::io", "inbound queue has room again; reading resumes");
                     self.ctx.shared.reading_paused.store(false, SeqCst);
                     self.ctx.link.touch(at);
                 }
@@ -128,7 +113,7 @@ impl<S: Read + Write> Driver<S> {
                     let _ = self.ctx.proven.try_send(());
                 }
                 Action::Rtt(d) => {
-                    trace!("heartbeat answered in {d:?}");
+                    trace!(target: "heartline::threads::io", "heartbeat answered in {d:?}");
                     self.ctx.shared.set_rtt(d);
                 }
                 Action::Skipped => {
@@ -136,7 +121,7 @@ impl<S: Read + Write> Driver<S> {
                 }
                 Action::DroppedWhileClosing => {
                     self.ctx.shared.counters.dropped.fetch_add(1, Relaxed);
-                    warn!("inbound queue full while closing; message not taken (not acked)");
+                    warn!(target: "heartline::threads::io", "inbound queue full while closing; message not taken (not acked)");
                 }
                 Action::Exit(e) => return Some(e),
             }
@@ -145,7 +130,7 @@ impl<S: Read + Write> Driver<S> {
     }
 
     /// One turn: the commands, the held message, reads, queued writes.
-    fn turn(&mut self, commands: &Receiver<Command>, read: bool) -> Option<Exit> {
+    pub(super) fn turn(&mut self, commands: &Receiver<Command>, read: bool) -> Option<Exit> {
         // Acks the application's hand-outs released: first, and not subject
         // to congestion (they are small and must not wait behind frames).
         while !self.m.is_done() {
@@ -197,7 +182,7 @@ impl<S: Read + Write> Driver<S> {
                             let (code, reason) = cf
                                 .map(|f| (u16::from(f.code), f.reason.as_str().to_owned()))
                                 .unwrap_or((1005, String::new()));
-                            debug!("server closed with {code} {reason:?}");
+                            debug!(target: "heartline::threads::io", "server closed with {code} {reason:?}");
                             Incoming::Close(code, reason)
                         }
                         WsMessage::Frame(_) => continue,
@@ -221,12 +206,12 @@ impl<S: Read + Write> Driver<S> {
                     ),
                 ) => ReadFailure::Ended,
                 Err(tungstenite::Error::Capacity(e)) => {
-                    warn!("inbound message too large, closing with 1009: {e}");
+                    warn!(target: "heartline::threads::io", "inbound message too large, closing with 1009: {e}");
                     ReadFailure::TooLarge(e.to_string())
                 }
                 Err(tungstenite::Error::Io(e)) => ReadFailure::Failed(ConnectionError::from(e)),
                 Err(e) => {
-                    warn!("protocol error from the server: {e}");
+                    warn!(target: "heartline::threads::io", "protocol error from the server: {e}");
                     ReadFailure::Failed(ConnectionError::Protocol(e.to_string()))
                 }
             };
@@ -247,7 +232,7 @@ impl<S: Read + Write> Driver<S> {
             };
             self.active = true;
             taken += f.len();
-            trace!("sending {f:?}");
+            trace!(target: "heartline::threads::io", "sending {f:?}");
             self.write(f);
             if self.m.is_done() {
                 break;
@@ -301,122 +286,7 @@ impl<S: Read + Write> Driver<S> {
     }
 }
 
-/// One open connection, before its thread runs it.
-pub(crate) struct Connection {
-    driver: Driver<crate::transport::Stream>,
-    poll: Poll,
-    commands: Receiver<Command>,
-    /// Over TLS every wake-up reads: OpenSSL may hold bytes epoll cannot see.
-    always_read: bool,
-}
-
-impl Connection {
-    pub(crate) fn new(
-        socket: Socket,
-        hello: Vec<Frame>,
-        s: &Setup,
-        proven: Sender<()>,
-    ) -> Result<Self, ConnectionError> {
-        let tcp = socket.get_ref().tcp();
-        tcp.set_read_timeout(None)?;
-        tcp.set_write_timeout(None)?;
-        tcp.set_nonblocking(true)?;
-        let poll = Poll::new()?;
-        let fd = tcp.as_raw_fd();
-        poll.registry().register(
-            &mut SourceFd(&fd),
-            SOCKET,
-            Interest::READABLE | Interest::WRITABLE,
-        )?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let (commands_tx, commands) = crossbeam_channel::bounded(8);
-        s.shared.reading_paused.store(false, SeqCst);
-        let always_read = matches!(socket.get_ref(), crate::transport::Stream::Tls(_));
-        Ok(Connection {
-            driver: Driver {
-                ws: socket,
-                m: Machine::new(s.cfg.clone(), hello),
-                ctx: Ctx {
-                    shared: s.shared.clone(),
-                    outbound: s.outbound.clone(),
-                    acks: s.acks.clone(),
-                    inbox: s.inbox.clone(),
-                    link: Link::new(waker, commands_tx),
-                    proven,
-                },
-                active: false,
-                read_again: false,
-            },
-            poll,
-            commands,
-            always_read,
-        })
-    }
-
-    pub(crate) fn link(&self) -> Link {
-        self.driver.ctx.link.clone()
-    }
-
-    pub(crate) fn run(mut self) -> Exit {
-        let exit = self.serve();
-        self.driver.ctx.shared.reading_paused.store(false, SeqCst);
-        debug!("connection ended: {exit:?}");
-        exit
-    }
-
-    fn serve(&mut self) -> Exit {
-        let d = &mut self.driver;
-        if let Some(e) = d.act() {
-            return e; // the hello frames could not be written
-        }
-        let mut events = Events::with_capacity(8);
-        // On plain TCP, a wake-up with no socket event (edge-triggered)
-        // means no new bytes: skip the read.
-        let mut socket_event = true;
-        loop {
-            if let Some(e) = d.turn(&self.commands, self.always_read || socket_event) {
-                return e;
-            }
-            let now = Instant::now();
-            // A held message the consumer has made room for: retry at once.
-            let retry = d.m.paused() && !d.ctx.shared.reading_paused.load(SeqCst);
-            let wait = if retry { Wait::Again } else { d.m.wait(now) };
-            if let Some(e) = d.act() {
-                return e; // the close handshake's deadline passed
-            }
-            let timeout = match wait {
-                Wait::Again => Some(Duration::ZERO),
-                Wait::Until(deadline) => deadline.map(|t| t.saturating_duration_since(now)),
-            };
-            // Right after I/O the next event (a reply, the next send) often
-            // follows within microseconds: look without sleeping for a short
-            // while first, which saves a thread wake-up on the round trip.
-            // Bounded, and only after activity: an idle connection sleeps.
-            let mut ready = false;
-            if timeout.is_none() && std::mem::take(&mut d.active) {
-                let until = Instant::now() + SPIN;
-                while !ready && Instant::now() < until {
-                    match self.poll.poll(&mut events, Some(Duration::ZERO)) {
-                        Ok(()) => ready = !events.is_empty(),
-                        Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                        Err(e) => return Exit::Lost(ConnectionError::from(e)),
-                    }
-                    std::hint::spin_loop();
-                }
-            }
-            if !ready {
-                if let Err(e) = self.poll.poll(&mut events, timeout) {
-                    if e.kind() != ErrorKind::Interrupted {
-                        return Exit::Lost(ConnectionError::from(e));
-                    }
-                }
-            }
-            socket_event = events.iter().any(|e| e.token() == SOCKET);
-        }
-    }
-}
-
-fn ws_error(e: tungstenite::Error) -> ConnectionError {
+pub(super) fn ws_error(e: tungstenite::Error) -> ConnectionError {
     match e {
         tungstenite::Error::Io(e) => ConnectionError::from(e),
         tungstenite::Error::WriteBufferFull(_) => ConnectionError::from(std::io::Error::other(
@@ -442,6 +312,7 @@ mod tests {
     use crate::delivery::inbox::Inbox;
     use crate::protocol::JsonRules;
     use crate::ClientBuilder;
+    use mio::{Poll, Token, Waker};
     use std::collections::VecDeque;
     use std::io::Cursor;
     use tungstenite::protocol::Role;
@@ -534,7 +405,7 @@ mod tests {
         let (_acks_tx, acks) = crossbeam_channel::bounded(16);
         let (commands_tx, commands) = crossbeam_channel::bounded(8);
         let poll = Poll::new().unwrap();
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER).unwrap());
+        let waker = Arc::new(Waker::new(poll.registry(), Token(1)).unwrap());
         let (proven, _) = crossbeam_channel::bounded(1);
         let ws = WebSocket::from_raw_socket(
             Script::default(),

@@ -1,0 +1,149 @@
+//! The socket io thread: the only owner of the socket, a thin mio driver of
+//! [`crate::machine::connection`] (its glue to tungstenite is in [`glue`]).
+//!
+//! It waits in epoll (mio) on the socket and a waker. Other threads hand it
+//! work through channels and wake it; nothing wakes it on a timer, so an
+//! idle connection sleeps and a queued frame reaches the wire at once. mio is
+//! edge-triggered, so every wake-up reads until `WouldBlock`, which also
+//! drains bytes OpenSSL has already decrypted and epoll cannot see.
+
+mod glue;
+
+use std::io::ErrorKind;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use log::debug;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use crate::error::ConnectionError;
+use crate::machine::connection::{Command, Connection as Machine, Exit, Wait};
+use crate::message::Frame;
+use crate::threads::{Link, Setup};
+use crate::transport::Socket;
+use glue::{Ctx, Driver};
+
+const SOCKET: Token = Token(0);
+const WAKER: Token = Token(1);
+/// How long the io thread keeps looking for the next event without sleeping
+/// after a turn that moved data (see the poll loop).
+const SPIN: Duration = Duration::from_micros(50);
+
+/// One open connection, before its thread runs it.
+pub(crate) struct Connection {
+    driver: Driver<crate::transport::Stream>,
+    poll: Poll,
+    commands: Receiver<Command>,
+    /// Over TLS every wake-up reads: OpenSSL may hold bytes epoll cannot see.
+    always_read: bool,
+}
+
+impl Connection {
+    pub(crate) fn new(
+        socket: Socket,
+        hello: Vec<Frame>,
+        s: &Setup,
+        proven: Sender<()>,
+    ) -> Result<Self, ConnectionError> {
+        let tcp = socket.get_ref().tcp();
+        tcp.set_read_timeout(None)?;
+        tcp.set_write_timeout(None)?;
+        tcp.set_nonblocking(true)?;
+        let poll = Poll::new()?;
+        let fd = tcp.as_raw_fd();
+        poll.registry().register(
+            &mut SourceFd(&fd),
+            SOCKET,
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (commands_tx, commands) = crossbeam_channel::bounded(8);
+        s.shared.reading_paused.store(false, SeqCst);
+        let always_read = matches!(socket.get_ref(), crate::transport::Stream::Tls(_));
+        Ok(Connection {
+            driver: Driver {
+                ws: socket,
+                m: Machine::new(s.cfg.clone(), hello),
+                ctx: Ctx {
+                    shared: s.shared.clone(),
+                    outbound: s.outbound.clone(),
+                    acks: s.acks.clone(),
+                    inbox: s.inbox.clone(),
+                    link: Link::new(waker, commands_tx),
+                    proven,
+                },
+                active: false,
+                read_again: false,
+            },
+            poll,
+            commands,
+            always_read,
+        })
+    }
+
+    pub(crate) fn link(&self) -> Link {
+        self.driver.ctx.link.clone()
+    }
+
+    pub(crate) fn run(mut self) -> Exit {
+        let exit = self.serve();
+        self.driver.ctx.shared.reading_paused.store(false, SeqCst);
+        debug!("connection ended: {exit:?}");
+        exit
+    }
+
+    fn serve(&mut self) -> Exit {
+        let d = &mut self.driver;
+        if let Some(e) = d.act() {
+            return e; // the hello frames could not be written
+        }
+        let mut events = Events::with_capacity(8);
+        // On plain TCP, a wake-up with no socket event (edge-triggered)
+        // means no new bytes: skip the read.
+        let mut socket_event = true;
+        loop {
+            if let Some(e) = d.turn(&self.commands, self.always_read || socket_event) {
+                return e;
+            }
+            let now = Instant::now();
+            // A held message the consumer has made room for: retry at once.
+            let retry = d.m.paused() && !d.ctx.shared.reading_paused.load(SeqCst);
+            let wait = if retry { Wait::Again } else { d.m.wait(now) };
+            if let Some(e) = d.act() {
+                return e; // the close handshake's deadline passed
+            }
+            let timeout = match wait {
+                Wait::Again => Some(Duration::ZERO),
+                Wait::Until(deadline) => deadline.map(|t| t.saturating_duration_since(now)),
+            };
+            // Right after I/O the next event (a reply, the next send) often
+            // follows within microseconds: look without sleeping for a short
+            // while first, which saves a thread wake-up on the round trip.
+            // Bounded, and only after activity: an idle connection sleeps.
+            let mut ready = false;
+            if timeout.is_none() && std::mem::take(&mut d.active) {
+                let until = Instant::now() + SPIN;
+                while !ready && Instant::now() < until {
+                    match self.poll.poll(&mut events, Some(Duration::ZERO)) {
+                        Ok(()) => ready = !events.is_empty(),
+                        Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                        Err(e) => return Exit::Lost(ConnectionError::from(e)),
+                    }
+                    std::hint::spin_loop();
+                }
+            }
+            if !ready {
+                if let Err(e) = self.poll.poll(&mut events, timeout) {
+                    if e.kind() != ErrorKind::Interrupted {
+                        return Exit::Lost(ConnectionError::from(e));
+                    }
+                }
+            }
+            socket_event = events.iter().any(|e| e.token() == SOCKET);
+        }
+    }
+}
