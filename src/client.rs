@@ -76,7 +76,7 @@ impl Client {
             cfg.queues.overflow,
             cfg.queues.ack_mode,
             shared.clone(),
-            cfg.protocol.poll_request(None).is_some(),
+            cfg.poll.enabled,
         ));
         // Acks released on hand-out: room for one per message that can be
         // queued or in a batch, so the channel is never full.

@@ -401,6 +401,8 @@ impl TlsSection {
 /// The HTTP polling fallback.
 #[derive(Clone, Debug)]
 pub(crate) struct PollSection {
+    /// The protocol has a poll request (asked once, at build).
+    pub enabled: bool,
     pub after: u32,
     pub every: Duration,
     pub timeout: Duration,
@@ -410,6 +412,7 @@ pub(crate) struct PollSection {
 impl Default for PollSection {
     fn default() -> Self {
         PollSection {
+            enabled: false,
             after: 3,
             every: Duration::from_secs(30),
             timeout: Duration::from_secs(10),
@@ -824,7 +827,12 @@ impl ClientBuilder {
         c.reconnect.validate()?;
         c.queues.validate()?;
         c.tls.validate()?;
-        if let Some(req) = c.protocol.poll_request(None) {
+        // Application code, asked once here (on the caller's thread) and
+        // through the guard like every other call into it.
+        let probe = crate::error::guarded("poll_request", || c.protocol.poll_request(None))
+            .map_err(|e| Error::config("protocol", e.to_string()))?;
+        c.poll.enabled = probe.is_some();
+        if let Some(req) = probe {
             if !(req.url.starts_with("http://") || req.url.starts_with("https://")) {
                 return Err(Error::config(
                     "protocol",

@@ -26,15 +26,15 @@
 //! channels.
 //!
 //! ```text
-//!  Client::send ─► outbound queue ─────────────┐ (+ waker)
+//!  Client::send ─► outbound queue (frames + bytes) ─────┐ (+ waker)
 //!  Client::close ─► control ─► heartline-supervisor ── connects, backoff,
 //!                                 │ spawns/joins per connection:
 //!                                 ├─► heartline-io ◄── commands ── heartline-heartbeat
-//!                                 │     owns the socket; epoll on socket + waker
-//!                                 │     └─► inbox (dedupe, cursor) ─► inbound queue ─► Batches
+//!                                 │     mio loop around the pure connection machine
+//!                                 │     └─► delivery (dedupe, cursor, bounds, acks) ─► Batches
 //!                                 ├─► heartline-poller (only while the socket keeps failing)
-//!                                 │     └─► inbox
-//!                                 └─► state events ─► Events
+//!                                 │     └─► delivery
+//!                                 └─► state events (typed errors) ─► Events
 //! ```
 //!
 //! ## Log levels

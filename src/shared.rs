@@ -95,20 +95,29 @@ pub(crate) struct Counters {
 /// A byte budget: what a queue holds, against its limit. A queue holding
 /// nothing takes a payload of any size, so one message larger than the
 /// whole budget still passes and nothing deadlocks.
+///
+/// Lock-free on every path but a sender that has to wait: taking and giving
+/// back are atomic, and the mutex and condvar are touched only when
+/// someone waits for room (a syscall per release, and the io thread and the
+/// application contending on one mutex, cost the echo's tail latency).
 pub(crate) struct Budget {
     limit: usize,
-    used: Mutex<usize>,
-    room: Condvar,
+    used: AtomicUsize,
     peak: AtomicUsize,
+    waiters: AtomicUsize,
+    lock: Mutex<()>,
+    room: Condvar,
 }
 
 impl Budget {
     pub(crate) fn new(limit: usize) -> Self {
         Budget {
             limit,
-            used: Mutex::new(0),
-            room: Condvar::new(),
+            used: AtomicUsize::new(0),
             peak: AtomicUsize::new(0),
+            waiters: AtomicUsize::new(0),
+            lock: Mutex::new(()),
+            room: Condvar::new(),
         }
     }
 
@@ -116,60 +125,71 @@ impl Budget {
         self.limit
     }
 
-    fn fits(&self, used: usize, n: usize) -> bool {
-        used == 0 || used.saturating_add(n) <= self.limit
-    }
-
-    fn add(&self, used: &mut usize, n: usize) {
-        *used = used.saturating_add(n);
-        self.peak.fetch_max(*used, Relaxed);
-    }
-
     /// Takes `n` bytes if they fit.
     pub(crate) fn try_take(&self, n: usize) -> bool {
-        let mut used = lock(&self.used);
-        let ok = self.fits(*used, n);
-        if ok {
-            self.add(&mut used, n);
+        let mut used = self.used.load(SeqCst);
+        loop {
+            if used != 0 && used.saturating_add(n) > self.limit {
+                return false;
+            }
+            let next = used.saturating_add(n);
+            match self.used.compare_exchange_weak(used, next, SeqCst, SeqCst) {
+                Ok(_) => {
+                    self.peak.fetch_max(next, Relaxed);
+                    return true;
+                }
+                Err(now) => used = now,
+            }
         }
-        ok
     }
 
     /// Takes `n` bytes, waiting until `deadline` for them to fit.
     pub(crate) fn take_until(&self, n: usize, deadline: Instant) -> bool {
-        let mut used = lock(&self.used);
-        while !self.fits(*used, n) {
+        if self.try_take(n) {
+            return true;
+        }
+        let mut guard = lock(&self.lock);
+        // Registered before looking again: a release after this sees us.
+        self.waiters.fetch_add(1, SeqCst);
+        let taken = loop {
+            if self.try_take(n) {
+                break true;
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return false;
+                break false;
             }
-            used = match self.room.wait_timeout(used, left) {
+            guard = match self.room.wait_timeout(guard, left) {
                 Ok((g, _)) => g,
                 Err(p) => p.into_inner().0,
             };
-        }
-        self.add(&mut used, n);
-        true
+        };
+        self.waiters.fetch_sub(1, SeqCst);
+        taken
     }
 
-    /// Takes `n` bytes whether they fit or not (acks, which must not be
-    /// lost and are tiny).
+    /// Takes `n` bytes whether they fit or not.
     pub(crate) fn force(&self, n: usize) {
-        self.add(&mut lock(&self.used), n);
+        let next = self.used.fetch_add(n, SeqCst).saturating_add(n);
+        self.peak.fetch_max(next, Relaxed);
     }
 
-    /// Gives `n` bytes back and wakes whoever waits for room.
+    /// Gives `n` bytes back, and wakes whoever waits for room.
     pub(crate) fn release(&self, n: usize) {
         if n == 0 {
             return;
         }
-        let mut used = lock(&self.used);
-        *used = used.saturating_sub(n);
-        self.room.notify_all();
+        let _ = self
+            .used
+            .fetch_update(SeqCst, SeqCst, |u| Some(u.saturating_sub(n)));
+        if self.waiters.load(SeqCst) > 0 {
+            let _guard = lock(&self.lock);
+            self.room.notify_all();
+        }
     }
 
     pub(crate) fn used(&self) -> usize {
-        *lock(&self.used)
+        self.used.load(SeqCst)
     }
 
     pub(crate) fn peak(&self) -> usize {

@@ -20,9 +20,9 @@ use crate::threads::{io, Command, Exit};
 use crate::transport;
 
 pub(crate) fn spawn(setup: Setup) -> Result<JoinHandle<()>> {
-    let agent = match setup.cfg.protocol.poll_request(None) {
-        Some(_) => Some(poller::agent(&setup.cfg)?),
-        None => None,
+    let agent = match setup.cfg.poll.enabled {
+        true => Some(poller::agent(&setup.cfg)?),
+        false => None,
     };
     crate::threads::spawn("heartline-supervisor", move || run(setup, agent)).map_err(|source| {
         Error::Thread {

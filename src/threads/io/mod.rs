@@ -125,7 +125,8 @@ impl Connection {
             // while first, which saves a thread wake-up on the round trip.
             // Bounded, and only after activity: an idle connection sleeps.
             let mut ready = false;
-            if timeout.is_none() && std::mem::take(&mut d.active) {
+            let active = std::mem::take(&mut d.active);
+            if timeout.is_none() && active {
                 let until = Instant::now() + SPIN;
                 while !ready && Instant::now() < until {
                     match self.poll.poll(&mut events, Some(Duration::ZERO)) {
