@@ -97,8 +97,30 @@ pub(crate) enum Wait {
     Until(Option<Instant>),
 }
 
+/// What one connection needs from the configuration, and nothing more.
+#[derive(Clone)]
+pub(crate) struct Settings {
+    pub heartbeat: Heartbeat,
+    pub heartbeat_timeout: Duration,
+    pub close_timeout: Duration,
+    pub max_message_size: usize,
+    pub protocol: Arc<dyn crate::protocol::Protocol>,
+}
+
+impl Settings {
+    pub(crate) fn of(cfg: &Config) -> Self {
+        Settings {
+            heartbeat: cfg.heartbeat.kind.clone(),
+            heartbeat_timeout: cfg.heartbeat.timeout,
+            close_timeout: cfg.link.close_timeout,
+            max_message_size: cfg.link.max_message_size,
+            protocol: cfg.protocol.clone(),
+        }
+    }
+}
+
 pub(crate) struct Connection {
-    cfg: Arc<Config>,
+    cfg: Settings,
     actions: VecDeque<Action>,
     /// Close frame sent; give up waiting for the server's at this moment.
     closing: Option<Instant>,
@@ -118,7 +140,7 @@ pub(crate) struct Connection {
 
 impl Connection {
     /// A connection that has just opened: the hello frames go out first.
-    pub(crate) fn new(cfg: Arc<Config>, hello: Vec<Frame>) -> Self {
+    pub(crate) fn new(cfg: Settings, hello: Vec<Frame>) -> Self {
         let mut c = Connection {
             cfg,
             actions: VecDeque::new(),
@@ -181,7 +203,7 @@ impl Connection {
         match c {
             Command::Beat if self.closing.is_none() => {
                 self.beat_sent = Some(now);
-                let frame = match &self.cfg.heartbeat.kind {
+                let frame = match &self.cfg.heartbeat {
                     Heartbeat::Ping => None,
                     Heartbeat::Frame(f) => Some(f.clone()),
                 };
@@ -190,10 +212,10 @@ impl Connection {
             }
             Command::Beat => {}
             Command::Dead => self.exit(Exit::Lost(ConnectionError::HeartbeatTimeout {
-                timeout: self.cfg.heartbeat.timeout,
+                timeout: self.cfg.heartbeat_timeout,
             })),
             Command::Close if self.closing.is_none() => {
-                self.closing = Some(now + self.cfg.link.close_timeout);
+                self.closing = Some(now + self.cfg.close_timeout);
                 self.actions.push_back(Action::DrainQueue);
                 self.actions.push_back(Action::Close(1000, ""));
                 self.actions.push_back(Action::Flush);
@@ -302,7 +324,7 @@ impl Connection {
                 "connection closed by the server without a close frame",
             ))),
             ReadFailure::TooLarge(what) => {
-                let what = format!("{what} (limit: {} bytes)", self.cfg.link.max_message_size);
+                let what = format!("{what} (limit: {} bytes)", self.cfg.max_message_size);
                 self.actions
                     .push_back(Action::Close(1009, "message too big"));
                 self.actions.push_back(Action::Flush);
@@ -372,15 +394,15 @@ mod tests {
     use crate::ClientBuilder;
     use serde_json::json;
 
-    fn cfg(b: ClientBuilder) -> Arc<Config> {
-        Arc::new(b.validate().expect("valid config"))
+    fn cfg(b: ClientBuilder) -> Settings {
+        Settings::of(&b.validate().expect("valid config"))
     }
 
-    fn plain() -> Arc<Config> {
+    fn plain() -> Settings {
         cfg(ClientBuilder::new("ws://127.0.0.1:1/"))
     }
 
-    fn acking() -> Arc<Config> {
+    fn acking() -> Settings {
         cfg(ClientBuilder::new("ws://127.0.0.1:1/").protocol(
             JsonRules::new()
                 .id("/id")

@@ -11,10 +11,11 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use log::{debug, info, warn};
 use ureq::tls::{Certificate, RootCerts, TlsConfig, TlsProvider};
 
-use crate::config::Config;
+use crate::config::{Config, EndpointFn, PollSection};
 use crate::delivery::inbox::{Inbox, Offer};
 use crate::error::{ConnectionError, Error, Result};
 use crate::message::{Message, Meta, Via};
+use crate::protocol::Protocol;
 use crate::protocol::{head, Method, Polled};
 use crate::redact;
 use crate::shared::Shared;
@@ -50,8 +51,25 @@ pub(crate) fn agent(cfg: &Config) -> Result<ureq::Agent> {
         .into())
 }
 
+/// What the poller needs from the configuration, and nothing more.
+pub(crate) struct Settings {
+    pub poll: PollSection,
+    pub protocol: Arc<dyn Protocol>,
+    pub endpoint: Arc<EndpointFn>,
+}
+
+impl Settings {
+    pub(crate) fn of(cfg: &Config) -> Self {
+        Settings {
+            poll: cfg.poll.clone(),
+            protocol: cfg.protocol.clone(),
+            endpoint: cfg.endpoint.clone(),
+        }
+    }
+}
+
 pub(crate) fn run(
-    cfg: &Config,
+    cfg: &Settings,
     shared: &Shared,
     inbox: &Arc<Inbox>,
     agent: &ureq::Agent,
@@ -90,7 +108,7 @@ pub(crate) fn run(
 /// One poll. `Ok(Some(n))`: n messages queued; `Ok(None)`: told to stop;
 /// `Err`: what failed and where.
 fn poll_once(
-    cfg: &Config,
+    cfg: &Settings,
     shared: &Shared,
     inbox: &Inbox,
     agent: &ureq::Agent,

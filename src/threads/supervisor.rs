@@ -179,11 +179,11 @@ fn run(s: Setup, agent: Option<ureq::Agent>) {
 
 fn start_poller(s: &Setup, agent: ureq::Agent) -> Option<Poller> {
     let (stop, stop_rx) = crossbeam_channel::bounded::<()>(0);
-    let cfg = s.cfg.clone();
+    let settings = poller::Settings::of(&s.cfg);
     let shared = s.shared.clone();
     let inbox = s.inbox.clone();
     match crate::threads::spawn("heartline-poller", move || {
-        poller::run(&cfg, &shared, &inbox, &agent, &stop_rx)
+        poller::run(&settings, &shared, &inbox, &agent, &stop_rx)
     }) {
         Ok(handle) => Some(Poller { handle, stop }),
         Err(e) => {

@@ -415,7 +415,7 @@ mod tests {
         Rig {
             d: Driver {
                 ws,
-                m: Machine::new(cfg, Vec::new()),
+                m: Machine::new(crate::machine::connection::Settings::of(&cfg), Vec::new()),
                 ctx: Ctx {
                     shared,
                     outbound,

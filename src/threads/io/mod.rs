@@ -21,7 +21,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::error::ConnectionError;
-use crate::machine::connection::{Command, Connection as Machine, Exit, Wait};
+use crate::machine::connection::{Command, Connection as Machine, Exit, Settings, Wait};
 use crate::message::Frame;
 use crate::threads::{Link, Setup};
 use crate::transport::Socket;
@@ -67,7 +67,7 @@ impl Connection {
         Ok(Connection {
             driver: Driver {
                 ws: socket,
-                m: Machine::new(s.cfg.clone(), hello),
+                m: Machine::new(Settings::of(&s.cfg), hello),
                 ctx: Ctx {
                     shared: s.shared.clone(),
                     outbound: s.outbound.clone(),
