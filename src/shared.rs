@@ -125,6 +125,12 @@ impl Budget {
         self.limit
     }
 
+    /// `true` when `n` bytes would fit now.
+    pub(crate) fn would_fit(&self, n: usize) -> bool {
+        let used = self.used.load(SeqCst);
+        used == 0 || used.saturating_add(n) <= self.limit
+    }
+
     /// Takes `n` bytes if they fit.
     pub(crate) fn try_take(&self, n: usize) -> bool {
         let mut used = self.used.load(SeqCst);

@@ -144,3 +144,56 @@ fn the_outbound_queue_is_bounded_in_bytes_and_refuses_a_frame_it_can_never_hold(
     client.send(frame(5)).unwrap();
     client.close();
 }
+
+/// CPU ticks (user + system, 1/100 s) used so far by the threads named
+/// `name`, from /proc.
+fn thread_ticks(name: &str) -> u64 {
+    let mut ticks = 0;
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        // "tid (comm) state ..."; fields after the comm: utime is the 12th,
+        // stime the 13th.
+        let Some((head, rest)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        if !head.ends_with(&format!("({name}")) {
+            continue;
+        }
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        ticks += f[11].parse::<u64>().unwrap_or(0) + f[12].parse::<u64>().unwrap_or(0);
+    }
+    ticks
+}
+
+#[test]
+fn a_held_message_larger_than_half_the_budget_waits_without_spinning() {
+    // 100 KiB queued (a tenth of the budget, below the resume mark), then a
+    // 950 KiB message that does not fit beside it. The application is
+    // stalled: the io thread must sleep, not retry in a loop.
+    let server = server();
+    let client = fast(server.url())
+        .inbound_bytes(1000 * KIB)
+        .max_message_size(1024 * KIB)
+        .max_frame_size(1024 * KIB)
+        .build()
+        .unwrap();
+    wait_open(&client.events());
+    server.push(big(0, 100 * KIB));
+    server.push(big(1, 950 * KIB));
+    wait_until("the big message read and held", || {
+        let s = client.stats();
+        s.frames_in >= 2 && s.inbound_bytes == 100 * KIB
+    });
+    let before = thread_ticks("heartline-io");
+    // A measuring window, not a wait for an event: a spinning thread burns
+    // about 30 ticks here even on a loaded machine; a sleeping one none.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let spent = thread_ticks("heartline-io") - before;
+    assert!(spent <= 5, "the io thread spun: {spent} ticks in 300 ms");
+    // The application comes back: both arrive, in order.
+    let got = collect(&client, 2);
+    assert_eq!(got[1].frame().len(), 950 * KIB);
+    client.close();
+}

@@ -142,9 +142,9 @@ impl Inbox {
         lock(&self.seen).cursor.clone()
     }
 
-    /// Messages waiting for the application.
-    pub(crate) fn queued(&self) -> usize {
-        self.rx.len()
+    /// `true` when a message of `len` bytes would be queued now.
+    pub(crate) fn fits(&self, len: usize) -> bool {
+        !self.rx.is_full() && self.shared.inbound.would_fit(len)
     }
 
     /// Queues a message unless it is a duplicate: its id was seen, or (for

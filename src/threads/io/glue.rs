@@ -16,7 +16,7 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::{Message as WsMessage, WebSocket};
 
-use crate::delivery::inbox::Inbox;
+use crate::delivery::inbox::{Inbox, Offer};
 use crate::error::ConnectionError;
 use crate::machine::connection::{Action, Connection as Machine, Incoming, ReadFailure};
 use crate::machine::connection::{Command, Exit};
@@ -88,17 +88,25 @@ impl<S: Read + Write> Driver<S> {
                 Action::Flush => self.flush(),
                 Action::Deliver(msg) => {
                     trace!(target: "heartline::threads::io", "received {:?}", msg.frame());
+                    let len = msg.frame().len();
                     let answer = self.ctx.inbox.offer(msg, false);
+                    let full = matches!(answer, Offer::Full(_));
                     self.m.offered(answer, Instant::now());
+                    if full && self.m.paused() {
+                        // Sleep until the consumer makes room (it wakes us past
+                        // the half-way mark). It may have made room before it
+                        // could see the flag: if this message fits now, retry
+                        // at once, or we could sleep for ever; if it does not,
+                        // sleeping is right (no spinning on a message larger
+                        // than the room a half-empty queue has).
+                        self.ctx.shared.reading_paused.store(true, SeqCst);
+                        if self.ctx.inbox.fits(len) {
+                            self.ctx.shared.reading_paused.store(false, SeqCst);
+                        }
+                    }
                 }
                 Action::Pause => {
                     debug!(target: "heartline::threads::io", "inbound queue full; reading paused");
-                    self.ctx.shared.reading_paused.store(true, SeqCst);
-                    // The consumer may have drained the queue before it could
-                    // see the flag: look again, or we could sleep for ever.
-                    if self.ctx.shared.below_resume_mark(self.ctx.inbox.queued()) {
-                        self.ctx.shared.reading_paused.store(false, SeqCst);
-                    }
                 }
                 Action::Resume { at } => {
                     debug!(target: "heartline::threads::io", "inbound queue has room again; reading resumes");
