@@ -85,7 +85,7 @@ impl Client {
                 .inbound_capacity
                 .saturating_add(cfg.queues.batch_max),
         );
-        let acks = (cfg.queues.ack_mode == AckMode::Delivered).then_some(acks_tx);
+        let acks = (cfg.queues.ack_mode != AckMode::Queued).then_some(acks_tx);
         let (control_tx, control_rx) = crossbeam_channel::bounded(4);
         let batches = Batches::new(
             inbound_rx,
@@ -93,6 +93,7 @@ impl Client {
             cfg.queues.batch_window,
             cfg.queues.batch_max,
             acks,
+            cfg.queues.ack_mode == AckMode::Finished,
         );
         let outbound_capacity = cfg.queues.outbound_capacity;
         let send_timeout = cfg.queues.send_timeout;

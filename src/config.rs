@@ -72,13 +72,19 @@ pub enum Overflow {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum AckMode {
-    /// As soon as the message is safely in the inbound queue (the default).
+    /// When the application has finished with the batch holding it: the
+    /// batch was dropped, `done()` was called, or its `for` loop ended (the
+    /// default). A process that dies while holding a batch never acked it,
+    /// so the server redelivers it: nothing acked is lost unprocessed.
     #[default]
+    Finished,
+    /// As soon as the message is safely in the inbound queue. Cheapest, but
+    /// a message acked this way is lost if the process dies before the
+    /// application processed it. Refused with [`Overflow::DropOldest`].
     Queued,
-    /// Only when the batch holding it was handed to the application. A
-    /// message lost with the process is then redelivered by the server.
-    /// The default with [`Overflow::DropOldest`] (where `Queued` is
-    /// refused), so a message dropped from the queue is never acknowledged.
+    /// When the batch holding it is handed to the application. A message
+    /// lost with the process while still queued is redelivered by the
+    /// server; one handed out but not yet processed is not.
     Delivered,
 }
 
@@ -308,7 +314,7 @@ impl Default for QueueSection {
             batch_max: 512,
             event_capacity: 64,
             dedupe_window: 10_000,
-            ack_mode: AckMode::Queued,
+            ack_mode: AckMode::Finished,
         }
     }
 }
@@ -530,10 +536,10 @@ impl ClientBuilder {
         self
     }
 
-    /// When acks are sent. Defaults to [`AckMode::Queued`], or
-    /// [`AckMode::Delivered`] with [`Overflow::DropOldest`] (a message acked
-    /// on queueing could then be dropped unprocessed, so `build()` refuses
-    /// `Queued` with `DropOldest`).
+    /// When acks are sent. Defaults to [`AckMode::Finished`]: once the
+    /// application has finished with the batch (see [`crate::Batch`]).
+    /// `Queued` with [`Overflow::DropOldest`] is refused (a message acked on
+    /// queueing could then be dropped unprocessed).
     pub fn ack_mode(mut self, mode: AckMode) -> Self {
         self.ack_mode = Some(mode);
         self
@@ -811,8 +817,7 @@ impl ClientBuilder {
                 ))
             }
             (Some(mode), _) => mode,
-            (None, Overflow::DropOldest) => AckMode::Delivered,
-            (None, _) => AckMode::Queued,
+            (None, _) => AckMode::Finished,
         };
         self.cfg.protocol = Arc::new(Layered {
             inner: self.protocol.clone(),
@@ -920,12 +925,12 @@ mod tests {
     }
 
     #[test]
-    fn drop_oldest_defaults_to_delivered_acks_and_refuses_queued_ones() {
+    fn acks_default_to_finished_and_queued_is_refused_with_drop_oldest() {
         let c = ClientBuilder::new("ws://h/")
             .overflow(Overflow::DropOldest)
             .validate()
             .unwrap();
-        assert_eq!(c.queues.ack_mode, AckMode::Delivered);
+        assert_eq!(c.queues.ack_mode, AckMode::Finished);
         let b = ClientBuilder::new("ws://h/")
             .overflow(Overflow::DropOldest)
             .ack_mode(AckMode::Queued);

@@ -87,7 +87,7 @@ pub use error::{
     TryRecvError, TrySendError,
 };
 pub use machine::backoff::Backoff;
-pub use message::{Batch, CloseReason, Event, Frame, Message, State, Via};
+pub use message::{Batch, CloseReason, Event, Frame, IntoIter, Message, State, Via};
 pub use protocol::{
     Cursor, Heartbeat, HelloContext, Inspected, JsonRules, Method, Plain, PollItem, PollRequest,
     Polled, Protocol, ReplyRule,

@@ -124,15 +124,79 @@ impl Message {
 
 /// Messages handed to the application together. Never empty; in the order
 /// the server sent them.
-#[derive(Clone, Debug)]
+///
+/// With [`crate::AckMode::Finished`] (the default) the batch carries the
+/// acknowledgements of its messages and sends them, in order, when the
+/// application has finished with it: when the batch is dropped, when
+/// [`Batch::done`] is called, or when the iterator of `for m in batch` is
+/// dropped. A process that dies holding a batch never acked it, so the
+/// server redelivers its messages. A clone carries no acks.
+#[derive(Debug)]
 pub struct Batch {
     messages: Vec<Message>,
+    acks: Option<AckRelease>,
+}
+
+/// The acks of a batch, sent when the application has finished with it.
+pub(crate) struct AckRelease {
+    pub acks: Vec<Frame>,
+    pub tx: crossbeam_channel::Sender<Frame>,
+    pub shared: std::sync::Arc<crate::shared::Shared>,
+}
+
+impl AckRelease {
+    /// Hands the acks to the io thread, in order.
+    pub(crate) fn send(self) {
+        let mut sent = false;
+        for a in self.acks {
+            // Sized for every message that can be queued or in a batch; a
+            // full channel (acks of many batches piled up while offline)
+            // loses this ack, and the server redelivers the message.
+            if self.tx.try_send(a).is_ok() {
+                self.shared
+                    .counters
+                    .acks
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                sent = true;
+            } else {
+                log::warn!(target: "heartline::delivery", "ack channel full: an ack was not sent (the server will redeliver)");
+            }
+        }
+        if sent {
+            self.shared.wake_io();
+        }
+    }
+}
+
+impl fmt::Debug for AckRelease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} acks on finish", self.acks.len())
+    }
+}
+
+impl Clone for Batch {
+    fn clone(&self) -> Self {
+        // The acks stay with the original: one finish, one ack each.
+        Batch {
+            messages: self.messages.clone(),
+            acks: None,
+        }
+    }
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        if let Some(r) = self.acks.take() {
+            r.send();
+        }
+    }
 }
 
 impl Batch {
-    pub(crate) fn new(messages: Vec<Message>) -> Self {
+    pub(crate) fn new(messages: Vec<Message>, acks: Option<AckRelease>) -> Self {
         debug_assert!(!messages.is_empty());
-        Batch { messages }
+        let acks = acks.filter(|r| !r.acks.is_empty());
+        Batch { messages, acks }
     }
 
     /// The number of messages (at least one).
@@ -162,17 +226,53 @@ impl Batch {
         self.messages.iter()
     }
 
-    /// Takes the messages.
-    pub fn into_messages(self) -> Vec<Message> {
-        self.messages
+    /// Says the application has finished with these messages: with
+    /// [`crate::AckMode::Finished`], their acks go out now. Dropping the
+    /// batch does the same.
+    pub fn done(self) {}
+
+    /// Takes the messages. This counts as finishing the batch: with
+    /// [`crate::AckMode::Finished`] its acks go out now.
+    pub fn into_messages(mut self) -> Vec<Message> {
+        std::mem::take(&mut self.messages)
+    }
+}
+
+/// The iterator of `for m in batch`: owns the messages, and with
+/// [`crate::AckMode::Finished`] sends their acks when it is dropped, after
+/// the loop.
+#[derive(Debug)]
+pub struct IntoIter {
+    messages: std::vec::IntoIter<Message>,
+    acks: Option<AckRelease>,
+}
+
+impl Iterator for IntoIter {
+    type Item = Message;
+    fn next(&mut self) -> Option<Message> {
+        self.messages.next()
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.messages.size_hint()
+    }
+}
+
+impl Drop for IntoIter {
+    fn drop(&mut self) {
+        if let Some(r) = self.acks.take() {
+            r.send();
+        }
     }
 }
 
 impl IntoIterator for Batch {
     type Item = Message;
-    type IntoIter = std::vec::IntoIter<Message>;
-    fn into_iter(self) -> Self::IntoIter {
-        self.messages.into_iter()
+    type IntoIter = IntoIter;
+    fn into_iter(mut self) -> IntoIter {
+        IntoIter {
+            messages: std::mem::take(&mut self.messages).into_iter(),
+            acks: self.acks.take(),
+        }
     }
 }
 

@@ -185,7 +185,7 @@ fn poll_failures_are_counted_retried_and_bad_items_skipped() {
 #[test]
 fn pushed_messages_are_acked_once_queued() {
     let server = feed_server();
-    let client = client(&server).build().unwrap();
+    let client = client(&server).ack_mode(AckMode::Queued).build().unwrap();
     wait_open(&client.events());
     for i in 1..=3 {
         server.publish(json!({ "n": i }));
@@ -388,5 +388,87 @@ fn a_protocol_that_panics_on_a_poll_response_fails_that_poll_only() {
         "{error}"
     );
     assert!(!client.state().is_closed(), "the client carries on");
+    client.close();
+}
+
+/// Sends a marker frame and waits until the server has it: whatever the
+/// client would have sent before it (acks are written first) has arrived.
+fn sync(client: &heartline::Client, server: &TestServer, marker: &str) {
+    client.send(marker).unwrap();
+    assert!(server.wait_for(WAIT, |l| l.frames.iter().any(|f| f.text() == Some(marker))));
+}
+
+#[test]
+fn by_default_a_batch_is_acked_only_when_the_application_has_finished_it() {
+    let server = feed_server();
+    let client = fast(server.url())
+        .protocol(rules(&server))
+        .batch_window(50 * MS)
+        .build()
+        .unwrap();
+    wait_open(&client.events());
+    for i in 1..=3 {
+        server.publish(json!({ "n": i }));
+    }
+    let batch = client.recv_timeout(WAIT).unwrap();
+    assert_eq!(seqs(batch.messages()), vec![1, 2, 3]);
+    // Handed out, being worked on: not acked (the server would redeliver
+    // all three if the device lost power now).
+    sync(&client, &server, "marker-1");
+    assert_eq!(server_acked(&server), 0, "acked before the work was done");
+    assert_eq!(client.stats().acks, 0);
+    batch.done();
+    wait_until("server saw 3 acks", || server_acked(&server) == 3);
+    let acks: Vec<String> = server
+        .log()
+        .frames
+        .iter()
+        .filter_map(|f| f.text().filter(|t| t.contains("ack")).map(str::to_owned))
+        .collect();
+    assert_eq!(
+        acks,
+        [
+            r#"{"type":"ack","ack":"m-1"}"#,
+            r#"{"type":"ack","ack":"m-2"}"#,
+            r#"{"type":"ack","ack":"m-3"}"#
+        ],
+        "in the order of the messages"
+    );
+    client.close();
+}
+
+#[test]
+fn a_for_loop_over_a_batch_acks_after_the_loop() {
+    let server = feed_server();
+    let client = fast(server.url())
+        .protocol(rules(&server))
+        .batch_window(50 * MS)
+        .build()
+        .unwrap();
+    wait_open(&client.events());
+    server.publish(json!({"n": 1}));
+    server.publish(json!({"n": 2}));
+    let batch = client.recv_timeout(WAIT).unwrap();
+    assert_eq!(batch.len(), 2);
+    let mut seen = 0;
+    for m in batch {
+        assert!(m.id().is_some());
+        seen += 1;
+        if seen == 2 {
+            // Still inside the loop: the last message is not finished yet.
+            sync(&client, &server, "marker-2");
+            assert_eq!(server_acked(&server), 0);
+        }
+    }
+    wait_until("acked after the loop", || server_acked(&server) == 2);
+    // A clone carries no acks: finishing one never acks twice.
+    server.publish(json!({"n": 3}));
+    let b = client.recv_timeout(WAIT).unwrap();
+    drop(b.clone());
+    sync(&client, &server, "marker-3");
+    assert_eq!(server_acked(&server), 2);
+    drop(b);
+    wait_until("acked once", || server_acked(&server) == 3);
+    assert_eq!(client.stats().acks, 3);
     client.close();
 }

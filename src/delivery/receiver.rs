@@ -1,7 +1,6 @@
 //! The application's side of delivery: [`Batches`].
 
 use std::fmt;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -11,7 +10,7 @@ use crossbeam_channel::{
 
 use super::batcher::{Batcher, Next};
 use crate::error::{RecvError, RecvTimeoutError, TryRecvError};
-use crate::message::{Batch, Frame, Message};
+use crate::message::{AckRelease, Batch, Frame, Message};
 use crate::shared::{lock, Shared};
 
 /// Receives [`Batch`]es. Also a blocking iterator:
@@ -31,10 +30,13 @@ pub struct Batches {
     rx: Receiver<Message>,
     shared: Arc<Shared>,
     batcher: Arc<Mutex<Batcher>>,
-    /// With acks released on hand-out: their own bounded channel, which the
-    /// io thread drains before anything else, so a full outbound queue
-    /// never loses one.
+    /// Acks released on hand-out or on finish: their own bounded channel,
+    /// which the io thread drains before anything else, so a full outbound
+    /// queue never loses one.
     acks: Option<Sender<Frame>>,
+    /// `true`: acks travel with the batch and go when it is finished
+    /// ([`crate::AckMode::Finished`]); `false`: they go on hand-out.
+    on_finish: bool,
 }
 
 impl Batches {
@@ -44,12 +46,14 @@ impl Batches {
         window: Duration,
         max: usize,
         acks: Option<Sender<Frame>>,
+        on_finish: bool,
     ) -> Self {
         Batches {
             rx,
             shared,
             batcher: Arc::new(Mutex::new(Batcher::new(window, max))),
             acks,
+            on_finish,
         }
     }
 
@@ -152,25 +156,21 @@ impl Batches {
         let bytes = messages.iter().map(|m| m.frame().len()).sum();
         self.shared.inbound.release(bytes);
         self.shared.taken(self.rx.len());
-        if let Some(acks) = &self.acks {
-            let mut sent = false;
-            for m in &mut messages {
-                if let Some(a) = m.take_ack() {
-                    // Sized for every message that can be queued or in a
-                    // batch, so it is never full while the io thread runs.
-                    if acks.try_send(a).is_ok() {
-                        self.shared.counters.acks.fetch_add(1, Relaxed);
-                        sent = true;
-                    } else {
-                        log::warn!(target: "heartline::delivery", "ack channel full: an ack was not sent (the server will redeliver)");
-                    }
-                }
+        let release = self.acks.as_ref().map(|tx| AckRelease {
+            acks: messages.iter_mut().filter_map(Message::take_ack).collect(),
+            tx: tx.clone(),
+            shared: self.shared.clone(),
+        });
+        if self.on_finish {
+            // Sent, in order, when the application has finished the batch.
+            Batch::new(messages, release)
+        } else {
+            // Delivered: sent now, on hand-out.
+            if let Some(r) = release {
+                r.send();
             }
-            if sent {
-                self.shared.wake_io();
-            }
+            Batch::new(messages, None)
         }
-        Batch::new(messages)
     }
 }
 

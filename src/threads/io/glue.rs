@@ -395,6 +395,7 @@ mod tests {
                         .id("/id")
                         .ack(serde_json::json!({"type": "ack"}), [("/id", "ack")]),
                 )
+                .ack_mode(crate::AckMode::Queued)
                 .validate()
                 .unwrap(),
         );
