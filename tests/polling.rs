@@ -398,8 +398,9 @@ fn sync(client: &heartline::Client, server: &TestServer, marker: &str) {
     assert!(server.wait_for(WAIT, |l| l.frames.iter().any(|f| f.text() == Some(marker))));
 }
 
-#[test]
-fn by_default_a_batch_is_acked_only_when_the_application_has_finished_it() {
+/// A feed server and an open client with the default ack mode (acks when
+/// the application has finished a batch).
+fn open_with_default_acks() -> (TestServer, heartline::Client) {
     let server = feed_server();
     let client = fast(server.url())
         .protocol(rules(&server))
@@ -407,6 +408,12 @@ fn by_default_a_batch_is_acked_only_when_the_application_has_finished_it() {
         .build()
         .unwrap();
     wait_open(&client.events());
+    (server, client)
+}
+
+#[test]
+fn by_default_a_batch_is_acked_only_when_the_application_has_finished_it() {
+    let (server, client) = open_with_default_acks();
     for i in 1..=3 {
         server.publish(json!({ "n": i }));
     }
@@ -439,13 +446,7 @@ fn by_default_a_batch_is_acked_only_when_the_application_has_finished_it() {
 
 #[test]
 fn a_for_loop_over_a_batch_acks_after_the_loop() {
-    let server = feed_server();
-    let client = fast(server.url())
-        .protocol(rules(&server))
-        .batch_window(50 * MS)
-        .build()
-        .unwrap();
-    wait_open(&client.events());
+    let (server, client) = open_with_default_acks();
     server.publish(json!({"n": 1}));
     server.publish(json!({"n": 2}));
     let batch = client.recv_timeout(WAIT).unwrap();
