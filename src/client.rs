@@ -10,10 +10,11 @@ use crossbeam_channel::{Receiver, RecvTimeoutError as ChannelTimeout, Sender};
 use crate::config::{AckMode, ClientBuilder, Config};
 use crate::delivery::inbox::Inbox;
 use crate::delivery::Batches;
+use crate::durable::Ledger;
 use crate::error::{RecvError, RecvTimeoutError, Result, SendError, TryRecvError, TrySendError};
 use crate::message::{Batch, Event, Frame, State};
 use crate::shared::{lock, Shared, Stats};
-use crate::threads::{supervisor, Control, Setup};
+use crate::threads::{supervisor, Control, Outgoing, Setup};
 
 /// A handle to one kept-alive WebSocket connection.
 ///
@@ -27,7 +28,11 @@ pub struct Client {
 struct Inner {
     shared: Arc<Shared>,
     control: Sender<Control>,
-    outbound: Sender<Frame>,
+    outbound: Sender<Outgoing>,
+    ledger: Arc<Ledger>,
+    protocol: Arc<dyn crate::protocol::Protocol>,
+    /// The ledger's writer (with `state_dir`): dropping the sender stops it.
+    writer: Mutex<Option<(Sender<()>, JoinHandle<()>)>>,
     outbound_capacity: usize,
     send_timeout: Duration,
     batches: Batches,
@@ -69,7 +74,7 @@ impl Client {
         );
         let (outbound_tx, outbound_rx) = crossbeam_channel::bounded(cfg.queues.outbound_capacity);
         let (inbound_tx, inbound_rx) = crossbeam_channel::bounded(cfg.queues.inbound_capacity);
-        let inbox = Arc::new(Inbox::new(
+        let mut inbox = Inbox::new(
             inbound_tx,
             inbound_rx.clone(),
             cfg.queues.dedupe_window,
@@ -77,39 +82,79 @@ impl Client {
             cfg.queues.ack_mode,
             shared.clone(),
             cfg.poll.enabled,
-        ));
-        // Acks released on hand-out: room for one per message that can be
-        // queued or in a batch, so the channel is never full.
+        );
+        // Acks released on hand-out or finish: room for one per message that
+        // can be queued or in a batch. More (acks piling up offline) are
+        // dropped; the server redelivers those messages, and a redelivered
+        // finished message is acked again.
         let (acks_tx, acks_rx) = crossbeam_channel::bounded(
             cfg.queues
                 .inbound_capacity
                 .saturating_add(cfg.queues.batch_max),
         );
-        let acks = (cfg.queues.ack_mode != AckMode::Queued).then_some(acks_tx);
+        let (ledger, restored) = Ledger::open(
+            cfg.state.dir.as_deref(),
+            cfg.state.sync_every,
+            cfg.queues.dedupe_window,
+            Some(acks_tx),
+            shared.clone(),
+        );
+        let ledger = Arc::new(ledger);
+        inbox.attach(ledger.clone(), &restored);
+        shared.outbound.force(restored.outbound_bytes);
+        let writer = match ledger.durable() {
+            true => {
+                let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+                let l = ledger.clone();
+                let handle =
+                    crate::threads::spawn("heartline-state", move || l.run_writer(&stop_rx))
+                        .map_err(|source| crate::Error::Thread {
+                            name: "heartline-state",
+                            source,
+                        })?;
+                Some((stop_tx, handle))
+            }
+            false => None,
+        };
         let (control_tx, control_rx) = crossbeam_channel::bounded(4);
         let batches = Batches::new(
             inbound_rx,
             shared.clone(),
             cfg.queues.batch_window,
             cfg.queues.batch_max,
-            acks,
+            ledger.clone(),
             cfg.queues.ack_mode == AckMode::Finished,
         );
         let outbound_capacity = cfg.queues.outbound_capacity;
         let send_timeout = cfg.queues.send_timeout;
+        let protocol = cfg.protocol.clone();
         let handle = supervisor::spawn(Setup {
             cfg: Arc::new(cfg),
             shared: shared.clone(),
             control: control_rx,
             outbound: outbound_rx,
             acks: acks_rx,
-            inbox,
-        })?;
+            inbox: Arc::new(inbox),
+            ledger: ledger.clone(),
+        });
+        let handle = match handle {
+            Ok(h) => h,
+            Err(e) => {
+                if let Some((stop, h)) = writer {
+                    drop(stop);
+                    let _ = h.join();
+                }
+                return Err(e);
+            }
+        };
         Ok(Client {
             inner: Arc::new(Inner {
                 shared: shared.clone(),
                 control: control_tx,
                 outbound: outbound_tx,
+                ledger,
+                protocol,
+                writer: Mutex::new(writer),
                 outbound_capacity,
                 send_timeout,
                 batches,
@@ -131,79 +176,76 @@ impl Client {
     /// [`Client::close`] or giving up.
     pub fn send(&self, frame: impl Into<Frame>) -> std::result::Result<(), SendError> {
         let frame = frame.into();
-        if self.inner.shared.is_closed() {
-            return Err(SendError::Closed(frame));
-        }
-        let len = frame.len();
-        let budget = &self.inner.shared.outbound;
-        if len > budget.limit() {
-            return Err(SendError::TooLarge {
-                frame,
-                limit: budget.limit(),
-            });
-        }
+        let id = self.reliable_id(&frame);
+        self.send_with(frame, id)
+    }
+
+    /// Queues a frame that must reach the server: it is kept (in memory,
+    /// and with `state_dir` on disk) until the server acknowledges `id`
+    /// (a frame the protocol's [`crate::Inspected::acknowledges`] names,
+    /// such as [`crate::JsonRules::acked_by`]), and sent again, in order,
+    /// after every reconnect: after the hello frames, before newer frames.
+    /// The server should dedupe by id. While it waits for its ack it holds
+    /// its bytes (plus 64 for bookkeeping) of the `outbound_bytes` budget;
+    /// when that is full this waits and hands the frame back as
+    /// [`Client::send`] does. [`Stats::reliable_pending`] counts the frames
+    /// waiting for an ack.
+    ///
+    /// # Errors
+    /// As [`Client::send`].
+    pub fn send_reliable(
+        &self,
+        id: impl Into<String>,
+        frame: impl Into<Frame>,
+    ) -> std::result::Result<(), SendError> {
+        self.send_with(frame.into(), Some(Arc::from(id.into())))
+    }
+
+    /// The protocol's reliable id for a frame passed to `send`; a panic in
+    /// it makes the frame an ordinary one (logged).
+    fn reliable_id(&self, frame: &Frame) -> Option<Arc<str>> {
+        crate::error::guarded("reliable_id", || self.inner.protocol.reliable_id(frame))
+            .ok()
+            .flatten()
+            .map(Arc::from)
+    }
+
+    fn send_with(&self, frame: Frame, id: Option<Arc<str>>) -> std::result::Result<(), SendError> {
         let deadline = Instant::now()
             .checked_add(self.inner.send_timeout)
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
-        if !budget.take_until(len, deadline) {
-            return Err(self.timed_out(frame));
-        }
-        match self.inner.outbound.send_deadline(frame, deadline) {
-            Ok(()) => {
-                self.inner.shared.wake_io();
-                Ok(())
-            }
-            Err(crossbeam_channel::SendTimeoutError::Timeout(frame)) => {
-                budget.release(len);
-                Err(self.timed_out(frame))
-            }
-            Err(crossbeam_channel::SendTimeoutError::Disconnected(frame)) => {
-                budget.release(len);
-                Err(SendError::Closed(frame))
-            }
+        match self.inner.enqueue(frame, id, Some(deadline)) {
+            Ok(()) => Ok(()),
+            Err((Refused::Closed, frame)) => Err(SendError::Closed(frame)),
+            Err((Refused::TooLarge, frame)) => Err(SendError::TooLarge {
+                frame,
+                limit: self.inner.shared.outbound.limit(),
+            }),
+            Err((Refused::Full, frame)) => Err(SendError::Timeout {
+                frame,
+                capacity: self.inner.outbound_capacity,
+                bytes: self.inner.shared.outbound.limit(),
+            }),
         }
     }
 
-    fn timed_out(&self, frame: Frame) -> SendError {
-        SendError::Timeout {
-            frame,
-            capacity: self.inner.outbound_capacity,
-            bytes: self.inner.shared.outbound.limit(),
-        }
-    }
-
-    /// Queues a frame without waiting.
+    /// Queues a frame without waiting. A frame the protocol finds a
+    /// reliable id in is kept until acknowledged, as with
+    /// [`Client::send_reliable`].
     ///
     /// # Errors
     /// Hands the frame back when the queue is full, the frame is larger than
     /// the outbound byte budget, or the client is closed.
     pub fn try_send(&self, frame: impl Into<Frame>) -> std::result::Result<(), TrySendError> {
         let frame = frame.into();
-        if self.inner.shared.is_closed() {
-            return Err(TrySendError::Closed(frame));
-        }
-        let len = frame.len();
-        let budget = &self.inner.shared.outbound;
-        if len > budget.limit() {
-            return Err(TrySendError::TooLarge(frame));
-        }
-        if !budget.try_take(len) {
-            return Err(TrySendError::Full(frame));
-        }
-        match self.inner.outbound.try_send(frame) {
-            Ok(()) => {
-                self.inner.shared.wake_io();
-                Ok(())
-            }
-            Err(crossbeam_channel::TrySendError::Full(f)) => {
-                budget.release(len);
-                Err(TrySendError::Full(f))
-            }
-            Err(crossbeam_channel::TrySendError::Disconnected(f)) => {
-                budget.release(len);
-                Err(TrySendError::Closed(f))
-            }
-        }
+        let id = self.reliable_id(&frame);
+        self.inner
+            .enqueue(frame, id, None)
+            .map_err(|(why, frame)| match why {
+                Refused::Closed => TrySendError::Closed(frame),
+                Refused::TooLarge => TrySendError::TooLarge(frame),
+                Refused::Full => TrySendError::Full(frame),
+            })
     }
 
     /// Closes the connection: sends a close frame (code 1000), waits up to
@@ -224,9 +266,11 @@ impl Client {
 
     /// A snapshot of the counters.
     pub fn stats(&self) -> Stats {
-        self.inner
-            .shared
-            .snapshot(self.inner.outbound.len(), self.inner.batches.queued())
+        self.inner.shared.snapshot(
+            self.inner.outbound.len(),
+            self.inner.batches.queued(),
+            self.inner.ledger.reliable_pending(),
+        )
     }
 
     /// The batch receiver. Clones share one queue: each batch goes to one
@@ -292,8 +336,78 @@ impl fmt::Debug for Client {
     }
 }
 
+/// Why the outbound queue refused a frame.
+enum Refused {
+    Closed,
+    TooLarge,
+    Full,
+}
+
 impl Inner {
+    /// Queues a frame, waiting until `deadline` for room (`None`: not at
+    /// all). The ledger records it first when it keeps it, so the io thread
+    /// never takes a frame the ledger does not know.
+    fn enqueue(
+        &self,
+        frame: Frame,
+        id: Option<Arc<str>>,
+        deadline: Option<Instant>,
+    ) -> std::result::Result<(), (Refused, Frame)> {
+        if self.shared.is_closed() {
+            return Err((Refused::Closed, frame));
+        }
+        let budget = &self.shared.outbound;
+        let len = crate::durable::cost(&frame, id.is_some());
+        if frame.len() > budget.limit() {
+            return Err((Refused::TooLarge, frame));
+        }
+        let room = match deadline {
+            Some(d) => budget.take_until(len, d),
+            None => budget.try_take(len),
+        };
+        if !room {
+            return Err((Refused::Full, frame));
+        }
+        let seq = self.ledger.track(&frame, id);
+        let out = Outgoing { frame, seq };
+        let sent = match deadline {
+            Some(d) => self.outbound.send_deadline(out, d).map_err(|e| match e {
+                crossbeam_channel::SendTimeoutError::Timeout(o) => (Refused::Full, o),
+                crossbeam_channel::SendTimeoutError::Disconnected(o) => (Refused::Closed, o),
+            }),
+            None => self.outbound.try_send(out).map_err(|e| match e {
+                crossbeam_channel::TrySendError::Full(o) => (Refused::Full, o),
+                crossbeam_channel::TrySendError::Disconnected(o) => (Refused::Closed, o),
+            }),
+        };
+        match sent {
+            Ok(()) => {
+                self.shared.wake_io();
+                Ok(())
+            }
+            Err((why, out)) => {
+                if let Some(seq) = out.seq {
+                    self.ledger.untrack(seq);
+                }
+                budget.release(len);
+                Err((why, out.frame))
+            }
+        }
+    }
+
     fn close(&self) {
+        self.close_supervisor();
+        // After the io thread ended: the writer's last write holds what
+        // is still unsent.
+        if let Some((stop, handle)) = lock(&self.writer).take() {
+            drop(stop);
+            if handle.join().is_err() {
+                log::error!(target: "heartline::client", "the state writer thread panicked");
+            }
+        }
+    }
+
+    fn close_supervisor(&self) {
         let handle = lock(&self.supervisor).take();
         let Some(handle) = handle else { return };
         // A full or disconnected control channel means a close is already

@@ -60,6 +60,7 @@
 mod client;
 mod config;
 mod delivery;
+mod durable;
 mod error;
 mod frame;
 mod machine;

@@ -134,43 +134,34 @@ impl Message {
 #[derive(Debug)]
 pub struct Batch {
     messages: Vec<Message>,
-    acks: Option<AckRelease>,
+    acks: Option<Finish>,
 }
 
-/// The acks of a batch, sent when the application has finished with it.
-pub(crate) struct AckRelease {
+/// What finishing a batch records: its messages' ids and highest cursor
+/// (the ledger's dedupe and resume point) and, with
+/// [`crate::AckMode::Finished`], their acks, sent in order once recorded.
+pub(crate) struct Finish {
+    pub ids: Vec<std::sync::Arc<str>>,
+    pub cursor: Option<Cursor>,
     pub acks: Vec<Frame>,
-    pub tx: crossbeam_channel::Sender<Frame>,
-    pub shared: std::sync::Arc<crate::shared::Shared>,
+    pub ledger: std::sync::Arc<crate::durable::Ledger>,
 }
 
-impl AckRelease {
-    /// Hands the acks to the io thread, in order.
+impl Finish {
+    /// Records the batch as finished; its acks go when the ledger says.
     pub(crate) fn send(self) {
-        let mut sent = false;
-        for a in self.acks {
-            // Sized for every message that can be queued or in a batch; a
-            // full channel (acks of many batches piled up while offline)
-            // loses this ack, and the server redelivers the message.
-            if self.tx.try_send(a).is_ok() {
-                self.shared
-                    .counters
-                    .acks
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                sent = true;
-            } else {
-                log::warn!(target: "heartline::delivery", "ack channel full: an ack was not sent (the server will redeliver)");
-            }
-        }
-        if sent {
-            self.shared.wake_io();
-        }
+        self.ledger.finished(self.ids, self.cursor, self.acks);
     }
 }
 
-impl fmt::Debug for AckRelease {
+impl fmt::Debug for Finish {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} acks on finish", self.acks.len())
+        write!(
+            f,
+            "{} ids, {} acks on finish",
+            self.ids.len(),
+            self.acks.len()
+        )
     }
 }
 
@@ -193,7 +184,7 @@ impl Drop for Batch {
 }
 
 impl Batch {
-    pub(crate) fn new(messages: Vec<Message>, acks: Option<AckRelease>) -> Self {
+    pub(crate) fn new(messages: Vec<Message>, acks: Option<Finish>) -> Self {
         debug_assert!(!messages.is_empty());
         let acks = acks.filter(|r| !r.acks.is_empty());
         Batch { messages, acks }
@@ -244,7 +235,7 @@ impl Batch {
 #[derive(Debug)]
 pub struct IntoIter {
     messages: std::vec::IntoIter<Message>,
-    acks: Option<AckRelease>,
+    acks: Option<Finish>,
 }
 
 impl Iterator for IntoIter {

@@ -89,6 +89,10 @@ pub struct Inspected {
     pub kinds: Vec<String>,
     /// The frame that acknowledges it (sent once it is safely queued).
     pub ack: Option<Frame>,
+    /// The frame is the server's acknowledgement of the reliable frame
+    /// with this id: it is consumed (not delivered) and the frame is
+    /// forgotten.
+    pub acknowledges: Option<String>,
 }
 
 /// HTTP method of a poll request.
@@ -163,6 +167,16 @@ pub trait Protocol: Send + Sync + 'static {
     /// The heartbeat frame, when the protocol has one (else the builder's
     /// `heartbeat` setting is used).
     fn heartbeat(&self) -> Option<Frame> {
+        None
+    }
+
+    /// The id of an outbound frame that must reach the server: such a frame
+    /// is kept until the server acknowledges it (see
+    /// [`Inspected::acknowledges`]) and sent again after every reconnect,
+    /// as [`crate::Client::send_reliable`] does. `None` (the default): an
+    /// ordinary frame.
+    fn reliable_id(&self, frame: &Frame) -> Option<String> {
+        let _ = frame;
         None
     }
 
@@ -340,6 +354,8 @@ pub struct JsonRules {
     since: Option<String>,
     success: Option<(String, Value)>,
     places: Vec<Place>,
+    reliable: Option<String>,
+    acked_by: Option<(String, Value, String)>,
 }
 
 fn pointer(p: &str) -> String {
@@ -442,6 +458,24 @@ impl JsonRules {
         s
     }
 
+    /// Outbound frames with a value at this pointer are reliable: kept until
+    /// the server acknowledges that id (see [`JsonRules::acked_by`]) and
+    /// sent again after every reconnect.
+    pub fn reliable(mut self, pointer_to: &str) -> Self {
+        self.reliable = Some(pointer(pointer_to));
+        self
+    }
+
+    /// The server's acknowledgement of a reliable frame: an inbound object
+    /// whose `pointer_to` equals `value`, naming the acknowledged id at
+    /// `id_at` (for `{"type":"ack","id":"r-7"}`:
+    /// `.acked_by("/type", json!("ack"), "/id")`). Such frames are consumed,
+    /// not delivered.
+    pub fn acked_by(mut self, pointer_to: &str, value: Value, id_at: &str) -> Self {
+        self.acked_by = Some((pointer(pointer_to), value, pointer(id_at)));
+        self
+    }
+
     /// Enables the HTTP polling fallback with this request.
     pub fn poll(mut self, url: impl Into<String>, method: Method, body: Option<String>) -> Self {
         self.poll = Some(PollRequest {
@@ -498,7 +532,11 @@ impl JsonRules {
     }
 
     fn needs_json(&self) -> bool {
-        self.id.is_some() || self.cursor.is_some() || self.kinds.is_some() || self.ack.is_some()
+        self.id.is_some()
+            || self.cursor.is_some()
+            || self.kinds.is_some()
+            || self.ack.is_some()
+            || self.acked_by.is_some()
     }
 }
 
@@ -519,6 +557,14 @@ impl Protocol for JsonRules {
             return out;
         };
         let v = Value::Object(obj);
+        if let Some((p, want, id_at)) = &self.acked_by {
+            if v.pointer(p) == Some(want) {
+                out.acknowledges = v.pointer(id_at).filter(|x| !x.is_null()).map(scalar_text);
+                if out.acknowledges.is_some() {
+                    return out;
+                }
+            }
+        }
         out.id = self
             .id
             .as_deref()
@@ -560,6 +606,12 @@ impl Protocol for JsonRules {
 
     fn is_heartbeat_reply(&self, frame: &Frame) -> bool {
         self.replies.iter().any(|r| r.matches(frame))
+    }
+
+    fn reliable_id(&self, frame: &Frame) -> Option<String> {
+        let p = self.reliable.as_deref()?;
+        let v = frame.json()?;
+        v.pointer(p).filter(|x| !x.is_null()).map(scalar_text)
     }
 
     fn heartbeat(&self) -> Option<Frame> {
@@ -679,6 +731,26 @@ mod tests {
     fn only_matching_frames_are_acked() {
         let f = Frame::from(r#"{"wsType":5,"msgDataId":"m9"}"#);
         assert_eq!(messmonitor().inspect(&f).ack, None);
+    }
+
+    #[test]
+    fn reliable_frames_and_the_servers_acks_are_found_by_rule() {
+        let r = JsonRules::new()
+            .id("/id")
+            .reliable("/id")
+            .acked_by("/type", json!("ack"), "/id");
+        assert_eq!(
+            r.reliable_id(&Frame::from(json!({"type": "report", "id": "r-1"}))),
+            Some("r-1".into())
+        );
+        assert_eq!(r.reliable_id(&Frame::from("not json")), None);
+        assert_eq!(r.reliable_id(&Frame::from(json!({"type": "x"}))), None);
+        let ack = r.inspect(&Frame::from(json!({"type": "ack", "id": 7})));
+        assert_eq!(ack.acknowledges.as_deref(), Some("7"));
+        let msg = r.inspect(&Frame::from(json!({"type": "msg", "id": "m"})));
+        assert_eq!(msg.acknowledges, None);
+        assert_eq!(msg.id.as_deref(), Some("m"));
+        assert_eq!(Plain.reliable_id(&Frame::from("{}")), None);
     }
 
     #[test]

@@ -70,6 +70,13 @@ pub struct Stats {
     /// Messages skipped: poll items that were malformed, or messages a
     /// `Protocol` method panicked on.
     pub malformed: u64,
+    /// Reliable frames sent (or waiting to be) and not yet acknowledged by
+    /// the server.
+    pub reliable_pending: usize,
+    /// Writes of the state file (`state_dir`).
+    pub state_writes: u64,
+    /// Writes of the state file that failed (each logged as a warning).
+    pub state_write_errors: u64,
 }
 
 #[derive(Default)]
@@ -88,6 +95,8 @@ pub(crate) struct Counters {
     pub polls: AtomicU64,
     pub poll_failures: AtomicU64,
     pub malformed: AtomicU64,
+    pub state_writes: AtomicU64,
+    pub state_write_errors: AtomicU64,
     /// Microseconds; `u64::MAX` while unmeasured.
     pub rtt_us: AtomicU64,
 }
@@ -352,7 +361,12 @@ impl Shared {
         &self.room_rx
     }
 
-    pub(crate) fn snapshot(&self, outbound_queued: usize, inbound_queued: usize) -> Stats {
+    pub(crate) fn snapshot(
+        &self,
+        outbound_queued: usize,
+        inbound_queued: usize,
+        reliable_pending: usize,
+    ) -> Stats {
         let c = &self.counters;
         let rtt = c.rtt_us.load(Relaxed);
         Stats {
@@ -379,6 +393,9 @@ impl Shared {
             polls: c.polls.load(Relaxed),
             poll_failures: c.poll_failures.load(Relaxed),
             malformed: c.malformed.load(Relaxed),
+            reliable_pending,
+            state_writes: c.state_writes.load(Relaxed),
+            state_write_errors: c.state_write_errors.load(Relaxed),
         }
     }
 }

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use crate::config::{AckMode, Overflow};
+use crate::durable::{Ledger, Restored};
 use crate::message::{Frame, Message};
 use crate::protocol::Cursor;
 use crate::shared::{lock, Shared};
@@ -109,6 +110,8 @@ pub(crate) struct Inbox {
     /// repeating one is known. Off when there is no polling: hashing every
     /// payload would cost the hot path for nothing.
     polling: bool,
+    /// Finished messages: a duplicate of one is acked again.
+    ledger: Option<Arc<Ledger>>,
 }
 
 impl Inbox {
@@ -134,7 +137,20 @@ impl Inbox {
             ack_mode,
             shared,
             polling,
+            ledger: None,
         }
+    }
+
+    /// Starts from what the ledger remembers: its finished ids are
+    /// duplicates, and its cursor is where hello frames and polls resume.
+    pub(crate) fn attach(&mut self, ledger: Arc<Ledger>, restored: &Restored) {
+        let mut seen = lock(&self.seen);
+        for id in &restored.finished {
+            seen.remember(Key::Id(id.clone()));
+        }
+        seen.cursor.clone_from(&restored.cursor);
+        drop(seen);
+        self.ledger = Some(ledger);
     }
 
     /// The highest cursor of any message queued so far.
@@ -159,6 +175,18 @@ impl Inbox {
         let key = (polled || self.polling || m.id().is_some()).then(|| Key::of(&m));
         if key.as_ref().is_some_and(|k| seen.has(&m, k, polled)) {
             self.shared.counters.duplicates.fetch_add(1, Relaxed);
+            // Acked again if the application finished it (its ack may have
+            // been lost); a duplicate of a message still queued or in a
+            // batch waits for that one's ack.
+            let finished = m
+                .id()
+                .zip(self.ledger.as_ref())
+                .is_some_and(|(id, l)| l.is_finished(id));
+            let ack = if finished {
+                ack.or_else(|| m.take_ack())
+            } else {
+                ack
+            };
             return Offer::Duplicate { ack };
         }
         let cursor = m.cursor().cloned();

@@ -5,12 +5,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{
-    Receiver, RecvTimeoutError as ChannelTimeout, Sender, TryRecvError as ChannelEmpty,
+    Receiver, RecvTimeoutError as ChannelTimeout, TryRecvError as ChannelEmpty,
 };
 
 use super::batcher::{Batcher, Next};
+use crate::durable::Ledger;
 use crate::error::{RecvError, RecvTimeoutError, TryRecvError};
-use crate::message::{AckRelease, Batch, Frame, Message};
+use crate::message::{Batch, Finish, Message};
 use crate::shared::{lock, Shared};
 
 /// Receives [`Batch`]es. Also a blocking iterator:
@@ -30,10 +31,10 @@ pub struct Batches {
     rx: Receiver<Message>,
     shared: Arc<Shared>,
     batcher: Arc<Mutex<Batcher>>,
-    /// Acks released on hand-out or on finish: their own bounded channel,
-    /// which the io thread drains before anything else, so a full outbound
-    /// queue never loses one.
-    acks: Option<Sender<Frame>>,
+    /// Where finished batches are recorded, and through which acks
+    /// released on hand-out or on finish reach their own bounded channel
+    /// (drained by the io thread before anything else).
+    ledger: Arc<Ledger>,
     /// `true`: acks travel with the batch and go when it is finished
     /// ([`crate::AckMode::Finished`]); `false`: they go on hand-out.
     on_finish: bool,
@@ -45,14 +46,14 @@ impl Batches {
         shared: Arc<Shared>,
         window: Duration,
         max: usize,
-        acks: Option<Sender<Frame>>,
+        ledger: Arc<Ledger>,
         on_finish: bool,
     ) -> Self {
         Batches {
             rx,
             shared,
             batcher: Arc::new(Mutex::new(Batcher::new(window, max))),
-            acks,
+            ledger,
             on_finish,
         }
     }
@@ -156,21 +157,18 @@ impl Batches {
         let bytes = messages.iter().map(|m| m.frame().len()).sum();
         self.shared.inbound.release(bytes);
         self.shared.taken(self.rx.len());
-        let release = self.acks.as_ref().map(|tx| AckRelease {
-            acks: messages.iter_mut().filter_map(Message::take_ack).collect(),
-            tx: tx.clone(),
-            shared: self.shared.clone(),
-        });
-        if self.on_finish {
-            // Sent, in order, when the application has finished the batch.
-            Batch::new(messages, release)
-        } else {
-            // Delivered: sent now, on hand-out.
-            if let Some(r) = release {
-                r.send();
-            }
-            Batch::new(messages, None)
+        let mut acks: Vec<_> = messages.iter_mut().filter_map(Message::take_ack).collect();
+        if !self.on_finish {
+            // Delivered: the acks go now, on hand-out.
+            self.ledger.release(std::mem::take(&mut acks));
         }
+        let finish = Finish {
+            ids: messages.iter().filter_map(Message::id_arc).collect(),
+            cursor: messages.iter().filter_map(Message::cursor).max().cloned(),
+            acks,
+            ledger: self.ledger.clone(),
+        };
+        Batch::new(messages, Some(finish))
     }
 }
 

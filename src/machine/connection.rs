@@ -53,6 +53,11 @@ pub(crate) enum Action {
     Write(Frame),
     /// Write an acknowledgement (counted as one).
     Ack(Frame),
+    /// Write a frame the ledger kept (restored at start, or reliable and
+    /// not yet acknowledged), with its ledger number.
+    Resend(u64, Frame),
+    /// The server acknowledged the reliable frame with this id.
+    ServerAck(String),
     /// Send a heartbeat: a Ping, or the protocol's frame (counted as one).
     Beat(Option<Frame>),
     /// Move the application's queued frames to the socket now (before a
@@ -139,8 +144,9 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
-    /// A connection that has just opened: the hello frames go out first.
-    pub(crate) fn new(cfg: Settings, hello: Vec<Frame>) -> Self {
+    /// A connection that has just opened: the hello frames go out first,
+    /// then the frames the ledger kept (`resend`), then the queue.
+    pub(crate) fn new(cfg: Settings, hello: Vec<Frame>, resend: Vec<(u64, Frame)>) -> Self {
         let mut c = Connection {
             cfg,
             actions: VecDeque::new(),
@@ -153,8 +159,10 @@ impl Connection {
             more: false,
             done: false,
         };
-        if !hello.is_empty() {
+        if !hello.is_empty() || !resend.is_empty() {
             c.actions.extend(hello.into_iter().map(Action::Write));
+            c.actions
+                .extend(resend.into_iter().map(|(seq, f)| Action::Resend(seq, f)));
             c.actions.push_back(Action::Flush);
         }
         c
@@ -255,6 +263,11 @@ impl Connection {
             self.actions.push_back(Action::Skipped);
             return;
         };
+        if let Some(id) = inspected.acknowledges {
+            // The server's ack of a reliable frame: consumed.
+            self.actions.push_back(Action::ServerAck(id));
+            return;
+        }
         let meta = Meta {
             id: inspected.id.map(Arc::from),
             cursor: inspected.cursor,
@@ -432,7 +445,7 @@ mod tests {
 
     #[test]
     fn hello_frames_go_out_first_then_a_flush() {
-        let mut c = Connection::new(plain(), vec!["h1".into(), "h2".into()]);
+        let mut c = Connection::new(plain(), vec!["h1".into(), "h2".into()], Vec::new());
         let a = drain(&mut c);
         assert!(
             matches!(&a[..], [Action::Write(f1), Action::Write(f2), Action::Flush]
@@ -441,9 +454,46 @@ mod tests {
     }
 
     #[test]
+    fn kept_frames_go_after_the_hello_and_before_the_queue() {
+        let mut c = Connection::new(
+            plain(),
+            vec!["hello".into()],
+            vec![(3, "kept-3".into()), (5, "kept-5".into())],
+        );
+        let a = drain(&mut c);
+        assert!(
+            matches!(&a[..], [Action::Write(h), Action::Resend(3, k3), Action::Resend(5, k5), Action::Flush]
+            if h.as_text() == Some("hello") && k3.as_text() == Some("kept-3") && k5.as_text() == Some("kept-5")),
+            "{a:?}"
+        );
+    }
+
+    #[test]
+    fn the_servers_ack_of_a_reliable_frame_is_consumed_not_delivered() {
+        let s = cfg(ClientBuilder::new("ws://127.0.0.1:1/").protocol(
+            JsonRules::new()
+                .id("/id")
+                .acked_by("/type", json!("acked"), "/id"),
+        ));
+        let mut c = Connection::new(s, vec![], Vec::new());
+        let t0 = Instant::now();
+        c.frame(text(r#"{"type":"acked","id":"r-1"}"#), t0);
+        let a = drain(&mut c);
+        assert!(
+            matches!(&a[..], [Action::Alive(_), Action::Proven, Action::ServerAck(id)] if id == "r-1"),
+            "{a:?}"
+        );
+        c.frame(text(r#"{"type":"msg","id":"m-1"}"#), t0);
+        assert!(matches!(
+            &drain(&mut c)[..],
+            [Action::Alive(_), Action::Deliver(_)]
+        ));
+    }
+
+    #[test]
     fn the_first_frame_proves_the_socket_and_every_frame_marks_it_alive() {
         let t0 = Instant::now();
-        let mut c = Connection::new(plain(), vec![]);
+        let mut c = Connection::new(plain(), vec![], Vec::new());
         c.frame(Incoming::Ping, t0);
         let a = drain(&mut c);
         assert!(matches!(&a[..], [Action::Alive(at), Action::Proven] if *at == t0));
@@ -458,7 +508,7 @@ mod tests {
     #[test]
     fn the_ack_the_inbox_hands_back_goes_out_for_new_and_repeated_messages() {
         let t0 = Instant::now();
-        let mut c = Connection::new(acking(), vec![]);
+        let mut c = Connection::new(acking(), vec![], Vec::new());
         let m = delivered(&mut c, r#"{"id":"a"}"#, t0);
         assert_eq!(m.id(), Some("a"));
         c.offered(Offer::Queued { ack: ack("a") }, t0);
@@ -479,7 +529,7 @@ mod tests {
     #[test]
     fn a_full_queue_pauses_reading_once_and_room_resumes_it_with_the_ack() {
         let t0 = Instant::now();
-        let mut c = Connection::new(acking(), vec![]);
+        let mut c = Connection::new(acking(), vec![], Vec::new());
         let m = delivered(&mut c, r#"{"id":"a"}"#, t0);
         c.offered(Offer::Full(m), t0);
         assert!(matches!(&drain(&mut c)[..], [Action::Pause]));
@@ -508,7 +558,7 @@ mod tests {
     #[test]
     fn a_message_that_finds_the_queue_full_while_closing_is_left_unacked() {
         let t0 = Instant::now();
-        let mut c = Connection::new(acking(), vec![]);
+        let mut c = Connection::new(acking(), vec![], Vec::new());
         c.command(Command::Close, t0);
         drain(&mut c);
         let m = delivered(&mut c, r#"{"id":"a"}"#, t0);
@@ -520,7 +570,7 @@ mod tests {
     #[test]
     fn the_application_close_drains_the_queue_then_sends_1000_and_waits_for_the_reply() {
         let t0 = Instant::now();
-        let mut c = Connection::new(plain(), vec![]);
+        let mut c = Connection::new(plain(), vec![], Vec::new());
         c.command(Command::Close, t0);
         let a = drain(&mut c);
         assert!(matches!(
@@ -544,7 +594,7 @@ mod tests {
     #[test]
     fn a_close_reply_that_never_comes_ends_the_connection_at_the_deadline() {
         let t0 = Instant::now();
-        let mut c = Connection::new(plain(), vec![]);
+        let mut c = Connection::new(plain(), vec![], Vec::new());
         c.command(Command::Close, t0);
         drain(&mut c);
         assert_eq!(
@@ -561,7 +611,7 @@ mod tests {
     #[test]
     fn a_close_from_the_server_is_answered_and_reported_with_its_code() {
         let t0 = Instant::now();
-        let mut c = Connection::new(plain(), vec![]);
+        let mut c = Connection::new(plain(), vec![], Vec::new());
         c.frame(Incoming::Close(4001, "bye".into()), t0);
         let a = drain(&mut c);
         assert!(
@@ -577,7 +627,7 @@ mod tests {
     #[test]
     fn errors_while_closing_are_the_requested_close() {
         let t0 = Instant::now();
-        let mut c = Connection::new(plain(), vec![]);
+        let mut c = Connection::new(plain(), vec![], Vec::new());
         c.command(Command::Close, t0);
         drain(&mut c);
         c.read_failed(ReadFailure::Ended);
@@ -585,7 +635,7 @@ mod tests {
             &drain(&mut c)[..],
             [Action::Exit(Exit::Requested)]
         ));
-        let mut c = Connection::new(plain(), vec![]);
+        let mut c = Connection::new(plain(), vec![], Vec::new());
         c.read_failed(ReadFailure::Ended);
         assert!(matches!(
             &drain(&mut c)[..],
@@ -595,7 +645,7 @@ mod tests {
 
     #[test]
     fn an_oversized_message_closes_with_1009_and_says_the_limit() {
-        let mut c = Connection::new(plain(), vec![]);
+        let mut c = Connection::new(plain(), vec![], Vec::new());
         c.read_failed(ReadFailure::TooLarge("message too long".into()));
         let a = drain(&mut c);
         assert!(matches!(&a[0], Action::Close(1009, _)));
@@ -610,7 +660,7 @@ mod tests {
         let cfg = cfg(ClientBuilder::new("ws://127.0.0.1:1/")
             .heartbeat_frame("hb")
             .reply(ReplyRule::Text("hb-ok".into())));
-        let mut c = Connection::new(cfg, vec![]);
+        let mut c = Connection::new(cfg, vec![], Vec::new());
         c.command(Command::Beat, t0);
         assert!(
             matches!(&drain(&mut c)[..], [Action::Beat(Some(f)), Action::Flush] if f.as_text() == Some("hb"))
@@ -643,6 +693,7 @@ mod tests {
         let mut c = Connection::new(
             cfg(ClientBuilder::new("ws://127.0.0.1:1/").protocol(Fragile)),
             vec![],
+            Vec::new(),
         );
         c.frame(text("poison"), t0);
         assert!(matches!(drain(&mut c).last(), Some(Action::Skipped)));
@@ -651,7 +702,7 @@ mod tests {
 
     #[test]
     fn a_dead_link_exits_once_with_the_timeout() {
-        let mut c = Connection::new(plain(), vec![]);
+        let mut c = Connection::new(plain(), vec![], Vec::new());
         c.command(Command::Dead, Instant::now());
         c.command(Command::Dead, Instant::now());
         let a = drain(&mut c);
@@ -665,7 +716,7 @@ mod tests {
     #[test]
     fn a_spent_budget_or_congestion_shapes_the_next_wait() {
         let t0 = Instant::now();
-        let mut c = Connection::new(plain(), vec![]);
+        let mut c = Connection::new(plain(), vec![], Vec::new());
         c.read_budget_spent();
         assert_eq!(c.wait(t0), Wait::Again);
         assert_eq!(c.wait(t0), Wait::Until(None), "once, then sleep");

@@ -23,6 +23,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::config::Config;
 use crate::delivery::inbox::Inbox;
+use crate::durable::Ledger;
 use crate::message::Frame;
 use crate::shared::Shared;
 
@@ -32,8 +33,11 @@ use crate::shared::Shared;
 //               dropping every handle disconnects it, which also closes.
 // - `Setup`     what the supervisor holds and hands on: the config, the
 //               shared state (state, counters, byte budgets, the io waker),
-//               the outbound queue, the acks released on hand-out, and the
-//               inbox (the producers' door of delivery).
+//               the outbound queue (`Outgoing`), the acks released on
+//               hand-out or finish, the inbox (the producers' door of
+//               delivery) and the ledger (finished messages, kept frames).
+// - the ledger's writer, `heartline-state` (only with `state_dir`): started
+//   and stopped by the client handle, woken by the ledger on a change.
 // - `Command`   heartbeat ticker / supervisor → io (beat, dead, close), with
 //               `Link`: the io thread's waker, and the time of the last
 //               inbound frame the ticker reads.
@@ -48,15 +52,24 @@ pub(crate) enum Control {
     Close,
 }
 
+/// One frame in the outbound channel, with its ledger number when the
+/// ledger keeps it (a reliable frame, or any frame with `state_dir`).
+pub(crate) struct Outgoing {
+    pub frame: Frame,
+    pub seq: Option<u64>,
+}
+
 /// What the supervisor holds and hands to the threads it starts.
 pub(crate) struct Setup {
     pub cfg: Arc<Config>,
     pub shared: Arc<Shared>,
     pub control: Receiver<Control>,
-    pub outbound: Receiver<Frame>,
+    pub outbound: Receiver<Outgoing>,
     /// Acks released when their batch was handed out (drained first).
     pub acks: Receiver<Frame>,
     pub inbox: Arc<Inbox>,
+    /// Finished messages and kept outbound frames.
+    pub ledger: Arc<Ledger>,
 }
 
 /// Spawns a named thread.

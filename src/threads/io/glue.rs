@@ -17,12 +17,13 @@ use tungstenite::protocol::CloseFrame;
 use tungstenite::{Message as WsMessage, WebSocket};
 
 use crate::delivery::inbox::{Inbox, Offer};
+use crate::durable::Ledger;
 use crate::error::ConnectionError;
 use crate::machine::connection::{Action, Connection as Machine, Incoming, ReadFailure};
 use crate::machine::connection::{Command, Exit};
 use crate::message::Frame;
 use crate::shared::Shared;
-use crate::threads::Link;
+use crate::threads::{Link, Outgoing};
 
 /// Messages read per turn before writes get a chance.
 const READ_BUDGET: usize = 256;
@@ -32,10 +33,11 @@ const WRITE_BUDGET: usize = 256;
 /// What the driver reaches besides the socket.
 pub(super) struct Ctx {
     pub shared: Arc<Shared>,
-    pub outbound: Receiver<Frame>,
+    pub outbound: Receiver<Outgoing>,
     /// Acks released on hand-out: written before anything else.
     pub acks: Receiver<Frame>,
     pub inbox: Arc<Inbox>,
+    pub ledger: Arc<Ledger>,
     pub link: Link,
     /// Told once, at the first inbound frame (the socket proved itself).
     pub proven: Sender<()>,
@@ -66,6 +68,17 @@ impl<S: Read + Write> Driver<S> {
                     // sees it counted.
                     self.ctx.shared.counters.acks.fetch_add(1, Relaxed);
                     self.write(f);
+                }
+                Action::Resend(seq, f) => {
+                    let len = f.len();
+                    self.write(f);
+                    if !self.ctx.ledger.written(seq) {
+                        self.ctx.shared.outbound.release(len);
+                    }
+                }
+                Action::ServerAck(id) => {
+                    let bytes = self.ctx.ledger.acked(&id);
+                    self.ctx.shared.outbound.release(bytes);
                 }
                 Action::Beat(f) => {
                     let n = self.ctx.shared.counters.heartbeats.fetch_add(1, Relaxed) + 1;
@@ -235,11 +248,14 @@ impl<S: Read + Write> Driver<S> {
     fn take_queued(&mut self, max: usize) {
         let mut taken = 0;
         for _ in 0..max {
-            let Ok(f) = self.ctx.outbound.try_recv() else {
+            let Ok(Outgoing { frame: f, seq }) = self.ctx.outbound.try_recv() else {
                 break;
             };
             self.active = true;
-            taken += f.len();
+            // A reliable frame keeps its bytes until the server acks it.
+            if !seq.is_some_and(|s| self.ctx.ledger.written(s)) {
+                taken += f.len();
+            }
             trace!(target: "heartline::threads::io", "sending {f:?}");
             self.write(f);
             if self.m.is_done() {
@@ -382,7 +398,7 @@ mod tests {
         d: Driver<Script>,
         commands_tx: Sender<Command>,
         commands: Receiver<Command>,
-        outbound_tx: Sender<Frame>,
+        outbound_tx: Sender<Outgoing>,
         inbound: Receiver<crate::message::Message>,
         _poll: Poll,
     }
@@ -411,7 +427,14 @@ mod tests {
             false,
         ));
         let (outbound_tx, outbound) = crossbeam_channel::bounded(16);
-        let (_acks_tx, acks) = crossbeam_channel::bounded(16);
+        let (acks_tx, acks) = crossbeam_channel::bounded(16);
+        let (ledger, _) = crate::durable::Ledger::open(
+            None,
+            std::time::Duration::ZERO,
+            100,
+            Some(acks_tx),
+            shared.clone(),
+        );
         let (commands_tx, commands) = crossbeam_channel::bounded(8);
         let poll = Poll::new().unwrap();
         let waker = Arc::new(Waker::new(poll.registry(), Token(1)).unwrap());
@@ -424,12 +447,17 @@ mod tests {
         Rig {
             d: Driver {
                 ws,
-                m: Machine::new(crate::machine::connection::Settings::of(&cfg), Vec::new()),
+                m: Machine::new(
+                    crate::machine::connection::Settings::of(&cfg),
+                    Vec::new(),
+                    Vec::new(),
+                ),
                 ctx: Ctx {
                     shared,
                     outbound,
                     acks,
                     inbox,
+                    ledger: Arc::new(ledger),
                     link: Link::new(waker, commands_tx.clone()),
                     proven,
                 },
@@ -483,11 +511,21 @@ mod tests {
         let mut r = rig();
         r.script().blocked = true;
         for t in ["1", "2", "3"] {
-            r.outbound_tx.send(Frame::from(t)).unwrap();
+            r.outbound_tx
+                .send(Outgoing {
+                    frame: Frame::from(t),
+                    seq: None,
+                })
+                .unwrap();
         }
         assert!(r.turn().is_none());
         assert!(!r.d.m.takes_frames(), "congested");
-        r.outbound_tx.send(Frame::from("4")).unwrap();
+        r.outbound_tx
+            .send(Outgoing {
+                frame: Frame::from("4"),
+                seq: None,
+            })
+            .unwrap();
         assert!(r.turn().is_none());
         assert_eq!(r.d.ctx.outbound.len(), 1, "no frame taken while congested");
         r.script().blocked = false;
@@ -523,7 +561,12 @@ mod tests {
     #[test]
     fn the_application_close_sends_what_was_queued_then_1000_then_waits_for_the_reply() {
         let mut r = rig();
-        r.outbound_tx.send(Frame::from("last words")).unwrap();
+        r.outbound_tx
+            .send(Outgoing {
+                frame: Frame::from("last words"),
+                seq: None,
+            })
+            .unwrap();
         r.commands_tx.send(Command::Close).unwrap();
         assert!(r.turn().is_none(), "waits for the server's close");
         let sent = r.sent();

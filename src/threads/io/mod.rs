@@ -67,12 +67,13 @@ impl Connection {
         Ok(Connection {
             driver: Driver {
                 ws: socket,
-                m: Machine::new(Settings::of(&s.cfg), hello),
+                m: Machine::new(Settings::of(&s.cfg), hello, s.ledger.resend()),
                 ctx: Ctx {
                     shared: s.shared.clone(),
                     outbound: s.outbound.clone(),
                     acks: s.acks.clone(),
                     inbox: s.inbox.clone(),
+                    ledger: s.ledger.clone(),
                     link: Link::new(waker, commands_tx),
                     proven,
                 },

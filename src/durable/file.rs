@@ -1,0 +1,510 @@
+//! The state file: what survives a restart, written crash-safe.
+//!
+//! One file, `heartline.state`, replaced whole at each write: the new
+//! content goes to `heartline.state.tmp`, is fsynced, renamed over the old
+//! file, and the directory is fsynced, so after a power cut the file is the
+//! old one or the new one, never a mix. A torn or corrupted file is caught
+//! by its checksum; loading it is a warning and a fresh start, never a
+//! refusal to start.
+//!
+//! Layout (integers little-endian):
+//!
+//! ```text
+//! magic    8 bytes   "heartln\n"
+//! version  u32       1
+//! length   u32       body length
+//! body     length bytes
+//! crc32    u32       CRC-32 (IEEE) of the body
+//!
+//! body:
+//! cursor   u8 tag (0 none, 1 integer, 2 text), then i64 or string
+//! finished u32 count, then count strings (ids, oldest first)
+//! outbound u32 count, then count frames:
+//!          u8 kind (0 text, 1 binary), u8 has-id (0/1) [string id], bytes
+//! string / bytes: u32 length, then the bytes
+//! ```
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::frame::{Cursor, Frame};
+
+const MAGIC: &[u8; 8] = b"heartln\n";
+/// The format this heartline writes and reads.
+pub(crate) const VERSION: u32 = 1;
+const FILE: &str = "heartline.state";
+const TMP: &str = "heartline.state.tmp";
+
+/// One outbound frame kept across a restart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Stored {
+    /// The reliable frame's id; `None` for a frame only waiting to be sent.
+    pub id: Option<Arc<str>>,
+    pub frame: Frame,
+}
+
+/// Everything the state file holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Snapshot {
+    /// The highest cursor of a message the application finished.
+    pub cursor: Option<Cursor>,
+    /// Ids of finished messages, oldest first (the dedupe window).
+    pub finished: Vec<Arc<str>>,
+    /// Frames not yet written to a socket, and reliable frames not yet
+    /// acknowledged, in the order they were sent.
+    pub outbound: Vec<Stored>,
+}
+
+/// Why a state file could not be read. Each is a warning and a fresh
+/// start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Corrupt {
+    /// Not a heartline state file.
+    Magic,
+    /// Written by a heartline with another format.
+    Version(u32),
+    /// Ends early: at byte `at`, reading `what`.
+    Truncated { at: usize, what: &'static str },
+    /// The checksum does not match the content (a torn or damaged write).
+    Checksum,
+    /// The content does not parse: `what` at byte `at`.
+    Bad { at: usize, what: &'static str },
+}
+
+impl fmt::Display for Corrupt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Corrupt::Magic => f.write_str("not a heartline state file (bad magic)"),
+            Corrupt::Version(v) => write!(
+                f,
+                "format version {v}; this heartline reads version {VERSION}"
+            ),
+            Corrupt::Truncated { at, what } => {
+                write!(f, "truncated at byte {at} while reading {what}")
+            }
+            Corrupt::Checksum => f.write_str("checksum mismatch (torn or damaged write)"),
+            Corrupt::Bad { at, what } => write!(f, "bad {what} at byte {at}"),
+        }
+    }
+}
+
+/// Encodes a snapshot into the file's bytes.
+pub(crate) fn encode(s: &Snapshot) -> Vec<u8> {
+    let mut body = Vec::with_capacity(
+        64 + s.finished.iter().map(|i| i.len() + 4).sum::<usize>()
+            + s.outbound.iter().map(|o| o.frame.len() + 16).sum::<usize>(),
+    );
+    match &s.cursor {
+        None => body.push(0),
+        Some(Cursor::Int(i)) => {
+            body.push(1);
+            body.extend_from_slice(&i.to_le_bytes());
+        }
+        Some(Cursor::Text(t)) => {
+            body.push(2);
+            put_bytes(&mut body, t.as_bytes());
+        }
+    }
+    put_len(&mut body, s.finished.len());
+    for id in &s.finished {
+        put_bytes(&mut body, id.as_bytes());
+    }
+    put_len(&mut body, s.outbound.len());
+    for o in &s.outbound {
+        body.push(match o.frame {
+            Frame::Text(_) => 0,
+            Frame::Binary(_) => 1,
+        });
+        match &o.id {
+            None => body.push(0),
+            Some(id) => {
+                body.push(1);
+                put_bytes(&mut body, id.as_bytes());
+            }
+        }
+        put_bytes(&mut body, o.frame.as_bytes());
+    }
+    let mut out = Vec::with_capacity(body.len() + 20);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    put_len(&mut out, body.len());
+    out.extend_from_slice(&body);
+    out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    out
+}
+
+fn put_len(out: &mut Vec<u8>, n: usize) {
+    // Bounded far below 4 GiB by the dedupe window and the byte budgets.
+    out.extend_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes());
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    put_len(out, b.len());
+    out.extend_from_slice(b);
+}
+
+/// Reads what [`encode`] wrote.
+pub(crate) fn decode(data: &[u8]) -> Result<Snapshot, Corrupt> {
+    let mut r = Reader { data, at: 0 };
+    if r.take(8, "the magic")? != MAGIC {
+        return Err(Corrupt::Magic);
+    }
+    let version = r.u32("the version")?;
+    if version != VERSION {
+        return Err(Corrupt::Version(version));
+    }
+    let len = r.u32("the body length")? as usize;
+    let body_at = r.at;
+    let body = r.take(len, "the body")?;
+    let crc = r.u32("the checksum")?;
+    if r.at != data.len() {
+        return Err(Corrupt::Bad {
+            at: r.at,
+            what: "trailing bytes",
+        });
+    }
+    if crc32fast::hash(body) != crc {
+        return Err(Corrupt::Checksum);
+    }
+    // Past the checksum, a parse error means a writer bug or a deliberate
+    // edit; still reported by position, never a panic.
+    let mut r = Reader {
+        data: &data[..body_at + len],
+        at: body_at,
+    };
+    let cursor = match r.u8("the cursor tag")? {
+        0 => None,
+        1 => {
+            let b = r.take(8, "the cursor")?;
+            let mut a = [0u8; 8];
+            a.copy_from_slice(b);
+            Some(Cursor::Int(i64::from_le_bytes(a)))
+        }
+        2 => Some(Cursor::Text(r.string("the cursor")?.to_owned())),
+        _ => {
+            return Err(Corrupt::Bad {
+                at: r.at - 1,
+                what: "cursor tag",
+            })
+        }
+    };
+    let n = r.count("the finished ids")?;
+    let mut finished = Vec::with_capacity(n);
+    for _ in 0..n {
+        finished.push(Arc::from(r.string("a finished id")?));
+    }
+    let n = r.count("the outbound frames")?;
+    let mut outbound = Vec::with_capacity(n);
+    for _ in 0..n {
+        let kind = r.u8("a frame kind")?;
+        let id = match r.u8("a frame's id flag")? {
+            0 => None,
+            1 => Some(Arc::from(r.string("a frame id")?)),
+            _ => {
+                return Err(Corrupt::Bad {
+                    at: r.at - 1,
+                    what: "frame id flag",
+                })
+            }
+        };
+        let at = r.at;
+        let bytes = r.bytes("a frame")?;
+        let frame = match kind {
+            0 => Frame::Text(
+                std::str::from_utf8(bytes)
+                    .map_err(|_| Corrupt::Bad {
+                        at,
+                        what: "UTF-8 in a text frame",
+                    })?
+                    .to_owned(),
+            ),
+            1 => Frame::Binary(bytes.to_vec()),
+            _ => {
+                return Err(Corrupt::Bad {
+                    at,
+                    what: "frame kind",
+                })
+            }
+        };
+        outbound.push(Stored { id, frame });
+    }
+    if r.at != r.data.len() {
+        return Err(Corrupt::Bad {
+            at: r.at,
+            what: "trailing bytes in the body",
+        });
+    }
+    Ok(Snapshot {
+        cursor,
+        finished,
+        outbound,
+    })
+}
+
+struct Reader<'a> {
+    data: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], Corrupt> {
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|&e| e <= self.data.len())
+            .ok_or(Corrupt::Truncated { at: self.at, what })?;
+        let b = &self.data[self.at..end];
+        self.at = end;
+        Ok(b)
+    }
+
+    fn u8(&mut self, what: &'static str) -> Result<u8, Corrupt> {
+        Ok(self.take(1, what)?[0])
+    }
+
+    fn u32(&mut self, what: &'static str) -> Result<u32, Corrupt> {
+        let b = self.take(4, what)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    /// A count of items, each at least 4 bytes: more than the bytes left is
+    /// corrupt (and would otherwise reserve absurd memory).
+    fn count(&mut self, what: &'static str) -> Result<usize, Corrupt> {
+        let at = self.at;
+        let n = self.u32(what)? as usize;
+        if n > (self.data.len() - self.at) / 4 {
+            return Err(Corrupt::Bad { at, what });
+        }
+        Ok(n)
+    }
+
+    fn bytes(&mut self, what: &'static str) -> Result<&'a [u8], Corrupt> {
+        let n = self.u32(what)? as usize;
+        self.take(n, what)
+    }
+
+    fn string(&mut self, what: &'static str) -> Result<&'a str, Corrupt> {
+        let at = self.at;
+        std::str::from_utf8(self.bytes(what)?).map_err(|_| Corrupt::Bad { at, what })
+    }
+}
+
+/// The state file in a directory.
+#[derive(Clone, Debug)]
+pub(crate) struct StateFile {
+    dir: PathBuf,
+}
+
+/// What loading found.
+#[derive(Debug)]
+pub(crate) enum Loaded {
+    /// No file yet: a first start.
+    Fresh,
+    Found(Snapshot),
+    /// A file that could not be used; the reason, for the warning.
+    Unusable(String),
+}
+
+impl StateFile {
+    pub(crate) fn new(dir: impl Into<PathBuf>) -> Self {
+        StateFile { dir: dir.into() }
+    }
+
+    pub(crate) fn path(&self) -> PathBuf {
+        self.dir.join(FILE)
+    }
+
+    /// Reads the file. Creates the directory when it is missing.
+    pub(crate) fn load(&self) -> Loaded {
+        if let Err(e) = fs::create_dir_all(&self.dir) {
+            return Loaded::Unusable(format!("cannot create {}: {e}", self.dir.display()));
+        }
+        match fs::read(self.path()) {
+            Ok(data) => match decode(&data) {
+                Ok(s) => Loaded::Found(s),
+                Err(c) => Loaded::Unusable(format!("{}: {c}", self.path().display())),
+            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Loaded::Fresh,
+            Err(e) => Loaded::Unusable(format!("cannot read {}: {e}", self.path().display())),
+        }
+    }
+
+    /// Replaces the file with `bytes`, crash-safe: a new file, fsync,
+    /// rename, fsync of the directory.
+    pub(crate) fn store(&self, bytes: &[u8]) -> io::Result<()> {
+        // Made again if it was removed while running.
+        fs::create_dir_all(&self.dir)?;
+        let tmp = self.dir.join(TMP);
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&tmp, self.path())?;
+        sync_dir(&self.dir)
+    }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    // The rename is durable only once the directory entry is.
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Snapshot {
+        Snapshot {
+            cursor: Some(Cursor::Int(-42)),
+            finished: vec!["m-1".into(), "m-2".into(), "ü".into()],
+            outbound: vec![
+                Stored {
+                    id: None,
+                    frame: Frame::from("plain"),
+                },
+                Stored {
+                    id: Some("r-1".into()),
+                    frame: Frame::Binary(vec![0, 255, 7]),
+                },
+                Stored {
+                    id: Some("r-2".into()),
+                    frame: Frame::from(r#"{"id":"r-2"}"#),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        for s in [
+            sample(),
+            Snapshot::default(),
+            Snapshot {
+                cursor: Some(Cursor::Text("2026-11-23T10:00:00Z".into())),
+                ..Snapshot::default()
+            },
+        ] {
+            assert_eq!(decode(&encode(&s)), Ok(s));
+        }
+    }
+
+    #[test]
+    fn a_file_truncated_at_any_byte_is_refused_without_panic() {
+        let bytes = encode(&sample());
+        for n in 0..bytes.len() {
+            let got = decode(&bytes[..n]);
+            assert!(got.is_err(), "truncated to {n} bytes decoded: {got:?}");
+        }
+    }
+
+    #[test]
+    fn any_flipped_bit_is_caught() {
+        let bytes = encode(&sample());
+        for i in 0..bytes.len() {
+            for bit in [0x01u8, 0x80] {
+                let mut b = bytes.clone();
+                b[i] ^= bit;
+                assert!(decode(&b).is_err(), "bit {bit:#x} of byte {i} flipped");
+            }
+        }
+    }
+
+    #[test]
+    fn a_bad_checksum_wrong_version_and_wrong_magic_say_so() {
+        let mut b = encode(&sample());
+        let last = b.len() - 1;
+        b[last] ^= 0xff;
+        assert_eq!(decode(&b), Err(Corrupt::Checksum));
+        let mut b = encode(&sample());
+        b[8..12].copy_from_slice(&2u32.to_le_bytes());
+        assert_eq!(decode(&b), Err(Corrupt::Version(2)));
+        assert!(Corrupt::Version(2).to_string().contains("reads version 1"));
+        assert_eq!(decode(b"not a state file at all"), Err(Corrupt::Magic));
+        assert!(matches!(
+            decode(&encode(&sample())[..30]),
+            Err(Corrupt::Truncated { .. })
+        ));
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "heartline-file-{name}-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn a_missing_directory_is_created_and_the_file_round_trips() {
+        let dir = scratch("missing").join("deeper");
+        let f = StateFile::new(&dir);
+        assert!(matches!(f.load(), Loaded::Fresh));
+        f.store(&encode(&sample())).unwrap();
+        assert!(matches!(f.load(), Loaded::Found(s) if s == sample()));
+        assert!(!dir.join(TMP).exists(), "the temporary file was renamed");
+        let _ = fs::remove_dir_all(dir.parent().unwrap());
+    }
+
+    #[test]
+    fn a_corrupt_file_is_unusable_with_its_path_and_reason() {
+        let dir = scratch("corrupt");
+        let f = StateFile::new(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let bytes = encode(&sample());
+        fs::write(f.path(), &bytes[..bytes.len() / 2]).unwrap();
+        match f.load() {
+            Loaded::Unusable(why) => {
+                assert!(why.contains("heartline.state"), "{why}");
+                assert!(why.contains("truncated"), "{why}");
+            }
+            other => panic!("expected Unusable, got {other:?}"),
+        }
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_read_only_directory_loads_but_refuses_writes() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = scratch("readonly");
+        let f = StateFile::new(&dir);
+        f.store(&encode(&sample())).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o555)).unwrap();
+        assert!(matches!(f.load(), Loaded::Found(_)));
+        // root ignores directory permissions; only check the refusal when
+        // the kernel enforces it.
+        let probe = dir.join("probe");
+        let enforced = File::create(&probe).is_err();
+        let _ = fs::remove_file(&probe);
+        if enforced {
+            assert!(f.store(&encode(&Snapshot::default())).is_err());
+            assert!(matches!(f.load(), Loaded::Found(s) if s == sample()));
+        }
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        // A write that cannot happen even for root: the temporary file's
+        // name is taken by a directory. The old file stays as it was.
+        fs::create_dir(dir.join(TMP)).unwrap();
+        assert!(f.store(&encode(&Snapshot::default())).is_err());
+        assert!(matches!(f.load(), Loaded::Found(s) if s == sample()));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_directory_that_cannot_be_made_is_unusable_not_fatal() {
+        let base = scratch("notadir");
+        fs::create_dir_all(&base).unwrap();
+        let file = base.join("plain-file");
+        fs::write(&file, b"x").unwrap();
+        let f = StateFile::new(file.join("state"));
+        assert!(matches!(f.load(), Loaded::Unusable(why) if why.contains("cannot create")));
+        let _ = fs::remove_dir_all(&base);
+    }
+}

@@ -1,0 +1,526 @@
+//! What heartline remembers beyond the inbound queue, and (with
+//! `state_dir`) across a restart: the [`Ledger`].
+//!
+//! - **Finished messages**: the ids of messages whose batch the application
+//!   finished (within the dedupe window) and the highest cursor among them.
+//!   A redelivered message that was finished is a duplicate, and is acked
+//!   again. After a restart the hello frames and polls resume from that
+//!   cursor.
+//! - **Outbound frames**: reliable frames until the server acknowledges
+//!   them (sent again after every reconnect), and with `state_dir` every
+//!   frame accepted by `send` until it is written to a socket.
+//!
+//! With `state_dir`, the `heartline-state` thread writes the ledger to
+//! [`file`] at most once per `state_sync_every`, only when it changed, and
+//! releases the acks of finished messages only after the write that
+//! recorded them: record durably, then ack.
+
+pub(crate) mod file;
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use log::{debug, info, warn};
+
+use crate::frame::{Cursor, Frame};
+use crate::shared::{lock, Shared};
+use file::{Loaded, Snapshot, StateFile, Stored};
+
+/// What a reliable frame costs the outbound byte budget beyond its
+/// payload while it waits for its ack: the ledger's bookkeeping. It also
+/// bounds the number of waiting frames.
+pub(crate) const RELIABLE_OVERHEAD: usize = 64;
+
+const LOG: &str = "heartline::durable";
+
+struct Entry {
+    frame: Frame,
+    id: Option<Arc<str>>,
+    /// In the outbound channel, not yet taken by an io thread.
+    queued: bool,
+}
+
+struct State {
+    finished: VecDeque<Arc<str>>,
+    finished_set: HashSet<Arc<str>>,
+    window: usize,
+    cursor: Option<Cursor>,
+    /// Acks of finished messages, released after the next write.
+    held_acks: Vec<Frame>,
+    next_seq: u64,
+    out: BTreeMap<u64, Entry>,
+    by_id: HashMap<Arc<str>, Vec<u64>>,
+    reliable: usize,
+    dirty: bool,
+}
+
+/// See the module documentation.
+pub(crate) struct Ledger {
+    state: Mutex<State>,
+    file: Option<StateFile>,
+    sync_every: Duration,
+    /// The writer thread is running: finished acks wait for its write.
+    writer: AtomicBool,
+    wake_tx: Sender<()>,
+    wake_rx: Receiver<()>,
+    acks: Option<Sender<Frame>>,
+    shared: Arc<Shared>,
+}
+
+/// What was loaded at start, for the inbox and the outbound budget.
+pub(crate) struct Restored {
+    pub cursor: Option<Cursor>,
+    pub finished: Vec<Arc<str>>,
+    /// Bytes the restored outbound frames hold of the budget.
+    pub outbound_bytes: usize,
+}
+
+impl Ledger {
+    /// A ledger; with `dir`, loaded from its state file (a file that cannot
+    /// be used is a warning and a fresh start).
+    pub(crate) fn open(
+        dir: Option<&std::path::Path>,
+        sync_every: Duration,
+        window: usize,
+        acks: Option<Sender<Frame>>,
+        shared: Arc<Shared>,
+    ) -> (Ledger, Restored) {
+        let file = dir.map(StateFile::new);
+        let snapshot = match file.as_ref().map(StateFile::load) {
+            None | Some(Loaded::Fresh) => Snapshot::default(),
+            Some(Loaded::Found(s)) => {
+                info!(target: LOG, "state loaded: cursor {:?}, {} finished ids, {} outbound frames",
+                    s.cursor, s.finished.len(), s.outbound.len());
+                s
+            }
+            Some(Loaded::Unusable(why)) => {
+                warn!(target: LOG, "state file unusable, starting fresh: {why}");
+                Snapshot::default()
+            }
+        };
+        let mut st = State {
+            finished: VecDeque::new(),
+            finished_set: HashSet::new(),
+            window,
+            cursor: snapshot.cursor.clone(),
+            held_acks: Vec::new(),
+            next_seq: 0,
+            out: BTreeMap::new(),
+            by_id: HashMap::new(),
+            reliable: 0,
+            dirty: false,
+        };
+        for id in &snapshot.finished {
+            st.finish(id.clone());
+        }
+        let mut outbound_bytes = 0;
+        for Stored { id, frame } in snapshot.outbound {
+            outbound_bytes += cost(&frame, id.is_some());
+            st.insert(frame, id, false);
+        }
+        let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
+        let restored = Restored {
+            cursor: snapshot.cursor,
+            finished: snapshot.finished,
+            outbound_bytes,
+        };
+        let ledger = Ledger {
+            state: Mutex::new(st),
+            file,
+            sync_every,
+            writer: AtomicBool::new(false),
+            wake_tx,
+            wake_rx,
+            acks,
+            shared,
+        };
+        (ledger, restored)
+    }
+
+    /// `true` with a `state_dir`.
+    pub(crate) fn durable(&self) -> bool {
+        self.file.is_some()
+    }
+
+    fn changed(&self, st: &mut State) {
+        if self.durable() {
+            st.dirty = true;
+            let _ = self.wake_tx.try_send(());
+        }
+    }
+
+    /// Records an outbound frame about to enter the outbound channel, when
+    /// it must be remembered: it is reliable (`id`), or the state is
+    /// durable. The sequence number travels with it.
+    pub(crate) fn track(&self, frame: &Frame, id: Option<Arc<str>>) -> Option<u64> {
+        if id.is_none() && !self.durable() {
+            return None;
+        }
+        let mut st = lock(&self.state);
+        let seq = st.insert(frame.clone(), id, true);
+        self.changed(&mut st);
+        Some(seq)
+    }
+
+    /// A tracked frame never entered the channel (the send failed).
+    pub(crate) fn untrack(&self, seq: u64) {
+        let mut st = lock(&self.state);
+        st.remove(seq);
+        self.changed(&mut st);
+    }
+
+    /// A tracked frame was handed to a socket. `true` when its bytes stay
+    /// in the budget until the server acks it (a reliable frame).
+    pub(crate) fn written(&self, seq: u64) -> bool {
+        let mut st = lock(&self.state);
+        let reliable = match st.out.get_mut(&seq) {
+            Some(e) if e.id.is_some() => {
+                e.queued = false;
+                true
+            }
+            Some(_) => {
+                st.remove(seq);
+                self.changed(&mut st);
+                false
+            }
+            None => false,
+        };
+        reliable
+    }
+
+    /// The server acknowledged the reliable frame `id`: forgotten. Returns
+    /// the budget bytes to give back.
+    pub(crate) fn acked(&self, id: &str) -> usize {
+        let mut st = lock(&self.state);
+        let Some(seqs) = st.by_id.remove(id) else {
+            debug!(target: LOG, "ack for an unknown or already acked frame");
+            return 0;
+        };
+        let mut bytes = 0;
+        for seq in seqs {
+            if let Some(e) = st.out.remove(&seq) {
+                bytes += cost(&e.frame, true);
+                st.reliable -= 1;
+            }
+        }
+        self.changed(&mut st);
+        bytes
+    }
+
+    /// Frames to send on a new connection, after the hello frames and
+    /// before the outbound channel: everything not in the channel (frames
+    /// restored at start, reliable frames written on an earlier
+    /// connection), in order.
+    pub(crate) fn resend(&self) -> Vec<(u64, Frame)> {
+        lock(&self.state)
+            .out
+            .iter()
+            .filter(|(_, e)| !e.queued)
+            .map(|(s, e)| (*s, e.frame.clone()))
+            .collect()
+    }
+
+    /// Reliable frames waiting for their ack.
+    pub(crate) fn reliable_pending(&self) -> usize {
+        lock(&self.state).reliable
+    }
+
+    /// `true` when the application finished a message with this id.
+    pub(crate) fn is_finished(&self, id: &str) -> bool {
+        lock(&self.state).finished_set.contains(id)
+    }
+
+    /// The application finished these messages. Their acks go out after
+    /// the write that records them (durable), or at once (in memory only).
+    pub(crate) fn finished(&self, ids: Vec<Arc<str>>, cursor: Option<Cursor>, acks: Vec<Frame>) {
+        let mut st = lock(&self.state);
+        for id in ids {
+            st.finish(id);
+        }
+        if let Some(c) = cursor {
+            if st.cursor.as_ref().is_none_or(|top| c > *top) {
+                st.cursor = Some(c);
+            }
+        }
+        if !self.durable() {
+            drop(st);
+            self.release(acks);
+            return;
+        }
+        st.held_acks.extend(acks);
+        self.changed(&mut st);
+        if !self.writer.load(SeqCst) {
+            // No writer (the client is closed): write now, on this thread.
+            drop(st);
+            self.write_now();
+        }
+    }
+
+    /// Hands acks to the io thread now, in order.
+    pub(crate) fn release(&self, acks: Vec<Frame>) {
+        if acks.is_empty() {
+            return;
+        }
+        let Some(tx) = &self.acks else { return };
+        let mut sent = false;
+        for a in acks {
+            // A full channel (acks piling up while offline) loses this ack;
+            // the server redelivers the message, which is then a duplicate
+            // of a finished one and is acked again.
+            if tx.try_send(a).is_ok() {
+                self.shared.counters.acks.fetch_add(1, Relaxed);
+                sent = true;
+            } else {
+                debug!(target: LOG, "ack channel full: the ack goes when the server redelivers");
+            }
+        }
+        if sent {
+            self.shared.wake_io();
+        }
+    }
+
+    /// Writes the state now (when it changed), then releases the acks the
+    /// write recorded.
+    pub(crate) fn write_now(&self) {
+        let Some(file) = &self.file else { return };
+        let (snapshot, acks) = {
+            let mut st = lock(&self.state);
+            if !st.dirty {
+                return;
+            }
+            st.dirty = false;
+            let snapshot = Snapshot {
+                cursor: st.cursor.clone(),
+                finished: st.finished.iter().cloned().collect(),
+                outbound: st
+                    .out
+                    .values()
+                    .map(|e| Stored {
+                        id: e.id.clone(),
+                        frame: e.frame.clone(),
+                    })
+                    .collect(),
+            };
+            (snapshot, std::mem::take(&mut st.held_acks))
+        };
+        let started = Instant::now();
+        match file.store(&file::encode(&snapshot)) {
+            Ok(()) => {
+                self.shared.counters.state_writes.fetch_add(1, Relaxed);
+                debug!(target: LOG, "state written in {:?}", started.elapsed());
+            }
+            Err(e) => {
+                // A device must keep working: the acks still go (without the
+                // guarantee across a power cut), and the next change retries.
+                self.shared
+                    .counters
+                    .state_write_errors
+                    .fetch_add(1, Relaxed);
+                warn!(target: LOG, "cannot write {}: {e}; state is not kept across a restart until this is fixed (check the directory exists, is writable and the disk is not full)",
+                    file.path().display());
+            }
+        }
+        self.release(acks);
+    }
+
+    /// The `heartline-state` thread: one write per `sync_every` at most,
+    /// only after a change; a last write when `stop` closes.
+    pub(crate) fn run_writer(&self, stop: &Receiver<()>) {
+        self.writer.store(true, SeqCst);
+        let mut last: Option<Instant> = None;
+        loop {
+            crossbeam_channel::select! {
+                recv(self.wake_rx) -> _ => {}
+                recv(stop) -> _ => break,
+            }
+            if let Some(due) = last.map(|t| t + self.sync_every) {
+                // Wait out the interval; changes meanwhile join this write.
+                if crossbeam_channel::select! {
+                    recv(stop) -> _ => true,
+                    recv(crossbeam_channel::at(due)) -> _ => false,
+                } {
+                    break;
+                }
+            }
+            self.write_now();
+            last = Some(Instant::now());
+        }
+        self.writer.store(false, SeqCst);
+        self.write_now();
+    }
+}
+
+/// Budget bytes a tracked frame holds.
+pub(crate) fn cost(frame: &Frame, reliable: bool) -> usize {
+    frame.len() + if reliable { RELIABLE_OVERHEAD } else { 0 }
+}
+
+impl State {
+    fn insert(&mut self, frame: Frame, id: Option<Arc<str>>, queued: bool) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        if let Some(id) = &id {
+            self.by_id.entry(id.clone()).or_default().push(seq);
+            self.reliable += 1;
+        }
+        self.out.insert(seq, Entry { frame, id, queued });
+        seq
+    }
+
+    fn remove(&mut self, seq: u64) {
+        if let Some(e) = self.out.remove(&seq) {
+            if let Some(id) = e.id {
+                self.reliable -= 1;
+                if let Some(v) = self.by_id.get_mut(&id) {
+                    v.retain(|s| *s != seq);
+                    if v.is_empty() {
+                        self.by_id.remove(&id);
+                    }
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self, id: Arc<str>) {
+        if self.finished_set.insert(id.clone()) {
+            self.finished.push_back(id);
+            while self.finished.len() > self.window {
+                if let Some(old) = self.finished.pop_front() {
+                    self.finished_set.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ledger(dir: Option<&std::path::Path>) -> (Ledger, Restored, Receiver<Frame>) {
+        let (shared, _events) = Shared::new(4, 4, usize::MAX, usize::MAX);
+        let (tx, rx) = crossbeam_channel::bounded(64);
+        let (l, r) = Ledger::open(dir, Duration::from_millis(10), 3, Some(tx), shared);
+        (l, r, rx)
+    }
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let d =
+            std::env::temp_dir().join(format!("heartline-ledger-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn in_memory_acks_go_at_once_and_finished_ids_are_remembered_within_the_window() {
+        let (l, _, acks) = ledger(None);
+        l.finished(
+            vec!["a".into(), "b".into()],
+            Some(Cursor::Int(2)),
+            vec![Frame::from("ack a"), Frame::from("ack b")],
+        );
+        assert_eq!(acks.len(), 2);
+        assert!(l.is_finished("a"));
+        l.finished(vec!["c".into(), "d".into()], None, vec![]);
+        assert!(!l.is_finished("a"), "window of 3");
+        assert!(l.is_finished("d"));
+        // Plain frames are not tracked without a state directory.
+        assert_eq!(l.track(&Frame::from("x"), None), None);
+    }
+
+    #[test]
+    fn a_reliable_frame_is_kept_until_acked_and_resent_after_reconnect() {
+        let (l, _, _) = ledger(None);
+        let s1 = l.track(&Frame::from("one"), Some("r1".into())).unwrap();
+        let s2 = l.track(&Frame::from("two"), Some("r2".into())).unwrap();
+        assert!(l.resend().is_empty(), "still in the channel");
+        assert!(l.written(s1), "its bytes stay until the ack");
+        assert!(l.written(s2));
+        let again: Vec<_> = l.resend().into_iter().map(|(_, f)| f).collect();
+        assert_eq!(again, [Frame::from("one"), Frame::from("two")]);
+        assert_eq!(l.reliable_pending(), 2);
+        assert_eq!(l.acked("r1"), 3 + RELIABLE_OVERHEAD);
+        assert_eq!(l.acked("r1"), 0, "a second ack is nothing");
+        assert_eq!(l.reliable_pending(), 1);
+        let s3 = l.track(&Frame::from("three"), Some("r3".into())).unwrap();
+        l.untrack(s3);
+        assert_eq!(l.reliable_pending(), 1);
+    }
+
+    #[test]
+    fn durable_acks_wait_for_the_write_and_everything_survives_a_restart() {
+        let dir = scratch("restart");
+        {
+            let (l, r, acks) = ledger(Some(&dir));
+            assert!(r.finished.is_empty());
+            l.finished(
+                vec!["m-1".into()],
+                Some(Cursor::Int(1)),
+                vec![Frame::from("ack 1")],
+            );
+            let plain = l.track(&Frame::from("unsent"), None).unwrap();
+            let rel = l.track(&Frame::from("rel"), Some("r".into())).unwrap();
+            assert!(l.written(rel));
+            assert_eq!(plain, 0);
+            // No writer thread: the write happened on this thread, then the ack.
+            assert_eq!(acks.try_recv().ok(), Some(Frame::from("ack 1")));
+            assert!(dir.join("heartline.state").exists());
+            l.write_now();
+        }
+        let (l, r, _) = ledger(Some(&dir));
+        assert_eq!(r.cursor, Some(Cursor::Int(1)));
+        assert_eq!(r.finished, vec![Arc::<str>::from("m-1")]);
+        assert_eq!(r.outbound_bytes, 6 + 3 + RELIABLE_OVERHEAD);
+        assert!(l.is_finished("m-1"));
+        let again: Vec<_> = l.resend().into_iter().map(|(_, f)| f).collect();
+        assert_eq!(again, [Frame::from("unsent"), Frame::from("rel")]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_writer_writes_at_most_once_per_interval_and_not_when_idle() {
+        let dir = scratch("writer");
+        let (l, _, acks) = ledger(Some(&dir));
+        let l = Arc::new(l);
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+        let w = {
+            let l = l.clone();
+            std::thread::spawn(move || l.run_writer(&stop_rx))
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !l.writer.load(SeqCst) {
+            assert!(Instant::now() < deadline);
+            std::thread::yield_now();
+        }
+        for i in 0..50 {
+            l.finished(
+                vec![format!("m-{i}").into()],
+                None,
+                vec![Frame::from("ack")],
+            );
+        }
+        // Every ack arrives, after a write.
+        for _ in 0..50 {
+            acks.recv_timeout(Duration::from_secs(10))
+                .expect("ack released");
+        }
+        let writes = l.shared.counters.state_writes.load(Relaxed);
+        assert!((1..=50).contains(&writes), "{writes} writes");
+        drop(stop_tx);
+        w.join().unwrap();
+        // Nothing changed since: closing wrote nothing more than one final
+        // write of the last changes at most.
+        let after = l.shared.counters.state_writes.load(Relaxed);
+        assert!(after <= writes + 1);
+        l.write_now();
+        assert_eq!(
+            l.shared.counters.state_writes.load(Relaxed),
+            after,
+            "idle: no write"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
