@@ -186,7 +186,8 @@ impl Drop for Batch {
 impl Batch {
     pub(crate) fn new(messages: Vec<Message>, acks: Option<Finish>) -> Self {
         debug_assert!(!messages.is_empty());
-        let acks = acks.filter(|r| !r.acks.is_empty());
+        // Nothing to record or send: no work on finish.
+        let acks = acks.filter(|r| !(r.acks.is_empty() && r.ids.is_empty() && r.cursor.is_none()));
         Batch { messages, acks }
     }
 

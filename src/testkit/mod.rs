@@ -157,6 +157,10 @@ pub(crate) struct Inner {
     refuse: Mutex<Option<u16>>,
     replies: Mutex<Vec<(ReplyRule, Frame)>>,
     echo: AtomicBool,
+    /// Ack client frames that carry an id at this pointer.
+    frame_acks: Mutex<Option<String>>,
+    /// Acks are withheld (forgotten) while set.
+    withhold: AtomicBool,
     /// Like a proxy's idle timeout: cut a connection when the client has
     /// sent nothing for this long.
     idle_cut: Mutex<Option<Duration>>,
@@ -224,6 +228,8 @@ impl TestServer {
             refuse: Mutex::new(None),
             replies: Mutex::new(Vec::new()),
             echo: AtomicBool::new(false),
+            frame_acks: Mutex::new(None),
+            withhold: AtomicBool::new(false),
             idle_cut: Mutex::new(None),
             greeting: Mutex::new(Vec::new()),
             conns: Mutex::new(Vec::new()),
@@ -381,6 +387,22 @@ impl TestServer {
     /// without a close frame. `None` turns it off.
     pub fn idle_timeout(&self, after: Option<Duration>) {
         *lock(&self.inner.idle_cut) = after;
+    }
+
+    /// Acknowledges every JSON text frame a client sends that has an id at
+    /// `id_at` (a JSON pointer such as `/id`) with
+    /// `{"type":"ack","id":<that id>}`, as a server of reliable frames does
+    /// (match it with `JsonRules::acked_by("/type", json!("ack"), "/id")`).
+    /// `None` turns it off.
+    pub fn ack_frames(&self, id_at: Option<&str>) {
+        *lock(&self.inner.frame_acks) = id_at.map(str::to_owned);
+    }
+
+    /// While `true`, the server forgets to ack client frames (see
+    /// [`TestServer::ack_frames`]), as a server that lost them would: the
+    /// client keeps them and sends them again after a reconnect.
+    pub fn withhold_acks(&self, on: bool) {
+        self.inner.withhold.store(on, SeqCst);
     }
 
     /// Echoes every text and binary frame back to its sender.
@@ -546,6 +568,16 @@ fn serve_open(inner: &Inner, ws: &mut WebSocket<Stream>, rx: &Receiver<Cmd>, id:
     run_conn(inner, ws, rx, id);
 }
 
+/// The ack for a client frame, by the rule of [`TestServer::ack_frames`].
+fn frame_ack(inner: &Inner, frame: &Frame) -> Option<Frame> {
+    if inner.withhold.load(SeqCst) {
+        return None;
+    }
+    let rule = lock(&inner.frame_acks).clone()?;
+    let id = frame.json()?.pointer(&rule)?.clone();
+    Some(Frame::from(serde_json::json!({"type": "ack", "id": id})))
+}
+
 fn to_ws(f: Frame) -> WsMessage {
     match f {
         Frame::Text(t) => WsMessage::Text(t.into()),
@@ -663,6 +695,9 @@ fn run_conn(inner: &Inner, ws: &mut WebSocket<Stream>, rx: &Receiver<Cmd>, id: u
             .map(|(_, a)| a.clone());
         if let Some(a) = answer {
             let _ = ws.write(to_ws(a));
+        }
+        if let Some(ack) = frame_ack(inner, &frame) {
+            let _ = ws.write(to_ws(ack));
         }
         if inner.echo.load(SeqCst) {
             let _ = ws.write(to_ws(frame));
