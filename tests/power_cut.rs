@@ -1,0 +1,267 @@
+//! Power cuts: a child process consumes a sequenced feed with `state_dir`,
+//! records every message it finished in its own file and reports each one
+//! to the server with a reliable frame; it is killed with SIGKILL at seeded
+//! random moments and restarted. Every message must be recorded at least
+//! once, a duplicate only within the documented window before a kill (the
+//! last state write interval, plus the batch in hand), and every report
+//! must reach the server.
+//!
+//! `HEARTLINE_POWER_CUT_SEED=N cargo test --test power_cut -- --nocapture`
+//! replays one schedule.
+
+mod common;
+use common::*;
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use heartline::testkit::{FeedConfig, TestServer};
+use heartline::{Client, JsonRules};
+use serde_json::json;
+
+const CHILD: &str = "HEARTLINE_POWER_CUT_CHILD";
+const MESSAGES: u64 = 1500;
+const KILLS: usize = 4;
+const SYNC: Duration = Duration::from_millis(50);
+/// Scheduling and the fsync itself, on a loaded machine.
+const SLACK: Duration = Duration::from_millis(300);
+/// How long the child works on each message.
+const WORK: Duration = Duration::from_millis(2);
+
+fn now_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+}
+
+/// The child's work: runs only inside the child process (the environment
+/// variable names the server, the state directory and the record file);
+/// in the parent's test run it checks that it was not asked to.
+#[test]
+fn child_process_entry() {
+    let Ok(spec) = std::env::var(CHILD) else {
+        assert!(std::env::var_os(CHILD).is_none());
+        return;
+    };
+    let mut parts = spec.split('|');
+    let (url, dir, record) = match (parts.next(), parts.next(), parts.next()) {
+        (Some(u), Some(d), Some(r)) => (u.to_owned(), d.to_owned(), r.to_owned()),
+        _ => panic!("bad {CHILD}: {spec}"),
+    };
+    let client = Client::builder(url)
+        .protocol(
+            JsonRules::new()
+                .id("/id")
+                .cursor("/seq")
+                .ack(json!({"type": "ack"}), [("/id", "ack")])
+                .acked_by("/type", json!("ack"), "/id"),
+        )
+        .state_dir(dir)
+        .state_sync_every(SYNC)
+        .backoff(heartline::Backoff::Fixed(Duration::from_millis(10)))
+        .batch_max(8)
+        .batch_window(Duration::ZERO)
+        .build()
+        .expect("child client");
+    let mut rec = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(record)
+        .expect("record file");
+    for batch in client.batches() {
+        for m in &batch {
+            let seq = m.json().and_then(|v| v["seq"].as_u64()).expect("seq");
+            std::thread::sleep(WORK); // the application's work
+            let id = format!("r-{seq}");
+            client
+                .send_reliable(id.clone(), json!({"type": "report", "id": id}))
+                .expect("report queued");
+            // One write per line: in the page cache at once, so it survives
+            // SIGKILL (the process dies, not the machine).
+            rec.write_all(format!("{seq} {}\n", now_ms()).as_bytes())
+                .expect("record");
+        }
+        // Dropping the batch finishes it: recorded, then acked.
+    }
+}
+
+struct Rng(u64);
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+fn spawn(server: &TestServer, dir: &Path, record: &Path) -> Child {
+    Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "child_process_entry",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(
+            CHILD,
+            format!("{}|{}|{}", server.url(), dir.display(), record.display()),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("child starts")
+}
+
+/// `(seq, ms)` lines; a torn last line is left out (not finished).
+fn records(path: &Path) -> Vec<(u64, u128)> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let (s, t) = l.split_once(' ')?;
+            Some((s.parse().ok()?, t.parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn sigkill_at_random_moments_loses_nothing_and_duplicates_only_within_the_window() {
+    init();
+    let seed = std::env::var("HEARTLINE_POWER_CUT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed_cafe_u64);
+    eprintln!("power cut seed {seed} (HEARTLINE_POWER_CUT_SEED)");
+    let mut rng = Rng(seed | 1);
+    let base: PathBuf =
+        std::env::temp_dir().join(format!("heartline-power-cut-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    std::fs::create_dir_all(&base).unwrap();
+    let (dir, record) = (base.join("state"), base.join("record"));
+
+    let mut server = server();
+    server.enable_feed(FeedConfig::default()).unwrap();
+    server.ack_frames(Some("/id"));
+    for n in 1..=MESSAGES {
+        server.publish(json!({"n": n}));
+    }
+
+    // Each run: wait until the child is working, let it work a random while,
+    // then pull the plug.
+    let mut kills = Vec::new();
+    for run in 0..KILLS {
+        let before = records(&record).len();
+        let mut child = spawn(&server, &dir, &record);
+        wait_until("the child working", || records(&record).len() > before);
+        let work = 300 + rng.below(500);
+        let until = Instant::now() + Duration::from_millis(work);
+        // Every other run loses the server half-way: the child keeps
+        // working through what it has queued, and its acks and reports
+        // cannot go out until the next run.
+        let offline = (run % 2 == 1).then(|| Instant::now() + Duration::from_millis(work / 3));
+        while Instant::now() < until {
+            if offline.is_some_and(|t| Instant::now() >= t) && server.log().open > 0 {
+                server.refuse(Some(503));
+                server.drop_all();
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let at = now_ms();
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reaped");
+        server.refuse(None);
+        let lines = records(&record).len();
+        eprintln!(
+            "run {run}: killed after {work} ms{}, {} lines recorded",
+            if offline.is_some() {
+                " (offline from a third in)"
+            } else {
+                ""
+            },
+            lines - before
+        );
+        kills.push((at, lines));
+    }
+
+    // The last run finishes the feed and every report.
+    let mut child = spawn(&server, &dir, &record);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let all_recorded = || {
+        let seen: HashSet<u64> = records(&record).iter().map(|r| r.0).collect();
+        (1..=MESSAGES).all(|s| seen.contains(&s))
+    };
+    while !all_recorded() {
+        assert!(Instant::now() < deadline, "not every message was recorded");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let reported = || -> HashSet<String> {
+        server
+            .log()
+            .frames
+            .iter()
+            .filter_map(|f| {
+                f.text()
+                    .and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok())
+            })
+            .filter(|v| v["type"] == "report")
+            .filter_map(|v| v["id"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let every_report = server.wait_for(Duration::from_secs(30), |_| true) && {
+        let want: HashSet<String> = (1..=MESSAGES).map(|s| format!("r-{s}")).collect();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let got = reported();
+            if want.is_subset(&got) {
+                break true;
+            }
+            if Instant::now() > deadline {
+                let missing: Vec<_> = want.difference(&got).take(10).collect();
+                panic!("reports never reached the server: {missing:?}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
+    assert!(every_report);
+
+    // Duplicates: only of messages recorded within the window before the
+    // kill that ended their run.
+    let window = (SYNC + SLACK).as_millis() + WORK.as_millis() * 8;
+    let recs = records(&record);
+    let mut first: BTreeMap<u64, (usize, u128)> = BTreeMap::new();
+    let mut dups = 0;
+    for (i, (seq, t)) in recs.iter().enumerate() {
+        if let Some((line, t1)) = first.get(seq).copied() {
+            dups += 1;
+            let run = kills.iter().position(|(_, end)| line < *end);
+            let Some(run) = run else {
+                panic!(
+                    "message {seq} recorded twice (lines {line} and {i}) with no power cut between"
+                );
+            };
+            let killed = kills[run].0;
+            assert!(
+                killed.saturating_sub(t1) <= window,
+                "message {seq} was finished {} ms before the kill and still redelivered \
+                 (window {window} ms); second record at {t}",
+                killed.saturating_sub(t1)
+            );
+        } else {
+            first.insert(*seq, (i, *t));
+        }
+    }
+    eprintln!(
+        "{} records, {dups} duplicates over {KILLS} power cuts",
+        recs.len()
+    );
+    assert!(
+        dups <= KILLS * (window as usize / WORK.as_millis() as usize + 8),
+        "{dups} duplicates"
+    );
+    let _ = std::fs::remove_dir_all(&base);
+}
