@@ -12,7 +12,9 @@
 //!                            JSON object holding all of its fields
 //!   --every MS               heartbeat interval
 //!   --timeout MS             server timeout after a heartbeat
-//!   --hello TEXT             frame sent first on every connect (repeatable)
+//!   --hello TEXT             frame sent first on every connect (repeatable);
+//!                            `$cursor` in TEXT becomes the last cursor as
+//!                            JSON (`null` before the first)
 //!   --send TEXT              frame queued once at start (repeatable)
 //!   --batch MS               batch window
 //!   --backoff MIN_MS:MAX_MS  exponential backoff bounds
@@ -37,6 +39,11 @@
 //!   --inbound-bytes N        inbound byte budget
 //!   --outbound-bytes N       outbound byte budget
 //!   --max-message N          largest inbound message (and frame), bytes
+//!   --state-dir DIR          keep the cursor, finished ids and unsent frames
+//!                            in DIR across restarts and power cuts
+//!   --ack TEMPLATE           sent for each finished message with an id
+//!                            (see --id), `$id` replaced by the id as a JSON
+//!                            string; with --state-dir, after it is recorded
 //! ```
 //!
 //! Lines: `{"state":"connecting","attempt":1}`, `{"state":"open"}`,
@@ -90,6 +97,8 @@ struct Args {
     inbound_bytes: Option<usize>,
     outbound_bytes: Option<usize>,
     max_message: Option<usize>,
+    state_dir: Option<String>,
+    ack: Option<String>,
 }
 
 const USAGE: &str =
@@ -98,7 +107,8 @@ const USAGE: &str =
 [--backoff MIN_MS:MAX_MS] [--max-attempts N] [--count N] [--for MS] [--poll URL] \
 [--poll-method GET|POST] [--poll-body TEXT] [--poll-after N] [--poll-every MS] [--id POINTER] \
 [--cursor POINTER] [--since NAME] [--items POINTER] [--ca FILE]... [--insecure] [--stdin] \
-[--stats MS] [--inbound-bytes N] [--outbound-bytes N] [--max-message N]";
+[--stats MS] [--inbound-bytes N] [--outbound-bytes N] [--max-message N] [--state-dir DIR] \
+[--ack TEMPLATE]";
 
 fn number<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
     v.parse()
@@ -188,6 +198,8 @@ fn parse(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
             "--inbound-bytes" => a.inbound_bytes = Some(number("--inbound-bytes", &value()?)?),
             "--outbound-bytes" => a.outbound_bytes = Some(number("--outbound-bytes", &value()?)?),
             "--max-message" => a.max_message = Some(number("--max-message", &value()?)?),
+            "--state-dir" => a.state_dir = Some(value()?),
+            "--ack" => a.ack = Some(value()?),
             _ => return Err(format!("unknown flag `{flag}`")),
         }
     }
@@ -230,8 +242,23 @@ fn build(a: &Args) -> Result<Client, String> {
         b = b.server_timeout(Duration::from_millis(ms));
     }
     if !a.hello.is_empty() {
-        let frames: Vec<Frame> = a.hello.iter().map(|h| Frame::from(h.as_str())).collect();
-        b = b.hello(move |_| frames.clone());
+        let texts = a.hello.clone();
+        b = b.hello(move |ctx| {
+            let cursor = ctx
+                .cursor
+                .as_ref()
+                .map_or_else(|| "null".to_owned(), |c| c.to_json().to_string());
+            texts
+                .iter()
+                .map(|h| Frame::from(h.replace("$cursor", &cursor)))
+                .collect()
+        });
+    }
+    if let Some(dir) = &a.state_dir {
+        b = b.state_dir(dir);
+    }
+    if a.ack.is_some() && a.id.is_none() {
+        return Err("--ack needs --id (acks are sent for messages with an id)".into());
     }
     if let Some(ms) = a.batch {
         b = b.batch_window(Duration::from_millis(ms));
@@ -261,7 +288,10 @@ fn build(a: &Args) -> Result<Client, String> {
             rules = rules.poll_items(p);
         }
     }
-    b = b.protocol(rules);
+    b = b.protocol(TailRules {
+        rules,
+        ack: a.ack.clone(),
+    });
     if let Some(n) = a.poll_after {
         b = b.poll_after(n);
     }
@@ -269,6 +299,31 @@ fn build(a: &Args) -> Result<Client, String> {
         b = b.poll_every(Duration::from_millis(ms));
     }
     b.build().map_err(|e| e.to_string())
+}
+
+/// The rules from the flags, plus `--ack`'s text template.
+struct TailRules {
+    rules: JsonRules,
+    ack: Option<String>,
+}
+
+impl heartline::Protocol for TailRules {
+    fn inspect(&self, frame: &Frame) -> heartline::Inspected {
+        let mut out = self.rules.inspect(frame);
+        if let (Some(t), Some(id)) = (&self.ack, &out.id) {
+            out.ack = Some(Frame::from(t.replace("$id", &json!(id).to_string())));
+        }
+        out
+    }
+    fn is_heartbeat_reply(&self, frame: &Frame) -> bool {
+        self.rules.is_heartbeat_reply(frame)
+    }
+    fn poll_request(&self, cursor: Option<&heartline::Cursor>) -> Option<heartline::PollRequest> {
+        self.rules.poll_request(cursor)
+    }
+    fn parse_poll(&self, body: &[u8]) -> Result<Vec<heartline::PollItem>, String> {
+        self.rules.parse_poll(body)
+    }
 }
 
 /// `{"stats":{...}}`: every field of `Stats`, in its order.
@@ -297,6 +352,9 @@ fn stats_line(s: &heartline::Stats) -> Value {
         "polls": s.polls,
         "poll_failures": s.poll_failures,
         "malformed": s.malformed,
+        "reliable_pending": s.reliable_pending,
+        "state_writes": s.state_writes,
+        "state_write_errors": s.state_write_errors,
     }})
 }
 
@@ -417,17 +475,21 @@ fn main() {
             Some(d) => client.batches().recv_deadline(d).ok(),
             None => client.recv().ok(),
         };
-        let Some(batch) = got else { break };
-        let mut items = Vec::with_capacity(batch.len());
-        for m in batch.iter() {
-            items.push(message_json(m));
-            seen += 1;
-            if args.count.is_some_and(|n| seen >= n) {
-                done = true;
-                break;
-            }
+        let Some(mut batch) = got else { break };
+        let left = args.count.map(|n| n.saturating_sub(seen) as usize);
+        if let Some(rest) = left.and_then(|n| batch.split_off(n)) {
+            // --count stops inside this batch: the messages after it are
+            // not printed, so they are not finished (not acked, not
+            // recorded) and the server delivers them again. Leaking them is
+            // how they are abandoned, once, right before exit.
+            std::mem::forget(rest);
         }
+        let items: Vec<Value> = batch.iter().map(message_json).collect();
+        seen += items.len() as u64;
+        done = args.count.is_some_and(|n| seen >= n);
         emit(&json!({ "batch": items }));
+        // Dropping the batch finishes it: printed, then acked (with
+        // --state-dir, recorded first).
     }
     drop(stop_stats);
     if let Some(p) = stats_printer {

@@ -396,6 +396,12 @@ impl Inner {
     }
 
     fn close(&self) {
+        // Acks of batches finished before close() wait for a state write:
+        // write now, so they are in the ack channel before the close
+        // handshake, which sends them first.
+        if lock(&self.supervisor).is_some() {
+            self.ledger.write_now();
+        }
         self.close_supervisor();
         // After the io thread ended: the writer's last write holds what
         // is still unsent.

@@ -137,31 +137,49 @@ pub struct Batch {
     acks: Option<Finish>,
 }
 
-/// What finishing a batch records: its messages' ids and highest cursor
-/// (the ledger's dedupe and resume point) and, with
-/// [`crate::AckMode::Finished`], their acks, sent in order once recorded.
+/// What finishing a batch records, one entry per message: its id and
+/// cursor (the ledger's dedupe and resume point) and, with
+/// [`crate::AckMode::Finished`], its ack, sent in order once recorded.
 pub(crate) struct Finish {
-    pub ids: Vec<std::sync::Arc<str>>,
-    pub cursor: Option<Cursor>,
-    pub acks: Vec<Frame>,
+    pub entries: Vec<Finished>,
     pub ledger: std::sync::Arc<crate::durable::Ledger>,
 }
 
+/// One message's part of a [`Finish`].
+pub(crate) struct Finished {
+    pub id: Option<std::sync::Arc<str>>,
+    pub cursor: Option<Cursor>,
+    pub ack: Option<Frame>,
+}
+
 impl Finish {
+    fn is_empty(&self) -> bool {
+        self.entries
+            .iter()
+            .all(|e| e.id.is_none() && e.cursor.is_none() && e.ack.is_none())
+    }
+
     /// Records the batch as finished; its acks go when the ledger says.
     pub(crate) fn send(self) {
-        self.ledger.finished(self.ids, self.cursor, self.acks);
+        let mut ids = Vec::with_capacity(self.entries.len());
+        let mut acks = Vec::new();
+        let mut cursor: Option<Cursor> = None;
+        for e in self.entries {
+            ids.extend(e.id);
+            acks.extend(e.ack);
+            if let Some(c) = e.cursor {
+                if cursor.as_ref().is_none_or(|top| c > *top) {
+                    cursor = Some(c);
+                }
+            }
+        }
+        self.ledger.finished(ids, cursor, acks);
     }
 }
 
 impl fmt::Debug for Finish {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} ids, {} acks on finish",
-            self.ids.len(),
-            self.acks.len()
-        )
+        write!(f, "{} messages to record on finish", self.entries.len())
     }
 }
 
@@ -187,8 +205,28 @@ impl Batch {
     pub(crate) fn new(messages: Vec<Message>, acks: Option<Finish>) -> Self {
         debug_assert!(!messages.is_empty());
         // Nothing to record or send: no work on finish.
-        let acks = acks.filter(|r| !(r.acks.is_empty() && r.ids.is_empty() && r.cursor.is_none()));
+        let acks = acks.filter(|r| !r.is_empty());
         Batch { messages, acks }
+    }
+
+    /// Splits the batch in two at `at`: this batch keeps the first `at`
+    /// messages, the returned one the rest, and each is finished on its
+    /// own. An application that must stop part-way finishes what it
+    /// processed and drops or abandons the rest (a batch leaked with
+    /// `std::mem::forget` is never acked or recorded, so after a restart
+    /// the server delivers it again).
+    /// `None` (and no change) when `at` is 0 or not below `len()`: a batch
+    /// is never empty.
+    pub fn split_off(&mut self, at: usize) -> Option<Batch> {
+        if at == 0 || at >= self.messages.len() {
+            return None;
+        }
+        let messages = self.messages.split_off(at);
+        let acks = self.acks.as_mut().map(|f| Finish {
+            entries: f.entries.split_off(at.min(f.entries.len())),
+            ledger: f.ledger.clone(),
+        });
+        Some(Batch::new(messages, acks))
     }
 
     /// The number of messages (at least one).

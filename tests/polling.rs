@@ -473,3 +473,34 @@ fn a_for_loop_over_a_batch_acks_after_the_loop() {
     assert_eq!(client.stats().acks, 3);
     client.close();
 }
+
+#[test]
+fn a_split_batch_finishes_each_part_on_its_own_and_an_abandoned_part_is_redelivered() {
+    let (server, client) = open_with_default_acks();
+    for i in 1..=3 {
+        server.publish(json!({ "n": i }));
+    }
+    let mut first = client.recv_timeout(WAIT).unwrap();
+    assert_eq!(first.len(), 3);
+    assert!(first.split_off(0).is_none() && first.split_off(3).is_none());
+    let rest = first.split_off(1).expect("two parts");
+    assert_eq!(seqs(first.messages()), vec![1]);
+    assert_eq!(seqs(rest.messages()), vec![2, 3]);
+    first.done();
+    wait_until("m-1 acked", || server_acked(&server) == 1);
+    std::mem::forget(rest); // abandoned: never acked
+    sync(&client, &server, "marker-4");
+    assert_eq!(server_acked(&server), 1);
+    // A new connection gets the two unacked messages again: this process
+    // has seen them (duplicates), but never finished them, so it does not
+    // ack them now either; a restarted process would get them.
+    server.drop_all();
+    wait_until("both redelivered", || client.stats().duplicates == 2);
+    sync(&client, &server, "marker-5");
+    assert_eq!(
+        server_acked(&server),
+        1,
+        "unfinished duplicates are not acked"
+    );
+    client.close();
+}

@@ -333,3 +333,84 @@ fn tail_trusts_a_ca_file_and_insecure_accepts_anything() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--ca /nonexistent/ca.pem"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn tail_state_dir_acks_finished_messages_and_resumes_with_its_cursor_after_a_restart() {
+    init();
+    let mut server = server();
+    server
+        .enable_feed(heartline::testkit::FeedConfig::default())
+        .unwrap();
+    for n in 1..=3 {
+        server.publish(serde_json::json!({ "n": n }));
+    }
+    let dir = std::env::temp_dir().join(format!("heartline-tail-state-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let run = |count: &str| {
+        let mut child = Command::new(tail_bin())
+            .args([
+                server.url().as_str(),
+                "--id",
+                "/id",
+                "--cursor",
+                "/seq",
+                "--ack",
+                r#"{"ack":$id}"#,
+                "--hello",
+                r#"{"hello":true,"since":$cursor}"#,
+                "--state-dir",
+                dir.to_str().unwrap(),
+                "--batch",
+                "0",
+                "--backoff",
+                "10:50",
+                "--count",
+                count,
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("tail runs");
+        let lines = json_lines(&mut child);
+        assert!(child.wait().unwrap().success());
+        lines
+            .iter()
+            .filter_map(|l| l["batch"].as_array())
+            .flatten()
+            .map(|m| m["text"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let first = run("2");
+    assert_eq!(first.len(), 2);
+    assert!(first[0].contains(r#""id":"m-1""#) && first[1].contains(r#""id":"m-2""#));
+    // Finished and acked with the template (after the state was written);
+    // the third was never printed, so it is not acked.
+    assert!(server.wait_for(WAIT, |l| {
+        l.frames
+            .iter()
+            .filter_map(|f| f.text())
+            .any(|t| t == r#"{"ack":"m-2"}"#)
+    }));
+    assert_eq!(server.feed_counts().1, 2, "m-1 and m-2 acked, m-3 not");
+    let second = run("1");
+    assert!(second[0].contains(r#""id":"m-3""#), "{second:?}");
+    let hellos: Vec<String> = server
+        .log()
+        .frames
+        .iter()
+        .filter_map(|f| {
+            f.text()
+                .filter(|t| t.starts_with(r#"{"hello""#))
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(
+        hellos.first().map(String::as_str),
+        Some(r#"{"hello":true,"since":null}"#)
+    );
+    assert_eq!(
+        hellos.last().map(String::as_str),
+        Some(r#"{"hello":true,"since":2}"#),
+        "the restarted tail resumes from the cursor it finished"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

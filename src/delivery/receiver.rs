@@ -11,7 +11,7 @@ use crossbeam_channel::{
 use super::batcher::{Batcher, Next};
 use crate::durable::Ledger;
 use crate::error::{RecvError, RecvTimeoutError, TryRecvError};
-use crate::message::{Batch, Finish, Message};
+use crate::message::{Batch, Finish, Finished, Message};
 use crate::shared::{lock, Shared};
 
 /// Receives [`Batch`]es. Also a blocking iterator:
@@ -157,15 +157,23 @@ impl Batches {
         let bytes = messages.iter().map(|m| m.frame().len()).sum();
         self.shared.inbound.release(bytes);
         self.shared.taken(self.rx.len());
-        let mut acks: Vec<_> = messages.iter_mut().filter_map(Message::take_ack).collect();
-        if !self.on_finish {
-            // Delivered: the acks go now, on hand-out.
-            self.ledger.release(std::mem::take(&mut acks));
+        let mut entries = Vec::with_capacity(messages.len());
+        let mut now = Vec::new();
+        for m in &mut messages {
+            let mut ack = m.take_ack();
+            if !self.on_finish {
+                // Delivered: the acks go now, on hand-out.
+                now.extend(ack.take());
+            }
+            entries.push(Finished {
+                id: m.id_arc(),
+                cursor: m.cursor().cloned(),
+                ack,
+            });
         }
+        self.ledger.release(now);
         let finish = Finish {
-            ids: messages.iter().filter_map(Message::id_arc).collect(),
-            cursor: messages.iter().filter_map(Message::cursor).max().cloned(),
-            acks,
+            entries,
             ledger: self.ledger.clone(),
         };
         Batch::new(messages, Some(finish))

@@ -60,6 +60,10 @@ struct State {
 /// See the module documentation.
 pub(crate) struct Ledger {
     state: Mutex<State>,
+    /// Held through a whole write and the release of its acks, so a
+    /// caller of [`Ledger::write_now`] knows every ack recorded before the
+    /// call is in the ack channel when it returns.
+    writing: Mutex<()>,
     file: Option<StateFile>,
     sync_every: Duration,
     /// The writer thread is running: finished acks wait for its write.
@@ -129,6 +133,7 @@ impl Ledger {
         };
         let ledger = Ledger {
             state: Mutex::new(st),
+            writing: Mutex::new(()),
             file,
             sync_every,
             writer: AtomicBool::new(false),
@@ -286,6 +291,7 @@ impl Ledger {
     /// write recorded.
     pub(crate) fn write_now(&self) {
         let Some(file) = &self.file else { return };
+        let _writing = lock(&self.writing);
         let (snapshot, acks) = {
             let mut st = lock(&self.state);
             if !st.dirty {
