@@ -78,6 +78,11 @@ impl Message {
         self.meta.kinds.iter().any(|k| k == kind)
     }
 
+    /// `true` when finishing it records or sends something.
+    pub(crate) fn to_record(&self) -> bool {
+        self.meta.id.is_some() || self.meta.cursor.is_some() || self.meta.ack.is_some()
+    }
+
     pub(crate) fn take_ack(&mut self) -> Option<Frame> {
         self.meta.ack.take()
     }

@@ -157,6 +157,10 @@ impl Batches {
         let bytes = messages.iter().map(|m| m.frame().len()).sum();
         self.shared.inbound.release(bytes);
         self.shared.taken(self.rx.len());
+        if !messages.iter().any(Message::to_record) {
+            // Nothing to record or ack (a plain protocol): no work on finish.
+            return Batch::new(messages, None);
+        }
         let mut entries = Vec::with_capacity(messages.len());
         let mut now = Vec::new();
         for m in &mut messages {

@@ -72,6 +72,8 @@ fn main() {
     flood(&sizes, &mut report);
     eprintln!("[{:>6.1}s] stalled", started.elapsed().as_secs_f64());
     stalled(quick, &mut report);
+    eprintln!("[{:>6.1}s] state writes", started.elapsed().as_secs_f64());
+    state_writes(quick, &mut report);
 
     report.note("seconds", json!(started.elapsed().as_secs_f64()));
     report.print();
@@ -773,4 +775,78 @@ fn stalled(quick: bool, report: &mut Report) {
         ),
     );
     report.note("stalled", v);
+}
+
+// --------------------------------------------------------------- state
+
+/// Steady flow with `state_dir` and the default `state_sync_every` (1 s):
+/// how often the state file is written (flash wear), against the promise of
+/// at most one write per interval.
+fn state_writes(quick: bool, report: &mut Report) {
+    let mut server = TestServer::start().expect("server");
+    server
+        .enable_feed(heartline::testkit::FeedConfig::default())
+        .expect("feed");
+    let dir = std::env::temp_dir().join(format!("heartline-bench-state-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let client = Client::builder(server.url())
+        .protocol(
+            JsonRules::new()
+                .id("/id")
+                .cursor("/seq")
+                .ack(json!({"type": "ack"}), [("/id", "ack")]),
+        )
+        .state_dir(&dir)
+        .build()
+        .expect("client");
+    wait_open(&client.events());
+    let rate = 200; // messages per second
+    let secs = if quick { 3 } else { 10 };
+    let n = rate * secs;
+    let consumer = {
+        let c = client.clone();
+        std::thread::spawn(move || {
+            let mut got = 0;
+            while got < n {
+                match c.recv_timeout(Duration::from_secs(10)) {
+                    Ok(b) => got += b.len(), // finished when dropped
+                    Err(_) => break,
+                }
+            }
+            got
+        })
+    };
+    let start = Instant::now();
+    for i in 0..n {
+        let due = start + Duration::from_secs_f64(i as f64 / rate as f64);
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        server.publish(json!({"n": i}));
+    }
+    let got = consumer.join().unwrap_or(0);
+    let elapsed = start.elapsed().as_secs_f64();
+    let writes = client.stats().state_writes;
+    // Acks follow the writes: wait for the last ones before counting them.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.feed_counts().1 < n && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let acked = server.feed_counts().1;
+    client.close();
+    let per_s = writes as f64 / elapsed;
+    let ok = got == n && acked == n && per_s <= 1.0 + 1.0 / elapsed;
+    report.row(
+        &format!("state_dir, steady flow {rate} msg/s: writes/s"),
+        format!("{per_s:.2} writes/s"),
+        "≤ 1 (state_sync_every 1 s)".to_owned(),
+        format!(
+            "{got} received, {acked} acked {}",
+            if ok { "ok" } else { "MISSED" }
+        ),
+    );
+    report.note(
+        "state_writes",
+        json!({"rate": rate, "seconds": elapsed, "writes": writes, "per_second": per_s,
+            "received": got, "acked": acked}),
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
