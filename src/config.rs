@@ -373,6 +373,42 @@ pub(crate) struct LinkSection {
     pub connect_timeout: Duration,
     pub handshake_timeout: Duration,
     pub close_timeout: Duration,
+    /// As chosen on the builder: `None` derives it from the heartbeat.
+    pub keepalive_choice: Option<Option<Keepalive>>,
+    pub write_timeout_choice: Option<Duration>,
+    /// Resolved at build.
+    pub keepalive: Option<Keepalive>,
+    pub write_timeout: Duration,
+}
+
+/// TCP keepalive on the socket: after `idle` without any segment from the
+/// server, the kernel sends a probe every `interval`, and after `count`
+/// unanswered probes it reports the peer dead (the connection is then
+/// dropped and retried). This notices a dead link even while the
+/// application has paused reading (and with it the heartbeat timeout).
+/// The kernel counts in whole seconds (at least 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Keepalive {
+    /// Quiet time before the first probe.
+    pub idle: Duration,
+    /// Time between probes.
+    pub interval: Duration,
+    /// Unanswered probes before the peer is dead.
+    pub count: u32,
+}
+
+impl Keepalive {
+    /// What heartline uses unless told otherwise: the first probe one
+    /// `heartbeat_interval` after the last segment, then three probes
+    /// `server_timeout / 3` apart (at least 1 s), so a dead link is
+    /// reported about as fast as by the heartbeat.
+    pub fn derived(heartbeat_interval: Duration, server_timeout: Duration) -> Keepalive {
+        Keepalive {
+            idle: heartbeat_interval.max(Duration::from_secs(1)),
+            interval: (server_timeout / 3).max(Duration::from_secs(1)),
+            count: 3,
+        }
+    }
 }
 
 impl Default for LinkSection {
@@ -383,6 +419,10 @@ impl Default for LinkSection {
             connect_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_millis(500),
+            keepalive_choice: None,
+            write_timeout_choice: None,
+            keepalive: None,
+            write_timeout: Duration::from_secs(90),
         }
     }
 }
@@ -392,6 +432,16 @@ impl LinkSection {
         positive("connect_timeout", self.connect_timeout)?;
         positive("handshake_timeout", self.handshake_timeout)?;
         within_a_day("close_timeout", self.close_timeout)?;
+        if let Some(w) = self.write_timeout_choice {
+            positive("write_timeout", w)?;
+        }
+        if let Some(Some(k)) = self.keepalive_choice {
+            positive("tcp_keepalive", k.idle)?;
+            positive("tcp_keepalive", k.interval)?;
+            if k.count == 0 {
+                return Err(Error::config("tcp_keepalive", "count must be at least 1"));
+            }
+        }
         if self.max_message_size < 128 {
             return Err(Error::config(
                 "max_message_size",
@@ -808,6 +858,24 @@ impl ClientBuilder {
         self
     }
 
+    /// TCP keepalive on every socket; `None` turns it off. Defaults to
+    /// [`Keepalive::derived`] from `heartbeat_interval` and `server_timeout`.
+    pub fn tcp_keepalive(mut self, keepalive: Option<Keepalive>) -> Self {
+        self.cfg.link.keepalive_choice = Some(keepalive);
+        self
+    }
+
+    /// How long written data may stay unacknowledged by the server, or a
+    /// write make no progress, before the connection is dropped with
+    /// [`crate::ConnectionError::WriteStalled`] (also set as the socket's
+    /// `TCP_USER_TIMEOUT`, so the kernel gives up on a dead link as fast
+    /// instead of after its 15 to 30 minutes of retransmissions). Defaults
+    /// to `heartbeat_interval + server_timeout`.
+    pub fn write_timeout(mut self, timeout: Duration) -> Self {
+        self.cfg.link.write_timeout_choice = Some(timeout);
+        self
+    }
+
     /// Trusts an extra root certificate (PEM) besides the system's, for a
     /// private CA (repeatable).
     pub fn root_certificate_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
@@ -884,6 +952,16 @@ impl ClientBuilder {
         c.poll.validate()?;
         c.heartbeat.validate(c.link.max_frame_size)?;
         c.link.validate()?;
+        c.link.keepalive = c.link.keepalive_choice.unwrap_or_else(|| {
+            Some(Keepalive::derived(
+                c.heartbeat.interval,
+                c.heartbeat.timeout,
+            ))
+        });
+        c.link.write_timeout = c
+            .link
+            .write_timeout_choice
+            .unwrap_or(c.heartbeat.interval.saturating_add(c.heartbeat.timeout));
         c.reconnect.validate()?;
         c.queues.validate()?;
         c.tls.validate()?;

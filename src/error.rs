@@ -172,6 +172,14 @@ pub enum ConnectionError {
         /// The configured server timeout.
         timeout: Duration,
     },
+    /// Nothing could be written for this long: the server stopped reading,
+    /// or the link died while data was waiting to go out (see
+    /// `write_timeout`).
+    #[error("no data could be written for {after:?}: the link is dead or the server stopped reading; dropping the connection")]
+    WriteStalled {
+        /// The configured write timeout.
+        after: Duration,
+    },
     /// The server closed the connection.
     #[error("server closed the connection with code {code}{}", if reason.is_empty() { String::new() } else { format!(": {reason}") })]
     ServerClosed {

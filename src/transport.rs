@@ -116,6 +116,7 @@ pub(crate) fn connect(
     let addr = target.addr();
     let tcp = connect_tcp(&target, &addr, cfg.link.connect_timeout)?;
     let _ = tcp.set_nodelay(true);
+    tune(&tcp, cfg);
 
     let deadline = Instant::now() + cfg.link.handshake_timeout;
     set_timeouts(&tcp, deadline)?;
@@ -292,6 +293,25 @@ fn upgrade(
         tungstenite::protocol::Role::Client,
         Some(ws_config(cfg)),
     ))
+}
+
+/// Keepalive and `TCP_USER_TIMEOUT`, so the kernel reports a dead peer
+/// while reading is paused and gives up on unacknowledged data within the
+/// write timeout. A refusal (an unusual kernel) is logged, not fatal.
+fn tune(tcp: &TcpStream, cfg: &Config) {
+    let sock = socket2::SockRef::from(tcp);
+    if let Some(k) = cfg.link.keepalive {
+        let ka = socket2::TcpKeepalive::new()
+            .with_time(k.idle)
+            .with_interval(k.interval)
+            .with_retries(k.count);
+        if let Err(e) = sock.set_tcp_keepalive(&ka) {
+            log::warn!("cannot turn on TCP keepalive: {e}");
+        }
+    }
+    if let Err(e) = sock.set_tcp_user_timeout(Some(cfg.link.write_timeout)) {
+        log::warn!("cannot set TCP_USER_TIMEOUT: {e}");
+    }
 }
 
 fn connect_tcp(target: &Target, addr: &str, timeout: Duration) -> Result<TcpStream> {

@@ -108,6 +108,7 @@ pub(crate) struct Settings {
     pub heartbeat: Heartbeat,
     pub heartbeat_timeout: Duration,
     pub close_timeout: Duration,
+    pub write_timeout: Duration,
     pub max_message_size: usize,
     pub protocol: Arc<dyn crate::protocol::Protocol>,
 }
@@ -118,6 +119,7 @@ impl Settings {
             heartbeat: cfg.heartbeat.kind.clone(),
             heartbeat_timeout: cfg.heartbeat.timeout,
             close_timeout: cfg.link.close_timeout,
+            write_timeout: cfg.link.write_timeout,
             max_message_size: cfg.link.max_message_size,
             protocol: cfg.protocol.clone(),
         }
@@ -138,6 +140,8 @@ pub(crate) struct Connection {
     proven: bool,
     /// The kernel send buffer is full: take no more frames until writable.
     congested: bool,
+    /// Since when writing has made no progress.
+    stalled_since: Option<Instant>,
     /// A budget ran out with work left.
     more: bool,
     done: bool,
@@ -156,6 +160,7 @@ impl Connection {
             beat_sent: None,
             proven: false,
             congested: false,
+            stalled_since: None,
             more: false,
             done: false,
         };
@@ -362,24 +367,48 @@ impl Connection {
         self.more = true;
     }
 
-    /// The kernel send buffer is full (`true`) or was flushed (`false`).
-    pub(crate) fn congested(&mut self, full: bool) {
+    /// The kernel send buffer is full (`true`) or was flushed (`false`),
+    /// at `now`.
+    pub(crate) fn congested(&mut self, full: bool, now: Instant) {
         self.congested = full;
+        if !full {
+            self.stalled_since = None;
+        } else if self.stalled_since.is_none() {
+            self.stalled_since = Some(now);
+        }
+    }
+
+    /// The socket became writable at `now`: the kernel took data, so
+    /// writing is making progress.
+    pub(crate) fn writable(&mut self, now: Instant) {
+        if self.stalled_since.is_some() {
+            self.stalled_since = Some(now);
+        }
     }
 
     /// What to do after this turn, at `now`.
     pub(crate) fn wait(&mut self, now: Instant) -> Wait {
+        if let Some(since) = self.stalled_since {
+            let deadline = since + self.cfg.write_timeout;
+            if now >= deadline {
+                self.lost(ConnectionError::WriteStalled {
+                    after: self.cfg.write_timeout,
+                });
+                return Wait::Again;
+            }
+        }
         if std::mem::take(&mut self.more) {
             return Wait::Again;
         }
+        let stall = self.stalled_since.map(|s| s + self.cfg.write_timeout);
         if let Some(deadline) = self.closing {
             if now >= deadline {
                 self.exit(Exit::Requested);
                 return Wait::Again;
             }
-            return Wait::Until(Some(deadline));
+            return Wait::Until(Some(stall.map_or(deadline, |s| s.min(deadline))));
         }
-        Wait::Until(None)
+        Wait::Until(stall)
     }
 
     /// `true` once the machine has queued its exit.
@@ -451,6 +480,35 @@ mod tests {
             matches!(&a[..], [Action::Write(f1), Action::Write(f2), Action::Flush]
             if f1.as_text() == Some("h1") && f2.as_text() == Some("h2"))
         );
+    }
+
+    #[test]
+    fn a_write_that_makes_no_progress_for_the_write_timeout_drops_the_connection() {
+        let mut s = plain();
+        s.write_timeout = Duration::from_secs(5);
+        let mut c = Connection::new(s, vec![], Vec::new());
+        let t0 = Instant::now();
+        c.congested(true, t0);
+        assert_eq!(c.wait(t0), Wait::Until(Some(t0 + Duration::from_secs(5))));
+        // The kernel took some data at t0 + 3 s: the clock starts again.
+        c.writable(t0 + Duration::from_secs(3));
+        c.congested(true, t0 + Duration::from_secs(3));
+        assert_eq!(
+            c.wait(t0 + Duration::from_secs(6)),
+            Wait::Until(Some(t0 + Duration::from_secs(8)))
+        );
+        assert_eq!(c.wait(t0 + Duration::from_secs(8)), Wait::Again);
+        assert!(matches!(
+            drain(&mut c).last(),
+            Some(Action::Exit(Exit::Lost(
+                ConnectionError::WriteStalled { .. }
+            )))
+        ));
+        // A flush that went through clears it.
+        let mut c = Connection::new(plain(), vec![], Vec::new());
+        c.congested(true, t0);
+        c.congested(false, t0 + Duration::from_secs(1));
+        assert_eq!(c.wait(t0 + Duration::from_secs(999)), Wait::Until(None));
     }
 
     #[test]
@@ -720,9 +778,9 @@ mod tests {
         c.read_budget_spent();
         assert_eq!(c.wait(t0), Wait::Again);
         assert_eq!(c.wait(t0), Wait::Until(None), "once, then sleep");
-        c.congested(true);
+        c.congested(true, Instant::now());
         assert!(!c.takes_frames());
-        c.congested(false);
+        c.congested(false, Instant::now());
         assert!(c.takes_frames());
     }
 }

@@ -299,11 +299,11 @@ impl<S: Read + Write> Driver<S> {
 
     fn flush(&mut self) {
         match self.ws.flush() {
-            Ok(()) => self.m.congested(false),
+            Ok(()) => self.m.congested(false, Instant::now()),
             // The kernel buffer is full: take no frames until the socket is
             // writable again (edge-triggered WRITABLE wakes us).
             Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => {
-                self.m.congested(true)
+                self.m.congested(true, Instant::now())
             }
             Err(e) => self.m.write_failed(ws_error(e)),
         }

@@ -21,7 +21,9 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::error::ConnectionError;
-use crate::machine::connection::{Command, Connection as Machine, Exit, Settings, Wait};
+use crate::machine::connection::{
+    Command, Connection as Machine, Exit, ReadFailure, Settings, Wait,
+};
 use crate::message::Frame;
 use crate::threads::{Link, Setup};
 use crate::transport::Socket;
@@ -145,7 +147,26 @@ impl Connection {
                     }
                 }
             }
-            socket_event = events.iter().any(|e| e.token() == SOCKET);
+            socket_event = false;
+            let mut failed = false;
+            for e in events.iter().filter(|e| e.token() == SOCKET) {
+                socket_event = true;
+                if e.is_writable() {
+                    d.m.writable(Instant::now());
+                }
+                failed |= e.is_error();
+            }
+            if failed && d.m.paused() {
+                // Reading is paused, so no read would see it: the kernel
+                // reported the link dead (keepalive, TCP_USER_TIMEOUT).
+                if let Ok(Some(err)) = d.ws.get_ref().tcp().take_error() {
+                    debug!("socket error while reading is paused: {err}");
+                    d.m.read_failed(ReadFailure::Failed(ConnectionError::from(err)));
+                    if let Some(e) = d.act() {
+                        return e;
+                    }
+                }
+            }
         }
     }
 }

@@ -1,0 +1,150 @@
+//! Links that die where the heartbeat cannot see: while the application
+//! has paused reading (backpressure suspends the heartbeat timeout), and
+//! while data waits to be written.
+mod common;
+use common::*;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use heartline::{ConnectionError, Frame, Keepalive, State};
+
+#[test]
+fn a_write_that_cannot_progress_drops_the_connection_within_the_write_timeout() {
+    let server = server();
+    let client = fast(server.url())
+        .write_timeout(300 * MS)
+        .outbound_bytes(8 << 20)
+        .send_timeout(20 * MS)
+        .build()
+        .unwrap();
+    let events = client.events();
+    wait_open(&events);
+    // The server stops reading but keeps TCP open: the kernel buffers fill
+    // and then nothing moves.
+    assert_eq!(server.silence_all(), 1);
+    let big = Frame::Binary(vec![7; 64 * 1024]);
+    let started = Instant::now();
+    let (ev, _) = loop {
+        // Keep data waiting to go out until the client gives up on it.
+        let _ = client.send(big.clone());
+        if let Ok(ev) = events.try_recv() {
+            if matches!(ev.state, State::Reconnecting { .. }) {
+                break (ev, ());
+            }
+        }
+        assert!(started.elapsed() < WAIT, "never dropped the stalled link");
+    };
+    assert!(
+        matches!(
+            ev.error,
+            Some(ConnectionError::WriteStalled { .. } | ConnectionError::Io(_))
+        ),
+        "{:?}",
+        ev.error
+    );
+    let text = why(&ev.error);
+    assert!(
+        text.contains("could be written") || text.contains("timed out"),
+        "{text}"
+    );
+    client.close();
+}
+
+/// Drops every packet to or from a loopback port while alive: a pulled
+/// cable, as the kernel sees it.
+struct Cable {
+    port: u16,
+}
+
+impl Cable {
+    fn rules(port: u16) -> [Vec<String>; 2] {
+        let p = port.to_string();
+        [
+            [
+                "INPUT", "-i", "lo", "-p", "tcp", "--sport", &p, "-j", "DROP",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+            [
+                "INPUT", "-i", "lo", "-p", "tcp", "--dport", &p, "-j", "DROP",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+        ]
+    }
+
+    /// `None` when iptables is not usable here (not root, not installed).
+    fn pull(port: u16) -> Option<Cable> {
+        for r in Self::rules(port) {
+            let ok = Command::new("iptables")
+                .arg("-I")
+                .args(&r)
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                return None;
+            }
+        }
+        Some(Cable { port })
+    }
+}
+
+impl Drop for Cable {
+    fn drop(&mut self) {
+        for r in Self::rules(self.port) {
+            let _ = Command::new("iptables").arg("-D").args(&r).status();
+        }
+    }
+}
+
+#[test]
+fn a_link_that_dies_while_reading_is_paused_is_noticed_by_tcp_keepalive() {
+    let server = server();
+    let client = fast(server.url())
+        .inbound_capacity(4)
+        .tcp_keepalive(Some(Keepalive {
+            idle: Duration::from_secs(1),
+            interval: Duration::from_secs(1),
+            count: 2,
+        }))
+        .write_timeout(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    let events = client.events();
+    wait_open(&events);
+    // The application reads nothing: the queue fills and reading pauses.
+    server.push_many((0..64).map(|i| Frame::from(format!("m{i}"))).collect());
+    wait_until("reading paused", || client.stats().inbound_queued == 4);
+    let Some(cable) = Cable::pull(server.addr().port()) else {
+        assert!(
+            std::env::var_os("HEARTLINE_NET_FAULTS").is_none(),
+            "HEARTLINE_NET_FAULTS is set but iptables cannot drop packets here"
+        );
+        eprintln!("SKIPPED: needs root and iptables (set HEARTLINE_NET_FAULTS=1 to require it)");
+        return;
+    };
+    let started = Instant::now();
+    let (ev, _) = wait_event(&events, "the dead link noticed", |e| {
+        matches!(e.state, State::Reconnecting { .. })
+    });
+    let after = started.elapsed();
+    drop(cable);
+    assert!(
+        matches!(ev.error, Some(ConnectionError::Io(_))),
+        "the kernel reported it: {:?}",
+        ev.error
+    );
+    assert!(after < Duration::from_secs(8), "noticed after {after:?}");
+    assert_eq!(
+        client.stats().inbound_queued,
+        4,
+        "the application never read"
+    );
+    // Once the application reads again, everything arrives over the new
+    // connection (the server resends nothing here, so just the queued four
+    // and whatever the first socket had read).
+    wait_open(&events);
+    assert!(!collect(&client, 4).is_empty());
+    client.close();
+}
