@@ -62,6 +62,34 @@ impl Client {
     where
         F: Fn() -> crate::config::Endpoint + Send + Sync + 'static,
     {
+        ClientBuilder::with_endpoint(move |_: &crate::config::EndpointContext| provider())
+    }
+
+    /// Like [`Client::with_endpoint`], but the provider is told why the
+    /// previous attempt failed ([`EndpointContext::last_error`]), so it
+    /// refreshes a token only when the server rejected it (401/403) rather
+    /// than on every reconnect:
+    ///
+    /// ```no_run
+    /// use heartline::{Client, Endpoint};
+    /// # fn fetch_token() -> String { String::new() }
+    /// let token = std::sync::Mutex::new(fetch_token());
+    /// let client = Client::with_endpoint_context(move |ctx| {
+    ///     let mut t = token.lock().unwrap();
+    ///     if matches!(ctx.last_error.as_ref().and_then(|e| e.status()), Some(401 | 403)) {
+    ///         *t = fetch_token(); // rejected: get a new one
+    ///     }
+    ///     Endpoint::new("wss://push.example.com/ws").header("Authorization", format!("Bearer {t}"))
+    /// })
+    /// .build()?;
+    /// # Ok::<(), heartline::Error>(())
+    /// ```
+    ///
+    /// [`EndpointContext::last_error`]: crate::EndpointContext::last_error
+    pub fn with_endpoint_context<F>(provider: F) -> ClientBuilder
+    where
+        F: Fn(&crate::config::EndpointContext) -> crate::config::Endpoint + Send + Sync + 'static,
+    {
         ClientBuilder::with_endpoint(provider)
     }
 

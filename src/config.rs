@@ -88,7 +88,21 @@ pub enum AckMode {
     Delivered,
 }
 
-pub(crate) type EndpointFn = dyn Fn() -> Endpoint + Send + Sync;
+pub(crate) type EndpointFn = dyn Fn(&EndpointContext) -> Endpoint + Send + Sync;
+
+/// What an endpoint provider is told before each connection attempt or
+/// poll (see [`crate::Client::with_endpoint_context`]).
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct EndpointContext {
+    /// Why the previous attempt of this kind (WebSocket, or poll) failed or
+    /// its connection ended; `None` at the first. A 401 or 403
+    /// (`last_error.status()`) says the server rejected the credentials:
+    /// the time to refresh a token, rather than on every reconnect.
+    pub last_error: Option<crate::error::ConnectionError>,
+    /// `true` when the endpoint is for a poll of the HTTP fallback.
+    pub for_poll: bool,
+}
 pub(crate) type HelloFn = dyn Fn(&HelloContext) -> Vec<Frame> + Send + Sync;
 
 /// The one protocol the threads consult: the application's, with the
@@ -273,6 +287,7 @@ pub(crate) struct ReconnectSection {
     pub min_uptime: Duration,
     pub max_attempts: Option<u32>,
     pub terminal_codes: Vec<u16>,
+    pub max_retry_after: Duration,
 }
 
 impl Default for ReconnectSection {
@@ -282,6 +297,7 @@ impl Default for ReconnectSection {
             min_uptime: Duration::from_secs(5),
             max_attempts: None,
             terminal_codes: Vec::new(),
+            max_retry_after: Duration::from_secs(300),
         }
     }
 }
@@ -289,6 +305,7 @@ impl Default for ReconnectSection {
 impl ReconnectSection {
     fn validate(&self) -> Result<()> {
         within_a_day("min_uptime", self.min_uptime)?;
+        within_a_day("max_retry_after", self.max_retry_after)?;
         let steps = match self.backoff {
             Backoff::Fixed(d) => vec![d],
             Backoff::Linear { initial, step, max } => vec![initial, step, max],
@@ -565,7 +582,7 @@ impl ClientBuilder {
             hello: None,
             ack_mode: None,
             cfg: Config {
-                endpoint: Arc::new(Endpoint::default),
+                endpoint: Arc::new(|_: &EndpointContext| Endpoint::default()),
                 protocol: Arc::new(crate::protocol::Plain),
                 heartbeat: HeartbeatSection::default(),
                 reconnect: ReconnectSection::default(),
@@ -594,7 +611,7 @@ impl ClientBuilder {
     /// See [`crate::Client::with_endpoint`].
     pub(crate) fn with_endpoint<F>(provider: F) -> Self
     where
-        F: Fn() -> Endpoint + Send + Sync + 'static,
+        F: Fn(&EndpointContext) -> Endpoint + Send + Sync + 'static,
     {
         let mut b = ClientBuilder::new(String::new());
         b.url = None;
@@ -858,6 +875,14 @@ impl ClientBuilder {
         self
     }
 
+    /// The longest wait a server's `Retry-After` (on a 429 or 503 answer to
+    /// the upgrade or a poll) can impose on the next attempt; the backoff's
+    /// own delay applies when it is longer. Defaults to 5 minutes.
+    pub fn max_retry_after(mut self, max: Duration) -> Self {
+        self.cfg.reconnect.max_retry_after = max;
+        self
+    }
+
     /// TCP keepalive on every socket; `None` turns it off. Defaults to
     /// [`Keepalive::derived`] from `heartbeat_interval` and `server_timeout`.
     pub fn tcp_keepalive(mut self, keepalive: Option<Keepalive>) -> Self {
@@ -917,7 +942,7 @@ impl ClientBuilder {
                 url,
                 headers: std::mem::take(&mut self.headers),
             };
-            self.cfg.endpoint = Arc::new(move || endpoint.clone());
+            self.cfg.endpoint = Arc::new(move |_: &EndpointContext| endpoint.clone());
         }
         self.cfg.heartbeat.kind = match (self.heartbeat.take(), self.protocol.heartbeat()) {
             (Some(_), Some(_)) => {
@@ -1097,11 +1122,14 @@ mod tests {
 
     #[test]
     fn headers_with_an_endpoint_provider_are_refused_not_ignored() {
-        let b = ClientBuilder::with_endpoint(|| Endpoint::new("ws://h/")).header("X-A", "1");
+        let b = ClientBuilder::with_endpoint(|_: &EndpointContext| Endpoint::new("ws://h/"))
+            .header("X-A", "1");
         assert_eq!(field_of(b.validate()), "header");
-        assert!(ClientBuilder::with_endpoint(|| Endpoint::new("ws://h/"))
-            .validate()
-            .is_ok());
+        assert!(
+            ClientBuilder::with_endpoint(|_: &EndpointContext| Endpoint::new("ws://h/"))
+                .validate()
+                .is_ok()
+        );
     }
 
     #[test]

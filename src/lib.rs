@@ -81,7 +81,7 @@ pub mod testkit;
 pub struct ReadmeDoctests;
 
 pub use client::{Client, Events};
-pub use config::{AckMode, ClientBuilder, Endpoint, Keepalive, Overflow};
+pub use config::{AckMode, ClientBuilder, Endpoint, EndpointContext, Keepalive, Overflow};
 pub use delivery::Batches;
 pub use error::{
     ConnectionError, Error, Phase, RecvError, RecvTimeoutError, Result, SendError, TlsProblem,

@@ -6,4 +6,5 @@
 pub mod backoff;
 pub(crate) mod connection;
 pub(crate) mod heartbeat;
+pub(crate) mod hints;
 pub(crate) mod reconnect;

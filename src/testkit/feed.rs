@@ -71,6 +71,9 @@ pub enum PollFault {
     None,
     /// Answer with this HTTP status and a short text body.
     Status(u16),
+    /// Answer with this HTTP status and a `Retry-After` header of this
+    /// value (seconds or an HTTP date).
+    RetryAfter(u16, String),
     /// Answer 200 with a body that is not JSON.
     Garbage,
     /// Answer 200 with a JSON array where every other item is not an
@@ -175,7 +178,9 @@ impl Feed {
 
     fn poll_body(&mut self, query: &str) -> (u16, String) {
         match &self.fault {
-            PollFault::Status(s) => return (*s, "poll endpoint broken on purpose".into()),
+            PollFault::Status(s) | PollFault::RetryAfter(s, _) => {
+                return (*s, "poll endpoint broken on purpose".into())
+            }
             PollFault::Garbage => return (200, "<html>not json</html>".into()),
             _ => {}
         }
@@ -330,8 +335,12 @@ fn serve_http(inner: &Inner, mut s: TcpStream) -> io::Result<()> {
         None => (404, "no feed".to_owned()),
     };
     record(inner, |l| l.polls.push(seen));
+    let extra = match lock(&inner.feed).as_ref().map(|f| f.fault.clone()) {
+        Some(PollFault::RetryAfter(_, v)) => format!("Retry-After: {v}\r\n"),
+        _ => String::new(),
+    };
     let reply = format!(
-        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{text}",
         text.len()
     );
     s.write_all(reply.as_bytes())?;

@@ -155,6 +155,8 @@ pub(crate) struct Inner {
     addr: SocketAddr,
     stop: AtomicBool,
     refuse: Mutex<Option<u16>>,
+    /// Headers sent with a refusal (`Retry-After`, …).
+    refuse_headers: Mutex<Vec<(String, String)>>,
     replies: Mutex<Vec<(ReplyRule, Frame)>>,
     echo: AtomicBool,
     /// Ack client frames that carry an id at this pointer.
@@ -226,6 +228,7 @@ impl TestServer {
             addr,
             stop: AtomicBool::new(false),
             refuse: Mutex::new(None),
+            refuse_headers: Mutex::new(Vec::new()),
             replies: Mutex::new(Vec::new()),
             echo: AtomicBool::new(false),
             frame_acks: Mutex::new(None),
@@ -372,6 +375,16 @@ impl TestServer {
 
     /// Refuses new upgrades with this HTTP status (`None` accepts again).
     pub fn refuse(&self, status: Option<u16>) {
+        self.refuse_with(status, &[]);
+    }
+
+    /// Refuses new upgrades with this HTTP status and these headers, such
+    /// as `("Retry-After", "30")` (`None` accepts again).
+    pub fn refuse_with(&self, status: Option<u16>, headers: &[(&str, &str)]) {
+        *lock(&self.inner.refuse_headers) = headers
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect();
         *lock(&self.inner.refuse) = status;
     }
 
@@ -503,6 +516,7 @@ fn serve(inner: &Inner, tcp: TcpStream, id: u64) {
         None => Stream::Plain(tcp),
     };
     let refuse = *lock(&inner.refuse);
+    let refuse_headers = lock(&inner.refuse_headers).clone();
     let mut commands: Option<Receiver<Cmd>> = None;
     // The callback's signature is tungstenite's; its error type is large.
     #[allow(clippy::result_large_err)]
@@ -541,6 +555,14 @@ fn serve(inner: &Inner, tcp: TcpStream, id: u64) {
                 let mut r = ErrorResponse::new(Some("refused by the test server".into()));
                 *r.status_mut() = tungstenite::http::StatusCode::from_u16(status)
                     .unwrap_or(tungstenite::http::StatusCode::SERVICE_UNAVAILABLE);
+                for (n, v) in &refuse_headers {
+                    if let (Ok(n), Ok(v)) = (
+                        tungstenite::http::HeaderName::from_bytes(n.as_bytes()),
+                        tungstenite::http::HeaderValue::from_str(v),
+                    ) {
+                        r.headers_mut().insert(n, v);
+                    }
+                }
                 Err(r)
             }
         }

@@ -56,6 +56,7 @@ pub(crate) struct Settings {
     pub poll: PollSection,
     pub protocol: Arc<dyn Protocol>,
     pub endpoint: Arc<EndpointFn>,
+    pub max_retry_after: std::time::Duration,
 }
 
 impl Settings {
@@ -64,6 +65,7 @@ impl Settings {
             poll: cfg.poll.clone(),
             protocol: cfg.protocol.clone(),
             endpoint: cfg.endpoint.clone(),
+            max_retry_after: cfg.reconnect.max_retry_after,
         }
     }
 }
@@ -77,26 +79,41 @@ pub(crate) fn run(
 ) {
     info!("polling started");
     let mut failures = 0u32;
+    let mut last_error = None;
     loop {
-        match poll_once(cfg, shared, inbox, agent, stop) {
+        let mut hint = None;
+        match poll_once(cfg, shared, inbox, agent, stop, last_error.take()) {
             Ok(Some(n)) => {
                 failures = 0;
                 shared.counters.polls.fetch_add(1, Relaxed);
                 debug!("poll delivered {n} new messages");
             }
             Ok(None) => return, // stopped while waiting for queue space
-            Err(e) => {
+            Err((e, retry_after)) => {
                 failures = failures.saturating_add(1);
                 warn!("{e}");
+                hint = Some((e.status(), retry_after));
+                last_error = Some(e.clone());
                 shared.poll_failed(e);
             }
         }
-        // Back off while the endpoint keeps failing: 1, 2, 4, 8 intervals.
+        // Back off while the endpoint keeps failing: 1, 2, 4, 8 intervals;
+        // longer when a 429 or 503 said when to come back.
         let factor = 1u32 << failures.saturating_sub(1).min(3);
         let delay = cfg
             .poll
             .every
             .saturating_mul(if failures == 0 { 1 } else { factor });
+        let delay = match hint {
+            Some((status, retry_after)) => crate::machine::hints::hinted(
+                delay,
+                status,
+                retry_after.as_deref(),
+                crate::threads::supervisor::unix_now(),
+                cfg.max_retry_after,
+            ),
+            None => delay,
+        };
         match stop.recv_timeout(delay) {
             Err(RecvTimeoutError::Timeout) => {}
             Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
@@ -106,13 +123,36 @@ pub(crate) fn run(
 }
 
 /// One poll. `Ok(Some(n))`: n messages queued; `Ok(None)`: told to stop;
-/// `Err`: what failed and where.
+/// `Err`: what failed and where, with the answer's `Retry-After`.
 fn poll_once(
     cfg: &Settings,
     shared: &Shared,
     inbox: &Inbox,
     agent: &ureq::Agent,
     stop: &Receiver<()>,
+    last_error: Option<ConnectionError>,
+) -> std::result::Result<Option<usize>, (ConnectionError, Option<String>)> {
+    let mut retry_after = None;
+    poll_inner(
+        cfg,
+        shared,
+        inbox,
+        agent,
+        stop,
+        last_error,
+        &mut retry_after,
+    )
+    .map_err(|e| (e, retry_after))
+}
+
+fn poll_inner(
+    cfg: &Settings,
+    shared: &Shared,
+    inbox: &Inbox,
+    agent: &ureq::Agent,
+    stop: &Receiver<()>,
+    last_error: Option<ConnectionError>,
+    retry_after: &mut Option<String>,
 ) -> std::result::Result<Option<usize>, ConnectionError> {
     let cursor = inbox.cursor();
     // Application code runs through the guard: a panic fails this poll.
@@ -128,7 +168,11 @@ fn poll_once(
         status,
         reason,
     };
-    let endpoint = guarded("endpoint", || (cfg.endpoint)())?;
+    let ectx = crate::config::EndpointContext {
+        last_error,
+        for_poll: true,
+    };
+    let endpoint = guarded("endpoint", || (cfg.endpoint)(&ectx))?;
     let result = match req.method {
         Method::Get => {
             let mut r = agent.get(&req.url);
@@ -151,6 +195,11 @@ fn poll_once(
     };
     let mut resp = result.map_err(|e| fail(None, e.to_string()))?;
     let status = resp.status().as_u16();
+    *retry_after = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let body = resp
         .body_mut()
         .with_config()

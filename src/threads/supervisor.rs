@@ -12,6 +12,7 @@ use log::{debug, error, info, warn};
 use crate::config::HelloContext;
 use crate::error::{ConnectionError, Error, Result};
 use crate::machine::backoff::Jitter;
+use crate::machine::hints;
 use crate::machine::reconnect::{Decision, Ended, Reconnect};
 use crate::message::{CloseReason, Frame, State};
 use crate::redact;
@@ -63,6 +64,9 @@ fn run(s: Setup, agent: Option<ureq::Agent>) {
     // MB of memory that a ws:// client never needs.
     let mut tls: Option<native_tls::TlsConnector> = None;
     s.shared.set_state(State::Connecting { attempt: 1 }, None);
+    // Why the previous attempt failed (or its connection ended), for the
+    // endpoint provider.
+    let mut last_error: Option<ConnectionError> = None;
     let reason = loop {
         if close_requested(&s.control) {
             break CloseReason::Requested;
@@ -70,7 +74,11 @@ fn run(s: Setup, agent: Option<ureq::Agent>) {
         // The endpoint closure and the hello frames are the application's
         // code: a panic in either fails this attempt, like a refused
         // connection, instead of stopping the client.
-        let endpoint = guarded("endpoint", || (cfg.endpoint)());
+        let ectx = crate::config::EndpointContext {
+            last_error: last_error.take(),
+            for_poll: false,
+        };
+        let endpoint = guarded("endpoint", || (cfg.endpoint)(&ectx));
         let shown = match &endpoint {
             Ok(e) => redact::url(&e.url),
             Err(_) => "(no endpoint)".to_owned(),
@@ -121,6 +129,21 @@ fn run(s: Setup, agent: Option<ureq::Agent>) {
                 (decision, error)
             }
         };
+        // A 429 or 503 with Retry-After: not before the server asked.
+        let decision = match decision {
+            Decision::Retry { attempt, delay } => Decision::Retry {
+                attempt,
+                delay: hints::hinted(
+                    delay,
+                    error.status(),
+                    error.header("retry-after"),
+                    unix_now(),
+                    cfg.reconnect.max_retry_after,
+                ),
+            },
+            other => other,
+        };
+        last_error = Some(error.clone());
         match decision {
             Decision::Retry { attempt, delay } => {
                 let msg = error.to_string();
@@ -175,6 +198,13 @@ fn run(s: Setup, agent: Option<ureq::Agent>) {
     s.shared.close_events();
     // Returning drops the inbox: the batch receiver ends once the
     // application has taken what is queued.
+}
+
+/// Wall-clock seconds, read only to turn a `Retry-After` date into a wait.
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn start_poller(s: &Setup, agent: ureq::Agent) -> Option<Poller> {
