@@ -41,6 +41,9 @@
 //!   --max-message N          largest inbound message (and frame), bytes
 //!   --state-dir DIR          keep the cursor, finished ids and unsent frames
 //!                            in DIR across restarts and power cuts
+//!   --proxy URL              HTTP CONNECT proxy, http://[user:pass@]host:port
+//!                            (default: HTTPS_PROXY / http_proxy / ALL_PROXY
+//!                            and NO_PROXY from the environment); `none`: off
 //!   --ack TEMPLATE           sent for each finished message with an id
 //!                            (see --id), `$id` replaced by the id as a JSON
 //!                            string; with --state-dir, after it is recorded
@@ -99,6 +102,7 @@ struct Args {
     max_message: Option<usize>,
     state_dir: Option<String>,
     ack: Option<String>,
+    proxy: Option<String>,
 }
 
 const USAGE: &str =
@@ -108,7 +112,7 @@ const USAGE: &str =
 [--poll-method GET|POST] [--poll-body TEXT] [--poll-after N] [--poll-every MS] [--id POINTER] \
 [--cursor POINTER] [--since NAME] [--items POINTER] [--ca FILE]... [--insecure] [--stdin] \
 [--stats MS] [--inbound-bytes N] [--outbound-bytes N] [--max-message N] [--state-dir DIR] \
-[--ack TEMPLATE]";
+[--ack TEMPLATE] [--proxy URL|none]";
 
 fn number<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
     v.parse()
@@ -200,6 +204,7 @@ fn parse(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
             "--max-message" => a.max_message = Some(number("--max-message", &value()?)?),
             "--state-dir" => a.state_dir = Some(value()?),
             "--ack" => a.ack = Some(value()?),
+            "--proxy" => a.proxy = Some(value()?),
             _ => return Err(format!("unknown flag `{flag}`")),
         }
     }
@@ -253,6 +258,11 @@ fn build(a: &Args) -> Result<Client, String> {
                 .map(|h| Frame::from(h.replace("$cursor", &cursor)))
                 .collect()
         });
+    }
+    match a.proxy.as_deref() {
+        None => {}
+        Some("none") => b = b.proxy(None),
+        Some(url) => b = b.proxy(Some(url)),
     }
     if let Some(dir) = &a.state_dir {
         b = b.state_dir(dir);

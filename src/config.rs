@@ -173,6 +173,35 @@ pub(crate) struct Config {
     pub tls: TlsSection,
     pub poll: PollSection,
     pub state: StateSection,
+    pub proxy: ProxySection,
+}
+
+/// Which HTTP proxy the WebSocket and the poller go through.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ProxySection {
+    /// As chosen: the environment (default), none, or a URL (checked at
+    /// build).
+    pub url: Option<Option<String>>,
+    /// Resolved at build.
+    pub choice: crate::proxy::Choice,
+    /// The environment's proxies, read once at build.
+    pub env: crate::proxy::Env,
+}
+
+impl ProxySection {
+    fn validate(&mut self) -> Result<()> {
+        self.choice = match &self.url {
+            None => {
+                self.env = crate::proxy::Env::read(|k| std::env::var(k).ok());
+                crate::proxy::Choice::Env
+            }
+            Some(None) => crate::proxy::Choice::Off,
+            Some(Some(u)) => crate::proxy::Choice::Fixed(
+                crate::proxy::Proxy::parse(u).map_err(|e| Error::config("proxy", e))?,
+            ),
+        };
+        Ok(())
+    }
 }
 
 /// State kept across a restart (`state_dir`).
@@ -512,6 +541,8 @@ pub(crate) struct PollSection {
     pub every: Duration,
     pub timeout: Duration,
     pub max_body: usize,
+    /// The poll URL the protocol gave at build (for the proxy choice).
+    pub probe_url: Option<String>,
 }
 
 impl Default for PollSection {
@@ -522,6 +553,7 @@ impl Default for PollSection {
             every: Duration::from_secs(30),
             timeout: Duration::from_secs(10),
             max_body: 4 << 20,
+            probe_url: None,
         }
     }
 }
@@ -591,6 +623,7 @@ impl ClientBuilder {
                 tls: TlsSection::default(),
                 poll: PollSection::default(),
                 state: StateSection::default(),
+                proxy: ProxySection::default(),
             },
         }
     }
@@ -875,6 +908,19 @@ impl ClientBuilder {
         self
     }
 
+    /// The HTTP proxy for the WebSocket (through a `CONNECT` tunnel; TLS to
+    /// the server runs inside it) and for polls:
+    /// `http://[user:password@]host:port`, with Basic authentication when
+    /// the URL carries credentials (never logged). `None` turns proxies off.
+    /// Without this call the environment decides, as curl does:
+    /// `HTTPS_PROXY` for wss:// (and https:// polls), `http_proxy` for ws://,
+    /// `ALL_PROXY` for both, and `NO_PROXY` (host names, domain suffixes, IP
+    /// addresses, `*`); lower case wins. See the README, "Networks".
+    pub fn proxy(mut self, url: Option<&str>) -> Self {
+        self.cfg.proxy.url = Some(url.map(str::to_owned));
+        self
+    }
+
     /// The longest wait a server's `Retry-After` (on a 429 or 503 answer to
     /// the upgrade or a poll) can impose on the next attempt; the backoff's
     /// own delay applies when it is longer. Defaults to 5 minutes.
@@ -991,11 +1037,13 @@ impl ClientBuilder {
         c.queues.validate()?;
         c.tls.validate()?;
         c.state.validate()?;
+        c.proxy.validate()?;
         // Application code, asked once here (on the caller's thread) and
         // through the guard like every other call into it.
         let probe = crate::error::guarded("poll_request", || c.protocol.poll_request(None))
             .map_err(|e| Error::config("protocol", e.to_string()))?;
         c.poll.enabled = probe.is_some();
+        c.poll.probe_url = probe.as_ref().map(|r| r.url.clone());
         if let Some(req) = probe {
             if !(req.url.starts_with("http://") || req.url.starts_with("https://")) {
                 return Err(Error::config(

@@ -64,6 +64,8 @@ pub enum Phase {
     TlsHandshake,
     /// The HTTP upgrade to WebSocket (`handshake_timeout`).
     WebSocketHandshake,
+    /// The proxy's answer to `CONNECT` (`handshake_timeout`).
+    Proxy,
 }
 
 impl fmt::Display for Phase {
@@ -72,6 +74,7 @@ impl fmt::Display for Phase {
             Phase::Connect => "connect",
             Phase::TlsHandshake => "TLS handshake",
             Phase::WebSocketHandshake => "WebSocket handshake",
+            Phase::Proxy => "proxy CONNECT",
         })
     }
 }
@@ -171,6 +174,19 @@ pub enum ConnectionError {
     HeartbeatTimeout {
         /// The configured server timeout.
         timeout: Duration,
+    },
+    /// The HTTP proxy did not open the tunnel: it refused (`status`: 407
+    /// credentials, 403 destination not allowed, 502 cannot reach the
+    /// server), answered something that is not HTTP, or could not be
+    /// reached. The proxy's URL has its credentials masked.
+    #[error("proxy {proxy} did not open a tunnel{}: {reason}", status.map(|s| format!(" (HTTP {s})")).unwrap_or_default())]
+    Proxy {
+        /// The proxy URL, credentials masked.
+        proxy: String,
+        /// The proxy's HTTP status, when it answered one.
+        status: Option<u16>,
+        /// What went wrong and what to do.
+        reason: String,
     },
     /// Nothing could be written for this long: the server stopped reading,
     /// or the link died while data was waiting to go out (see

@@ -66,6 +66,7 @@ mod frame;
 mod machine;
 mod message;
 mod protocol;
+mod proxy;
 mod redact;
 mod shared;
 mod target;

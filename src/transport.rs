@@ -114,11 +114,45 @@ pub(crate) fn connect(
 ) -> Result<Socket> {
     let target = Target::parse(&endpoint.url)?;
     let addr = target.addr();
-    let tcp = connect_tcp(&target, &addr, cfg.link.connect_timeout)?;
+    let deadline;
+    let tcp = match cfg
+        .proxy
+        .choice
+        .for_host(&cfg.proxy.env, target.tls, &target.host)
+    {
+        None => {
+            let tcp = connect_tcp(&target.host, target.port, &addr, cfg.link.connect_timeout)?;
+            deadline = Instant::now() + cfg.link.handshake_timeout;
+            tcp
+        }
+        Some(proxy) => {
+            log::debug!("through proxy {}", proxy.shown);
+            let mut tcp = connect_tcp(
+                &proxy.host,
+                proxy.port,
+                &proxy.addr(),
+                cfg.link.connect_timeout,
+            )
+            .map_err(|e| ConnectionError::Proxy {
+                proxy: proxy.shown.clone(),
+                status: None,
+                reason: format!("cannot reach the proxy: {e}"),
+            })?;
+            // The tunnel counts against the handshake's time, as the
+            // handshake through it does.
+            deadline = Instant::now() + cfg.link.handshake_timeout;
+            set_timeouts(&tcp, deadline)?;
+            proxy.tunnel(
+                &mut tcp,
+                &target.host,
+                target.port,
+                cfg.link.handshake_timeout,
+            )?;
+            tcp
+        }
+    };
     let _ = tcp.set_nodelay(true);
     tune(&tcp, cfg);
-
-    let deadline = Instant::now() + cfg.link.handshake_timeout;
     set_timeouts(&tcp, deadline)?;
     let stream = if target.tls {
         let connector = match tls {
@@ -314,9 +348,9 @@ fn tune(tcp: &TcpStream, cfg: &Config) {
     }
 }
 
-fn connect_tcp(target: &Target, addr: &str, timeout: Duration) -> Result<TcpStream> {
+fn connect_tcp(host: &str, port: u16, addr: &str, timeout: Duration) -> Result<TcpStream> {
     let deadline = Instant::now() + timeout;
-    let addrs: Vec<SocketAddr> = (target.host.as_str(), target.port)
+    let addrs: Vec<SocketAddr> = (host, port)
         .to_socket_addrs()
         .map_err(|source| ConnectionError::Connect {
             addr: addr.to_owned(),

@@ -414,3 +414,39 @@ fn tail_state_dir_acks_finished_messages_and_resumes_with_its_cursor_after_a_res
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn tail_goes_through_a_proxy_and_reports_a_refusal_without_the_password() {
+    init();
+    let server = server();
+    server.set_greeting(vec!["via proxy".into()]);
+    let proxy = heartline::testkit::ConnectProxy::start(Some(("dev", "pw"))).unwrap();
+    let run = |url: String| {
+        let mut child = Command::new(tail_bin())
+            .args([
+                server.url().as_str(),
+                "--proxy",
+                &url,
+                "--count",
+                "1",
+                "--for",
+                "3000",
+            ])
+            .args(["--backoff", "10:50", "--max-attempts", "2"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("tail runs");
+        let lines = json_lines(&mut child);
+        let _ = child.wait();
+        lines
+    };
+    let ok = run(proxy.url_with("dev", "pw"));
+    assert!(
+        ok.iter().any(|l| l["batch"][0]["text"] == "via proxy"),
+        "{ok:?}"
+    );
+    let refused = run(proxy.url_with("dev", "WRONGPW"));
+    let text = serde_json::to_string(&refused).unwrap();
+    assert!(text.contains("407"), "{text}");
+    assert!(!text.contains("WRONGPW"), "{text}");
+}

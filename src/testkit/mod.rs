@@ -22,9 +22,11 @@
 //! timeout loop: it is test equipment, and simplicity wins here.
 
 mod feed;
+mod proxy;
 mod tls;
 
 pub use feed::{FeedConfig, PollFault, PollSeen};
+pub use proxy::{ConnectProxy, ProxyMode, ProxyRequest};
 pub use tls::CertProblem;
 
 use std::io::{self, ErrorKind};

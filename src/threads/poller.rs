@@ -42,7 +42,27 @@ pub(crate) fn agent(cfg: &Config) -> Result<ureq::Agent> {
         .root_certs(roots)
         .disable_verification(cfg.tls.accept_invalid_certs)
         .build();
+    // The same proxy as the WebSocket's, chosen for the poll URL's host.
+    let proxy = cfg.poll.probe_url.as_deref().and_then(|url| {
+        let https = url.starts_with("https://");
+        let host = url
+            .split_once("://")
+            .map_or(url, |(_, r)| r)
+            .split(['/', '?'])
+            .next()
+            .unwrap_or("");
+        let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+        let host = match host.rsplit_once(':') {
+            Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+            _ => host,
+        };
+        cfg.proxy
+            .choice
+            .for_host(&cfg.proxy.env, https, host)
+            .and_then(crate::proxy::Proxy::for_ureq)
+    });
     Ok(ureq::Agent::config_builder()
+        .proxy(proxy)
         .tls_config(tls)
         .timeout_global(Some(cfg.poll.timeout))
         .http_status_as_error(false)
