@@ -58,6 +58,7 @@
 #![deny(missing_docs)]
 
 mod client;
+mod clock;
 mod config;
 mod delivery;
 mod durable;

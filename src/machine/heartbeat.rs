@@ -90,9 +90,86 @@ impl Heartbeat {
     }
 }
 
+impl Heartbeat {
+    /// The device was suspended for longer than an interval (see
+    /// [`SuspendGap`]): the monotonic clock stood still, so the link looks
+    /// fresh, but the server may have given up on it long ago. Probe now:
+    /// send a heartbeat and let the usual timeout decide.
+    pub(crate) fn resumed(&mut self, now: Instant, paused: bool) -> (Beat, Instant) {
+        if paused {
+            return (Beat::Wait, now + self.interval);
+        }
+        self.awaiting = Some(now);
+        (Beat::Send, now + self.interval.min(self.timeout))
+    }
+}
+
+/// Notices a suspend: `std::time::Instant` (`CLOCK_MONOTONIC`) does not
+/// advance while the device sleeps, the boot-time clock
+/// (`CLOCK_BOOTTIME`) does. The difference between how far each moved
+/// since the last look is the time spent suspended. The wall clock is
+/// never involved, so an NTP step changes nothing.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SuspendGap {
+    mono: Instant,
+    boot: Duration,
+}
+
+impl SuspendGap {
+    pub(crate) fn new(mono: Instant, boot: Duration) -> Self {
+        SuspendGap { mono, boot }
+    }
+
+    /// Time spent suspended since the last look; remembers this look.
+    pub(crate) fn gap(&mut self, mono: Instant, boot: Duration) -> Duration {
+        let real = boot.saturating_sub(self.boot);
+        let counted = mono.saturating_duration_since(self.mono);
+        self.mono = mono;
+        self.boot = boot;
+        real.saturating_sub(counted)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_suspend_is_the_boot_clock_running_ahead_of_the_monotonic_one() {
+        let t0 = Instant::now();
+        let b0 = Duration::from_secs(1000);
+        let mut g = SuspendGap::new(t0, b0);
+        // Awake: both clocks move together (a little jitter either way).
+        assert_eq!(g.gap(t0 + 30 * S, b0 + 30 * S), Duration::ZERO);
+        assert_eq!(g.gap(t0 + 60 * S, b0 + 60 * S - MS), Duration::ZERO);
+        // Asleep for an hour between two looks 10 s apart on the
+        // monotonic clock.
+        let gap = g.gap(t0 + 70 * S, b0 + 70 * S + 3600 * S - MS);
+        assert_eq!(gap, 3600 * S);
+        assert_eq!(
+            g.gap(t0 + 80 * S, b0 + 80 * S + 3600 * S - MS),
+            Duration::ZERO
+        );
+    }
+
+    #[test]
+    fn after_a_suspend_the_link_is_probed_at_once_and_the_timeout_decides() {
+        let t0 = Instant::now();
+        let mut h = Heartbeat::new(30 * S, 10 * S, t0);
+        // Just heard from the server, by the monotonic clock...
+        assert_eq!(h.poll(t0 + 5 * S, t0 + 5 * S, false).0, Beat::Wait);
+        // ...but the device slept: probe now, verdict one timeout later.
+        assert_eq!(h.resumed(t0 + 6 * S, false), (Beat::Send, t0 + 16 * S));
+        assert_eq!(h.poll(t0 + 16 * S, t0 + 5 * S, false).0, Beat::Dead);
+        // A reply in time keeps the link.
+        let mut h = Heartbeat::new(30 * S, 10 * S, t0);
+        h.resumed(t0 + 6 * S, false);
+        assert_eq!(h.poll(t0 + 16 * S, t0 + 7 * S, false).0, Beat::Wait);
+        // Reading paused: silence proves nothing, no probe.
+        assert_eq!(h.resumed(t0, true).0, Beat::Wait);
+    }
+
+    const S: Duration = Duration::from_secs(1);
 
     const MS: Duration = Duration::from_millis(1);
 

@@ -8,8 +8,9 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use log::{debug, warn};
 
+use crate::clock::boot_now;
 use crate::config::HeartbeatSection;
-use crate::machine::heartbeat::{Beat, Heartbeat};
+use crate::machine::heartbeat::{Beat, Heartbeat, SuspendGap};
 use crate::shared::Shared;
 use crate::threads::{Command, Link};
 
@@ -17,6 +18,7 @@ pub(crate) fn run(hb: &HeartbeatSection, link: &Link, shared: &Shared, stop: &Re
     let opened = link.opened();
     let mut machine = Heartbeat::new(hb.interval, hb.timeout, opened);
     let mut next = opened + hb.interval;
+    let mut suspend = SuspendGap::new(Instant::now(), boot_now());
     loop {
         match stop.recv_deadline(next) {
             Err(RecvTimeoutError::Timeout) => {}
@@ -25,7 +27,13 @@ pub(crate) fn run(hb: &HeartbeatSection, link: &Link, shared: &Shared, stop: &Re
         }
         let now = Instant::now();
         let paused = shared.reading_paused.load(SeqCst);
-        let (beat, at) = machine.poll(now, link.last_inbound(), paused);
+        let gap = suspend.gap(now, boot_now());
+        let (beat, at) = if gap > hb.interval {
+            debug!("the device was suspended for {gap:?}: probing the link now");
+            machine.resumed(now, paused)
+        } else {
+            machine.poll(now, link.last_inbound(), paused)
+        };
         match beat {
             Beat::Wait => {}
             Beat::Send => {

@@ -164,11 +164,8 @@ fn run(s: Setup, agent: Option<ureq::Agent>) {
                     State::Reconnecting { attempt, delay }
                 };
                 s.shared.set_state(state, Some(error));
-                match s.control.recv_timeout(delay) {
-                    Err(RecvTimeoutError::Timeout) => {}
-                    Ok(Control::Close) | Err(RecvTimeoutError::Disconnected) => {
-                        break CloseReason::Requested
-                    }
+                if !wait_real_time(&s.control, delay) {
+                    break CloseReason::Requested;
                 }
                 if poller.is_none() {
                     s.shared.set_state(State::Connecting { attempt }, None);
@@ -198,6 +195,25 @@ fn run(s: Setup, agent: Option<ureq::Agent>) {
     s.shared.close_events();
     // Returning drops the inbox: the batch receiver ends once the
     // application has taken what is queued.
+}
+
+/// Waits `delay` of real time (the boot-time clock, which counts a
+/// suspend: after a device sleeps through a backoff, the next attempt comes
+/// at once, not a whole delay after waking), in slices so a suspend is
+/// noticed within one. `false` when a close was requested meanwhile.
+fn wait_real_time(control: &Receiver<Control>, delay: std::time::Duration) -> bool {
+    const SLICE: std::time::Duration = std::time::Duration::from_secs(5);
+    let start = crate::clock::boot_now();
+    loop {
+        let left = delay.saturating_sub(crate::clock::boot_now().saturating_sub(start));
+        if left.is_zero() {
+            return true;
+        }
+        match control.recv_timeout(left.min(SLICE)) {
+            Err(RecvTimeoutError::Timeout) => {}
+            Ok(Control::Close) | Err(RecvTimeoutError::Disconnected) => return false,
+        }
+    }
 }
 
 /// Wall-clock seconds, read only to turn a `Retry-After` date into a wait.
