@@ -66,6 +66,8 @@ mod error;
 mod frame;
 mod machine;
 mod message;
+#[cfg(test)]
+mod parsers_proptest;
 mod protocol;
 mod proxy;
 mod redact;

@@ -259,7 +259,12 @@ fn upgrade(
 
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
-    let (head_len, status, accept, kept) = loop {
+    let Head {
+        len: head_len,
+        status,
+        accept,
+        kept,
+    } = loop {
         let n = stream.read(&mut chunk).map_err(io_err)?;
         if n == 0 {
             return Err(ConnectionError::Protocol(format!(
@@ -267,45 +272,8 @@ fn upgrade(
             )));
         }
         buf.extend_from_slice(&chunk[..n]);
-        let mut headers = [httparse::EMPTY_HEADER; 64];
-        let mut resp = httparse::Response::new(&mut headers);
-        match resp.parse(&buf) {
-            Ok(httparse::Status::Complete(len)) => {
-                let accept = resp
-                    .headers
-                    .iter()
-                    .find(|h| h.name.eq_ignore_ascii_case("sec-websocket-accept"))
-                    .map(|h| String::from_utf8_lossy(h.value).into_owned());
-                // The headers a client acts on when refused.
-                let kept: Vec<(String, String)> = resp
-                    .headers
-                    .iter()
-                    .filter(|h| {
-                        ["retry-after", "www-authenticate", "location"]
-                            .iter()
-                            .any(|k| h.name.eq_ignore_ascii_case(k))
-                    })
-                    .map(|h| {
-                        (
-                            h.name.to_ascii_lowercase(),
-                            crate::protocol::head(&String::from_utf8_lossy(h.value)),
-                        )
-                    })
-                    .collect();
-                break (len, resp.code.unwrap_or(0), accept, kept);
-            }
-            Ok(httparse::Status::Partial) if buf.len() < MAX_RESPONSE => continue,
-            Ok(httparse::Status::Partial) => {
-                return Err(ConnectionError::Protocol(format!(
-                    "upgrade response from {addr} is larger than {MAX_RESPONSE} bytes"
-                )))
-            }
-            Err(e) => {
-                let head = String::from_utf8_lossy(&buf[..buf.len().min(64)]).into_owned();
-                return Err(ConnectionError::Protocol(format!(
-                    "upgrade response from {addr} is not HTTP ({e}): {head:?}"
-                )));
-            }
+        if let Some(head) = upgrade_head(&buf, addr)? {
+            break head;
         }
     };
     if status != 101 {
@@ -345,6 +313,65 @@ fn tune(tcp: &TcpStream, cfg: &Config) {
     }
     if let Err(e) = sock.set_tcp_user_timeout(Some(cfg.link.write_timeout)) {
         log::warn!("cannot set TCP_USER_TIMEOUT: {e}");
+    }
+}
+
+/// The parts of an upgrade answer heartline acts on.
+pub(crate) struct Head {
+    /// Bytes of the head; what follows is the server's first frames.
+    pub len: usize,
+    pub status: u16,
+    pub accept: Option<String>,
+    /// The headers a client acts on when refused, names lowercase.
+    pub kept: Vec<(String, String)>,
+}
+
+/// Parses the upgrade answer read so far: `None` while incomplete.
+///
+/// # Errors
+/// A head over the limit, or bytes that are not HTTP (their start shown).
+pub(crate) fn upgrade_head(buf: &[u8], addr: &str) -> Result<Option<Head>> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut resp = httparse::Response::new(&mut headers);
+    match resp.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => {
+            let accept = resp
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("sec-websocket-accept"))
+                .map(|h| String::from_utf8_lossy(h.value).into_owned());
+            let kept = resp
+                .headers
+                .iter()
+                .filter(|h| {
+                    ["retry-after", "www-authenticate", "location"]
+                        .iter()
+                        .any(|k| h.name.eq_ignore_ascii_case(k))
+                })
+                .map(|h| {
+                    (
+                        h.name.to_ascii_lowercase(),
+                        crate::protocol::head(&String::from_utf8_lossy(h.value)),
+                    )
+                })
+                .collect();
+            Ok(Some(Head {
+                len,
+                status: resp.code.unwrap_or(0),
+                accept,
+                kept,
+            }))
+        }
+        Ok(httparse::Status::Partial) if buf.len() < MAX_RESPONSE => Ok(None),
+        Ok(httparse::Status::Partial) => Err(ConnectionError::Protocol(format!(
+            "upgrade response from {addr} is larger than {MAX_RESPONSE} bytes"
+        ))),
+        Err(e) => {
+            let head = String::from_utf8_lossy(&buf[..buf.len().min(64)]).into_owned();
+            Err(ConnectionError::Protocol(format!(
+                "upgrade response from {addr} is not HTTP ({e}): {head:?}"
+            )))
+        }
     }
 }
 

@@ -48,5 +48,7 @@ fn no_thread_outlives_close() {
     });
     drop(client);
     drop(server);
-    wait_until("the task count back to where it was", || task_count() == before);
+    wait_until("the task count back to where it was", || {
+        task_count() == before
+    });
 }
