@@ -1,7 +1,8 @@
 //! Runs the built-in test server as a process, for trying `tail` and for
 //! scripts (the footprint script uses it). Prints the URL on the first line,
 //! pushes a message every `--every MS` if given, and stops after
-//! `--for MS` (default: when stdin closes).
+//! `--for MS` (default: when stdin closes). `--echo` echoes every frame
+//! back to its sender.
 //!
 //! ```text
 //! cargo run --example serve -- --every 1000
@@ -15,6 +16,7 @@ use heartline::testkit::TestServer;
 fn main() {
     let mut every = None;
     let mut for_ms = None;
+    let mut echo = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut num = |flag: &str| -> u64 {
@@ -29,9 +31,10 @@ fn main() {
         match a.as_str() {
             "--every" => every = Some(Duration::from_millis(num("--every"))),
             "--for" => for_ms = Some(Duration::from_millis(num("--for"))),
+            "--echo" => echo = true,
             other => {
                 eprintln!(
-                    "serve: unknown argument `{other}`\nusage: serve [--every MS] [--for MS]"
+                    "serve: unknown argument `{other}`\nusage: serve [--every MS] [--for MS] [--echo]"
                 );
                 std::process::exit(2);
             }
@@ -44,6 +47,7 @@ fn main() {
             std::process::exit(1);
         }
     };
+    server.echo(echo);
     println!("{}", server.url());
     let _ = std::io::stdout().flush();
     let start = Instant::now();

@@ -188,7 +188,10 @@ pub(crate) fn answer(head: &[u8]) -> Result<u16, String> {
 fn advice(status: u16, target: &str) -> &'static str {
     let _ = target;
     match status {
-        407 => "the proxy asks for credentials: put user:password in the proxy URL, or check them",
+        // 407 is the standard answer; tinyproxy (among others) says 401.
+        401 | 407 => {
+            "the proxy asks for credentials: put user:password in the proxy URL, or check them"
+        }
         403 => "the proxy refuses this destination (its access list, or the ports it allows CONNECT to)",
         502..=504 => "the proxy cannot reach the server (name, route or the server down)",
         405 | 501 => "the proxy does not support CONNECT",
@@ -425,6 +428,13 @@ mod tests {
                 "{local} is never proxied"
             );
         }
+    }
+
+    #[test]
+    fn a_proxy_that_answers_401_is_also_asking_for_credentials() {
+        // Seen with tinyproxy 1.11: bad Basic credentials get a 401.
+        assert!(advice(401, "h:1").contains("credentials"));
+        assert!(advice(407, "h:1").contains("credentials"));
     }
 
     #[test]
