@@ -177,7 +177,7 @@ pub(crate) struct Config {
 }
 
 /// Which HTTP proxy the WebSocket and the poller go through.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub(crate) struct ProxySection {
     /// As chosen: the environment (default), none, or a URL (checked at
     /// build).
@@ -186,6 +186,18 @@ pub(crate) struct ProxySection {
     pub choice: crate::proxy::Choice,
     /// The environment's proxies, read once at build.
     pub env: crate::proxy::Env,
+}
+
+impl fmt::Debug for ProxySection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The URL as given carries the proxy's credentials.
+        let shown = match &self.url {
+            None => "from the environment".to_owned(),
+            Some(None) => "off".to_owned(),
+            Some(Some(u)) => redact::url(u),
+        };
+        f.write_str(&shown)
+    }
 }
 
 impl ProxySection {
@@ -1074,6 +1086,7 @@ impl fmt::Debug for ClientBuilder {
             .field("server_timeout", &self.cfg.heartbeat.timeout)
             .field("backoff", &self.cfg.reconnect.backoff)
             .field("max_attempts", &self.cfg.reconnect.max_attempts)
+            .field("proxy", &self.cfg.proxy)
             .finish_non_exhaustive()
     }
 }

@@ -176,3 +176,11 @@ fn polls_go_through_the_same_proxy() {
     );
     client.close();
 }
+
+#[test]
+fn the_builder_shows_the_proxy_without_its_password() {
+    let b = fast("ws://127.0.0.1:1/").proxy(Some("http://dev:hunter2@proxy.lan:3128"));
+    let shown = format!("{b:?}");
+    assert!(shown.contains("proxy.lan:3128"), "{shown}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+}
