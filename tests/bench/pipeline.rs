@@ -74,6 +74,13 @@ fn main() {
     stalled(quick, &mut report);
     eprintln!("[{:>6.1}s] state writes", started.elapsed().as_secs_f64());
     state_writes(quick, &mut report);
+    eprintln!(
+        "[{:>6.1}s] cpu per message",
+        started.elapsed().as_secs_f64()
+    );
+    cpu_per_message(quick, &mut report);
+    eprintln!("[{:>6.1}s] fleet restart", started.elapsed().as_secs_f64());
+    fleet_restart(quick, &mut report);
 
     report.note("seconds", json!(started.elapsed().as_secs_f64()));
     report.print();
@@ -498,6 +505,10 @@ fn child(args: &[String]) {
             v
         }
         "stalled" => stalled_child(&url, n),
+        "cpu-heartline" | "cpu-bare" => {
+            let size: usize = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(100);
+            cpu_child(what == "cpu-heartline", &url, n, size)
+        }
         other => json!({"error": format!("unknown child {other}")}),
     };
     println!("{out}");
@@ -849,4 +860,201 @@ fn state_writes(quick: bool, report: &mut Report) {
             "received": got, "acked": acked}),
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+// --------------------------------------------------------------- cpu
+
+/// CPU time of this whole process (every thread, user + system), from the
+/// kernel's per-process clock.
+fn process_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    Duration::new(t.tv_sec.max(0) as u64, t.tv_nsec.max(0) as u32)
+}
+
+/// The receiving side in its own process: heartline (all its threads and
+/// the application's) or a bare tungstenite loop, each taking `n`
+/// messages of `size` bytes and touching every byte's length, nothing
+/// more (the transport's cost, not the application's).
+fn cpu_child(heartline: bool, url: &str, n: usize, size: usize) -> Value {
+    let mut got = 0;
+    let mut bytes = 0usize;
+    let (cpu0, cpu1, wall);
+    if heartline {
+        let client = Client::builder(url)
+            .batch_window(Duration::from_millis(5))
+            .max_message_size(1 << 20)
+            .build()
+            .expect("client");
+        wait_open(&client.events());
+        println!("ready");
+        let _ = std::io::stdout().flush();
+        cpu0 = process_cpu();
+        let t0 = Instant::now();
+        while got < n {
+            let Ok(batch) = client.recv_timeout(Duration::from_secs(60)) else {
+                break;
+            };
+            for m in batch.iter() {
+                bytes += std::hint::black_box(m.bytes().len());
+            }
+            got += batch.len();
+        }
+        cpu1 = process_cpu();
+        wall = t0.elapsed();
+        client.close();
+    } else {
+        let tcp = TcpStream::connect(
+            url.trim_start_matches("ws://")
+                .split('/')
+                .next()
+                .unwrap_or(""),
+        )
+        .expect("connect");
+        tcp.set_nodelay(true).ok();
+        let (mut ws, _) = tungstenite::client::client(url, tcp).expect("handshake");
+        println!("ready");
+        let _ = std::io::stdout().flush();
+        cpu0 = process_cpu();
+        let t0 = Instant::now();
+        while got < n {
+            match ws.read() {
+                Ok(tungstenite::Message::Text(t)) => {
+                    bytes += std::hint::black_box(t.len());
+                    got += 1;
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        cpu1 = process_cpu();
+        wall = t0.elapsed();
+        let _ = ws.close(None);
+        let _ = ws.flush();
+    }
+    let cpu = cpu1.saturating_sub(cpu0);
+    json!({"size": size, "received": got, "bytes": bytes, "cpu_ns": cpu.as_nanos() as u64,
+        "ns_per_msg": cpu.as_nanos() as f64 / got.max(1) as f64, "wall_s": wall.as_secs_f64()})
+}
+
+fn cpu_per_message(quick: bool, report: &mut Report) {
+    let cases: [(usize, usize); 3] = if quick {
+        [(100, 20_000), (4096, 5_000), (65_536, 400)]
+    } else {
+        [(100, 200_000), (4096, 40_000), (65_536, 4_000)]
+    };
+    let mut notes = Vec::new();
+    for (size, n) in cases {
+        let server = TestServer::start().expect("server");
+        let body = "x".repeat(size);
+        let payload: Vec<Frame> = (0..n).map(|_| Frame::from(body.as_str())).collect();
+        let measure = |which: &str| {
+            // The median of three runs of each (one in quick mode),
+            // alternating.
+            let p = payload.clone();
+            let url = server.url();
+            run_child(&[which, &url, &n.to_string(), &size.to_string()], || {
+                assert!(server.wait_open(1, Duration::from_secs(10)));
+                server.push_many(p);
+            })
+        };
+        let mut hl = Vec::new();
+        let mut bare = Vec::new();
+        for _ in 0..if quick { 1 } else { 3 } {
+            let h = measure("cpu-heartline");
+            assert!(server.wait_open(0, Duration::from_secs(10)));
+            let b = measure("cpu-bare");
+            assert!(server.wait_open(0, Duration::from_secs(10)));
+            hl.push(h["ns_per_msg"].as_f64().unwrap_or(f64::NAN));
+            bare.push(b["ns_per_msg"].as_f64().unwrap_or(f64::NAN));
+            notes.push(json!({"size": size, "heartline": h, "bare": b}));
+        }
+        let (h, b) = (median(&mut hl), median(&mut bare));
+        let ratio = h / b;
+        let verdict = if size == 100 {
+            format!(
+                "ratio {ratio:.2} (target ≤ 1.2) {}",
+                if ratio <= 1.2 { "ok" } else { "MISSED" }
+            )
+        } else {
+            format!("ratio {ratio:.2}")
+        };
+        report.row(
+            &format!("CPU per message received, {size} B ({n} msgs)"),
+            format!("{:.2} µs", h / 1000.0),
+            format!("{:.2} µs bare", b / 1000.0),
+            verdict,
+        );
+    }
+    report.note("cpu_per_message", Value::Array(notes));
+}
+
+// --------------------------------------------------------------- fleet
+
+/// A fleet of clients in one process against one server that restarts:
+/// every connection dropped, upgrades refused for 1 s. With the default
+/// backoff (full jitter), the reconnects of a lost connection spread
+/// evenly over the first backoff window (500 ms); a stampede is a peak
+/// well above that.
+fn fleet_restart(quick: bool, report: &mut Report) {
+    let n = if quick { 100 } else { 300 };
+    let server = TestServer::start().expect("server");
+    let threads0 = process_threads();
+    let rss0 = status_kb("VmRSS:");
+    let clients: Vec<Client> = (0..n)
+        .map(|_| {
+            Client::builder(server.url())
+                // Count the drop as a fresh loss (first backoff window),
+                // not as a failed attempt of a young connection.
+                .min_uptime(Duration::ZERO)
+                .build()
+                .expect("client")
+        })
+        .collect();
+    assert!(server.wait_open(n, Duration::from_secs(60)), "fleet open");
+    // The server's connection threads count too: take them out.
+    let threads = process_threads().saturating_sub(threads0).saturating_sub(n);
+    let rss = status_kb("VmRSS:").saturating_sub(rss0);
+    let t0 = Instant::now();
+    server.refuse(Some(503));
+    server.drop_all();
+    std::thread::sleep(Duration::from_secs(1)); // the server restarting
+    server.refuse(None);
+    let all_open = server.wait_open(n, Duration::from_secs(60));
+    let reopened = t0.elapsed();
+    let attempts: Vec<Duration> = server
+        .log()
+        .upgrades
+        .iter()
+        .filter(|u| u.at >= t0)
+        .map(|u| u.at.duration_since(t0))
+        .collect();
+    let mut windows = std::collections::BTreeMap::<u128, usize>::new();
+    for a in &attempts {
+        *windows.entry(a.as_millis() / 100).or_default() += 1;
+    }
+    let peak = windows.values().copied().max().unwrap_or(0);
+    let window = Backoff::default().delay(0, 1.0);
+    let even = n as f64 * 0.1 / window.as_secs_f64();
+    let ok = all_open && (peak as f64) <= 2.0 * even;
+    report.row(
+        &format!("fleet restart: {n} clients, server down 1 s"),
+        format!("all open in {:.2} s", reopened.as_secs_f64()),
+        format!("peak {peak}/100 ms vs even {even:.0}"),
+        format!(
+            "target peak ≤ 2× even {}; {:.1} threads, {} kB per client",
+            if ok { "ok" } else { "MISSED" },
+            threads as f64 / n as f64,
+            rss / n as u64
+        ),
+    );
+    report.note(
+        "fleet",
+        json!({"clients": n, "all_open": all_open, "seconds": reopened.as_secs_f64(),
+            "attempts": attempts.len(), "peak_per_100ms": peak, "even_per_100ms": even,
+            "threads_per_client": threads as f64 / n as f64, "rss_kb_per_client": rss / n as u64,
+            "windows": windows.iter().map(|(k, v)| json!([k, v])).collect::<Vec<_>>()}),
+    );
+    for c in &clients {
+        c.close();
+    }
 }
