@@ -232,6 +232,12 @@ pub(crate) struct Shared {
     /// Signalled when the consumer takes messages (for the poller).
     room_tx: Sender<()>,
     room_rx: Receiver<()>,
+    /// The consumer's doorbell: rung by producers when the queue holds as
+    /// many messages as the waiting consumer asked for (`want`), or when
+    /// no more can come. One wake-up per batch, not one per message.
+    bell_tx: Sender<()>,
+    bell_rx: Receiver<()>,
+    want: AtomicUsize,
 }
 
 /// Locks a mutex whose data stays valid even if a holder panicked (all our
@@ -250,6 +256,7 @@ impl Shared {
         let (events_tx, events_rx) = crossbeam_channel::bounded(event_capacity);
         let counters = Counters::default();
         let (room_tx, room_rx) = crossbeam_channel::bounded(1);
+        let (bell_tx, bell_rx) = crossbeam_channel::bounded(1);
         counters.rtt_us.store(u64::MAX, Relaxed);
         let shared = Arc::new(Shared {
             state: Mutex::new(State::Connecting { attempt: 1 }),
@@ -266,6 +273,9 @@ impl Shared {
             outbound: Budget::new(outbound_bytes),
             room_tx,
             room_rx,
+            bell_tx,
+            bell_rx,
+            want: AtomicUsize::new(1),
         });
         (shared, events_rx)
     }
@@ -359,6 +369,30 @@ impl Shared {
 
     pub(crate) fn room_signal(&self) -> &Receiver<()> {
         &self.room_rx
+    }
+
+    /// A producer queued a message; `queued` is now in the queue. Rings
+    /// the consumer's doorbell when that is what it waits for.
+    pub(crate) fn arrived(&self, queued: usize) {
+        std::sync::atomic::fence(SeqCst);
+        if queued >= self.want.load(SeqCst) {
+            self.ring();
+        }
+    }
+
+    /// Wakes a consumer waiting on the doorbell (kept until one waits).
+    pub(crate) fn ring(&self) {
+        let _ = self.bell_tx.try_send(());
+    }
+
+    /// The consumer is about to wait for `n` more queued messages.
+    pub(crate) fn want(&self, n: usize) {
+        self.want.store(n.max(1), SeqCst);
+        std::sync::atomic::fence(SeqCst);
+    }
+
+    pub(crate) fn doorbell(&self) -> &Receiver<()> {
+        &self.bell_rx
     }
 
     pub(crate) fn snapshot(

@@ -37,6 +37,16 @@ impl Batcher {
         self.pending.len() < self.max
     }
 
+    /// Messages that would complete the batch being assembled (its
+    /// room), or 1 to start one.
+    pub(crate) fn room(&self) -> usize {
+        if self.pending.is_empty() {
+            1
+        } else {
+            self.max.saturating_sub(self.pending.len()).max(1)
+        }
+    }
+
     pub(crate) fn push(&mut self, m: Message) {
         self.pending.push_back(m);
     }

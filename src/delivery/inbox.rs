@@ -246,7 +246,19 @@ impl Inbox {
                 seen.cursor = Some(c);
             }
         }
+        drop(seen);
+        self.shared.arrived(self.rx.len());
         Offer::Queued { ack }
+    }
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        // No more messages can come: let go of the only sender first, so
+        // the consumer the doorbell wakes sees the queue closed.
+        let (gone, _) = crossbeam_channel::bounded(0);
+        drop(std::mem::replace(&mut self.tx, gone));
+        self.shared.ring();
     }
 }
 

@@ -115,21 +115,26 @@ impl Batches {
             if deadline.is_some_and(|d| now >= d) {
                 return Err(RecvTimeoutError::Timeout);
             }
-            // Wait for the next message, or for the batch's window, without
-            // holding the lock (clones may receive meanwhile).
+            // Ask the producers to ring when enough is queued to finish this
+            // batch (one message to start one), then wait for that or for
+            // the batch's window, without holding the lock (clones may
+            // receive meanwhile). One wake-up per batch, not per message.
+            let need = b.room();
             drop(b);
+            self.shared.want(need);
+            if self.rx.len() >= need {
+                continue;
+            }
             let until = match (due, deadline) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            let got = match until {
-                None => self.rx.recv().map_err(|_| ChannelTimeout::Disconnected),
-                Some(t) => self.rx.recv_deadline(t),
+            let bell = self.shared.doorbell();
+            let _ = match until {
+                None => bell.recv().map_err(|_| ChannelTimeout::Disconnected),
+                Some(t) => bell.recv_deadline(t),
             };
-            if let Ok(m) = got {
-                lock(&self.batcher).push(m);
-            }
-            // Timeout or disconnected: the next pass decides.
+            // Rung, timed out or closed: the next pass decides.
         }
     }
 
