@@ -38,7 +38,7 @@ const FULL: Sizes = Sizes {
 const QUICK: Sizes = Sizes {
     messages: 20_000,
     echoes: 1_000,
-    idle: Duration::from_secs(2),
+    idle: Duration::from_millis(1500),
     trials: 5,
     rounds: 1,
 };
@@ -407,7 +407,20 @@ fn process_threads() -> usize {
 /// prints last. `ready` is called once the child has printed "ready".
 fn run_child(args: &[&str], ready: impl FnOnce()) -> Value {
     let exe = std::env::current_exe().expect("exe");
-    let mut child = Command::new(exe)
+    // Under an emulator (qemu-user for ARM) the child must be started the
+    // same way: HEARTLINE_BENCH_RUNNER is the command that runs a binary
+    // of this target (for example `.ci/qemu-run aarch64`).
+    let runner = std::env::var("HEARTLINE_BENCH_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    let mut cmd = match words.next() {
+        Some(program) => {
+            let mut c = Command::new(program);
+            c.args(words).arg(&exe);
+            c
+        }
+        None => Command::new(&exe),
+    };
+    let mut child = cmd
         .arg("--child")
         .args(args)
         .stdout(Stdio::piped())
@@ -812,7 +825,7 @@ fn state_writes(quick: bool, report: &mut Report) {
         .expect("client");
     wait_open(&client.events());
     let rate = 200; // messages per second
-    let secs = if quick { 3 } else { 10 };
+    let secs = if quick { 1 } else { 10 };
     let n = rate * secs;
     let consumer = {
         let c = client.clone();
