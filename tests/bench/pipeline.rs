@@ -81,6 +81,11 @@ fn main() {
     cpu_per_message(quick, &mut report);
     eprintln!("[{:>6.1}s] fleet restart", started.elapsed().as_secs_f64());
     fleet_restart(quick, &mut report);
+    eprintln!(
+        "[{:>6.1}s] libwebsockets peer",
+        started.elapsed().as_secs_f64()
+    );
+    libwebsockets_peer(&sizes, &mut report);
 
     report.note("seconds", json!(started.elapsed().as_secs_f64()));
     report.print();
@@ -420,12 +425,14 @@ fn run_child(args: &[&str], ready: impl FnOnce()) -> Value {
         }
         None => Command::new(&exe),
     };
-    let mut child = cmd
-        .arg("--child")
-        .args(args)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("child");
+    cmd.arg("--child").args(args);
+    run_process(cmd, ready)
+}
+
+/// Runs a process that prints "ready" when it is set, then JSON lines;
+/// returns the last JSON line. `ready` is called at "ready".
+fn run_process(mut cmd: Command, ready: impl FnOnce()) -> Value {
+    let mut child = cmd.stdout(Stdio::piped()).spawn().expect("child");
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
     let mut ready = Some(ready);
     let mut last = Value::Null;
@@ -1009,13 +1016,27 @@ fn cpu_per_message(quick: bool, report: &mut Report) {
 /// evenly over the first backoff window (500 ms); a stampede is a peak
 /// well above that.
 fn fleet_restart(quick: bool, report: &mut Report) {
+    // Quick mode (a smoke test) scales time down: a 300 ms outage and a
+    // backoff starting at 100 ms; the full run is the real scenario.
     let n = if quick { 100 } else { 300 };
+    let (down, backoff) = if quick {
+        (
+            Duration::from_millis(300),
+            Backoff::Exponential {
+                initial: Duration::from_millis(100),
+                max: Duration::from_secs(1),
+            },
+        )
+    } else {
+        (Duration::from_secs(1), Backoff::default())
+    };
     let server = TestServer::start().expect("server");
     let threads0 = process_threads();
     let rss0 = status_kb("VmRSS:");
     let clients: Vec<Client> = (0..n)
         .map(|_| {
             Client::builder(server.url())
+                .backoff(backoff.clone())
                 // Count the drop as a fresh loss (first backoff window),
                 // not as a failed attempt of a young connection.
                 .min_uptime(Duration::ZERO)
@@ -1030,7 +1051,7 @@ fn fleet_restart(quick: bool, report: &mut Report) {
     let t0 = Instant::now();
     server.refuse(Some(503));
     server.drop_all();
-    std::thread::sleep(Duration::from_secs(1)); // the server restarting
+    std::thread::sleep(down); // the server restarting
     server.refuse(None);
     let all_open = server.wait_open(n, Duration::from_secs(60));
     let reopened = t0.elapsed();
@@ -1046,11 +1067,11 @@ fn fleet_restart(quick: bool, report: &mut Report) {
         *windows.entry(a.as_millis() / 100).or_default() += 1;
     }
     let peak = windows.values().copied().max().unwrap_or(0);
-    let window = Backoff::default().delay(0, 1.0);
+    let window = backoff.delay(0, 1.0);
     let even = n as f64 * 0.1 / window.as_secs_f64();
     let ok = all_open && (peak as f64) <= 2.0 * even;
     report.row(
-        &format!("fleet restart: {n} clients, server down 1 s"),
+        &format!("fleet restart: {n} clients, server down {down:?}"),
         format!("all open in {:.2} s", reopened.as_secs_f64()),
         format!("peak {peak}/100 ms vs even {even:.0}"),
         format!(
@@ -1070,4 +1091,117 @@ fn fleet_restart(quick: bool, report: &mut Report) {
     for c in &clients {
         c.close();
     }
+}
+
+// --------------------------------------------------------------- libwebsockets
+
+/// Builds the libwebsockets client (tests/bench/lws_client.c) with the
+/// system C compiler. `Err` says why there is no peer column.
+fn lws_peer() -> Result<std::path::PathBuf, String> {
+    if std::env::var_os("HEARTLINE_BENCH_RUNNER").is_some() {
+        return Err("not under emulation (the C build is the host's)".into());
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let src = root.join("tests").join("bench").join("lws_client.c");
+    let out = root.join("target").join("lws_client");
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    match Command::new(&cc)
+        .arg("-O2")
+        .arg("-o")
+        .arg(&out)
+        .arg(&src)
+        .arg("-lwebsockets")
+        .output()
+    {
+        Ok(o) if o.status.success() => Ok(out),
+        Ok(o) => Err(format!(
+            "libwebsockets-dev is not installed ({cc}: {})",
+            String::from_utf8_lossy(&o.stderr)
+                .lines()
+                .next()
+                .unwrap_or("failed")
+        )),
+        Err(e) => Err(format!("no C compiler `{cc}`: {e}")),
+    }
+}
+
+/// libwebsockets (C), the library embedded Linux already uses, against the
+/// same server: throughput, idle cost and RSS, beside heartline's.
+fn libwebsockets_peer(s: &Sizes, report: &mut Report) {
+    let bin = match lws_peer() {
+        Ok(b) => b,
+        Err(why) => {
+            report.row(
+                "libwebsockets (C) peer",
+                "-".into(),
+                "absent".into(),
+                format!("skipped: {why}"),
+            );
+            report.note("libwebsockets", json!({"absent": why}));
+            return;
+        }
+    };
+    let server = TestServer::start().expect("server");
+    let port = server.addr().port().to_string();
+    let n = s.messages;
+    let lws = |count: usize, idle_ms: u128, push: bool| {
+        let mut cmd = Command::new(&bin);
+        cmd.args([
+            "127.0.0.1",
+            &port,
+            "/ws",
+            &count.to_string(),
+            &idle_ms.to_string(),
+        ]);
+        let v = run_process(cmd, || {
+            if push {
+                server.push_many(frames(count));
+            }
+        });
+        assert!(server.wait_open(0, Duration::from_secs(10)));
+        v
+    };
+    let flood = lws(n, 0, true);
+    let lws_rate = n as f64 / flood["seconds"].as_f64().unwrap_or(f64::NAN);
+    let ours = heartline_throughput(&server, n);
+    report.row(
+        &format!("libwebsockets (C) peer: {n} × 100 B (msg/s)"),
+        format!("{ours:.0}"),
+        format!("{lws_rate:.0} libwebsockets"),
+        format!(
+            "ratio {:.2} (heartline parses JSON, the C client only counts)",
+            ours / lws_rate
+        ),
+    );
+    let idle = lws(0, s.idle.as_millis(), false);
+    let secs = s.idle.as_secs_f64();
+    // heartline's idle figures from the idle row of this run.
+    let ours_idle = report
+        .json
+        .get("idle")
+        .and_then(|v| v.get("heartline"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    report.row(
+        &format!("libwebsockets (C) peer: idle {:?}, wake-ups/s, RSS", s.idle),
+        format!(
+            "{:.1}/s, {} kB",
+            ours_idle["wakeups"].as_f64().unwrap_or(0.0) / secs,
+            ours_idle["rss_kb"]
+        ),
+        format!(
+            "{:.1}/s, {} kB libwebsockets",
+            idle["wakeups"].as_f64().unwrap_or(0.0) / secs,
+            idle["rss_kb"]
+        ),
+        format!(
+            "libwebsockets CPU {:.1} ms idle",
+            idle["cpu_ms"].as_f64().unwrap_or(0.0)
+        ),
+    );
+    report.note(
+        "libwebsockets",
+        json!({"flood": flood, "per_s": lws_rate, "heartline_per_s": ours, "idle": idle,
+            "heartline_idle": ours_idle}),
+    );
 }
