@@ -20,7 +20,7 @@
 use std::time::{Duration, Instant};
 
 use heartline::testkit::{FeedConfig, TestServer};
-use heartline::{Client, JsonRules, State};
+use heartline::{Client, State};
 use serde_json::json;
 
 fn main() {
@@ -66,12 +66,7 @@ fn run(seconds: u64) -> Result<(), Box<dyn std::error::Error>> {
     println!("{} test server on {}", stamp(), server.url());
 
     let client = Client::builder(server.url())
-        .protocol(
-            JsonRules::new()
-                .id("/id")
-                .cursor("/seq")
-                .ack(json!({"type": "ack"}), [("/id", "ack")]),
-        )
+        .protocol(FeedConfig::default().client_rules())
         .heartbeat_interval(Duration::from_secs(2))
         .server_timeout(Duration::from_secs(1))
         .hello(|ctx| {

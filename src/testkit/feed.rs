@@ -62,6 +62,22 @@ impl Default for FeedConfig {
     }
 }
 
+impl FeedConfig {
+    /// The client rules that fit this feed: its id, its sequence number as
+    /// the cursor, and the ack it reads (`{"type":"ack","ack":<id>}` by
+    /// default).
+    pub fn client_rules(&self) -> crate::JsonRules {
+        let ack_key = self.ack_pointer.trim_start_matches('/');
+        crate::JsonRules::new()
+            .id(&self.id_key)
+            .cursor(&self.seq_key)
+            .ack(
+                serde_json::json!({"type": "ack"}),
+                [(self.id_key.as_str(), ack_key)],
+            )
+    }
+}
+
 /// A fault of the poll endpoint.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 #[non_exhaustive]

@@ -102,7 +102,14 @@ pub(crate) fn run(
     let mut last_error = None;
     loop {
         let mut hint = None;
-        match poll_once(cfg, shared, inbox, agent, stop, last_error.take()) {
+        let p = Poll {
+            cfg,
+            shared,
+            inbox,
+            agent,
+            stop,
+        };
+        match poll_once(&p, last_error.take()) {
             Ok(Some(n)) => {
                 failures = 0;
                 shared.counters.polls.fetch_add(1, Relaxed);
@@ -142,38 +149,37 @@ pub(crate) fn run(
     info!("polling stopped");
 }
 
+/// What one poll works with.
+struct Poll<'a> {
+    cfg: &'a Settings,
+    shared: &'a Shared,
+    inbox: &'a Inbox,
+    agent: &'a ureq::Agent,
+    stop: &'a Receiver<()>,
+}
+
 /// One poll. `Ok(Some(n))`: n messages queued; `Ok(None)`: told to stop;
 /// `Err`: what failed and where, with the answer's `Retry-After`.
 fn poll_once(
-    cfg: &Settings,
-    shared: &Shared,
-    inbox: &Inbox,
-    agent: &ureq::Agent,
-    stop: &Receiver<()>,
+    p: &Poll<'_>,
     last_error: Option<ConnectionError>,
 ) -> std::result::Result<Option<usize>, (ConnectionError, Option<String>)> {
     let mut retry_after = None;
-    poll_inner(
+    poll_inner(p, last_error, &mut retry_after).map_err(|e| (e, retry_after))
+}
+
+fn poll_inner(
+    p: &Poll<'_>,
+    last_error: Option<ConnectionError>,
+    retry_after: &mut Option<String>,
+) -> std::result::Result<Option<usize>, ConnectionError> {
+    let Poll {
         cfg,
         shared,
         inbox,
         agent,
         stop,
-        last_error,
-        &mut retry_after,
-    )
-    .map_err(|e| (e, retry_after))
-}
-
-fn poll_inner(
-    cfg: &Settings,
-    shared: &Shared,
-    inbox: &Inbox,
-    agent: &ureq::Agent,
-    stop: &Receiver<()>,
-    last_error: Option<ConnectionError>,
-    retry_after: &mut Option<String>,
-) -> std::result::Result<Option<usize>, ConnectionError> {
+    } = *p;
     let cursor = inbox.cursor();
     // Application code runs through the guard: a panic fails this poll.
     let Some(req) = guarded("poll_request", || {

@@ -815,18 +815,11 @@ fn stalled(quick: bool, report: &mut Report) {
 /// at most one write per interval.
 fn state_writes(quick: bool, report: &mut Report) {
     let mut server = TestServer::start().expect("server");
-    server
-        .enable_feed(heartline::testkit::FeedConfig::default())
-        .expect("feed");
+    server.enable_feed(FeedConfig::default()).expect("feed");
     let dir = std::env::temp_dir().join(format!("heartline-bench-state-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let client = Client::builder(server.url())
-        .protocol(
-            JsonRules::new()
-                .id("/id")
-                .cursor("/seq")
-                .ack(json!({"type": "ack"}), [("/id", "ack")]),
-        )
+        .protocol(FeedConfig::default().client_rules())
         .state_dir(&dir)
         .build()
         .expect("client");
