@@ -187,6 +187,11 @@ impl Feed {
         }
     }
 
+    pub(crate) fn forget_acks(&mut self) {
+        self.acked.iter_mut().for_each(|a| *a = false);
+        self.low = 0;
+    }
+
     /// How many messages are acknowledged.
     pub(crate) fn acked(&self) -> usize {
         self.acked.iter().filter(|a| **a).count()

@@ -300,6 +300,15 @@ impl TestServer {
             .map_or((0, 0), |f| (f.len(), f.acked()))
     }
 
+    /// Forgets every acknowledgement, as a server that lost its records
+    /// (or a client whose acks died with its power) would: every message
+    /// goes to the next connection again.
+    pub fn forget_acks(&self) {
+        if let Some(f) = lock(&self.inner.feed).as_mut() {
+            f.forget_acks();
+        }
+    }
+
     /// Breaks (or mends) the poll endpoint.
     pub fn poll_fault(&self, fault: PollFault) {
         if let Some(f) = lock(&self.inner.feed).as_mut() {
