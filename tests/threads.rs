@@ -20,14 +20,21 @@ fn no_thread_outlives_close() {
     init();
     let before = task_count();
     let server = server();
+    let dir = std::env::temp_dir().join(format!("heartline-threads-{}", std::process::id()));
     let client = fast(server.url())
         .heartbeat_interval(20 * MS)
+        .state_dir(&dir)
         .build()
         .unwrap();
     wait_open(&client.events());
     // /proc shows names cut to 15 bytes, and a new thread shows its
     // parent's name until it has set its own.
-    let expected = vec!["heartline-heart", "heartline-io", "heartline-super"];
+    let expected = vec![
+        "heartline-heart",
+        "heartline-io",
+        "heartline-state",
+        "heartline-super",
+    ];
     let sorted = || {
         let mut names = heartline_threads();
         names.sort();
