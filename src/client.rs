@@ -124,7 +124,7 @@ impl Client {
             cfg.state.dir.as_deref(),
             cfg.state.sync_every,
             cfg.queues.dedupe_window,
-            Some(acks_tx),
+            acks_tx,
             shared.clone(),
         );
         let ledger = Arc::new(ledger);

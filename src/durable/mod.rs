@@ -70,7 +70,7 @@ pub(crate) struct Ledger {
     writer: AtomicBool,
     wake_tx: Sender<()>,
     wake_rx: Receiver<()>,
-    acks: Option<Sender<Frame>>,
+    acks: Sender<Frame>,
     shared: Arc<Shared>,
 }
 
@@ -89,7 +89,7 @@ impl Ledger {
         dir: Option<&std::path::Path>,
         sync_every: Duration,
         window: usize,
-        acks: Option<Sender<Frame>>,
+        acks: Sender<Frame>,
         shared: Arc<Shared>,
     ) -> (Ledger, Restored) {
         let file = dir.map(StateFile::new);
@@ -269,7 +269,7 @@ impl Ledger {
         if acks.is_empty() {
             return;
         }
-        let Some(tx) = &self.acks else { return };
+        let tx = &self.acks;
         let mut sent = false;
         for a in acks {
             // A full channel (acks piling up while offline) loses this ack;
@@ -409,7 +409,7 @@ mod tests {
     fn ledger(dir: Option<&std::path::Path>) -> (Ledger, Restored, Receiver<Frame>) {
         let (shared, _events) = Shared::new(4, 4, usize::MAX, usize::MAX);
         let (tx, rx) = crossbeam_channel::bounded(64);
-        let (l, r) = Ledger::open(dir, Duration::from_millis(10), 3, Some(tx), shared);
+        let (l, r) = Ledger::open(dir, Duration::from_millis(10), 3, tx, shared);
         (l, r, rx)
     }
 

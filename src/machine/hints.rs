@@ -123,7 +123,7 @@ pub(crate) fn hinted(
     match retry_after_value.map(|v| retry_after(v, now_unix)) {
         Some(Ok(wait)) => delay.max(wait.min(max)),
         Some(Err(e)) => {
-            log::debug!(target: "heartline::threads::supervisor", "ignoring Retry-After: {e}");
+            log::debug!("ignoring Retry-After: {e}");
             delay
         }
         None => delay,

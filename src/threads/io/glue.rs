@@ -432,7 +432,7 @@ mod tests {
             None,
             std::time::Duration::ZERO,
             100,
-            Some(acks_tx),
+            acks_tx,
             shared.clone(),
         );
         let (commands_tx, commands) = crossbeam_channel::bounded(8);
