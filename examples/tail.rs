@@ -60,6 +60,11 @@
 //! measured).
 //! A bad flag exits 2; a client that gives up or is closed by the server
 //! exits 1.
+//!
+//! Logs go to standard error, chosen by `RUST_LOG` as with env_logger
+//! (`warn`, `heartline=debug,ureq=warn`, …; off when unset), through a
+//! twenty-line logger of its own: `tail` is the binary measured for the
+//! device footprint, and env_logger's filter and formatter cost 15 KB there.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -423,8 +428,52 @@ fn message_json(m: &Message) -> Value {
     }
 }
 
+/// `RUST_LOG` directives: `level` or `target=level`, comma-separated; the
+/// longest matching target prefix wins.
+struct StderrLog {
+    rules: Vec<(String, log::LevelFilter)>,
+}
+
+impl StderrLog {
+    fn install() {
+        let spec = std::env::var("RUST_LOG").unwrap_or_default();
+        let mut rules: Vec<(String, log::LevelFilter)> = spec
+            .split(',')
+            .filter_map(|d| {
+                let (target, level) = d.trim().rsplit_once('=').unwrap_or(("", d.trim()));
+                Some((target.to_owned(), level.parse().ok()?))
+            })
+            .collect();
+        rules.sort_by_key(|(t, _)| std::cmp::Reverse(t.len()));
+        let max = rules
+            .iter()
+            .map(|r| r.1)
+            .max()
+            .unwrap_or(log::LevelFilter::Off);
+        if log::set_boxed_logger(Box::new(StderrLog { rules })).is_ok() {
+            log::set_max_level(max);
+        }
+    }
+}
+
+impl log::Log for StderrLog {
+    fn enabled(&self, m: &log::Metadata) -> bool {
+        let t = m.target();
+        self.rules
+            .iter()
+            .find(|(p, _)| t.starts_with(p.as_str()))
+            .is_some_and(|(_, l)| m.level() <= *l)
+    }
+    fn log(&self, r: &log::Record) {
+        if self.enabled(r.metadata()) {
+            eprintln!("[{} {}] {}", r.level(), r.target(), r.args());
+        }
+    }
+    fn flush(&self) {}
+}
+
 fn main() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("off")).init();
+    StderrLog::install();
     let args = match parse(std::env::args().skip(1)) {
         Ok(a) => a,
         Err(e) if e.is_empty() => {

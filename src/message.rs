@@ -41,54 +41,63 @@ pub struct Message {
     frame: Frame,
     via: Via,
     received: Instant,
-    meta: Meta,
+    /// `None` when the protocol found nothing: a plain message stays small
+    /// (64 bytes), and it is moved several times on its way to the
+    /// application.
+    meta: Option<Box<Meta>>,
 }
 
 impl Message {
     pub(crate) fn with_meta(frame: Frame, via: Via, received: Instant, meta: Meta) -> Self {
+        let empty = meta.id.is_none()
+            && meta.cursor.is_none()
+            && meta.kinds.is_empty()
+            && meta.ack.is_none();
         Message {
             frame,
             via,
             received,
-            meta,
+            meta: (!empty).then(|| Box::new(meta)),
         }
     }
 
     /// The id the protocol found (used for dedupe).
     pub fn id(&self) -> Option<&str> {
-        self.meta.id.as_deref()
+        self.meta.as_ref()?.id.as_deref()
     }
 
     pub(crate) fn id_arc(&self) -> Option<std::sync::Arc<str>> {
-        self.meta.id.clone()
+        self.meta.as_ref()?.id.clone()
     }
 
     /// The cursor the protocol found.
     pub fn cursor(&self) -> Option<&Cursor> {
-        self.meta.cursor.as_ref()
+        self.meta.as_ref()?.cursor.as_ref()
     }
 
     /// The kinds (pools) the protocol put it in; empty when it has none.
     pub fn kinds(&self) -> &[String] {
-        &self.meta.kinds
+        self.meta.as_ref().map_or(&[], |m| &m.kinds)
     }
 
     /// `true` when the message is of this kind.
     pub fn is_kind(&self, kind: &str) -> bool {
-        self.meta.kinds.iter().any(|k| k == kind)
+        self.kinds().iter().any(|k| k == kind)
     }
 
     /// `true` when finishing it records or sends something.
     pub(crate) fn to_record(&self) -> bool {
-        self.meta.id.is_some() || self.meta.cursor.is_some() || self.meta.ack.is_some()
+        self.meta
+            .as_ref()
+            .is_some_and(|m| m.id.is_some() || m.cursor.is_some() || m.ack.is_some())
     }
 
     pub(crate) fn take_ack(&mut self) -> Option<Frame> {
-        self.meta.ack.take()
+        self.meta.as_mut()?.ack.take()
     }
 
     pub(crate) fn set_ack(&mut self, ack: Frame) {
-        self.meta.ack = Some(ack);
+        self.meta.get_or_insert_with(Box::default).ack = Some(ack);
     }
 
     /// The payload.

@@ -56,36 +56,34 @@ fn main() {
     report.note("mode", json!(if quick { "quick" } else { "full" }));
     report.note("machine", machine());
 
-    eprintln!("[{:>6.1}s] throughput", started.elapsed().as_secs_f64());
-    throughput(&sizes, false, &mut report);
-    eprintln!("[{:>6.1}s] throughput tls", started.elapsed().as_secs_f64());
-    throughput(&sizes, true, &mut report);
-    eprintln!("[{:>6.1}s] latency", started.elapsed().as_secs_f64());
-    latency(&sizes, &mut report);
-    eprintln!("[{:>6.1}s] idle", started.elapsed().as_secs_f64());
-    idle(&sizes, &mut report);
-    eprintln!("[{:>6.1}s] dead_link", started.elapsed().as_secs_f64());
-    dead_link(&sizes, &mut report);
-    eprintln!("[{:>6.1}s] failover", started.elapsed().as_secs_f64());
-    failover(&mut report);
-    eprintln!("[{:>6.1}s] flood", started.elapsed().as_secs_f64());
-    flood(&sizes, &mut report);
-    eprintln!("[{:>6.1}s] stalled", started.elapsed().as_secs_f64());
-    stalled(quick, &mut report);
-    eprintln!("[{:>6.1}s] state writes", started.elapsed().as_secs_f64());
-    state_writes(quick, &mut report);
-    eprintln!(
-        "[{:>6.1}s] cpu per message",
-        started.elapsed().as_secs_f64()
-    );
-    cpu_per_message(quick, &mut report);
-    eprintln!("[{:>6.1}s] fleet restart", started.elapsed().as_secs_f64());
-    fleet_restart(quick, &mut report);
-    eprintln!(
-        "[{:>6.1}s] libwebsockets peer",
-        started.elapsed().as_secs_f64()
-    );
-    libwebsockets_peer(&sizes, &mut report);
+    // `--only NAME[,NAME]` runs just those sections (names as printed).
+    let only: Option<Vec<String>> = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .map(|v| v.split(',').map(str::to_owned).collect());
+    type Section<'a> = (&'a str, &'a dyn Fn(&mut Report));
+    let sections: [Section; 12] = [
+        ("throughput", &|r| throughput(&sizes, false, r)),
+        ("throughput tls", &|r| throughput(&sizes, true, r)),
+        ("latency", &|r| latency(&sizes, r)),
+        ("idle", &|r| idle(&sizes, r)),
+        ("dead_link", &|r| dead_link(&sizes, r)),
+        ("failover", &|r| failover(r)),
+        ("flood", &|r| flood(&sizes, r)),
+        ("stalled", &|r| stalled(quick, r)),
+        ("state writes", &|r| state_writes(quick, r)),
+        ("cpu per message", &|r| cpu_per_message(quick, r)),
+        ("fleet restart", &|r| fleet_restart(quick, r)),
+        ("libwebsockets peer", &|r| libwebsockets_peer(&sizes, r)),
+    ];
+    for (name, run) in sections {
+        if only.as_ref().is_some_and(|o| !o.iter().any(|n| n == name)) {
+            continue;
+        }
+        eprintln!("[{:>6.1}s] {name}", started.elapsed().as_secs_f64());
+        run(&mut report);
+    }
 
     report.note("seconds", json!(started.elapsed().as_secs_f64()));
     report.print();

@@ -55,6 +55,9 @@ pub(super) struct Driver<S> {
     /// The read budget ran out, or a pause ended: bytes may wait in the
     /// socket that will raise no new edge, so read without one.
     pub read_again: bool,
+    /// When this turn's reads began: the arrival time of every message
+    /// they take (one clock read per turn, not two per message).
+    pub at: Instant,
 }
 
 impl<S: Read + Write> Driver<S> {
@@ -104,7 +107,7 @@ impl<S: Read + Write> Driver<S> {
                     let len = msg.frame().len();
                     let answer = self.ctx.inbox.offer(msg, false);
                     let full = matches!(answer, Offer::Full(_));
-                    self.m.offered(answer, Instant::now());
+                    self.m.offered(answer, self.at);
                     if full && self.m.paused() {
                         // Sleep until the consumer makes room (it wakes us past
                         // the half-way mark). It may have made room before it
@@ -167,6 +170,7 @@ impl<S: Read + Write> Driver<S> {
             }
         }
         if self.m.paused() {
+            self.at = Instant::now();
             self.m.room();
             if let Some(e) = self.act() {
                 return Some(e);
@@ -188,6 +192,7 @@ impl<S: Read + Write> Driver<S> {
     }
 
     fn read(&mut self) -> Option<Exit> {
+        self.at = Instant::now();
         for _ in 0..READ_BUDGET {
             let failure = match self.ws.read() {
                 Ok(msg) => {
@@ -208,7 +213,7 @@ impl<S: Read + Write> Driver<S> {
                         }
                         WsMessage::Frame(_) => continue,
                     };
-                    self.m.frame(incoming, Instant::now());
+                    self.m.frame(incoming, self.at);
                     if let Some(e) = self.act() {
                         return Some(e);
                     }
@@ -463,6 +468,7 @@ mod tests {
                 },
                 active: false,
                 read_again: false,
+                at: Instant::now(),
             },
             commands_tx,
             commands,

@@ -81,6 +81,7 @@ impl Connection {
                 },
                 active: false,
                 read_again: false,
+                at: Instant::now(),
             },
             poll,
             commands,
@@ -127,6 +128,10 @@ impl Connection {
             // follows within microseconds: look without sleeping for a short
             // while first, which saves a thread wake-up on the round trip.
             // Bounded, and only after activity: an idle connection sleeps.
+            // Each look yields the core: on a small board the thread that
+            // produces the event (the application, a local server) may be
+            // waiting for exactly this core, and a busy spin would delay it
+            // (echo p99 ratio about 2 with `spin_loop`, 1.3 with a yield).
             let mut ready = false;
             let active = std::mem::take(&mut d.active);
             if timeout.is_none() && active {
@@ -137,7 +142,7 @@ impl Connection {
                         Err(e) if e.kind() == ErrorKind::Interrupted => {}
                         Err(e) => return Exit::Lost(ConnectionError::from(e)),
                     }
-                    std::hint::spin_loop();
+                    std::thread::yield_now();
                 }
             }
             if !ready {
