@@ -209,6 +209,8 @@ pub enum ConnectionError {
     Io(Arc<std::io::Error>),
     /// Application code (the endpoint provider, hello, a `Protocol` method)
     /// panicked. That attempt, poll or message fails; the client carries on.
+    /// This needs `panic = "unwind"` (Rust's default): built with
+    /// `panic = "abort"`, a panic ends the process before it can be caught.
     #[error("the {what} callback panicked: {reason}")]
     Callback {
         /// Which callback.
