@@ -201,7 +201,8 @@ impl Client {
     /// Hands the frame back: [`SendError::Timeout`] when there is still no
     /// room after the wait, [`SendError::TooLarge`] for a frame larger than
     /// the whole `outbound_bytes` budget, [`SendError::Closed`] after
-    /// [`Client::close`] or giving up.
+    /// [`Client::close`] or giving up (also when that happens while it
+    /// waits for room: the wait ends at once).
     pub fn send(&self, frame: impl Into<Frame>) -> std::result::Result<(), SendError> {
         let frame = frame.into();
         let id = self.reliable_id(&frame);
@@ -394,7 +395,12 @@ impl Inner {
             None => budget.try_take(len),
         };
         if !room {
-            return Err((Refused::Full, frame));
+            let why = if self.shared.is_closed() {
+                Refused::Closed
+            } else {
+                Refused::Full
+            };
+            return Err((why, frame));
         }
         let seq = self.ledger.track(&frame, id);
         let out = Outgoing { frame, seq };

@@ -116,6 +116,8 @@ pub(crate) struct Budget {
     waiters: AtomicUsize,
     lock: Mutex<()>,
     room: Condvar,
+    /// Set once the client is closed: nobody waits for room any more.
+    shut: AtomicBool,
 }
 
 impl Budget {
@@ -127,6 +129,7 @@ impl Budget {
             waiters: AtomicUsize::new(0),
             lock: Mutex::new(()),
             room: Condvar::new(),
+            shut: AtomicBool::new(false),
         }
     }
 
@@ -170,6 +173,9 @@ impl Budget {
             if self.try_take(n) {
                 break true;
             }
+            if self.shut.load(SeqCst) {
+                break false;
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break false;
@@ -181,6 +187,13 @@ impl Budget {
         };
         self.waiters.fetch_sub(1, SeqCst);
         taken
+    }
+
+    /// Ends every wait for room, now and later (the client is closed).
+    pub(crate) fn shut(&self) {
+        self.shut.store(true, SeqCst);
+        let _guard = lock(&self.lock);
+        self.room.notify_all();
     }
 
     /// Takes `n` bytes whether they fit or not.
@@ -295,6 +308,8 @@ impl Shared {
     pub(crate) fn set_state(&self, state: State, error: Option<ConnectionError>) {
         if state.is_closed() {
             self.closed.store(true, SeqCst);
+            // A send waiting for room gets its frame back as `Closed`.
+            self.outbound.shut();
         }
         *lock(&self.state) = state.clone();
         if let Some(e) = &error {

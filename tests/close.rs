@@ -132,3 +132,65 @@ fn the_batch_iterator_hands_out_everything_received_then_ends_after_close() {
     let all: Vec<String> = client.batches().flat_map(|b| texts(b.messages())).collect();
     assert_eq!(all, vec!["m0", "m1", "m2"]);
 }
+
+/// The state letter of this process's thread named `name` in
+/// /proc/self/task (`S` while it sleeps), if there is one.
+fn thread_state(name: &str) -> Option<char> {
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim_end() == name {
+            let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+            // "pid (comm) S ...": the letter after the last ')'.
+            return stat.rsplit(')').next()?.trim_start().chars().next();
+        }
+    }
+    None
+}
+
+/// A `send` waiting for room (in frames or in bytes) returns
+/// `SendError::Closed` as soon as the client is closed, not after
+/// `send_timeout`.
+#[test]
+fn close_wakes_a_send_that_waits_for_room() {
+    for (which, by_bytes) in [("count", false), ("bytes", true)] {
+        // Nobody listens there: every frame stays queued.
+        let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("ws://{}/", dead.local_addr().unwrap());
+        drop(dead);
+        let b = fast(url).send_timeout(Duration::from_secs(60));
+        let client = if by_bytes {
+            b.outbound_bytes(1024).build().unwrap()
+        } else {
+            b.outbound_capacity(2).build().unwrap()
+        };
+        let frame = "x".repeat(if by_bytes { 600 } else { 10 });
+        while client.try_send(frame.as_str()).is_ok() {}
+        let name = format!("wsend-{which}"); // comm keeps 15 bytes
+        let (done_tx, done) = crossbeam_channel::bounded(1);
+        let c = client.clone();
+        let f = frame.clone();
+        std::thread::Builder::new()
+            .name(name.clone())
+            .spawn(move || {
+                let _ = done_tx.send(c.send(f.as_str()));
+            })
+            .unwrap();
+        // The sender is asleep in send() (waiting for room).
+        wait_until("the sender to wait", || thread_state(&name) == Some('S'));
+        assert!(done.is_empty(), "{which}: send returned before close");
+        let t = Instant::now();
+        client.close();
+        let got = done
+            .recv_timeout(WAIT)
+            .unwrap_or_else(|_| panic!("{which}: send still waiting after close"));
+        assert!(
+            matches!(got, Err(heartline::SendError::Closed(_))),
+            "{which}: {got:?}"
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "{which}: {:?}",
+            t.elapsed()
+        );
+    }
+}
