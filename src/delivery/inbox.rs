@@ -171,9 +171,16 @@ impl Inbox {
             AckMode::Queued => m.take_ack(),
             _ => None,
         };
-        let mut seen = lock(&self.seen);
         let key = (polled || self.polling || m.id().is_some()).then(|| Key::of(&m));
-        if key.as_ref().is_some_and(|k| seen.has(&m, k, polled)) {
+        // Nothing to check or record (no id, no cursor, no polling): no
+        // lock. Otherwise checking and recording are one step under it, so
+        // two transports offering the same message deliver it once.
+        let mut seen = (key.is_some() || m.cursor().is_some()).then(|| lock(&self.seen));
+        let dup = match (&seen, &key) {
+            (Some(seen), Some(k)) => seen.has(&m, k, polled),
+            _ => false,
+        };
+        if dup {
             self.shared.counters.duplicates.fetch_add(1, Relaxed);
             // Acked again if the application finished it (its ack may have
             // been lost); a duplicate of a message still queued or in a
@@ -238,12 +245,14 @@ impl Inbox {
                 },
             }
         }
-        if let Some(key) = key {
-            seen.remember(key);
-        }
-        if let Some(c) = cursor {
-            if seen.cursor.as_ref().is_none_or(|top| c > *top) {
-                seen.cursor = Some(c);
+        if let Some(seen) = seen.as_mut() {
+            if let Some(key) = key {
+                seen.remember(key);
+            }
+            if let Some(c) = cursor {
+                if seen.cursor.as_ref().is_none_or(|top| c > *top) {
+                    seen.cursor = Some(c);
+                }
             }
         }
         drop(seen);
