@@ -20,6 +20,7 @@ pub(crate) struct Proxy {
     /// The URL with the credentials masked: what logs and errors show.
     pub shown: String,
     /// The URL as given, for ureq (never shown).
+    #[cfg_attr(not(feature = "poll"), allow(dead_code))]
     raw: String,
 }
 
@@ -82,6 +83,7 @@ impl Proxy {
     }
 
     /// The same proxy for ureq (the poller).
+    #[cfg(feature = "poll")]
     pub(crate) fn for_ureq(&self) -> Option<ureq::Proxy> {
         ureq::Proxy::new(&self.raw).ok()
     }

@@ -12,6 +12,7 @@
 
 pub(crate) mod heartbeat;
 pub(crate) mod io;
+pub(crate) mod poll_http;
 pub(crate) mod poller;
 pub(crate) mod supervisor;
 

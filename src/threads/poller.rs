@@ -9,67 +9,19 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use log::{debug, info, warn};
-use ureq::tls::{Certificate, RootCerts, TlsConfig, TlsProvider};
 
 use crate::config::{Config, EndpointFn, PollSection};
 use crate::delivery::inbox::{Inbox, Offer};
-use crate::error::{ConnectionError, Error, Result};
+use crate::error::ConnectionError;
 use crate::message::{Message, Meta, Via};
 use crate::protocol::Protocol;
-use crate::protocol::{head, Method, Polled};
+use crate::protocol::{head, Polled};
 use crate::redact;
 use crate::shared::Shared;
 use crate::threads::guarded;
+use crate::threads::poll_http;
 
-/// The HTTP agent: native-tls with the system roots (or the configured
-/// extra roots, which then replace them), and a finite timeout.
-pub(crate) fn agent(cfg: &Config) -> Result<ureq::Agent> {
-    let roots = if cfg.tls.roots.is_empty() {
-        RootCerts::PlatformVerifier
-    } else {
-        // Parsed once at build; ureq takes them as DER.
-        let mut certs = Vec::new();
-        for cert in &cfg.tls.roots {
-            let der = cert.to_der().map_err(|e| {
-                Error::config("root_certificate_pem", format!("unusable certificate: {e}"))
-            })?;
-            certs.push(Certificate::from_der(&der).to_owned());
-        }
-        RootCerts::new_with_certs(&certs)
-    };
-    let tls = TlsConfig::builder()
-        .provider(TlsProvider::NativeTls)
-        .root_certs(roots)
-        .disable_verification(cfg.tls.accept_invalid_certs)
-        .build();
-    // The same proxy as the WebSocket's, chosen for the poll URL's host.
-    let proxy = cfg.poll.probe_url.as_deref().and_then(|url| {
-        let https = url.starts_with("https://");
-        let host = url
-            .split_once("://")
-            .map_or(url, |(_, r)| r)
-            .split(['/', '?'])
-            .next()
-            .unwrap_or("");
-        let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
-        let host = match host.rsplit_once(':') {
-            Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
-            _ => host,
-        };
-        cfg.proxy
-            .choice
-            .for_host(&cfg.proxy.env, https, host)
-            .and_then(crate::proxy::Proxy::for_ureq)
-    });
-    Ok(ureq::Agent::config_builder()
-        .proxy(proxy)
-        .tls_config(tls)
-        .timeout_global(Some(cfg.poll.timeout))
-        .http_status_as_error(false)
-        .user_agent(concat!("heartline/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .into())
-}
+pub(crate) use super::poll_http::{agent, Agent};
 
 /// What the poller needs from the configuration, and nothing more.
 pub(crate) struct Settings {
@@ -94,7 +46,7 @@ pub(crate) fn run(
     cfg: &Settings,
     shared: &Shared,
     inbox: &Arc<Inbox>,
-    agent: &ureq::Agent,
+    agent: &Agent,
     stop: &Receiver<()>,
 ) {
     info!("polling started");
@@ -154,7 +106,7 @@ struct Poll<'a> {
     cfg: &'a Settings,
     shared: &'a Shared,
     inbox: &'a Inbox,
-    agent: &'a ureq::Agent,
+    agent: &'a Agent,
     stop: &'a Receiver<()>,
 }
 
@@ -199,45 +151,10 @@ fn poll_inner(
         for_poll: true,
     };
     let endpoint = guarded("endpoint", || (cfg.endpoint)(&ectx))?;
-    let result = match req.method {
-        Method::Get => {
-            let mut r = agent.get(&req.url);
-            for (n, v) in &endpoint.headers {
-                r = r.header(n.as_str(), v.as_str());
-            }
-            r.call()
-        }
-        Method::Post => {
-            let body = req.body.clone().unwrap_or_default();
-            let mut r = agent.post(&req.url);
-            for (n, v) in &endpoint.headers {
-                r = r.header(n.as_str(), v.as_str());
-            }
-            if serde_json::from_str::<serde_json::Value>(&body).is_ok() {
-                r = r.content_type("application/json");
-            }
-            r.send(body.as_bytes())
-        }
-    };
-    let mut resp = result.map_err(|e| fail(None, e.to_string()))?;
-    let status = resp.status().as_u16();
-    *retry_after = resp
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let body = resp
-        .body_mut()
-        .with_config()
-        .limit(cfg.poll.max_body as u64)
-        .read_to_vec()
-        .map_err(|e| match e {
-            ureq::Error::BodyExceedsLimit(_) => fail(
-                Some(status),
-                format!("body over the {} byte limit", cfg.poll.max_body),
-            ),
-            e => fail(Some(status), format!("reading the body failed: {e}")),
-        })?;
+    let answer = poll_http::fetch(agent, &req, &endpoint.headers, cfg.poll.max_body)
+        .map_err(|(status, reason)| fail(status, reason))?;
+    let (status, body) = (answer.status, answer.body);
+    *retry_after = answer.retry_after;
     if !(200..300).contains(&status) {
         return Err(fail(
             Some(status),

@@ -48,7 +48,7 @@ impl Poller {
     }
 }
 
-fn run(s: Setup, agent: Option<ureq::Agent>) {
+fn run(s: Setup, agent: Option<poller::Agent>) {
     let cfg = &s.cfg;
     let mut policy = Reconnect::new(
         cfg.reconnect.backoff.clone(),
@@ -223,7 +223,7 @@ pub(crate) fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn start_poller(s: &Setup, agent: ureq::Agent) -> Option<Poller> {
+fn start_poller(s: &Setup, agent: poller::Agent) -> Option<Poller> {
     let (stop, stop_rx) = crossbeam_channel::bounded::<()>(0);
     let settings = poller::Settings::of(&s.cfg);
     let shared = s.shared.clone();
