@@ -441,6 +441,14 @@ fn tls_error(host: &str, e: &native_tls::Error, addr: &str, after: Duration) -> 
     }
 }
 
+/// The advice for a failed TLS handshake with `host` outside the socket
+/// (the poller's): the same words as the socket's [`ConnectionError::Tls`].
+#[cfg(feature = "poll")]
+pub(crate) fn tls_reason(host: &str, e: &native_tls::Error) -> String {
+    let (_, reason) = tls_advice(host, &e.to_string(), now_utc());
+    format!("TLS with {host}: {reason}")
+}
+
 /// Reads OpenSSL's words (the verify result native-tls appends in
 /// parentheses) into a problem and advice that fits it. Adding a CA helps
 /// only for an unknown issuer or a self-signed certificate; saying so for

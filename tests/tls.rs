@@ -119,3 +119,40 @@ fn a_tls_handshake_that_never_finishes_times_out() {
     );
     drop(listener);
 }
+
+/// The poll of a client whose socket is refused, against the TLS server's
+/// port over https: its last poll error.
+fn poll_failure(server: &TestServer, trust: bool) -> String {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let ws = format!("ws://{}/", dead.local_addr().unwrap());
+    drop(dead);
+    let poll = server.url().replacen("wss://", "https://", 1) + "poll";
+    let mut b = fast(ws)
+        .protocol(heartline::JsonRules::new().poll(poll, heartline::Method::Get, None))
+        .poll_after(1)
+        .poll_every(std::time::Duration::from_millis(20));
+    if trust {
+        b = b.root_certificate_pem(server.ca_pem().unwrap());
+    }
+    let client = b.build().unwrap();
+    wait_until("a failed poll", || client.stats().poll_failures >= 1);
+    let why = why(&client.stats().last_poll_error);
+    client.close();
+    why
+}
+
+#[test]
+fn a_poll_over_tls_gets_the_same_advice_as_the_socket() {
+    let expired = TestServer::start_tls_with(CertProblem::Expired).unwrap();
+    let why = poll_failure(&expired, true);
+    assert!(why.contains("expired") && why.contains("clock"), "{why}");
+    assert!(!why.contains("root_certificate_pem"), "{why}");
+
+    let other = TestServer::start_tls_with(CertProblem::OtherHost).unwrap();
+    let why = poll_failure(&other, true);
+    assert!(why.contains("another name"), "{why}");
+
+    let untrusted = TestServer::start_tls().unwrap();
+    let why = poll_failure(&untrusted, false);
+    assert!(why.contains("root_certificate_pem"), "{why}");
+}

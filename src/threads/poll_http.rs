@@ -56,21 +56,9 @@ mod with_ureq {
             .build();
         // The same proxy as the WebSocket's, chosen for the poll URL's host.
         let proxy = cfg.poll.probe_url.as_deref().and_then(|url| {
-            let https = url.starts_with("https://");
-            let host = url
-                .split_once("://")
-                .map_or(url, |(_, r)| r)
-                .split(['/', '?'])
-                .next()
-                .unwrap_or("");
-            let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
-            let host = match host.rsplit_once(':') {
-                Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
-                _ => host,
-            };
             cfg.proxy
                 .choice
-                .for_host(&cfg.proxy.env, https, host)
+                .for_host(&cfg.proxy.env, url.starts_with("https://"), host_of(url))
                 .and_then(crate::proxy::Proxy::for_ureq)
         });
         Ok(ureq::Agent::config_builder()
@@ -81,6 +69,21 @@ mod with_ureq {
             .user_agent(concat!("heartline/", env!("CARGO_PKG_VERSION")))
             .build()
             .into())
+    }
+
+    /// The host of an http(s) URL: no scheme, credentials, port or path.
+    fn host_of(url: &str) -> &str {
+        let host = url
+            .split_once("://")
+            .map_or(url, |(_, r)| r)
+            .split(['/', '?'])
+            .next()
+            .unwrap_or("");
+        let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+        match host.rsplit_once(':') {
+            Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+            _ => host,
+        }
     }
 
     /// One request, its answer read up to `max_body` bytes.
@@ -110,7 +113,14 @@ mod with_ureq {
                 r.send(body.as_bytes())
             }
         };
-        let mut resp = result.map_err(|e| (None, e.to_string()))?;
+        let mut resp = result.map_err(|e| match e {
+            // A failed handshake gets the socket's advice (expired, wrong
+            // name, unknown CA, not TLS), not OpenSSL's words alone.
+            ureq::Error::NativeTls(t) => {
+                (None, crate::transport::tls_reason(host_of(&req.url), &t))
+            }
+            e => (None, e.to_string()),
+        })?;
         let status = resp.status().as_u16();
         let retry_after = resp
             .headers()
