@@ -63,7 +63,7 @@
 //!
 //! Logs go to standard error, chosen by `RUST_LOG` as with env_logger
 //! (`warn`, `heartline=debug,ureq=warn`, …; off when unset), through a
-//! twenty-line logger of its own: `tail` is the binary measured for the
+//! small logger of its own: `tail` is the binary measured for the
 //! device footprint, and env_logger's filter and formatter cost 15 KB there.
 
 use std::io::Write;
