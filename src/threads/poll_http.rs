@@ -1,8 +1,8 @@
 //! The poller's one HTTP exchange. With the `poll` feature (on by default)
-//! it is ureq, with native-tls and the WebSocket's proxy; without it there
-//! is no HTTP client at all, a device that needs no
-//! fallback saves ureq's weight, and a configured poll is refused when the
-//! client is built.
+//! it is ureq, with native-tls and the WebSocket's proxy. Without the
+//! feature there is no HTTP client at all: a device that needs no fallback
+//! saves ureq's weight, and a configured poll is refused when the client is
+//! built.
 
 use crate::config::Config;
 use crate::error::Result;

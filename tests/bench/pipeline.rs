@@ -1,4 +1,5 @@
-//! `cargo bench --bench pipeline [-- --quick]`
+//! `cargo bench --bench pipeline [-- --quick] [-- --only SECTION[,SECTION]]`
+//! (`--only` runs the named sections, as the run prints them)
 //!
 //! heartline measured side by side with a bare tungstenite loop (and, for
 //! idle cost, the ewebsock client) in one run, against the test server on
@@ -77,6 +78,16 @@ fn main() {
         ("fleet restart", &|r| fleet_restart(quick, r)),
         ("libwebsockets peer", &|r| libwebsockets_peer(&sizes, r)),
     ];
+    let unknown: Vec<&String> = only
+        .iter()
+        .flatten()
+        .filter(|n| !sections.iter().any(|(name, _)| name == n))
+        .collect();
+    if !unknown.is_empty() {
+        let names: Vec<&str> = sections.iter().map(|(n, _)| *n).collect();
+        eprintln!("--only: no section {unknown:?}; the sections are {names:?}");
+        std::process::exit(2);
+    }
     for (name, run) in sections {
         if only.as_ref().is_some_and(|o| !o.iter().any(|n| n == name)) {
             continue;
