@@ -65,7 +65,10 @@
 //! (`warn`, `heartline=debug,ureq=warn`, …; off when unset), through a
 //! small logger of its own: `tail` is the binary measured for the
 //! device footprint, and env_logger's filter and formatter are about 11 KiB
-//! of code there (cargo bloat).
+//! of code there (cargo bloat). A release build logs at most `info`: the
+//! examples turn on `log`'s `release_max_level_info`, as a device binary
+//! should, so `debug` and `trace` need a debug build (`cargo run --example
+//! tail`).
 
 use std::io::Write;
 use std::time::{Duration, Instant};
