@@ -402,8 +402,7 @@ impl Inner {
             };
             return Err((why, frame));
         }
-        let seq = self.ledger.track(&frame, id);
-        let out = Outgoing { frame, seq };
+        let out = self.ledger.track(frame, id);
         let sent = match deadline {
             Some(d) => self.outbound.send_deadline(out, d).map_err(|e| match e {
                 crossbeam_channel::SendTimeoutError::Timeout(o) => (Refused::Full, o),
@@ -420,11 +419,18 @@ impl Inner {
                 Ok(())
             }
             Err((why, out)) => {
-                if let Some(seq) = out.seq {
-                    self.ledger.untrack(seq);
-                }
                 budget.release(len);
-                Err((why, out.frame))
+                let frame = match out {
+                    Outgoing::Frame(f) => f,
+                    // Never in the channel, so still in the ledger (only
+                    // the io thread takes tracked frames, and an ack can
+                    // only remove a frame that was written).
+                    Outgoing::Tracked(seq) => self
+                        .ledger
+                        .untrack(seq)
+                        .unwrap_or_else(|| Frame::Text(String::new())),
+                };
+                Err((why, frame))
             }
         }
     }

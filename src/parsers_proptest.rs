@@ -115,7 +115,7 @@ proptest! {
         mutated(Box::leak(file::encode(&file::Snapshot {
             cursor: Some(Cursor::Int(7)),
             finished: vec!["m-1".into(), "m-2".into()],
-            outbound: vec![file::Stored { id: Some("r".into()), frame: Frame::from("x") }],
+            outbound: vec![file::Stored { id: Some("r".into()), frame: std::sync::Arc::new(Frame::from("x")) }],
         }).into_boxed_slice())),
         proptest::collection::vec(any::<u8>(), 0..256),
     ]) {

@@ -43,7 +43,9 @@ const TMP: &str = "heartline.state.tmp";
 pub(crate) struct Stored {
     /// The reliable frame's id; `None` for a frame only waiting to be sent.
     pub id: Option<Arc<str>>,
-    pub frame: Frame,
+    /// Shared with the ledger: a snapshot being written holds no second
+    /// copy of the payloads.
+    pub frame: Arc<Frame>,
 }
 
 /// Everything the state file holds.
@@ -93,46 +95,53 @@ impl fmt::Display for Corrupt {
 
 /// Encodes a snapshot into the file's bytes.
 pub(crate) fn encode(s: &Snapshot) -> Vec<u8> {
-    let mut body = Vec::with_capacity(
-        64 + s.finished.iter().map(|i| i.len() + 4).sum::<usize>()
-            + s.outbound.iter().map(|o| o.frame.len() + 16).sum::<usize>(),
-    );
+    // One buffer, header first and the body's length filled in after: the
+    // encoded state is the only copy of the payloads a write makes.
+    let body_size = 64
+        + s.finished.iter().map(|i| i.len() + 4).sum::<usize>()
+        + s.outbound.iter().map(|o| o.frame.len() + 16).sum::<usize>();
+    let mut out = Vec::with_capacity(MAGIC.len() + 12 + body_size);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    let len_at = out.len();
+    put_len(&mut out, 0);
+    let body_at = out.len();
     match &s.cursor {
-        None => body.push(0),
+        None => out.push(0),
         Some(Cursor::Int(i)) => {
-            body.push(1);
-            body.extend_from_slice(&i.to_le_bytes());
+            out.push(1);
+            out.extend_from_slice(&i.to_le_bytes());
         }
         Some(Cursor::Text(t)) => {
-            body.push(2);
-            put_bytes(&mut body, t.as_bytes());
+            out.push(2);
+            put_bytes(&mut out, t.as_bytes());
         }
     }
-    put_len(&mut body, s.finished.len());
+    put_len(&mut out, s.finished.len());
     for id in &s.finished {
-        put_bytes(&mut body, id.as_bytes());
+        put_bytes(&mut out, id.as_bytes());
     }
-    put_len(&mut body, s.outbound.len());
+    put_len(&mut out, s.outbound.len());
     for o in &s.outbound {
-        body.push(match o.frame {
+        out.push(match *o.frame {
             Frame::Text(_) => 0,
             Frame::Binary(_) => 1,
         });
         match &o.id {
-            None => body.push(0),
+            None => out.push(0),
             Some(id) => {
-                body.push(1);
-                put_bytes(&mut body, id.as_bytes());
+                out.push(1);
+                put_bytes(&mut out, id.as_bytes());
             }
         }
-        put_bytes(&mut body, o.frame.as_bytes());
+        put_bytes(&mut out, o.frame.as_bytes());
     }
-    let mut out = Vec::with_capacity(body.len() + 20);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&VERSION.to_le_bytes());
-    put_len(&mut out, body.len());
-    out.extend_from_slice(&body);
-    out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    let body_len = out.len() - body_at;
+    let mut len = Vec::with_capacity(4);
+    put_len(&mut len, body_len);
+    out[len_at..body_at].copy_from_slice(&len);
+    let crc = crc32fast::hash(&out[body_at..]);
+    out.extend_from_slice(&crc.to_le_bytes());
     out
 }
 
@@ -229,7 +238,10 @@ pub(crate) fn decode(data: &[u8]) -> Result<Snapshot, Corrupt> {
                 })
             }
         };
-        outbound.push(Stored { id, frame });
+        outbound.push(Stored {
+            id,
+            frame: Arc::new(frame),
+        });
     }
     if r.at != r.data.len() {
         return Err(Corrupt::Bad {
@@ -367,15 +379,15 @@ mod tests {
             outbound: vec![
                 Stored {
                     id: None,
-                    frame: Frame::from("plain"),
+                    frame: Arc::new(Frame::from("plain")),
                 },
                 Stored {
                     id: Some("r-1".into()),
-                    frame: Frame::Binary(vec![0, 255, 7]),
+                    frame: Arc::new(Frame::Binary(vec![0, 255, 7])),
                 },
                 Stored {
                     id: Some("r-2".into()),
-                    frame: Frame::from(r#"{"id":"r-2"}"#),
+                    frame: Arc::new(Frame::from(r#"{"id":"r-2"}"#)),
                 },
             ],
         }

@@ -8,7 +8,9 @@
 //!   cursor.
 //! - **Outbound frames**: reliable frames until the server acknowledges
 //!   them (sent again after every reconnect), and with `state_dir` every
-//!   frame accepted by `send` until it is written to a socket.
+//!   frame accepted by `send` until it is written to a socket. The
+//!   outbound channel carries such a frame's number only: its payload is
+//!   held once, here.
 //!
 //! With `state_dir`, the `heartline-state` thread writes the ledger to
 //! [`file`] at most once per `state_sync_every`, only when it changed, and
@@ -27,6 +29,7 @@ use log::{debug, info, warn};
 
 use crate::frame::{Cursor, Frame};
 use crate::shared::{lock, Shared};
+use crate::threads::Outgoing;
 use file::{Loaded, Snapshot, StateFile, Stored};
 
 /// What a reliable frame costs the outbound byte budget beyond its
@@ -37,7 +40,10 @@ pub(crate) const RELIABLE_OVERHEAD: usize = 64;
 const LOG: &str = "heartline::durable";
 
 struct Entry {
-    frame: Frame,
+    /// The only copy of the payload while the frame waits in the outbound
+    /// channel (which carries just its number); shared with a snapshot
+    /// being written.
+    frame: Arc<Frame>,
     id: Option<Arc<str>>,
     /// In the outbound channel, not yet taken by an io thread.
     queued: bool,
@@ -157,28 +163,49 @@ impl Ledger {
         }
     }
 
-    /// Records an outbound frame about to enter the outbound channel, when
-    /// it must be remembered: it is reliable (`id`), or the state is
-    /// durable. The sequence number travels with it.
-    pub(crate) fn track(&self, frame: &Frame, id: Option<Arc<str>>) -> Option<u64> {
+    /// What goes into the outbound channel for a frame: the frame itself,
+    /// or, when it must be remembered (it is reliable, `id`, or the state
+    /// is durable), its number, with the frame kept here. Either way the
+    /// payload exists once, so the outbound byte budget is what it holds.
+    pub(crate) fn track(&self, frame: Frame, id: Option<Arc<str>>) -> Outgoing {
         if id.is_none() && !self.durable() {
-            return None;
+            return Outgoing::Frame(frame);
         }
         let mut st = lock(&self.state);
-        let seq = st.insert(frame.clone(), id, true);
+        let seq = st.insert(Arc::new(frame), id, true);
         self.changed(&mut st);
-        Some(seq)
+        Outgoing::Tracked(seq)
     }
 
-    /// A tracked frame never entered the channel (the send failed).
-    pub(crate) fn untrack(&self, seq: u64) {
+    /// A tracked frame never entered the channel (the send failed): the
+    /// frame, to hand back to the sender.
+    pub(crate) fn untrack(&self, seq: u64) -> Option<Frame> {
         let mut st = lock(&self.state);
-        st.remove(seq);
+        let e = st.remove(seq)?;
         self.changed(&mut st);
+        Some(Arc::unwrap_or_clone(e.frame))
     }
 
-    /// A tracked frame was handed to a socket. `true` when its bytes stay
-    /// in the budget until the server acks it (a reliable frame).
+    /// The io thread took the tracked frame `seq` from the channel to
+    /// write it: the frame, and `true` when its bytes stay in the budget
+    /// until the server acks it (a reliable frame, which stays here for a
+    /// resend; the caller writes a copy). A frame that is only durable
+    /// leaves the ledger now, as it goes to the socket.
+    pub(crate) fn take(&self, seq: u64) -> Option<(Frame, bool)> {
+        let mut st = lock(&self.state);
+        let e = st.out.get_mut(&seq)?;
+        if e.id.is_some() {
+            e.queued = false;
+            return Some((Frame::clone(&e.frame), true));
+        }
+        let e = st.remove(seq)?;
+        self.changed(&mut st);
+        Some((Arc::unwrap_or_clone(e.frame), false))
+    }
+
+    /// A frame from [`Ledger::resend`] (not in the channel) was handed to
+    /// a socket. `true` when its bytes stay in the budget until the server
+    /// acks it (a reliable frame).
     pub(crate) fn written(&self, seq: u64) -> bool {
         let mut st = lock(&self.state);
         let reliable = match st.out.get_mut(&seq) {
@@ -204,8 +231,16 @@ impl Ledger {
             debug!(target: LOG, "ack for an unknown or already acked frame");
             return 0;
         };
+        // Only what was written can be acked: a frame with the same id
+        // still in the outbound channel waits for an ack of its own.
+        let (sent, queued): (Vec<u64>, Vec<u64>) = seqs
+            .into_iter()
+            .partition(|seq| st.out.get(seq).is_some_and(|e| !e.queued));
+        if !queued.is_empty() {
+            st.by_id.insert(Arc::from(id), queued);
+        }
         let mut bytes = 0;
-        for seq in seqs {
+        for seq in sent {
             if let Some(e) = st.out.remove(&seq) {
                 bytes += cost(&e.frame, true);
                 st.reliable -= 1;
@@ -224,7 +259,7 @@ impl Ledger {
             .out
             .iter()
             .filter(|(_, e)| !e.queued)
-            .map(|(s, e)| (*s, e.frame.clone()))
+            .map(|(s, e)| (*s, Frame::clone(&e.frame)))
             .collect()
     }
 
@@ -365,7 +400,7 @@ pub(crate) fn cost(frame: &Frame, reliable: bool) -> usize {
 }
 
 impl State {
-    fn insert(&mut self, frame: Frame, id: Option<Arc<str>>, queued: bool) -> u64 {
+    fn insert(&mut self, frame: Arc<Frame>, id: Option<Arc<str>>, queued: bool) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
         if let Some(id) = &id {
@@ -376,18 +411,18 @@ impl State {
         seq
     }
 
-    fn remove(&mut self, seq: u64) {
-        if let Some(e) = self.out.remove(&seq) {
-            if let Some(id) = e.id {
-                self.reliable -= 1;
-                if let Some(v) = self.by_id.get_mut(&id) {
-                    v.retain(|s| *s != seq);
-                    if v.is_empty() {
-                        self.by_id.remove(&id);
-                    }
+    fn remove(&mut self, seq: u64) -> Option<Entry> {
+        let e = self.out.remove(&seq)?;
+        if let Some(id) = &e.id {
+            self.reliable -= 1;
+            if let Some(v) = self.by_id.get_mut(id) {
+                v.retain(|s| *s != seq);
+                if v.is_empty() {
+                    self.by_id.remove(id);
                 }
             }
         }
+        Some(e)
     }
 
     fn finish(&mut self, id: Arc<str>) {
@@ -413,6 +448,14 @@ mod tests {
         (l, r, rx)
     }
 
+    /// The ledger's number for a frame it keeps.
+    fn tracked(o: Outgoing) -> u64 {
+        match o {
+            Outgoing::Tracked(seq) => seq,
+            Outgoing::Frame(f) => panic!("not kept by the ledger: {f:?}"),
+        }
+    }
+
     fn scratch(name: &str) -> std::path::PathBuf {
         let d =
             std::env::temp_dir().join(format!("heartline-ledger-{name}-{}", std::process::id()));
@@ -434,26 +477,55 @@ mod tests {
         assert!(!l.is_finished("a"), "window of 3");
         assert!(l.is_finished("d"));
         // Plain frames are not tracked without a state directory.
-        assert_eq!(l.track(&Frame::from("x"), None), None);
+        assert!(
+            matches!(l.track(Frame::from("x"), None), Outgoing::Frame(f) if f == Frame::from("x"))
+        );
     }
 
     #[test]
     fn a_reliable_frame_is_kept_until_acked_and_resent_after_reconnect() {
         let (l, _, _) = ledger(None);
-        let s1 = l.track(&Frame::from("one"), Some("r1".into())).unwrap();
-        let s2 = l.track(&Frame::from("two"), Some("r2".into())).unwrap();
+        let s1 = tracked(l.track(Frame::from("one"), Some("r1".into())));
+        let s2 = tracked(l.track(Frame::from("two"), Some("r2".into())));
         assert!(l.resend().is_empty(), "still in the channel");
-        assert!(l.written(s1), "its bytes stay until the ack");
-        assert!(l.written(s2));
+        // Taken by the io thread: a copy to write, and the bytes stay
+        // until the ack.
+        assert_eq!(l.take(s1), Some((Frame::from("one"), true)));
+        assert_eq!(l.take(s2), Some((Frame::from("two"), true)));
         let again: Vec<_> = l.resend().into_iter().map(|(_, f)| f).collect();
         assert_eq!(again, [Frame::from("one"), Frame::from("two")]);
         assert_eq!(l.reliable_pending(), 2);
         assert_eq!(l.acked("r1"), 3 + RELIABLE_OVERHEAD);
         assert_eq!(l.acked("r1"), 0, "a second ack is nothing");
         assert_eq!(l.reliable_pending(), 1);
-        let s3 = l.track(&Frame::from("three"), Some("r3".into())).unwrap();
-        l.untrack(s3);
+        let s3 = tracked(l.track(Frame::from("three"), Some("r3".into())));
+        assert_eq!(l.untrack(s3), Some(Frame::from("three")), "handed back");
         assert_eq!(l.reliable_pending(), 1);
+    }
+
+    #[test]
+    fn an_ack_covers_only_frames_written_not_one_with_the_same_id_still_queued() {
+        let (l, _, _) = ledger(None);
+        let first = tracked(l.track(Frame::from("v1"), Some("r".into())));
+        assert!(l.take(first).is_some());
+        let second = tracked(l.track(Frame::from("v2"), Some("r".into())));
+        assert_eq!(l.acked("r"), 2 + RELIABLE_OVERHEAD, "the written one");
+        assert_eq!(l.reliable_pending(), 1);
+        assert_eq!(l.take(second), Some((Frame::from("v2"), true)));
+        assert_eq!(l.acked("r"), 2 + RELIABLE_OVERHEAD);
+        assert_eq!(l.reliable_pending(), 0);
+    }
+
+    #[test]
+    fn a_durable_frame_leaves_the_ledger_when_taken_and_is_kept_once() {
+        let dir = scratch("once");
+        let (l, _, _) = ledger(Some(&dir));
+        let seq = tracked(l.track(Frame::from("plain"), None));
+        // The channel carries only the number: the ledger's copy is the one.
+        assert_eq!(l.take(seq), Some((Frame::from("plain"), false)));
+        assert_eq!(l.take(seq), None, "gone once taken");
+        assert!(l.resend().is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -467,9 +539,9 @@ mod tests {
                 Some(Cursor::Int(1)),
                 vec![Frame::from("ack 1")],
             );
-            let plain = l.track(&Frame::from("unsent"), None).unwrap();
-            let rel = l.track(&Frame::from("rel"), Some("r".into())).unwrap();
-            assert!(l.written(rel));
+            let plain = tracked(l.track(Frame::from("unsent"), None));
+            let rel = tracked(l.track(Frame::from("rel"), Some("r".into())));
+            assert_eq!(l.take(rel), Some((Frame::from("rel"), true)));
             assert_eq!(plain, 0);
             // No writer thread: the write happened on this thread, then the ack.
             assert_eq!(acks.try_recv().ok(), Some(Frame::from("ack 1")));

@@ -53,11 +53,13 @@ pub(crate) enum Control {
     Close,
 }
 
-/// One frame in the outbound channel, with its ledger number when the
-/// ledger keeps it (a reliable frame, or any frame with `state_dir`).
-pub(crate) struct Outgoing {
-    pub frame: Frame,
-    pub seq: Option<u64>,
+/// One frame in the outbound channel.
+pub(crate) enum Outgoing {
+    /// The frame itself: nothing else keeps it.
+    Frame(Frame),
+    /// The ledger's number of a frame it keeps (a reliable frame, or any
+    /// frame with `state_dir`): the payload stays there, once.
+    Tracked(u64),
 }
 
 /// What the supervisor holds and hands to the threads it starts.

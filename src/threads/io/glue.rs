@@ -253,14 +253,26 @@ impl<S: Read + Write> Driver<S> {
     fn take_queued(&mut self, max: usize) {
         let mut taken = 0;
         for _ in 0..max {
-            let Ok(Outgoing { frame: f, seq }) = self.ctx.outbound.try_recv() else {
+            let Ok(out) = self.ctx.outbound.try_recv() else {
                 break;
             };
             self.active = true;
-            // A reliable frame keeps its bytes until the server acks it.
-            if !seq.is_some_and(|s| self.ctx.ledger.written(s)) {
-                taken += f.len();
-            }
+            let f = match out {
+                Outgoing::Frame(f) => {
+                    taken += f.len();
+                    f
+                }
+                Outgoing::Tracked(seq) => match self.ctx.ledger.take(seq) {
+                    // A reliable frame keeps its bytes until the server
+                    // acks it.
+                    Some((f, true)) => f,
+                    Some((f, false)) => {
+                        taken += f.len();
+                        f
+                    }
+                    None => continue, // not in the ledger: nothing to send
+                },
+            };
             trace!(target: "heartline::threads::io", "sending {f:?}");
             self.write(f);
             if self.m.is_done() {
@@ -517,20 +529,12 @@ mod tests {
         let mut r = rig();
         r.script().blocked = true;
         for t in ["1", "2", "3"] {
-            r.outbound_tx
-                .send(Outgoing {
-                    frame: Frame::from(t),
-                    seq: None,
-                })
-                .unwrap();
+            r.outbound_tx.send(Outgoing::Frame(Frame::from(t))).unwrap();
         }
         assert!(r.turn().is_none());
         assert!(!r.d.m.takes_frames(), "congested");
         r.outbound_tx
-            .send(Outgoing {
-                frame: Frame::from("4"),
-                seq: None,
-            })
+            .send(Outgoing::Frame(Frame::from("4")))
             .unwrap();
         assert!(r.turn().is_none());
         assert_eq!(r.d.ctx.outbound.len(), 1, "no frame taken while congested");
@@ -568,10 +572,7 @@ mod tests {
     fn the_application_close_sends_what_was_queued_then_1000_then_waits_for_the_reply() {
         let mut r = rig();
         r.outbound_tx
-            .send(Outgoing {
-                frame: Frame::from("last words"),
-                seq: None,
-            })
+            .send(Outgoing::Frame(Frame::from("last words")))
             .unwrap();
         r.commands_tx.send(Command::Close).unwrap();
         assert!(r.turn().is_none(), "waits for the server's close");
