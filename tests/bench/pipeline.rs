@@ -1057,12 +1057,25 @@ fn fleet_restart(quick: bool, report: &mut Report) {
     server.refuse(None);
     let all_open = server.wait_open(n, Duration::from_secs(60));
     let reopened = t0.elapsed();
-    let attempts: Vec<Duration> = server
-        .log()
+    let log = server.log();
+    let attempts: Vec<Duration> = log
         .upgrades
         .iter()
         .filter(|u| u.at >= t0)
         .map(|u| u.at.duration_since(t0))
+        .collect();
+    // For tracing a slow one: attempts refused once the outage was over,
+    // and every attempt after 3 s (when a run's last clients come back).
+    let refused_after = log
+        .upgrades
+        .iter()
+        .filter(|u| !u.accepted && u.at >= t0 + down + Duration::from_millis(50))
+        .count();
+    let late: Vec<Value> = log
+        .upgrades
+        .iter()
+        .filter(|u| u.at >= t0 + Duration::from_secs(3))
+        .map(|u| json!([u.conn, u.at.duration_since(t0).as_secs_f64(), u.accepted]))
         .collect();
     let mut windows = std::collections::BTreeMap::<u128, usize>::new();
     for a in &attempts {
@@ -1088,7 +1101,8 @@ fn fleet_restart(quick: bool, report: &mut Report) {
         json!({"clients": n, "all_open": all_open, "seconds": reopened.as_secs_f64(),
             "attempts": attempts.len(), "peak_per_100ms": peak, "even_per_100ms": even,
             "threads_per_client": threads as f64 / n as f64, "rss_kb_per_client": rss / n as u64,
-            "windows": windows.iter().map(|(k, v)| json!([k, v])).collect::<Vec<_>>()}),
+            "windows": windows.iter().map(|(k, v)| json!([k, v])).collect::<Vec<_>>(),
+            "refused_after_outage": refused_after, "late": late}),
     );
     for c in &clients {
         c.close();
