@@ -136,18 +136,20 @@ pub(crate) fn encode(s: &Snapshot) -> Vec<u8> {
         }
         put_bytes(&mut out, o.frame.as_bytes());
     }
-    let body_len = out.len() - body_at;
-    let mut len = Vec::with_capacity(4);
-    put_len(&mut len, body_len);
-    out[len_at..body_at].copy_from_slice(&len);
+    let body_len = len_bytes(out.len() - body_at);
+    out[len_at..body_at].copy_from_slice(&body_len);
     let crc = crc32fast::hash(&out[body_at..]);
     out.extend_from_slice(&crc.to_le_bytes());
     out
 }
 
-fn put_len(out: &mut Vec<u8>, n: usize) {
+fn len_bytes(n: usize) -> [u8; 4] {
     // Bounded far below 4 GiB by the dedupe window and the byte budgets.
-    out.extend_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes());
+    u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes()
+}
+
+fn put_len(out: &mut Vec<u8>, n: usize) {
+    out.extend_from_slice(&len_bytes(n));
 }
 
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {

@@ -227,7 +227,7 @@ impl Ledger {
     /// the budget bytes to give back.
     pub(crate) fn acked(&self, id: &str) -> usize {
         let mut st = lock(&self.state);
-        let Some(seqs) = st.by_id.remove(id) else {
+        let Some((key, seqs)) = st.by_id.remove_entry(id) else {
             debug!(target: LOG, "ack for an unknown or already acked frame");
             return 0;
         };
@@ -237,7 +237,7 @@ impl Ledger {
             .into_iter()
             .partition(|seq| st.out.get(seq).is_some_and(|e| !e.queued));
         if !queued.is_empty() {
-            st.by_id.insert(Arc::from(id), queued);
+            st.by_id.insert(key, queued);
         }
         let mut bytes = 0;
         for seq in sent {
