@@ -153,7 +153,11 @@ impl Budget {
             let next = used.saturating_add(n);
             match self.used.compare_exchange_weak(used, next, SeqCst, SeqCst) {
                 Ok(_) => {
-                    self.peak.fetch_max(next, Relaxed);
+                    // A read first: the common case (below the peak) writes
+                    // nothing to a line other threads read.
+                    if next > self.peak.load(Relaxed) {
+                        self.peak.fetch_max(next, Relaxed);
+                    }
                     return true;
                 }
                 Err(now) => used = now,

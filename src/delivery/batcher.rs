@@ -2,7 +2,6 @@
 //! messages and answers for a given `now`, so every receive method (`recv`,
 //! `try_recv`, `recv_timeout`, `recv_deadline`) shares one rule.
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::message::Message;
@@ -20,7 +19,8 @@ pub(crate) enum Next {
 pub(crate) struct Batcher {
     window: Duration,
     max: usize,
-    pending: VecDeque<Message>,
+    /// Oldest first; never more than `max` once the receiver fills it.
+    pending: Vec<Message>,
 }
 
 impl Batcher {
@@ -28,7 +28,7 @@ impl Batcher {
         Batcher {
             window,
             max,
-            pending: VecDeque::new(),
+            pending: Vec::new(),
         }
     }
 
@@ -48,7 +48,7 @@ impl Batcher {
     }
 
     pub(crate) fn push(&mut self, m: Message) {
-        self.pending.push_back(m);
+        self.pending.push(m);
     }
 
     /// A batch is handed out `window` after its first message arrived (the
@@ -56,7 +56,7 @@ impl Batcher {
     /// for a slow consumer does not wait again), as soon as it holds `max`
     /// messages, or at once when no more can come (`closed`).
     pub(crate) fn next(&self, now: Instant, closed: bool) -> Next {
-        let Some(first) = self.pending.front() else {
+        let Some(first) = self.pending.first() else {
             return Next::Wait(None);
         };
         let due = first.received_at() + self.window;
@@ -70,6 +70,12 @@ impl Batcher {
     /// The next batch: at most `max` messages, oldest first.
     pub(crate) fn take(&mut self) -> Vec<Message> {
         let n = self.pending.len().min(self.max);
+        if n == self.pending.len() {
+            // The usual case (the receiver fills up to `max`): the batch is
+            // the pending Vec itself, no copy; the next one starts at the
+            // size this one reached.
+            return std::mem::replace(&mut self.pending, Vec::with_capacity(n));
+        }
         self.pending.drain(..n).collect()
     }
 }

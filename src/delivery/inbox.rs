@@ -165,8 +165,18 @@ impl Inbox {
 
     /// Queues a message unless it is a duplicate: its id was seen, or (for
     /// a `polled` item without an id) its cursor is below the highest seen
-    /// or its content was seen.
-    pub(crate) fn offer(&self, mut m: Message, polled: bool) -> Offer {
+    /// or its content was seen. Rings the consumer's doorbell when it waits
+    /// for what is queued now.
+    pub(crate) fn offer(&self, m: Message, polled: bool) -> Offer {
+        let answer = self.offer_unrung(m, polled);
+        self.ring();
+        answer
+    }
+
+    /// [`Inbox::offer`] without the doorbell: for a producer that queues
+    /// many messages in one go and then calls [`Inbox::ring`] once (the io
+    /// thread, once per read turn and always before it sleeps).
+    pub(crate) fn offer_unrung(&self, mut m: Message, polled: bool) -> Offer {
         let ack = match self.ack_mode {
             AckMode::Queued => m.take_ack(),
             _ => None,
@@ -256,8 +266,13 @@ impl Inbox {
             }
         }
         drop(seen);
-        self.shared.arrived(self.rx.len());
         Offer::Queued { ack }
+    }
+
+    /// Rings the consumer's doorbell if it waits for no more than what is
+    /// queued now.
+    pub(crate) fn ring(&self) {
+        self.shared.arrived(self.rx.len());
     }
 }
 

@@ -58,6 +58,9 @@ pub(super) struct Driver<S> {
     /// When this turn's reads began: the arrival time of every message
     /// they take (one clock read per turn, not two per message).
     pub at: Instant,
+    /// Messages were queued since the consumer's doorbell was last
+    /// considered: [`Driver::ring`] does, once per turn, not per message.
+    pub unrung: bool,
 }
 
 impl<S: Read + Write> Driver<S> {
@@ -105,7 +108,8 @@ impl<S: Read + Write> Driver<S> {
                 Action::Deliver(msg) => {
                     trace!(target: "heartline::threads::io", "received {:?}", msg.frame());
                     let len = msg.frame().len();
-                    let answer = self.ctx.inbox.offer(msg, false);
+                    let answer = self.ctx.inbox.offer_unrung(msg, false);
+                    self.unrung |= matches!(answer, Offer::Queued { .. });
                     let full = matches!(answer, Offer::Full(_));
                     self.m.offered(answer, self.at);
                     if full && self.m.paused() {
@@ -153,8 +157,25 @@ impl<S: Read + Write> Driver<S> {
         None
     }
 
-    /// One turn: the commands, the held message, reads, queued writes.
+    /// One turn: the commands, the held message, reads, queued writes; then
+    /// the consumer's doorbell, if what it waits for is queued.
     pub(super) fn turn(&mut self, commands: &Receiver<Command>, read: bool) -> Option<Exit> {
+        let exit = self.turn_unrung(commands, read);
+        self.ring();
+        exit
+    }
+
+    /// Rings the consumer's doorbell if messages were queued since the last
+    /// call and it waits for no more than are queued. Called at the end of
+    /// every turn and before the thread sleeps: a message queued is never
+    /// left waiting for a doorbell that is not rung.
+    pub(super) fn ring(&mut self) {
+        if std::mem::take(&mut self.unrung) {
+            self.ctx.inbox.ring();
+        }
+    }
+
+    fn turn_unrung(&mut self, commands: &Receiver<Command>, read: bool) -> Option<Exit> {
         // Acks the application's hand-outs released: first, and not subject
         // to congestion (they are small and must not wait behind frames).
         while !self.m.is_done() {
@@ -193,12 +214,24 @@ impl<S: Read + Write> Driver<S> {
 
     fn read(&mut self) -> Option<Exit> {
         self.at = Instant::now();
+        // Counted once per turn, not per message (two shared counters
+        // fewer on every message's path).
+        let mut tally = (0, 0);
+        let exit = self.read_messages(&mut tally);
+        let c = &self.ctx.shared.counters;
+        c.frames_in.fetch_add(tally.0, Relaxed);
+        c.bytes_in.fetch_add(tally.1, Relaxed);
+        exit
+    }
+
+    /// Reads until `WouldBlock`, a pause or the budget; `tally` counts the
+    /// frames read and their payload bytes.
+    fn read_messages(&mut self, tally: &mut (u64, u64)) -> Option<Exit> {
         for _ in 0..READ_BUDGET {
             let failure = match self.ws.read() {
                 Ok(msg) => {
-                    let c = &self.ctx.shared.counters;
-                    c.frames_in.fetch_add(1, Relaxed);
-                    c.bytes_in.fetch_add(msg.len() as u64, Relaxed);
+                    tally.0 += 1;
+                    tally.1 += msg.len() as u64;
                     let incoming = match msg {
                         WsMessage::Text(t) => Incoming::Data(Frame::Text(t.as_str().to_owned())),
                         WsMessage::Binary(b) => Incoming::Data(Frame::Binary(b.to_vec())),
@@ -481,6 +514,7 @@ mod tests {
                 active: false,
                 read_again: false,
                 at: Instant::now(),
+                unrung: false,
             },
             commands_tx,
             commands,
@@ -504,6 +538,35 @@ mod tests {
 
     fn text(t: &str) -> WsMessage {
         WsMessage::Text(t.into())
+    }
+
+    #[test]
+    fn the_doorbell_rings_once_per_turn_when_what_the_consumer_waits_for_is_queued() {
+        let mut r = rig();
+        let bell = r.d.ctx.shared.doorbell().clone();
+        let three = |n: usize| {
+            let msgs = (0..3).map(|i| text(&format!(r#"{{"id":"{n}{i}"}}"#)));
+            from_server(msgs.collect())
+        };
+        // Waits for 5: three queued in a turn do not ring.
+        r.d.ctx.shared.want(5);
+        r.script().reads = VecDeque::from([Some(three(0)), None]);
+        assert!(r.turn().is_none());
+        assert_eq!(r.inbound.len(), 3);
+        assert!(bell.try_recv().is_err(), "rang before enough was queued");
+        // Three more make six: rung by the end of the turn, once.
+        r.script().reads = VecDeque::from([Some(three(1)), None]);
+        assert!(r.turn().is_none());
+        assert!(bell.try_recv().is_ok(), "not rung after the turn");
+        assert!(bell.try_recv().is_err());
+        // The queue fills up (16) within a turn and reading pauses: the
+        // consumer is rung before the io thread sleeps.
+        r.d.ctx.shared.want(1);
+        let many = (0..20).map(|i| text(&format!(r#"{{"id":"m{i}"}}"#)));
+        r.script().reads = VecDeque::from([Some(from_server(many.collect())), None]);
+        assert!(r.turn().is_none());
+        assert!(r.d.m.paused(), "the queue is full");
+        assert!(bell.try_recv().is_ok(), "a full queue's consumer not rung");
     }
 
     #[test]

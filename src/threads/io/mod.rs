@@ -82,6 +82,7 @@ impl Connection {
                 active: false,
                 read_again: false,
                 at: Instant::now(),
+                unrung: false,
             },
             poll,
             commands,
@@ -95,6 +96,7 @@ impl Connection {
 
     pub(crate) fn run(mut self) -> Exit {
         let exit = self.serve();
+        self.driver.ring();
         self.driver.ctx.shared.reading_paused.store(false, SeqCst);
         debug!("connection ended: {exit:?}");
         exit
@@ -120,6 +122,8 @@ impl Connection {
             if let Some(e) = d.act() {
                 return e; // the close handshake's deadline passed
             }
+            d.ring(); // before any wait: nothing queued waits for a bell
+
             let timeout = match wait {
                 Wait::Again => Some(Duration::ZERO),
                 Wait::Until(deadline) => deadline.map(|t| t.saturating_duration_since(now)),
