@@ -166,6 +166,10 @@ pub(crate) struct Config {
     /// builder's reply rules and hello closure layered on (see
     /// [`Layered`]).
     pub protocol: Arc<dyn crate::protocol::Protocol>,
+    /// The protocol is the built-in [`crate::Plain`] with no reply rules:
+    /// every data frame is a message as it is, with nothing to inspect
+    /// (the io thread then skips the protocol).
+    pub frames_are_messages: bool,
     pub heartbeat: HeartbeatSection,
     pub reconnect: ReconnectSection,
     pub queues: QueueSection,
@@ -607,6 +611,9 @@ pub struct ClientBuilder {
     // The protocol and the builder's conveniences for it, combined into
     // one protocol at build; a setting made in both places is refused.
     protocol: Arc<dyn crate::protocol::Protocol>,
+    /// `protocol` was set by the application (it is not the built-in
+    /// [`crate::Plain`]).
+    protocol_set: bool,
     heartbeat: Option<Heartbeat>,
     replies: Vec<ReplyRule>,
     hello: Option<Arc<HelloFn>>,
@@ -621,6 +628,7 @@ impl ClientBuilder {
             provider: None,
             headers: Vec::new(),
             protocol: Arc::new(crate::protocol::Plain),
+            protocol_set: false,
             heartbeat: None,
             replies: Vec::new(),
             hello: None,
@@ -628,6 +636,7 @@ impl ClientBuilder {
             cfg: Config {
                 endpoint: Arc::new(|_: &EndpointContext| Endpoint::default()),
                 protocol: Arc::new(crate::protocol::Plain),
+                frames_are_messages: true,
                 heartbeat: HeartbeatSection::default(),
                 reconnect: ReconnectSection::default(),
                 queues: QueueSection::default(),
@@ -678,6 +687,7 @@ impl ClientBuilder {
     /// [`crate::JsonRules`] for JSON servers.
     pub fn protocol(mut self, protocol: impl crate::protocol::Protocol) -> Self {
         self.protocol = Arc::new(protocol);
+        self.protocol_set = true;
         self
     }
 
@@ -1025,6 +1035,7 @@ impl ClientBuilder {
             (Some(mode), _) => mode,
             (None, _) => AckMode::Finished,
         };
+        self.cfg.frames_are_messages = !self.protocol_set && self.replies.is_empty();
         self.cfg.protocol = Arc::new(Layered {
             inner: self.protocol.clone(),
             replies: std::mem::take(&mut self.replies),

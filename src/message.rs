@@ -48,6 +48,16 @@ pub struct Message {
 }
 
 impl Message {
+    /// A message the protocol found nothing in.
+    pub(crate) fn plain(frame: Frame, via: Via, received: Instant) -> Self {
+        Message {
+            frame,
+            via,
+            received,
+            meta: None,
+        }
+    }
+
     pub(crate) fn with_meta(frame: Frame, via: Via, received: Instant, meta: Meta) -> Self {
         let empty = meta.id.is_none()
             && meta.cursor.is_none()

@@ -111,6 +111,8 @@ pub(crate) struct Settings {
     pub write_timeout: Duration,
     pub max_message_size: usize,
     pub protocol: Arc<dyn crate::protocol::Protocol>,
+    /// Every data frame is a message as it is: the protocol is not asked.
+    pub frames_are_messages: bool,
 }
 
 impl Settings {
@@ -122,6 +124,7 @@ impl Settings {
             write_timeout: cfg.link.write_timeout,
             max_message_size: cfg.link.max_message_size,
             protocol: cfg.protocol.clone(),
+            frames_are_messages: cfg.frames_are_messages,
         }
     }
 }
@@ -265,6 +268,10 @@ impl Connection {
                 });
             }
         };
+        if self.cfg.frames_are_messages {
+            // The built-in Plain protocol, no reply rules: nothing to ask.
+            return self.offer(Message::plain(frame, Via::Ws, now));
+        }
         // The protocol is application code: a panic in it fails this
         // message (skipped, counted, logged), not the connection.
         let protocol = &self.cfg.protocol;
