@@ -410,6 +410,12 @@ impl Shared {
         std::sync::atomic::fence(SeqCst);
     }
 
+    /// How many queued messages the consumer last said it waits for (a
+    /// hint: [`Shared::arrived`] is the check that counts).
+    pub(crate) fn wanted(&self) -> usize {
+        self.want.load(Relaxed)
+    }
+
     pub(crate) fn doorbell(&self) -> &Receiver<()> {
         &self.bell_rx
     }

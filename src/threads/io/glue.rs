@@ -61,6 +61,10 @@ pub(super) struct Driver<S> {
     /// Messages were queued since the consumer's doorbell was last
     /// considered: [`Driver::ring`] does, once per turn, not per message.
     pub unrung: bool,
+    /// Messages queued by this read turn: the one that makes as many as
+    /// the consumer waits for rings at once (the reply to a send does not
+    /// wait for the turn's last read).
+    pub queued_in_turn: usize,
 }
 
 impl<S: Read + Write> Driver<S> {
@@ -109,7 +113,15 @@ impl<S: Read + Write> Driver<S> {
                     trace!(target: "heartline::threads::io", "received {:?}", msg.frame());
                     let len = msg.frame().len();
                     let answer = self.ctx.inbox.offer_unrung(msg, false);
-                    self.unrung |= matches!(answer, Offer::Queued { .. });
+                    if matches!(answer, Offer::Queued { .. }) {
+                        self.unrung = true;
+                        self.queued_in_turn += 1;
+                        // Once per turn at most: equal, not at least. The
+                        // check at the turn's end is the one that counts.
+                        if self.queued_in_turn == self.ctx.shared.wanted() {
+                            self.ring();
+                        }
+                    }
                     let full = matches!(answer, Offer::Full(_));
                     self.m.offered(answer, self.at);
                     if full && self.m.paused() {
@@ -214,6 +226,7 @@ impl<S: Read + Write> Driver<S> {
 
     fn read(&mut self) -> Option<Exit> {
         self.at = Instant::now();
+        self.queued_in_turn = 0;
         // Counted once per turn, not per message (two shared counters
         // fewer on every message's path).
         let mut tally = (0, 0);
@@ -221,6 +234,9 @@ impl<S: Read + Write> Driver<S> {
         let c = &self.ctx.shared.counters;
         c.frames_in.fetch_add(tally.0, Relaxed);
         c.bytes_in.fetch_add(tally.1, Relaxed);
+        // What this read queued goes to the consumer now, not after this
+        // turn's writes.
+        self.ring();
         exit
     }
 
@@ -515,6 +531,7 @@ mod tests {
                 read_again: false,
                 at: Instant::now(),
                 unrung: false,
+                queued_in_turn: 0,
             },
             commands_tx,
             commands,

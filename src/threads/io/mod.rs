@@ -83,6 +83,7 @@ impl Connection {
                 read_again: false,
                 at: Instant::now(),
                 unrung: false,
+                queued_in_turn: 0,
             },
             poll,
             commands,
