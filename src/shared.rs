@@ -33,9 +33,10 @@ pub struct Stats {
     pub rtt: Option<Duration>,
     /// Heartbeats sent.
     pub heartbeats: u64,
-    /// Frames received (data, ping, pong, close).
+    /// Frames received (data, ping, pong, close). Added at the end of each
+    /// read turn, so for a moment it can trail a message already handed out.
     pub frames_in: u64,
-    /// Payload bytes received.
+    /// Payload bytes received (added with `frames_in`).
     pub bytes_in: u64,
     /// Data frames sent (hello, application, heartbeat frames).
     pub frames_out: u64,
