@@ -415,6 +415,7 @@ impl Inner {
         };
         match sent {
             Ok(()) => {
+                self.shared.sent();
                 self.shared.wake_io();
                 Ok(())
             }

@@ -256,6 +256,9 @@ pub(crate) struct Shared {
     bell_tx: Sender<()>,
     bell_rx: Receiver<()>,
     want: AtomicUsize,
+    /// Frames the application queued to send (a receiver waiting right
+    /// after a send looks for the reply before it sleeps).
+    sends: AtomicU64,
 }
 
 /// Locks a mutex whose data stays valid even if a holder panicked (all our
@@ -294,6 +297,7 @@ impl Shared {
             bell_tx,
             bell_rx,
             want: AtomicUsize::new(1),
+            sends: AtomicU64::new(0),
         });
         (shared, events_rx)
     }
@@ -409,6 +413,16 @@ impl Shared {
     pub(crate) fn want(&self, n: usize) {
         self.want.store(n.max(1), SeqCst);
         std::sync::atomic::fence(SeqCst);
+    }
+
+    /// The application queued a frame to send.
+    pub(crate) fn sent(&self) {
+        self.sends.fetch_add(1, Relaxed);
+    }
+
+    /// Frames the application has queued to send so far.
+    pub(crate) fn sends(&self) -> u64 {
+        self.sends.load(Relaxed)
     }
 
     /// How many queued messages the consumer last said it waits for (a
