@@ -884,8 +884,10 @@ impl ClientBuilder {
 
     /// A batch is handed out this long after its first message arrived, or
     /// sooner when it reaches [`ClientBuilder::batch_max`]. Zero hands out
-    /// each message at once (with whatever else is already waiting).
-    /// Defaults to 100 ms (see the README for why).
+    /// each message at once (with whatever else is already waiting); then a
+    /// receiver that has sent since its last batch looks for the reply for
+    /// up to 50 µs before it sleeps, which shortens a request/reply round
+    /// trip. Defaults to 100 ms (see the README for why).
     pub fn batch_window(mut self, window: Duration) -> Self {
         self.cfg.queues.batch_window = window;
         self
