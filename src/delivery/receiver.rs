@@ -134,7 +134,8 @@ impl Batches {
             if self.rx.len() >= need {
                 continue;
             }
-            if reply && self.look_for(need, now + LOOK) {
+            let look_until = deadline.map_or(now + LOOK, |d| d.min(now + LOOK));
+            if reply && self.look_for(need, look_until) {
                 continue;
             }
             let until = match (due, deadline) {
