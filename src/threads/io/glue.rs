@@ -59,7 +59,7 @@ pub(super) struct Driver<S> {
     /// they take (one clock read per turn, not two per message).
     pub at: Instant,
     /// Messages were queued since the consumer's doorbell was last
-    /// considered: [`Driver::ring`] does, once per turn, not per message.
+    /// considered ([`Driver::ring`]), which is not done per message.
     pub unrung: bool,
     /// Messages queued by this read turn: the one that makes as many as
     /// the consumer waits for rings at once (the reply to a send does not
@@ -178,9 +178,10 @@ impl<S: Read + Write> Driver<S> {
     }
 
     /// Rings the consumer's doorbell if messages were queued since the last
-    /// call and it waits for no more than are queued. Called at the end of
-    /// every turn and before the thread sleeps: a message queued is never
-    /// left waiting for a doorbell that is not rung.
+    /// call and it waits for no more than are queued. Called as soon as a
+    /// read turn has queued what the consumer waits for, when the read
+    /// ends, at the end of every turn and before the thread sleeps: a
+    /// message queued is never left waiting for a doorbell that is not rung.
     pub(super) fn ring(&mut self) {
         if std::mem::take(&mut self.unrung) {
             self.ctx.inbox.ring();
