@@ -53,7 +53,8 @@
 //! `{"state":"reconnecting","attempt":2,"delay_ms":500,"error":"..."}` (with
 //! `"status":503` after it when the server refused the upgrade),
 //! `{"state":"polling","attempt":4,"delay_ms":800,"error":"..."}`,
-//! `{"state":"closed","reason":"..."}`, and
+//! `{"state":"closed","reason":"..."}` (with `"error"`, and `"status"` for a
+//! refused upgrade, when it gave up or the server's close was terminal), and
 //! `{"batch":[{"via":"ws","text":"..."},{"via":"poll","text":"..."},{"via":"ws","binary_hex":"00ff"}]}`,
 //! and with `--stats`, `{"stats":{"state":"open","connects":1,...}}` (every
 //! field of `heartline::Stats`; `rtt_us` in microseconds, `null` until
@@ -524,7 +525,7 @@ fn main() {
         let mut last = None;
         for ev in events {
             emit(&state_line(&ev));
-            last = Some(ev.state);
+            last = Some(ev);
         }
         last
     });
@@ -563,12 +564,14 @@ fn main() {
     if args.stats.is_some() {
         emit(&stats_line(&client.stats()));
     }
-    let finished = done || deadline.is_some_and(|d| Instant::now() >= d);
-    match last {
-        Some(State::Closed(CloseReason::Requested)) | None if finished => {}
-        Some(State::Closed(CloseReason::Requested)) => {}
-        Some(State::Closed(reason)) => {
-            eprintln!("tail: {reason}");
+    let Some(last) = last else { return };
+    match last.state {
+        State::Closed(CloseReason::Requested) => {}
+        State::Closed(reason) => {
+            match last.error {
+                Some(e) => eprintln!("tail: {reason}: {e}"),
+                None => eprintln!("tail: {reason}"),
+            }
             std::process::exit(1);
         }
         _ => {}

@@ -422,6 +422,7 @@ impl fmt::Display for CloseReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CloseReason::Requested => f.write_str("closed by the application"),
+            CloseReason::GaveUp { attempts: 1 } => f.write_str("gave up after 1 attempt"),
             CloseReason::GaveUp { attempts } => write!(f, "gave up after {attempts} attempts"),
             CloseReason::Terminal { code, reason } => {
                 write!(f, "server closed with terminal code {code}")?;
@@ -441,6 +442,8 @@ pub struct Event {
     pub state: State,
     /// Why the state changed, when an error caused it (secrets redacted):
     /// a value, so an application tells a 401 from a 503 without parsing
-    /// text.
+    /// text. The final [`State::Closed`] carries the last attempt's error
+    /// when the client gave up ([`CloseReason::GaveUp`]) and the server's
+    /// close when it was terminal; `None` when the application closed.
     pub error: Option<crate::error::ConnectionError>,
 }

@@ -346,10 +346,6 @@ impl Shared {
         lock(&self.events_tx).take();
     }
 
-    pub(crate) fn set_error(&self, error: ConnectionError) {
-        *lock(&self.last_error) = Some(error);
-    }
-
     /// Records a failed poll: the error first, then the count, so whoever
     /// sees the count sees this error (or a later one).
     pub(crate) fn poll_failed(&self, error: ConnectionError) {

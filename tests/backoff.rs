@@ -119,3 +119,51 @@ fn an_unreachable_port_is_retried_with_a_clear_error() {
         "{why}"
     );
 }
+
+#[test]
+fn giving_up_says_why_in_the_closed_event_itself() {
+    // A device that tries once (max_attempts 1) sees no Reconnecting event:
+    // the Closed event is the only place the cause can be, and an
+    // application reading events must not have to ask stats() for it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let client = fast(format!("ws://127.0.0.1:{port}/"))
+        .max_attempts(Some(1))
+        .build()
+        .unwrap();
+    let (ev, _) = wait_event(&client.events(), "closed", |e| e.state.is_closed());
+    assert_eq!(ev.state, State::Closed(CloseReason::GaveUp { attempts: 1 }));
+    if let State::Closed(reason) = &ev.state {
+        assert_eq!(reason.to_string(), "gave up after 1 attempt");
+    }
+    let why = ev.error.as_ref().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        why.contains(&format!("cannot connect to 127.0.0.1:{port}")),
+        "the Closed event carries no cause: {ev:?}"
+    );
+}
+
+#[test]
+fn a_terminal_close_says_why_in_the_closed_event() {
+    let server = server();
+    let client = fast(server.url())
+        .terminal_close_codes([4001])
+        .build()
+        .unwrap();
+    let events = client.events();
+    wait_open(&events);
+    server.close_all(4001, "revoked");
+    let (ev, _) = wait_event(&events, "closed", |e| e.state.is_closed());
+    assert_eq!(
+        ev.state,
+        State::Closed(CloseReason::Terminal {
+            code: 4001,
+            reason: "revoked".into()
+        })
+    );
+    let why = ev.error.as_ref().map(|e| e.to_string()).unwrap_or_default();
+    assert!(why.contains("4001"), "{ev:?}");
+}

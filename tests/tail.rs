@@ -117,6 +117,35 @@ fn tail_rejects_a_bad_flag_with_exit_2() {
 }
 
 #[test]
+fn tail_giving_up_prints_why_on_the_closed_line_and_exits_1() {
+    init();
+    let server = server();
+    server.refuse(Some(503));
+    // One attempt: no reconnecting line comes first, so the closed line is
+    // the only place a script can read the cause from.
+    let out = Command::new(tail_bin())
+        .args([server.url().as_str(), "--max-attempts", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect();
+    let closed = lines.last().expect("a closed line");
+    assert_eq!(closed["state"], "closed", "{lines:?}");
+    assert_eq!(closed["reason"], "gave up after 1 attempt", "{lines:?}");
+    assert_eq!(closed["status"], 503, "{lines:?}");
+    assert!(
+        closed["error"].as_str().unwrap_or("").contains("HTTP 503"),
+        "{lines:?}"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("gave up after 1 attempt: "), "{err}");
+    assert!(err.contains("HTTP 503"), "{err}");
+}
+
+#[test]
 fn tail_exits_0_after_for_ms() {
     let server = server();
     let out = Command::new(tail_bin())

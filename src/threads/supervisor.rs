@@ -67,9 +67,12 @@ fn run(s: Setup, agent: Option<poller::Agent>) {
     // Why the previous attempt failed (or its connection ended), for the
     // endpoint provider.
     let mut last_error: Option<ConnectionError> = None;
-    let reason = loop {
+    // Why the client stops, and the error that made it (none when the
+    // application asked): the Closed event carries both, because with
+    // `max_attempts(Some(1))` no Reconnecting event came before it to tell.
+    let (reason, cause) = loop {
         if close_requested(&s.control) {
-            break CloseReason::Requested;
+            break (CloseReason::Requested, None);
         }
         // The endpoint closure and the hello frames are the application's
         // code: a panic in either fails this attempt, like a refused
@@ -165,25 +168,25 @@ fn run(s: Setup, agent: Option<poller::Agent>) {
                 };
                 s.shared.set_state(state, Some(error));
                 if !wait_real_time(&s.control, delay) {
-                    break CloseReason::Requested;
+                    break (CloseReason::Requested, None);
                 }
                 if poller.is_none() {
                     s.shared.set_state(State::Connecting { attempt }, None);
                 }
             }
-            Decision::StopRequested => break CloseReason::Requested,
+            Decision::StopRequested => break (CloseReason::Requested, None),
             Decision::GiveUp { attempts } => {
-                error!("giving up after {attempts} failed attempts; last error: {error}");
-                s.shared.set_error(error);
-                break CloseReason::GaveUp { attempts };
+                let reason = CloseReason::GaveUp { attempts };
+                error!("{reason}; last error: {error}");
+                break (reason, Some(error));
             }
             Decision::StopTerminal(code) => {
-                let reason = match error {
-                    ConnectionError::ServerClosed { reason, .. } => reason,
+                let reason = match &error {
+                    ConnectionError::ServerClosed { reason, .. } => reason.clone(),
                     _ => String::new(),
                 };
                 warn!("server closed with terminal code {code}; not reconnecting");
-                break CloseReason::Terminal { code, reason };
+                break (CloseReason::Terminal { code, reason }, Some(error));
             }
         }
     };
@@ -191,7 +194,7 @@ fn run(s: Setup, agent: Option<poller::Agent>) {
         p.stop();
     }
     info!("closed: {reason}");
-    s.shared.set_state(State::Closed(reason), None);
+    s.shared.set_state(State::Closed(reason), cause);
     s.shared.close_events();
     // Returning drops the inbox: the batch receiver ends once the
     // application has taken what is queued.
