@@ -153,12 +153,13 @@ pub enum ConnectionError {
     },
     /// The server answered the WebSocket upgrade with an HTTP status other
     /// than 101: 401/403 (credentials), 429/503 (load), …
-    #[error("server refused the WebSocket upgrade with HTTP {status}")]
+    #[error("server refused the WebSocket upgrade with HTTP {status}{}", refused_advice(*status, headers))]
     Refused {
         /// The HTTP status code.
         status: u16,
         /// The answer's headers that matter to a client (`Retry-After`,
-        /// `WWW-Authenticate`, `Location`), names lowercase.
+        /// `WWW-Authenticate`, `Location`), names lowercase. A `Location`
+        /// has its secrets masked, as every URL heartline shows.
         headers: Arc<[(String, String)]>,
     },
     /// The WebSocket protocol failed (handshake or frames).
@@ -237,6 +238,41 @@ pub enum ConnectionError {
         /// The operating system's error.
         reason: String,
     },
+}
+
+/// What a refused upgrade's status tells the operator to do, as the tail of
+/// the error's message ("" when the status says nothing more).
+fn refused_advice(status: u16, headers: &[(String, String)]) -> String {
+    let location = headers
+        .iter()
+        .find(|(n, _)| n == "location")
+        .map(|(_, v)| v.as_str());
+    match (status, location) {
+        (300..=399, Some(to)) => format!(
+            ": it redirects to {to}, and WebSocket clients do not follow redirects; \
+             connect to that URL"
+        ),
+        (300..=399, None) => ": a redirect without a Location; check the URL's scheme \
+             (ws:// or wss://), host and path"
+            .into(),
+        (400, _) => ": the server did not accept the upgrade request; check the URL's path \
+             and any header it requires (Origin, Sec-WebSocket-Protocol)"
+            .into(),
+        (401 | 403, _) => ": the server rejected the credentials; check the token or \
+             Authorization header (the endpoint provider is asked again before every attempt)"
+            .into(),
+        (404 | 410, _) => ": no WebSocket endpoint at this path; check the URL's path".into(),
+        (405 | 426, _) => ": this URL is not the server's WebSocket endpoint; check its path \
+             and scheme"
+            .into(),
+        (429, _) => ": the server limits connections; later attempts wait for its \
+             Retry-After or the backoff"
+            .into(),
+        (500..=599, _) => ": usually temporary (the server, or a proxy or load balancer in \
+             front of it, is overloaded or restarting); later attempts can succeed"
+            .into(),
+        _ => String::new(),
+    }
 }
 
 impl ConnectionError {

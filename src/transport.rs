@@ -349,10 +349,15 @@ pub(crate) fn upgrade_head(buf: &[u8], addr: &str) -> Result<Option<Head>> {
                         .any(|k| h.name.eq_ignore_ascii_case(k))
                 })
                 .map(|h| {
-                    (
-                        h.name.to_ascii_lowercase(),
-                        crate::protocol::head(&String::from_utf8_lossy(h.value)),
-                    )
+                    let name = h.name.to_ascii_lowercase();
+                    let value = String::from_utf8_lossy(h.value);
+                    // A redirect's target can carry a token, like any URL.
+                    let value = if name == "location" {
+                        crate::redact::url(&value)
+                    } else {
+                        value.into_owned()
+                    };
+                    (name, crate::protocol::head(&value))
                 })
                 .collect();
             Ok(Some(Head {

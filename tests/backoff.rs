@@ -167,3 +167,52 @@ fn a_terminal_close_says_why_in_the_closed_event() {
     let why = ev.error.as_ref().map(|e| e.to_string()).unwrap_or_default();
     assert!(why.contains("4001"), "{ev:?}");
 }
+
+/// The Closed event of one attempt against a server refusing the upgrade
+/// with `status` and `headers`.
+fn refused_once(status: u16, headers: &[(&str, &str)]) -> heartline::Event {
+    let server = server();
+    server.refuse_with(Some(status), headers);
+    let client = fast(server.url()).max_attempts(Some(1)).build().unwrap();
+    let (ev, _) = wait_event(&client.events(), "closed", |e| e.state.is_closed());
+    ev
+}
+
+#[test]
+fn a_refused_upgrade_says_what_to_do_for_its_status() {
+    for (status, headers, advice) in [
+        (401, vec![], "credentials"),
+        (403, vec![], "credentials"),
+        (404, vec![], "path"),
+        (400, vec![], "upgrade request"),
+        (426, vec![], "WebSocket endpoint"),
+        (429, vec![], "limits"),
+        (503, vec![("Retry-After", "1")], "temporary"),
+        (502, vec![], "proxy"),
+        (
+            301,
+            vec![("Location", "wss://edge2.example.com/ws")],
+            "redirects to wss://edge2.example.com/ws",
+        ),
+        (302, vec![], "redirect"),
+    ] {
+        let ev = refused_once(status, &headers);
+        let text = why(&ev.error);
+        assert!(
+            text.contains(&format!("HTTP {status}")) && text.contains(advice),
+            "{status}: {text}"
+        );
+    }
+}
+
+#[test]
+fn a_redirect_with_a_token_in_its_location_never_shows_the_token() {
+    let ev = refused_once(
+        307,
+        &[("Location", "wss://edge2.example.com/ws?token=SECRET123")],
+    );
+    let e = ev.error.expect("the cause");
+    let shown = format!("{e} / {e:?} / {:?}", e.header("location"));
+    assert!(!shown.contains("SECRET123"), "{shown}");
+    assert!(shown.contains("edge2.example.com/ws"), "{shown}");
+}
