@@ -255,8 +255,9 @@ fn refused_advice(status: u16, headers: &[(String, String)]) -> String {
         (300..=399, None) => ": a redirect without a Location; check the URL's scheme \
              (ws:// or wss://), host and path"
             .into(),
-        (400, _) => ": the server did not accept the upgrade request; check the URL's path \
-             and any header it requires (Origin, Sec-WebSocket-Protocol)"
+        (400, _) => ": the server did not accept the upgrade request; check the URL's scheme \
+             (a TLS port needs wss://), its path and any header the server requires (Origin, \
+             Sec-WebSocket-Protocol)"
             .into(),
         (401 | 403, _) => ": the server rejected the credentials; check the token or \
              Authorization header (the endpoint provider is asked again before every attempt)"

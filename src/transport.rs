@@ -265,13 +265,35 @@ fn upgrade(
         accept,
         kept,
     } = loop {
-        let n = stream.read(&mut chunk).map_err(io_err)?;
+        // A TLS server reached with ws:// typically closes or resets the
+        // connection on the plain-text request without a word.
+        let hint = if target.tls {
+            ""
+        } else {
+            " (if that port expects TLS, the URL needs wss://)"
+        };
+        let n = match stream.read(&mut chunk) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                return Err(ConnectionError::Protocol(format!(
+                    "{addr} reset the connection during the WebSocket handshake{hint}"
+                )));
+            }
+            Err(e) => return Err(io_err(e)),
+        };
         if n == 0 {
             return Err(ConnectionError::Protocol(format!(
-                "{addr} closed the connection during the WebSocket handshake"
+                "{addr} closed the connection during the WebSocket handshake{hint}"
             )));
         }
         buf.extend_from_slice(&chunk[..n]);
+        // A TLS record (alert 0x15 or handshake 0x16, version 3.x) where
+        // HTTP should be: the port speaks TLS.
+        if !target.tls && matches!(buf[..], [0x15 | 0x16, 0x03, ..]) {
+            return Err(ConnectionError::Protocol(format!(
+                "{addr} answered with TLS, not HTTP: the URL needs wss://, not ws://"
+            )));
+        }
         if let Some(head) = upgrade_head(&buf, addr)? {
             break head;
         }
