@@ -248,9 +248,14 @@ fn refused_advice(status: u16, headers: &[(String, String)]) -> String {
         .find(|(n, _)| n == "location")
         .map(|(_, v)| v.as_str());
     match (status, location) {
+        (200..=299, _) => ": an HTTP server answered, not a WebSocket endpoint; check the \
+             URL's path (on a public network, a captive portal answering every request looks \
+             like this)"
+            .into(),
         (300..=399, Some(to)) => format!(
             ": it redirects to {to}, and WebSocket clients do not follow redirects; \
-             connect to that URL"
+             connect to that URL if it is the server's (a login page there means a captive \
+             portal is intercepting the network)"
         ),
         (300..=399, None) => ": a redirect without a Location; check the URL's scheme \
              (ws:// or wss://), host and path"

@@ -216,3 +216,33 @@ fn a_redirect_with_a_token_in_its_location_never_shows_the_token() {
     assert!(!shown.contains("SECRET123"), "{shown}");
     assert!(shown.contains("edge2.example.com/ws"), "{shown}");
 }
+
+#[test]
+fn a_plain_http_answer_says_it_is_not_a_websocket_endpoint() {
+    // As a captive portal (or any web server at the wrong path) answers:
+    // 200 and a page. The test server cannot answer 200 to an upgrade, so
+    // a raw peer does.
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let peer = std::thread::spawn(move || {
+        if let Ok((mut s, _)) = listener.accept() {
+            let mut buf = [0u8; 2048];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 12\r\n\r\n<p>login</p>",
+            );
+        }
+    });
+    let client = fast(format!("ws://{addr}/ws"))
+        .max_attempts(Some(1))
+        .build()
+        .unwrap();
+    let (ev, _) = wait_event(&client.events(), "closed", |e| e.state.is_closed());
+    let text = why(&ev.error);
+    assert!(
+        text.contains("HTTP 200") && text.contains("not a WebSocket endpoint"),
+        "{text}"
+    );
+    let _ = peer.join();
+}
