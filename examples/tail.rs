@@ -12,6 +12,7 @@
 //!                            JSON object holding all of its fields
 //!   --every MS               heartbeat interval
 //!   --timeout MS             server timeout after a heartbeat
+//!   --connect-timeout MS     DNS lookup and TCP connect, per attempt
 //!   --hello TEXT             frame sent first on every connect (repeatable);
 //!                            `$cursor` in TEXT becomes the last cursor as
 //!                            JSON (`null` before the first)
@@ -87,6 +88,7 @@ struct Args {
     replies: Vec<String>,
     every: Option<u64>,
     timeout: Option<u64>,
+    connect_timeout: Option<u64>,
     hello: Vec<String>,
     send: Vec<String>,
     batch: Option<u64>,
@@ -122,7 +124,7 @@ const USAGE: &str =
 [--poll-method GET|POST] [--poll-body TEXT] [--poll-after N] [--poll-every MS] [--id POINTER] \
 [--cursor POINTER] [--since NAME] [--items POINTER] [--ca FILE]... [--insecure] [--stdin] \
 [--stats MS] [--inbound-bytes N] [--outbound-bytes N] [--max-message N] [--state-dir DIR] \
-[--ack TEMPLATE] [--proxy URL|none]";
+[--ack TEMPLATE] [--proxy URL|none] [--connect-timeout MS]";
 
 fn number<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
     v.parse()
@@ -179,6 +181,9 @@ fn parse(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
             "--reply" => a.replies.push(value()?),
             "--every" => a.every = Some(number("--every", &value()?)?),
             "--timeout" => a.timeout = Some(number("--timeout", &value()?)?),
+            "--connect-timeout" => {
+                a.connect_timeout = Some(number("--connect-timeout", &value()?)?)
+            }
             "--hello" => a.hello.push(value()?),
             "--send" => a.send.push(value()?),
             "--batch" => a.batch = Some(number("--batch", &value()?)?),
@@ -252,6 +257,9 @@ fn build(a: &Args) -> Result<Client, String> {
     }
     if let Some(ms) = a.every {
         b = b.heartbeat_interval(Duration::from_millis(ms));
+    }
+    if let Some(ms) = a.connect_timeout {
+        b = b.connect_timeout(Duration::from_millis(ms));
     }
     if let Some(ms) = a.timeout {
         b = b.server_timeout(Duration::from_millis(ms));

@@ -913,7 +913,10 @@ impl ClientBuilder {
         self
     }
 
-    /// Limit for the TCP connect. Defaults to 10 s.
+    /// Limit for the host name lookup and the TCP connect together.
+    /// Defaults to 10 s. A DNS server that does not answer (the uplink is
+    /// gone) fails the attempt with [`crate::Phase::Resolve`] when it runs
+    /// out, instead of holding it for the resolver's own timeouts.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.cfg.link.connect_timeout = timeout;
         self

@@ -58,6 +58,9 @@ impl Error {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Phase {
+    /// The host name lookup (`connect_timeout`, which it shares with the
+    /// TCP connect): the DNS server did not answer in time.
+    Resolve,
     /// The TCP connect (`connect_timeout`).
     Connect,
     /// The TLS handshake (`handshake_timeout`).
@@ -71,6 +74,7 @@ pub enum Phase {
 impl fmt::Display for Phase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            Phase::Resolve => "DNS lookup",
             Phase::Connect => "connect",
             Phase::TlsHandshake => "TLS handshake",
             Phase::WebSocketHandshake => "WebSocket handshake",

@@ -479,3 +479,69 @@ fn tail_goes_through_a_proxy_and_reports_a_refusal_without_the_password() {
     assert!(text.contains("407"), "{text}");
     assert!(!text.contains("WRONGPW"), "{text}");
 }
+
+#[test]
+fn a_dns_server_that_never_answers_costs_an_attempt_its_connect_timeout_not_more() {
+    // As on a device whose uplink is gone: the resolver's queries go
+    // nowhere, and glibc waits 5 s per try (here, two tries) before it
+    // gives up, longer than any connect timeout. The resolver here is a
+    // UDP socket that never answers, given to tail through its own
+    // /etc/resolv.conf in a private mount namespace.
+    init();
+    let skip = |why: &str| {
+        assert!(
+            std::env::var_os("HEARTLINE_DNS_FAULTS").is_none(),
+            "HEARTLINE_DNS_FAULTS is set but {why}"
+        );
+        eprintln!("SKIPPED: {why} (needs root and unshare; HEARTLINE_DNS_FAULTS=1 requires it)");
+    };
+    // A DNS port nobody else uses (a parallel run may hold the first).
+    let Some((silent, ip)) = (77..100).find_map(|i| {
+        let ip = format!("127.0.0.{i}");
+        std::net::UdpSocket::bind((ip.as_str(), 53))
+            .ok()
+            .map(|s| (s, ip))
+    }) else {
+        return skip("cannot bind a DNS port on 127.0.0.77 to 99");
+    };
+    let dir = std::env::temp_dir().join(format!("heartline-dns-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("resolv.conf");
+    std::fs::write(
+        &conf,
+        format!("nameserver {ip}\noptions timeout:5 attempts:2\n"),
+    )
+    .unwrap();
+    let mount = format!("mount --bind {} /etc/resolv.conf", conf.display());
+    let private = |script: String| {
+        let mut c = Command::new("unshare");
+        c.args(["-m", "sh", "-c", &script]);
+        c
+    };
+    let usable = private(format!("{mount} 2>/dev/null"))
+        .status()
+        .is_ok_and(|s| s.success());
+    if !usable {
+        let _ = std::fs::remove_dir_all(&dir);
+        return skip("cannot make a private mount namespace");
+    }
+    let out = private(format!("{mount} && exec \"$0\" \"$@\""))
+        .arg(tail_bin())
+        .args(["ws://device.heartline.test/ws", "--max-attempts", "1"])
+        .args(["--connect-timeout", "300"])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    drop(silent);
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let closed = lines.last().cloned().unwrap_or_default();
+    let error = closed["error"].as_str().unwrap_or("");
+    assert!(
+        error.contains("DNS lookup") && error.contains("timed out after 300ms"),
+        "{lines:?} / {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
