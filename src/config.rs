@@ -916,7 +916,10 @@ impl ClientBuilder {
     /// Limit for the host name lookup and the TCP connect together.
     /// Defaults to 10 s. A DNS server that does not answer (the uplink is
     /// gone) fails the attempt with [`crate::Phase::Resolve`] when it runs
-    /// out, instead of holding it for the resolver's own timeouts.
+    /// out, instead of holding it for the resolver's own timeouts. A name
+    /// with several addresses has them raced (RFC 8305: 250 ms each before
+    /// the next starts beside it), so an address whose packets go nowhere
+    /// does not use it all up.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.cfg.link.connect_timeout = timeout;
         self

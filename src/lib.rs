@@ -61,6 +61,7 @@ mod client;
 mod clock;
 mod config;
 mod delivery;
+mod dial;
 mod durable;
 mod error;
 mod frame;

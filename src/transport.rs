@@ -5,7 +5,7 @@
 //! `tungstenite::connect` is not used because it has no connect timeout.
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use tungstenite::http::Uri;
@@ -402,81 +402,8 @@ pub(crate) fn upgrade_head(buf: &[u8], addr: &str) -> Result<Option<Head>> {
     }
 }
 
-/// Resolves `host` by the system's resolver (`/etc/hosts`, DNS, …) within
-/// `timeout`. `getaddrinfo` takes no deadline and cannot be cancelled, and
-/// with the uplink gone it waits for a DNS server that never answers (glibc:
-/// 5 s per try and server), holding up the attempt, and `close()` with it.
-/// So a name is looked up on a short-lived thread: when the deadline comes
-/// first, the attempt fails at once with [`Phase::Resolve`], and the thread
-/// finishes its lookup on its own, within the resolver's own timeouts,
-/// holding nothing of heartline's. An IP address needs no lookup and no
-/// thread.
-fn resolve(host: &str, port: u16, addr: &str, timeout: Duration) -> Result<Vec<SocketAddr>> {
-    let failed = |source: io::Error| ConnectionError::Connect {
-        addr: addr.to_owned(),
-        source: std::sync::Arc::new(source),
-    };
-    let literal = host.trim_start_matches('[').trim_end_matches(']');
-    if let Ok(ip) = literal.parse::<std::net::IpAddr>() {
-        return Ok(vec![SocketAddr::new(ip, port)]);
-    }
-    let (tx, rx) = crossbeam_channel::bounded(1);
-    let name = host.to_owned();
-    let lookup = std::thread::Builder::new()
-        .name("heartline-resolve".into())
-        .spawn(move || {
-            let found = (name.as_str(), port)
-                .to_socket_addrs()
-                .map(Iterator::collect::<Vec<_>>);
-            let _ = tx.send(found);
-        })
-        .map_err(failed)?;
-    match rx.recv_timeout(timeout) {
-        Ok(found) => {
-            // It has sent its answer: it ends now.
-            let _ = lookup.join();
-            found.map_err(failed)
-        }
-        Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(ConnectionError::Timeout {
-            phase: Phase::Resolve,
-            addr: addr.to_owned(),
-            after: timeout,
-        }),
-        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(failed(io::Error::other(
-            "the host name lookup ended without an answer",
-        ))),
-    }
-}
-
 fn connect_tcp(host: &str, port: u16, addr: &str, timeout: Duration) -> Result<TcpStream> {
-    let deadline = Instant::now() + timeout;
-    let addrs = resolve(host, port, addr, timeout)?;
-    let mut last = io::Error::new(io::ErrorKind::NotFound, "host name resolved to no address");
-    for a in addrs {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(ConnectionError::Timeout {
-                phase: Phase::Connect,
-                addr: addr.to_owned(),
-                after: timeout,
-            });
-        }
-        match TcpStream::connect_timeout(&a, left) {
-            Ok(s) => return Ok(s),
-            Err(e) if timed_out(&e) => {
-                return Err(ConnectionError::Timeout {
-                    phase: Phase::Connect,
-                    addr: addr.to_owned(),
-                    after: timeout,
-                })
-            }
-            Err(e) => last = e,
-        }
-    }
-    Err(ConnectionError::Connect {
-        addr: addr.to_owned(),
-        source: std::sync::Arc::new(last),
-    })
+    crate::dial::connect(host, port, addr, timeout)
 }
 
 fn set_timeouts(tcp: &TcpStream, deadline: Instant) -> Result<()> {

@@ -1,0 +1,279 @@
+//! From a host name to a connected TCP socket within one deadline
+//! (`connect_timeout`): the name lookup, then the addresses it gave.
+//!
+//! Both steps are built for the networks devices sit on:
+//! - the system resolver takes no deadline, and with the uplink gone it
+//!   waits for a DNS server that never answers ([`resolve`]);
+//! - a name with an IPv6 and an IPv4 address, whose IPv6 packets go
+//!   nowhere (broken IPv6 on a site network), must still connect over
+//!   IPv4: addresses are raced, RFC 8305 style ([`race`]).
+
+use std::io;
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+use crate::error::{ConnectionError, Phase};
+
+/// How long an address has to connect before the next one is tried
+/// alongside it (RFC 8305's "Connection Attempt Delay", 250 ms).
+const NEXT_ADDRESS_AFTER: Duration = Duration::from_millis(250);
+
+/// Connects to `host:port` (`addr`, as errors show it) within `timeout`,
+/// lookup included.
+pub(crate) fn connect(
+    host: &str,
+    port: u16,
+    addr: &str,
+    timeout: Duration,
+) -> Result<TcpStream, ConnectionError> {
+    let deadline = Instant::now() + timeout;
+    let addrs = resolve(host, port, addr, timeout)?;
+    let timed_out = || ConnectionError::Timeout {
+        phase: Phase::Connect,
+        addr: addr.to_owned(),
+        after: timeout,
+    };
+    let failed = |source: io::Error| ConnectionError::Connect {
+        addr: addr.to_owned(),
+        source: std::sync::Arc::new(source),
+    };
+    match race(&interleave(addrs), deadline) {
+        Ok(s) => Ok(s),
+        Err(e) if e.kind() == io::ErrorKind::TimedOut => Err(timed_out()),
+        Err(e) => Err(failed(e)),
+    }
+}
+
+/// Resolves `host` by the system's resolver (`/etc/hosts`, DNS, …) within
+/// `timeout`. `getaddrinfo` takes no deadline and cannot be cancelled, and
+/// with the uplink gone it waits for a DNS server that never answers (glibc:
+/// 5 s per try and server), holding up the attempt, and `close()` with it.
+/// So a name is looked up on a short-lived thread: when the deadline comes
+/// first, the attempt fails at once with [`Phase::Resolve`], and the thread
+/// finishes its lookup on its own, within the resolver's own timeouts,
+/// holding nothing of heartline's. An IP address needs no lookup and no
+/// thread.
+fn resolve(
+    host: &str,
+    port: u16,
+    addr: &str,
+    timeout: Duration,
+) -> Result<Vec<SocketAddr>, ConnectionError> {
+    let failed = |source: io::Error| ConnectionError::Connect {
+        addr: addr.to_owned(),
+        source: std::sync::Arc::new(source),
+    };
+    let literal = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = literal.parse::<std::net::IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let name = host.to_owned();
+    let lookup = std::thread::Builder::new()
+        .name("heartline-resolve".into())
+        .spawn(move || {
+            let found = (name.as_str(), port)
+                .to_socket_addrs()
+                .map(Iterator::collect::<Vec<_>>);
+            let _ = tx.send(found);
+        })
+        .map_err(failed)?;
+    match rx.recv_timeout(timeout) {
+        Ok(found) => {
+            // It has sent its answer: it ends now.
+            let _ = lookup.join();
+            found.map_err(failed)
+        }
+        Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(ConnectionError::Timeout {
+            phase: Phase::Resolve,
+            addr: addr.to_owned(),
+            after: timeout,
+        }),
+        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(failed(io::Error::other(
+            "the host name lookup ended without an answer",
+        ))),
+    }
+}
+
+/// The resolver's order (its first choice first), the families taking
+/// turns after it (RFC 8305, section 4): one dead family costs one
+/// attempt delay, not one per address of it.
+fn interleave(addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
+    let Some(first) = addrs.first().copied() else {
+        return addrs;
+    };
+    let (mut same, mut other): (Vec<_>, Vec<_>) = addrs
+        .into_iter()
+        .partition(|a| a.is_ipv6() == first.is_ipv6());
+    same.reverse();
+    other.reverse();
+    let mut out = Vec::with_capacity(same.len() + other.len());
+    loop {
+        match (same.pop(), other.pop()) {
+            (None, None) => return out,
+            (a, b) => out.extend(a.into_iter().chain(b)),
+        }
+    }
+}
+
+/// Connects to the first of `addrs` that answers by `deadline`: each
+/// address gets [`NEXT_ADDRESS_AFTER`] alone, then the next one is started
+/// beside it (at once when one fails), and the first connection made wins;
+/// the others are dropped. `TimedOut` when the deadline came first;
+/// otherwise the last address's error.
+fn race(addrs: &[SocketAddr], deadline: Instant) -> io::Result<TcpStream> {
+    if let [only] = addrs {
+        // The usual case: one address, nothing to race.
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        return TcpStream::connect_timeout(only, left);
+    }
+    let mut poll = Poll::new()?;
+    let mut events = Events::with_capacity(addrs.len());
+    let mut pending: Vec<(usize, Socket)> = Vec::new();
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "host name resolved to no address");
+    let mut next = 0;
+    let mut next_at = Instant::now();
+    loop {
+        let now = Instant::now();
+        if next < addrs.len() && (now >= next_at || pending.is_empty()) {
+            match start(&addrs[next]) {
+                Ok(Started::Connected(s)) => return Ok(s),
+                Ok(Started::Pending(s)) => {
+                    let fd = s.as_raw_fd();
+                    poll.registry().register(
+                        &mut SourceFd(&fd),
+                        Token(next),
+                        Interest::WRITABLE,
+                    )?;
+                    pending.push((next, s));
+                }
+                Err(e) => last = e,
+            }
+            next += 1;
+            next_at = now + NEXT_ADDRESS_AFTER;
+            continue;
+        }
+        if pending.is_empty() {
+            return Err(last);
+        }
+        if now >= deadline {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        let wake = if next < addrs.len() {
+            next_at.min(deadline)
+        } else {
+            deadline
+        };
+        match poll.poll(&mut events, Some(wake.saturating_duration_since(now))) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+        for ev in &events {
+            let Some(i) = pending.iter().position(|(n, _)| Token(*n) == ev.token()) else {
+                continue;
+            };
+            let (_, s) = pending.swap_remove(i);
+            let fd = s.as_raw_fd();
+            let _ = poll.registry().deregister(&mut SourceFd(&fd));
+            // Writable means the connect finished: made, or failed with
+            // the error the socket holds.
+            match s.take_error() {
+                Ok(None) => match s.peer_addr() {
+                    Ok(_) => {
+                        s.set_nonblocking(false)?;
+                        return Ok(TcpStream::from(s));
+                    }
+                    Err(e) => last = e,
+                },
+                Ok(Some(e)) | Err(e) => last = e,
+            }
+        }
+    }
+}
+
+enum Started {
+    Connected(TcpStream),
+    Pending(Socket),
+}
+
+/// Starts a non-blocking connect to `a`.
+fn start(a: &SocketAddr) -> io::Result<Started> {
+    let s = Socket::new(Domain::for_address(*a), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_nonblocking(true)?;
+    match s.connect(&SockAddr::from(*a)) {
+        Ok(()) => {
+            s.set_nonblocking(false)?;
+            Ok(Started::Connected(TcpStream::from(s)))
+        }
+        Err(e)
+            if e.raw_os_error() == Some(rustix::io::Errno::INPROGRESS.raw_os_error())
+                || e.kind() == io::ErrorKind::WouldBlock =>
+        {
+            Ok(Started::Pending(s))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v4(last: u8) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, last], 80))
+    }
+
+    fn v6(last: u16) -> SocketAddr {
+        SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, last], 80))
+    }
+
+    #[test]
+    fn families_take_turns_after_the_resolvers_first_choice() {
+        assert_eq!(
+            interleave(vec![v6(1), v6(2), v6(3), v4(1)]),
+            vec![v6(1), v4(1), v6(2), v6(3)]
+        );
+        assert_eq!(
+            interleave(vec![v4(1), v4(2), v6(1), v6(2)]),
+            vec![v4(1), v6(1), v4(2), v6(2)]
+        );
+        assert_eq!(interleave(vec![v4(1)]), vec![v4(1)]);
+        assert!(interleave(Vec::new()).is_empty());
+    }
+
+    #[test]
+    fn a_refused_address_hands_over_to_the_next_at_once() {
+        // Bind and drop: nobody listens on the first.
+        let dead = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap();
+        let live = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let t0 = Instant::now();
+        let s = race(
+            &[dead, live.local_addr().unwrap()],
+            t0 + Duration::from_secs(10),
+        )
+        .unwrap();
+        assert_eq!(s.peer_addr().unwrap(), live.local_addr().unwrap());
+    }
+
+    #[test]
+    fn every_address_refused_is_the_last_ones_error() {
+        let dead = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .unwrap()
+        };
+        let e = race(&[dead(), dead()], Instant::now() + Duration::from_secs(10)).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused);
+    }
+}
