@@ -279,10 +279,10 @@ impl Client {
 
     /// Closes the connection: sends a close frame (code 1000), waits up to
     /// `close_timeout` for the server's, and joins every heartline thread.
-    /// Never reconnects afterwards. Returns promptly, or within the handshake
-    /// timeout if a connection attempt is in flight (within `poll_timeout`
-    /// if a poll request is). Calling it again does
-    /// nothing. Messages already received are still handed out by the
+    /// Never reconnects afterwards. Returns promptly: a connection attempt
+    /// in flight (lookup, connect, tunnel, TLS, upgrade) is ended at once,
+    /// not waited out; a poll request in flight can take up to
+    /// `poll_timeout`. Calling it again does nothing. Messages already received are still handed out by the
     /// batch receiver, which then ends.
     pub fn close(&self) {
         self.inner.close();
@@ -460,6 +460,8 @@ impl Inner {
         // A full or disconnected control channel means a close is already
         // under way or the supervisor has stopped; either way, just join.
         let _ = self.control.try_send(Control::Close);
+        // An attempt in flight ends now, not at its timeouts.
+        self.shared.abort.abort();
         if handle.thread().id() == std::thread::current().id() {
             // close() called from a heartline callback: the supervisor will
             // see the request when the callback returns.

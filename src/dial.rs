@@ -9,30 +9,122 @@
 //!   IPv4: addresses are raced, RFC 8305 style ([`race`]).
 
 use std::io;
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::fd::AsRawFd;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Token, Waker};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use crate::error::{ConnectionError, Phase};
+use crate::shared::lock;
+
+/// `close()`'s way into a connection attempt in flight, so it need not wait
+/// for the attempt's timeouts (a server that accepts and then says nothing
+/// would hold it for `handshake_timeout`): it wakes the connect's wait, and
+/// shuts down the connected socket, which ends a blocking read or write of
+/// the TLS handshake, the proxy's tunnel or the upgrade at once. Once the
+/// attempt is over the connection is not touched: an open connection is
+/// closed by its close handshake.
+pub(crate) struct Abort {
+    state: Mutex<AbortState>,
+    /// Disconnected by an abort (its sender dropped): what a wait on a
+    /// channel selects on.
+    ended: crossbeam_channel::Receiver<()>,
+}
+
+impl Default for Abort {
+    fn default() -> Self {
+        let (end, ended) = crossbeam_channel::bounded(0);
+        Abort {
+            state: Mutex::new(AbortState {
+                end: Some(end),
+                ..AbortState::default()
+            }),
+            ended,
+        }
+    }
+}
+
+#[derive(Default)]
+struct AbortState {
+    requested: bool,
+    end: Option<crossbeam_channel::Sender<()>>,
+    waker: Option<Arc<Waker>>,
+    /// The attempt's connected socket (a second handle to it).
+    socket: Option<Socket>,
+}
+
+impl Abort {
+    /// Ends the attempt in flight, and every later one, at once.
+    pub(crate) fn abort(&self) {
+        let mut s = lock(&self.state);
+        s.requested = true;
+        s.end = None;
+        if let Some(w) = &s.waker {
+            let _ = w.wake();
+        }
+        if let Some(socket) = &s.socket {
+            let _ = socket.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// `true` once [`Abort::abort`] was called.
+    pub(crate) fn requested(&self) -> bool {
+        lock(&self.state).requested
+    }
+
+    /// The attempt's socket is connected: an abort now shuts it down.
+    pub(crate) fn watch(&self, tcp: &TcpStream) {
+        let mut s = lock(&self.state);
+        let Ok(second) = tcp.try_clone() else { return };
+        if s.requested {
+            let _ = second.shutdown(Shutdown::Both);
+        }
+        s.socket = Some(Socket::from(second));
+    }
+
+    /// The attempt is over (the connection handed on, or failed): nothing
+    /// of it is touched any more.
+    pub(crate) fn done(&self) {
+        let mut s = lock(&self.state);
+        s.socket = None;
+        s.waker = None;
+    }
+
+    /// Wakes `waker` on an abort; `false` when one came already.
+    fn wake_on_abort(&self, waker: Option<Arc<Waker>>) -> bool {
+        let mut s = lock(&self.state);
+        s.waker = waker;
+        !s.requested
+    }
+}
+
+fn aborted() -> io::Error {
+    io::Error::new(io::ErrorKind::Interrupted, "the client is closing")
+}
+
+/// The token of the abort's waker in [`race`]'s poll (addresses use their
+/// index).
+const ABORT: Token = Token(usize::MAX);
 
 /// How long an address has to connect before the next one is tried
 /// alongside it (RFC 8305's "Connection Attempt Delay", 250 ms).
 const NEXT_ADDRESS_AFTER: Duration = Duration::from_millis(250);
 
 /// Connects to `host:port` (`addr`, as errors show it) within `timeout`,
-/// lookup included.
+/// lookup included, unless `abort` ends it first.
 pub(crate) fn connect(
     host: &str,
     port: u16,
     addr: &str,
     timeout: Duration,
+    abort: &Abort,
 ) -> Result<TcpStream, ConnectionError> {
     let deadline = Instant::now() + timeout;
-    let addrs = resolve(host, port, addr, timeout)?;
+    let addrs = resolve(host, port, addr, timeout, abort)?;
     let timed_out = || ConnectionError::Timeout {
         phase: Phase::Connect,
         addr: addr.to_owned(),
@@ -42,7 +134,7 @@ pub(crate) fn connect(
         addr: addr.to_owned(),
         source: std::sync::Arc::new(source),
     };
-    match race(&interleave(addrs), deadline) {
+    match race(&interleave(addrs), deadline, abort) {
         Ok(s) => Ok(s),
         Err(e) if e.kind() == io::ErrorKind::TimedOut => Err(timed_out()),
         Err(e) => Err(failed(e)),
@@ -63,6 +155,7 @@ fn resolve(
     port: u16,
     addr: &str,
     timeout: Duration,
+    abort: &Abort,
 ) -> Result<Vec<SocketAddr>, ConnectionError> {
     let failed = |source: io::Error| ConnectionError::Connect {
         addr: addr.to_owned(),
@@ -83,20 +176,23 @@ fn resolve(
             let _ = tx.send(found);
         })
         .map_err(failed)?;
-    match rx.recv_timeout(timeout) {
-        Ok(found) => {
-            // It has sent its answer: it ends now.
-            let _ = lookup.join();
-            found.map_err(failed)
-        }
-        Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(ConnectionError::Timeout {
+    crossbeam_channel::select! {
+        recv(rx) -> found => match found {
+            Ok(found) => {
+                // It has sent its answer: it ends now.
+                let _ = lookup.join();
+                found.map_err(failed)
+            }
+            Err(_) => Err(failed(io::Error::other(
+                "the host name lookup ended without an answer",
+            ))),
+        },
+        recv(abort.ended) -> _ => Err(failed(aborted())),
+        default(timeout) => Err(ConnectionError::Timeout {
             phase: Phase::Resolve,
             addr: addr.to_owned(),
             after: timeout,
         }),
-        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(failed(io::Error::other(
-            "the host name lookup ended without an answer",
-        ))),
     }
 }
 
@@ -124,19 +220,23 @@ fn interleave(addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
 /// Connects to the first of `addrs` that answers by `deadline`: each
 /// address gets [`NEXT_ADDRESS_AFTER`] alone, then the next one is started
 /// beside it (at once when one fails), and the first connection made wins;
-/// the others are dropped. `TimedOut` when the deadline came first;
-/// otherwise the last address's error.
-fn race(addrs: &[SocketAddr], deadline: Instant) -> io::Result<TcpStream> {
-    if let [only] = addrs {
-        // The usual case: one address, nothing to race.
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::ErrorKind::TimedOut.into());
-        }
-        return TcpStream::connect_timeout(only, left);
-    }
+/// the others are dropped. `TimedOut` when the deadline came first,
+/// `Interrupted` when `abort` did; otherwise the last address's error.
+fn race(addrs: &[SocketAddr], deadline: Instant, abort: &Abort) -> io::Result<TcpStream> {
     let mut poll = Poll::new()?;
-    let mut events = Events::with_capacity(addrs.len());
+    let waker = Arc::new(Waker::new(poll.registry(), ABORT)?);
+    if !abort.wake_on_abort(Some(waker)) {
+        return Err(aborted());
+    }
+    // The waker belongs to this poll: gone with it, whatever the outcome.
+    struct Unhook<'a>(&'a Abort);
+    impl Drop for Unhook<'_> {
+        fn drop(&mut self) {
+            self.0.wake_on_abort(None);
+        }
+    }
+    let _unhook = Unhook(abort);
+    let mut events = Events::with_capacity(addrs.len() + 1);
     let mut pending: Vec<(usize, Socket)> = Vec::new();
     let mut last = io::Error::new(io::ErrorKind::NotFound, "host name resolved to no address");
     let mut next = 0;
@@ -178,6 +278,9 @@ fn race(addrs: &[SocketAddr], deadline: Instant) -> io::Result<TcpStream> {
             Err(e) => return Err(e),
         }
         for ev in &events {
+            if ev.token() == ABORT {
+                return Err(aborted());
+            }
             let Some(i) = pending.iter().position(|(n, _)| Token(*n) == ev.token()) else {
                 continue;
             };
@@ -261,9 +364,29 @@ mod tests {
         let s = race(
             &[dead, live.local_addr().unwrap()],
             t0 + Duration::from_secs(10),
+            &Abort::default(),
         )
         .unwrap();
         assert_eq!(s.peer_addr().unwrap(), live.local_addr().unwrap());
+    }
+
+    #[test]
+    fn an_abort_ends_the_race_and_every_later_one() {
+        let live = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let abort = Abort::default();
+        let at = [live.local_addr().unwrap()];
+        let far = Instant::now() + Duration::from_secs(10);
+        assert!(race(&at, far, &abort).is_ok());
+        abort.abort();
+        let e = race(&at, far, &abort).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::Interrupted);
+        // A socket connected before the abort is shut down by it.
+        let abort = Abort::default();
+        let tcp = race(&at, far, &abort).unwrap();
+        abort.watch(&tcp);
+        abort.abort();
+        let mut buf = [0u8; 1];
+        assert_eq!(std::io::Read::read(&mut &tcp, &mut buf).unwrap(), 0);
     }
 
     #[test]
@@ -273,7 +396,12 @@ mod tests {
                 .and_then(|l| l.local_addr())
                 .unwrap()
         };
-        let e = race(&[dead(), dead()], Instant::now() + Duration::from_secs(10)).unwrap_err();
+        let e = race(
+            &[dead(), dead()],
+            Instant::now() + Duration::from_secs(10),
+            &Abort::default(),
+        )
+        .unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused);
     }
 }

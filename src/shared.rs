@@ -231,6 +231,8 @@ impl Budget {
 }
 
 pub(crate) struct Shared {
+    /// close()'s way into a connection attempt in flight.
+    pub abort: crate::dial::Abort,
     state: Mutex<State>,
     last_error: Mutex<Option<ConnectionError>>,
     last_poll_error: Mutex<Option<ConnectionError>>,
@@ -280,6 +282,7 @@ impl Shared {
         let (bell_tx, bell_rx) = crossbeam_channel::bounded(1);
         counters.rtt_us.store(u64::MAX, Relaxed);
         let shared = Arc::new(Shared {
+            abort: crate::dial::Abort::default(),
             state: Mutex::new(State::Connecting { attempt: 1 }),
             last_error: Mutex::new(None),
             last_poll_error: Mutex::new(None),

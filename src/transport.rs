@@ -13,6 +13,7 @@ use tungstenite::protocol::WebSocketConfig;
 use tungstenite::WebSocket;
 
 use crate::config::{Config, Endpoint};
+use crate::dial::Abort;
 use crate::error::{ConnectionError, Error, Phase, TlsProblem};
 
 type Result<T, E = ConnectionError> = std::result::Result<T, E>;
@@ -111,7 +112,16 @@ pub(crate) fn connect(
     endpoint: &Endpoint,
     cfg: &Config,
     tls: &mut Option<native_tls::TlsConnector>,
+    abort: &Abort,
 ) -> Result<Socket> {
+    // However this attempt ends, `abort` lets go of it.
+    struct Over<'a>(&'a Abort);
+    impl Drop for Over<'_> {
+        fn drop(&mut self) {
+            self.0.done();
+        }
+    }
+    let _over = Over(abort);
     let target = Target::parse(&endpoint.url)?;
     let addr = target.addr();
     let deadline;
@@ -121,7 +131,13 @@ pub(crate) fn connect(
         .for_host(&cfg.proxy.env, target.tls, &target.host)
     {
         None => {
-            let tcp = connect_tcp(&target.host, target.port, &addr, cfg.link.connect_timeout)?;
+            let tcp = connect_tcp(
+                &target.host,
+                target.port,
+                &addr,
+                cfg.link.connect_timeout,
+                abort,
+            )?;
             deadline = Instant::now() + cfg.link.handshake_timeout;
             tcp
         }
@@ -132,6 +148,7 @@ pub(crate) fn connect(
                 proxy.port,
                 &proxy.addr(),
                 cfg.link.connect_timeout,
+                abort,
             )
             .map_err(|e| ConnectionError::Proxy {
                 proxy: proxy.shown.clone(),
@@ -402,8 +419,18 @@ pub(crate) fn upgrade_head(buf: &[u8], addr: &str) -> Result<Option<Head>> {
     }
 }
 
-fn connect_tcp(host: &str, port: u16, addr: &str, timeout: Duration) -> Result<TcpStream> {
-    crate::dial::connect(host, port, addr, timeout)
+/// Connects within `timeout`; from then on until the attempt is over, an
+/// abort shuts the socket down (ending any blocking read or write on it).
+fn connect_tcp(
+    host: &str,
+    port: u16,
+    addr: &str,
+    timeout: Duration,
+    abort: &Abort,
+) -> Result<TcpStream> {
+    let tcp = crate::dial::connect(host, port, addr, timeout, abort)?;
+    abort.watch(&tcp);
+    Ok(tcp)
 }
 
 fn set_timeouts(tcp: &TcpStream, deadline: Instant) -> Result<()> {

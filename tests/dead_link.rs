@@ -148,3 +148,38 @@ fn a_link_that_dies_while_reading_is_paused_is_noticed_by_tcp_keepalive() {
     assert!(!collect(&client, 4).is_empty());
     client.close();
 }
+
+#[test]
+fn close_during_a_connect_whose_packets_go_nowhere_is_prompt() {
+    // The uplink is gone but the route is still there: the SYN is lost and
+    // the connect would wait out connect_timeout, and close() with it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let Some(cable) = Cable::pull(port) else {
+        assert!(
+            std::env::var_os("HEARTLINE_NET_FAULTS").is_none(),
+            "HEARTLINE_NET_FAULTS is set but iptables cannot drop packets here"
+        );
+        eprintln!("SKIPPED: needs root and iptables (set HEARTLINE_NET_FAULTS=1 to require it)");
+        return;
+    };
+    let client = fast(format!("ws://127.0.0.1:{port}/"))
+        .connect_timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    wait_event(&client.events(), "connecting", |e| {
+        matches!(e.state, State::Connecting { .. })
+    });
+    let t = Instant::now();
+    client.close();
+    let took = t.elapsed();
+    drop(cable);
+    assert!(took < Duration::from_secs(5), "close took {took:?}");
+    assert_eq!(
+        client.state(),
+        State::Closed(heartline::CloseReason::Requested)
+    );
+}

@@ -569,6 +569,51 @@ fn a_dns_server_that_never_answers_costs_an_attempt_its_connect_timeout_not_more
     );
 }
 
+#[test]
+fn close_during_a_dns_lookup_that_never_answers_is_prompt() {
+    // tail closes the client after 300 ms (--for), while the lookup has
+    // 60 s to go: close() must not wait for it.
+    init();
+    let Some((silent, ip)) = (77..100).find_map(|i| {
+        let ip = format!("127.0.0.{i}");
+        std::net::UdpSocket::bind((ip.as_str(), 53))
+            .ok()
+            .map(|s| (s, ip))
+    }) else {
+        return skip(
+            "HEARTLINE_DNS_FAULTS",
+            "cannot bind a DNS port on 127.0.0.77 to 99",
+        );
+    };
+    let t = std::time::Instant::now();
+    let ran = tail_with_etc(
+        "resolv.conf",
+        &format!("nameserver {ip}\noptions timeout:30 attempts:2\n"),
+        &[
+            "ws://device.heartline.test/ws",
+            "--connect-timeout",
+            "60000",
+            "--for",
+            "300",
+        ],
+    );
+    let took = t.elapsed();
+    drop(silent);
+    let (lines, stderr) = match ran {
+        Ok(r) => r,
+        Err(why) => return skip("HEARTLINE_DNS_FAULTS", &why),
+    };
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "tail took {took:?}"
+    );
+    let closed = lines.last().cloned().unwrap_or_default();
+    assert_eq!(
+        closed["reason"], "closed by the application",
+        "{lines:?} / {stderr}"
+    );
+}
+
 /// Drops every TCP packet to a port on ::1 while alive: IPv6 that
 /// resolves but goes nowhere.
 struct Ipv6Blackhole(String);

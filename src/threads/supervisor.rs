@@ -92,12 +92,14 @@ fn run(s: Setup, agent: Option<poller::Agent>) {
             cursor: s.inbox.cursor(),
         };
         let connected = endpoint
-            .and_then(|e| transport::connect(&e, cfg, &mut tls))
+            .and_then(|e| transport::connect(&e, cfg, &mut tls, &s.shared.abort))
             .and_then(|socket| {
                 let hello = guarded("hello", || cfg.protocol.hello(&ctx))?;
                 Ok((socket, hello))
             });
         let (decision, error) = match connected {
+            // close() ended the attempt: not a failure to tell about.
+            Err(_) if s.shared.abort.requested() => break (CloseReason::Requested, None),
             Err(e) => {
                 warn!("attempt {} to {shown} failed: {e}", policy.attempt());
                 s.shared.counters.failed_attempts.fetch_add(1, Relaxed);
