@@ -21,6 +21,7 @@ fn an_oversized_message_closes_with_1009_and_the_client_reconnects() {
     });
     let why = why(&ev.error);
     assert!(why.contains("too large"), "{why}");
+    assert!(why.contains("raise max_message_size"), "the advice: {why}");
     assert!(server.wait_for(WAIT, |l| l
         .frames
         .iter()

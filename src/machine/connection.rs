@@ -356,7 +356,12 @@ impl Connection {
                 "connection closed by the server without a close frame",
             ))),
             ReadFailure::TooLarge(what) => {
-                let what = format!("{what} (limit: {} bytes)", self.cfg.max_message_size);
+                let what = format!(
+                    "{what} (max_message_size: {} bytes); a server that resends what \
+                     was not acked sends it again after the reconnect: raise \
+                     max_message_size (and max_frame_size) if its messages can be this large",
+                    self.cfg.max_message_size
+                );
                 self.actions
                     .push_back(Action::Close(1009, "message too big"));
                 self.actions.push_back(Action::Flush);
