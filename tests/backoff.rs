@@ -98,12 +98,7 @@ fn a_connection_that_stayed_up_resets_the_attempt_count() {
 
 #[test]
 fn an_unreachable_port_is_retried_with_a_clear_error() {
-    // Bind and drop to find a port with nobody listening.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let client = fast(format!("ws://127.0.0.1:{port}/"))
         .max_attempts(Some(2))
         .build()
@@ -125,16 +120,8 @@ fn giving_up_says_why_in_the_closed_event_itself() {
     // A device that tries once (max_attempts 1) sees no Reconnecting event:
     // the Closed event is the only place the cause can be, and an
     // application reading events must not have to ask stats() for it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let client = fast(format!("ws://127.0.0.1:{port}/"))
-        .max_attempts(Some(1))
-        .build()
-        .unwrap();
-    let (ev, _) = wait_event(&client.events(), "closed", |e| e.state.is_closed());
+    let port = free_port();
+    let ev = one_attempt(fast(format!("ws://127.0.0.1:{port}/")));
     assert_eq!(ev.state, State::Closed(CloseReason::GaveUp { attempts: 1 }));
     if let State::Closed(reason) = &ev.state {
         assert_eq!(reason.to_string(), "gave up after 1 attempt");
@@ -146,36 +133,12 @@ fn giving_up_says_why_in_the_closed_event_itself() {
     );
 }
 
-#[test]
-fn a_terminal_close_says_why_in_the_closed_event() {
-    let server = server();
-    let client = fast(server.url())
-        .terminal_close_codes([4001])
-        .build()
-        .unwrap();
-    let events = client.events();
-    wait_open(&events);
-    server.close_all(4001, "revoked");
-    let (ev, _) = wait_event(&events, "closed", |e| e.state.is_closed());
-    assert_eq!(
-        ev.state,
-        State::Closed(CloseReason::Terminal {
-            code: 4001,
-            reason: "revoked".into()
-        })
-    );
-    let why = ev.error.as_ref().map(|e| e.to_string()).unwrap_or_default();
-    assert!(why.contains("4001"), "{ev:?}");
-}
-
 /// The Closed event of one attempt against a server refusing the upgrade
 /// with `status` and `headers`.
 fn refused_once(status: u16, headers: &[(&str, &str)]) -> heartline::Event {
     let server = server();
     server.refuse_with(Some(status), headers);
-    let client = fast(server.url()).max_attempts(Some(1)).build().unwrap();
-    let (ev, _) = wait_event(&client.events(), "closed", |e| e.state.is_closed());
-    ev
+    one_attempt(fast(server.url()))
 }
 
 #[test]
@@ -222,23 +185,10 @@ fn a_plain_http_answer_says_it_is_not_a_websocket_endpoint() {
     // As a captive portal (or any web server at the wrong path) answers:
     // 200 and a page. The test server cannot answer 200 to an upgrade, so
     // a raw peer does.
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let peer = std::thread::spawn(move || {
-        if let Ok((mut s, _)) = listener.accept() {
-            let mut buf = [0u8; 2048];
-            let _ = s.read(&mut buf);
-            let _ = s.write_all(
-                b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 12\r\n\r\n<p>login</p>",
-            );
-        }
-    });
-    let client = fast(format!("ws://{addr}/ws"))
-        .max_attempts(Some(1))
-        .build()
-        .unwrap();
-    let (ev, _) = wait_event(&client.events(), "closed", |e| e.state.is_closed());
+    let (addr, peer) = answer_once(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 12\r\n\r\n<p>login</p>",
+    );
+    let ev = one_attempt(fast(format!("ws://{addr}/ws")));
     let text = why(&ev.error);
     assert!(
         text.contains("HTTP 200") && text.contains("not a WebSocket endpoint"),

@@ -83,27 +83,13 @@ fn ws_to_a_tls_port_says_to_use_wss() {
     // A real TLS server (OpenSSL, in the testkit) reached with ws://: it
     // closes on the plain-text request without a word.
     let server = heartline::testkit::TestServer::start_tls().unwrap();
-    let url = server.url().replacen("wss://", "ws://", 1);
-    let client = fast(url).max_attempts(Some(1)).build().unwrap();
-    let (ev, _) = wait_event(&client.events(), "closed", |e| e.state.is_closed());
+    let ev = one_attempt(fast(server.url().replacen("wss://", "ws://", 1)));
     let text = why(&ev.error);
     assert!(text.contains("wss://"), "{text}");
-    // A TLS server that answers with an alert record says so for sure.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let peer = std::thread::spawn(move || {
-        if let Ok((mut s, _)) = listener.accept() {
-            let mut buf = [0u8; 1024];
-            let _ = s.read(&mut buf);
-            // TLS 1.0 record, alert, fatal, protocol_version.
-            let _ = s.write_all(&[0x15, 0x03, 0x01, 0x00, 0x02, 0x02, 0x46]);
-        }
-    });
-    let client = fast(format!("ws://{addr}/"))
-        .max_attempts(Some(1))
-        .build()
-        .unwrap();
-    let (ev, _) = wait_event(&client.events(), "closed", |e| e.state.is_closed());
+    // A TLS server that answers with an alert record says so for sure
+    // (TLS 1.0 record, alert, fatal, protocol_version).
+    let (addr, peer) = answer_once(&[0x15, 0x03, 0x01, 0x00, 0x02, 0x02, 0x46]);
+    let ev = one_attempt(fast(format!("ws://{addr}/")));
     let text = why(&ev.error);
     assert!(
         text.contains("answered with TLS") && text.contains("wss://"),

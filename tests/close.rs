@@ -91,6 +91,8 @@ fn a_terminal_close_code_stops_the_client_and_ends_the_receiver() {
             reason: "account disabled".into()
         })
     );
+    // The event also carries the server's close as the cause.
+    assert!(why(&ev.error).contains("4001"), "{ev:?}");
     assert_eq!(client.batches().count(), 0, "the iterator ends");
     assert_eq!(server.log().accepted(), 1);
 }

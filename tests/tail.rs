@@ -525,6 +525,18 @@ fn tail_with_etc(file: &str, content: &str, args: &[&str]) -> Result<(Vec<Value>
     Ok((lines, String::from_utf8_lossy(&out.stderr).into_owned()))
 }
 
+/// A DNS server that never answers: a UDP socket on port 53 of a loopback
+/// address nobody else uses (a parallel run may hold the first), and that
+/// address.
+fn silent_dns() -> Option<(std::net::UdpSocket, String)> {
+    (77..100).find_map(|i| {
+        let ip = format!("127.0.0.{i}");
+        std::net::UdpSocket::bind((ip.as_str(), 53))
+            .ok()
+            .map(|s| (s, ip))
+    })
+}
+
 #[test]
 fn a_dns_server_that_never_answers_costs_an_attempt_its_connect_timeout_not_more() {
     // As on a device whose uplink is gone: the resolver's queries go
@@ -533,13 +545,7 @@ fn a_dns_server_that_never_answers_costs_an_attempt_its_connect_timeout_not_more
     // UDP socket that never answers, given to tail through its own
     // /etc/resolv.conf.
     init();
-    // A DNS port nobody else uses (a parallel run may hold the first).
-    let Some((silent, ip)) = (77..100).find_map(|i| {
-        let ip = format!("127.0.0.{i}");
-        std::net::UdpSocket::bind((ip.as_str(), 53))
-            .ok()
-            .map(|s| (s, ip))
-    }) else {
+    let Some((silent, ip)) = silent_dns() else {
         return skip(
             "HEARTLINE_DNS_FAULTS",
             "cannot bind a DNS port on 127.0.0.77 to 99",
@@ -574,12 +580,7 @@ fn close_during_a_dns_lookup_that_never_answers_is_prompt() {
     // tail closes the client after 300 ms (--for), while the lookup has
     // 60 s to go: close() must not wait for it.
     init();
-    let Some((silent, ip)) = (77..100).find_map(|i| {
-        let ip = format!("127.0.0.{i}");
-        std::net::UdpSocket::bind((ip.as_str(), 53))
-            .ok()
-            .map(|s| (s, ip))
-    }) else {
+    let Some((silent, ip)) = silent_dns() else {
         return skip(
             "HEARTLINE_DNS_FAULTS",
             "cannot bind a DNS port on 127.0.0.77 to 99",

@@ -98,3 +98,35 @@ pub fn server() -> TestServer {
 pub fn why(e: &Option<ConnectionError>) -> String {
     e.as_ref().map(|e| e.to_string()).unwrap_or_default()
 }
+
+/// A port on 127.0.0.1 nobody listens on (bound, then let go).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Builds the client with one attempt allowed and returns its final
+/// `Closed` event.
+pub fn one_attempt(b: ClientBuilder) -> heartline::Event {
+    let client = b.max_attempts(Some(1)).build().expect("client builds");
+    let (ev, _) = wait_event(&client.events(), "closed", |e| e.state.is_closed());
+    ev
+}
+
+/// A raw TCP peer that reads one request and answers `bytes` (not a
+/// WebSocket server: what the test server cannot be made to say).
+pub fn answer_once(bytes: &'static [u8]) -> (std::net::SocketAddr, std::thread::JoinHandle<()>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let peer = std::thread::spawn(move || {
+        if let Ok((mut s, _)) = listener.accept() {
+            let mut buf = [0u8; 2048];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(bytes);
+        }
+    });
+    (addr, peer)
+}
