@@ -198,35 +198,37 @@ fn close_wakes_a_send_that_waits_for_room() {
 }
 
 #[test]
-fn close_during_an_upgrade_the_server_never_answers_is_prompt() {
+fn close_during_a_handshake_the_server_never_answers_is_prompt() {
     // A server (or a proxy, or a captive portal) that accepts TCP and then
-    // says nothing: the attempt would wait out its handshake timeout, and
-    // close() with it.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (accepted_tx, accepted) = crossbeam_channel::bounded(1);
-    let silent = std::thread::spawn(move || {
-        let conn = listener.accept().map(|(s, _)| s);
-        let _ = accepted_tx.send(());
-        // Held open, silent, until the client is gone.
-        if let Ok(mut s) = conn {
-            let mut buf = [0u8; 4096];
-            while matches!(std::io::Read::read(&mut s, &mut buf), Ok(n) if n > 0) {}
-        }
-    });
-    let client = fast(format!("ws://{addr}/"))
-        .handshake_timeout(Duration::from_secs(60))
-        .build()
-        .unwrap();
-    accepted.recv_timeout(WAIT).expect("the client connected");
-    let t = Instant::now();
-    client.close();
-    assert!(
-        t.elapsed() < Duration::from_secs(5),
-        "close took {:?}",
-        t.elapsed()
-    );
-    assert_eq!(client.state(), State::Closed(CloseReason::Requested));
-    // The client's socket is closed: the silent peer sees its end.
-    silent.join().unwrap();
+    // says nothing: the attempt would wait out its handshake timeout (the
+    // upgrade's, or the TLS handshake's for wss://), and close() with it.
+    for scheme in ["ws", "wss"] {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (accepted_tx, accepted) = crossbeam_channel::bounded(1);
+        let silent = std::thread::spawn(move || {
+            let conn = listener.accept().map(|(s, _)| s);
+            let _ = accepted_tx.send(());
+            // Held open, silent, until the client is gone.
+            if let Ok(mut s) = conn {
+                let mut buf = [0u8; 4096];
+                while matches!(std::io::Read::read(&mut s, &mut buf), Ok(n) if n > 0) {}
+            }
+        });
+        let client = fast(format!("{scheme}://{addr}/"))
+            .handshake_timeout(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        accepted.recv_timeout(WAIT).expect("the client connected");
+        let t = Instant::now();
+        client.close();
+        let took = t.elapsed();
+        assert!(
+            took < Duration::from_secs(5),
+            "{scheme}: close took {took:?}"
+        );
+        assert_eq!(client.state(), State::Closed(CloseReason::Requested));
+        // The client's socket is closed: the silent peer sees its end.
+        silent.join().unwrap();
+    }
 }
