@@ -1,5 +1,6 @@
 //! What the server says about retrying: `Retry-After` on 429/503 (upgrade
-//! and polls), and 401/403 told to the endpoint provider.
+//! and polls), close codes 1012/1013, and 401/403 told to the endpoint
+//! provider.
 mod common;
 use common::*;
 
@@ -40,6 +41,30 @@ fn a_503_with_retry_after_delays_the_next_attempt_at_least_that_long_up_to_the_c
     let client = fast(server.url()).build().unwrap();
     assert_eq!(first_delay(&client), 10 * MS);
     client.close();
+}
+
+#[test]
+fn a_server_that_closes_with_1012_or_1013_is_given_5_to_30_s() {
+    // Service Restart and Try Again Later: the server says it cannot take
+    // the fleet back at once, whatever the backoff (10 ms here) says.
+    let server = server();
+    for code in [1012, 1013] {
+        let client = fast(server.url()).build().unwrap();
+        let events = client.events();
+        wait_open(&events);
+        server.close_all(code, "restarting");
+        let (ev, _) = wait_event(&events, "reconnecting", |e| {
+            matches!(e.state, State::Reconnecting { .. })
+        });
+        let State::Reconnecting { delay, .. } = ev.state else {
+            unreachable!()
+        };
+        assert!(
+            (Duration::from_secs(5)..Duration::from_secs(30)).contains(&delay),
+            "{code}: {delay:?}"
+        );
+        client.close();
+    }
 }
 
 #[test]

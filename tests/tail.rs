@@ -656,7 +656,10 @@ fn a_name_whose_ipv6_address_goes_nowhere_connects_over_ipv4() {
     server.set_greeting(vec!["over IPv4".into()]);
     let port = server.addr().port();
     let Some(hole) = Ipv6Blackhole::new(port) else {
-        return skip("HEARTLINE_NET6_FAULTS", "ip6tables cannot drop packets here");
+        return skip(
+            "HEARTLINE_NET6_FAULTS",
+            "ip6tables cannot drop packets here",
+        );
     };
     let url = format!("ws://dual.heartline.test:{port}/");
     let ran = tail_with_etc(

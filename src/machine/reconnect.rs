@@ -16,6 +16,11 @@ pub(crate) enum Ended {
     Lost,
 }
 
+/// The wait after a server closed with 1012 (Service Restart) or 1013
+/// (Try Again Later): uniform in this range, or the backoff's if longer.
+pub(crate) const RESTART_WAIT: (Duration, Duration) =
+    (Duration::from_secs(5), Duration::from_secs(30));
+
 /// What the supervisor must do next.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Decision {
@@ -101,13 +106,28 @@ impl Reconnect {
             _ => {}
         }
         let lasted = opened.map(|t| now.saturating_duration_since(t));
-        if lasted.is_some_and(|d| d >= self.min_uptime) {
+        let decision = if lasted.is_some_and(|d| d >= self.min_uptime) {
             self.failures = 0;
             self.retry()
         } else {
             // Dropped before it proved itself: a failed attempt, so a server
             // that accepts and drops at once is retried with growing delays.
             self.fail()
+        };
+        match (decision, why) {
+            // The server restarts (1012) or sheds load (1013): back within
+            // the first backoff window, a whole fleet would land on it at
+            // once. It gets a spread of RESTART_WAIT instead (1012's
+            // registration asks for a random 5 to 30 s).
+            (Decision::Retry { attempt, delay }, Ended::ServerClose(1012 | 1013)) => {
+                let (lo, hi) = RESTART_WAIT;
+                let spread = lo + (hi - lo).mul_f64(self.jitter.next_f64().clamp(0.0, 1.0));
+                Decision::Retry {
+                    attempt,
+                    delay: delay.max(spread.min(hi - Duration::from_millis(1))),
+                }
+            }
+            (decision, _) => decision,
         }
     }
 
@@ -264,6 +284,36 @@ mod tests {
         assert!(matches!(
             r.ended(t0 + Duration::from_secs(5), Ended::ServerClose(1001)),
             Decision::Retry { attempt: 1, .. }
+        ));
+    }
+
+    #[test]
+    fn a_server_that_restarts_or_sheds_load_is_given_5_to_30_s() {
+        // 1012 (Service Restart) and 1013 (Try Again Later) after a long,
+        // healthy connection: without the hint, a whole fleet would be back
+        // within the first backoff window (10 ms here) on a server that
+        // just said it cannot take them.
+        let t0 = Instant::now();
+        let mut r = fixed(None);
+        let mut waits = Vec::new();
+        for i in 0..200u64 {
+            let code = if i % 2 == 0 { 1012 } else { 1013 };
+            r.opened(t0);
+            match r.ended(t0 + Duration::from_secs(60), Ended::ServerClose(code)) {
+                Decision::Retry { attempt: 1, delay } => waits.push(delay),
+                other => panic!("{code}: {other:?}"),
+            }
+        }
+        let (lo, hi) = (Duration::from_secs(5), Duration::from_secs(30));
+        assert!(waits.iter().all(|w| (lo..hi).contains(w)), "{waits:?}");
+        // Spread over the range, not bunched: a ramp for the server.
+        assert!(waits.iter().any(|w| *w < Duration::from_secs(10)));
+        assert!(waits.iter().any(|w| *w > Duration::from_secs(25)));
+        // Any other code keeps the backoff.
+        r.opened(t0);
+        assert!(matches!(
+            r.ended(t0 + Duration::from_secs(60), Ended::ServerClose(1011)),
+            Decision::Retry { delay, .. } if delay <= 100 * MS
         ));
     }
 }
