@@ -282,8 +282,9 @@ impl Client {
     /// Never reconnects afterwards. Returns promptly: a connection attempt
     /// in flight (lookup, connect, tunnel, TLS, upgrade) is ended at once,
     /// not waited out; a poll request in flight can take up to
-    /// `poll_timeout`. Calling it again does nothing. Messages already received are still handed out by the
-    /// batch receiver, which then ends.
+    /// `poll_timeout`. Calling it again does nothing. Messages already
+    /// received are still handed out by the batch receiver, which then
+    /// ends.
     pub fn close(&self) {
         self.inner.close();
     }

@@ -274,6 +274,13 @@ fn upgrade(
     stream.write_all(req.as_bytes()).map_err(io_err)?;
     stream.flush().map_err(io_err)?;
 
+    // A TLS server reached with ws:// typically closes or resets the
+    // connection on the plain-text request without a word.
+    let hint = if target.tls {
+        ""
+    } else {
+        " (if that port expects TLS, the URL needs wss://)"
+    };
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     let Head {
@@ -282,13 +289,6 @@ fn upgrade(
         accept,
         kept,
     } = loop {
-        // A TLS server reached with ws:// typically closes or resets the
-        // connection on the plain-text request without a word.
-        let hint = if target.tls {
-            ""
-        } else {
-            " (if that port expects TLS, the URL needs wss://)"
-        };
         let n = match stream.read(&mut chunk) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
