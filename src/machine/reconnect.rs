@@ -18,8 +18,7 @@ pub(crate) enum Ended {
 
 /// The wait after a server closed with 1012 (Service Restart) or 1013
 /// (Try Again Later): uniform in this range, or the backoff's if longer.
-const RESTART_WAIT: (Duration, Duration) =
-    (Duration::from_secs(5), Duration::from_secs(30));
+const RESTART_WAIT: (Duration, Duration) = (Duration::from_secs(5), Duration::from_secs(30));
 
 /// What the supervisor must do next.
 #[derive(Clone, Debug, PartialEq, Eq)]
