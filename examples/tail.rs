@@ -13,6 +13,9 @@
 //!   --every MS               heartbeat interval
 //!   --timeout MS             server timeout after a heartbeat
 //!   --connect-timeout MS     DNS lookup and TCP connect, per attempt
+//!   --beat-when-busy         heartbeat every --every MS even while frames
+//!                            arrive (servers that drop a client that has
+//!                            sent nothing for a while)
 //!   --hello TEXT             frame sent first on every connect (repeatable);
 //!                            `$cursor` in TEXT becomes the last cursor as
 //!                            JSON (`null` before the first)
@@ -107,6 +110,7 @@ struct Args {
     items: Option<String>,
     ca: Vec<String>,
     insecure: bool,
+    beat_when_busy: bool,
     stdin: bool,
     stats: Option<u64>,
     inbound_bytes: Option<usize>,
@@ -124,7 +128,7 @@ const USAGE: &str =
 [--poll-method GET|POST] [--poll-body TEXT] [--poll-after N] [--poll-every MS] [--id POINTER] \
 [--cursor POINTER] [--since NAME] [--items POINTER] [--ca FILE]... [--insecure] [--stdin] \
 [--stats MS] [--inbound-bytes N] [--outbound-bytes N] [--max-message N] [--state-dir DIR] \
-[--ack TEMPLATE] [--proxy URL|none] [--connect-timeout MS]";
+[--ack TEMPLATE] [--proxy URL|none] [--connect-timeout MS] [--beat-when-busy]";
 
 fn number<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
     v.parse()
@@ -146,6 +150,10 @@ fn parse(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
             "--help" => return Err(String::new()),
             "--insecure" => {
                 a.insecure = true;
+                continue;
+            }
+            "--beat-when-busy" => {
+                a.beat_when_busy = true;
                 continue;
             }
             "--stdin" => {
@@ -236,6 +244,9 @@ fn build(a: &Args) -> Result<Client, String> {
     if a.insecure {
         eprintln!("tail: --insecure: any server certificate is accepted");
         b = b.danger_accept_invalid_certs(true);
+    }
+    if a.beat_when_busy {
+        b = b.heartbeat_even_when_busy(true);
     }
     if let Some(n) = a.inbound_bytes {
         b = b.inbound_bytes(n);

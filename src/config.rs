@@ -286,6 +286,8 @@ pub(crate) struct HeartbeatSection {
     pub kind: Heartbeat,
     pub interval: Duration,
     pub timeout: Duration,
+    /// Beat every interval even while frames arrive.
+    pub even_when_busy: bool,
 }
 
 impl Default for HeartbeatSection {
@@ -294,6 +296,7 @@ impl Default for HeartbeatSection {
             kind: Heartbeat::Ping,
             interval: Duration::from_secs(25),
             timeout: Duration::from_secs(20),
+            even_when_busy: false,
         }
     }
 }
@@ -768,6 +771,19 @@ impl ClientBuilder {
     /// inbound frame restarts the count). Defaults to 25 s.
     pub fn heartbeat_interval(mut self, interval: Duration) -> Self {
         self.cfg.heartbeat.interval = interval;
+        self
+    }
+
+    /// Sends a heartbeat every `heartbeat_interval` even while frames keep
+    /// arriving, and while reading is paused for a slow application.
+    /// Defaults to off: any inbound frame postpones the heartbeat, so a
+    /// busy stream never needs one. Turn it on for a server that drops a
+    /// client that has sent nothing for a while however much it sends
+    /// itself (a read-idle timeout on the server's side, such as Netty's
+    /// `IdleStateHandler`), unless the protocol's acks already go up that
+    /// often.
+    pub fn heartbeat_even_when_busy(mut self, on: bool) -> Self {
+        self.cfg.heartbeat.even_when_busy = on;
         self
     }
 

@@ -181,3 +181,75 @@ fn without_a_heartbeat_inside_the_proxy_timeout_the_link_is_cut_and_reopened() {
     );
     client.close();
 }
+
+/// Pushes a frame every 5 ms until dropped: a busy downstream.
+struct Stream {
+    stop: Option<crossbeam_channel::Sender<()>>,
+    pusher: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Stream {
+    fn start(server: std::sync::Arc<heartline::testkit::TestServer>) -> Stream {
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+        let pusher = std::thread::spawn(move || {
+            let mut i = 0u64;
+            // The pace of the traffic, not a wait for anything.
+            while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+                stopped.recv_timeout(5 * MS)
+            {
+                server.push(format!("m{i}"));
+                i += 1;
+            }
+        });
+        Stream {
+            stop: Some(stop),
+            pusher: Some(pusher),
+        }
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(p) = self.pusher.take() {
+            let _ = p.join();
+        }
+    }
+}
+
+#[test]
+fn a_server_that_drops_silent_clients_keeps_a_busy_one_that_beats_even_when_busy() {
+    // A server with a read-idle timeout (Netty's IdleStateHandler) drops a
+    // client that has sent nothing for 400 ms, however much it sends the
+    // client itself. A frame every 5 ms postpones a 50 ms heartbeat for
+    // ever, so the default client is dropped; one that beats even when
+    // busy keeps its connection.
+    let server = std::sync::Arc::new(server());
+    server.idle_timeout(Some(400 * MS));
+    let _traffic = Stream::start(server.clone());
+    let quiet = fast(server.url())
+        .heartbeat_interval(50 * MS)
+        .build()
+        .unwrap();
+    wait_open(&quiet.events());
+    assert!(
+        server.wait_for(WAIT, |l| l.accepted() >= 2),
+        "the default client was never dropped: {:?}",
+        quiet.stats()
+    );
+    quiet.close();
+    let before = server.log().accepted();
+    let busy = fast(server.url())
+        .heartbeat_interval(50 * MS)
+        .heartbeat_even_when_busy(true)
+        .build()
+        .unwrap();
+    wait_open(&busy.events());
+    // 300 messages: 1.5 s at least, several of the server's timeouts.
+    assert!(collect(&busy, 300).len() >= 300);
+    let stats = busy.stats();
+    assert_eq!(stats.connects, 1, "dropped while busy: {stats:?}");
+    assert_eq!(server.log().accepted(), before + 1, "{stats:?}");
+    assert!(stats.heartbeats >= 10, "{stats:?}");
+    busy.close();
+}

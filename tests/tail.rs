@@ -117,6 +117,31 @@ fn tail_rejects_a_bad_flag_with_exit_2() {
 }
 
 #[test]
+fn tail_takes_beat_when_busy_and_heartbeats_with_it() {
+    // The flag reaches the builder (tests/heartbeat.rs shows what it does
+    // against a server that drops silent clients): every heartbeat is
+    // answered with a message, and five of them arrive.
+    init();
+    let server = server();
+    server.reply(ReplyRule::Text("hb".into()), "pushed");
+    let mut child = Command::new(tail_bin())
+        .args([server.url().as_str(), "--heartbeat", "hb", "--every", "30"])
+        .args(["--beat-when-busy", "--count", "5", "--for", "5000"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = json_lines(&mut child);
+    assert!(child.wait().unwrap().success(), "{lines:?}");
+    let pushed = lines
+        .iter()
+        .filter_map(|l| l["batch"].as_array())
+        .flatten()
+        .filter(|m| m["text"] == "pushed")
+        .count();
+    assert!(pushed >= 5, "{lines:?}");
+}
+
+#[test]
 fn tail_giving_up_prints_why_on_the_closed_line_and_exits_1() {
     init();
     let server = server();

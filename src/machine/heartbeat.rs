@@ -31,6 +31,11 @@ pub(crate) enum Beat {
 pub(crate) struct Heartbeat {
     interval: Duration,
     timeout: Duration,
+    /// Beat every `interval` even while frames arrive (see
+    /// [`Heartbeat::even_when_busy`]).
+    busy: bool,
+    /// When the last heartbeat went out (the open, before the first).
+    last_beat: Instant,
     /// The last moment the link was known alive: open, any inbound frame, or
     /// the end of a reading pause.
     alive_at: Instant,
@@ -43,9 +48,36 @@ impl Heartbeat {
         Heartbeat {
             interval,
             timeout,
+            busy: false,
+            last_beat: opened,
             alive_at: opened,
             awaiting: None,
         }
+    }
+
+    /// With `on`, a heartbeat goes out every `interval` whatever arrives,
+    /// also while reading is paused: for servers that drop a client that
+    /// has sent nothing for a while however much they send it (a read-idle
+    /// timeout on the server's side). Without, any inbound frame postpones
+    /// the heartbeat, and a busy stream never needs one.
+    pub(crate) fn even_when_busy(mut self, on: bool) -> Self {
+        self.busy = on;
+        self
+    }
+
+    /// The next heartbeat is due at this moment (while none is awaited).
+    fn due(&self) -> Instant {
+        if self.busy {
+            self.last_beat + self.interval
+        } else {
+            self.alive_at + self.interval
+        }
+    }
+
+    fn send(&mut self, now: Instant) -> (Beat, Instant) {
+        self.awaiting = Some(now);
+        self.last_beat = now;
+        (Beat::Send, now + self.interval.min(self.timeout))
     }
 
     /// Decides what to do at `now`, given the last inbound frame and whether
@@ -65,7 +97,17 @@ impl Heartbeat {
             // nothing. Suspend the timeout until reading resumes.
             self.alive_at = now;
             self.awaiting = None;
-            return (Beat::Wait, now + self.interval);
+            if !self.busy {
+                return (Beat::Wait, now + self.interval);
+            }
+            // The server is sending all the while, and may still want to
+            // hear from the client: beat on, awaiting no reply.
+            let due = self.due();
+            if now < due {
+                return (Beat::Wait, due);
+            }
+            self.last_beat = now;
+            return (Beat::Send, now + self.interval);
         }
         if let Some(sent) = self.awaiting {
             if self.alive_at >= sent {
@@ -80,10 +122,9 @@ impl Heartbeat {
                 return (Beat::Wait, (now + self.interval).min(verdict));
             }
         }
-        let due = self.alive_at + self.interval;
+        let due = self.due();
         if now >= due {
-            self.awaiting = Some(now);
-            (Beat::Send, now + self.interval.min(self.timeout))
+            self.send(now)
         } else {
             (Beat::Wait, due)
         }
@@ -99,8 +140,7 @@ impl Heartbeat {
         if paused {
             return (Beat::Wait, now + self.interval);
         }
-        self.awaiting = Some(now);
-        (Beat::Send, now + self.interval.min(self.timeout))
+        self.send(now)
     }
 }
 
@@ -186,6 +226,37 @@ mod tests {
             h.poll(t0 + 250 * MS, t0, false),
             (Beat::Wait, t0 + 300 * MS)
         );
+        assert_eq!(h.poll(t0 + 300 * MS, t0, false).0, Beat::Dead);
+    }
+
+    #[test]
+    fn when_busy_a_heartbeat_still_goes_out_every_interval() {
+        // Frames arrive every 50 ms. By default that postpones the
+        // heartbeat for ever; `even_when_busy` keeps the cadence, for
+        // servers that drop a client that has sent nothing for a while.
+        let t0 = Instant::now();
+        let mut quiet = Heartbeat::new(200 * MS, 100 * MS, t0);
+        let mut busy = Heartbeat::new(200 * MS, 100 * MS, t0).even_when_busy(true);
+        let (mut beats_quiet, mut beats_busy) = (0, 0);
+        for i in 1..=20u32 {
+            let now = t0 + 50 * MS * i;
+            beats_quiet += u32::from(quiet.poll(now, now, false).0 == Beat::Send);
+            let (beat, next) = busy.poll(now, now, false);
+            assert_ne!(beat, Beat::Dead, "frames keep coming: alive");
+            assert!(next <= now + 200 * MS);
+            beats_busy += u32::from(beat == Beat::Send);
+        }
+        assert_eq!(beats_quiet, 0);
+        assert_eq!(beats_busy, 5, "one per 200 ms over 1 s");
+        // Reading paused (a stalled application): beats go on, no verdict.
+        let mut h = Heartbeat::new(200 * MS, 100 * MS, t0).even_when_busy(true);
+        assert_eq!(h.poll(t0 + 100 * MS, t0, true), (Beat::Wait, t0 + 200 * MS));
+        assert_eq!(h.poll(t0 + 200 * MS, t0, true).0, Beat::Send);
+        assert_eq!(h.poll(t0 + 350 * MS, t0, true).0, Beat::Wait);
+        assert_eq!(h.poll(t0 + 400 * MS, t0, true).0, Beat::Send);
+        // Silence after a beat is still the dead-link verdict.
+        let mut h = Heartbeat::new(200 * MS, 100 * MS, t0).even_when_busy(true);
+        assert_eq!(h.poll(t0 + 200 * MS, t0, false).0, Beat::Send);
         assert_eq!(h.poll(t0 + 300 * MS, t0, false).0, Beat::Dead);
     }
 

@@ -16,7 +16,8 @@ use crate::threads::{Command, Link};
 
 pub(crate) fn run(hb: &HeartbeatSection, link: &Link, shared: &Shared, stop: &Receiver<()>) {
     let opened = link.opened();
-    let mut machine = Heartbeat::new(hb.interval, hb.timeout, opened);
+    let mut machine =
+        Heartbeat::new(hb.interval, hb.timeout, opened).even_when_busy(hb.even_when_busy);
     let mut next = opened + hb.interval;
     let mut suspend = SuspendGap::new(Instant::now(), boot_now());
     loop {
