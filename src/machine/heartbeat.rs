@@ -4,6 +4,9 @@
 //! The rules, for every ratio of interval to timeout:
 //! - a heartbeat goes out `interval` after the last inbound frame (a reply is
 //!   an inbound frame), so the cadence is the interval plus the round trip;
+//!   with [`Heartbeat::even_when_busy`], `interval` after the last heartbeat
+//!   instead, whatever arrives (and while reading is paused, without
+//!   awaiting a reply);
 //! - at most one heartbeat is outstanding; when no frame at all arrives
 //!   within `timeout` after it, the link is dead. So a link that goes silent
 //!   at `L` is declared dead by `L + interval + timeout`.
