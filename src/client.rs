@@ -281,8 +281,9 @@ impl Client {
     /// `close_timeout` for the server's, and joins every heartline thread.
     /// Never reconnects afterwards. Returns promptly: a connection attempt
     /// in flight (lookup, connect, tunnel, TLS, upgrade) is ended at once,
-    /// not waited out; a poll request in flight can take up to
-    /// `poll_timeout`. Calling it again does nothing. Messages already
+    /// not waited out, and so is a poll request in flight, except while it
+    /// looks up its host or connects (bounded by `poll_timeout`). Calling
+    /// it again does nothing. Messages already
     /// received are still handed out by the batch receiver, which then
     /// ends.
     pub fn close(&self) {

@@ -504,3 +504,94 @@ fn a_split_batch_finishes_each_part_on_its_own_and_an_abandoned_part_is_redelive
     );
     client.close();
 }
+
+/// A poll endpoint that reads each request and never answers (a hung
+/// backend, or a long-poll server holding the request). Reports each
+/// request it read, and each connection the client then closed.
+fn silent_poll_endpoint() -> (
+    std::net::SocketAddr,
+    crossbeam_channel::Receiver<()>,
+    crossbeam_channel::Receiver<()>,
+) {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (seen_tx, seen) = crossbeam_channel::unbounded();
+    let (gone_tx, gone) = crossbeam_channel::unbounded();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut s) = conn else { return };
+            let (seen_tx, gone_tx) = (seen_tx.clone(), gone_tx.clone());
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                loop {
+                    match s.read(&mut buf) {
+                        Ok(n) if n > 0 => {
+                            head.extend_from_slice(&buf[..n]);
+                            if head.windows(4).any(|w| w == b"\r\n\r\n") {
+                                let _ = seen_tx.send(());
+                                head.clear();
+                            }
+                        }
+                        // Held open, silent, until the client is gone.
+                        _ => break,
+                    }
+                }
+                let _ = gone_tx.send(());
+            });
+        }
+    });
+    (addr, seen, gone)
+}
+
+fn waiting_on(addr: std::net::SocketAddr, server: &TestServer) -> ClientBuilder {
+    let rules = JsonRules::new().poll(format!("http://{addr}/poll"), Method::Get, None);
+    fast(server.url())
+        .protocol(rules)
+        .poll_after(1)
+        .poll_every(10 * MS)
+        .poll_timeout(Duration::from_secs(60))
+}
+
+#[test]
+fn close_while_a_poll_waits_for_its_answer_is_prompt() {
+    let server = server();
+    server.refuse(Some(503));
+    let (addr, requests, gone) = silent_poll_endpoint();
+    let client = waiting_on(addr, &server).build().unwrap();
+    requests.recv_timeout(WAIT).expect("a poll request");
+    let t = std::time::Instant::now();
+    client.close();
+    let took = t.elapsed();
+    // The poll's own timeout is 60 s; close() does not wait it out.
+    assert!(took < Duration::from_secs(5), "close took {took:?}");
+    assert_eq!(
+        client.state(),
+        State::Closed(heartline::CloseReason::Requested)
+    );
+    gone.recv_timeout(WAIT)
+        .expect("the poll's connection is closed");
+    // Ending the poll is not a failed poll.
+    let stats = client.stats();
+    assert_eq!(stats.poll_failures, 0, "{:?}", stats.last_poll_error);
+}
+
+#[test]
+fn a_socket_that_comes_back_ends_a_poll_that_waits_for_its_answer() {
+    let server = server();
+    server.refuse(Some(503));
+    let (addr, requests, gone) = silent_poll_endpoint();
+    let client = waiting_on(addr, &server).build().unwrap();
+    let events = client.events();
+    requests.recv_timeout(WAIT).expect("a poll request");
+    server.refuse(None);
+    // Open is reported once the poller has stopped: within WAIT, not after
+    // the poll's 60 s timeout.
+    wait_event(&events, "open", |e| e.state == State::Open);
+    gone.recv_timeout(WAIT)
+        .expect("the poll's connection is closed");
+    server.push("by the socket");
+    assert_eq!(texts(&collect(&client, 1)), vec!["by the socket"]);
+    client.close();
+}

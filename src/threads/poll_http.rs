@@ -20,9 +20,9 @@ pub(crate) struct Answer {
 pub(crate) type Failure = (Option<u16>, String);
 
 #[cfg(feature = "poll")]
-pub(crate) use with_ureq::{agent, fetch, Agent};
+pub(crate) use with_ureq::{agent, fetch, shutdown, Agent};
 #[cfg(not(feature = "poll"))]
-pub(crate) use without::{agent, fetch, Agent};
+pub(crate) use without::{agent, fetch, shutdown, Agent};
 
 #[cfg(feature = "poll")]
 mod with_ureq {
@@ -69,6 +69,15 @@ mod with_ureq {
             .user_agent(concat!("heartline/", env!("CARGO_PKG_VERSION")))
             .build()
             .into())
+    }
+
+    /// Ends every request the agent (and its clones) has in flight at once:
+    /// a request waiting for its answer, reading its body, or in its TLS or
+    /// proxy handshake fails straight away. The name lookup and the TCP
+    /// connect are not interrupted; `timeout_global` bounds them. The agent
+    /// refuses new requests afterwards.
+    pub(crate) fn shutdown(agent: Agent) {
+        agent.shutdown();
     }
 
     /// The host of an http(s) URL: no scheme, credentials, port or path.
@@ -165,6 +174,8 @@ mod without {
              configuration",
         ))
     }
+
+    pub(crate) fn shutdown(_: Agent) {}
 
     pub(crate) fn fetch(
         _: &Agent,

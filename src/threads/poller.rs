@@ -68,6 +68,8 @@ pub(crate) fn run(
                 debug!("poll delivered {n} new messages");
             }
             Ok(None) => return, // stopped while waiting for queue space
+            // Stopping ends the request in flight: that is no failure.
+            Err(_) if stopped(stop) => break,
             Err((e, retry_after)) => {
                 failures = failures.saturating_add(1);
                 warn!("{e}");
@@ -99,6 +101,14 @@ pub(crate) fn run(
         }
     }
     info!("polling stopped");
+}
+
+/// Whether the supervisor has told the poller to stop.
+fn stopped(stop: &Receiver<()>) -> bool {
+    matches!(
+        stop.try_recv(),
+        Ok(()) | Err(crossbeam_channel::TryRecvError::Disconnected)
+    )
 }
 
 /// What one poll works with.

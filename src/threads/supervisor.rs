@@ -33,15 +33,21 @@ pub(crate) fn spawn(setup: Setup) -> Result<JoinHandle<()>> {
     })
 }
 
-/// The running poller thread.
+/// The running poller thread, and the HTTP agent it alone uses.
 struct Poller {
     handle: JoinHandle<()>,
     stop: Sender<()>,
+    agent: poller::Agent,
 }
 
 impl Poller {
+    /// Tells the poller to stop, ends the request it has in flight (a hung
+    /// endpoint, or a long poll the server holds, would otherwise keep the
+    /// caller waiting up to `poll_timeout`), and joins it. The agent is
+    /// shut down for good: the next poller gets a new one.
     fn stop(self) {
         drop(self.stop);
+        crate::threads::poll_http::shutdown(self.agent);
         if self.handle.join().is_err() {
             error!("the poller thread panicked");
         }
@@ -50,13 +56,16 @@ impl Poller {
 
 fn run(s: Setup, agent: Option<poller::Agent>) {
     let cfg = &s.cfg;
+    let polls = agent.is_some();
+    // The agent made (and so checked) at build serves the first poller.
+    let mut spare = agent;
     let mut policy = Reconnect::new(
         cfg.reconnect.backoff.clone(),
         Jitter::from_entropy(),
         cfg.reconnect.min_uptime,
         cfg.reconnect.max_attempts,
         cfg.reconnect.terminal_codes.clone(),
-        agent.as_ref().map(|_| cfg.poll.after),
+        polls.then_some(cfg.poll.after),
     );
     let mut poller: Option<Poller> = None;
     let mut reconnects = 0u64;
@@ -152,14 +161,12 @@ fn run(s: Setup, agent: Option<poller::Agent>) {
         match decision {
             Decision::Retry { attempt, delay } => {
                 let msg = error.to_string();
-                if poller.is_none() && policy.degraded() {
-                    if let Some(agent) = &agent {
-                        warn!(
-                            "{} WebSocket attempts failed; polling over HTTP while retrying",
-                            policy.failures()
-                        );
-                        poller = start_poller(&s, agent.clone());
-                    }
+                if polls && poller.is_none() && policy.degraded() {
+                    warn!(
+                        "{} WebSocket attempts failed; polling over HTTP while retrying",
+                        policy.failures()
+                    );
+                    poller = start_poller(&s, spare.take());
                 }
                 let state = if poller.is_some() {
                     info!("polling; next WebSocket attempt {attempt} in {delay:?}: {msg}");
@@ -228,15 +235,28 @@ pub(crate) fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn start_poller(s: &Setup, agent: poller::Agent) -> Option<Poller> {
+fn start_poller(s: &Setup, spare: Option<poller::Agent>) -> Option<Poller> {
+    let agent = match spare.map_or_else(|| poller::agent(&s.cfg), Ok) {
+        Ok(agent) => agent,
+        Err(e) => {
+            // The same configuration made one at build: not expected.
+            error!("polling not started: {e}");
+            return None;
+        }
+    };
     let (stop, stop_rx) = crossbeam_channel::bounded::<()>(0);
     let settings = poller::Settings::of(&s.cfg);
     let shared = s.shared.clone();
     let inbox = s.inbox.clone();
+    let ours = agent.clone();
     match crate::threads::spawn("heartline-poller", move || {
-        poller::run(&settings, &shared, &inbox, &agent, &stop_rx)
+        poller::run(&settings, &shared, &inbox, &ours, &stop_rx)
     }) {
-        Ok(handle) => Some(Poller { handle, stop }),
+        Ok(handle) => Some(Poller {
+            handle,
+            stop,
+            agent,
+        }),
         Err(e) => {
             error!("{e}");
             None
