@@ -13,7 +13,7 @@
 //!   held once, here.
 //!
 //! With `state_dir`, the `heartline-state` thread writes the ledger to
-//! [`file`] at most once per `state_sync_every`, only when it changed, and
+//! [`file`](mod@file) at most once per `state_sync_every`, only when it changed, and
 //! releases the acks of finished messages only after the write that
 //! recorded them: record durably, then ack.
 
