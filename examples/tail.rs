@@ -42,7 +42,8 @@
 //!   --stats MS               print {"stats":{...}} every MS and at exit
 //!   --inbound-bytes N        inbound byte budget
 //!   --outbound-bytes N       outbound byte budget
-//!   --max-message N          largest inbound message (and frame), bytes
+//!   --max-message N          largest inbound message (and frame), bytes; a
+//!                            larger frame is dropped (stats: too_large)
 //!   --state-dir DIR          keep the cursor, finished ids and unsent frames
 //!                            in DIR across restarts and power cuts
 //!   --proxy URL              HTTP CONNECT proxy, http://[user:pass@]host:port
@@ -391,6 +392,7 @@ fn stats_line(s: &heartline::Stats) -> Value {
         "polls": s.polls,
         "poll_failures": s.poll_failures,
         "malformed": s.malformed,
+        "too_large": s.too_large,
         "reliable_pending": s.reliable_pending,
         "state_writes": s.state_writes,
         "state_write_errors": s.state_write_errors,

@@ -915,15 +915,20 @@ impl ClientBuilder {
         self
     }
 
-    /// The largest inbound message (all its frames together). A larger one
-    /// closes the connection with 1009 and the client reconnects. Defaults to
-    /// 1 MiB.
+    /// The largest inbound message (all its frames together). A message
+    /// that passes `max_frame_size` frame by frame and grows larger than
+    /// this closes the connection with 1009 and the client reconnects.
+    /// Defaults to 1 MiB.
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.cfg.link.max_message_size = bytes;
         self
     }
 
-    /// The largest inbound frame. Defaults to 1 MiB.
+    /// The largest inbound frame. A message whose (first) frame is larger is
+    /// dropped as its bytes arrive, never held: the connection carries on
+    /// with the messages behind it, [`crate::Stats::too_large`] counts it
+    /// and a warning says its size. At most `max_message_size`. Defaults to
+    /// 1 MiB.
     pub fn max_frame_size(mut self, bytes: usize) -> Self {
         self.cfg.link.max_frame_size = bytes;
         self

@@ -169,8 +169,10 @@ pub enum ConnectionError {
     /// The WebSocket protocol failed (handshake or frames).
     #[error("WebSocket error: {0}")]
     Protocol(String),
-    /// An inbound message or frame was larger than the configured limit; the
-    /// connection was closed with code 1009.
+    /// An inbound message grew larger than `max_message_size` over its
+    /// fragments; the connection was closed with code 1009. (A message
+    /// whose first frame is over `max_frame_size` is dropped without closing:
+    /// [`crate::Stats::too_large`].)
     #[error("message too large: {0}")]
     TooLarge(String),
     /// No frame arrived within the server timeout after a heartbeat: the link

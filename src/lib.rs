@@ -65,6 +65,7 @@ mod dial;
 mod durable;
 mod error;
 mod frame;
+mod gate;
 mod machine;
 mod message;
 #[cfg(test)]

@@ -71,6 +71,10 @@ pub struct Stats {
     /// Messages skipped: poll items that were malformed, or messages a
     /// `Protocol` method panicked on.
     pub malformed: u64,
+    /// Messages dropped because their frame was larger than
+    /// `max_frame_size`: read and thrown away as they arrived, never held,
+    /// with the connection kept (each logged as a warning).
+    pub too_large: u64,
     /// Reliable frames sent (or waiting to be) and not yet acknowledged by
     /// the server.
     pub reliable_pending: usize,
@@ -96,6 +100,7 @@ pub(crate) struct Counters {
     pub polls: AtomicU64,
     pub poll_failures: AtomicU64,
     pub malformed: AtomicU64,
+    pub too_large: AtomicU64,
     pub state_writes: AtomicU64,
     pub state_write_errors: AtomicU64,
     /// Microseconds; `u64::MAX` while unmeasured.
@@ -466,6 +471,7 @@ impl Shared {
             polls: c.polls.load(Relaxed),
             poll_failures: c.poll_failures.load(Relaxed),
             malformed: c.malformed.load(Relaxed),
+            too_large: c.too_large.load(Relaxed),
             reliable_pending,
             state_writes: c.state_writes.load(Relaxed),
             state_write_errors: c.state_write_errors.load(Relaxed),

@@ -59,7 +59,9 @@ impl Write for Stream {
     }
 }
 
-pub(crate) type Socket = WebSocket<Stream>;
+/// The open WebSocket: the stream, behind the gate that drops oversized
+/// messages as they arrive.
+pub(crate) type Socket = WebSocket<crate::gate::Gated<Stream>>;
 
 /// Builds the TLS connector once per client, from the roots parsed at
 /// build.
@@ -327,7 +329,8 @@ fn upgrade(
             "{addr} answered the upgrade with a wrong Sec-WebSocket-Accept"
         )));
     }
-    let leftover = buf.split_off(head_len);
+    let mut leftover = buf.split_off(head_len);
+    let stream = crate::gate::Gated::new(stream, cfg.link.max_frame_size, &mut leftover);
     Ok(WebSocket::from_partially_read(
         stream,
         leftover,

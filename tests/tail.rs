@@ -331,36 +331,52 @@ fn tail_sends_standard_input_line_by_line_and_prints_stats() {
 }
 
 #[test]
-fn tail_max_message_refuses_a_larger_message() {
+fn tail_max_message_drops_a_larger_message_and_carries_on() {
     let server = server();
     let mut child = Command::new(tail_bin())
         .args([
             server.url().as_str(),
             "--max-message",
             "1000",
-            "--for",
-            "5000",
+            "--count",
+            "1",
+            "--batch",
+            "0",
+            "--stats",
+            "60000",
         ])
+        .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     assert!(server.wait_open(1, WAIT));
-    server.push("y".repeat(2000));
-    // The client closes with 1009 and comes back.
-    assert!(server.wait_connections(2, WAIT));
-    child.kill().unwrap();
-    // Killed: a last line may be cut short, so only whole lines count.
-    let lines: Vec<Value> = BufReader::new(child.stdout.take().unwrap())
-        .lines()
-        .map_while(Result::ok)
-        .filter_map(|l| serde_json::from_str(&l).ok())
-        .collect();
-    let _ = child.wait();
-    let why = lines
+    server.push_many(vec!["y".repeat(2000).into(), "after".into()]);
+    // tail exits after --count 1: the message behind the big one.
+    let lines = json_lines(&mut child);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{:?}", out.status);
+    let texts: Vec<&str> = lines
         .iter()
-        .find_map(|l| l["error"].as_str())
-        .unwrap_or_default();
-    assert!(why.contains("too large") && why.contains("1000"), "{why}");
+        .filter_map(|l| l.get("batch"))
+        .flat_map(|b| b.as_array().unwrap())
+        .filter_map(|m| m["text"].as_str())
+        .collect();
+    assert_eq!(texts, ["after"]);
+    let last = lines
+        .last()
+        .and_then(|l| l.get("stats"))
+        .expect("stats at exit");
+    assert_eq!(
+        (&last["too_large"], &last["connects"]),
+        (&1.into(), &1.into()),
+        "{last}"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("2000 bytes") && err.contains("max_frame_size (1000 bytes)"),
+        "the warning says what and the advice: {err}"
+    );
 }
 
 #[test]

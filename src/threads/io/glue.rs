@@ -19,6 +19,7 @@ use tungstenite::{Message as WsMessage, WebSocket};
 use crate::delivery::inbox::{Inbox, Offer};
 use crate::durable::Ledger;
 use crate::error::ConnectionError;
+use crate::gate::Gated;
 use crate::machine::connection::{Action, Connection as Machine, Incoming, ReadFailure};
 use crate::machine::connection::{Command, Exit};
 use crate::message::Frame;
@@ -47,7 +48,7 @@ pub(super) struct Ctx {
 /// machine's actions. Generic over the stream so the glue is tested with a
 /// scripted `Read + Write`.
 pub(super) struct Driver<S> {
-    pub ws: WebSocket<S>,
+    pub ws: WebSocket<Gated<S>>,
     pub m: Machine,
     pub ctx: Ctx,
     /// This turn moved data (read or wrote a frame).
@@ -65,6 +66,9 @@ pub(super) struct Driver<S> {
     /// the consumer waits for rings at once (the reply to a send does not
     /// wait for the turn's last read).
     pub queued_in_turn: usize,
+    /// The gate's dropped bytes when last looked at: more since is a sign
+    /// of life (a dropped message's bytes are still the server's).
+    pub dropped_seen: u64,
 }
 
 impl<S: Read + Write> Driver<S> {
@@ -232,6 +236,7 @@ impl<S: Read + Write> Driver<S> {
         // fewer on every message's path).
         let mut tally = (0, 0);
         let exit = self.read_messages(&mut tally);
+        self.gate_report();
         let c = &self.ctx.shared.counters;
         c.frames_in.fetch_add(tally.0, Relaxed);
         c.bytes_in.fetch_add(tally.1, Relaxed);
@@ -241,12 +246,46 @@ impl<S: Read + Write> Driver<S> {
         exit
     }
 
+    /// Reports the messages the gate dropped for being too large, and takes
+    /// the bytes it dropped as a sign of life.
+    fn gate_report(&mut self) {
+        let gate = self.ws.get_mut().gate();
+        let (skipped, dropped) = (gate.take_skipped(), gate.dropped_bytes());
+        if dropped != self.dropped_seen {
+            self.dropped_seen = dropped;
+            self.active = true;
+            self.ctx.link.touch(self.at);
+        }
+        let Some(s) = skipped else { return };
+        self.ctx
+            .shared
+            .counters
+            .too_large
+            .fetch_add(s.count, Relaxed);
+        let limit = self.ws.get_config().max_frame_size.unwrap_or(usize::MAX);
+        warn!(
+            target: "heartline::threads::io",
+            "dropped {} from the server: {} {} message of {} bytes{} is over max_frame_size \
+             ({limit} bytes); it was read and thrown away as it arrived, and the connection \
+             carries on. To receive such messages, raise max_frame_size and max_message_size",
+            if s.count == 1 { "a message".to_owned() } else { format!("{} messages", s.count) },
+            if s.count == 1 { "it is a" } else { "the last is a" },
+            if s.text { "text" } else { "binary" },
+            s.len,
+            if s.fragmented { " in its first fragment" } else { "" },
+        );
+    }
+
     /// Reads until `WouldBlock`, a pause or the budget; `tally` counts the
     /// frames read and their payload bytes.
     fn read_messages(&mut self, tally: &mut (u64, u64)) -> Option<Exit> {
         for _ in 0..READ_BUDGET {
             let failure = match self.ws.read() {
                 Ok(msg) => {
+                    if self.ws.get_ref().has_skipped() {
+                        // Counted before anything behind it is handed out.
+                        self.gate_report();
+                    }
                     tally.0 += 1;
                     tally.1 += msg.len() as u64;
                     let incoming = match msg {
@@ -507,7 +546,7 @@ mod tests {
         let waker = Arc::new(Waker::new(poll.registry(), Token(1)).unwrap());
         let (proven, _) = crossbeam_channel::bounded(1);
         let ws = WebSocket::from_raw_socket(
-            Script::default(),
+            Gated::new(Script::default(), cfg.link.max_frame_size, &mut Vec::new()),
             Role::Client,
             Some(crate::transport::ws_config(&cfg)),
         );
@@ -533,6 +572,7 @@ mod tests {
                 at: Instant::now(),
                 unrung: false,
                 queued_in_turn: 0,
+                dropped_seen: 0,
             },
             commands_tx,
             commands,
@@ -544,7 +584,7 @@ mod tests {
 
     impl Rig {
         fn script(&mut self) -> &mut Script {
-            self.d.ws.get_mut()
+            self.d.ws.get_mut().get_mut()
         }
         fn turn(&mut self) -> Option<Exit> {
             self.d.turn(&self.commands, true)
@@ -666,10 +706,29 @@ mod tests {
     }
 
     #[test]
-    fn an_oversized_message_closes_with_1009() {
+    fn an_oversized_message_is_dropped_and_the_connection_carries_on() {
         let mut r = rig();
         let big = "x".repeat(2 << 20); // over the 1 MiB default
-        r.script().reads = VecDeque::from([Some(from_server(vec![text(&big)]))]);
+        r.script().reads = VecDeque::from([Some(from_server(vec![text(&big), text("after")]))]);
+        assert!(r.turn().is_none(), "the connection carries on");
+        let m = r.inbound.try_recv().expect("the message behind it");
+        assert_eq!(m.text(), Some("after"));
+        assert_eq!(r.d.ctx.shared.counters.too_large.load(Relaxed), 1);
+        assert!(r.sent().is_empty(), "no close: {:?}", r.sent());
+    }
+
+    #[test]
+    fn a_message_grown_too_large_over_fragments_closes_with_1009() {
+        let mut r = rig();
+        // Two fragments within the 1 MiB frame limit, over it together.
+        let mut wire = Vec::new();
+        for (first, fin) in [(0x01u8, 0x00u8), (0x00, 0x80)] {
+            wire.push(fin | first);
+            wire.push(127);
+            wire.extend(((600 << 10) as u64).to_be_bytes());
+            wire.extend(std::iter::repeat_n(b'x', 600 << 10));
+        }
+        r.script().reads = VecDeque::from([Some(wire)]);
         assert!(matches!(
             r.turn(),
             Some(Exit::Lost(ConnectionError::TooLarge(_)))

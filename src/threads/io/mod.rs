@@ -51,7 +51,7 @@ impl Connection {
         s: &Setup,
         proven: Sender<()>,
     ) -> Result<Self, ConnectionError> {
-        let tcp = socket.get_ref().tcp();
+        let tcp = socket.get_ref().get_ref().tcp();
         tcp.set_read_timeout(None)?;
         tcp.set_write_timeout(None)?;
         tcp.set_nonblocking(true)?;
@@ -65,7 +65,7 @@ impl Connection {
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (commands_tx, commands) = crossbeam_channel::bounded(8);
         s.shared.reading_paused.store(false, SeqCst);
-        let always_read = matches!(socket.get_ref(), crate::transport::Stream::Tls(_));
+        let always_read = matches!(socket.get_ref().get_ref(), crate::transport::Stream::Tls(_));
         Ok(Connection {
             driver: Driver {
                 ws: socket,
@@ -84,6 +84,7 @@ impl Connection {
                 at: Instant::now(),
                 unrung: false,
                 queued_in_turn: 0,
+                dropped_seen: 0,
             },
             poll,
             commands,
@@ -169,7 +170,7 @@ impl Connection {
             if failed && d.m.paused() {
                 // Reading is paused, so no read would see it: the kernel
                 // reported the link dead (keepalive, TCP_USER_TIMEOUT).
-                if let Ok(Some(err)) = d.ws.get_ref().tcp().take_error() {
+                if let Ok(Some(err)) = d.ws.get_ref().get_ref().tcp().take_error() {
                     debug!("socket error while reading is paused: {err}");
                     d.m.read_failed(ReadFailure::Failed(ConnectionError::from(err)));
                     if let Some(e) = d.act() {
