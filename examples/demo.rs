@@ -111,10 +111,12 @@ fn run(seconds: u64) -> Result<(), Box<dyn std::error::Error>> {
     let end = start + run_for;
     let drop_at = start + run_for.mul_f64(0.3);
     let silence_at = start + run_for.mul_f64(0.6);
+    let big_at = start + run_for.mul_f64(0.45);
     let mut published = 0u64;
     let mut got: Vec<u64> = Vec::new();
     let mut dropped = false;
     let mut silenced = false;
+    let mut big_sent = false;
     let mut next_push = Instant::now();
     let receive = |until: Instant, got: &mut Vec<u64>| {
         while let Ok(batch) = client.batches().recv_deadline(until) {
@@ -138,6 +140,16 @@ fn run(seconds: u64) -> Result<(), Box<dyn std::error::Error>> {
             dropped = true;
             println!("{} server: dropping every connection", stamp());
             server.drop_all();
+        }
+        if !big_sent && now >= big_at {
+            big_sent = true;
+            // Bad input: over the 1 MiB max_frame_size. Dropped as it
+            // arrives; the connection and the notices behind it carry on.
+            let n = server.push(heartline::Frame::Binary(vec![0; 2 << 20]));
+            println!(
+                "{} server: a 2 MiB message (over max_frame_size) to {n} connection(s)",
+                stamp()
+            );
         }
         if !silenced && now >= silence_at {
             silenced = true;
@@ -166,14 +178,15 @@ fn run(seconds: u64) -> Result<(), Box<dyn std::error::Error>> {
     client.close();
     let _ = printer.join();
     println!(
-        "{} done: {} connects, {} heartbeats, rtt {:?}, {} messages in, {} redelivered copies dropped, {} dropped",
+        "{} done: {} connects, {} heartbeats, rtt {:?}, {} messages in, {} redelivered copies dropped, {} dropped, {} too large dropped",
         stamp(),
         stats.connects,
         stats.heartbeats,
         stats.rtt,
         stats.frames_in,
         stats.duplicates,
-        stats.dropped
+        stats.dropped,
+        stats.too_large
     );
     let verdict = check(published, &got);
     println!("{} {verdict}", stamp());

@@ -263,16 +263,25 @@ impl<S: Read + Write> Driver<S> {
             .too_large
             .fetch_add(s.count, Relaxed);
         let limit = self.ws.get_config().max_frame_size.unwrap_or(usize::MAX);
-        warn!(
-            target: "heartline::threads::io",
-            "dropped {} from the server: {} {} message of {} bytes{} is over max_frame_size \
-             ({limit} bytes); it was read and thrown away as it arrived, and the connection \
-             carries on. To receive such messages, raise max_frame_size and max_message_size",
-            if s.count == 1 { "a message".to_owned() } else { format!("{} messages", s.count) },
-            if s.count == 1 { "it is a" } else { "the last is a" },
+        let what = format!(
+            "{} message of {} bytes{}",
             if s.text { "text" } else { "binary" },
             s.len,
-            if s.fragmented { " in its first fragment" } else { "" },
+            if s.fragmented {
+                " in its first fragment"
+            } else {
+                ""
+            },
+        );
+        let what = match s.count {
+            1 => format!("a {what}"),
+            n => format!("{n} messages, the last a {what},"),
+        };
+        warn!(
+            target: "heartline::threads::io",
+            "dropped {what} from the server: over max_frame_size ({limit} bytes). It was read and \
+             thrown away as it arrived, and the connection carries on; to receive such messages, \
+             raise max_frame_size and max_message_size"
         );
     }
 
