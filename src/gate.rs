@@ -164,16 +164,19 @@ impl Gate {
     fn drops(&mut self, h: &Header) -> bool {
         match h.opcode {
             // A message's first frame.
-            1 | 2 if h.payload > self.limit => {
-                self.dropping_message = !h.fin;
-                let count = self.skipped.map_or(0, |s| s.count) + 1;
-                self.skipped = Some(Skipped {
-                    count,
-                    len: h.payload,
-                    text: h.opcode == 1,
-                    fragmented: !h.fin,
-                });
-                true
+            1 | 2 => {
+                let drop = h.payload > self.limit;
+                self.dropping_message = drop && !h.fin;
+                if drop {
+                    let count = self.skipped.map_or(0, |s| s.count) + 1;
+                    self.skipped = Some(Skipped {
+                        count,
+                        len: h.payload,
+                        text: h.opcode == 1,
+                        fragmented: !h.fin,
+                    });
+                }
+                drop
             }
             // A continuation of a dropped message.
             0 if self.dropping_message => {

@@ -1,6 +1,7 @@
 //! The hand-written parsers under random and mutated input (proptest):
 //! the upgrade answer, a proxy's answer, `Retry-After`, poll bodies through
-//! the protocol rules, and the state file. Each must never panic, take time
+//! the protocol rules, the state file, and the inbound gate's frame
+//! headers. Each must never panic, take time
 //! linear in its input, and on bad input return an error that says what
 //! was wrong. A failing case is saved by proptest in
 //! `src/parsers_proptest.proptest-regressions` (committed) and replayed
@@ -128,6 +129,121 @@ proptest! {
 /// Quadratic behaviour shows on big inputs as seconds, linear as
 /// milliseconds: a generous bound tells them apart even on a loaded
 /// machine, in a debug build.
+/// Reads of the given sizes (at least 1 byte each, cycled).
+struct Reads<'a> {
+    data: &'a [u8],
+    sizes: Vec<usize>,
+    n: usize,
+}
+
+impl std::io::Read for Reads<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let size = self.sizes[self.n % self.sizes.len()].max(1);
+        self.n += 1;
+        let k = size.min(buf.len()).min(self.data.len());
+        buf[..k].copy_from_slice(&self.data[..k]);
+        self.data = &self.data[k..];
+        Ok(k)
+    }
+}
+
+/// Everything a client reads from `wire` through the gate (`limit`), in
+/// reads of `sizes` into buffers of `buf` bytes.
+fn through_gate(wire: &[u8], limit: usize, sizes: Vec<usize>, buf: usize) -> Vec<u8> {
+    use std::io::Read;
+    let mut g = crate::gate::Gated::new(
+        Reads {
+            data: wire,
+            sizes,
+            n: 0,
+        },
+        limit,
+        &mut Vec::new(),
+    );
+    let (mut out, mut b) = (Vec::new(), vec![0u8; buf]);
+    loop {
+        match g.read(&mut b) {
+            Ok(0) | Err(_) => return out,
+            Ok(n) => out.extend_from_slice(&b[..n]),
+        }
+    }
+}
+
+/// A server frame (unmasked): header and payload.
+fn ws_frame(fin: bool, opcode: u8, len: usize) -> Vec<u8> {
+    let mut out = vec![if fin { 0x80 } else { 0 } | opcode];
+    match len {
+        n if n < 126 => out.push(n as u8),
+        n if n <= 0xFFFF => {
+            out.push(126);
+            out.extend((n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(127);
+            out.extend((n as u64).to_be_bytes());
+        }
+    }
+    out.extend(std::iter::repeat_n(opcode ^ 0x5A, len));
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn the_gate_never_panics_on_any_bytes(
+        bytes in proptest::collection::vec(any::<u8>(), 0..600),
+        sizes in proptest::collection::vec(1usize..40, 1..6),
+        buf in 1usize..100,
+    ) {
+        let out = through_gate(&bytes, 128, sizes, buf);
+        prop_assert!(out.len() <= bytes.len());
+    }
+
+    /// At any read boundaries, the gate passes exactly the frames a
+    /// frame-by-frame reading keeps: every frame but a data frame over the
+    /// limit and the continuations of its message.
+    #[test]
+    fn the_gate_drops_exactly_the_oversized_messages(
+        frames in proptest::collection::vec((0u8..4, any::<bool>(), 0usize..400), 0..12),
+        sizes in proptest::collection::vec(1usize..300, 1..6),
+        buf in 1usize..200,
+    ) {
+        const LIMIT: usize = 150;
+        let (mut wire, mut kept) = (Vec::new(), Vec::new());
+        let mut dropping = false;
+        for (kind, fin, len) in frames {
+            // Continuation, text, binary, ping (a control frame is short).
+            let (opcode, len) = match kind {
+                0 => (0, len),
+                1 => (1, len),
+                2 => (2, len),
+                _ => (9, len % 126),
+            };
+            let f = ws_frame(fin, opcode, len);
+            let drop = match opcode {
+                1 | 2 => {
+                    dropping = len > LIMIT && !fin;
+                    len > LIMIT
+                }
+                0 => {
+                    let d = dropping;
+                    if d {
+                        dropping = !fin;
+                    }
+                    d
+                }
+                _ => false,
+            };
+            if !drop {
+                kept.extend_from_slice(&f);
+            }
+            wire.extend(f);
+        }
+        prop_assert_eq!(through_gate(&wire, LIMIT, sizes, buf), kept);
+    }
+}
+
 fn linear(what: &str, f: impl FnOnce()) {
     let t = Instant::now();
     f();
