@@ -318,6 +318,25 @@ impl<S: Write> Write for Gated<S> {
     }
 }
 
+/// A server's frame (unmasked), encoded by hand for the tests.
+#[cfg(test)]
+pub(crate) fn server_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![if fin { 0x80 } else { 0 } | opcode];
+    match payload.len() {
+        n if n < 126 => out.push(n as u8),
+        n if n <= 0xFFFF => {
+            out.push(126);
+            out.extend((n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(127);
+            out.extend((n as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(payload);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -332,22 +351,8 @@ mod tests {
     const CONTINUATION: u8 = 0;
     const PING: u8 = 9;
 
-    /// A server's frame (unmasked), encoded by hand.
     fn frame(fin: bool, opcode: u8, payload: Vec<u8>) -> Vec<u8> {
-        let mut out = vec![if fin { 0x80 } else { 0 } | opcode];
-        match payload.len() {
-            n if n < 126 => out.push(n as u8),
-            n if n <= 0xFFFF => {
-                out.push(126);
-                out.extend((n as u16).to_be_bytes());
-            }
-            n => {
-                out.push(127);
-                out.extend((n as u64).to_be_bytes());
-            }
-        }
-        out.extend(payload);
-        out
+        server_frame(fin, opcode, &payload)
     }
 
     fn text(s: &str) -> Vec<u8> {

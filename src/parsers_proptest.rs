@@ -169,24 +169,6 @@ fn through_gate(wire: &[u8], limit: usize, sizes: Vec<usize>, buf: usize) -> Vec
     }
 }
 
-/// A server frame (unmasked): header and payload.
-fn ws_frame(fin: bool, opcode: u8, len: usize) -> Vec<u8> {
-    let mut out = vec![if fin { 0x80 } else { 0 } | opcode];
-    match len {
-        n if n < 126 => out.push(n as u8),
-        n if n <= 0xFFFF => {
-            out.push(126);
-            out.extend((n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(127);
-            out.extend((n as u64).to_be_bytes());
-        }
-    }
-    out.extend(std::iter::repeat_n(opcode ^ 0x5A, len));
-    out
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
@@ -220,7 +202,7 @@ proptest! {
                 2 => (2, len),
                 _ => (9, len % 126),
             };
-            let f = ws_frame(fin, opcode, len);
+            let f = crate::gate::server_frame(fin, opcode, &vec![opcode ^ 0x5A; len]);
             let drop = match opcode {
                 1 | 2 => {
                     dropping = len > LIMIT && !fin;

@@ -1010,10 +1010,7 @@ fn cpu_child(which: &str, url: &str, n: usize, size: usize) -> Value {
             }
             cpu1 = process_cpu();
             wall = t0.elapsed();
-            if let Ok(mut ws) = reader.join() {
-                let _ = ws.close(None);
-                let _ = ws.flush();
-            }
+            close_reader(reader);
         } else if which == "cpu-handoff" {
             let (tx, rx) = crossbeam_channel::bounded::<String>(4096);
             let reader = std::thread::spawn(move || {
@@ -1040,10 +1037,7 @@ fn cpu_child(which: &str, url: &str, n: usize, size: usize) -> Value {
             }
             cpu1 = process_cpu();
             wall = t0.elapsed();
-            if let Ok(mut ws) = reader.join() {
-                let _ = ws.close(None);
-                let _ = ws.flush();
-            }
+            close_reader(reader);
         } else {
             while got < n {
                 match ws.read() {
@@ -1064,6 +1058,14 @@ fn cpu_child(which: &str, url: &str, n: usize, size: usize) -> Value {
     let cpu = cpu1.saturating_sub(cpu0);
     json!({"size": size, "received": got, "bytes": bytes, "cpu_ns": cpu.as_nanos() as u64,
         "ns_per_msg": cpu.as_nanos() as f64 / got.max(1) as f64, "wall_s": wall.as_secs_f64()})
+}
+
+/// Joins a hand-off's reader thread and closes its socket.
+fn close_reader(reader: std::thread::JoinHandle<tungstenite::WebSocket<TcpStream>>) {
+    if let Ok(mut ws) = reader.join() {
+        let _ = ws.close(None);
+        let _ = ws.flush();
+    }
 }
 
 fn cpu_per_message(quick: bool, report: &mut Report) {
