@@ -44,8 +44,8 @@
 //!
 //! - `error`: the client gave up, or a heartline thread failed.
 //! - `warn`: a connection attempt failed, a connection was lost, a dead link
-//!   was detected, an oversized message was dropped or refused, a poll failed, a poll
-//!   item was skipped.
+//!   was detected, an oversized message was dropped or refused, a poll
+//!   failed, a poll item was skipped.
 //! - `info`: connecting, open, reconnecting (with delay), polling started
 //!   and stopped, closed.
 //! - `debug`: heartbeats, close handshakes, reading paused by backpressure.
