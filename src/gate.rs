@@ -15,9 +15,14 @@
 //! tungstenite (1009): by the time that is known, its first fragments have
 //! been passed on, and a message cannot be taken back half way.
 //!
+//! Frames of a type RFC 6455 reserves for extensions (none is agreed:
+//! heartline offers none) are dropped the same way and reported as
+//! malformed, where tungstenite would fail the connection.
+//!
 //! [`Gate`] is the pure part: bytes in, the bytes tungstenite may see out,
 //! whatever the reads' boundaries. [`Gated`] puts it on a stream.
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 
 /// The largest frame header: 2 bytes, an 8-byte length and a 4-byte mask.
@@ -62,8 +67,16 @@ pub(crate) struct Gate {
     /// continuation frames go too.
     dropping_message: bool,
     skipped: Option<Skipped>,
+    /// Frames of a type RFC 6455 reserves (dropped since the last report,
+    /// and the last one's opcode).
+    unknown: Option<(u64, u8)>,
     /// Payload bytes dropped, ever: the link carried them.
     dropped_bytes: u64,
+    /// Data messages passed on so far, counted by their first frames.
+    passed: u64,
+    /// Which of them (their numbers in `passed`) came in fragments, for
+    /// those tungstenite may not have read yet.
+    fragmented: VecDeque<u64>,
 }
 
 /// A frame header, parsed.
@@ -105,7 +118,10 @@ impl Gate {
             head_len: 0,
             dropping_message: false,
             skipped: None,
+            unknown: None,
             dropped_bytes: 0,
+            passed: 0,
+            fragmented: VecDeque::new(),
         }
     }
 
@@ -172,6 +188,12 @@ impl Gate {
             1 | 2 => {
                 let drop = h.payload > self.limit;
                 self.dropping_message = drop && !h.fin;
+                if !drop {
+                    self.passed += 1;
+                    if !h.fin {
+                        self.fragmented.push_back(self.passed);
+                    }
+                }
                 if drop {
                     let count = self.skipped.map_or(0, |s| s.count) + 1;
                     self.skipped = Some(Skipped {
@@ -182,6 +204,18 @@ impl Gate {
                     });
                 }
                 drop
+            }
+            // A type no extension was agreed for (a data type, with the
+            // continuations of its message, or a control type): nothing
+            // the library could hand on, and the frames around it are
+            // intact.
+            3..=7 | 11..=15 => {
+                if h.opcode < 8 {
+                    self.dropping_message = !h.fin;
+                }
+                let count = self.unknown.map_or(0, |(n, _)| n) + 1;
+                self.unknown = Some((count, h.opcode));
+                true
             }
             // A continuation of a dropped message.
             0 if self.dropping_message => {
@@ -194,6 +228,21 @@ impl Gate {
         }
     }
 
+    /// Whether data message number `n` (counting from 1, the messages
+    /// passed on) came in fragments. Forgets the messages before it.
+    pub(crate) fn fragmented(&mut self, n: u64) -> bool {
+        self.read_up_to(n.saturating_sub(1));
+        self.fragmented.front() == Some(&n)
+    }
+
+    /// Tungstenite has read the first `n` data messages passed on: what
+    /// was kept about them goes.
+    pub(crate) fn read_up_to(&mut self, n: u64) {
+        while self.fragmented.front().is_some_and(|&f| f <= n) {
+            self.fragmented.pop_front();
+        }
+    }
+
     /// The header bytes held from the last read.
     pub(crate) fn held(&self) -> &[u8] {
         &self.head[..self.head_len]
@@ -202,6 +251,12 @@ impl Gate {
     /// The messages dropped since the last call.
     pub(crate) fn take_skipped(&mut self) -> Option<Skipped> {
         self.skipped.take()
+    }
+
+    /// The frames of a reserved type dropped since the last call, and the
+    /// last one's opcode.
+    pub(crate) fn take_unknown(&mut self) -> Option<(u64, u8)> {
+        self.unknown.take()
     }
 
     /// Payload bytes dropped so far.
@@ -249,7 +304,7 @@ impl<S> Gated<S> {
 
     /// Whether the gate has dropped a message not yet reported.
     pub(crate) fn has_skipped(&self) -> bool {
-        self.gate.skipped.is_some()
+        self.gate.skipped.is_some() || self.gate.unknown.is_some()
     }
 
     /// The gate.
@@ -499,6 +554,45 @@ mod tests {
                 (1, (LIMIT + 5) as u64, false, true)
             );
         }
+    }
+
+    #[test]
+    fn frames_of_a_reserved_type_are_dropped_with_their_continuations() {
+        let mut wire = text("one");
+        wire.extend(frame(true, 3, b"?".to_vec()));
+        wire.extend(frame(false, 4, b"a".to_vec()));
+        wire.extend(frame(true, PING, Vec::new()));
+        wire.extend(frame(true, CONTINUATION, b"b".to_vec()));
+        wire.extend(frame(true, 11, Vec::new()));
+        wire.extend(text("two"));
+        let mut expected = text("one");
+        expected.extend(frame(true, PING, Vec::new()));
+        expected.extend(text("two"));
+        for cut in [1, 3, 64] {
+            let (out, mut gate) = through(&wire, 0, cut, 100);
+            assert_eq!(out, expected, "reads of {cut}");
+            assert_eq!(gate.take_unknown(), Some((3, 11)));
+            assert_eq!(gate.take_skipped(), None);
+        }
+    }
+
+    #[test]
+    fn it_knows_which_messages_came_in_fragments() {
+        let mut wire = text("one");
+        wire.extend(frame(false, TEXT, b"tw".to_vec()));
+        wire.extend(frame(true, PING, Vec::new()));
+        wire.extend(frame(true, CONTINUATION, b"o".to_vec()));
+        wire.extend(text(&"x".repeat(LIMIT + 1))); // dropped: not counted
+        wire.extend(frame(false, BINARY, vec![1]));
+        wire.extend(frame(true, CONTINUATION, vec![2]));
+        wire.extend(text("four"));
+        let (_, mut gate) = through(&wire, 0, 7, 64);
+        assert!(!gate.fragmented(1));
+        assert!(gate.fragmented(2));
+        assert!(gate.fragmented(3));
+        assert!(!gate.fragmented(4));
+        gate.read_up_to(4);
+        assert!(gate.fragmented.is_empty());
     }
 
     #[test]

@@ -184,10 +184,11 @@ proptest! {
 
     /// At any read boundaries, the gate passes exactly the frames a
     /// frame-by-frame reading keeps: every frame but a data frame over the
-    /// limit and the continuations of its message.
+    /// limit or of a reserved type with the continuations of its message,
+    /// and a control frame of a reserved type.
     #[test]
     fn the_gate_drops_exactly_the_oversized_messages(
-        frames in proptest::collection::vec((0u8..4, any::<bool>(), 0usize..400), 0..12),
+        frames in proptest::collection::vec((0u8..6, any::<bool>(), 0usize..400), 0..12),
         sizes in proptest::collection::vec(1usize..300, 1..6),
         buf in 1usize..200,
     ) {
@@ -195,12 +196,15 @@ proptest! {
         let (mut wire, mut kept) = (Vec::new(), Vec::new());
         let mut dropping = false;
         for (kind, fin, len) in frames {
-            // Continuation, text, binary, ping (a control frame is short).
-            let (opcode, len) = match kind {
-                0 => (0, len),
-                1 => (1, len),
-                2 => (2, len),
-                _ => (9, len % 126),
+            // Continuation, text, binary, ping (a control frame is short
+            // and whole), a reserved data type, a reserved control type.
+            let (opcode, fin, len) = match kind {
+                0 => (0, fin, len),
+                1 => (1, fin, len),
+                2 => (2, fin, len),
+                3 => (9, true, len % 126),
+                4 => (3 + (len % 5) as u8, fin, len),
+                _ => (11 + (len % 5) as u8, true, len % 126),
             };
             let f = crate::gate::server_frame(fin, opcode, &vec![opcode ^ 0x5A; len]);
             let drop = match opcode {
@@ -208,6 +212,11 @@ proptest! {
                     dropping = len > LIMIT && !fin;
                     len > LIMIT
                 }
+                3..=7 => {
+                    dropping = !fin;
+                    true
+                }
+                11..=15 => true,
                 0 => {
                     let d = dropping;
                     if d {

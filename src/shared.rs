@@ -68,8 +68,10 @@ pub struct Stats {
     pub polls: u64,
     /// Failed polls (connect, timeout, status, body, success rule).
     pub poll_failures: u64,
-    /// Messages skipped: poll items that were malformed, or messages a
-    /// `Protocol` method panicked on.
+    /// Messages skipped, each logged as a warning: poll items that were
+    /// malformed, messages a `Protocol` method panicked on, text messages
+    /// (in one frame) that were not valid UTF-8, and frames of a type RFC
+    /// 6455 reserves for extensions. The connection carries on.
     pub malformed: u64,
     /// Messages dropped because their frame was larger than
     /// `max_frame_size`: read and thrown away as they arrived, never held,

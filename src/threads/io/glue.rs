@@ -69,6 +69,9 @@ pub(super) struct Driver<S> {
     /// The gate's dropped bytes when last looked at: more since is a sign
     /// of life (a dropped message's bytes are still the server's).
     pub dropped_seen: u64,
+    /// Data messages tungstenite has read (or failed on): which one a
+    /// UTF-8 error is about, for the gate.
+    pub data_read: u64,
 }
 
 impl<S: Read + Write> Driver<S> {
@@ -237,6 +240,8 @@ impl<S: Read + Write> Driver<S> {
         let mut tally = (0, 0);
         let exit = self.read_messages(&mut tally);
         self.gate_report();
+        let read = self.data_read;
+        self.ws.get_mut().gate().read_up_to(read);
         let c = &self.ctx.shared.counters;
         c.frames_in.fetch_add(tally.0, Relaxed);
         c.bytes_in.fetch_add(tally.1, Relaxed);
@@ -251,10 +256,21 @@ impl<S: Read + Write> Driver<S> {
     fn gate_report(&mut self) {
         let gate = self.ws.get_mut().gate();
         let (skipped, dropped) = (gate.take_skipped(), gate.dropped_bytes());
+        let unknown = gate.take_unknown();
         if dropped != self.dropped_seen {
             self.dropped_seen = dropped;
             self.active = true;
             self.ctx.link.touch(self.at);
+        }
+        if let Some((n, opcode)) = unknown {
+            self.ctx.shared.counters.malformed.fetch_add(n, Relaxed);
+            warn!(
+                target: "heartline::threads::io",
+                "skipped {} of a type RFC 6455 reserves (the last with opcode {opcode}) from the \
+                 server: no extension was agreed that gives it a meaning. The connection carries \
+                 on; the server should send data as text or binary messages",
+                if n == 1 { "a frame".to_owned() } else { format!("{n} frames") }
+            );
         }
         let Some(s) = skipped else { return };
         self.ctx
@@ -298,8 +314,14 @@ impl<S: Read + Write> Driver<S> {
                     tally.0 += 1;
                     tally.1 += msg.len() as u64;
                     let incoming = match msg {
-                        WsMessage::Text(t) => Incoming::Data(Frame::Text(t.as_str().to_owned())),
-                        WsMessage::Binary(b) => Incoming::Data(Frame::Binary(b.to_vec())),
+                        WsMessage::Text(t) => {
+                            self.data_read += 1;
+                            Incoming::Data(Frame::Text(t.as_str().to_owned()))
+                        }
+                        WsMessage::Binary(b) => {
+                            self.data_read += 1;
+                            Incoming::Data(Frame::Binary(b.to_vec()))
+                        }
                         WsMessage::Ping(_) => Incoming::Ping,
                         WsMessage::Pong(_) => Incoming::Pong,
                         WsMessage::Close(cf) => {
@@ -329,6 +351,23 @@ impl<S: Read + Write> Driver<S> {
                         tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
                     ),
                 ) => ReadFailure::Ended,
+                Err(tungstenite::Error::Utf8(bad)) => {
+                    self.data_read += 1;
+                    let n = self.data_read;
+                    if !self.ws.get_mut().gate().fragmented(n) {
+                        // One frame, read whole and not UTF-8: the frames
+                        // around it are intact, so only it goes.
+                        self.ctx.shared.counters.malformed.fetch_add(1, Relaxed);
+                        warn!(target: "heartline::threads::io", "skipped a text message from the server that is not valid UTF-8 (at {bad:?}); the connection carries on. The server should send such data as a binary message");
+                        continue;
+                    }
+                    // A message in fragments is cut where the bad bytes
+                    // were and would come out short: the connection fails.
+                    warn!(target: "heartline::threads::io", "a text message from the server in fragments is not valid UTF-8 (at {bad:?}); closing");
+                    ReadFailure::Failed(ConnectionError::Protocol(format!(
+                        "a text message in fragments is not valid UTF-8 (at {bad:?})"
+                    )))
+                }
                 Err(tungstenite::Error::Capacity(e)) => {
                     warn!(target: "heartline::threads::io", "inbound message too large, closing with 1009: {e}");
                     ReadFailure::TooLarge(e.to_string())
@@ -582,6 +621,7 @@ mod tests {
                 unrung: false,
                 queued_in_turn: 0,
                 dropped_seen: 0,
+                data_read: 0,
             },
             commands_tx,
             commands,
@@ -724,6 +764,39 @@ mod tests {
         assert_eq!(m.text(), Some("after"));
         assert_eq!(r.d.ctx.shared.counters.too_large.load(Relaxed), 1);
         assert!(r.sent().is_empty(), "no close: {:?}", r.sent());
+    }
+
+    #[test]
+    fn a_text_message_that_is_not_utf8_is_skipped_and_the_connection_carries_on() {
+        let mut r = rig();
+        let mut wire = from_server(vec![text("a")]);
+        wire.extend([0x81, 0x02, 0xff, 0xfe]); // one text frame, not UTF-8
+        wire.extend([0x83, 0x01, b'?']); // a reserved data type
+        wire.extend(from_server(vec![text("b")]));
+        r.script().reads = VecDeque::from([Some(wire)]);
+        assert!(r.turn().is_none(), "the connection carries on");
+        let got: Vec<_> = r.inbound.try_iter().collect();
+        let texts: Vec<_> = got.iter().filter_map(|m| m.text()).collect();
+        assert_eq!(texts, ["a", "b"]);
+        assert_eq!(r.d.ctx.shared.counters.malformed.load(Relaxed), 2);
+        assert!(r.sent().is_empty(), "no close: {:?}", r.sent());
+    }
+
+    #[test]
+    fn a_text_message_in_fragments_that_is_not_utf8_fails_the_connection() {
+        let mut r = rig();
+        // Cut where the bad bytes are, it would come out short.
+        let mut wire = vec![0x01, 0x03, b'o', 0xff, b'k'];
+        wire.extend([0x80, 0x01, b'!']);
+        wire.extend(from_server(vec![text("after")]));
+        r.script().reads = VecDeque::from([Some(wire)]);
+        match r.turn() {
+            Some(Exit::Lost(ConnectionError::Protocol(why))) => {
+                assert!(why.contains("UTF-8"), "{why}")
+            }
+            other => panic!("expected a protocol error, got {other:?}"),
+        }
+        assert!(r.inbound.try_recv().is_err(), "nothing short delivered");
     }
 
     #[test]

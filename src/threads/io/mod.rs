@@ -85,6 +85,7 @@ impl Connection {
                 unrung: false,
                 queued_in_turn: 0,
                 dropped_seen: 0,
+                data_read: 0,
             },
             poll,
             commands,
