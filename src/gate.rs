@@ -40,8 +40,6 @@ pub(crate) struct Skipped {
     pub count: u64,
     /// The last one's first frame length, as its header gave it.
     pub len: u64,
-    /// Whether the last one was text (else binary).
-    pub text: bool,
     /// Whether the last one was fragmented: then `len` is its first frame's.
     pub fragmented: bool,
 }
@@ -199,7 +197,6 @@ impl Gate {
                     self.skipped = Some(Skipped {
                         count,
                         len: h.payload,
-                        text: h.opcode == 1,
                         fragmented: !h.fin,
                     });
                 }
@@ -514,10 +511,7 @@ mod tests {
             assert_eq!(out, expected, "head {head}, reads of {cut} into {buf}");
             let s = gate.take_skipped().expect("a report");
             assert_eq!(s.count, 2);
-            assert_eq!(
-                (s.len, s.text, s.fragmented),
-                (mid.len() as u64, true, false)
-            );
+            assert_eq!((s.len, s.fragmented), (mid.len() as u64, false));
             assert_eq!(gate.dropped_bytes(), (big.len() + mid.len()) as u64);
             assert_eq!(gate.take_skipped(), None, "reported once");
         }
@@ -550,8 +544,8 @@ mod tests {
             );
             let s = gate.take_skipped().expect("a report");
             assert_eq!(
-                (s.count, s.len, s.text, s.fragmented),
-                (1, (LIMIT + 5) as u64, false, true)
+                (s.count, s.len, s.fragmented),
+                (1, (LIMIT + 5) as u64, true)
             );
         }
     }

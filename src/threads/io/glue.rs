@@ -264,40 +264,20 @@ impl<S: Read + Write> Driver<S> {
         }
         if let Some((n, opcode)) = unknown {
             self.ctx.shared.counters.malformed.fetch_add(n, Relaxed);
-            warn!(
-                target: "heartline::threads::io",
-                "skipped {} of a type RFC 6455 reserves (the last with opcode {opcode}) from the \
-                 server: no extension was agreed that gives it a meaning. The connection carries \
-                 on; the server should send data as text or binary messages",
-                if n == 1 { "a frame".to_owned() } else { format!("{n} frames") }
-            );
+            warn!(target: "heartline::threads::io", "skipped {n} frame(s) of a reserved type (the last with opcode {opcode}), for which no extension was agreed; the connection carries on");
         }
         let Some(s) = skipped else { return };
-        self.ctx
-            .shared
-            .counters
-            .too_large
-            .fetch_add(s.count, Relaxed);
+        let c = &self.ctx.shared.counters;
+        c.too_large.fetch_add(s.count, Relaxed);
         let limit = self.ws.get_config().max_frame_size.unwrap_or(usize::MAX);
-        let what = format!(
-            "{} message of {} bytes{}",
-            if s.text { "text" } else { "binary" },
-            s.len,
-            if s.fragmented {
-                " in its first fragment"
-            } else {
-                ""
-            },
-        );
-        let what = match s.count {
-            1 => format!("a {what}"),
-            n => format!("{n} messages, the last a {what},"),
-        };
         warn!(
             target: "heartline::threads::io",
-            "dropped {what} from the server: over max_frame_size ({limit} bytes). It was read and \
-             thrown away as it arrived, and the connection carries on; to receive such messages, \
-             raise max_frame_size and max_message_size"
+            "dropped {} message(s) over max_frame_size ({limit} bytes), the last of {} bytes{}, \
+             as they arrived; the connection carries on. To receive such messages, raise \
+             max_frame_size and max_message_size",
+            s.count,
+            s.len,
+            if s.fragmented { " in its first fragment" } else { "" },
         );
     }
 
@@ -358,12 +338,12 @@ impl<S: Read + Write> Driver<S> {
                         // One frame, read whole and not UTF-8: the frames
                         // around it are intact, so only it goes.
                         self.ctx.shared.counters.malformed.fetch_add(1, Relaxed);
-                        warn!(target: "heartline::threads::io", "skipped a text message from the server that is not valid UTF-8 (at {bad:?}); the connection carries on. The server should send such data as a binary message");
+                        warn!(target: "heartline::threads::io", "skipped a text message that is not valid UTF-8 (at {bad:?}); the connection carries on");
                         continue;
                     }
                     // A message in fragments is cut where the bad bytes
-                    // were and would come out short: the connection fails.
-                    warn!(target: "heartline::threads::io", "a text message from the server in fragments is not valid UTF-8 (at {bad:?}); closing");
+                    // were and would come out short: the connection fails
+                    // (the supervisor logs why).
                     ReadFailure::Failed(ConnectionError::Protocol(format!(
                         "a text message in fragments is not valid UTF-8 (at {bad:?})"
                     )))
