@@ -19,6 +19,11 @@
 //! heartline offers none) are dropped the same way and reported as
 //! malformed, where tungstenite would fail the connection.
 //!
+//! It also notes which messages it passed on came in fragments, so that
+//! the io glue can tell a text message that is not UTF-8 and came whole
+//! (skipped, the connection carries on) from one in fragments (which
+//! tungstenite would hand on cut short: the connection fails).
+//!
 //! [`Gate`] is the pure part: bytes in, the bytes tungstenite may see out,
 //! whatever the reads' boundaries. [`Gated`] puts it on a stream.
 
