@@ -80,6 +80,10 @@ pub(crate) struct Gate {
     /// Which of them (their numbers in `passed`) came in fragments, for
     /// those tungstenite may not have read yet.
     fragmented: VecDeque<u64>,
+    /// For each close frame passed on and not yet read: how many data
+    /// messages came before it. (Its reason, not UTF-8, fails with the same
+    /// error as a text message.)
+    closes: VecDeque<u64>,
 }
 
 /// A frame header, parsed.
@@ -125,6 +129,7 @@ impl Gate {
             dropped_bytes: 0,
             passed: 0,
             fragmented: VecDeque::new(),
+            closes: VecDeque::new(),
         }
     }
 
@@ -224,6 +229,10 @@ impl Gate {
                 self.dropping_message = !h.fin;
                 true
             }
+            8 => {
+                self.closes.push_back(self.passed);
+                false
+            }
             // Everything else is tungstenite's to judge, control frames
             // (which may come between fragments) included.
             _ => false,
@@ -243,6 +252,17 @@ impl Gate {
         while self.fragmented.front().is_some_and(|&f| f <= n) {
             self.fragmented.pop_front();
         }
+    }
+
+    /// Whether the next frame tungstenite reads, after `read` data
+    /// messages, is a close frame rather than a data message.
+    pub(crate) fn close_next(&self, read: u64) -> bool {
+        self.closes.front() == Some(&read)
+    }
+
+    /// Tungstenite has read the oldest close frame passed on.
+    pub(crate) fn close_read(&mut self) {
+        self.closes.pop_front();
     }
 
     /// The header bytes held from the last read.
@@ -307,6 +327,11 @@ impl<S> Gated<S> {
     /// Whether the gate has dropped a message not yet reported.
     pub(crate) fn has_skipped(&self) -> bool {
         self.gate.skipped.is_some() || self.gate.unknown.is_some()
+    }
+
+    /// The gate, to look at.
+    pub(crate) fn gate_ref(&self) -> &Gate {
+        &self.gate
     }
 
     /// The gate.

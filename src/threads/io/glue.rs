@@ -305,6 +305,7 @@ impl<S: Read + Write> Driver<S> {
                         WsMessage::Ping(_) => Incoming::Ping,
                         WsMessage::Pong(_) => Incoming::Pong,
                         WsMessage::Close(cf) => {
+                            self.ws.get_mut().gate().close_read();
                             let (code, reason) = cf
                                 .map(|f| (u16::from(f.code), f.reason.as_str().to_owned()))
                                 .unwrap_or((1005, String::new()));
@@ -331,6 +332,15 @@ impl<S: Read + Write> Driver<S> {
                         tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
                     ),
                 ) => ReadFailure::Ended,
+                Err(tungstenite::Error::Utf8(bad))
+                    if self.ws.get_ref().gate_ref().close_next(self.data_read) =>
+                {
+                    // The server's close frame, its reason not UTF-8: it
+                    // is closing, and its code is lost with the frame.
+                    ReadFailure::Failed(ConnectionError::Protocol(format!(
+                        "the server's close frame has a reason that is not valid UTF-8 (at {bad:?})"
+                    )))
+                }
                 Err(tungstenite::Error::Utf8(bad)) => {
                     self.data_read += 1;
                     let n = self.data_read;
@@ -777,6 +787,29 @@ mod tests {
             other => panic!("expected a protocol error, got {other:?}"),
         }
         assert!(r.inbound.try_recv().is_err(), "nothing short delivered");
+    }
+
+    #[test]
+    fn a_close_whose_reason_is_not_utf8_is_told_apart_from_a_bad_text_message() {
+        let mut r = rig();
+        let mut wire = from_server(vec![text("a")]);
+        wire.extend([0x88, 0x04, 0x03, 0xE8, 0xff, 0xfe]); // close 1000, bad reason
+        r.script().reads = VecDeque::from([Some(wire)]);
+        match r.turn() {
+            Some(Exit::Lost(ConnectionError::Protocol(why))) => {
+                assert!(why.contains("close frame"), "{why}")
+            }
+            other => panic!("expected a protocol error, got {other:?}"),
+        }
+        assert_eq!(
+            r.inbound
+                .try_recv()
+                .ok()
+                .and_then(|m| m.text().map(str::to_owned))
+                .as_deref(),
+            Some("a")
+        );
+        assert_eq!(r.d.ctx.shared.counters.malformed.load(Relaxed), 0);
     }
 
     #[test]
