@@ -122,11 +122,12 @@ impl Client {
         );
         let (ledger, restored) = Ledger::open(
             cfg.state.dir.as_deref(),
+            cfg.state.allow_shared,
             cfg.state.sync_every,
             cfg.queues.dedupe_window,
             acks_tx,
             shared.clone(),
-        );
+        )?;
         let ledger = Arc::new(ledger);
         inbox.attach(ledger.clone(), &restored);
         shared.outbound.force(restored.outbound_bytes);
@@ -352,7 +353,8 @@ impl ClientBuilder {
     /// # Errors
     /// [`crate::Error::Config`] naming the first bad option (an unreadable
     /// certificate is `root_certificate_pem`), [`crate::Error::Url`] for a bad
-    /// URL, or [`crate::Error::Thread`].
+    /// URL, [`crate::Error::StateDir`] for a `state_dir` that is unsafe or
+    /// in use, or [`crate::Error::Thread`].
     pub fn build(self) -> Result<Client> {
         let cfg = self.validate()?;
         Client::start(cfg)
@@ -454,6 +456,8 @@ impl Inner {
                 log::error!(target: "heartline::client", "the state writer thread panicked");
             }
         }
+        // The last write is done: the directory is free for another client.
+        self.ledger.unlock();
     }
 
     fn close_supervisor(&self) {

@@ -226,6 +226,8 @@ pub(crate) struct StateSection {
     /// `None`: nothing is written; the ledger lives in memory.
     pub dir: Option<std::path::PathBuf>,
     pub sync_every: Duration,
+    /// Accept a directory others can write to or another user owns.
+    pub allow_shared: bool,
 }
 
 impl Default for StateSection {
@@ -233,6 +235,7 @@ impl Default for StateSection {
         StateSection {
             dir: None,
             sync_every: Duration::from_secs(1),
+            allow_shared: false,
         }
     }
 }
@@ -728,15 +731,52 @@ impl ClientBuilder {
     }
 
     /// Keeps state across restarts and power cuts in a file in this
-    /// directory (created if missing): the highest cursor and the ids of
-    /// messages the application finished, the frames accepted by `send`
-    /// and not yet written to a socket, and reliable frames not yet
-    /// acknowledged. Loaded at `build()`; a missing, truncated or corrupted
-    /// file is a warning and a fresh start. Finished messages are acked
-    /// only after the write that records them. See the README, "Power cuts
-    /// and restarts". Off by default.
+    /// directory: the highest cursor and the ids of messages the
+    /// application finished, the frames accepted by `send` and not yet
+    /// written to a socket, and reliable frames not yet acknowledged.
+    /// Finished messages are acked only after the write that records them.
+    /// See the README, "Power cuts and restarts". Off by default.
+    ///
+    /// What is kept there is application data, so the directory is
+    /// private to the process's user:
+    ///
+    /// - A missing directory is created with mode 0700, and the state file
+    ///   is written with mode 0600, whatever the umask.
+    /// - `build()` refuses a directory that users other than its owner can
+    ///   write to, or that another user owns
+    ///   ([`StateDirProblem::Writable`], [`StateDirProblem::Owner`]), unless
+    ///   [`ClientBuilder::state_dir_allow_shared`] accepts it.
+    /// - No symbolic link in it is followed: a state or lock file that is a
+    ///   link is refused ([`StateDirProblem::NotAFile`]), and the temporary
+    ///   file a write goes through is created afresh (a stale one is
+    ///   removed, never opened).
+    /// - One client at a time: `build()` takes a lock on `heartline.lock`
+    ///   there, held until the end of [`crate::Client::close`] (or until
+    ///   the process ends, however it ends: the kernel releases it), and
+    ///   a second client on the directory, in this process or another, is
+    ///   refused with [`StateDirProblem::InUse`]. A batch finished after
+    ///   `close()` returned is not recorded.
+    ///
+    /// Loaded at `build()`; a missing, truncated or corrupted state file is
+    /// a warning and a fresh start.
+    ///
+    /// [`StateDirProblem::Writable`]: crate::StateDirProblem::Writable
+    /// [`StateDirProblem::Owner`]: crate::StateDirProblem::Owner
+    /// [`StateDirProblem::NotAFile`]: crate::StateDirProblem::NotAFile
+    /// [`StateDirProblem::InUse`]: crate::StateDirProblem::InUse
     pub fn state_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
         self.cfg.state.dir = Some(dir.into());
+        self
+    }
+
+    /// Accepts a `state_dir` that users other than its owner can write to
+    /// (a shared data partition, mode 1777) or that another user owns.
+    /// Links are still never followed and the lock still holds, but any
+    /// user who can write there can delete or replace the state, so a
+    /// restart may lose its record. Off by default; prefer a directory of
+    /// the service's own user.
+    pub fn state_dir_allow_shared(mut self, allow: bool) -> Self {
+        self.cfg.state.allow_shared = allow;
         self
     }
 

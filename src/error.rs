@@ -34,6 +34,15 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// The `state_dir` cannot be used safely, or is in use. Nothing was
+    /// read from it or written to it.
+    #[error("state_dir {}: {problem}", dir.display())]
+    StateDir {
+        /// The directory, as configured.
+        dir: std::path::PathBuf,
+        /// What is wrong, with advice.
+        problem: StateDirProblem,
+    },
     /// A heartline thread could not be started.
     #[error("cannot start thread {name}: {source}")]
     Thread {
@@ -52,6 +61,52 @@ impl Error {
             reason: reason.into(),
         }
     }
+}
+
+/// Why a `state_dir` was refused at `build()` (see
+/// [`crate::ClientBuilder::state_dir`]). Each message says what to do.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateDirProblem {
+    /// Another client holds the directory's lock (`heartline.lock`): in
+    /// this process or in another one that is still running. Two clients
+    /// writing one state file would each lose the other's record.
+    #[error("is in use by another heartline client (in this process or another; it holds heartline.lock): give each client its own state_dir, or close() the other client first")]
+    InUse,
+    /// Users other than its owner can create files in it (group or
+    /// world writable), so one of them could plant a link for heartline
+    /// to follow.
+    #[error("can be written by users other than its owner (mode {mode:04o}), who could plant files in it; use a directory of the service's own user with mode 0700 (heartline creates a missing one so), or accept this one with state_dir_allow_shared(true)")]
+    Writable {
+        /// The directory's permission bits.
+        mode: u32,
+    },
+    /// The directory belongs to another user than the one this process
+    /// runs as (its effective user).
+    #[error("is owned by uid {owner}, not by this process's user (uid {user}); use a directory of the service's own user, or accept this one with state_dir_allow_shared(true)")]
+    Owner {
+        /// The directory's owner.
+        owner: u32,
+        /// This process's effective user.
+        user: u32,
+    },
+    /// A file heartline keeps there is a symbolic link, or not a regular
+    /// file; it is neither read nor written, so the file it points to is
+    /// never touched.
+    #[error("{name} is a symbolic link or not a regular file, and is not followed; remove it (and find out who put it there)")]
+    NotAFile {
+        /// The file's name in the directory.
+        name: &'static str,
+    },
+    /// The directory could not be created or opened, or its lock file
+    /// could not be made.
+    #[error("cannot {action}: {source}; check that the path is a directory this process may write to (a read-only or unmounted file system, a file in the way)")]
+    Io {
+        /// What heartline tried.
+        action: &'static str,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
 }
 
 /// Which step of opening a connection timed out.

@@ -90,8 +90,8 @@ pub use client::{Client, Events};
 pub use config::{AckMode, ClientBuilder, Endpoint, EndpointContext, Keepalive, Overflow};
 pub use delivery::Batches;
 pub use error::{
-    ConnectionError, Error, Phase, RecvError, RecvTimeoutError, Result, SendError, TlsProblem,
-    TryRecvError, TrySendError,
+    ConnectionError, Error, Phase, RecvError, RecvTimeoutError, Result, SendError, StateDirProblem,
+    TlsProblem, TryRecvError, TrySendError,
 };
 pub use machine::backoff::Backoff;
 pub use message::{Batch, CloseReason, Event, Frame, IntoIter, Message, State, Via};

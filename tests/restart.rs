@@ -129,3 +129,166 @@ fn an_idle_client_writes_nothing() {
     assert!(!dir.join("heartline.state").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn mode(p: &std::path::Path) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(p).unwrap().mode() & 0o7777
+}
+
+/// Builds a client on `dir`, has it finish one message (so the state is
+/// written), and closes it.
+fn finish_one(b: heartline::ClientBuilder) {
+    let client = b
+        .protocol(rules())
+        .state_sync_every(MS)
+        .build()
+        .expect("client builds");
+    drop(collect(&client, 1));
+    wait_until("the state written", || client.stats().state_writes >= 1);
+    client.close();
+}
+
+#[test]
+fn the_state_is_private_to_the_user_under_the_usual_umask() {
+    // The usual service umask (it is the process's, and 022 is what this
+    // test binary runs with anyway).
+    let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
+    let dir = scratch("private").join("state");
+    let server = feed_server();
+    server.publish(json!({"n": 1}));
+    finish_one(fast(server.url()).state_dir(&dir));
+    rustix::process::umask(old);
+    assert_eq!(mode(&dir), 0o700, "the directory");
+    assert_eq!(mode(&dir.join("heartline.state")), 0o600, "the state file");
+    let _ = std::fs::remove_dir_all(dir.parent().unwrap());
+}
+
+#[test]
+fn links_planted_in_a_shared_directory_never_touch_another_file() {
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    let base = scratch("planted");
+    let dir = base.join("shared");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let victim = base.join("victim");
+    std::fs::write(&victim, b"precious data").unwrap();
+    let server = feed_server();
+    server.publish(json!({"n": 1}));
+
+    // Refused as it is: anyone can plant files there.
+    let refused = fast(server.url()).state_dir(&dir).build().unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            heartline::Error::StateDir {
+                problem: heartline::StateDirProblem::Writable { mode: 0o1777 },
+                ..
+            }
+        ),
+        "{refused}"
+    );
+    assert!(refused.to_string().contains("state_dir_allow_shared"));
+
+    // Accepted explicitly, with a link planted for the temporary file.
+    symlink(&victim, dir.join("heartline.state.tmp")).unwrap();
+    let shared = || {
+        fast(server.url())
+            .state_dir(&dir)
+            .state_dir_allow_shared(true)
+    };
+    finish_one(shared());
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious data");
+    assert!(std::fs::symlink_metadata(dir.join("heartline.state"))
+        .unwrap()
+        .is_file());
+
+    // A link planted for the state file: refused at build, not read.
+    std::fs::remove_file(dir.join("heartline.state")).unwrap();
+    symlink(&victim, dir.join("heartline.state")).unwrap();
+    let refused = shared().build().unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            heartline::Error::StateDir {
+                problem: heartline::StateDirProblem::NotAFile {
+                    name: "heartline.state"
+                },
+                ..
+            }
+        ),
+        "{refused}"
+    );
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious data");
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+fn in_use(r: heartline::Result<heartline::Client>) -> bool {
+    matches!(
+        r,
+        Err(heartline::Error::StateDir {
+            problem: heartline::StateDirProblem::InUse,
+            ..
+        })
+    )
+}
+
+#[test]
+fn one_client_per_state_dir_in_this_process_until_close() {
+    let dir = scratch("one-here");
+    let server = server();
+    let first = fast(server.url()).state_dir(&dir).build().unwrap();
+    let second = fast(server.url()).state_dir(&dir).build();
+    assert!(
+        in_use(second),
+        "a second client on the directory is refused"
+    );
+    let other_dir = scratch("one-here-other");
+    let elsewhere = fast(server.url()).state_dir(&other_dir).build();
+    assert!(elsewhere.is_ok(), "another directory is its own");
+    first.close();
+    // Released at the end of close(), though `first` still exists.
+    let third = fast(server.url()).state_dir(&dir).build();
+    assert!(third.is_ok(), "{:?}", third.err());
+    drop(first);
+    drop(elsewhere);
+    drop(third);
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&other_dir);
+}
+
+#[test]
+fn one_client_per_state_dir_across_processes_and_a_killed_holder_leaves_no_lock() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let dir = scratch("one-there");
+    let server = server();
+    let tail = |dir: &std::path::Path| {
+        Command::new(tail_bin())
+            .args([server.url().as_str(), "--state-dir", dir.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tail runs")
+    };
+    // This process holds it: another process is refused.
+    let here = fast(server.url()).state_dir(&dir).build().unwrap();
+    let out = tail(&dir).wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use"), "{err}");
+    here.close();
+
+    // Another process holds it (connected, so past build): refused here.
+    let mut holder = tail(&dir);
+    let mut lines = BufReader::new(holder.stdout.take().unwrap()).lines();
+    let open = lines.find(|l| l.as_ref().is_ok_and(|l| l.contains(r#""open""#)));
+    assert!(open.is_some(), "tail connected");
+    assert!(in_use(fast(server.url()).state_dir(&dir).build()));
+    // kill -9: the kernel releases the lock with the process.
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let after = fast(server.url()).state_dir(&dir).build();
+    assert!(after.is_ok(), "{:?}", after.err());
+    drop(after);
+    let _ = std::fs::remove_dir_all(&dir);
+}

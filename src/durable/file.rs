@@ -7,6 +7,12 @@
 //! by its checksum; loading it is a warning and a fresh start, never a
 //! refusal to start.
 //!
+//! The directory is the client's alone ([`StateFile::open`]): created 0700,
+//! checked for who may write to it, locked (`heartline.lock`, flock) for as
+//! long as the client runs, and used through its descriptor; the files in
+//! it are 0600 and opened without following links, so nobody who can
+//! plant a link there can make heartline read or overwrite another file.
+//!
 //! Layout (integers little-endian):
 //!
 //! ```text
@@ -25,11 +31,16 @@
 //! ```
 
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use rustix::fs::{AtFlags, FlockOperation, Mode, OFlags};
+
+use crate::error::StateDirProblem;
 use crate::frame::{Cursor, Frame};
 
 const MAGIC: &[u8; 8] = b"heartln\n";
@@ -37,6 +48,7 @@ const MAGIC: &[u8; 8] = b"heartln\n";
 pub(crate) const VERSION: u32 = 1;
 const FILE: &str = "heartline.state";
 const TMP: &str = "heartline.state.tmp";
+const LOCK: &str = "heartline.lock";
 
 /// One outbound frame kept across a restart.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -336,10 +348,19 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// The state file in a directory.
-#[derive(Clone, Debug)]
+/// The state file in its directory, which this client holds: the
+/// directory was checked and locked when this was made, and every file in
+/// it is made, read and renamed relative to the directory's descriptor,
+/// never through a link.
+#[derive(Debug)]
 pub(crate) struct StateFile {
     dir: PathBuf,
+    /// The directory, opened once: a path swapped meanwhile is not followed.
+    dir_fd: OwnedFd,
+    /// The lock on `heartline.lock`, released by [`StateFile::release`] or
+    /// by the kernel when the process dies (so a kill -9 leaves no stale
+    /// lock). Once released, nothing is written.
+    lock: Mutex<Option<OwnedFd>>,
 }
 
 /// What loading found.
@@ -348,56 +369,200 @@ pub(crate) enum Loaded {
     /// No file yet: a first start.
     Fresh,
     Found(Snapshot),
-    /// A file that could not be used; the reason, for the warning.
+    /// A file whose content could not be used; the reason, for the warning.
     Unusable(String),
 }
 
+/// How a file in the directory is opened: never through a symbolic link,
+/// never blocking on a FIFO planted there, closed on exec.
+fn private_flags() -> OFlags {
+    OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK
+}
+
+fn private_mode() -> Mode {
+    Mode::from_raw_mode(0o600)
+}
+
+/// A regular file, checked on the descriptor itself (no race with the path).
+fn regular(fd: OwnedFd, name: &'static str) -> Result<File, StateDirProblem> {
+    let file = File::from(fd);
+    match file.metadata() {
+        Ok(m) if m.file_type().is_file() => Ok(file),
+        Ok(_) => Err(StateDirProblem::NotAFile { name }),
+        Err(source) => Err(StateDirProblem::Io {
+            action: "inspect a file in the directory",
+            source,
+        }),
+    }
+}
+
+/// `ELOOP` from `O_NOFOLLOW`: the name is a symbolic link.
+fn not_a_file(e: rustix::io::Errno, name: &'static str, action: &'static str) -> StateDirProblem {
+    if e == rustix::io::Errno::LOOP {
+        StateDirProblem::NotAFile { name }
+    } else {
+        StateDirProblem::Io {
+            action,
+            source: e.into(),
+        }
+    }
+}
+
 impl StateFile {
-    pub(crate) fn new(dir: impl Into<PathBuf>) -> Self {
-        StateFile { dir: dir.into() }
+    /// Opens the directory (created 0700 if missing), checks who may write
+    /// to it (unless `allow_shared`), and takes its lock.
+    pub(crate) fn open(dir: &Path, allow_shared: bool) -> Result<StateFile, StateDirProblem> {
+        if !dir.exists() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|source| StateDirProblem::Io {
+                    action: "create the directory",
+                    source,
+                })?;
+            // Whatever the umask took away: the owner must be able to use it.
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|source| {
+                StateDirProblem::Io {
+                    action: "set the new directory's mode to 0700",
+                    source,
+                }
+            })?;
+        }
+        let dir_fd = rustix::fs::open(
+            dir,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| StateDirProblem::Io {
+            action: "open the directory",
+            source: e.into(),
+        })?;
+        let meta = File::from(dir_fd.try_clone().map_err(|source| StateDirProblem::Io {
+            action: "open the directory",
+            source,
+        })?)
+        .metadata()
+        .map_err(|source| StateDirProblem::Io {
+            action: "inspect the directory",
+            source,
+        })?;
+        if !allow_shared {
+            let user = rustix::process::geteuid().as_raw();
+            if meta.uid() != user {
+                return Err(StateDirProblem::Owner {
+                    owner: meta.uid(),
+                    user,
+                });
+            }
+            if meta.mode() & 0o022 != 0 {
+                return Err(StateDirProblem::Writable {
+                    mode: meta.mode() & 0o7777,
+                });
+            }
+        }
+        // Read-only is enough for flock, and works on a read-only mount
+        // where the file already exists.
+        let lock = rustix::fs::openat(
+            &dir_fd,
+            LOCK,
+            OFlags::RDONLY | OFlags::CREATE | private_flags(),
+            private_mode(),
+        )
+        .map_err(|e| not_a_file(e, LOCK, "create the lock file heartline.lock"))?;
+        let lock = OwnedFd::from(regular(lock, LOCK)?);
+        match rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK => return Err(StateDirProblem::InUse),
+            Err(e) => {
+                return Err(StateDirProblem::Io {
+                    action: "lock heartline.lock",
+                    source: e.into(),
+                })
+            }
+        }
+        Ok(StateFile {
+            dir: dir.to_owned(),
+            dir_fd,
+            lock: Mutex::new(Some(lock)),
+        })
     }
 
     pub(crate) fn path(&self) -> PathBuf {
         self.dir.join(FILE)
     }
 
-    /// Reads the file. Creates the directory when it is missing.
-    pub(crate) fn load(&self) -> Loaded {
-        if let Err(e) = fs::create_dir_all(&self.dir) {
-            return Loaded::Unusable(format!("cannot create {}: {e}", self.dir.display()));
+    /// Reads the file. A file whose content cannot be used is
+    /// [`Loaded::Unusable`] (a warning and a fresh start); one that is a
+    /// link or not a regular file is refused.
+    pub(crate) fn load(&self) -> Result<Loaded, StateDirProblem> {
+        let fd = match rustix::fs::openat(
+            &self.dir_fd,
+            FILE,
+            OFlags::RDONLY | private_flags(),
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(e) if e == rustix::io::Errno::NOENT => return Ok(Loaded::Fresh),
+            Err(e) => return Err(not_a_file(e, FILE, "open heartline.state")),
+        };
+        let mut file = regular(fd, FILE)?;
+        let mut data = Vec::new();
+        if let Err(e) = file.read_to_end(&mut data) {
+            return Ok(Loaded::Unusable(format!(
+                "cannot read {}: {e}",
+                self.path().display()
+            )));
         }
-        match fs::read(self.path()) {
-            Ok(data) => match decode(&data) {
-                Ok(s) => Loaded::Found(s),
-                Err(c) => Loaded::Unusable(format!("{}: {c}", self.path().display())),
-            },
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Loaded::Fresh,
-            Err(e) => Loaded::Unusable(format!("cannot read {}: {e}", self.path().display())),
+        Ok(match decode(&data) {
+            Ok(s) => Loaded::Found(s),
+            Err(c) => Loaded::Unusable(format!("{}: {c}", self.path().display())),
+        })
+    }
+
+    /// `false` once [`StateFile::release`] gave the directory up.
+    pub(crate) fn held(&self) -> bool {
+        self.lock.lock().map(|l| l.is_some()).unwrap_or(false)
+    }
+
+    /// Gives the directory up for another client: nothing is written after.
+    pub(crate) fn release(&self) {
+        if let Ok(mut l) = self.lock.lock() {
+            l.take();
         }
     }
 
     /// Replaces the file with `bytes`, crash-safe: a new file, fsync,
-    /// rename, fsync of the directory.
+    /// rename, fsync of the directory. The new file is made exclusively
+    /// (a stale one is removed first, never opened), with mode 0600.
     pub(crate) fn store(&self, bytes: &[u8]) -> io::Result<()> {
-        // Made again if it was removed while running.
-        fs::create_dir_all(&self.dir)?;
-        let tmp = self.dir.join(TMP);
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
+        if !self.held() {
+            return Err(io::Error::other("the state directory was released"));
+        }
+        // unlinkat removes a link itself, never what it points to.
+        match rustix::fs::unlinkat(&self.dir_fd, TMP, AtFlags::empty()) {
+            Ok(()) => {}
+            Err(e) if e == rustix::io::Errno::NOENT => {}
+            Err(e) => return Err(e.into()),
+        }
+        // O_EXCL: if anything was planted under the name since, this fails.
+        let fd = rustix::fs::openat(
+            &self.dir_fd,
+            TMP,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | private_flags(),
+            private_mode(),
+        )?;
+        let mut f = File::from(fd);
+        // The umask may have taken bits away; 0600 whatever it is.
+        f.set_permissions(fs::Permissions::from_mode(0o600))?;
         f.write_all(bytes)?;
         f.sync_all()?;
         drop(f);
-        fs::rename(&tmp, self.path())?;
-        sync_dir(&self.dir)
+        rustix::fs::renameat(&self.dir_fd, TMP, &self.dir_fd, FILE)?;
+        // The rename is durable only once the directory entry is.
+        rustix::fs::fsync(&self.dir_fd)?;
+        Ok(())
     }
-}
-
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    // The rename is durable only once the directory entry is.
-    File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
@@ -504,13 +669,21 @@ mod tests {
         d
     }
 
+    fn open(dir: &Path) -> StateFile {
+        StateFile::open(dir, false).expect("the state directory opens")
+    }
+
+    fn mode(p: &Path) -> u32 {
+        fs::symlink_metadata(p).unwrap().mode() & 0o7777
+    }
+
     #[test]
     fn a_missing_directory_is_created_and_the_file_round_trips() {
         let dir = scratch("missing").join("deeper");
-        let f = StateFile::new(&dir);
-        assert!(matches!(f.load(), Loaded::Fresh));
+        let f = open(&dir);
+        assert!(matches!(f.load(), Ok(Loaded::Fresh)));
         f.store(&encode(&sample())).unwrap();
-        assert!(matches!(f.load(), Loaded::Found(s) if s == sample()));
+        assert!(matches!(f.load(), Ok(Loaded::Found(s)) if s == sample()));
         assert!(!dir.join(TMP).exists(), "the temporary file was renamed");
         let _ = fs::remove_dir_all(dir.parent().unwrap());
     }
@@ -518,12 +691,11 @@ mod tests {
     #[test]
     fn a_corrupt_file_is_unusable_with_its_path_and_reason() {
         let dir = scratch("corrupt");
-        let f = StateFile::new(&dir);
-        fs::create_dir_all(&dir).unwrap();
+        let f = open(&dir);
         let bytes = encode(&sample());
         fs::write(f.path(), &bytes[..bytes.len() / 2]).unwrap();
         match f.load() {
-            Loaded::Unusable(why) => {
+            Ok(Loaded::Unusable(why)) => {
                 assert!(why.contains("heartline.state"), "{why}");
                 assert!(why.contains("truncated"), "{why}");
             }
@@ -534,12 +706,11 @@ mod tests {
 
     #[test]
     fn a_read_only_directory_loads_but_refuses_writes() {
-        use std::os::unix::fs::PermissionsExt;
         let dir = scratch("readonly");
-        let f = StateFile::new(&dir);
+        let f = open(&dir);
         f.store(&encode(&sample())).unwrap();
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o555)).unwrap();
-        assert!(matches!(f.load(), Loaded::Found(_)));
+        assert!(matches!(f.load(), Ok(Loaded::Found(_))));
         // root ignores directory permissions; only check the refusal when
         // the kernel enforces it.
         let probe = dir.join("probe");
@@ -547,25 +718,167 @@ mod tests {
         let _ = fs::remove_file(&probe);
         if enforced {
             assert!(f.store(&encode(&Snapshot::default())).is_err());
-            assert!(matches!(f.load(), Loaded::Found(s) if s == sample()));
+            assert!(matches!(f.load(), Ok(Loaded::Found(s)) if s == sample()));
         }
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
         // A write that cannot happen even for root: the temporary file's
         // name is taken by a directory. The old file stays as it was.
         fs::create_dir(dir.join(TMP)).unwrap();
         assert!(f.store(&encode(&Snapshot::default())).is_err());
-        assert!(matches!(f.load(), Loaded::Found(s) if s == sample()));
+        assert!(matches!(f.load(), Ok(Loaded::Found(s)) if s == sample()));
         let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]
-    fn a_directory_that_cannot_be_made_is_unusable_not_fatal() {
+    fn a_directory_that_cannot_be_made_is_refused_with_what_was_tried() {
         let base = scratch("notadir");
         fs::create_dir_all(&base).unwrap();
         let file = base.join("plain-file");
         fs::write(&file, b"x").unwrap();
-        let f = StateFile::new(file.join("state"));
-        assert!(matches!(f.load(), Loaded::Unusable(why) if why.contains("cannot create")));
+        match StateFile::open(&file.join("state"), false) {
+            Err(StateDirProblem::Io { action, .. }) => {
+                assert_eq!(action, "create the directory")
+            }
+            other => panic!("expected Io, got {other:?}"),
+        }
+        match StateFile::open(&file, false) {
+            Err(StateDirProblem::Io { action, .. }) => assert_eq!(action, "open the directory"),
+            other => panic!("expected Io, got {other:?}"),
+        }
         let _ = fs::remove_dir_all(&base);
+    }
+
+    #[test]
+    fn the_directory_and_files_are_private_whatever_the_umask() {
+        // Under the most permissive umask (process-wide, so restored after;
+        // no other test here depends on it).
+        let old = rustix::process::umask(Mode::empty());
+        let dir = scratch("modes").join("state");
+        let f = StateFile::open(&dir, false);
+        rustix::process::umask(old);
+        let f = f.unwrap();
+        f.store(&encode(&sample())).unwrap();
+        assert_eq!(mode(&dir), 0o700, "directory");
+        assert_eq!(mode(&dir.join(FILE)), 0o600, "state file");
+        assert_eq!(mode(&dir.join(LOCK)), 0o600, "lock file");
+        let _ = fs::remove_dir_all(dir.parent().unwrap());
+    }
+
+    #[test]
+    fn a_directory_others_can_write_to_is_refused_unless_allowed() {
+        let dir = scratch("shared");
+        fs::create_dir_all(&dir).unwrap();
+        for m in [0o777, 0o1777, 0o770, 0o720] {
+            fs::set_permissions(&dir, fs::Permissions::from_mode(m)).unwrap();
+            match StateFile::open(&dir, false) {
+                Err(StateDirProblem::Writable { mode }) => assert_eq!(mode, m),
+                other => panic!("mode {m:o}: expected Writable, got {other:?}"),
+            }
+            assert!(!dir.join(LOCK).exists(), "refused before touching it");
+        }
+        // Readable by others is fine: the files in it are 0600.
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        drop(open(&dir));
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o1777)).unwrap();
+        assert!(StateFile::open(&dir, true).is_ok(), "allowed explicitly");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_directory_another_user_owns_is_refused_unless_allowed() {
+        let dir = scratch("owner");
+        fs::create_dir_all(&dir).unwrap();
+        let me = rustix::process::geteuid().as_raw();
+        // Only root can give a directory away; elsewhere this checks the
+        // accepted case alone.
+        let other = me.wrapping_add(4242);
+        if std::os::unix::fs::chown(&dir, Some(other), None).is_ok() {
+            match StateFile::open(&dir, false) {
+                Err(StateDirProblem::Owner { owner, user }) => {
+                    assert_eq!((owner, user), (other, me))
+                }
+                other => panic!("expected Owner, got {other:?}"),
+            }
+            assert!(StateFile::open(&dir, true).is_ok(), "allowed explicitly");
+        } else {
+            assert!(StateFile::open(&dir, false).is_ok());
+        }
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// A 1777 directory (accepted explicitly) where another user planted
+    /// links: the file they point to stays byte for byte as it was.
+    #[test]
+    fn planted_links_are_never_followed() {
+        use std::os::unix::fs::symlink;
+        let base = scratch("planted");
+        let dir = base.join("shared");
+        fs::create_dir_all(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o1777)).unwrap();
+        let victim = base.join("victim");
+        fs::write(&victim, b"precious data").unwrap();
+
+        // The temporary file: removed, never opened.
+        symlink(&victim, dir.join(TMP)).unwrap();
+        let f = StateFile::open(&dir, true).unwrap();
+        f.store(&encode(&sample())).unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"precious data");
+        assert!(fs::symlink_metadata(dir.join(FILE)).unwrap().is_file());
+        assert!(matches!(f.load(), Ok(Loaded::Found(s)) if s == sample()));
+
+        // The state file: refused on load, not read.
+        fs::remove_file(dir.join(FILE)).unwrap();
+        symlink(&victim, dir.join(FILE)).unwrap();
+        assert!(matches!(
+            f.load(),
+            Err(StateDirProblem::NotAFile { name: FILE })
+        ));
+        // A write replaces the link itself (rename), not what it points to.
+        f.store(&encode(&sample())).unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"precious data");
+        assert!(fs::symlink_metadata(dir.join(FILE)).unwrap().is_file());
+        drop(f);
+
+        // The lock file: a link is refused, so is a FIFO (never blocks).
+        fs::remove_file(dir.join(LOCK)).unwrap();
+        symlink(&victim, dir.join(LOCK)).unwrap();
+        assert!(matches!(
+            StateFile::open(&dir, true),
+            Err(StateDirProblem::NotAFile { name: LOCK })
+        ));
+        fs::remove_file(dir.join(LOCK)).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            dir.join(LOCK),
+            rustix::fs::FileType::Fifo,
+            Mode::from_raw_mode(0o666),
+            0,
+        )
+        .unwrap();
+        assert!(matches!(
+            StateFile::open(&dir, true),
+            Err(StateDirProblem::NotAFile { name: LOCK })
+        ));
+        assert_eq!(fs::read(&victim).unwrap(), b"precious data");
+        let _ = fs::remove_dir_all(&base);
+    }
+
+    #[test]
+    fn one_holder_at_a_time_and_none_after_release() {
+        let dir = scratch("lock");
+        let first = open(&dir);
+        assert!(matches!(
+            StateFile::open(&dir, false),
+            Err(StateDirProblem::InUse)
+        ));
+        first.store(&encode(&sample())).unwrap();
+        first.release();
+        assert!(!first.held());
+        assert!(first.store(&encode(&Snapshot::default())).is_err());
+        let second = open(&dir);
+        assert!(matches!(second.load(), Ok(Loaded::Found(s)) if s == sample()));
+        drop(second);
+        drop(open(&dir));
+        let _ = fs::remove_dir_all(&dir);
     }
 }

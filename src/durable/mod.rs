@@ -89,24 +89,37 @@ pub(crate) struct Restored {
 }
 
 impl Ledger {
-    /// A ledger; with `dir`, loaded from its state file (a file that cannot
-    /// be used is a warning and a fresh start).
+    /// A ledger; with `dir`, the directory checked and locked (see
+    /// [`StateFile::open`]) and the ledger loaded from its state file (a
+    /// file whose content cannot be used is a warning and a fresh start).
     pub(crate) fn open(
         dir: Option<&std::path::Path>,
+        allow_shared: bool,
         sync_every: Duration,
         window: usize,
         acks: Sender<Frame>,
         shared: Arc<Shared>,
-    ) -> (Ledger, Restored) {
-        let file = dir.map(StateFile::new);
-        let snapshot = match file.as_ref().map(StateFile::load) {
-            None | Some(Loaded::Fresh) => Snapshot::default(),
-            Some(Loaded::Found(s)) => {
+    ) -> crate::Result<(Ledger, Restored)> {
+        let refused = |d: &std::path::Path, problem| crate::Error::StateDir {
+            dir: d.to_owned(),
+            problem,
+        };
+        let file = match dir {
+            None => None,
+            Some(d) => Some(StateFile::open(d, allow_shared).map_err(|p| refused(d, p))?),
+        };
+        let loaded = match (&file, dir) {
+            (Some(f), Some(d)) => f.load().map_err(|p| refused(d, p))?,
+            _ => Loaded::Fresh,
+        };
+        let snapshot = match loaded {
+            Loaded::Fresh => Snapshot::default(),
+            Loaded::Found(s) => {
                 info!(target: LOG, "state loaded: cursor {:?}, {} finished ids, {} outbound frames",
                     s.cursor, s.finished.len(), s.outbound.len());
                 s
             }
-            Some(Loaded::Unusable(why)) => {
+            Loaded::Unusable(why) => {
                 warn!(target: LOG, "state file unusable, starting fresh: {why}");
                 Snapshot::default()
             }
@@ -148,7 +161,7 @@ impl Ledger {
             acks,
             shared,
         };
-        (ledger, restored)
+        Ok((ledger, restored))
     }
 
     /// `true` with a `state_dir`.
@@ -327,6 +340,11 @@ impl Ledger {
     pub(crate) fn write_now(&self) {
         let Some(file) = &self.file else { return };
         let _writing = lock(&self.writing);
+        if !file.held() {
+            // After close(): the directory may belong to another client now.
+            debug!(target: LOG, "state directory released at close(): not written");
+            return;
+        }
         let (snapshot, acks) = {
             let mut st = lock(&self.state);
             if !st.dirty {
@@ -365,6 +383,16 @@ impl Ledger {
             }
         }
         self.release(acks);
+    }
+
+    /// Gives the state directory up (its lock) after the last write, at
+    /// the end of `close()`: another client may take it from then on, and
+    /// this one writes nothing more.
+    pub(crate) fn unlock(&self) {
+        if let Some(file) = &self.file {
+            let _writing = lock(&self.writing);
+            file.release();
+        }
     }
 
     /// The `heartline-state` thread: one write per `sync_every` at most,
@@ -444,7 +472,7 @@ mod tests {
     fn ledger(dir: Option<&std::path::Path>) -> (Ledger, Restored, Receiver<Frame>) {
         let (shared, _events) = Shared::new(4, 4, usize::MAX, usize::MAX);
         let (tx, rx) = crossbeam_channel::bounded(64);
-        let (l, r) = Ledger::open(dir, Duration::from_millis(10), 3, tx, shared);
+        let (l, r) = Ledger::open(dir, false, Duration::from_millis(10), 3, tx, shared).unwrap();
         (l, r, rx)
     }
 

@@ -130,3 +130,35 @@ pub fn answer_once(bytes: &'static [u8]) -> (std::net::SocketAddr, std::thread::
     });
     (addr, peer)
 }
+
+/// The `tail` example binary, built once per run: `cargo test` builds the
+/// examples, but `cargo test --test tail` alone does not, and a stale binary
+/// would test old code.
+pub fn tail_bin() -> std::path::PathBuf {
+    static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().unwrap();
+            let profile_dir = exe.parent().unwrap().parent().unwrap();
+            let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+                Some("debug") | None => "dev".to_owned(),
+                Some(other) => other.to_owned(),
+            };
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = std::process::Command::new(cargo)
+                .args([
+                    "build",
+                    "--quiet",
+                    "--example",
+                    "tail",
+                    "--profile",
+                    &profile,
+                ])
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .status()
+                .expect("cargo runs");
+            assert!(status.success(), "building the tail example failed");
+            profile_dir.join("examples").join("tail")
+        })
+        .clone()
+}

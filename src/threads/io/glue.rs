@@ -574,11 +574,13 @@ mod tests {
         let (acks_tx, acks) = crossbeam_channel::bounded(16);
         let (ledger, _) = crate::durable::Ledger::open(
             None,
+            false,
             std::time::Duration::ZERO,
             100,
             acks_tx,
             shared.clone(),
-        );
+        )
+        .unwrap();
         let (commands_tx, commands) = crossbeam_channel::bounded(8);
         let poll = Poll::new().unwrap();
         let waker = Arc::new(Waker::new(poll.registry(), Token(1)).unwrap());
