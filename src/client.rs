@@ -111,21 +111,11 @@ impl Client {
             shared.clone(),
             cfg.poll.enabled,
         );
-        // Acks released on hand-out or finish: room for one per message that
-        // can be queued or in a batch. More (acks piling up offline) are
-        // dropped; the server redelivers those messages, and a redelivered
-        // finished message is acked again.
-        let (acks_tx, acks_rx) = crossbeam_channel::bounded(
-            cfg.queues
-                .inbound_capacity
-                .saturating_add(cfg.queues.batch_max),
-        );
         let (ledger, restored) = Ledger::open(
             cfg.state.dir.as_deref(),
             cfg.state.allow_shared,
             cfg.state.sync_every,
             cfg.queues.dedupe_window,
-            acks_tx,
             shared.clone(),
         )?;
         let ledger = Arc::new(ledger);
@@ -162,7 +152,6 @@ impl Client {
             shared: shared.clone(),
             control: control_rx,
             outbound: outbound_rx,
-            acks: acks_rx,
             inbox: Arc::new(inbox),
             ledger: ledger.clone(),
         });
@@ -442,7 +431,7 @@ impl Inner {
 
     fn close(&self) {
         // Acks of batches finished before close() wait for a state write:
-        // write now, so they are in the ack channel before the close
+        // write now, so they are released to the io thread before the close
         // handshake, which sends them first.
         if lock(&self.supervisor).is_some() {
             self.ledger.write_now();

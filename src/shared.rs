@@ -49,8 +49,10 @@ pub struct Stats {
     pub outbound_bytes: usize,
     /// Messages waiting in the inbound queue.
     pub inbound_queued: usize,
-    /// Payload bytes held for the application: the inbound queue and the
-    /// batch being assembled (bounded by `inbound_bytes`).
+    /// Payload bytes held for the application: the inbound queue, the
+    /// batch being assembled, and the acks of finished messages not yet
+    /// written (each its length plus 32; bounded by `inbound_bytes`, and
+    /// reading pauses while they fill it).
     pub inbound_bytes: usize,
     /// The most inbound bytes ever held at once.
     pub inbound_bytes_peak: usize,
@@ -62,7 +64,7 @@ pub struct Stats {
     pub events_dropped: u64,
     /// Messages not delivered because they were seen before.
     pub duplicates: u64,
-    /// Acknowledgements sent.
+    /// Acknowledgements sent (counted as the io thread writes them).
     pub acks: u64,
     /// Successful polls.
     pub polls: u64,

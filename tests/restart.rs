@@ -292,3 +292,39 @@ fn one_client_per_state_dir_across_processes_and_a_killed_holder_leaves_no_lock(
     drop(after);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A burst far larger than the queues (`inbound_capacity + batch_max`)
+/// finished between two state writes: every message is acked on the live
+/// connection, none left for a redelivery. The small byte budget makes the
+/// acks waiting for the write pause reading on the way.
+#[test]
+fn a_burst_larger_than_the_queues_is_acked_in_full_on_the_live_connection() {
+    const N: usize = 2000;
+    let dir = scratch("burst");
+    let server = feed_server();
+    let client = fast(server.url())
+        .protocol(FeedConfig::default().client_rules())
+        .state_dir(&dir)
+        .state_sync_every(50 * MS)
+        .inbound_capacity(64)
+        .batch_max(16)
+        .inbound_bytes(16 * 1024)
+        .build()
+        .unwrap();
+    wait_open(&client.events());
+    for n in 0..N {
+        server.publish(json!({ "n": n }));
+    }
+    assert_eq!(collect(&client, N).len(), N);
+    wait_until("every message acked", || server.feed_counts().1 == N);
+    let stats = client.stats();
+    assert_eq!(stats.acks, N as u64);
+    assert_eq!(stats.connects, 1, "acked on the live connection");
+    assert!(
+        stats.inbound_bytes_peak <= 16 * 1024 + 1024,
+        "acks stay within the budget: peak {}",
+        stats.inbound_bytes_peak
+    );
+    client.close();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -184,17 +184,19 @@ impl Batches {
     fn hand_out(&self, b: &mut Batcher) -> Batch {
         let mut messages = b.take(self.shared.sends());
         // Handed out: these bytes are the application's now.
-        let bytes = messages.iter().map(|m| m.frame().len()).sum();
-        self.shared.inbound.release(bytes);
-        self.shared.taken(self.rx.len());
+        let bytes: usize = messages.iter().map(|m| m.frame().len()).sum();
         if !messages.iter().any(Message::to_record) {
             // Nothing to record or ack (a plain protocol): no work on finish.
+            self.shared.inbound.release(bytes);
+            self.shared.taken(self.rx.len());
             return Batch::new(messages, None);
         }
         let mut entries = Vec::with_capacity(messages.len());
         let mut now = Vec::new();
+        let mut acks_cost = 0;
         for m in &mut messages {
             let mut ack = m.take_ack();
+            acks_cost += ack.as_ref().map_or(0, crate::durable::ack_cost);
             if !self.on_finish {
                 // Delivered: the acks go now, on hand-out.
                 now.extend(ack.take());
@@ -205,6 +207,13 @@ impl Batches {
                 ack,
             });
         }
+        // The acks keep their own bytes of the budget until written: the
+        // message's bytes become the ack's (most often far more than it
+        // needs), so the budget holds through finishing without a charge.
+        let budget = &self.shared.inbound;
+        budget.release(bytes.saturating_sub(acks_cost));
+        budget.force(acks_cost.saturating_sub(bytes));
+        self.shared.taken(self.rx.len());
         self.ledger.release(now);
         let finish = Finish {
             entries,

@@ -56,6 +56,10 @@ struct State {
     cursor: Option<Cursor>,
     /// Acks of finished messages, released after the next write.
     held_acks: Vec<Frame>,
+    /// Acks released (recorded, or nothing to record), for the io thread
+    /// to write before anything else. Never dropped: their bytes are in
+    /// the inbound budget until written, so a pile of them pauses reading.
+    ready_acks: VecDeque<Frame>,
     next_seq: u64,
     out: BTreeMap<u64, Entry>,
     by_id: HashMap<Arc<str>, Vec<u64>>,
@@ -68,7 +72,7 @@ pub(crate) struct Ledger {
     state: Mutex<State>,
     /// Held through a whole write and the release of its acks, so a
     /// caller of [`Ledger::write_now`] knows every ack recorded before the
-    /// call is in the ack channel when it returns.
+    /// call is released to the io thread when it returns.
     writing: Mutex<()>,
     file: Option<StateFile>,
     sync_every: Duration,
@@ -76,7 +80,6 @@ pub(crate) struct Ledger {
     writer: AtomicBool,
     wake_tx: Sender<()>,
     wake_rx: Receiver<()>,
-    acks: Sender<Frame>,
     shared: Arc<Shared>,
 }
 
@@ -97,7 +100,6 @@ impl Ledger {
         allow_shared: bool,
         sync_every: Duration,
         window: usize,
-        acks: Sender<Frame>,
         shared: Arc<Shared>,
     ) -> crate::Result<(Ledger, Restored)> {
         let refused = |d: &std::path::Path, problem| crate::Error::StateDir {
@@ -130,6 +132,7 @@ impl Ledger {
             window,
             cursor: snapshot.cursor.clone(),
             held_acks: Vec::new(),
+            ready_acks: VecDeque::new(),
             next_seq: 0,
             out: BTreeMap::new(),
             by_id: HashMap::new(),
@@ -158,7 +161,6 @@ impl Ledger {
             writer: AtomicBool::new(false),
             wake_tx,
             wake_rx,
-            acks,
             shared,
         };
         Ok((ledger, restored))
@@ -300,7 +302,7 @@ impl Ledger {
         }
         if !self.durable() {
             drop(st);
-            self.release(acks);
+            self.ready(acks);
             return;
         }
         st.held_acks.extend(acks);
@@ -312,26 +314,34 @@ impl Ledger {
         }
     }
 
-    /// Hands acks to the io thread now, in order.
+    /// Acks to send now (on hand-out, nothing to record first).
     pub(crate) fn release(&self, acks: Vec<Frame>) {
+        self.ready(acks);
+    }
+
+    /// Acks that may go now, for the io thread.
+    fn ready(&self, acks: Vec<Frame>) {
         if acks.is_empty() {
             return;
         }
-        let tx = &self.acks;
-        let mut sent = false;
-        for a in acks {
-            // A full channel (acks piling up while offline) loses this ack;
-            // the server redelivers the message, which is then a duplicate
-            // of a finished one and is acked again.
-            if tx.try_send(a).is_ok() {
-                self.shared.counters.acks.fetch_add(1, Relaxed);
-                sent = true;
-            } else {
-                debug!(target: LOG, "ack channel full: the ack goes when the server redelivers");
-            }
-        }
-        if sent {
-            self.shared.wake_io();
+        lock(&self.state).ready_acks.extend(acks);
+        self.shared.wake_io();
+    }
+
+    /// The acks released so far, oldest first, for the io thread to write.
+    /// Their bytes stay in the inbound budget until written ([`ack_cost`]
+    /// each, given back by the io thread).
+    pub(crate) fn take_acks(&self) -> VecDeque<Frame> {
+        std::mem::take(&mut lock(&self.state).ready_acks)
+    }
+
+    /// Acks from [`Ledger::take_acks`] the io thread could not write (its
+    /// connection ended first): they go first on the next connection.
+    pub(crate) fn unsent_acks(&self, mut rest: VecDeque<Frame>) {
+        if !rest.is_empty() {
+            let mut st = lock(&self.state);
+            rest.append(&mut st.ready_acks);
+            st.ready_acks = rest;
         }
     }
 
@@ -382,7 +392,7 @@ impl Ledger {
                     file.path().display());
             }
         }
-        self.release(acks);
+        self.ready(acks);
     }
 
     /// Gives the state directory up (its lock) after the last write, at
@@ -421,6 +431,18 @@ impl Ledger {
         self.write_now();
     }
 }
+
+/// What an ack holds of the inbound budget from its message's hand-out
+/// until the io thread wrote it: its bytes, and the queue's bookkeeping
+/// (which also bounds their number). However many messages are finished
+/// between two state writes, none of their acks is dropped, and a pile of
+/// them pauses reading like a full queue.
+pub(crate) fn ack_cost(ack: &Frame) -> usize {
+    ack.len() + ACK_OVERHEAD
+}
+
+/// See [`ack_cost`].
+const ACK_OVERHEAD: usize = 32;
 
 /// Budget bytes a tracked frame holds.
 pub(crate) fn cost(frame: &Frame, reliable: bool) -> usize {
@@ -469,11 +491,10 @@ impl State {
 mod tests {
     use super::*;
 
-    fn ledger(dir: Option<&std::path::Path>) -> (Ledger, Restored, Receiver<Frame>) {
+    fn ledger(dir: Option<&std::path::Path>) -> (Ledger, Restored) {
         let (shared, _events) = Shared::new(4, 4, usize::MAX, usize::MAX);
-        let (tx, rx) = crossbeam_channel::bounded(64);
-        let (l, r) = Ledger::open(dir, false, Duration::from_millis(10), 3, tx, shared).unwrap();
-        (l, r, rx)
+        let (l, r) = Ledger::open(dir, false, Duration::from_millis(10), 3, shared).unwrap();
+        (l, r)
     }
 
     /// The ledger's number for a frame it keeps.
@@ -493,13 +514,13 @@ mod tests {
 
     #[test]
     fn in_memory_acks_go_at_once_and_finished_ids_are_remembered_within_the_window() {
-        let (l, _, acks) = ledger(None);
+        let (l, _) = ledger(None);
         l.finished(
             vec!["a".into(), "b".into()],
             Some(Cursor::Int(2)),
             vec![Frame::from("ack a"), Frame::from("ack b")],
         );
-        assert_eq!(acks.len(), 2);
+        assert_eq!(l.take_acks(), [Frame::from("ack a"), Frame::from("ack b")]);
         assert!(l.is_finished("a"));
         l.finished(vec!["c".into(), "d".into()], None, vec![]);
         assert!(!l.is_finished("a"), "window of 3");
@@ -512,7 +533,7 @@ mod tests {
 
     #[test]
     fn a_reliable_frame_is_kept_until_acked_and_resent_after_reconnect() {
-        let (l, _, _) = ledger(None);
+        let (l, _) = ledger(None);
         let s1 = tracked(l.track(Frame::from("one"), Some("r1".into())));
         let s2 = tracked(l.track(Frame::from("two"), Some("r2".into())));
         assert!(l.resend().is_empty(), "still in the channel");
@@ -533,7 +554,7 @@ mod tests {
 
     #[test]
     fn an_ack_covers_only_frames_written_not_one_with_the_same_id_still_queued() {
-        let (l, _, _) = ledger(None);
+        let (l, _) = ledger(None);
         let first = tracked(l.track(Frame::from("v1"), Some("r".into())));
         assert!(l.take(first).is_some());
         let second = tracked(l.track(Frame::from("v2"), Some("r".into())));
@@ -547,7 +568,7 @@ mod tests {
     #[test]
     fn a_durable_frame_leaves_the_ledger_when_taken_and_is_kept_once() {
         let dir = scratch("once");
-        let (l, _, _) = ledger(Some(&dir));
+        let (l, _) = ledger(Some(&dir));
         let seq = tracked(l.track(Frame::from("plain"), None));
         // The channel carries only the number: the ledger's copy is the one.
         assert_eq!(l.take(seq), Some((Frame::from("plain"), false)));
@@ -560,7 +581,7 @@ mod tests {
     fn durable_acks_wait_for_the_write_and_everything_survives_a_restart() {
         let dir = scratch("restart");
         {
-            let (l, r, acks) = ledger(Some(&dir));
+            let (l, r) = ledger(Some(&dir));
             assert!(r.finished.is_empty());
             l.finished(
                 vec!["m-1".into()],
@@ -572,11 +593,11 @@ mod tests {
             assert_eq!(l.take(rel), Some((Frame::from("rel"), true)));
             assert_eq!(plain, 0);
             // No writer thread: the write happened on this thread, then the ack.
-            assert_eq!(acks.try_recv().ok(), Some(Frame::from("ack 1")));
+            assert_eq!(l.take_acks(), [Frame::from("ack 1")]);
             assert!(dir.join("heartline.state").exists());
             l.write_now();
         }
-        let (l, r, _) = ledger(Some(&dir));
+        let (l, r) = ledger(Some(&dir));
         assert_eq!(r.cursor, Some(Cursor::Int(1)));
         assert_eq!(r.finished, vec![Arc::<str>::from("m-1")]);
         assert_eq!(r.outbound_bytes, 6 + 3 + RELIABLE_OVERHEAD);
@@ -587,9 +608,39 @@ mod tests {
     }
 
     #[test]
+    fn no_ack_is_dropped_however_many_pile_up_between_writes() {
+        let dir = scratch("burst");
+        let (l, _) = ledger(Some(&dir));
+        // As if the writer thread ran: the acks wait for its write.
+        l.writer.store(true, SeqCst);
+        let ids = (0..10_000).map(|i| format!("m-{i}").into()).collect();
+        let acks: Vec<_> = (0..10_000)
+            .map(|i| Frame::from(format!("ack {i}")))
+            .collect();
+        l.finished(ids, None, acks);
+        assert!(l.take_acks().is_empty(), "held until written");
+        l.write_now();
+        let out = l.take_acks();
+        assert_eq!(out.len(), 10_000, "every ack released after the write");
+        assert_eq!(out[9_999], Frame::from("ack 9999"));
+        // What an io thread could not write goes first next time.
+        l.release(vec![Frame::from("newer")]);
+        l.unsent_acks(out.into_iter().skip(9_998).collect());
+        assert_eq!(
+            l.take_acks(),
+            [
+                Frame::from("ack 9998"),
+                Frame::from("ack 9999"),
+                Frame::from("newer")
+            ]
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn the_writer_writes_at_most_once_per_interval_and_not_when_idle() {
         let dir = scratch("writer");
-        let (l, _, acks) = ledger(Some(&dir));
+        let (l, _) = ledger(Some(&dir));
         let l = Arc::new(l);
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
         let w = {
@@ -609,9 +660,11 @@ mod tests {
             );
         }
         // Every ack arrives, after a write.
-        for _ in 0..50 {
-            acks.recv_timeout(Duration::from_secs(10))
-                .expect("ack released");
+        let mut got = 0;
+        while got < 50 {
+            assert!(Instant::now() < deadline, "{got} of 50 acks released");
+            got += l.take_acks().len();
+            std::thread::sleep(Duration::from_millis(1));
         }
         let writes = l.shared.counters.state_writes.load(Relaxed);
         assert!((1..=50).contains(&writes), "{writes} writes");

@@ -34,9 +34,9 @@ use crate::shared::Shared;
 //               dropping every handle disconnects it, which also closes.
 // - `Setup`     what the supervisor holds and hands on: the config, the
 //               shared state (state, counters, byte budgets, the io waker),
-//               the outbound queue (`Outgoing`), the acks released on
-//               hand-out or finish, the inbox (the producers' door of
-//               delivery) and the ledger (finished messages, kept frames).
+//               the outbound queue (`Outgoing`), the inbox (the
+//               producers' door of delivery) and the ledger (finished
+//               messages and their acks, kept frames).
 // - the ledger's writer, `heartline-state` (only with `state_dir`): started
 //   and stopped by the client handle, woken by the ledger on a change.
 // - `Command`   heartbeat ticker / supervisor → io (beat, dead, close), with
@@ -68,8 +68,6 @@ pub(crate) struct Setup {
     pub shared: Arc<Shared>,
     pub control: Receiver<Control>,
     pub outbound: Receiver<Outgoing>,
-    /// Acks released when their batch was handed out (drained first).
-    pub acks: Receiver<Frame>,
     pub inbox: Arc<Inbox>,
     /// Finished messages and kept outbound frames.
     pub ledger: Arc<Ledger>,

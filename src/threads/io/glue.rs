@@ -35,8 +35,6 @@ const WRITE_BUDGET: usize = 256;
 pub(super) struct Ctx {
     pub shared: Arc<Shared>,
     pub outbound: Receiver<Outgoing>,
-    /// Acks released on hand-out: written before anything else.
-    pub acks: Receiver<Frame>,
     pub inbox: Arc<Inbox>,
     pub ledger: Arc<Ledger>,
     pub link: Link,
@@ -198,11 +196,20 @@ impl<S: Read + Write> Driver<S> {
     fn turn_unrung(&mut self, commands: &Receiver<Command>, read: bool) -> Option<Exit> {
         // Acks the application's hand-outs released: first, and not subject
         // to congestion (they are small and must not wait behind frames).
-        while !self.m.is_done() {
-            let Ok(a) = self.ctx.acks.try_recv() else {
-                break;
-            };
-            self.write(a);
+        let mut acks = self.ctx.ledger.take_acks();
+        if !acks.is_empty() {
+            let mut freed = 0;
+            while !self.m.is_done() {
+                let Some(a) = acks.pop_front() else { break };
+                // Counted first: whoever sees the server holding the ack
+                // sees it counted.
+                self.ctx.shared.counters.acks.fetch_add(1, Relaxed);
+                freed += crate::durable::ack_cost(&a);
+                self.write(a);
+            }
+            self.ctx.ledger.unsent_acks(acks);
+            // Out of the ledger: room for reading, if acks had filled it.
+            self.ctx.shared.inbound.release(freed);
         }
         for c in commands.try_iter() {
             self.m.command(c, Instant::now());
@@ -571,13 +578,11 @@ mod tests {
             false,
         ));
         let (outbound_tx, outbound) = crossbeam_channel::bounded(16);
-        let (acks_tx, acks) = crossbeam_channel::bounded(16);
         let (ledger, _) = crate::durable::Ledger::open(
             None,
             false,
             std::time::Duration::ZERO,
             100,
-            acks_tx,
             shared.clone(),
         )
         .unwrap();
@@ -601,7 +606,6 @@ mod tests {
                 ctx: Ctx {
                     shared,
                     outbound,
-                    acks,
                     inbox,
                     ledger: Arc::new(ledger),
                     link: Link::new(waker, commands_tx.clone()),

@@ -73,7 +73,6 @@ impl Connection {
                 ctx: Ctx {
                     shared: s.shared.clone(),
                     outbound: s.outbound.clone(),
-                    acks: s.acks.clone(),
                     inbox: s.inbox.clone(),
                     ledger: s.ledger.clone(),
                     link: Link::new(waker, commands_tx),
