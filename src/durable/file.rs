@@ -1,32 +1,39 @@
 //! The state file: what survives a restart, written crash-safe.
 //!
-//! One file, `heartline.state`, replaced whole at each write: the new
-//! content goes to `heartline.state.tmp`, is fsynced, renamed over the old
-//! file, and the directory is fsynced, so after a power cut the file is the
-//! old one or the new one, never a mix. A torn or corrupted file is caught
-//! by its checksum; loading it is a warning and a fresh start, never a
-//! refusal to start.
-//!
-//! The directory is the client's alone ([`StateFile::open`]): created 0700,
-//! checked for who may write to it, locked (`heartline.lock`, flock) for as
-//! long as the client runs, and used through its descriptor; the files in
-//! it are 0600 and opened without following links, so nobody who can
-//! plant a link there can make heartline read or overwrite another file.
+//! Two files. `heartline.state` is a snapshot of the whole state, replaced
+//! whole: the new content goes to `heartline.state.tmp`, is fsynced,
+//! renamed over the old file, and the directory is fsynced, so after a
+//! power cut the file is the old one or the new one, never a mix.
+//! `heartline.journal` names the snapshot it extends (its generation) and
+//! holds one record per state write after it ([`Delta`], length and CRC-32
+//! first), appended and fdatasynced: a write costs what changed, not the
+//! whole state. [`StateFile::compact`] writes a new snapshot and then a
+//! fresh journal the same crash-safe way; a journal of another snapshot,
+//! and a torn or damaged record with everything after it, are ignored on
+//! load. A torn or corrupted snapshot is caught by its checksum; loading
+//! it is a warning and a fresh start, never a refusal to start.
 //!
 //! Layout (integers little-endian):
 //!
 //! ```text
 //! magic    8 bytes   "heartln\n"
-//! version  u32       1
+//! version  u32       2 (1 is read too: no generation, no frame numbers)
 //! length   u32       body length
 //! body     length bytes
 //! crc32    u32       CRC-32 (IEEE) of the body
 //!
 //! body:
+//! generation u64     which snapshot this is
 //! cursor   u8 tag (0 none, 1 integer, 2 text), then i64 or string
 //! finished u32 count, then count strings (ids, oldest first)
 //! outbound u32 count, then count frames:
-//!          u8 kind (0 text, 1 binary), u8 has-id (0/1) [string id], bytes
+//!          u64 number, u8 kind (0 text, 1 binary), u8 has-id (0/1)
+//!          [string id], bytes
+//!
+//! journal: "heartjl\n", u32 version 1, u64 generation, then records:
+//!          u32 length, u32 CRC-32 of the body, body: cursor (as above),
+//!          finished ids (as above), added frames (as outbound), u32
+//!          count then count u64 numbers of frames let go
 //! string / bytes: u32 length, then the bytes
 //! ```
 
@@ -44,8 +51,14 @@ use crate::error::StateDirProblem;
 use crate::frame::{Cursor, Frame};
 
 const MAGIC: &[u8; 8] = b"heartln\n";
-/// The format this heartline writes and reads.
-pub(crate) const VERSION: u32 = 1;
+/// The format this heartline writes (it reads 1 too).
+pub(crate) const VERSION: u32 = 2;
+const JOURNAL_MAGIC: &[u8; 8] = b"heartjl\n";
+const JOURNAL_VERSION: u32 = 1;
+/// The journal's header: magic, version, the generation it extends.
+pub(crate) const JOURNAL_HEADER: usize = 8 + 4 + 8;
+const JOURNAL: &str = "heartline.journal";
+const JOURNAL_TMP: &str = "heartline.journal.tmp";
 const FILE: &str = "heartline.state";
 const TMP: &str = "heartline.state.tmp";
 const LOCK: &str = "heartline.lock";
@@ -53,6 +66,8 @@ const LOCK: &str = "heartline.lock";
 /// One outbound frame kept across a restart.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Stored {
+    /// The ledger's number for it (its order).
+    pub seq: u64,
     /// The reliable frame's id; `None` for a frame only waiting to be sent.
     pub id: Option<Arc<str>>,
     /// Shared with the ledger: a snapshot being written holds no second
@@ -63,6 +78,8 @@ pub(crate) struct Stored {
 /// Everything the state file holds.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Snapshot {
+    /// Which snapshot this is: a journal names the one it extends.
+    pub generation: u64,
     /// The highest cursor of a message the application finished.
     pub cursor: Option<Cursor>,
     /// Ids of finished messages, oldest first (the dedupe window).
@@ -94,7 +111,7 @@ impl fmt::Display for Corrupt {
             Corrupt::Magic => f.write_str("not a heartline state file (bad magic)"),
             Corrupt::Version(v) => write!(
                 f,
-                "format version {v}; this heartline reads version {VERSION}"
+                "format version {v}; this heartline reads versions 1 and {VERSION}"
             ),
             Corrupt::Truncated { at, what } => {
                 write!(f, "truncated at byte {at} while reading {what}")
@@ -118,7 +135,19 @@ pub(crate) fn encode(s: &Snapshot) -> Vec<u8> {
     let len_at = out.len();
     put_len(&mut out, 0);
     let body_at = out.len();
-    match &s.cursor {
+    out.extend_from_slice(&s.generation.to_le_bytes());
+    put_cursor(&mut out, s.cursor.as_ref());
+    put_ids(&mut out, &s.finished);
+    put_frames(&mut out, &s.outbound);
+    let body_len = len_bytes(out.len() - body_at);
+    out[len_at..body_at].copy_from_slice(&body_len);
+    let crc = crc32(&out[body_at..]);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+fn put_cursor(out: &mut Vec<u8>, c: Option<&Cursor>) {
+    match c {
         None => out.push(0),
         Some(Cursor::Int(i)) => {
             out.push(1);
@@ -126,15 +155,22 @@ pub(crate) fn encode(s: &Snapshot) -> Vec<u8> {
         }
         Some(Cursor::Text(t)) => {
             out.push(2);
-            put_bytes(&mut out, t.as_bytes());
+            put_bytes(out, t.as_bytes());
         }
     }
-    put_len(&mut out, s.finished.len());
-    for id in &s.finished {
-        put_bytes(&mut out, id.as_bytes());
+}
+
+fn put_ids(out: &mut Vec<u8>, ids: &[Arc<str>]) {
+    put_len(out, ids.len());
+    for id in ids {
+        put_bytes(out, id.as_bytes());
     }
-    put_len(&mut out, s.outbound.len());
-    for o in &s.outbound {
+}
+
+fn put_frames(out: &mut Vec<u8>, frames: &[Stored]) {
+    put_len(out, frames.len());
+    for o in frames {
+        out.extend_from_slice(&o.seq.to_le_bytes());
         out.push(match *o.frame {
             Frame::Text(_) => 0,
             Frame::Binary(_) => 1,
@@ -143,16 +179,99 @@ pub(crate) fn encode(s: &Snapshot) -> Vec<u8> {
             None => out.push(0),
             Some(id) => {
                 out.push(1);
-                put_bytes(&mut out, id.as_bytes());
+                put_bytes(out, id.as_bytes());
             }
         }
-        put_bytes(&mut out, o.frame.as_bytes());
+        put_bytes(out, o.frame.as_bytes());
     }
-    let body_len = len_bytes(out.len() - body_at);
-    out[len_at..body_at].copy_from_slice(&body_len);
-    let crc = crc32(&out[body_at..]);
-    out.extend_from_slice(&crc.to_le_bytes());
+}
+
+/// What changed since the last state write: one journal record.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Delta {
+    /// The new highest cursor, if it moved.
+    pub cursor: Option<Cursor>,
+    /// Ids finished since, in order.
+    pub finished: Vec<Arc<str>>,
+    /// Frames kept since (and still kept), in order.
+    pub added: Vec<Stored>,
+    /// Numbers of frames kept before and let go since.
+    pub removed: Vec<u64>,
+}
+
+/// The journal's first bytes: it extends snapshot `generation`.
+pub(crate) fn journal_header(generation: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(JOURNAL_HEADER);
+    out.extend_from_slice(JOURNAL_MAGIC);
+    out.extend_from_slice(&JOURNAL_VERSION.to_le_bytes());
+    out.extend_from_slice(&generation.to_le_bytes());
     out
+}
+
+/// One journal record: length, CRC-32 of the body, body.
+pub(crate) fn encode_delta(d: &Delta) -> Vec<u8> {
+    let mut out = vec![0; 8];
+    put_cursor(&mut out, d.cursor.as_ref());
+    put_ids(&mut out, &d.finished);
+    put_frames(&mut out, &d.added);
+    put_len(&mut out, d.removed.len());
+    for seq in &d.removed {
+        out.extend_from_slice(&seq.to_le_bytes());
+    }
+    let len = len_bytes(out.len() - 8);
+    let crc = crc32(&out[8..]).to_le_bytes();
+    out[..4].copy_from_slice(&len);
+    out[4..8].copy_from_slice(&crc);
+    out
+}
+
+/// The records of a journal that extends snapshot `generation`, up to the
+/// first that is torn or damaged (a write cut by a power loss): those and
+/// anything after them are ignored, as is a journal of another snapshot.
+pub(crate) fn decode_journal(data: &[u8], generation: u64) -> Vec<Delta> {
+    if data.len() < JOURNAL_HEADER || data[..JOURNAL_HEADER] != journal_header(generation)[..] {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    let mut r = Reader {
+        data,
+        at: JOURNAL_HEADER,
+    };
+    while r.at < data.len() {
+        let Ok(delta) = next_delta(&mut r) else { break };
+        out.push(delta);
+    }
+    out
+}
+
+fn next_delta(r: &mut Reader<'_>) -> Result<Delta, Corrupt> {
+    let len = r.u32("a record's length")? as usize;
+    let crc = r.u32("a record's checksum")?;
+    let body = r.take(len, "a record")?;
+    if crc32(body) != crc {
+        return Err(Corrupt::Checksum);
+    }
+    let mut b = Reader { data: body, at: 0 };
+    let cursor = b.cursor()?;
+    let finished = b.ids()?;
+    let added = b.frames(true)?;
+    let n = b.count("the removed frames")?;
+    let mut removed = Vec::with_capacity(n);
+    for _ in 0..n {
+        removed.push(b.u64("a removed frame")?);
+    }
+    if b.at != body.len() {
+        return Err(Corrupt::Bad {
+            at: b.at,
+            what: "trailing bytes in a record",
+        });
+    }
+    Ok(Delta {
+        cursor,
+        finished,
+        added,
+        removed,
+    })
 }
 
 /// CRC-32 (IEEE 802.3: reflected, polynomial 0xEDB88320), the checksum
@@ -206,7 +325,7 @@ pub(crate) fn decode(data: &[u8]) -> Result<Snapshot, Corrupt> {
         return Err(Corrupt::Magic);
     }
     let version = r.u32("the version")?;
-    if version != VERSION {
+    if version != VERSION && version != 1 {
         return Err(Corrupt::Version(version));
     }
     let len = r.u32("the body length")? as usize;
@@ -228,64 +347,16 @@ pub(crate) fn decode(data: &[u8]) -> Result<Snapshot, Corrupt> {
         data: &data[..body_at + len],
         at: body_at,
     };
-    let cursor = match r.u8("the cursor tag")? {
-        0 => None,
-        1 => {
-            let b = r.take(8, "the cursor")?;
-            let mut a = [0u8; 8];
-            a.copy_from_slice(b);
-            Some(Cursor::Int(i64::from_le_bytes(a)))
+    let v2 = version == VERSION;
+    let generation = if v2 { r.u64("the generation")? } else { 0 };
+    let cursor = r.cursor()?;
+    let finished = r.ids()?;
+    let mut outbound = r.frames(v2)?;
+    if !v2 {
+        // Version 1 kept no numbers: the order is the number.
+        for (i, o) in outbound.iter_mut().enumerate() {
+            o.seq = i as u64;
         }
-        2 => Some(Cursor::Text(r.string("the cursor")?.to_owned())),
-        _ => {
-            return Err(Corrupt::Bad {
-                at: r.at - 1,
-                what: "cursor tag",
-            })
-        }
-    };
-    let n = r.count("the finished ids")?;
-    let mut finished = Vec::with_capacity(n);
-    for _ in 0..n {
-        finished.push(Arc::from(r.string("a finished id")?));
-    }
-    let n = r.count("the outbound frames")?;
-    let mut outbound = Vec::with_capacity(n);
-    for _ in 0..n {
-        let kind = r.u8("a frame kind")?;
-        let id = match r.u8("a frame's id flag")? {
-            0 => None,
-            1 => Some(Arc::from(r.string("a frame id")?)),
-            _ => {
-                return Err(Corrupt::Bad {
-                    at: r.at - 1,
-                    what: "frame id flag",
-                })
-            }
-        };
-        let at = r.at;
-        let bytes = r.bytes("a frame")?;
-        let frame = match kind {
-            0 => Frame::Text(
-                std::str::from_utf8(bytes)
-                    .map_err(|_| Corrupt::Bad {
-                        at,
-                        what: "UTF-8 in a text frame",
-                    })?
-                    .to_owned(),
-            ),
-            1 => Frame::Binary(bytes.to_vec()),
-            _ => {
-                return Err(Corrupt::Bad {
-                    at,
-                    what: "frame kind",
-                })
-            }
-        };
-        outbound.push(Stored {
-            id,
-            frame: Arc::new(frame),
-        });
     }
     if r.at != r.data.len() {
         return Err(Corrupt::Bad {
@@ -294,6 +365,7 @@ pub(crate) fn decode(data: &[u8]) -> Result<Snapshot, Corrupt> {
         });
     }
     Ok(Snapshot {
+        generation,
         cursor,
         finished,
         outbound,
@@ -324,6 +396,84 @@ impl<'a> Reader<'a> {
     fn u32(&mut self, what: &'static str) -> Result<u32, Corrupt> {
         let b = self.take(4, what)?;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn u64(&mut self, what: &'static str) -> Result<u64, Corrupt> {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(self.take(8, what)?);
+        Ok(u64::from_le_bytes(a))
+    }
+
+    fn cursor(&mut self) -> Result<Option<Cursor>, Corrupt> {
+        Ok(match self.u8("the cursor tag")? {
+            0 => None,
+            1 => Some(Cursor::Int(self.u64("the cursor")? as i64)),
+            2 => Some(Cursor::Text(self.string("the cursor")?.to_owned())),
+            _ => {
+                return Err(Corrupt::Bad {
+                    at: self.at - 1,
+                    what: "cursor tag",
+                })
+            }
+        })
+    }
+
+    fn ids(&mut self) -> Result<Vec<Arc<str>>, Corrupt> {
+        let n = self.count("the finished ids")?;
+        let mut ids = Vec::with_capacity(n);
+        for _ in 0..n {
+            ids.push(Arc::from(self.string("a finished id")?));
+        }
+        Ok(ids)
+    }
+
+    /// Frames, each with its number when `numbered` (version 2 on).
+    fn frames(&mut self, numbered: bool) -> Result<Vec<Stored>, Corrupt> {
+        let n = self.count("the outbound frames")?;
+        let mut outbound = Vec::with_capacity(n);
+        for _ in 0..n {
+            let seq = if numbered {
+                self.u64("a frame's number")?
+            } else {
+                0
+            };
+            let kind = self.u8("a frame kind")?;
+            let id = match self.u8("a frame's id flag")? {
+                0 => None,
+                1 => Some(Arc::from(self.string("a frame id")?)),
+                _ => {
+                    return Err(Corrupt::Bad {
+                        at: self.at - 1,
+                        what: "frame id flag",
+                    })
+                }
+            };
+            let at = self.at;
+            let bytes = self.bytes("a frame")?;
+            let frame = match kind {
+                0 => Frame::Text(
+                    std::str::from_utf8(bytes)
+                        .map_err(|_| Corrupt::Bad {
+                            at,
+                            what: "UTF-8 in a text frame",
+                        })?
+                        .to_owned(),
+                ),
+                1 => Frame::Binary(bytes.to_vec()),
+                _ => {
+                    return Err(Corrupt::Bad {
+                        at,
+                        what: "frame kind",
+                    })
+                }
+            };
+            outbound.push(Stored {
+                seq,
+                id,
+                frame: Arc::new(frame),
+            });
+        }
+        Ok(outbound)
     }
 
     /// A count of items, each at least 4 bytes: more than the bytes left is
@@ -368,7 +518,8 @@ pub(crate) struct StateFile {
 pub(crate) enum Loaded {
     /// No file yet: a first start.
     Fresh,
-    Found(Snapshot),
+    /// The snapshot, and the journal's records that extend it.
+    Found(Snapshot, Vec<Delta>),
     /// A file whose content could not be used; the reason, for the warning.
     Unusable(String),
 }
@@ -514,10 +665,31 @@ impl StateFile {
                 self.path().display()
             )));
         }
-        Ok(match decode(&data) {
-            Ok(s) => Loaded::Found(s),
-            Err(c) => Loaded::Unusable(format!("{}: {c}", self.path().display())),
-        })
+        let snapshot = match decode(&data) {
+            Ok(s) => s,
+            Err(c) => return Ok(Loaded::Unusable(format!("{}: {c}", self.path().display()))),
+        };
+        drop(data);
+        let journal = match rustix::fs::openat(
+            &self.dir_fd,
+            JOURNAL,
+            OFlags::RDONLY | private_flags(),
+            Mode::empty(),
+        ) {
+            Ok(fd) => {
+                let mut data = Vec::new();
+                // A journal that cannot be read is one that adds nothing:
+                // the snapshot alone is an older, consistent state.
+                if regular(fd, JOURNAL)?.read_to_end(&mut data).is_ok() {
+                    decode_journal(&data, snapshot.generation)
+                } else {
+                    Vec::new()
+                }
+            }
+            Err(e) if e == rustix::io::Errno::NOENT => Vec::new(),
+            Err(e) => return Err(not_a_file(e, JOURNAL, "open heartline.journal")),
+        };
+        Ok(Loaded::Found(snapshot, journal))
     }
 
     /// `false` once [`StateFile::release`] gave the directory up.
@@ -532,15 +704,36 @@ impl StateFile {
         }
     }
 
-    /// Replaces the file with `bytes`, crash-safe: a new file, fsync,
-    /// rename, fsync of the directory. The new file is made exclusively
-    /// (a stale one is removed first, never opened), with mode 0600.
-    pub(crate) fn store(&self, bytes: &[u8]) -> io::Result<()> {
+    /// Replaces the snapshot with `bytes` and starts an empty journal for
+    /// it, crash-safe at every step: the snapshot is replaced whole (a new
+    /// file, fsync, rename, fsync of the directory), then the journal the
+    /// same way. A cut between the two leaves the new snapshot with the
+    /// old journal, which names the old snapshot and is ignored.
+    pub(crate) fn compact(&self, bytes: &[u8], generation: u64) -> io::Result<()> {
+        self.compact_steps(bytes, generation, usize::MAX)
+    }
+
+    /// [`StateFile::compact`], stopped after `steps` of its six steps (a
+    /// power cut, for the tests).
+    fn compact_steps(&self, bytes: &[u8], generation: u64, steps: usize) -> io::Result<()> {
         if !self.held() {
             return Err(io::Error::other("the state directory was released"));
         }
+        let steps = self.replace(TMP, FILE, bytes, steps)?;
+        self.replace(JOURNAL_TMP, JOURNAL, &journal_header(generation), steps)?;
+        Ok(())
+    }
+
+    /// Replaces `name` with `bytes` through `tmp`, made exclusively (a
+    /// stale one is removed first, never opened) with mode 0600, in three
+    /// steps (write and fsync, rename, fsync the directory), at most
+    /// `steps` of them; the steps left.
+    fn replace(&self, tmp: &str, name: &str, bytes: &[u8], steps: usize) -> io::Result<usize> {
+        if steps == 0 {
+            return Ok(0);
+        }
         // unlinkat removes a link itself, never what it points to.
-        match rustix::fs::unlinkat(&self.dir_fd, TMP, AtFlags::empty()) {
+        match rustix::fs::unlinkat(&self.dir_fd, tmp, AtFlags::empty()) {
             Ok(()) => {}
             Err(e) if e == rustix::io::Errno::NOENT => {}
             Err(e) => return Err(e.into()),
@@ -548,7 +741,7 @@ impl StateFile {
         // O_EXCL: if anything was planted under the name since, this fails.
         let fd = rustix::fs::openat(
             &self.dir_fd,
-            TMP,
+            tmp,
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | private_flags(),
             private_mode(),
         )?;
@@ -558,10 +751,33 @@ impl StateFile {
         f.write_all(bytes)?;
         f.sync_all()?;
         drop(f);
-        rustix::fs::renameat(&self.dir_fd, TMP, &self.dir_fd, FILE)?;
+        if steps == 1 {
+            return Ok(0);
+        }
+        rustix::fs::renameat(&self.dir_fd, tmp, &self.dir_fd, name)?;
+        if steps == 2 {
+            return Ok(0);
+        }
         // The rename is durable only once the directory entry is.
         rustix::fs::fsync(&self.dir_fd)?;
-        Ok(())
+        Ok(steps - 3)
+    }
+
+    /// Appends a record to the journal and waits until it is on disk (the
+    /// data only: the journal exists, so no directory entry changes).
+    pub(crate) fn append(&self, record: &[u8]) -> io::Result<()> {
+        if !self.held() {
+            return Err(io::Error::other("the state directory was released"));
+        }
+        let fd = rustix::fs::openat(
+            &self.dir_fd,
+            JOURNAL,
+            OFlags::WRONLY | OFlags::APPEND | private_flags(),
+            Mode::empty(),
+        )?;
+        let mut f = regular(fd, JOURNAL).map_err(|p| io::Error::other(p.to_string()))?;
+        f.write_all(record)?;
+        f.sync_data()
     }
 }
 
@@ -588,18 +804,22 @@ mod tests {
 
     fn sample() -> Snapshot {
         Snapshot {
+            generation: 7,
             cursor: Some(Cursor::Int(-42)),
             finished: vec!["m-1".into(), "m-2".into(), "ü".into()],
             outbound: vec![
                 Stored {
+                    seq: 3,
                     id: None,
                     frame: Arc::new(Frame::from("plain")),
                 },
                 Stored {
+                    seq: 5,
                     id: Some("r-1".into()),
                     frame: Arc::new(Frame::Binary(vec![0, 255, 7])),
                 },
                 Stored {
+                    seq: 9,
                     id: Some("r-2".into()),
                     frame: Arc::new(Frame::from(r#"{"id":"r-2"}"#)),
                 },
@@ -649,9 +869,11 @@ mod tests {
         b[last] ^= 0xff;
         assert_eq!(decode(&b), Err(Corrupt::Checksum));
         let mut b = encode(&sample());
-        b[8..12].copy_from_slice(&2u32.to_le_bytes());
-        assert_eq!(decode(&b), Err(Corrupt::Version(2)));
-        assert!(Corrupt::Version(2).to_string().contains("reads version 1"));
+        b[8..12].copy_from_slice(&9u32.to_le_bytes());
+        assert_eq!(decode(&b), Err(Corrupt::Version(9)));
+        assert!(Corrupt::Version(9)
+            .to_string()
+            .contains("reads versions 1 and 2"));
         assert_eq!(decode(b"not a state file at all"), Err(Corrupt::Magic));
         assert!(matches!(
             decode(&encode(&sample())[..30]),
@@ -682,8 +904,8 @@ mod tests {
         let dir = scratch("missing").join("deeper");
         let f = open(&dir);
         assert!(matches!(f.load(), Ok(Loaded::Fresh)));
-        f.store(&encode(&sample())).unwrap();
-        assert!(matches!(f.load(), Ok(Loaded::Found(s)) if s == sample()));
+        f.compact(&encode(&sample()), 7).unwrap();
+        assert!(matches!(f.load(), Ok(Loaded::Found(s, _)) if s == sample()));
         assert!(!dir.join(TMP).exists(), "the temporary file was renamed");
         let _ = fs::remove_dir_all(dir.parent().unwrap());
     }
@@ -708,24 +930,24 @@ mod tests {
     fn a_read_only_directory_loads_but_refuses_writes() {
         let dir = scratch("readonly");
         let f = open(&dir);
-        f.store(&encode(&sample())).unwrap();
+        f.compact(&encode(&sample()), 7).unwrap();
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o555)).unwrap();
-        assert!(matches!(f.load(), Ok(Loaded::Found(_))));
+        assert!(matches!(f.load(), Ok(Loaded::Found(..))));
         // root ignores directory permissions; only check the refusal when
         // the kernel enforces it.
         let probe = dir.join("probe");
         let enforced = File::create(&probe).is_err();
         let _ = fs::remove_file(&probe);
         if enforced {
-            assert!(f.store(&encode(&Snapshot::default())).is_err());
-            assert!(matches!(f.load(), Ok(Loaded::Found(s)) if s == sample()));
+            assert!(f.compact(&encode(&Snapshot::default()), 0).is_err());
+            assert!(matches!(f.load(), Ok(Loaded::Found(s, _)) if s == sample()));
         }
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
         // A write that cannot happen even for root: the temporary file's
         // name is taken by a directory. The old file stays as it was.
         fs::create_dir(dir.join(TMP)).unwrap();
-        assert!(f.store(&encode(&Snapshot::default())).is_err());
-        assert!(matches!(f.load(), Ok(Loaded::Found(s)) if s == sample()));
+        assert!(f.compact(&encode(&Snapshot::default()), 0).is_err());
+        assert!(matches!(f.load(), Ok(Loaded::Found(s, _)) if s == sample()));
         let _ = fs::remove_dir_all(&dir);
     }
 
@@ -757,7 +979,7 @@ mod tests {
         let f = StateFile::open(&dir, false);
         rustix::process::umask(old);
         let f = f.unwrap();
-        f.store(&encode(&sample())).unwrap();
+        f.compact(&encode(&sample()), 7).unwrap();
         assert_eq!(mode(&dir), 0o700, "directory");
         assert_eq!(mode(&dir.join(FILE)), 0o600, "state file");
         assert_eq!(mode(&dir.join(LOCK)), 0o600, "lock file");
@@ -821,10 +1043,10 @@ mod tests {
         // The temporary file: removed, never opened.
         symlink(&victim, dir.join(TMP)).unwrap();
         let f = StateFile::open(&dir, true).unwrap();
-        f.store(&encode(&sample())).unwrap();
+        f.compact(&encode(&sample()), 7).unwrap();
         assert_eq!(fs::read(&victim).unwrap(), b"precious data");
         assert!(fs::symlink_metadata(dir.join(FILE)).unwrap().is_file());
-        assert!(matches!(f.load(), Ok(Loaded::Found(s)) if s == sample()));
+        assert!(matches!(f.load(), Ok(Loaded::Found(s, _)) if s == sample()));
 
         // The state file: refused on load, not read.
         fs::remove_file(dir.join(FILE)).unwrap();
@@ -834,7 +1056,7 @@ mod tests {
             Err(StateDirProblem::NotAFile { name: FILE })
         ));
         // A write replaces the link itself (rename), not what it points to.
-        f.store(&encode(&sample())).unwrap();
+        f.compact(&encode(&sample()), 7).unwrap();
         assert_eq!(fs::read(&victim).unwrap(), b"precious data");
         assert!(fs::symlink_metadata(dir.join(FILE)).unwrap().is_file());
         drop(f);
@@ -871,14 +1093,165 @@ mod tests {
             StateFile::open(&dir, false),
             Err(StateDirProblem::InUse)
         ));
-        first.store(&encode(&sample())).unwrap();
+        first.compact(&encode(&sample()), 7).unwrap();
         first.release();
         assert!(!first.held());
-        assert!(first.store(&encode(&Snapshot::default())).is_err());
+        assert!(first.compact(&encode(&Snapshot::default()), 0).is_err());
         let second = open(&dir);
-        assert!(matches!(second.load(), Ok(Loaded::Found(s)) if s == sample()));
+        assert!(matches!(second.load(), Ok(Loaded::Found(s, _)) if s == sample()));
         drop(second);
         drop(open(&dir));
         let _ = fs::remove_dir_all(&dir);
+    }
+
+    fn deltas() -> Vec<Delta> {
+        vec![
+            Delta {
+                cursor: Some(Cursor::Int(-40)),
+                finished: vec!["m-3".into()],
+                added: vec![Stored {
+                    seq: 10,
+                    id: Some("r-3".into()),
+                    frame: Arc::new(Frame::from("three")),
+                }],
+                removed: vec![3],
+            },
+            Delta {
+                finished: vec!["m-4".into(), "m-5".into()],
+                removed: vec![5, 10],
+                ..Delta::default()
+            },
+            Delta {
+                cursor: Some(Cursor::Text("z".into())),
+                ..Delta::default()
+            },
+        ]
+    }
+
+    fn journal(generation: u64, ds: &[Delta]) -> (Vec<u8>, Vec<usize>) {
+        let mut j = journal_header(generation);
+        let mut ends = Vec::new();
+        for d in ds {
+            j.extend_from_slice(&encode_delta(d));
+            ends.push(j.len());
+        }
+        (j, ends)
+    }
+
+    #[test]
+    fn journal_records_round_trip_and_a_torn_one_is_ignored_at_every_byte() {
+        let ds = deltas();
+        let (j, ends) = journal(7, &ds);
+        assert_eq!(decode_journal(&j, 7), ds);
+        for n in 0..=j.len() {
+            let whole = ends.iter().filter(|&&e| e <= n).count();
+            assert_eq!(decode_journal(&j[..n], 7), ds[..whole], "cut at {n}");
+        }
+        // A damaged record ends the journal there.
+        let mut bad = j.clone();
+        bad[ends[0] + 10] ^= 0x40;
+        assert_eq!(decode_journal(&bad, 7), ds[..1]);
+    }
+
+    #[test]
+    fn a_journal_of_another_snapshot_is_ignored() {
+        let (j, _) = journal(6, &deltas());
+        assert!(decode_journal(&j, 7).is_empty());
+        assert!(decode_journal(b"not a journal at all", 7).is_empty());
+    }
+
+    #[test]
+    fn a_version_1_file_still_loads() {
+        let mut body = vec![1];
+        body.extend_from_slice(&5i64.to_le_bytes());
+        put_ids(&mut body, &["a".into()]);
+        put_len(&mut body, 1);
+        body.extend_from_slice(&[0, 0]);
+        put_bytes(&mut body, b"x");
+        let mut v1 = MAGIC.to_vec();
+        v1.extend_from_slice(&1u32.to_le_bytes());
+        put_len(&mut v1, body.len());
+        v1.extend_from_slice(&body);
+        v1.extend_from_slice(&crc32(&body).to_le_bytes());
+        let s = decode(&v1).unwrap();
+        assert_eq!((s.generation, s.cursor), (0, Some(Cursor::Int(5))));
+        assert_eq!(s.finished, [Arc::<str>::from("a")]);
+        assert_eq!(
+            (s.outbound[0].seq, &*s.outbound[0].frame),
+            (0, &Frame::from("x"))
+        );
+    }
+
+    /// Cursor, finished ids and numbered frames.
+    type Model = (Option<Cursor>, Vec<Arc<str>>, Vec<(u64, Frame)>);
+
+    /// The state a snapshot and its journal stand for (window aside).
+    fn state(s: &Snapshot, ds: &[Delta]) -> Model {
+        let mut cursor = s.cursor.clone();
+        let mut finished = s.finished.clone();
+        let mut out: std::collections::BTreeMap<u64, Frame> = s
+            .outbound
+            .iter()
+            .map(|o| (o.seq, Frame::clone(&o.frame)))
+            .collect();
+        for d in ds {
+            if d.cursor.is_some() {
+                cursor = d.cursor.clone();
+            }
+            finished.extend(d.finished.iter().cloned());
+            for o in &d.added {
+                out.insert(o.seq, Frame::clone(&o.frame));
+            }
+            for seq in &d.removed {
+                out.remove(seq);
+            }
+        }
+        (cursor, finished, out.into_iter().collect())
+    }
+
+    #[test]
+    fn a_power_cut_at_any_step_of_compaction_loses_nothing() {
+        let ds = deltas();
+        let expected = state(&sample(), &ds);
+        // What the compaction writes: the same state as one snapshot.
+        let (cursor, finished, out) = expected.clone();
+        let folded = Snapshot {
+            generation: 8,
+            cursor,
+            finished,
+            outbound: out
+                .into_iter()
+                .map(|(seq, f)| Stored {
+                    seq,
+                    id: None,
+                    frame: Arc::new(f),
+                })
+                .collect(),
+        };
+        for steps in 0..=6 {
+            let dir = scratch(&format!("compact-{steps}"));
+            let f = open(&dir);
+            f.compact(&encode(&sample()), 7).unwrap();
+            for d in &ds {
+                f.append(&encode_delta(d)).unwrap();
+            }
+            f.compact_steps(&encode(&folded), 8, steps).unwrap();
+            match f.load() {
+                Ok(Loaded::Found(s, j)) => {
+                    assert_eq!(state(&s, &j), expected, "cut after step {steps}");
+                    if steps >= 6 {
+                        assert!(j.is_empty() && s.generation == 8);
+                    }
+                }
+                other => panic!("cut after step {steps}: {other:?}"),
+            }
+            // Appending after the full compaction extends the new snapshot.
+            if steps >= 6 {
+                f.append(&encode_delta(&ds[2])).unwrap();
+                assert!(matches!(f.load(), Ok(Loaded::Found(_, j)) if j == ds[2..]));
+            }
+            drop(f);
+            let _ = fs::remove_dir_all(&dir);
+        }
     }
 }

@@ -30,7 +30,7 @@ use log::{debug, info, warn};
 use crate::frame::{Cursor, Frame};
 use crate::shared::{lock, Shared};
 use crate::threads::Outgoing;
-use file::{Loaded, Snapshot, StateFile, Stored};
+use file::{Delta, Loaded, Snapshot, StateFile, Stored};
 
 /// What a reliable frame costs the outbound byte budget beyond its
 /// payload while it waits for its ack: the ledger's bookkeeping. It also
@@ -65,6 +65,60 @@ struct State {
     by_id: HashMap<Arc<str>, Vec<u64>>,
     reliable: usize,
     dirty: bool,
+    /// What changed since the last write, for the journal.
+    pending: Pending,
+    /// Record changes in `pending` (with a state file).
+    journaling: bool,
+    /// The journal on disk extends the last snapshot and ends with a whole
+    /// record: the next write may append to it.
+    journal_ok: bool,
+    journal_bytes: usize,
+    snapshot_bytes: usize,
+    generation: u64,
+}
+
+/// Changes since the last state write: the next journal record.
+#[derive(Default)]
+struct Pending {
+    cursor: Option<Cursor>,
+    finished: Vec<Arc<str>>,
+    added: BTreeMap<u64, Stored>,
+    removed: Vec<u64>,
+    /// More changed than a record should hold: write a snapshot instead.
+    overflow: bool,
+}
+
+impl Pending {
+    /// About what the record will take on disk.
+    fn size(&self) -> usize {
+        64 + self.finished.iter().map(|i| i.len() + 4).sum::<usize>()
+            + self
+                .added
+                .values()
+                .map(|o| o.frame.len() + o.id.as_ref().map_or(0, |i| i.len()) + 24)
+                .sum::<usize>()
+            + self.removed.len() * 8
+    }
+
+    fn into_delta(self) -> Delta {
+        Delta {
+            cursor: self.cursor,
+            finished: self.finished,
+            added: self.added.into_values().collect(),
+            removed: self.removed,
+        }
+    }
+}
+
+/// The journal is folded into a new snapshot once it would grow past the
+/// snapshot's size, or this, whichever is larger: a state write costs about
+/// one record, and a snapshot's cost is spread over the records before it.
+const MIN_JOURNAL: usize = 64 << 10;
+
+/// What a state write does.
+enum Job {
+    Compact(Snapshot),
+    Append(Delta),
 }
 
 /// See the module documentation.
@@ -114,16 +168,12 @@ impl Ledger {
             (Some(f), Some(d)) => f.load().map_err(|p| refused(d, p))?,
             _ => Loaded::Fresh,
         };
-        let snapshot = match loaded {
-            Loaded::Fresh => Snapshot::default(),
-            Loaded::Found(s) => {
-                info!(target: LOG, "state loaded: cursor {:?}, {} finished ids, {} outbound frames",
-                    s.cursor, s.finished.len(), s.outbound.len());
-                s
-            }
+        let (snapshot, journal) = match loaded {
+            Loaded::Fresh => (Snapshot::default(), Vec::new()),
+            Loaded::Found(s, j) => (s, j),
             Loaded::Unusable(why) => {
                 warn!(target: LOG, "state file unusable, starting fresh: {why}");
-                Snapshot::default()
+                (Snapshot::default(), Vec::new())
             }
         };
         let mut st = State {
@@ -138,19 +188,54 @@ impl Ledger {
             by_id: HashMap::new(),
             reliable: 0,
             dirty: false,
+            pending: Pending::default(),
+            journaling: false,
+            // The first write starts a new snapshot and journal: nothing
+            // is appended after a torn record or to another's journal.
+            journal_ok: false,
+            journal_bytes: 0,
+            snapshot_bytes: 0,
+            generation: snapshot.generation,
         };
         for id in &snapshot.finished {
             st.finish(id.clone());
         }
-        let mut outbound_bytes = 0;
-        for Stored { id, frame } in snapshot.outbound {
-            outbound_bytes += cost(&frame, id.is_some());
-            st.insert(frame, id, false);
+        for Stored { seq, id, frame } in snapshot.outbound {
+            st.restore(seq, frame, id);
         }
+        // The journal's records, in order, as they happened.
+        let records = journal.len();
+        for d in journal {
+            if let Some(c) = d.cursor {
+                if st.cursor.as_ref().is_none_or(|top| c > *top) {
+                    st.cursor = Some(c);
+                }
+            }
+            for id in d.finished {
+                st.finish(id);
+            }
+            for Stored { seq, id, frame } in d.added {
+                st.restore(seq, frame, id);
+            }
+            for seq in d.removed {
+                st.remove(seq);
+            }
+        }
+        st.journaling = file.is_some();
+        if file.is_some() && (st.cursor.is_some() || !st.finished.is_empty() || !st.out.is_empty())
+        {
+            info!(target: LOG, "state loaded: cursor {:?}, {} finished ids, {} outbound frames ({records} journal records)",
+                st.cursor, st.finished.len(), st.out.len());
+        }
+        let outbound_bytes = st
+            .out
+            .values()
+            .map(|e| cost(&e.frame, e.id.is_some()))
+            .sum();
         let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
         let restored = Restored {
-            cursor: snapshot.cursor,
-            finished: snapshot.finished,
+            cursor: st.cursor.clone(),
+            finished: st.finished.iter().cloned().collect(),
             outbound_bytes,
         };
         let ledger = Ledger {
@@ -297,6 +382,9 @@ impl Ledger {
         }
         if let Some(c) = cursor {
             if st.cursor.as_ref().is_none_or(|top| c > *top) {
+                if st.journaling {
+                    st.pending.cursor = Some(c.clone());
+                }
                 st.cursor = Some(c);
             }
         }
@@ -355,35 +443,70 @@ impl Ledger {
             debug!(target: LOG, "state directory released at close(): not written");
             return;
         }
-        let (snapshot, acks) = {
+        let (job, acks) = {
             let mut st = lock(&self.state);
             if !st.dirty {
                 return;
             }
             st.dirty = false;
-            let snapshot = Snapshot {
-                cursor: st.cursor.clone(),
-                finished: st.finished.iter().cloned().collect(),
-                outbound: st
-                    .out
-                    .values()
-                    .map(|e| Stored {
-                        id: e.id.clone(),
-                        frame: e.frame.clone(),
+            let pending = std::mem::take(&mut st.pending);
+            let grown = st.journal_bytes + pending.size();
+            let job =
+                if !st.journal_ok || pending.overflow || grown > st.snapshot_bytes.max(MIN_JOURNAL)
+                {
+                    st.generation += 1;
+                    Job::Compact(Snapshot {
+                        generation: st.generation,
+                        cursor: st.cursor.clone(),
+                        finished: st.finished.iter().cloned().collect(),
+                        outbound: st
+                            .out
+                            .iter()
+                            .map(|(seq, e)| Stored {
+                                seq: *seq,
+                                id: e.id.clone(),
+                                frame: e.frame.clone(),
+                            })
+                            .collect(),
                     })
-                    .collect(),
-            };
-            (snapshot, std::mem::take(&mut st.held_acks))
+                } else {
+                    Job::Append(pending.into_delta())
+                };
+            (job, std::mem::take(&mut st.held_acks))
         };
         let started = Instant::now();
-        match file.store(&file::encode(&snapshot)) {
-            Ok(()) => {
+        let written = match &job {
+            Job::Compact(snapshot) => {
+                let bytes = file::encode(snapshot);
+                file.compact(&bytes, snapshot.generation)
+                    .map(|()| (bytes.len(), true))
+            }
+            Job::Append(delta) => {
+                let record = file::encode_delta(delta);
+                file.append(&record).map(|()| (record.len(), false))
+            }
+        };
+        drop(job);
+        match written {
+            Ok((n, compacted)) => {
+                let mut st = lock(&self.state);
+                if compacted {
+                    st.snapshot_bytes = n;
+                    st.journal_bytes = file::JOURNAL_HEADER;
+                    st.journal_ok = true;
+                } else {
+                    st.journal_bytes += n;
+                }
+                drop(st);
                 self.shared.counters.state_writes.fetch_add(1, Relaxed);
-                debug!(target: LOG, "state written in {:?}", started.elapsed());
+                debug!(target: LOG, "state written in {:?} ({n} bytes, {})",
+                    started.elapsed(), if compacted { "snapshot" } else { "journal record" });
             }
             Err(e) => {
-                // A device must keep working: the acks still go (without the
-                // guarantee across a power cut), and the next change retries.
+                // What this write held is not on disk: the next one writes
+                // a whole snapshot. A device must keep working: the acks
+                // still go (without the guarantee across a power cut).
+                lock(&self.state).journal_ok = false;
                 self.shared
                     .counters
                     .state_write_errors
@@ -452,17 +575,44 @@ pub(crate) fn cost(frame: &Frame, reliable: bool) -> usize {
 impl State {
     fn insert(&mut self, frame: Arc<Frame>, id: Option<Arc<str>>, queued: bool) -> u64 {
         let seq = self.next_seq;
-        self.next_seq += 1;
+        if self.journaling && !self.pending.overflow {
+            let stored = Stored {
+                seq,
+                id: id.clone(),
+                frame: frame.clone(),
+            };
+            self.pending.added.insert(seq, stored);
+        }
+        self.put(seq, frame, id, queued);
+        seq
+    }
+
+    /// A frame loaded from the state file, under its number.
+    fn restore(&mut self, seq: u64, frame: Arc<Frame>, id: Option<Arc<str>>) {
+        self.put(seq, frame, id, false);
+    }
+
+    fn put(&mut self, seq: u64, frame: Arc<Frame>, id: Option<Arc<str>>, queued: bool) {
+        self.next_seq = self.next_seq.max(seq + 1);
         if let Some(id) = &id {
             self.by_id.entry(id.clone()).or_default().push(seq);
             self.reliable += 1;
         }
-        self.out.insert(seq, Entry { frame, id, queued });
-        seq
+        if let Some(old) = self.out.insert(seq, Entry { frame, id, queued }) {
+            // A number used twice (a damaged journal): the newer wins.
+            if old.id.is_some() {
+                self.reliable -= 1;
+            }
+        }
     }
 
     fn remove(&mut self, seq: u64) -> Option<Entry> {
         let e = self.out.remove(&seq)?;
+        // Added and gone before any write: the journal never hears of it
+        // (and the ledger's is again the only reference to its payload).
+        if self.journaling && self.pending.added.remove(&seq).is_none() && !self.pending.overflow {
+            self.pending.removed.push(seq);
+        }
         if let Some(id) = &e.id {
             self.reliable -= 1;
             if let Some(v) = self.by_id.get_mut(id) {
@@ -477,6 +627,17 @@ impl State {
 
     fn finish(&mut self, id: Arc<str>) {
         if self.finished_set.insert(id.clone()) {
+            if self.journaling && !self.pending.overflow {
+                self.pending.finished.push(id.clone());
+                if self.pending.finished.len() > self.window {
+                    // More than the window since the last write: a
+                    // snapshot is smaller than the record.
+                    self.pending = Pending {
+                        overflow: true,
+                        ..Pending::default()
+                    };
+                }
+            }
             self.finished.push_back(id);
             while self.finished.len() > self.window {
                 if let Some(old) = self.finished.pop_front() {
@@ -634,6 +795,51 @@ mod tests {
                 Frame::from("newer")
             ]
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn with_a_full_window_a_write_appends_a_small_record_and_a_restart_replays_it() {
+        let dir = scratch("journal");
+        let open = || {
+            let (shared, _events) = Shared::new(4, 4, usize::MAX, usize::MAX);
+            Ledger::open(Some(&dir), false, Duration::ZERO, 10_000, shared).unwrap()
+        };
+        let size = |name: &str| std::fs::metadata(dir.join(name)).map_or(0, |m| m.len());
+        {
+            let (l, _) = open();
+            let ids = (0..10_000)
+                .map(|i| format!("message-{i:05}").into())
+                .collect();
+            l.finished(ids, Some(Cursor::Int(10_000)), vec![]);
+            let snapshot = size("heartline.state");
+            assert!(snapshot > 100_000, "the full window: {snapshot} bytes");
+            let journal = size("heartline.journal");
+            for i in 0..20 {
+                let seq = tracked(l.track(Frame::from(format!("unsent {i}")), None));
+                l.finished(vec![format!("later-{i}").into()], None, vec![]);
+                if i % 2 == 0 {
+                    l.take(seq); // written to a socket: gone again
+                }
+            }
+            assert_eq!(size("heartline.state"), snapshot, "not rewritten");
+            let per_write = (size("heartline.journal") - journal) / 20;
+            assert!(per_write < 128, "{per_write} bytes per write");
+        }
+        let (l, r) = open();
+        assert_eq!(r.finished.len(), 10_000);
+        assert!(!l.is_finished("message-00019"), "pushed out of the window");
+        assert!(l.is_finished("message-00020") && l.is_finished("later-19"));
+        assert_eq!(r.cursor, Some(Cursor::Int(10_000)));
+        let unsent: Vec<_> = l.resend().into_iter().map(|(_, f)| f).collect();
+        let odd: Vec<_> = (1..20)
+            .step_by(2)
+            .map(|i| Frame::from(format!("unsent {i}")))
+            .collect();
+        assert_eq!(unsent, odd);
+        // New frames get numbers after the restored ones.
+        let seq = tracked(l.track(Frame::from("after"), None));
+        assert!(l.resend().iter().all(|(s, _)| *s < seq));
         let _ = std::fs::remove_dir_all(&dir);
     }
 
