@@ -119,7 +119,7 @@ impl Client {
             shared.clone(),
         )?;
         let ledger = Arc::new(ledger);
-        inbox.attach(ledger.clone(), &restored);
+        inbox.attach(&ledger, &restored);
         shared.outbound.force(restored.outbound_bytes);
         let writer = match ledger.durable() {
             true => {

@@ -102,6 +102,16 @@ impl Message {
             .is_some_and(|m| m.id.is_some() || m.cursor.is_some() || m.ack.is_some())
     }
 
+    /// What it holds of the inbound byte budget while queued: its payload,
+    /// or what its ack will hold once it is handed out if that is more
+    /// (the ack keeps its share until written), so handing it out never
+    /// takes the budget over its limit.
+    pub(crate) fn budget_cost(&self) -> usize {
+        let ack = self.meta.as_ref().and_then(|m| m.ack.as_ref());
+        let len = self.frame.len();
+        ack.map_or(len, |a| len.max(crate::durable::ack_cost(a)))
+    }
+
     pub(crate) fn take_ack(&mut self) -> Option<Frame> {
         self.meta.as_mut()?.ack.take()
     }

@@ -116,7 +116,7 @@ proptest! {
         mutated(Box::leak(file::encode(&file::Snapshot {
             generation: 3,
             cursor: Some(Cursor::Int(7)),
-            finished: vec!["m-1".into(), "m-2".into()],
+            finished: vec![crate::durable::ids::of_id("m-1"), 2],
             outbound: vec![file::Stored { seq: 4, id: Some("r".into()), frame: std::sync::Arc::new(Frame::from("x")) }],
         }).into_boxed_slice())),
         proptest::collection::vec(any::<u8>(), 0..256),
@@ -273,7 +273,7 @@ fn big_inputs_take_linear_time() {
         assert!(retry_after(&long, 0).is_err())
     });
     let snapshot = file::Snapshot {
-        finished: (0..100_000).map(|i| format!("m-{i}").into()).collect(),
+        finished: (0..100_000).collect(),
         ..file::Snapshot::default()
     };
     let bytes = file::encode(&snapshot);

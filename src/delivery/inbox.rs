@@ -9,14 +9,13 @@
 //! id does. A poll item without an id is old when its cursor is below the
 //! highest seen, or when its content was seen (within the dedupe window).
 
-use std::collections::{HashSet, VecDeque};
-use std::hash::{Hash, Hasher};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use crate::config::{AckMode, Overflow};
+use crate::durable::ids::{self, Digest, Ids};
 use crate::durable::{Ledger, Restored};
 use crate::message::{Frame, Message};
 use crate::protocol::Cursor;
@@ -38,62 +37,51 @@ pub(crate) enum Offer {
     Closed,
 }
 
-/// What identifies a message for dedupe: its id, or for a message without
-/// one, a hash of its payload.
-#[derive(Clone, PartialEq, Eq, Hash)]
+/// What identifies a message for dedupe: its id's digest, or for a
+/// message without one, its payload's.
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Key {
-    Id(Arc<str>),
-    Content(u64),
+    Id(Digest),
+    Content(Digest),
 }
 
 impl Key {
     fn of(m: &Message) -> Key {
-        match m.id_arc() {
-            Some(id) => Key::Id(id),
-            None => {
-                // SipHash with fixed keys: stable for the process's life,
-                // and 64 bits make a false "seen" vanishingly rare.
-                let mut h = std::collections::hash_map::DefaultHasher::new();
-                m.frame().as_bytes().hash(&mut h);
-                Key::Content(h.finish())
-            }
+        match m.id() {
+            Some(id) => Key::Id(ids::of_id(id)),
+            None => Key::Content(ids::of_content(m.frame().as_bytes())),
+        }
+    }
+
+    fn digest(self) -> Digest {
+        match self {
+            Key::Id(d) | Key::Content(d) => d,
         }
     }
 }
 
 struct Seen {
-    keys: HashSet<Key>,
-    order: VecDeque<Key>,
-    window: usize,
+    /// Shared with the ledger (which marks what was finished) once
+    /// attached: each id is remembered once.
+    ids: Arc<Mutex<Ids>>,
     cursor: Option<Cursor>,
 }
 
 impl Seen {
-    fn remember(&mut self, key: Key) {
-        if self.keys.insert(key.clone()) {
-            self.order.push_back(key);
-            while self.order.len() > self.window {
-                if let Some(old) = self.order.pop_front() {
-                    self.keys.remove(&old);
-                }
-            }
-        }
-    }
-
     /// `true` when `m` was delivered before. `polled`: `m` comes from a poll
     /// response, which repeats old items.
-    fn has(&self, m: &Message, key: &Key, polled: bool) -> bool {
+    fn has(&self, ids: &Ids, m: &Message, key: Key, polled: bool) -> bool {
         match key {
-            Key::Id(_) => self.keys.contains(key),
+            Key::Id(d) => ids.contains(d),
             // A pushed message without an id is new every time: the same
             // text twice is two messages.
             Key::Content(_) if !polled => false,
-            Key::Content(_) => match (m.cursor(), &self.cursor) {
+            Key::Content(d) => match (m.cursor(), &self.cursor) {
                 (Some(c), Some(top)) if c < top => true,
                 (Some(c), Some(top)) if c > top => false,
                 // Cursor equal to the highest (ties) or no cursor at all:
                 // old only if this very content was delivered.
-                _ => self.keys.contains(key),
+                _ => ids.contains(d),
             },
         }
     }
@@ -110,8 +98,6 @@ pub(crate) struct Inbox {
     /// repeating one is known. Off when there is no polling: hashing every
     /// payload would cost the hot path for nothing.
     polling: bool,
-    /// Finished messages: a duplicate of one is acked again.
-    ledger: Option<Arc<Ledger>>,
 }
 
 impl Inbox {
@@ -128,29 +114,23 @@ impl Inbox {
             tx,
             rx,
             seen: Mutex::new(Seen {
-                keys: HashSet::new(),
-                order: VecDeque::new(),
-                window,
+                ids: Arc::new(Mutex::new(Ids::new(window))),
                 cursor: None,
             }),
             overflow,
             ack_mode,
             shared,
             polling,
-            ledger: None,
         }
     }
 
     /// Starts from what the ledger remembers: its finished ids are
     /// duplicates, and its cursor is where hello frames and polls resume.
-    pub(crate) fn attach(&mut self, ledger: Arc<Ledger>, restored: &Restored) {
+    pub(crate) fn attach(&mut self, ledger: &Ledger, restored: &Restored) {
         let mut seen = lock(&self.seen);
-        for id in &restored.finished {
-            seen.remember(Key::Id(id.clone()));
-        }
+        seen.ids = ledger.ids();
         seen.cursor.clone_from(&restored.cursor);
         drop(seen);
-        self.ledger = Some(ledger);
     }
 
     /// The highest cursor of any message queued so far.
@@ -186,19 +166,19 @@ impl Inbox {
         // lock. Otherwise checking and recording are one step under it, so
         // two transports offering the same message deliver it once.
         let mut seen = (key.is_some() || m.cursor().is_some()).then(|| lock(&self.seen));
-        let dup = match (&seen, &key) {
-            (Some(seen), Some(k)) => seen.has(&m, k, polled),
-            _ => false,
+        let (dup, finished) = match (&seen, key) {
+            (Some(seen), Some(k)) => {
+                let ids = lock(&seen.ids);
+                let dup = seen.has(&ids, &m, k, polled);
+                (dup, dup && matches!(k, Key::Id(d) if ids.is_finished(d)))
+            }
+            _ => (false, false),
         };
         if dup {
             self.shared.counters.duplicates.fetch_add(1, Relaxed);
             // Acked again if the application finished it (its ack may have
             // been lost); a duplicate of a message still queued or in a
             // batch waits for that one's ack.
-            let finished = m
-                .id()
-                .zip(self.ledger.as_ref())
-                .is_some_and(|(id, l)| l.is_finished(id));
             let ack = if finished {
                 ack.or_else(|| m.take_ack())
             } else {
@@ -210,7 +190,7 @@ impl Inbox {
         let mut m = m;
         let budget = &self.shared.inbound;
         loop {
-            let len = m.frame().len();
+            let len = m.budget_cost();
             // Full in bytes or in messages, whichever comes first.
             let refused = if budget.try_take(len) {
                 match self.tx.try_send(m) {
@@ -238,7 +218,7 @@ impl Inbox {
                 }
                 Overflow::DropOldest => match self.rx.try_recv() {
                     Ok(old) => {
-                        budget.release(old.frame().len());
+                        budget.release(old.budget_cost());
                         self.shared.counters.dropped.fetch_add(1, Relaxed);
                         m = refused;
                     }
@@ -257,7 +237,7 @@ impl Inbox {
         }
         if let Some(seen) = seen.as_mut() {
             if let Some(key) = key {
-                seen.remember(key);
+                lock(&seen.ids).remember(key.digest());
             }
             if let Some(c) = cursor {
                 if seen.cursor.as_ref().is_none_or(|top| c > *top) {

@@ -184,7 +184,7 @@ impl Batches {
     fn hand_out(&self, b: &mut Batcher) -> Batch {
         let mut messages = b.take(self.shared.sends());
         // Handed out: these bytes are the application's now.
-        let bytes: usize = messages.iter().map(|m| m.frame().len()).sum();
+        let bytes: usize = messages.iter().map(Message::budget_cost).sum();
         if !messages.iter().any(Message::to_record) {
             // Nothing to record or ack (a plain protocol): no work on finish.
             self.shared.inbound.release(bytes);
@@ -207,12 +207,10 @@ impl Batches {
                 ack,
             });
         }
-        // The acks keep their own bytes of the budget until written: the
-        // message's bytes become the ack's (most often far more than it
-        // needs), so the budget holds through finishing without a charge.
-        let budget = &self.shared.inbound;
-        budget.release(bytes.saturating_sub(acks_cost));
-        budget.force(acks_cost.saturating_sub(bytes));
+        // The acks keep their own bytes of the budget until written: part
+        // of what their messages held (never less: see
+        // `Message::budget_cost`), so the budget holds through finishing.
+        self.shared.inbound.release(bytes.saturating_sub(acks_cost));
         self.shared.taken(self.rx.len());
         self.ledger.release(now);
         let finish = Finish {

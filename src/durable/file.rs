@@ -25,7 +25,8 @@
 //! body:
 //! generation u64     which snapshot this is
 //! cursor   u8 tag (0 none, 1 integer, 2 text), then i64 or string
-//! finished u32 count, then count strings (ids, oldest first)
+//! finished u32 count, then count u64 digests of ids, oldest first
+//!          (version 1: strings, the ids themselves)
 //! outbound u32 count, then count frames:
 //!          u64 number, u8 kind (0 text, 1 binary), u8 has-id (0/1)
 //!          [string id], bytes
@@ -47,6 +48,7 @@ use std::sync::{Arc, Mutex};
 
 use rustix::fs::{AtFlags, FlockOperation, Mode, OFlags};
 
+use super::ids::{self, Digest};
 use crate::error::StateDirProblem;
 use crate::frame::{Cursor, Frame};
 
@@ -82,8 +84,8 @@ pub(crate) struct Snapshot {
     pub generation: u64,
     /// The highest cursor of a message the application finished.
     pub cursor: Option<Cursor>,
-    /// Ids of finished messages, oldest first (the dedupe window).
-    pub finished: Vec<Arc<str>>,
+    /// Digests of finished messages' ids, oldest first (the dedupe window).
+    pub finished: Vec<Digest>,
     /// Frames not yet written to a socket, and reliable frames not yet
     /// acknowledged, in the order they were sent.
     pub outbound: Vec<Stored>,
@@ -126,9 +128,8 @@ impl fmt::Display for Corrupt {
 pub(crate) fn encode(s: &Snapshot) -> Vec<u8> {
     // One buffer, header first and the body's length filled in after: the
     // encoded state is the only copy of the payloads a write makes.
-    let body_size = 64
-        + s.finished.iter().map(|i| i.len() + 4).sum::<usize>()
-        + s.outbound.iter().map(|o| o.frame.len() + 16).sum::<usize>();
+    let body_size =
+        64 + s.finished.len() * 8 + s.outbound.iter().map(|o| o.frame.len() + 16).sum::<usize>();
     let mut out = Vec::with_capacity(MAGIC.len() + 12 + body_size);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
@@ -160,10 +161,10 @@ fn put_cursor(out: &mut Vec<u8>, c: Option<&Cursor>) {
     }
 }
 
-fn put_ids(out: &mut Vec<u8>, ids: &[Arc<str>]) {
+fn put_ids(out: &mut Vec<u8>, ids: &[Digest]) {
     put_len(out, ids.len());
-    for id in ids {
-        put_bytes(out, id.as_bytes());
+    for d in ids {
+        out.extend_from_slice(&d.to_le_bytes());
     }
 }
 
@@ -191,8 +192,8 @@ fn put_frames(out: &mut Vec<u8>, frames: &[Stored]) {
 pub(crate) struct Delta {
     /// The new highest cursor, if it moved.
     pub cursor: Option<Cursor>,
-    /// Ids finished since, in order.
-    pub finished: Vec<Arc<str>>,
+    /// Digests of the ids finished since, in order.
+    pub finished: Vec<Digest>,
     /// Frames kept since (and still kept), in order.
     pub added: Vec<Stored>,
     /// Numbers of frames kept before and let go since.
@@ -253,7 +254,7 @@ fn next_delta(r: &mut Reader<'_>) -> Result<Delta, Corrupt> {
     }
     let mut b = Reader { data: body, at: 0 };
     let cursor = b.cursor()?;
-    let finished = b.ids()?;
+    let finished = b.ids(true)?;
     let added = b.frames(true)?;
     let n = b.count("the removed frames")?;
     let mut removed = Vec::with_capacity(n);
@@ -350,7 +351,7 @@ pub(crate) fn decode(data: &[u8]) -> Result<Snapshot, Corrupt> {
     let v2 = version == VERSION;
     let generation = if v2 { r.u64("the generation")? } else { 0 };
     let cursor = r.cursor()?;
-    let finished = r.ids()?;
+    let finished = r.ids(v2)?;
     let mut outbound = r.frames(v2)?;
     if !v2 {
         // Version 1 kept no numbers: the order is the number.
@@ -418,11 +419,16 @@ impl<'a> Reader<'a> {
         })
     }
 
-    fn ids(&mut self) -> Result<Vec<Arc<str>>, Corrupt> {
+    /// Finished ids: digests (version 2 on), or the ids themselves
+    /// (version 1), digested here.
+    fn ids(&mut self, digests: bool) -> Result<Vec<Digest>, Corrupt> {
         let n = self.count("the finished ids")?;
         let mut ids = Vec::with_capacity(n);
         for _ in 0..n {
-            ids.push(Arc::from(self.string("a finished id")?));
+            ids.push(match digests {
+                true => self.u64("a finished id")?,
+                false => ids::of_id(self.string("a finished id")?),
+            });
         }
         Ok(ids)
     }
@@ -806,7 +812,7 @@ mod tests {
         Snapshot {
             generation: 7,
             cursor: Some(Cursor::Int(-42)),
-            finished: vec!["m-1".into(), "m-2".into(), "ü".into()],
+            finished: vec![ids::of_id("m-1"), ids::of_id("m-2"), ids::of_id("ü")],
             outbound: vec![
                 Stored {
                     seq: 3,
@@ -1108,7 +1114,7 @@ mod tests {
         vec![
             Delta {
                 cursor: Some(Cursor::Int(-40)),
-                finished: vec!["m-3".into()],
+                finished: vec![ids::of_id("m-3")],
                 added: vec![Stored {
                     seq: 10,
                     id: Some("r-3".into()),
@@ -1117,7 +1123,7 @@ mod tests {
                 removed: vec![3],
             },
             Delta {
-                finished: vec!["m-4".into(), "m-5".into()],
+                finished: vec![ids::of_id("m-4"), ids::of_id("m-5")],
                 removed: vec![5, 10],
                 ..Delta::default()
             },
@@ -1164,7 +1170,8 @@ mod tests {
     fn a_version_1_file_still_loads() {
         let mut body = vec![1];
         body.extend_from_slice(&5i64.to_le_bytes());
-        put_ids(&mut body, &["a".into()]);
+        put_len(&mut body, 1);
+        put_bytes(&mut body, b"a");
         put_len(&mut body, 1);
         body.extend_from_slice(&[0, 0]);
         put_bytes(&mut body, b"x");
@@ -1175,7 +1182,7 @@ mod tests {
         v1.extend_from_slice(&crc32(&body).to_le_bytes());
         let s = decode(&v1).unwrap();
         assert_eq!((s.generation, s.cursor), (0, Some(Cursor::Int(5))));
-        assert_eq!(s.finished, [Arc::<str>::from("a")]);
+        assert_eq!(s.finished, [ids::of_id("a")]);
         assert_eq!(
             (s.outbound[0].seq, &*s.outbound[0].frame),
             (0, &Frame::from("x"))
@@ -1183,7 +1190,7 @@ mod tests {
     }
 
     /// Cursor, finished ids and numbered frames.
-    type Model = (Option<Cursor>, Vec<Arc<str>>, Vec<(u64, Frame)>);
+    type Model = (Option<Cursor>, Vec<Digest>, Vec<(u64, Frame)>);
 
     /// The state a snapshot and its journal stand for (window aside).
     fn state(s: &Snapshot, ds: &[Delta]) -> Model {

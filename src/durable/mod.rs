@@ -18,8 +18,9 @@
 //! recorded them: record durably, then ack.
 
 pub(crate) mod file;
+pub(crate) mod ids;
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -31,6 +32,7 @@ use crate::frame::{Cursor, Frame};
 use crate::shared::{lock, Shared};
 use crate::threads::Outgoing;
 use file::{Delta, Loaded, Snapshot, StateFile, Stored};
+use ids::{Digest, Ids};
 
 /// What a reliable frame costs the outbound byte budget beyond its
 /// payload while it waits for its ack: the ledger's bookkeeping. It also
@@ -50,9 +52,6 @@ struct Entry {
 }
 
 struct State {
-    finished: VecDeque<Arc<str>>,
-    finished_set: HashSet<Arc<str>>,
-    window: usize,
     cursor: Option<Cursor>,
     /// Acks of finished messages, released after the next write.
     held_acks: Vec<Frame>,
@@ -81,7 +80,7 @@ struct State {
 #[derive(Default)]
 struct Pending {
     cursor: Option<Cursor>,
-    finished: Vec<Arc<str>>,
+    finished: Vec<Digest>,
     added: BTreeMap<u64, Stored>,
     removed: Vec<u64>,
     /// More changed than a record should hold: write a snapshot instead.
@@ -91,7 +90,7 @@ struct Pending {
 impl Pending {
     /// About what the record will take on disk.
     fn size(&self) -> usize {
-        64 + self.finished.iter().map(|i| i.len() + 4).sum::<usize>()
+        64 + self.finished.len() * 8
             + self
                 .added
                 .values()
@@ -124,6 +123,10 @@ enum Job {
 /// See the module documentation.
 pub(crate) struct Ledger {
     state: Mutex<State>,
+    /// The dedupe window, shared with the inbox: which ids were finished.
+    /// Locked after `state`, never before.
+    ids: Arc<Mutex<Ids>>,
+    window: usize,
     /// Held through a whole write and the release of its acks, so a
     /// caller of [`Ledger::write_now`] knows every ack recorded before the
     /// call is released to the io thread when it returns.
@@ -140,7 +143,6 @@ pub(crate) struct Ledger {
 /// What was loaded at start, for the inbox and the outbound budget.
 pub(crate) struct Restored {
     pub cursor: Option<Cursor>,
-    pub finished: Vec<Arc<str>>,
     /// Bytes the restored outbound frames hold of the budget.
     pub outbound_bytes: usize,
 }
@@ -176,10 +178,8 @@ impl Ledger {
                 (Snapshot::default(), Vec::new())
             }
         };
+        let mut ids = Ids::new(window);
         let mut st = State {
-            finished: VecDeque::new(),
-            finished_set: HashSet::new(),
-            window,
             cursor: snapshot.cursor.clone(),
             held_acks: Vec::new(),
             ready_acks: VecDeque::new(),
@@ -197,8 +197,8 @@ impl Ledger {
             snapshot_bytes: 0,
             generation: snapshot.generation,
         };
-        for id in &snapshot.finished {
-            st.finish(id.clone());
+        for d in &snapshot.finished {
+            ids.finish(*d);
         }
         for Stored { seq, id, frame } in snapshot.outbound {
             st.restore(seq, frame, id);
@@ -211,8 +211,8 @@ impl Ledger {
                     st.cursor = Some(c);
                 }
             }
-            for id in d.finished {
-                st.finish(id);
+            for d in d.finished {
+                ids.finish(d);
             }
             for Stored { seq, id, frame } in d.added {
                 st.restore(seq, frame, id);
@@ -222,10 +222,10 @@ impl Ledger {
             }
         }
         st.journaling = file.is_some();
-        if file.is_some() && (st.cursor.is_some() || !st.finished.is_empty() || !st.out.is_empty())
-        {
-            info!(target: LOG, "state loaded: cursor {:?}, {} finished ids, {} outbound frames ({records} journal records)",
-                st.cursor, st.finished.len(), st.out.len());
+        let finished = ids.finished().len();
+        if file.is_some() && (st.cursor.is_some() || finished > 0 || !st.out.is_empty()) {
+            info!(target: LOG, "state loaded: cursor {:?}, {finished} finished ids, {} outbound frames ({records} journal records)",
+                st.cursor, st.out.len());
         }
         let outbound_bytes = st
             .out
@@ -235,11 +235,12 @@ impl Ledger {
         let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
         let restored = Restored {
             cursor: st.cursor.clone(),
-            finished: st.finished.iter().cloned().collect(),
             outbound_bytes,
         };
         let ledger = Ledger {
             state: Mutex::new(st),
+            ids: Arc::new(Mutex::new(ids)),
+            window,
             writing: Mutex::new(()),
             file,
             sync_every,
@@ -369,16 +370,36 @@ impl Ledger {
     }
 
     /// `true` when the application finished a message with this id.
+    #[cfg(test)]
     pub(crate) fn is_finished(&self, id: &str) -> bool {
-        lock(&self.state).finished_set.contains(id)
+        lock(&self.ids).is_finished(ids::of_id(id))
+    }
+
+    /// The dedupe window, for the inbox to share.
+    pub(crate) fn ids(&self) -> Arc<Mutex<Ids>> {
+        self.ids.clone()
     }
 
     /// The application finished these messages. Their acks go out after
     /// the write that records them (durable), or at once (in memory only).
     pub(crate) fn finished(&self, ids: Vec<Arc<str>>, cursor: Option<Cursor>, acks: Vec<Frame>) {
         let mut st = lock(&self.state);
-        for id in ids {
-            st.finish(id);
+        {
+            let mut window = lock(&self.ids);
+            for id in ids {
+                let d = ids::of_id(&id);
+                if window.finish(d) && st.journaling && !st.pending.overflow {
+                    st.pending.finished.push(d);
+                    if st.pending.finished.len() > self.window {
+                        // More than the window since the last write: a
+                        // snapshot is smaller than the record.
+                        st.pending = Pending {
+                            overflow: true,
+                            ..Pending::default()
+                        };
+                    }
+                }
+            }
         }
         if let Some(c) = cursor {
             if st.cursor.as_ref().is_none_or(|top| c > *top) {
@@ -458,7 +479,7 @@ impl Ledger {
                     Job::Compact(Snapshot {
                         generation: st.generation,
                         cursor: st.cursor.clone(),
-                        finished: st.finished.iter().cloned().collect(),
+                        finished: lock(&self.ids).finished(),
                         outbound: st
                             .out
                             .iter()
@@ -624,28 +645,6 @@ impl State {
         }
         Some(e)
     }
-
-    fn finish(&mut self, id: Arc<str>) {
-        if self.finished_set.insert(id.clone()) {
-            if self.journaling && !self.pending.overflow {
-                self.pending.finished.push(id.clone());
-                if self.pending.finished.len() > self.window {
-                    // More than the window since the last write: a
-                    // snapshot is smaller than the record.
-                    self.pending = Pending {
-                        overflow: true,
-                        ..Pending::default()
-                    };
-                }
-            }
-            self.finished.push_back(id);
-            while self.finished.len() > self.window {
-                if let Some(old) = self.finished.pop_front() {
-                    self.finished_set.remove(&old);
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -742,8 +741,8 @@ mod tests {
     fn durable_acks_wait_for_the_write_and_everything_survives_a_restart() {
         let dir = scratch("restart");
         {
-            let (l, r) = ledger(Some(&dir));
-            assert!(r.finished.is_empty());
+            let (l, _) = ledger(Some(&dir));
+            assert!(lock(&l.ids).finished().is_empty());
             l.finished(
                 vec!["m-1".into()],
                 Some(Cursor::Int(1)),
@@ -760,7 +759,7 @@ mod tests {
         }
         let (l, r) = ledger(Some(&dir));
         assert_eq!(r.cursor, Some(Cursor::Int(1)));
-        assert_eq!(r.finished, vec![Arc::<str>::from("m-1")]);
+        assert_eq!(lock(&l.ids).finished(), [ids::of_id("m-1")]);
         assert_eq!(r.outbound_bytes, 6 + 3 + RELIABLE_OVERHEAD);
         assert!(l.is_finished("m-1"));
         let again: Vec<_> = l.resend().into_iter().map(|(_, f)| f).collect();
@@ -813,7 +812,7 @@ mod tests {
                 .collect();
             l.finished(ids, Some(Cursor::Int(10_000)), vec![]);
             let snapshot = size("heartline.state");
-            assert!(snapshot > 100_000, "the full window: {snapshot} bytes");
+            assert!(snapshot > 80_000, "the full window: {snapshot} bytes");
             let journal = size("heartline.journal");
             for i in 0..20 {
                 let seq = tracked(l.track(Frame::from(format!("unsent {i}")), None));
@@ -827,7 +826,7 @@ mod tests {
             assert!(per_write < 128, "{per_write} bytes per write");
         }
         let (l, r) = open();
-        assert_eq!(r.finished.len(), 10_000);
+        assert_eq!(lock(&l.ids).finished().len(), 10_000);
         assert!(!l.is_finished("message-00019"), "pushed out of the window");
         assert!(l.is_finished("message-00020") && l.is_finished("later-19"));
         assert_eq!(r.cursor, Some(Cursor::Int(10_000)));

@@ -116,7 +116,7 @@ impl<S: Read + Write> Driver<S> {
                 Action::Flush => self.flush(),
                 Action::Deliver(msg) => {
                     trace!(target: "heartline::threads::io", "received {:?}", msg.frame());
-                    let len = msg.frame().len();
+                    let len = msg.budget_cost();
                     let answer = self.ctx.inbox.offer_unrung(msg, false);
                     if matches!(answer, Offer::Queued { .. }) {
                         self.unrung = true;
