@@ -709,8 +709,8 @@ impl ClientBuilder {
     /// How many recent message ids are remembered to drop duplicates (from
     /// redelivery, or the same message by socket and by poll). Defaults to
     /// 10 000. Each is an 8-byte digest (SipHash-2-4), held once for the
-    /// inbound queue and the state file: at most 32 bytes of memory an id,
-    /// whatever its length. Two ids share a digest with odds of about one
+    /// inbound queue and the state file: at most 30 bytes of memory an id,
+    /// whatever its length (21 with the default). Two ids share a digest with odds of about one
     /// in 2^63, so with 10,000 remembered a new message is mistaken for a
     /// duplicate about once in 10^15 messages.
     pub fn dedupe_window(mut self, ids: usize) -> Self {

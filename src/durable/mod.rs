@@ -13,9 +13,15 @@
 //!   held once, here.
 //!
 //! With `state_dir`, the `heartline-state` thread writes the ledger to
-//! [`file`](mod@file) at most once per `state_sync_every`, only when it changed, and
-//! releases the acks of finished messages only after the write that
-//! recorded them: record durably, then ack.
+//! [`file`](mod@file) at most once per `state_sync_every`, only when it
+//! changed (a journal record of what changed, or now and then a whole
+//! snapshot), and releases the acks of finished messages only after the
+//! write that recorded them: record durably, then ack. Released acks wait
+//! here for the io thread, never dropped: each holds its share of the
+//! inbound byte budget until written ([`ack_cost`]).
+//!
+//! The finished ids live in the dedupe window ([`ids`]), shared with the
+//! inbox: each id once, as a digest.
 
 pub(crate) mod file;
 pub(crate) mod ids;
