@@ -414,16 +414,52 @@ fn forward_stdin(client: Client) {
 }
 
 fn emit(v: &Value) {
+    let mut line = String::new();
+    ordered(v, &mut line);
     let mut out = std::io::stdout().lock();
     // A closed pipe ends the program quietly.
-    if writeln!(out, "{v}").and_then(|()| out.flush()).is_err() {
+    if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
         std::process::exit(0);
+    }
+}
+
+/// JSON with the keys that say what a line is first (`state`, `batch`,
+/// `stats`, `via`), then the others alphabetically, as scripts reading
+/// by eye expect; serde_json's own maps are sorted.
+fn ordered(v: &Value, out: &mut String) {
+    const FIRST: [&str; 4] = ["state", "batch", "stats", "via"];
+    match v {
+        Value::Object(map) => {
+            let rank = |k: &str| FIRST.iter().position(|f| *f == k).unwrap_or(FIRST.len());
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort_by_key(|k| rank(k));
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::from(k.as_str()).to_string());
+                out.push(':');
+                ordered(&map[k], out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, x) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                ordered(x, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
     }
 }
 
 fn state_line(ev: &heartline::Event) -> Value {
     let mut v = json!({ "state": ev.state.name() });
-    // (keys keep this order: serde_json's preserve_order is on for examples)
     match &ev.state {
         State::Connecting { attempt } => v["attempt"] = json!(attempt),
         State::Reconnecting { attempt, delay } | State::Polling { attempt, delay } => {

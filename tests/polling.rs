@@ -427,18 +427,19 @@ fn by_default_a_batch_is_acked_only_when_the_application_has_finished_it() {
     assert_eq!(client.stats().acks, 0);
     batch.done();
     wait_until("server saw 3 acks", || server_acked(&server) == 3);
-    let acks: Vec<String> = server
+    let acks: Vec<serde_json::Value> = server
         .log()
         .frames
         .iter()
-        .filter_map(|f| f.text().filter(|t| t.contains("ack")).map(str::to_owned))
+        .filter_map(|f| f.text().filter(|t| t.contains("ack")))
+        .filter_map(|t| serde_json::from_str(t).ok())
         .collect();
     assert_eq!(
         acks,
         [
-            r#"{"type":"ack","ack":"m-1"}"#,
-            r#"{"type":"ack","ack":"m-2"}"#,
-            r#"{"type":"ack","ack":"m-3"}"#
+            json!({"type":"ack","ack":"m-1"}),
+            json!({"type":"ack","ack":"m-2"}),
+            json!({"type":"ack","ack":"m-3"})
         ],
         "in the order of the messages"
     );

@@ -39,8 +39,8 @@ fn an_unacked_reliable_frame_is_sent_again_after_a_reconnect_until_the_server_ac
         server.log().texts_of(2),
         vec![
             r#"{"type":"hello"}"#,
-            r#"{"type":"report","id":"r-1"}"#,
-            r#"{"type":"report","id":"r-2"}"#,
+            r#"{"id":"r-1","type":"report"}"#,
+            r#"{"id":"r-2","type":"report"}"#,
             "newer"
         ],
         "kept frames go after the hello and before newer frames; the plain frame is not repeated"

@@ -72,7 +72,7 @@ fn a_restarted_client_resumes_from_its_cursor_drops_what_it_finished_and_sends_w
     assert!(server.wait_for(WAIT, |l| l.texts_of(conn).len() >= 2));
     assert_eq!(
         server.log().texts_of(conn)[..2],
-        [r#"{"type":"hello","since":3}"#, "unsent while offline"],
+        [r#"{"since":3,"type":"hello"}"#, "unsent while offline"],
         "the hello resumes from the finished cursor; the unsent frame follows it"
     );
     second.close();
