@@ -328,9 +328,21 @@ fn build(a: &Args) -> Result<Client, String> {
             rules = rules.poll_items(p);
         }
     }
+    // The documented form, a JSON object with `$id` as values, is the
+    // library's own ack rule (an ack only for a message whose id was found);
+    // any other text keeps the text substitution.
+    let mut text_ack = None;
+    if let (Some(t), Some(id)) = (&a.ack, &a.id) {
+        match json_ack(t) {
+            Some((template, keys)) => {
+                rules = rules.ack(template, keys.iter().map(|k| (id.as_str(), k.as_str())));
+            }
+            None => text_ack = Some(t.clone()),
+        }
+    }
     b = b.protocol(TailRules {
         rules,
-        ack: a.ack.clone(),
+        ack: text_ack,
     });
     if let Some(n) = a.poll_after {
         b = b.poll_after(n);
@@ -341,7 +353,31 @@ fn build(a: &Args) -> Result<Client, String> {
     b.build().map_err(|e| e.to_string())
 }
 
-/// The rules from the flags, plus `--ack`'s text template.
+/// `--ack`'s template as a JSON object and the keys whose value is `$id`,
+/// if it is one.
+fn json_ack(template: &str) -> Option<(Value, Vec<String>)> {
+    const MARK: &str = "\u{1}heartline-id\u{1}";
+    let quoted = json!(MARK).to_string();
+    let marked = template.replace("$id", &quoted);
+    let Ok(Value::Object(mut map)) = serde_json::from_str::<Value>(&marked) else {
+        return None;
+    };
+    let keys: Vec<String> = map
+        .iter()
+        .filter(|(_, v)| v.as_str() == Some(MARK))
+        .map(|(k, _)| k.clone())
+        .collect();
+    if keys.is_empty() || marked.matches(&quoted).count() != keys.len() {
+        return None; // `$id` nested, or inside a string: the text form
+    }
+    for k in &keys {
+        map.remove(k);
+    }
+    Some((Value::Object(map), keys))
+}
+
+/// The rules from the flags, plus `--ack`'s text template (when it is not
+/// a JSON object, see [`json_ack`]).
 struct TailRules {
     rules: JsonRules,
     ack: Option<String>,

@@ -154,6 +154,10 @@ impl crate::protocol::Protocol for Layered {
     ) -> std::result::Result<Vec<crate::protocol::PollItem>, String> {
         self.inner.parse_poll(body)
     }
+
+    fn check(&self) -> std::result::Result<(), String> {
+        self.inner.check()
+    }
 }
 
 /// The validated configuration, in sections: each has its defaults in one
@@ -1085,6 +1089,9 @@ impl ClientBuilder {
             };
             self.cfg.endpoint = Arc::new(move |_: &EndpointContext| endpoint.clone());
         }
+        crate::error::guarded("check", || self.protocol.check())
+            .map_err(|e| Error::config("protocol", e.to_string()))?
+            .map_err(|e| Error::config("protocol", e))?;
         self.cfg.heartbeat.kind = match (self.heartbeat.take(), self.protocol.heartbeat()) {
             (Some(_), Some(_)) => {
                 return Err(Error::config(

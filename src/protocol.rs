@@ -205,6 +205,16 @@ pub trait Protocol: Send + Sync + 'static {
             serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))?;
         items_at(v, &[Place::default()])
     }
+
+    /// Checked once, at `build()`: an `Err` refuses the configuration with
+    /// this reason (as `Error::Config` for the field `protocol`). The
+    /// default accepts.
+    ///
+    /// # Errors
+    /// What is wrong with the protocol's own settings.
+    fn check(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// A protocol that does nothing: frames are messages, no ids, no polling.
@@ -315,6 +325,8 @@ struct AckRule {
     when: Option<(String, Value)>,
     template: serde_json::Map<String, Value>,
     copy: Vec<(String, String)>,
+    /// The template given was not an object: refused at `build()`.
+    not_an_object: Option<String>,
 }
 
 /// Where the kind is and what each of its values means.
@@ -424,20 +436,35 @@ impl JsonRules {
         self
     }
 
-    /// Acknowledge every message with `template` plus the fields copied
-    /// from the message (`(from pointer, to key)`).
+    /// Acknowledge messages with `template` (a JSON object) plus the
+    /// fields copied from the message (`(from pointer, to key)`). Only a
+    /// message in which **every** field to copy is found (and not `null`)
+    /// is acked: a welcome frame or an echo without an id gets no bare ack.
+    /// A template that is not an object is refused by `build()`.
     pub fn ack<'a>(
         mut self,
         template: Value,
         copy: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Self {
+        let not_an_object = (!template.is_object()).then(|| {
+            let text = template.to_string();
+            let mut shown: String = text.chars().take(40).collect();
+            if shown.len() < text.len() {
+                shown.push('…');
+            }
+            format!("the ack template must be a JSON object, got {shown}")
+        });
         self.ack = Some(AckRule {
             when: None,
-            template: template.as_object().cloned().unwrap_or_default(),
+            template: match template {
+                Value::Object(m) => m,
+                _ => serde_json::Map::new(),
+            },
             copy: copy
                 .into_iter()
                 .map(|(f, t)| (pointer(f), t.to_owned()))
                 .collect(),
+            not_an_object,
         });
         self
     }
@@ -593,12 +620,20 @@ impl Protocol for JsonRules {
                 .is_none_or(|(p, want)| v.pointer(p) == Some(want));
             if applies {
                 let mut ack = rule.template.clone();
-                for (from, to) in &rule.copy {
-                    if let Some(x) = v.pointer(from) {
-                        ack.insert(to.clone(), x.clone());
+                // Every field, or no ack: an ack without the id it is for
+                // would ack nothing (and may feed an echoing server).
+                let complete = rule.copy.iter().all(|(from, to)| {
+                    match v.pointer(from).filter(|x| !x.is_null()) {
+                        Some(x) => {
+                            ack.insert(to.clone(), x.clone());
+                            true
+                        }
+                        None => false,
                     }
+                });
+                if complete {
+                    out.ack = Some(Frame::Text(Value::Object(ack).to_string()));
                 }
-                out.ack = Some(Frame::Text(Value::Object(ack).to_string()));
             }
         }
         out
@@ -606,6 +641,13 @@ impl Protocol for JsonRules {
 
     fn is_heartbeat_reply(&self, frame: &Frame) -> bool {
         self.replies.iter().any(|r| r.matches(frame))
+    }
+
+    fn check(&self) -> Result<(), String> {
+        match self.ack.as_ref().and_then(|a| a.not_an_object.clone()) {
+            Some(why) => Err(why),
+            None => Ok(()),
+        }
     }
 
     fn reliable_id(&self, frame: &Frame) -> Option<String> {

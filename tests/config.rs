@@ -88,3 +88,18 @@ fn a_bad_url_error_says_what_and_hides_the_token() {
     assert!(text.contains("scheme `https` is not ws or wss"), "{text}");
     assert!(!text.contains("SECRET"), "{text}");
 }
+
+#[test]
+fn an_ack_template_that_is_not_an_object_is_refused() {
+    let rules = heartline::JsonRules::new()
+        .id("/id")
+        .ack(serde_json::json!("ack"), [("/id", "id")]);
+    let r = Client::builder("ws://127.0.0.1:9/").protocol(rules).build();
+    match r {
+        Err(Error::Config { field, reason }) => {
+            assert_eq!(field, "protocol");
+            assert!(reason.contains("JSON object"), "{reason}");
+        }
+        other => panic!("expected a config error, got {:?}", other.err()),
+    }
+}

@@ -597,3 +597,38 @@ fn a_socket_that_comes_back_ends_a_poll_that_waits_for_its_answer() {
     assert_eq!(texts(&collect(&client, 1)), vec!["by the socket"]);
     client.close();
 }
+
+/// An echo server, as a test rig or a chat room is: the client's own acks
+/// come back to it. An ack goes only for a message with the id it copies,
+/// so the welcome frame and the echoed ack (which have none) get no ack,
+/// and nothing feeds itself.
+#[test]
+fn json_rules_ack_only_messages_that_carry_every_field_it_copies() {
+    let server = server();
+    server.echo(true);
+    server.set_greeting(vec![heartline::Frame::from(r#"{"type":"welcome"}"#)]);
+    let client = fast(server.url())
+        .protocol(
+            heartline::JsonRules::new()
+                .id("/id")
+                .ack(json!({"type": "ack"}), [("/id", "ack")]),
+        )
+        .build()
+        .unwrap();
+    let got = collect(&client, 1);
+    assert_eq!(got[0].json(), Some(json!({"type": "welcome"})));
+    client.send(json!({"id": "x"})).unwrap();
+    // The echo of {"id":"x"} is acked; the echo of that ack is not.
+    let got = collect(&client, 2);
+    assert_eq!(got[1].json(), Some(json!({"type": "ack", "ack": "x"})));
+    sync(&client, &server, "marker");
+    let acks = server
+        .log()
+        .frames
+        .iter()
+        .filter(|f| f.text().is_some_and(|t| t.contains(r#""type":"ack""#)))
+        .count();
+    assert_eq!(acks, 1, "one ack, for the one message with an id");
+    assert_eq!(client.stats().acks, 1);
+    client.close();
+}
