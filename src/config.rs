@@ -343,6 +343,7 @@ pub(crate) struct ReconnectSection {
     pub max_attempts: Option<u32>,
     pub terminal_codes: Vec<u16>,
     pub max_retry_after: Duration,
+    pub restart_spread: Duration,
 }
 
 impl Default for ReconnectSection {
@@ -353,6 +354,7 @@ impl Default for ReconnectSection {
             max_attempts: None,
             terminal_codes: Vec::new(),
             max_retry_after: Duration::from_secs(300),
+            restart_spread: Duration::from_secs(10),
         }
     }
 }
@@ -361,6 +363,7 @@ impl ReconnectSection {
     fn validate(&self) -> Result<()> {
         within_a_day("min_uptime", self.min_uptime)?;
         within_a_day("max_retry_after", self.max_retry_after)?;
+        within_a_day("restart_spread", self.restart_spread)?;
         let steps = match self.backoff {
             Backoff::Fixed(d) => vec![d],
             Backoff::Linear { initial, step, max } => vec![initial, step, max],
@@ -1017,6 +1020,17 @@ impl ClientBuilder {
     /// addresses, `*`); lower case wins. See the README, "Networks".
     pub fn proxy(mut self, url: Option<&str>) -> Self {
         self.cfg.proxy.url = Some(url.map(str::to_owned));
+        self
+    }
+
+    /// After a server closes with 1012 (Service Restart) or 1013 (Try
+    /// Again Later), the next attempt waits the backoff's delay plus a
+    /// random share of this, uniformly spread, so a fleet comes back to the
+    /// restarted server over this long instead of all at once. Defaults to
+    /// 10 s (with `Backoff::Fixed(4 s)`, 4 to 14 s); zero: the backoff
+    /// alone.
+    pub fn restart_spread(mut self, spread: Duration) -> Self {
+        self.cfg.reconnect.restart_spread = spread;
         self
     }
 

@@ -16,10 +16,6 @@ pub(crate) enum Ended {
     Lost,
 }
 
-/// The wait after a server closed with 1012 (Service Restart) or 1013
-/// (Try Again Later): uniform in this range, or the backoff's if longer.
-const RESTART_WAIT: (Duration, Duration) = (Duration::from_secs(5), Duration::from_secs(30));
-
 /// What the supervisor must do next.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Decision {
@@ -41,6 +37,9 @@ pub(crate) struct Reconnect {
     terminal_codes: Vec<u16>,
     /// Failures after which messages come by polling (`None`: no polling).
     poll_after: Option<u32>,
+    /// After a close with 1012 or 1013: up to this much on top of the
+    /// backoff's delay, uniformly spread.
+    restart_spread: Duration,
     /// Consecutive failed attempts.
     failures: u32,
     opened_at: Option<Instant>,
@@ -54,6 +53,7 @@ impl Reconnect {
         max_attempts: Option<u32>,
         terminal_codes: Vec<u16>,
         poll_after: Option<u32>,
+        restart_spread: Duration,
     ) -> Self {
         Reconnect {
             backoff,
@@ -62,6 +62,7 @@ impl Reconnect {
             max_attempts,
             terminal_codes,
             poll_after,
+            restart_spread,
             failures: 0,
             opened_at: None,
         }
@@ -116,14 +117,14 @@ impl Reconnect {
         match (decision, why) {
             // The server restarts (1012) or sheds load (1013): back within
             // the first backoff window, a whole fleet would land on it at
-            // once. It gets a spread of RESTART_WAIT instead (1012's
-            // registration asks for a random 5 to 30 s).
+            // once. The backoff's delay gets a uniform spread on top.
             (Decision::Retry { attempt, delay }, Ended::ServerClose(1012 | 1013)) => {
-                let (lo, hi) = RESTART_WAIT;
-                let spread = lo + (hi - lo).mul_f64(self.jitter.next_f64().clamp(0.0, 1.0));
+                let extra = self
+                    .restart_spread
+                    .mul_f64(self.jitter.next_f64().clamp(0.0, 1.0));
                 Decision::Retry {
                     attempt,
-                    delay: delay.max(spread.min(hi - Duration::from_millis(1))),
+                    delay: delay + extra,
                 }
             }
             (decision, _) => decision,
@@ -170,6 +171,7 @@ mod tests {
             max_attempts,
             vec![4000],
             Some(3),
+            Duration::from_secs(10),
         )
     }
 
@@ -287,7 +289,7 @@ mod tests {
     }
 
     #[test]
-    fn a_server_that_restarts_or_sheds_load_is_given_5_to_30_s() {
+    fn a_server_that_restarts_or_sheds_load_is_given_the_spread_on_top_of_the_backoff() {
         // 1012 (Service Restart) and 1013 (Try Again Later) after a long,
         // healthy connection: without the hint, a whole fleet would be back
         // within the first backoff window (10 ms here) on a server that
@@ -303,11 +305,12 @@ mod tests {
                 other => panic!("{code}: {other:?}"),
             }
         }
-        let (lo, hi) = (Duration::from_secs(5), Duration::from_secs(30));
-        assert!(waits.iter().all(|w| (lo..hi).contains(w)), "{waits:?}");
+        // The backoff's first delay (10 ms) plus up to the spread (10 s).
+        let (lo, hi) = (10 * MS, 10 * MS + Duration::from_secs(10));
+        assert!(waits.iter().all(|w| (lo..=hi).contains(w)), "{waits:?}");
         // Spread over the range, not bunched: a ramp for the server.
-        assert!(waits.iter().any(|w| *w < Duration::from_secs(10)));
-        assert!(waits.iter().any(|w| *w > Duration::from_secs(25)));
+        assert!(waits.iter().any(|w| *w < Duration::from_secs(2)));
+        assert!(waits.iter().any(|w| *w > Duration::from_secs(8)));
         // Any other code keeps the backoff.
         r.opened(t0);
         assert!(matches!(

@@ -66,6 +66,7 @@ fn run(s: Setup, agent: Option<poller::Agent>) {
         cfg.reconnect.max_attempts,
         cfg.reconnect.terminal_codes.clone(),
         polls.then_some(cfg.poll.after),
+        cfg.reconnect.restart_spread,
     );
     let mut poller: Option<Poller> = None;
     let mut reconnects = 0u64;
