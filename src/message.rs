@@ -371,7 +371,9 @@ pub enum State {
     /// The WebSocket failed `poll_after` times in a row: messages come by
     /// HTTP polling while WebSocket attempts go on in the background (the
     /// next is `attempt`, after `delay`). Left for [`State::Open`] once a
-    /// new socket has proved itself.
+    /// new socket has proved itself. One event when polling starts; the
+    /// attempts while it goes on update [`crate::Client::state`] and
+    /// [`crate::Stats`] (`state`, `last_error`) without an event each.
     Polling {
         /// The next WebSocket attempt.
         attempt: u32,

@@ -353,6 +353,16 @@ impl Shared {
         }
     }
 
+    /// Records the state (and error) for `stats()` without an event: a
+    /// change within the same transport (the next WebSocket attempt while
+    /// polling) is not news to the application.
+    pub(crate) fn note_state(&self, state: State, error: Option<ConnectionError>) {
+        *lock(&self.state) = state;
+        if let Some(e) = error {
+            *lock(&self.last_error) = Some(e);
+        }
+    }
+
     /// Ends the event stream (after the final `Closed` event).
     pub(crate) fn close_events(&self) {
         lock(&self.events_tx).take();

@@ -134,16 +134,14 @@ fn a_socket_that_drops_before_proving_itself_does_not_stop_polling() {
     assert!(server.wait_connections(1, WAIT));
     server.refuse(Some(503));
     server.drop_all();
-    let (ev, seen) = wait_event(
-        &events,
-        "polling again",
-        |e| matches!(e.state, State::Polling { attempt: a, .. } if a > attempt),
+    // Still polling, at a later attempt: no change of transport, so no
+    // event (one per change, not per attempt), and never reported open.
+    wait_until(
+        "a later attempt while polling",
+        || matches!(client.stats().state, State::Polling { attempt: a, .. } if a > attempt),
     );
-    assert!(
-        !seen.iter().any(|e| e.state == State::Open),
-        "never reported open: {seen:?}"
-    );
-    assert!(matches!(ev.state, State::Polling { .. }));
+    let seen: Vec<_> = std::iter::from_fn(|| events.try_recv().ok()).collect();
+    assert!(seen.is_empty(), "no event while still polling: {seen:?}");
     // Polling carried on: a message published now still arrives by poll.
     server.publish(json!({"n": 1}));
     let got = collect(&client, 1);
@@ -630,5 +628,31 @@ fn json_rules_ack_only_messages_that_carry_every_field_it_copies() {
         .count();
     assert_eq!(acks, 1, "one ack, for the one message with an id");
     assert_eq!(client.stats().acks, 1);
+    client.close();
+}
+
+/// While polling, the WebSocket attempts go on in the background: the
+/// application hears of the change to polling once, not of every attempt.
+#[test]
+fn one_polling_event_per_change_of_transport_not_per_attempt() {
+    let server = feed_server();
+    server.refuse(Some(503));
+    let client = client(&server).build().unwrap();
+    let events = client.events();
+    let (ev, _) = wait_event(&events, "polling", |e| {
+        matches!(e.state, State::Polling { .. })
+    });
+    let State::Polling { attempt, .. } = ev.state else {
+        unreachable!()
+    };
+    wait_until(
+        "five more attempts while polling",
+        || matches!(client.stats().state, State::Polling { attempt: a, .. } if a >= attempt + 5),
+    );
+    let seen: Vec<_> = std::iter::from_fn(|| events.try_recv().ok()).collect();
+    assert!(seen.is_empty(), "one polling event, then none: {seen:?}");
+    // The socket back is a change: Open.
+    server.refuse(None);
+    wait_open(&events);
     client.close();
 }

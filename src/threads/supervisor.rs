@@ -169,14 +169,24 @@ fn run(s: Setup, agent: Option<poller::Agent>) {
                     );
                     poller = start_poller(&s, spare.take());
                 }
-                let state = if poller.is_some() {
-                    info!("polling; next WebSocket attempt {attempt} in {delay:?}: {msg}");
-                    State::Polling { attempt, delay }
+                if poller.is_some() {
+                    let state = State::Polling { attempt, delay };
+                    if matches!(s.shared.state(), State::Polling { .. }) {
+                        // Still polling: one event per change of transport,
+                        // not one per WebSocket attempt; stats() has this.
+                        debug!(
+                            "still polling; next WebSocket attempt {attempt} in {delay:?}: {msg}"
+                        );
+                        s.shared.note_state(state, Some(error));
+                    } else {
+                        info!("polling; next WebSocket attempt {attempt} in {delay:?}: {msg}");
+                        s.shared.set_state(state, Some(error));
+                    }
                 } else {
                     info!("reconnecting in {delay:?} (attempt {attempt}): {msg}");
-                    State::Reconnecting { attempt, delay }
-                };
-                s.shared.set_state(state, Some(error));
+                    s.shared
+                        .set_state(State::Reconnecting { attempt, delay }, Some(error));
+                }
                 if !wait_real_time(&s.control, delay) {
                     break (CloseReason::Requested, None);
                 }
