@@ -3,7 +3,7 @@
 //! flushed as it is written.
 //!
 //! ```text
-//! cargo run --example tail -- URL [flags]
+//! cargo run --example tail -- URL [flags]     (--help lists them all)
 //!
 //!   --header 'Name: value'   upgrade request header (repeatable, in order)
 //!   --heartbeat TEXT         heartbeat frame (default: WebSocket Ping)
@@ -122,18 +122,93 @@ struct Args {
     proxy: Option<String>,
 }
 
-const USAGE: &str =
-    "usage: tail URL [--header 'Name: value']... [--heartbeat TEXT] [--reply TEXT]... \
-[--every MS] [--timeout MS] [--hello TEXT]... [--send TEXT]... [--batch MS] \
-[--backoff MIN_MS:MAX_MS] [--max-attempts N] [--count N] [--for MS] [--poll URL] \
-[--poll-method GET|POST] [--poll-body TEXT] [--poll-after N] [--poll-every MS] [--id POINTER] \
-[--cursor POINTER] [--since NAME] [--items POINTER] [--ca FILE]... [--insecure] [--stdin] \
-[--stats MS] [--inbound-bytes N] [--outbound-bytes N] [--max-message N] [--state-dir DIR] \
-[--ack TEMPLATE] [--proxy URL|none] [--connect-timeout MS] [--beat-when-busy]";
+/// One flag: its name, what its value is (empty for a switch), one line of
+/// help, and what it sets. The parser and `--help` both read this table, so
+/// they cannot drift apart.
+struct Flag {
+    name: &'static str,
+    value: &'static str,
+    help: &'static str,
+    set: fn(&mut Args, String) -> Result<(), String>,
+}
 
 fn number<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
     v.parse()
         .map_err(|_| format!("{flag}: `{v}` is not a valid number"))
+}
+
+const FLAGS: &[Flag] = &[
+    Flag { name: "--header", value: "'Name: value'", help: "upgrade request header (repeatable, in order)", set: |a, v| {
+        let (name, val) = v.split_once(':').ok_or_else(|| format!("--header: `{v}` is not 'Name: value'"))?;
+        if name.trim().is_empty() {
+            return Err(format!("--header: `{v}` has no name"));
+        }
+        a.headers.push((name.trim().to_owned(), val.trim().to_owned()));
+        Ok(())
+    } },
+    Flag { name: "--heartbeat", value: "TEXT", help: "heartbeat frame (default: WebSocket Ping)", set: |a, v| { a.heartbeat = Some(v); Ok(()) } },
+    Flag { name: "--reply", value: "TEXT", help: "heartbeat reply to consume (repeatable): equal to TEXT, or holding all of a JSON object's fields", set: |a, v| { a.replies.push(v); Ok(()) } },
+    Flag { name: "--every", value: "MS", help: "heartbeat interval", set: |a, v| { a.every = Some(number("--every", &v)?); Ok(()) } },
+    Flag { name: "--timeout", value: "MS", help: "server timeout after a heartbeat", set: |a, v| { a.timeout = Some(number("--timeout", &v)?); Ok(()) } },
+    Flag { name: "--connect-timeout", value: "MS", help: "DNS lookup and TCP connect, per attempt", set: |a, v| { a.connect_timeout = Some(number("--connect-timeout", &v)?); Ok(()) } },
+    Flag { name: "--beat-when-busy", value: "", help: "heartbeat every --every MS even while frames arrive", set: |a, _| { a.beat_when_busy = true; Ok(()) } },
+    Flag { name: "--hello", value: "TEXT", help: "frame sent first on every connect (repeatable); `$cursor` becomes the last cursor as JSON", set: |a, v| { a.hello.push(v); Ok(()) } },
+    Flag { name: "--send", value: "TEXT", help: "frame queued once at start (repeatable)", set: |a, v| { a.send.push(v); Ok(()) } },
+    Flag { name: "--batch", value: "MS", help: "batch window", set: |a, v| { a.batch = Some(number("--batch", &v)?); Ok(()) } },
+    Flag { name: "--backoff", value: "MIN_MS:MAX_MS", help: "exponential backoff bounds", set: |a, v| {
+        let (lo, hi) = v.split_once(':').ok_or_else(|| format!("--backoff: `{v}` is not MIN_MS:MAX_MS"))?;
+        a.backoff = Some((number("--backoff", lo)?, number("--backoff", hi)?));
+        Ok(())
+    } },
+    Flag { name: "--max-attempts", value: "N", help: "give up after N failed attempts", set: |a, v| { a.max_attempts = Some(number("--max-attempts", &v)?); Ok(()) } },
+    Flag { name: "--count", value: "N", help: "exit 0 after N messages", set: |a, v| { a.count = Some(number("--count", &v)?); Ok(()) } },
+    Flag { name: "--for", value: "MS", help: "exit 0 after that long", set: |a, v| { a.for_ms = Some(number("--for", &v)?); Ok(()) } },
+    Flag { name: "--poll", value: "URL", help: "HTTP polling fallback endpoint", set: |a, v| { a.poll = Some(v); Ok(()) } },
+    Flag { name: "--poll-method", value: "GET|POST", help: "poll method (default GET)", set: |a, v| {
+        a.poll_method = match v.to_ascii_uppercase().as_str() {
+            "GET" => Method::Get,
+            "POST" => Method::Post,
+            other => return Err(format!("--poll-method: `{other}` is not GET or POST")),
+        };
+        Ok(())
+    } },
+    Flag { name: "--poll-body", value: "TEXT", help: "poll request body (POST)", set: |a, v| { a.poll_body = Some(v); Ok(()) } },
+    Flag { name: "--poll-after", value: "N", help: "poll after N failed WebSocket attempts (default 3)", set: |a, v| { a.poll_after = Some(number("--poll-after", &v)?); Ok(()) } },
+    Flag { name: "--poll-every", value: "MS", help: "poll interval", set: |a, v| { a.poll_every = Some(number("--poll-every", &v)?); Ok(()) } },
+    Flag { name: "--id", value: "POINTER", help: "JSON pointer of the message id (dedupe)", set: |a, v| { a.id = Some(v); Ok(()) } },
+    Flag { name: "--cursor", value: "POINTER", help: "JSON pointer of the cursor", set: |a, v| { a.cursor = Some(v); Ok(()) } },
+    Flag { name: "--since", value: "NAME", help: "query parameter that carries the cursor on polls", set: |a, v| { a.since = Some(v); Ok(()) } },
+    Flag { name: "--items", value: "POINTER", help: "where the array is in a poll response (default: the body)", set: |a, v| { a.items = Some(v); Ok(()) } },
+    Flag { name: "--ca", value: "FILE", help: "trust this CA certificate (PEM; repeatable)", set: |a, v| { a.ca.push(v); Ok(()) } },
+    Flag { name: "--insecure", value: "", help: "DANGEROUS: accept any server certificate", set: |a, _| { a.insecure = true; Ok(()) } },
+    Flag { name: "--stdin", value: "", help: "send every line of standard input as a text frame", set: |a, _| { a.stdin = true; Ok(()) } },
+    Flag { name: "--stats", value: "MS", help: "print {\"stats\":{...}} every MS and at exit", set: |a, v| { a.stats = Some(number("--stats", &v)?); Ok(()) } },
+    Flag { name: "--inbound-bytes", value: "N", help: "inbound byte budget", set: |a, v| { a.inbound_bytes = Some(number("--inbound-bytes", &v)?); Ok(()) } },
+    Flag { name: "--outbound-bytes", value: "N", help: "outbound byte budget", set: |a, v| { a.outbound_bytes = Some(number("--outbound-bytes", &v)?); Ok(()) } },
+    Flag { name: "--max-message", value: "N", help: "largest inbound message (and frame), bytes; a larger one is dropped", set: |a, v| { a.max_message = Some(number("--max-message", &v)?); Ok(()) } },
+    Flag { name: "--state-dir", value: "DIR", help: "keep cursor, finished ids and unsent frames in DIR across restarts", set: |a, v| { a.state_dir = Some(v); Ok(()) } },
+    Flag { name: "--ack", value: "TEMPLATE", help: "sent for each finished message with an id (--id); `$id` becomes the id", set: |a, v| { a.ack = Some(v); Ok(()) } },
+    Flag { name: "--proxy", value: "URL|none", help: "HTTP CONNECT proxy http://[user:pass@]host:port (default: environment)", set: |a, v| { a.proxy = Some(v); Ok(()) } },
+    Flag { name: "--help", value: "", help: "print this and exit", set: |_, _| Err(String::new()) },
+];
+
+/// The usage line, then one line per flag, from [`FLAGS`].
+fn usage() -> String {
+    let mut out = String::from("usage: tail URL [flags]\n");
+    let width = FLAGS
+        .iter()
+        .map(|f| f.name.len() + f.value.len() + 1)
+        .max()
+        .unwrap_or(0);
+    for f in FLAGS {
+        let left = if f.value.is_empty() {
+            f.name.to_owned()
+        } else {
+            format!("{} {}", f.name, f.value)
+        };
+        out.push_str(&format!("  {left:<width$}  {}\n", f.help));
+    }
+    out
 }
 
 fn parse(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
@@ -147,90 +222,22 @@ fn parse(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
             }
             continue;
         }
-        match arg.as_str() {
-            "--help" => return Err(String::new()),
-            "--insecure" => {
-                a.insecure = true;
-                continue;
-            }
-            "--beat-when-busy" => {
-                a.beat_when_busy = true;
-                continue;
-            }
-            "--stdin" => {
-                a.stdin = true;
-                continue;
-            }
-            _ => {}
-        }
         // --flag=value or --flag value
-        let (flag, inline) = match arg.split_once('=') {
+        let (name, inline) = match arg.split_once('=') {
             Some((f, v)) => (f.to_owned(), Some(v.to_owned())),
             None => (arg.clone(), None),
         };
-        let mut value = || -> Result<String, String> {
-            match inline.clone() {
-                Some(v) => Ok(v),
-                None => it.next().ok_or_else(|| format!("{flag} needs a value")),
-            }
+        let flag = FLAGS
+            .iter()
+            .find(|f| f.name == name)
+            .ok_or_else(|| format!("unknown flag `{name}`"))?;
+        let value = match (flag.value.is_empty(), inline) {
+            (true, None) => String::new(),
+            (true, Some(_)) => return Err(format!("{name} takes no value")),
+            (false, Some(v)) => v,
+            (false, None) => it.next().ok_or_else(|| format!("{name} needs a value"))?,
         };
-        match flag.as_str() {
-            "--header" => {
-                let v = value()?;
-                let (name, val) = v
-                    .split_once(':')
-                    .ok_or_else(|| format!("--header: `{v}` is not 'Name: value'"))?;
-                if name.trim().is_empty() {
-                    return Err(format!("--header: `{v}` has no name"));
-                }
-                a.headers
-                    .push((name.trim().to_owned(), val.trim().to_owned()));
-            }
-            "--heartbeat" => a.heartbeat = Some(value()?),
-            "--reply" => a.replies.push(value()?),
-            "--every" => a.every = Some(number("--every", &value()?)?),
-            "--timeout" => a.timeout = Some(number("--timeout", &value()?)?),
-            "--connect-timeout" => {
-                a.connect_timeout = Some(number("--connect-timeout", &value()?)?)
-            }
-            "--hello" => a.hello.push(value()?),
-            "--send" => a.send.push(value()?),
-            "--batch" => a.batch = Some(number("--batch", &value()?)?),
-            "--backoff" => {
-                let v = value()?;
-                let (lo, hi) = v
-                    .split_once(':')
-                    .ok_or_else(|| format!("--backoff: `{v}` is not MIN_MS:MAX_MS"))?;
-                a.backoff = Some((number("--backoff", lo)?, number("--backoff", hi)?));
-            }
-            "--max-attempts" => a.max_attempts = Some(number("--max-attempts", &value()?)?),
-            "--count" => a.count = Some(number("--count", &value()?)?),
-            "--for" => a.for_ms = Some(number("--for", &value()?)?),
-            "--poll" => a.poll = Some(value()?),
-            "--poll-method" => {
-                a.poll_method = match value()?.to_ascii_uppercase().as_str() {
-                    "GET" => Method::Get,
-                    "POST" => Method::Post,
-                    other => return Err(format!("--poll-method: `{other}` is not GET or POST")),
-                }
-            }
-            "--poll-body" => a.poll_body = Some(value()?),
-            "--poll-after" => a.poll_after = Some(number("--poll-after", &value()?)?),
-            "--poll-every" => a.poll_every = Some(number("--poll-every", &value()?)?),
-            "--id" => a.id = Some(value()?),
-            "--cursor" => a.cursor = Some(value()?),
-            "--since" => a.since = Some(value()?),
-            "--items" => a.items = Some(value()?),
-            "--ca" => a.ca.push(value()?),
-            "--stats" => a.stats = Some(number("--stats", &value()?)?),
-            "--inbound-bytes" => a.inbound_bytes = Some(number("--inbound-bytes", &value()?)?),
-            "--outbound-bytes" => a.outbound_bytes = Some(number("--outbound-bytes", &value()?)?),
-            "--max-message" => a.max_message = Some(number("--max-message", &value()?)?),
-            "--state-dir" => a.state_dir = Some(value()?),
-            "--ack" => a.ack = Some(value()?),
-            "--proxy" => a.proxy = Some(value()?),
-            _ => return Err(format!("unknown flag `{flag}`")),
-        }
+        (flag.set)(&mut a, value)?;
     }
     a.url = url.ok_or("missing URL")?;
     Ok(a)
@@ -575,11 +582,11 @@ fn main() {
     let args = match parse(std::env::args().skip(1)) {
         Ok(a) => a,
         Err(e) if e.is_empty() => {
-            println!("{USAGE}");
+            print!("{}", usage());
             return;
         }
         Err(e) => {
-            eprintln!("tail: {e}\n{USAGE}");
+            eprintln!("tail: {e}\n{}", usage());
             std::process::exit(2);
         }
     };

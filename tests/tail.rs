@@ -694,3 +694,66 @@ fn a_name_whose_ipv6_address_goes_nowhere_connects_over_ipv4() {
         "{lines:?} / {stderr}"
     );
 }
+
+#[test]
+fn tail_help_lists_every_flag_once_with_one_line_each() {
+    let out = Command::new(tail_bin()).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    let names: Vec<&str> = help
+        .lines()
+        .filter_map(|l| l.strip_prefix("  --"))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    // The flags scripts use (the contract): each listed exactly once.
+    for flag in [
+        "header",
+        "heartbeat",
+        "reply",
+        "every",
+        "timeout",
+        "connect-timeout",
+        "beat-when-busy",
+        "hello",
+        "send",
+        "batch",
+        "backoff",
+        "max-attempts",
+        "count",
+        "for",
+        "poll",
+        "poll-method",
+        "poll-body",
+        "poll-after",
+        "poll-every",
+        "id",
+        "cursor",
+        "since",
+        "items",
+        "ca",
+        "insecure",
+        "stdin",
+        "stats",
+        "inbound-bytes",
+        "outbound-bytes",
+        "max-message",
+        "state-dir",
+        "ack",
+        "proxy",
+        "help",
+    ] {
+        let n = names.iter().filter(|n| **n == flag).count();
+        assert_eq!(n, 1, "--{flag} listed {n} times in:\n{help}");
+    }
+    // Every line a flag with its help, and each flag listed is accepted:
+    // a switch alone, a flag with a value given one.
+    for line in help.lines().skip(1) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        assert!(words.len() >= 2 && words[0].starts_with("--"), "{line}");
+    }
+    let bad = Command::new(tail_bin())
+        .args(["ws://127.0.0.1:1/", "--insecure=yes"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2), "a switch takes no value");
+}
