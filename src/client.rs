@@ -18,25 +18,36 @@ use crate::threads::{supervisor, Control, Outgoing, Setup};
 
 /// A handle to one kept-alive WebSocket connection.
 ///
-/// Cheap to clone and `Send + Sync`: clones share the connection. Dropping
-/// the last clone closes the client as [`Client::close`] does.
+/// Cheap to clone and `Send + Sync`: clones share the connection. The
+/// connection lives as long as any handle to it: a clone of the client, or
+/// a receiver from [`Client::batches`] or [`Client::events`] (as a
+/// crossbeam receiver keeps its channel). Dropping the last one closes the
+/// client as [`Client::close`] does.
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
 }
 
 struct Inner {
+    life: Arc<Lifeline>,
     shared: Arc<Shared>,
-    control: Sender<Control>,
     outbound: Sender<Outgoing>,
     ledger: Arc<Ledger>,
     protocol: Arc<dyn crate::protocol::Protocol>,
-    /// The ledger's writer (with `state_dir`): dropping the sender stops it.
-    writer: Mutex<Option<(Sender<()>, JoinHandle<()>)>>,
     outbound_capacity: usize,
     send_timeout: Duration,
     batches: Batches,
     events: Events,
+}
+
+/// What keeps the connection running, held by the client and by every
+/// receiver: when the last of them is dropped, the client closes.
+struct Lifeline {
+    shared: Arc<Shared>,
+    control: Sender<Control>,
+    ledger: Arc<Ledger>,
+    /// The ledger's writer (with `state_dir`): dropping the sender stops it.
+    writer: Mutex<Option<(Sender<()>, JoinHandle<()>)>>,
     supervisor: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -165,19 +176,28 @@ impl Client {
                 return Err(e);
             }
         };
+        let life = Arc::new(Lifeline {
+            shared: shared.clone(),
+            control: control_tx,
+            ledger: ledger.clone(),
+            writer: Mutex::new(writer),
+            supervisor: Mutex::new(Some(handle)),
+        });
+        let keep: Arc<dyn std::any::Any + Send + Sync> = life.clone();
         Ok(Client {
             inner: Arc::new(Inner {
+                life: life.clone(),
                 shared: shared.clone(),
-                control: control_tx,
                 outbound: outbound_tx,
                 ledger,
                 protocol,
-                writer: Mutex::new(writer),
                 outbound_capacity,
                 send_timeout,
-                batches,
-                events: Events { rx: events_rx },
-                supervisor: Mutex::new(Some(handle)),
+                batches: batches.keeping(keep),
+                events: Events {
+                    rx: events_rx,
+                    _life: life,
+                },
             }),
         })
     }
@@ -277,7 +297,7 @@ impl Client {
     /// received are still handed out by the batch receiver, which then
     /// ends.
     pub fn close(&self) {
-        self.inner.close();
+        self.inner.life.close();
     }
 
     /// The current state.
@@ -428,7 +448,9 @@ impl Inner {
             }
         }
     }
+}
 
+impl Lifeline {
     fn close(&self) {
         // Acks of batches finished before close() wait for a state write:
         // write now, so they are released to the io thread before the close
@@ -468,7 +490,7 @@ impl Inner {
     }
 }
 
-impl Drop for Inner {
+impl Drop for Lifeline {
     fn drop(&mut self) {
         self.close();
     }
@@ -478,9 +500,19 @@ impl Drop for Inner {
 /// that ends after the client is closed and every event was read. Holds the
 /// last `event_capacity` events when nobody reads it. Clones share one
 /// queue: each event goes to one of them.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Events {
     rx: Receiver<Event>,
+    /// Keeps the client running while this receiver exists.
+    _life: Arc<Lifeline>,
+}
+
+impl fmt::Debug for Events {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Events")
+            .field("queued", &self.rx.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Events {

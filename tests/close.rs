@@ -36,7 +36,7 @@ fn close_sends_1000_returns_promptly_and_never_reconnects() {
 }
 
 #[test]
-fn dropping_the_last_client_closes_cleanly() {
+fn dropping_the_last_handle_closes_cleanly() {
     let server = server();
     let client = fast(server.url()).build().unwrap();
     let events = client.events();
@@ -44,14 +44,52 @@ fn dropping_the_last_client_closes_cleanly() {
     let clone = client.clone();
     drop(client);
     assert_eq!(clone.state(), State::Open, "a clone keeps the connection");
+    let batches = clone.batches();
     drop(clone);
+    // The receivers are handles too: still open, still delivering.
+    server.push("still here");
+    let got = batches.recv_timeout(WAIT).expect("still running");
+    assert_eq!(got.messages()[0].text(), Some("still here"));
+    drop(got);
+    drop(batches);
+    drop(events);
     assert!(server.wait_for(WAIT, |l| l
         .frames
         .iter()
         .any(|r| r.sent == Sent::Close(Some(1000)))));
-    wait_event(&events, "closed", |e| {
-        e.state == State::Closed(CloseReason::Requested)
-    });
+}
+
+/// `let b = Client::builder(url).build()?.batches(); for x in b {}`: the
+/// receiver keeps the client running (it ended at once, with nothing).
+#[test]
+fn a_receiver_outliving_its_client_keeps_it_running_until_dropped() {
+    let server = server();
+    let batches = fast(server.url()).build().unwrap().batches();
+    assert!(server.wait_open(1, WAIT));
+    server.push("one");
+    let got = batches.recv_timeout(WAIT).expect("the client still runs");
+    assert_eq!(got.messages()[0].text(), Some("one"));
+    drop(got);
+    let events_only = {
+        let client = fast(server.url()).build().unwrap();
+        client.events()
+    };
+    wait_open(&events_only);
+    drop(batches);
+    assert!(server.wait_for(WAIT, |l| l
+        .frames
+        .iter()
+        .filter(|r| r.sent == Sent::Close(Some(1000)))
+        .count()
+        == 1));
+    // The last handle of the second client gone: it closes too.
+    drop(events_only);
+    assert!(server.wait_for(WAIT, |l| l
+        .frames
+        .iter()
+        .filter(|r| r.sent == Sent::Close(Some(1000)))
+        .count()
+        == 2));
 }
 
 #[test]

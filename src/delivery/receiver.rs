@@ -46,6 +46,9 @@ pub struct Batches {
     /// `true`: acks travel with the batch and go when it is finished
     /// ([`crate::AckMode::Finished`]); `false`: they go on hand-out.
     on_finish: bool,
+    /// Keeps the client running while this receiver exists (set by the
+    /// client: delivery does not know what it holds).
+    keep: Option<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 impl Batches {
@@ -63,7 +66,14 @@ impl Batches {
             batcher: Arc::new(Mutex::new(Batcher::new(window, max))),
             ledger,
             on_finish,
+            keep: None,
         }
+    }
+
+    /// This receiver (and its clones) keeps `life` alive.
+    pub(crate) fn keeping(mut self, life: Arc<dyn std::any::Any + Send + Sync>) -> Self {
+        self.keep = Some(life);
+        self
     }
 
     /// Messages waiting in the queue (not yet in a batch being assembled).
