@@ -223,6 +223,8 @@ fn run(scale: f64) -> Result<(), Box<dyn std::error::Error>> {
                 })
                 .collect();
             println!("{} batch: textMsgPool {text:?} audioMsgPool {audio:?}", t());
+            // Both pools are shown: finished (acked), not handed out again.
+            batch.done();
         }
         match what {
             "push" => {

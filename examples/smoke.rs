@@ -77,6 +77,7 @@ fn run() -> Result<(), String> {
     if batch.messages()[0].text() != Some("three") {
         return Err(format!("wrong message after reconnect: {batch:?}"));
     }
+    batch.done();
     client.close();
     if client.state() != State::Closed(heartline::CloseReason::Requested) {
         return Err(format!("not closed: {:?}", client.state()));

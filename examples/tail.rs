@@ -644,15 +644,15 @@ fn main() {
         if let Some(rest) = left.and_then(|n| batch.split_off(n)) {
             // --count stops inside this batch: the messages after it are
             // not printed, so they are not finished (not acked, not
-            // recorded) and the server delivers them again. Leaking them is
-            // how they are abandoned, once, right before exit.
-            std::mem::forget(rest);
+            // recorded) and the server delivers them again.
+            drop(rest);
         }
+        // The loop over the batch finishes what it passes: all of it.
         let items: Vec<Value> = batch.iter().map(message_json).collect();
         seen += items.len() as u64;
         done = args.count.is_some_and(|n| seen >= n);
         emit(&json!({ "batch": items }));
-        // Dropping the batch finishes it: printed, then acked (with
+        // Dropping the batch records and acks what was printed (with
         // --state-dir, recorded first).
     }
     drop(stop_stats);

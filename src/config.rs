@@ -72,9 +72,9 @@ pub enum Overflow {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum AckMode {
-    /// When the application has finished with the batch holding it: the
-    /// batch was dropped, `done()` was called, or its `for` loop ended (the
-    /// default). A process that dies while holding a batch never acked it,
+    /// When the application has finished with it: the loop over its batch
+    /// moved past it, or `done()` / `finish_first()` said so (see
+    /// [`crate::Batch`]); sent when the batch is dropped (the default). A process that dies while holding a batch never acked it,
     /// so the server redelivers it: nothing acked is lost unprocessed.
     #[default]
     Finished,

@@ -1,6 +1,7 @@
 //! What goes over the wire and what the application receives.
 
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 pub use crate::frame::{Cursor, Frame};
@@ -112,6 +113,14 @@ impl Message {
         ack.map_or(len, |a| len.max(crate::durable::ack_cost(a)))
     }
 
+    /// What its ack holds of the budget (0 without one).
+    pub(crate) fn ack_cost(&self) -> usize {
+        self.meta
+            .as_ref()
+            .and_then(|m| m.ack.as_ref())
+            .map_or(0, crate::durable::ack_cost)
+    }
+
     pub(crate) fn take_ack(&mut self) -> Option<Frame> {
         self.meta.as_mut()?.ack.take()
     }
@@ -156,19 +165,39 @@ impl Message {
     }
 }
 
+/// Where the unfinished messages of a dropped batch go: back to the front
+/// of the receiver's queue, to be handed out again first.
+pub(crate) type Back = std::sync::Arc<dyn Fn(Vec<Message>) + Send + Sync>;
+
 /// Messages handed to the application together. Never empty; in the order
 /// the server sent them.
 ///
-/// With [`crate::AckMode::Finished`] (the default) the batch carries the
-/// acknowledgements of its messages and sends them, in order, when the
-/// application has finished with it: when the batch is dropped, when
-/// [`Batch::done`] is called, or when the iterator of `for m in batch` is
-/// dropped. A process that dies holding a batch never acked it, so the
-/// server redelivers its messages. A clone carries no acks.
-#[derive(Debug)]
+/// **A message is finished when the loop over its batch moves past it, or
+/// when the application says so; dropping a batch abandons what is not
+/// finished.** Moving past: `for m in &batch` (or `batch.iter()`, or
+/// `for m in batch`) asks for the next message, or ends. Saying so:
+/// [`Batch::done`], [`Batch::finish_first`], [`Batch::into_messages`].
+/// So an early `return`, `?`, `break` or a panic in the loop leaves the
+/// message being processed, and those after it, unfinished.
+///
+/// A finished message is recorded (its id and cursor; with `state_dir`, on
+/// disk) and, with [`crate::AckMode::Finished`] (the default), acked, when
+/// the batch (or its iterator) is dropped. An abandoned message is neither:
+/// it goes back to the front of the queue and the receiver hands it out
+/// again, before newer ones. A process that dies holding a batch never
+/// acked it, so the server redelivers its messages. A clone of a batch
+/// carries no acks and finishes nothing.
+///
+/// `for m in &batch` costs nothing; `for m in batch` keeps a copy of the
+/// message in hand until the loop moves on, so that it can be handed out
+/// again if the loop ends early.
 pub struct Batch {
     messages: Vec<Message>,
     acks: Option<Finish>,
+    /// How many messages, from the first, are finished.
+    finished: AtomicUsize,
+    /// `None` for a clone.
+    back: Option<Back>,
 }
 
 /// What finishing a batch records, one entry per message: its id and
@@ -217,40 +246,80 @@ impl fmt::Debug for Finish {
     }
 }
 
+/// Finishes the first `n` of `messages` (records them, sends their acks)
+/// and hands the rest back, their acks with them, through `back`.
+fn settle(mut messages: Vec<Message>, acks: Option<Finish>, n: usize, back: Option<&Back>) {
+    let n = n.min(messages.len());
+    let mut rest_acks = Vec::new();
+    if let Some(mut f) = acks {
+        if n < f.entries.len() {
+            rest_acks = f.entries.split_off(n);
+        }
+        if !f.entries.is_empty() {
+            f.send();
+        }
+    }
+    if n < messages.len() {
+        let Some(back) = back else { return };
+        let mut rest = messages.split_off(n);
+        log::debug!(target: "heartline::delivery",
+            "{} of {} messages dropped unfinished: handed out again", rest.len(), rest.len() + n);
+        for (m, e) in rest.iter_mut().zip(rest_acks) {
+            if let Some(a) = e.ack {
+                m.set_ack(a);
+            }
+        }
+        back(rest);
+    }
+}
+
+impl fmt::Debug for Batch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Batch")
+            .field("messages", &self.messages)
+            .field("finished", &self.finished.load(Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
 impl Clone for Batch {
     fn clone(&self) -> Self {
-        // The acks stay with the original: one finish, one ack each.
+        // The acks stay with the original: one finish, one ack each; and
+        // the original alone hands back what it did not finish.
         Batch {
             messages: self.messages.clone(),
             acks: None,
+            finished: AtomicUsize::new(0),
+            back: None,
         }
     }
 }
 
 impl Drop for Batch {
     fn drop(&mut self) {
-        if let Some(r) = self.acks.take() {
-            r.send();
-        }
+        let n = *self.finished.get_mut();
+        let messages = std::mem::take(&mut self.messages);
+        settle(messages, self.acks.take(), n, self.back.as_ref());
     }
 }
 
 impl Batch {
-    pub(crate) fn new(messages: Vec<Message>, acks: Option<Finish>) -> Self {
+    pub(crate) fn new(messages: Vec<Message>, acks: Option<Finish>, back: Option<Back>) -> Self {
         debug_assert!(!messages.is_empty());
         // Nothing to record or send: no work on finish.
         let acks = acks.filter(|r| !r.is_empty());
-        Batch { messages, acks }
+        Batch {
+            messages,
+            acks,
+            finished: AtomicUsize::new(0),
+            back,
+        }
     }
 
     /// Splits the batch in two at `at`: this batch keeps the first `at`
-    /// messages, the returned one the rest, and each is finished on its
-    /// own. An application that must stop part-way finishes what it
-    /// processed and drops or abandons the rest (a batch leaked with
-    /// `std::mem::forget` is never acked or recorded, so after a restart
-    /// the server delivers it again).
-    /// `None` (and no change) when `at` is 0 or not below `len()`: a batch
-    /// is never empty.
+    /// messages, the returned one the rest, and each is finished (or
+    /// abandoned) on its own. `None` (and no change) when `at` is 0 or not
+    /// below `len()`: a batch is never empty.
     pub fn split_off(&mut self, at: usize) -> Option<Batch> {
         if at == 0 || at >= self.messages.len() {
             return None;
@@ -260,7 +329,11 @@ impl Batch {
             entries: f.entries.split_off(at.min(f.entries.len())),
             ledger: f.ledger.clone(),
         });
-        Some(Batch::new(messages, acks))
+        let done = self.finished.get_mut();
+        let rest = Batch::new(messages, acks, self.back.clone());
+        rest.finished.store(done.saturating_sub(at), Relaxed);
+        *done = (*done).min(at);
+        Some(rest)
     }
 
     /// The number of messages (at least one).
@@ -274,47 +347,127 @@ impl Batch {
         self.messages.is_empty()
     }
 
-    /// The messages, oldest first.
+    /// The messages, oldest first. Reading them finishes nothing: see
+    /// [`Batch::iter`] and [`Batch::done`].
     pub fn messages(&self) -> &[Message] {
         &self.messages
     }
 
     /// The messages of one kind, oldest first (messmonitor's text pool:
     /// `batch.of_kind("text")`). A message of several kinds is in each.
+    /// Reading them finishes nothing.
     pub fn of_kind<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a Message> + 'a {
         self.messages.iter().filter(move |m| m.is_kind(kind))
     }
 
-    /// Iterates over the messages, oldest first.
-    pub fn iter(&self) -> std::slice::Iter<'_, Message> {
-        self.messages.iter()
+    /// Iterates over the messages, oldest first. Each is finished when the
+    /// iterator is asked for the next one, or has ended: a loop left early
+    /// leaves the message in hand and those after it unfinished.
+    pub fn iter(&self) -> Iter<'_> {
+        Iter {
+            batch: self,
+            next: 0,
+            ended: false,
+        }
     }
 
-    /// Says the application has finished with these messages: with
-    /// [`crate::AckMode::Finished`], their acks go out now. Dropping the
-    /// batch does the same.
-    pub fn done(self) {}
+    /// Says the first `n` messages are finished (as a loop that moved past
+    /// them would). Never takes back what was finished.
+    pub fn finish_first(&self, n: usize) {
+        self.finished.fetch_max(n.min(self.messages.len()), Relaxed);
+    }
 
-    /// Takes the messages. This counts as finishing the batch: with
-    /// [`crate::AckMode::Finished`] its acks go out now.
+    /// Says the application has finished with all of these messages: they
+    /// are recorded, and with [`crate::AckMode::Finished`] their acks go
+    /// out now.
+    pub fn done(self) {
+        self.finish_first(self.messages.len());
+    }
+
+    /// Takes the messages. This finishes them all, as [`Batch::done`].
     pub fn into_messages(mut self) -> Vec<Message> {
-        std::mem::take(&mut self.messages)
+        let all = std::mem::take(&mut self.messages);
+        *self.finished.get_mut() = all.len();
+        settle(Vec::new(), self.acks.take(), all.len(), None);
+        all
     }
 }
 
-/// The iterator of `for m in batch`: owns the messages, and with
-/// [`crate::AckMode::Finished`] sends their acks when it is dropped, after
-/// the loop.
+/// The iterator of `for m in &batch` and [`Batch::iter`]: a message is
+/// finished once the iterator is asked for the next one, or has ended.
 #[derive(Debug)]
+pub struct Iter<'a> {
+    batch: &'a Batch,
+    next: usize,
+    ended: bool,
+}
+
+impl<'a> Iterator for Iter<'a> {
+    type Item = &'a Message;
+    fn next(&mut self) -> Option<&'a Message> {
+        match self.batch.messages.get(self.next) {
+            Some(m) => {
+                self.next += 1;
+                Some(m)
+            }
+            None => {
+                self.ended = true;
+                None
+            }
+        }
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = self.batch.messages.len().saturating_sub(self.next);
+        (n, Some(n))
+    }
+}
+
+impl Drop for Iter<'_> {
+    fn drop(&mut self) {
+        // Recorded once, when the loop is left: every message it moved
+        // past; the one in hand too only if it asked for more and got
+        // none.
+        let passed = if self.ended {
+            self.next
+        } else {
+            self.next.saturating_sub(1)
+        };
+        self.batch.finish_first(passed);
+    }
+}
+
+/// The iterator of `for m in batch`: owns the messages. A message is
+/// finished once the iterator is asked for the next one, or has ended; when
+/// it is dropped, what is finished is recorded (and acked, with
+/// [`crate::AckMode::Finished`]) and the rest handed out again.
 pub struct IntoIter {
     messages: std::vec::IntoIter<Message>,
     acks: Option<Finish>,
+    /// Messages handed to the loop so far.
+    yielded: usize,
+    /// A copy of the message in hand, until the loop asks for the next one.
+    current: Option<Message>,
+    back: Option<Back>,
+}
+
+impl fmt::Debug for IntoIter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IntoIter")
+            .field("left", &self.messages.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Iterator for IntoIter {
     type Item = Message;
     fn next(&mut self) -> Option<Message> {
-        self.messages.next()
+        self.current = None; // moved past: finished
+        let m = self.messages.next()?;
+        self.yielded += 1;
+        if self.back.is_some() {
+            self.current = Some(m.clone());
+        }
+        Some(m)
     }
     fn size_hint(&self) -> (usize, Option<usize>) {
         self.messages.size_hint()
@@ -323,8 +476,26 @@ impl Iterator for IntoIter {
 
 impl Drop for IntoIter {
     fn drop(&mut self) {
-        if let Some(r) = self.acks.take() {
-            r.send();
+        let in_hand = self.current.take();
+        let finished = self.yielded - usize::from(in_hand.is_some());
+        let mut rest: Vec<Message> = in_hand.into_iter().collect();
+        rest.extend(self.messages.by_ref());
+        // The finished ones are no longer here: settle what is left
+        // against the entries after them.
+        let mut acks = self.acks.take();
+        if let Some(f) = acks.as_mut() {
+            let tail = f.entries.split_off(finished.min(f.entries.len()));
+            let head = std::mem::replace(&mut f.entries, tail);
+            if !head.is_empty() {
+                Finish {
+                    entries: head,
+                    ledger: f.ledger.clone(),
+                }
+                .send();
+            }
+        }
+        if !rest.is_empty() {
+            settle(rest, acks, 0, self.back.as_ref());
         }
     }
 }
@@ -336,15 +507,18 @@ impl IntoIterator for Batch {
         IntoIter {
             messages: std::mem::take(&mut self.messages).into_iter(),
             acks: self.acks.take(),
+            yielded: 0,
+            current: None,
+            back: self.back.take(),
         }
     }
 }
 
 impl<'a> IntoIterator for &'a Batch {
     type Item = &'a Message;
-    type IntoIter = std::slice::Iter<'a, Message>;
-    fn into_iter(self) -> Self::IntoIter {
-        self.messages.iter()
+    type IntoIter = Iter<'a>;
+    fn into_iter(self) -> Iter<'a> {
+        self.iter()
     }
 }
 

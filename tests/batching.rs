@@ -35,7 +35,12 @@ fn batch_max_splits_a_burst_and_keeps_order() {
     }
     wait_until("7 messages queued", || client.stats().inbound_queued == 7);
     let sizes: Vec<usize> = (0..3)
-        .map(|_| client.recv_timeout(WAIT).unwrap().len())
+        .map(|_| {
+            let batch = client.recv_timeout(WAIT).unwrap();
+            let n = batch.len();
+            batch.done();
+            n
+        })
         .collect();
     assert_eq!(sizes, vec![3, 3, 1]);
     client.close();

@@ -468,14 +468,14 @@ fn a_for_loop_over_a_batch_acks_after_the_loop() {
     drop(b.clone());
     sync(&client, &server, "marker-3");
     assert_eq!(server_acked(&server), 2);
-    drop(b);
+    b.done();
     wait_until("acked once", || server_acked(&server) == 3);
     assert_eq!(client.stats().acks, 3);
     client.close();
 }
 
 #[test]
-fn a_split_batch_finishes_each_part_on_its_own_and_an_abandoned_part_is_redelivered() {
+fn a_split_batch_finishes_each_part_on_its_own_and_an_abandoned_part_comes_back() {
     let (server, client) = open_with_default_acks();
     for i in 1..=3 {
         server.publish(json!({ "n": i }));
@@ -488,12 +488,14 @@ fn a_split_batch_finishes_each_part_on_its_own_and_an_abandoned_part_is_redelive
     assert_eq!(seqs(rest.messages()), vec![2, 3]);
     first.done();
     wait_until("m-1 acked", || server_acked(&server) == 1);
-    std::mem::forget(rest); // abandoned: never acked
+    drop(rest); // abandoned: not acked, handed out again, first
+    let again = client.recv_timeout(WAIT).unwrap();
+    assert_eq!(seqs(again.messages()), vec![2, 3]);
     sync(&client, &server, "marker-4");
     assert_eq!(server_acked(&server), 1);
     // A new connection gets the two unacked messages again: this process
-    // has seen them (duplicates), but never finished them, so it does not
-    // ack them now either; a restarted process would get them.
+    // has seen them (duplicates), but not finished them (the application
+    // holds them), so it does not ack them now either.
     server.drop_all();
     wait_until("both redelivered", || client.stats().duplicates == 2);
     sync(&client, &server, "marker-5");
@@ -502,6 +504,8 @@ fn a_split_batch_finishes_each_part_on_its_own_and_an_abandoned_part_is_redelive
         1,
         "unfinished duplicates are not acked"
     );
+    again.done();
+    wait_until("finished at last", || server_acked(&server) == 3);
     client.close();
 }
 
@@ -654,5 +658,113 @@ fn one_polling_event_per_change_of_transport_not_per_attempt() {
     // The socket back is a change: Open.
     server.refuse(None);
     wait_open(&events);
+    client.close();
+}
+
+fn acked_ids(server: &TestServer) -> Vec<String> {
+    server
+        .log()
+        .frames
+        .iter()
+        .filter_map(|f| f.text())
+        .filter_map(|t| serde_json::from_str::<serde_json::Value>(t).ok())
+        .filter_map(|v| v["ack"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Ordinary Rust control flow in the handler: a panic (caught by the
+/// application, which goes on receiving), an `Err` returned half way with
+/// `?`, a `break`. The message being processed and those after it are
+/// neither finished nor acked, and come back first; every message is
+/// processed in the end and acked only after.
+#[test]
+fn a_handler_that_panics_fails_or_breaks_acks_nothing_it_did_not_process() {
+    let (server, client) = open_with_default_acks();
+    for i in 1..=8 {
+        server.publish(json!({ "n": i }));
+    }
+    let mut processed: Vec<String> = Vec::new();
+    let mut failed: Vec<&str> = Vec::new();
+    let mut early: Vec<String> = Vec::new();
+    let deadline = std::time::Instant::now() + WAIT;
+    while processed.len() < 8 {
+        let batch = client.batches().recv_deadline(deadline).expect("a batch");
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            for m in &batch {
+                let id = m.id().unwrap_or_default();
+                match id {
+                    "m-3" if !failed.contains(&"m-3") => {
+                        failed.push("m-3");
+                        panic!("handler panics on m-3");
+                    }
+                    "m-5" if !failed.contains(&"m-5") => {
+                        failed.push("m-5");
+                        return Err(format!("cannot handle {id}"));
+                    }
+                    "m-7" if !failed.contains(&"m-7") => {
+                        failed.push("m-7");
+                        break;
+                    }
+                    _ => {}
+                }
+                // Nothing may be acked before it is processed (noted here,
+                // asserted outside: a panic in here is the handler's).
+                if acked_ids(&server).contains(&id.to_owned()) {
+                    early.push(id.to_owned());
+                }
+                processed.push(id.to_owned());
+            }
+            Ok(())
+        }));
+        drop(batch);
+        if !matches!(outcome, Ok(Ok(()))) || failed.len() == 3 {
+            sync(&client, &server, &format!("marker-{}", failed.len()));
+            let acked = acked_ids(&server);
+            for id in &failed {
+                if !processed.iter().any(|p| p == id) {
+                    assert!(!acked.contains(&(*id).to_owned()), "{id} acked unprocessed");
+                }
+            }
+        }
+    }
+    assert_eq!(failed, ["m-3", "m-5", "m-7"]);
+    assert!(early.is_empty(), "acked before processed: {early:?}");
+    let want: Vec<String> = (1..=8).map(|i| format!("m-{i}")).collect();
+    let mut got = processed.clone();
+    got.sort();
+    assert_eq!(got, want, "each processed once");
+    wait_until("all acked", || server_acked(&server) == 8);
+    client.close();
+}
+
+/// `for m in batch` (by value) leaves the message in hand unfinished too.
+#[test]
+fn leaving_a_by_value_loop_early_hands_the_rest_out_again() {
+    let (server, client) = open_with_default_acks();
+    for i in 1..=3 {
+        server.publish(json!({ "n": i }));
+    }
+    let batch = client.recv_timeout(WAIT).unwrap();
+    assert_eq!(batch.len(), 3);
+    for m in batch {
+        if m.id() == Some("m-2") {
+            break;
+        }
+    }
+    let again = client.recv_timeout(WAIT).unwrap();
+    assert_eq!(
+        seqs(again.messages()),
+        vec![2, 3],
+        "first, before newer ones"
+    );
+    sync(&client, &server, "marker");
+    assert_eq!(acked_ids(&server), ["m-1"]);
+    again.finish_first(1);
+    drop(again);
+    wait_until("m-2 acked", || server_acked(&server) == 2);
+    let last = client.recv_timeout(WAIT).unwrap();
+    assert_eq!(seqs(last.messages()), vec![3]);
+    last.done();
+    wait_until("all acked", || server_acked(&server) == 3);
     client.close();
 }

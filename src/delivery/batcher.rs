@@ -55,6 +55,12 @@ impl Batcher {
         self.pending.push(m);
     }
 
+    /// Messages of a batch the application dropped unfinished: first in
+    /// line, before anything newer.
+    pub(crate) fn put_back(&mut self, messages: Vec<Message>) {
+        self.pending.splice(0..0, messages);
+    }
+
     /// A batch is handed out `window` after its first message arrived (the
     /// window counts from arrival, so a message that waited in the queue
     /// for a slow consumer does not wait again), as soon as it holds `max`

@@ -11,7 +11,7 @@ use crossbeam_channel::{
 use super::batcher::{Batcher, Next};
 use crate::durable::Ledger;
 use crate::error::{RecvError, RecvTimeoutError, TryRecvError};
-use crate::message::{Batch, Finish, Finished, Message};
+use crate::message::{Back, Batch, Finish, Finished, Message};
 use crate::shared::{lock, Shared};
 
 /// How long a receiver with a zero batch window looks for the reply to
@@ -49,6 +49,9 @@ pub struct Batches {
     /// Keeps the client running while this receiver exists (set by the
     /// client: delivery does not know what it holds).
     keep: Option<Arc<dyn std::any::Any + Send + Sync>>,
+    /// Where a dropped batch puts what it did not finish: the front of
+    /// the batch being assembled.
+    back: Back,
 }
 
 impl Batches {
@@ -60,13 +63,29 @@ impl Batches {
         ledger: Arc<Ledger>,
         on_finish: bool,
     ) -> Self {
+        let batcher = Arc::new(Mutex::new(Batcher::new(window, max)));
+        let back: Back = {
+            let (batcher, shared) = (batcher.clone(), shared.clone());
+            Arc::new(move |messages: Vec<Message>| {
+                // Queued again: they hold the budget as queued messages
+                // do (their acks kept their own share since hand-out).
+                let owed: usize = messages
+                    .iter()
+                    .map(|m| m.budget_cost() - m.ack_cost())
+                    .sum();
+                shared.inbound.force(owed);
+                lock(&batcher).put_back(messages);
+                shared.ring();
+            })
+        };
         Batches {
             rx,
             shared,
-            batcher: Arc::new(Mutex::new(Batcher::new(window, max))),
+            batcher,
             ledger,
             on_finish,
             keep: None,
+            back,
         }
     }
 
@@ -199,7 +218,7 @@ impl Batches {
             // Nothing to record or ack (a plain protocol): no work on finish.
             self.shared.inbound.release(bytes);
             self.shared.taken(self.rx.len());
-            return Batch::new(messages, None);
+            return Batch::new(messages, None, Some(self.back.clone()));
         }
         let mut entries = Vec::with_capacity(messages.len());
         let mut now = Vec::new();
@@ -227,7 +246,7 @@ impl Batches {
             entries,
             ledger: self.ledger.clone(),
         };
-        Batch::new(messages, Some(finish))
+        Batch::new(messages, Some(finish), Some(self.back.clone()))
     }
 }
 

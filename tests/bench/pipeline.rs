@@ -333,7 +333,10 @@ fn latency(s: &Sizes, report: &mut Report) {
         for _ in 0..per_round {
             let t0 = Instant::now();
             client.send(text.as_str()).expect("send");
-            client.recv_timeout(Duration::from_secs(10)).expect("echo");
+            client
+                .recv_timeout(Duration::from_secs(10))
+                .expect("echo")
+                .done();
             ours.push(t0.elapsed());
         }
     }
@@ -524,6 +527,7 @@ fn child(args: &[String]) {
                     break;
                 };
                 got += batch.len();
+                batch.done();
                 peak_queue = peak_queue.max(client.stats().inbound_queued);
                 std::thread::sleep(Duration::from_millis(1)); // the application's work per batch
             }
@@ -690,7 +694,9 @@ fn failover(report: &mut Report) {
         let b = client
             .recv_timeout(Duration::from_secs(30))
             .expect("messages while degraded");
-        if b.iter().any(|m| m.via() == Via::Poll) {
+        let polled = b.iter().any(|m| m.via() == Via::Poll);
+        b.done();
+        if polled {
             break t_cut.elapsed();
         }
     };
@@ -787,6 +793,7 @@ fn stalled_child(url: &str, n: usize) -> Value {
             break;
         };
         got += batch.len();
+        batch.done();
     }
     let stats = client.stats();
     client.close();
@@ -854,7 +861,10 @@ fn state_writes(quick: bool, report: &mut Report) {
             let mut got = 0;
             while got < n {
                 match c.recv_timeout(Duration::from_secs(10)) {
-                    Ok(b) => got += b.len(), // finished when dropped
+                    Ok(b) => {
+                        got += b.len();
+                        b.done(); // recorded, then acked
+                    }
                     Err(_) => break,
                 }
             }
@@ -938,7 +948,10 @@ fn burst(server: &TestServer, client: &Client, n: usize, acked: usize) -> usize 
     let mut got = 0;
     while got < n {
         match client.recv_timeout(Duration::from_secs(10)) {
-            Ok(b) => got += b.len(),
+            Ok(b) => {
+                got += b.len();
+                b.done();
+            }
             Err(_) => break,
         }
     }
@@ -969,6 +982,7 @@ fn window_child(url: &str, n: usize, window: usize) -> Value {
             break;
         };
         got += batch.len();
+        batch.done();
     }
     let full_kb = status_kb("VmRSS:");
     client.close();
@@ -1133,7 +1147,7 @@ fn cpu_child(which: &str, url: &str, n: usize, size: usize) -> Value {
             for m in batch.iter() {
                 bytes += std::hint::black_box(m.bytes().len());
             }
-            got += batch.len();
+            got += batch.len(); // the loop moved past all: finished
         }
         cpu1 = process_cpu();
         wall = t0.elapsed();
