@@ -24,7 +24,7 @@
 use std::time::{Duration, Instant};
 
 use heartline::testkit::{FeedConfig, TestServer};
-use heartline::{Client, State};
+use heartline::{Client, State, Update};
 use serde_json::json;
 
 fn main() {
@@ -89,21 +89,21 @@ fn run(seconds: u64) -> Result<(), Box<dyn std::error::Error>> {
     };
     let client = builder().build()?;
 
-    let events = client.events();
-    let printer = std::thread::spawn(move || {
-        for ev in events {
-            let extra = match &ev.state {
-                State::Connecting { attempt } => format!(" (attempt {attempt})"),
-                State::Reconnecting { attempt, delay } => {
-                    format!(" (attempt {attempt} in {delay:?})")
-                }
-                State::Closed(reason) => format!(" ({reason})"),
-                _ => String::new(),
-            };
-            let why = ev.error.map(|e| format!(": {e}")).unwrap_or_default();
-            println!("{} state: {}{extra}{why}", stamp(), ev.state.name());
-        }
-    });
+    // One receiver, one thread: state changes and batches in the order
+    // they happened on the connection.
+    let updates = client.updates();
+    let show = |ev: heartline::Event| {
+        let extra = match &ev.state {
+            State::Connecting { attempt } => format!(" (attempt {attempt})"),
+            State::Reconnecting { attempt, delay } => {
+                format!(" (attempt {attempt} in {delay:?})")
+            }
+            State::Closed(reason) => format!(" ({reason})"),
+            _ => String::new(),
+        };
+        let why = ev.error.map(|e| format!(": {e}")).unwrap_or_default();
+        println!("{} state: {}{extra}{why}", stamp(), ev.state.name());
+    };
 
     // This loop plays the server (notices every 300 ms, the faults) and the
     // application (printing batches) in turn.
@@ -119,7 +119,14 @@ fn run(seconds: u64) -> Result<(), Box<dyn std::error::Error>> {
     let mut big_sent = false;
     let mut next_push = Instant::now();
     let receive = |until: Instant, got: &mut Vec<u64>| {
-        while let Ok(batch) = client.batches().recv_deadline(until) {
+        while let Ok(update) = updates.recv_deadline(until) {
+            let batch = match update {
+                Update::Event(ev) => {
+                    show(ev);
+                    continue;
+                }
+                Update::Batch(batch) => batch,
+            };
             let seqs: Vec<u64> = batch
                 .iter()
                 .filter_map(|m| m.json().and_then(|v| v["seq"].as_u64()))
@@ -176,7 +183,12 @@ fn run(seconds: u64) -> Result<(), Box<dyn std::error::Error>> {
     }
     let stats = client.stats();
     client.close();
-    let _ = printer.join();
+    // The last state changes (up to Closed).
+    for update in updates.clone() {
+        if let Update::Event(ev) = update {
+            show(ev);
+        }
+    }
     println!(
         "{} done: {} connects, {} heartbeats, rtt {:?}, {} messages in, {} redelivered copies dropped, {} dropped, {} too large dropped",
         stamp(),

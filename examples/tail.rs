@@ -80,7 +80,8 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use heartline::{
-    Backoff, Client, CloseReason, Frame, Heartbeat, JsonRules, Message, Method, ReplyRule, State,
+    Backoff, Client, CloseReason, Frame, Heartbeat, JsonRules, Message, Method, RecvTimeoutError,
+    ReplyRule, State, Update,
 };
 use serde_json::{json, Value};
 
@@ -608,59 +609,68 @@ fn main() {
         // the process exit ends it.
         std::thread::spawn(move || forward_stdin(c));
     }
-    let (stop_stats, stats_stop) = crossbeam_channel::bounded::<()>(0);
-    let stats_printer = args.stats.map(|ms| {
-        let c = client.clone();
-        let every = Duration::from_millis(ms.max(1));
-        std::thread::spawn(move || {
-            while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
-                stats_stop.recv_timeout(every)
-            {
-                emit(&stats_line(&c.stats()));
-            }
-        })
-    });
-    let events = client.events();
-    let printer = std::thread::spawn(move || {
-        let mut last = None;
-        for ev in events {
-            emit(&state_line(&ev));
-            last = Some(ev);
-        }
-        last
-    });
+    // One loop: state changes and batches in the order they happened, and
+    // the --stats lines when due.
+    let updates = client.updates();
     let deadline = args
         .for_ms
         .map(|ms| Instant::now() + Duration::from_millis(ms));
+    let every = args.stats.map(|ms| Duration::from_millis(ms.max(1)));
+    let mut next_stats = every.map(|e| Instant::now() + e);
+    let mut last: Option<heartline::Event> = None;
     let mut seen = 0u64;
     let mut done = false;
     while !done {
-        let got = match deadline {
-            Some(d) => client.batches().recv_deadline(d).ok(),
-            None => client.recv().ok(),
+        let until = match (deadline, next_stats) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         };
-        let Some(mut batch) = got else { break };
-        let left = args.count.map(|n| n.saturating_sub(seen) as usize);
-        if let Some(rest) = left.and_then(|n| batch.split_off(n)) {
-            // --count stops inside this batch: the messages after it are
-            // not printed, so they are not finished (not acked, not
-            // recorded) and the server delivers them again.
-            drop(rest);
+        let got = match until {
+            Some(t) => updates.recv_deadline(t),
+            None => updates.recv().map_err(|_| RecvTimeoutError::Closed),
+        };
+        match got {
+            Err(RecvTimeoutError::Closed) => break,
+            Err(RecvTimeoutError::Timeout) => {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    break;
+                }
+                if let (Some(t), Some(e)) = (next_stats, every) {
+                    emit(&stats_line(&client.stats()));
+                    next_stats = Some(t + e);
+                }
+            }
+            Ok(Update::Event(ev)) => {
+                emit(&state_line(&ev));
+                last = Some(ev);
+            }
+            Ok(Update::Batch(mut batch)) => {
+                let left = args.count.map(|n| n.saturating_sub(seen) as usize);
+                if let Some(rest) = left.and_then(|n| batch.split_off(n)) {
+                    // --count stops inside this batch: the messages after it
+                    // are not printed, so they are not finished (not acked,
+                    // not recorded) and the server delivers them again.
+                    drop(rest);
+                }
+                // The loop over the batch finishes what it passes: all of it.
+                let items: Vec<Value> = batch.iter().map(message_json).collect();
+                seen += items.len() as u64;
+                done = args.count.is_some_and(|n| seen >= n);
+                emit(&json!({ "batch": items }));
+                // Dropping the batch records and acks what was printed (with
+                // --state-dir, recorded first).
+            }
         }
-        // The loop over the batch finishes what it passes: all of it.
-        let items: Vec<Value> = batch.iter().map(message_json).collect();
-        seen += items.len() as u64;
-        done = args.count.is_some_and(|n| seen >= n);
-        emit(&json!({ "batch": items }));
-        // Dropping the batch records and acks what was printed (with
-        // --state-dir, recorded first).
-    }
-    drop(stop_stats);
-    if let Some(p) = stats_printer {
-        let _ = p.join();
     }
     client.close();
-    let last = printer.join().ok().flatten();
+    // The state lines up to the final one; what else was queued is not
+    // printed (and not acked: the server delivers it again).
+    for update in updates {
+        if let Update::Event(ev) = update {
+            emit(&state_line(&ev));
+            last = Some(ev);
+        }
+    }
     if args.stats.is_some() {
         emit(&stats_line(&client.stats()));
     }

@@ -86,7 +86,7 @@ pub mod testkit;
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
-pub use client::{Client, Events};
+pub use client::{Client, Events, Update, Updates};
 pub use config::{AckMode, ClientBuilder, Endpoint, EndpointContext, Keepalive, Overflow};
 pub use delivery::Batches;
 pub use error::{

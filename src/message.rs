@@ -43,9 +43,11 @@ pub struct Message {
     via: Via,
     received: Instant,
     /// `None` when the protocol found nothing: a plain message stays small
-    /// (64 bytes), and it is moved several times on its way to the
+    /// (72 bytes), and it is moved several times on its way to the
     /// application.
     meta: Option<Box<Meta>>,
+    /// Its number in the inbound queue (see `Shared::take_seq`).
+    seq: u64,
 }
 
 impl Message {
@@ -56,7 +58,16 @@ impl Message {
             via,
             received,
             meta: None,
+            seq: 0,
         }
+    }
+
+    pub(crate) fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    pub(crate) fn set_seq(&mut self, seq: u64) {
+        self.seq = seq;
     }
 
     pub(crate) fn with_meta(frame: Frame, via: Via, received: Instant, meta: Meta) -> Self {
@@ -69,6 +80,7 @@ impl Message {
             via,
             received,
             meta: (!empty).then(|| Box::new(meta)),
+            seq: 0,
         }
     }
 
@@ -184,7 +196,8 @@ pub(crate) type Back = std::sync::Arc<dyn Fn(Vec<Message>) + Send + Sync>;
 /// disk) and, with [`crate::AckMode::Finished`] (the default), acked, when
 /// the batch (or its iterator) is dropped. An abandoned message is neither:
 /// it goes back to the front of the queue and the receiver hands it out
-/// again, before newer ones. A process that dies holding a batch never
+/// again, before newer ones (after [`crate::Client::close`], it is simply
+/// let go: the server delivers it again next time). A process that dies holding a batch never
 /// acked it, so the server redelivers its messages. A clone of a batch
 /// carries no acks and finishes nothing.
 ///

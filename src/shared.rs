@@ -239,6 +239,13 @@ impl Budget {
     }
 }
 
+/// An event with the number of the first message queued after it.
+#[derive(Clone, Debug)]
+pub(crate) struct Stamped {
+    pub event: Event,
+    pub at: u64,
+}
+
 pub(crate) struct Shared {
     /// close()'s way into a connection attempt in flight.
     pub abort: crate::dial::Abort,
@@ -251,8 +258,12 @@ pub(crate) struct Shared {
     closed: AtomicBool,
     waker: Mutex<Option<Arc<mio::Waker>>>,
     /// Taken by the supervisor when it stops, which ends [`crate::Events`].
-    events_tx: Mutex<Option<Sender<Event>>>,
-    events_rx: Receiver<Event>,
+    events_tx: Mutex<Option<Sender<Stamped>>>,
+    events_rx: Receiver<Stamped>,
+    /// Messages queued so far: each takes the next number, and each event
+    /// the number of the first message after it, so one receiver can hand
+    /// both out in the order they happened.
+    queued: AtomicU64,
     pub inbound_capacity: usize,
     /// Bytes held for the application (queue and batch being assembled).
     pub inbound: Budget,
@@ -284,7 +295,7 @@ impl Shared {
         inbound_capacity: usize,
         inbound_bytes: usize,
         outbound_bytes: usize,
-    ) -> (Arc<Shared>, Receiver<Event>) {
+    ) -> (Arc<Shared>, Receiver<Stamped>) {
         let (events_tx, events_rx) = crossbeam_channel::bounded(event_capacity);
         let counters = Counters::default();
         let (room_tx, room_rx) = crossbeam_channel::bounded(1);
@@ -310,6 +321,7 @@ impl Shared {
             bell_rx,
             want: AtomicUsize::new(1),
             sends: AtomicU64::new(0),
+            queued: AtomicU64::new(0),
         });
         (shared, events_rx)
     }
@@ -327,6 +339,19 @@ impl Shared {
     /// receiver, the oldest event is dropped (and counted) so the threads
     /// never block on it.
     pub(crate) fn set_state(&self, state: State, error: Option<ConnectionError>) {
+        let at = self.queued.load(Relaxed);
+        self.set_state_at(state, error, at);
+    }
+
+    /// Numbers a message being queued.
+    pub(crate) fn take_seq(&self) -> u64 {
+        self.queued.fetch_add(1, Relaxed)
+    }
+
+    /// [`Shared::set_state`], for an event that comes before every message
+    /// numbered `at` or later (an `Open` noted when its connection started,
+    /// before its first message).
+    pub(crate) fn set_state_at(&self, state: State, error: Option<ConnectionError>, at: u64) {
         if state.is_closed() {
             self.closed.store(true, SeqCst);
             // A send waiting for room gets its frame back as `Closed`.
@@ -336,7 +361,10 @@ impl Shared {
         if let Some(e) = &error {
             *lock(&self.last_error) = Some(e.clone());
         }
-        let mut event = Event { state, error };
+        let mut event = Stamped {
+            event: Event { state, error },
+            at,
+        };
         let tx = lock(&self.events_tx);
         let Some(tx) = tx.as_ref() else { return };
         loop {

@@ -3,7 +3,7 @@ use common::*;
 
 use std::time::Duration;
 
-use heartline::{Frame, RecvTimeoutError, TryRecvError, Via};
+use heartline::{Frame, RecvTimeoutError, State, TryRecvError, Via};
 
 #[test]
 fn a_window_gathers_a_burst_into_one_batch_in_order() {
@@ -104,4 +104,70 @@ fn a_recv_timeout_shorter_than_the_window_keeps_the_partial_batch() {
     let all = collect(&client, 2);
     assert_eq!(texts(&all), vec!["a", "b"]);
     client.close();
+}
+
+/// One thread, one loop: the state changes and the batches in the order
+/// they happened on the connection, though the server greets at once (a
+/// batch used to come before its `Open`).
+#[test]
+fn one_loop_sees_open_its_batches_and_closed_in_order() {
+    use heartline::Update;
+    let server = server();
+    server.set_greeting(vec!["hello".into()]);
+    let client = fast(server.url()).build().unwrap();
+    let updates = client.updates();
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut log: Vec<String> = Vec::new();
+    let mut opens = 0;
+    loop {
+        let update = match updates.recv_deadline(deadline) {
+            Ok(u) => u,
+            Err(heartline::RecvTimeoutError::Closed) => break,
+            Err(e) => panic!("{e}; saw {log:?}"),
+        };
+        match update {
+            Update::Event(e) => {
+                log.push(e.state.name().to_owned());
+                if e.state == State::Open {
+                    opens += 1;
+                }
+            }
+            Update::Batch(batch) => {
+                for m in &batch {
+                    let t = m.text().unwrap_or_default().to_owned();
+                    log.push(t.clone());
+                    match (opens, t.as_str()) {
+                        (1, "hello") => {
+                            server.push("a");
+                            server.push("b");
+                        }
+                        (1, "b") => {
+                            server.drop_all();
+                        }
+                        (2, "hello") => client.close(),
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    let kept: Vec<&str> = log
+        .iter()
+        .map(String::as_str)
+        .filter(|s| *s != "connecting")
+        .collect();
+    assert_eq!(
+        kept,
+        [
+            "open",
+            "hello",
+            "a",
+            "b",
+            "reconnecting",
+            "open",
+            "hello",
+            "closed"
+        ],
+        "{log:?}"
+    );
 }

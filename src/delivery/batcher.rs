@@ -55,6 +55,27 @@ impl Batcher {
         self.pending.push(m);
     }
 
+    /// `true` when a message numbered below `limit` is pending.
+    pub(crate) fn has_before(&self, limit: u64) -> bool {
+        self.pending.iter().any(|m| m.seq() < limit)
+    }
+
+    /// The pending messages numbered below `limit` (at most `max`), now:
+    /// an event that came after them waits for them.
+    pub(crate) fn take_before(&mut self, limit: u64, sends: u64) -> Vec<Message> {
+        self.sends_at_take = sends;
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < self.pending.len() && out.len() < self.max {
+            if self.pending[i].seq() < limit {
+                out.push(self.pending.remove(i));
+            } else {
+                i += 1;
+            }
+        }
+        out
+    }
+
     /// Messages of a batch the application dropped unfinished: first in
     /// line, before anything newer.
     pub(crate) fn put_back(&mut self, messages: Vec<Message>) {

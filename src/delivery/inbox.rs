@@ -188,6 +188,7 @@ impl Inbox {
         }
         let cursor = m.cursor().cloned();
         let mut m = m;
+        m.set_seq(self.shared.take_seq());
         let budget = &self.shared.inbound;
         loop {
             let len = m.budget_cost();

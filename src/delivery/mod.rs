@@ -17,3 +17,4 @@ pub(crate) mod inbox;
 pub(crate) mod receiver;
 
 pub use receiver::Batches;
+pub(crate) use receiver::Poll;

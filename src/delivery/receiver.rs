@@ -22,6 +22,18 @@ use crate::shared::{lock, Shared};
 /// server pushes unasked (nor with a batch window, which waits anyway).
 const LOOK: Duration = Duration::from_micros(50);
 
+/// What [`Batches::poll`] found.
+pub(crate) enum Poll {
+    Batch(Batch),
+    Wait {
+        /// When the batch being assembled is due (`None`: nothing pending
+        /// that is not waiting for an event).
+        due: Option<Instant>,
+        /// No more messages can come.
+        closed: bool,
+    },
+}
+
 /// Receives [`Batch`]es. Also a blocking iterator:
 /// `for batch in client.batches() { … }` ends after the client is closed and
 /// everything received has been handed out.
@@ -67,6 +79,11 @@ impl Batches {
         let back: Back = {
             let (batcher, shared) = (batcher.clone(), shared.clone());
             Arc::new(move |messages: Vec<Message>| {
+                if shared.is_closed() {
+                    // After close(): nothing more is handed out again (or
+                    // acked); the server delivers them next time.
+                    return;
+                }
                 // Queued again: they hold the budget as queued messages
                 // do (their acks kept their own share since hand-out).
                 let owed: usize = messages
@@ -210,8 +227,45 @@ impl Batches {
         closed
     }
 
+    /// For the one-loop receiver ([`crate::Updates`]): a batch if one is
+    /// ready now (with `limit`, the messages numbered below it, at once:
+    /// an event waits behind them), else when one will be and whether the
+    /// queue is closed. Asks the producers to ring the doorbell when it
+    /// waits.
+    pub(crate) fn poll(&self, limit: Option<u64>) -> Poll {
+        let mut b = lock(&self.batcher);
+        let closed = self.fill(&mut b);
+        if let Some(l) = limit {
+            if b.has_before(l) {
+                let messages = b.take_before(l, self.shared.sends());
+                return Poll::Batch(self.hand_out_messages(messages));
+            }
+            // Nothing queued before the event is left (the queue is in
+            // order, and what is pending is older than the queue): its turn.
+            return Poll::Wait { due: None, closed };
+        }
+        match b.next(Instant::now(), closed) {
+            Next::Ready => Poll::Batch(self.hand_out(&mut b)),
+            Next::Wait(due) => {
+                let need = b.room();
+                drop(b);
+                self.shared.want(need);
+                Poll::Wait { due, closed }
+            }
+        }
+    }
+
+    /// The doorbell producers ring (see [`Batches::poll`]).
+    pub(crate) fn doorbell(&self) -> &Receiver<()> {
+        self.shared.doorbell()
+    }
+
     fn hand_out(&self, b: &mut Batcher) -> Batch {
-        let mut messages = b.take(self.shared.sends());
+        let messages = b.take(self.shared.sends());
+        self.hand_out_messages(messages)
+    }
+
+    fn hand_out_messages(&self, mut messages: Vec<Message>) -> Batch {
         // Handed out: these bytes are the application's now.
         let bytes: usize = messages.iter().map(Message::budget_cost).sum();
         if !messages.iter().any(Message::to_record) {

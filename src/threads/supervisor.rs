@@ -300,6 +300,11 @@ fn serve(
     let link = conn.link();
     s.shared.set_waker(Some(link.waker.clone()));
     let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+    // Open goes out before the io thread can queue this connection's
+    // first message: the one-loop receiver hands it out first.
+    if poller.is_none() {
+        s.shared.set_state(State::Open, None);
+    }
     let io_handle = match crate::threads::spawn("heartline-io", move || {
         let exit = conn.run();
         let _ = done_tx.send(());
@@ -329,9 +334,7 @@ fn serve(
         error!("{e}");
         link.command(Command::Dead);
     }
-    if poller.is_none() {
-        s.shared.set_state(State::Open, None);
-    }
+
     let proof_due = link.opened() + s.cfg.reconnect.min_uptime;
     let mut proven = false;
     // Listening for the io thread's "a frame arrived"; off once heard, or
