@@ -787,14 +787,7 @@ fn stalled_child(url: &str, n: usize) -> Value {
     std::thread::sleep(Duration::from_millis(500));
     let peak_kb = status_kb("VmHWM:");
     let stalled = client.stats();
-    let mut got = 0;
-    while got < n {
-        let Ok(batch) = client.recv_timeout(Duration::from_secs(30)) else {
-            break;
-        };
-        got += batch.len();
-        batch.done();
-    }
+    let got = receive_n(&client, n, Duration::from_secs(30));
     let stats = client.stats();
     client.close();
     json!({"received": got, "base_rss_kb": base_kb, "peak_rss_kb": peak_kb,
@@ -916,6 +909,20 @@ fn bench_state_dir(name: &str) -> std::path::PathBuf {
     d
 }
 
+/// Receives batches until `n` messages came (or one wait of `each` ends
+/// with nothing), finishing each; how many came.
+fn receive_n(client: &Client, n: usize, each: Duration) -> usize {
+    let mut got = 0;
+    while got < n {
+        let Ok(batch) = client.recv_timeout(each) else {
+            break;
+        };
+        got += batch.len();
+        batch.done();
+    }
+    got
+}
+
 /// Bytes this process has sent to the block layer (`/proc/self/io`).
 fn write_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/io")
@@ -939,22 +946,12 @@ fn durable_client(server: &TestServer, dir: Option<&std::path::Path>, window: us
     client
 }
 
-/// Publishes `n` messages, receives them (each batch finished as it is
-/// dropped) and waits until the server holds `acked` acks; the acks.
+/// Publishes `n` messages, receives and finishes them, and waits until the server holds `acked` acks; the acks.
 fn burst(server: &TestServer, client: &Client, n: usize, acked: usize) -> usize {
     for i in 0..n {
         server.publish(json!({ "n": i }));
     }
-    let mut got = 0;
-    while got < n {
-        match client.recv_timeout(Duration::from_secs(10)) {
-            Ok(b) => {
-                got += b.len();
-                b.done();
-            }
-            Err(_) => break,
-        }
-    }
+    receive_n(client, n, Duration::from_secs(10));
     let deadline = Instant::now() + Duration::from_secs(10);
     while server.feed_counts().1 < acked && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(2));
@@ -976,14 +973,7 @@ fn window_child(url: &str, n: usize, window: usize) -> Value {
     let base_kb = status_kb("VmRSS:");
     println!("ready");
     let _ = std::io::stdout().flush();
-    let mut got = 0;
-    while got < n {
-        let Ok(batch) = client.recv_timeout(Duration::from_secs(30)) else {
-            break;
-        };
-        got += batch.len();
-        batch.done();
-    }
+    let got = receive_n(&client, n, Duration::from_secs(30));
     let full_kb = status_kb("VmRSS:");
     client.close();
     let _ = std::fs::remove_dir_all(&dir);
