@@ -458,8 +458,10 @@ fn forward_stdin(client: Client) {
 }
 
 fn emit(v: &Value) {
-    let mut line = String::new();
-    ordered(v, &mut line);
+    write_line(&v.to_string());
+}
+
+fn write_line(line: &str) {
     let mut out = std::io::stdout().lock();
     // A closed pipe ends the program quietly.
     if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
@@ -467,38 +469,17 @@ fn emit(v: &Value) {
     }
 }
 
-/// JSON with the keys that say what a line is first (`state`, `batch`,
-/// `stats`, `via`), then the others alphabetically, as scripts reading
-/// by eye expect; serde_json's own maps are sorted.
-fn ordered(v: &Value, out: &mut String) {
-    const FIRST: [&str; 4] = ["state", "batch", "stats", "via"];
-    match v {
-        Value::Object(map) => {
-            let rank = |k: &str| FIRST.iter().position(|f| *f == k).unwrap_or(FIRST.len());
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort_by_key(|k| rank(k));
-            out.push('{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::from(k.as_str()).to_string());
-                out.push(':');
-                ordered(&map[k], out);
-            }
-            out.push('}');
-        }
-        Value::Array(items) => {
-            out.push('[');
-            for (i, x) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                ordered(x, out);
-            }
-            out.push(']');
-        }
-        other => out.push_str(&other.to_string()),
+/// A state line with `state` first, as scripts reading by eye expect
+/// (serde_json's maps are sorted by key).
+fn emit_state(ev: &heartline::Event) {
+    let Value::Object(mut rest) = state_line(ev) else {
+        return;
+    };
+    let state = rest.remove("state").unwrap_or_default();
+    let rest = Value::Object(rest).to_string();
+    match rest.strip_prefix('{').filter(|r| *r != "}") {
+        Some(r) => write_line(&format!("{{\"state\":{state},{r}")),
+        None => write_line(&format!("{{\"state\":{state}}}")),
     }
 }
 
@@ -641,7 +622,7 @@ fn main() {
                 }
             }
             Ok(Update::Event(ev)) => {
-                emit(&state_line(&ev));
+                emit_state(&ev);
                 last = Some(ev);
             }
             Ok(Update::Batch(mut batch)) => {
@@ -667,7 +648,7 @@ fn main() {
     // printed (and not acked: the server delivers it again).
     for update in updates {
         if let Update::Event(ev) = update {
-            emit(&state_line(&ev));
+            emit_state(&ev);
             last = Some(ev);
         }
     }
