@@ -338,20 +338,10 @@ impl Shared {
     /// Records a state change and publishes it. When nobody reads the event
     /// receiver, the oldest event is dropped (and counted) so the threads
     /// never block on it.
+    /// The event is numbered with the next message's number: the one-loop
+    /// receiver hands it out after every message queued before it.
     pub(crate) fn set_state(&self, state: State, error: Option<ConnectionError>) {
         let at = self.queued.load(Relaxed);
-        self.set_state_at(state, error, at);
-    }
-
-    /// Numbers a message being queued.
-    pub(crate) fn take_seq(&self) -> u64 {
-        self.queued.fetch_add(1, Relaxed)
-    }
-
-    /// [`Shared::set_state`], for an event that comes before every message
-    /// numbered `at` or later (an `Open` noted when its connection started,
-    /// before its first message).
-    pub(crate) fn set_state_at(&self, state: State, error: Option<ConnectionError>, at: u64) {
         if state.is_closed() {
             self.closed.store(true, SeqCst);
             // A send waiting for room gets its frame back as `Closed`.
@@ -389,6 +379,11 @@ impl Shared {
         if let Some(e) = error {
             *lock(&self.last_error) = Some(e);
         }
+    }
+
+    /// Numbers a message being queued.
+    pub(crate) fn take_seq(&self) -> u64 {
+        self.queued.fetch_add(1, Relaxed)
     }
 
     /// Ends the event stream (after the final `Closed` event).

@@ -9,8 +9,8 @@
 //!   receive method.
 //! - [`receiver`]: [`Batches`], the application's side: hands batches out,
 //!   gives their bytes back to the budget (which resumes a paused reader
-//!   past the half-way mark), and releases acks kept for hand-out onto
-//!   their own channel.
+//!   past the half-way mark), releases acks kept for hand-out to the
+//!   ledger, and takes back what a dropped batch did not finish.
 
 pub(crate) mod batcher;
 pub(crate) mod inbox;

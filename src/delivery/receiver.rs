@@ -51,9 +51,9 @@ pub struct Batches {
     rx: Receiver<Message>,
     shared: Arc<Shared>,
     batcher: Arc<Mutex<Batcher>>,
-    /// Where finished batches are recorded, and through which acks
-    /// released on hand-out or on finish reach their own bounded channel
-    /// (drained by the io thread before anything else).
+    /// Where finished batches are recorded, and where acks released on
+    /// hand-out or on finish wait for the io thread (which takes them
+    /// before anything else).
     ledger: Arc<Ledger>,
     /// `true`: acks travel with the batch and go when it is finished
     /// ([`crate::AckMode::Finished`]); `false`: they go on hand-out.

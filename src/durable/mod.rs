@@ -417,7 +417,7 @@ impl Ledger {
         }
         if !self.durable() {
             drop(st);
-            self.ready(acks);
+            self.release(acks);
             return;
         }
         st.held_acks.extend(acks);
@@ -429,13 +429,9 @@ impl Ledger {
         }
     }
 
-    /// Acks to send now (on hand-out, nothing to record first).
+    /// Acks that may go now (on hand-out, nothing to record first; or
+    /// recorded by a write), for the io thread.
     pub(crate) fn release(&self, acks: Vec<Frame>) {
-        self.ready(acks);
-    }
-
-    /// Acks that may go now, for the io thread.
-    fn ready(&self, acks: Vec<Frame>) {
         if acks.is_empty() {
             return;
         }
@@ -542,7 +538,7 @@ impl Ledger {
                     file.path().display());
             }
         }
-        self.ready(acks);
+        self.release(acks);
     }
 
     /// Gives the state directory up (its lock) after the last write, at
