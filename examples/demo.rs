@@ -24,7 +24,7 @@
 use std::time::{Duration, Instant};
 
 use heartline::testkit::{FeedConfig, TestServer};
-use heartline::{Client, State, Update};
+use heartline::{Client, Heartbeat, Persistence, State, Update};
 use serde_json::json;
 
 fn main() {
@@ -76,9 +76,12 @@ fn run(seconds: u64) -> Result<(), Box<dyn std::error::Error>> {
     let builder = || {
         Client::builder(server.url())
             .protocol(FeedConfig::default().client_rules())
-            .heartbeat_interval(Duration::from_secs(2))
-            .server_timeout(Duration::from_secs(1))
-            .state_dir(&state)
+            .heartbeat(Heartbeat {
+                interval: Duration::from_secs(2),
+                server_timeout: Duration::from_secs(1),
+                ..Heartbeat::default()
+            })
+            .persistence(Persistence::in_dir(&state))
             .hello(|ctx| {
                 vec![
                     json!({"type": "hello", "device": "kiosk-7", "reconnects": ctx.reconnects,

@@ -20,7 +20,10 @@
 use std::time::{Duration, Instant};
 
 use heartline::testkit::{FeedConfig, TestServer};
-use heartline::{Backoff, Client, ClientBuilder, JsonRules, Method, ReplyRule};
+use heartline::{
+    Backoff, Client, ClientBuilder, Delivery, Frame, Heartbeat, JsonRules, Method, Polling,
+    Reconnect, ReplyRule,
+};
 use serde_json::json;
 
 /// Who the device is (messmonitor fetched this with `getUserInfo`).
@@ -46,10 +49,8 @@ pub fn monitor(ws_url: &str, poll_url: &str, user: &User, scale: f64) -> ClientB
         }
         v
     };
+    let hello = Frame::from(with(json!({"wsType": 2})));
     let rules = JsonRules::new()
-        .heartbeat(with(json!({"wsType": 1})))
-        .reply(r#"{"wsType":1}"#)
-        .hello(with(json!({"wsType": 2})))
         .id("/msgDataId")
         .cursor("/createTime")
         .kinds(
@@ -74,18 +75,33 @@ pub fn monitor(ws_url: &str, poll_url: &str, user: &User, scale: f64) -> ClientB
         .poll_strings("/data/voiceUrls", &["audio"]);
     Client::builder(ws_url)
         .protocol(rules)
-        .heartbeat_interval(timer(60.0, scale))
-        .server_timeout(timer(20.0, scale))
-        .backoff(Backoff::Linear {
-            initial: Duration::ZERO,
-            step: timer(30.0, scale),
-            max: timer(300.0, scale),
+        .hello(move |_| vec![hello.clone()])
+        .heartbeat(Heartbeat {
+            frame: Some(Frame::from(with(json!({"wsType": 1})))),
+            replies: vec![ReplyRule::parse(r#"{"wsType":1}"#)],
+            interval: timer(60.0, scale),
+            server_timeout: timer(20.0, scale),
+            ..Heartbeat::default()
         })
-        .min_uptime(timer(5.0, scale))
-        .poll_after(3)
-        .poll_every(timer(30.0, scale))
-        .batch_window(timer(5.0, scale))
-        .batch_max(10_000)
+        .reconnect(Reconnect {
+            backoff: Backoff::Linear {
+                initial: Duration::ZERO,
+                step: timer(30.0, scale),
+                max: timer(300.0, scale),
+            },
+            min_uptime: timer(5.0, scale),
+            ..Reconnect::default()
+        })
+        .polling(Polling {
+            after: 3,
+            every: timer(30.0, scale),
+            ..Polling::default()
+        })
+        .delivery(Delivery {
+            batch_window: timer(5.0, scale),
+            batch_max: 10_000,
+            ..Delivery::default()
+        })
 }
 
 /// The test server speaking messmonitor's side: `wsType:4` pushes, acks by

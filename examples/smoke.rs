@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use heartline::testkit::TestServer;
-use heartline::{Backoff, Client, State};
+use heartline::{Backoff, Client, Delivery, Reconnect, State};
 
 fn main() {
     let start = Instant::now();
@@ -32,9 +32,15 @@ fn run() -> Result<(), String> {
     let wait = Duration::from_secs(30);
     let server = TestServer::start().map_err(|e| format!("test server: {e}"))?;
     let client = Client::builder(server.url())
-        .backoff(Backoff::Fixed(Duration::from_millis(50)))
-        .min_uptime(Duration::ZERO)
-        .batch_window(Duration::from_millis(20))
+        .reconnect(Reconnect {
+            backoff: Backoff::Fixed(Duration::from_millis(50)),
+            min_uptime: Duration::ZERO,
+            ..Reconnect::default()
+        })
+        .delivery(Delivery {
+            batch_window: Duration::from_millis(20),
+            ..Delivery::default()
+        })
         .build()
         .map_err(|e| e.to_string())?;
     let events = client.events();

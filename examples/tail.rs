@@ -80,8 +80,8 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use heartline::{
-    Backoff, Client, CloseReason, Frame, Heartbeat, JsonRules, Message, Method, RecvTimeoutError,
-    ReplyRule, State, Update,
+    Backoff, Client, CloseReason, Delivery, Frame, Heartbeat, JsonRules, Limits, Message, Method,
+    Persistence, Polling, Reconnect, RecvTimeoutError, ReplyRule, State, Timeouts, Tls, Update,
 };
 use serde_json::{json, Value};
 
@@ -246,43 +246,42 @@ fn parse(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
 
 fn build(a: &Args) -> Result<Client, String> {
     let mut b = Client::builder(a.url.clone());
+    let mut tls = Tls::default();
     for path in &a.ca {
         let pem = std::fs::read(path).map_err(|e| format!("--ca {path}: {e}"))?;
-        b = b.root_certificate_pem(pem);
+        tls.root_certificates.push(pem);
     }
     if a.insecure {
         eprintln!("tail: --insecure: any server certificate is accepted");
-        b = b.danger_accept_invalid_certs(true);
+        tls.danger_accept_invalid_certs = true;
     }
-    if a.beat_when_busy {
-        b = b.heartbeat_even_when_busy(true);
-    }
+    let mut limits = Limits::default();
     if let Some(n) = a.inbound_bytes {
-        b = b.inbound_bytes(n);
+        limits.inbound_bytes = n;
     }
     if let Some(n) = a.outbound_bytes {
-        b = b.outbound_bytes(n);
+        limits.outbound_bytes = n;
     }
     if let Some(n) = a.max_message {
-        b = b.max_message_size(n).max_frame_size(n);
+        limits.max_message_size = n;
+        limits.max_frame_size = n;
     }
     for (n, v) in &a.headers {
         b = b.header(n.clone(), v.clone());
     }
-    if let Some(h) = &a.heartbeat {
-        b = b.heartbeat(Heartbeat::Frame(Frame::from(h.as_str())));
-    }
-    for r in &a.replies {
-        b = b.reply(ReplyRule::parse(r));
-    }
-    if let Some(ms) = a.every {
-        b = b.heartbeat_interval(Duration::from_millis(ms));
-    }
-    if let Some(ms) = a.connect_timeout {
-        b = b.connect_timeout(Duration::from_millis(ms));
-    }
-    if let Some(ms) = a.timeout {
-        b = b.server_timeout(Duration::from_millis(ms));
+    let ms = Duration::from_millis;
+    let default = Heartbeat::default();
+    let heartbeat = Heartbeat {
+        frame: a.heartbeat.as_deref().map(Frame::from),
+        replies: a.replies.iter().map(|r| ReplyRule::parse(r)).collect(),
+        interval: a.every.map_or(default.interval, ms),
+        server_timeout: a.timeout.map_or(default.server_timeout, ms),
+        even_when_busy: a.beat_when_busy,
+        ..default
+    };
+    let mut timeouts = Timeouts::default();
+    if let Some(t) = a.connect_timeout {
+        timeouts.connect = ms(t);
     }
     if !a.hello.is_empty() {
         let texts = a.hello.clone();
@@ -303,23 +302,40 @@ fn build(a: &Args) -> Result<Client, String> {
         Some(url) => b = b.proxy(Some(url)),
     }
     if let Some(dir) = &a.state_dir {
-        b = b.state_dir(dir);
+        b = b.persistence(Persistence::in_dir(dir));
     }
     if a.ack.is_some() && a.id.is_none() {
         return Err("--ack needs --id (acks are sent for messages with an id)".into());
     }
-    if let Some(ms) = a.batch {
-        b = b.batch_window(Duration::from_millis(ms));
+    let mut delivery = Delivery::default();
+    if let Some(t) = a.batch {
+        delivery.batch_window = ms(t);
     }
+    let mut reconnect = Reconnect::default();
     if let Some((lo, hi)) = a.backoff {
-        b = b.backoff(Backoff::Exponential {
-            initial: Duration::from_millis(lo),
-            max: Duration::from_millis(hi),
-        });
+        reconnect.backoff = Backoff::Exponential {
+            initial: ms(lo),
+            max: ms(hi),
+        };
     }
     if let Some(n) = a.max_attempts {
-        b = b.max_attempts(Some(n));
+        reconnect.max_attempts = n;
     }
+    let mut polling = Polling::default();
+    if let Some(n) = a.poll_after {
+        polling.after = n;
+    }
+    if let Some(t) = a.poll_every {
+        polling.every = ms(t);
+    }
+    b = b
+        .tls(tls)
+        .limits(limits)
+        .heartbeat(heartbeat)
+        .timeouts(timeouts)
+        .delivery(delivery)
+        .reconnect(reconnect)
+        .polling(polling);
     let mut rules = JsonRules::new();
     if let Some(p) = &a.id {
         rules = rules.id(p);
@@ -352,12 +368,6 @@ fn build(a: &Args) -> Result<Client, String> {
         rules,
         ack: text_ack,
     });
-    if let Some(n) = a.poll_after {
-        b = b.poll_after(n);
-    }
-    if let Some(ms) = a.poll_every {
-        b = b.poll_every(Duration::from_millis(ms));
-    }
     b.build().map_err(|e| e.to_string())
 }
 
@@ -398,9 +408,6 @@ impl heartline::Protocol for TailRules {
             out.ack = Some(Frame::from(t.replace("$id", &json!(id).to_string())));
         }
         out
-    }
-    fn is_heartbeat_reply(&self, frame: &Frame) -> bool {
-        self.rules.is_heartbeat_reply(frame)
     }
     fn poll_request(&self, cursor: Option<&heartline::Cursor>) -> Option<heartline::PollRequest> {
         self.rules.poll_request(cursor)

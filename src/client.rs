@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError as ChannelTimeout, Sender};
 
-use crate::config::{AckMode, ClientBuilder, Config};
+use crate::config::sections::AckMode;
+use crate::config::{ClientBuilder, Config};
 use crate::delivery::inbox::Inbox;
 use crate::delivery::Batches;
 use crate::durable::Ledger;
@@ -106,27 +107,27 @@ impl Client {
 
     pub(crate) fn start(cfg: Config) -> Result<Client> {
         let (shared, events_rx) = Shared::new(
-            cfg.queues.event_capacity,
-            cfg.queues.inbound_capacity,
-            cfg.queues.inbound_bytes,
-            cfg.queues.outbound_bytes,
+            cfg.limits.event_capacity,
+            cfg.limits.inbound_capacity,
+            cfg.limits.inbound_bytes,
+            cfg.limits.outbound_bytes,
         );
-        let (outbound_tx, outbound_rx) = crossbeam_channel::bounded(cfg.queues.outbound_capacity);
-        let (inbound_tx, inbound_rx) = crossbeam_channel::bounded(cfg.queues.inbound_capacity);
+        let (outbound_tx, outbound_rx) = crossbeam_channel::bounded(cfg.limits.outbound_capacity);
+        let (inbound_tx, inbound_rx) = crossbeam_channel::bounded(cfg.limits.inbound_capacity);
         let mut inbox = Inbox::new(
             inbound_tx,
             inbound_rx.clone(),
-            cfg.queues.dedupe_window,
-            cfg.queues.overflow,
-            cfg.queues.ack_mode,
+            cfg.limits.dedupe_window,
+            cfg.delivery.overflow,
+            cfg.delivery.ack_mode,
             shared.clone(),
-            cfg.poll.enabled,
+            cfg.polls(),
         );
         let (ledger, restored) = Ledger::open(
             cfg.state.dir.as_deref(),
             cfg.state.allow_shared,
             cfg.state.sync_every,
-            cfg.queues.dedupe_window,
+            cfg.limits.dedupe_window,
             shared.clone(),
         )?;
         let ledger = Arc::new(ledger);
@@ -150,13 +151,13 @@ impl Client {
         let batches = Batches::new(
             inbound_rx,
             shared.clone(),
-            cfg.queues.batch_window,
-            cfg.queues.batch_max,
+            cfg.delivery.batch_window,
+            cfg.delivery.batch_max,
             ledger.clone(),
-            cfg.queues.ack_mode == AckMode::Finished,
+            cfg.delivery.ack_mode == AckMode::Finished,
         );
-        let outbound_capacity = cfg.queues.outbound_capacity;
-        let send_timeout = cfg.queues.send_timeout;
+        let outbound_capacity = cfg.limits.outbound_capacity;
+        let send_timeout = cfg.timeouts.send;
         let protocol = cfg.protocol.clone();
         let handle = supervisor::spawn(Setup {
             cfg: Arc::new(cfg),
@@ -204,13 +205,13 @@ impl Client {
 
     /// Queues a frame (text, binary, or JSON via `serde_json::Value`). It is
     /// sent at once when the socket is open, else after the next connect's
-    /// hello frames, in order. Waits up to the configured `send_timeout` for
+    /// hello frames, in order. Waits up to the configured `Timeouts::send` for
     /// room when the outbound queue is full (in frames or in bytes).
     ///
     /// # Errors
     /// Hands the frame back: [`SendError::Timeout`] when there is still no
     /// room after the wait, [`SendError::TooLarge`] for a frame larger than
-    /// the whole `outbound_bytes` budget, [`SendError::Closed`] after
+    /// the whole `Limits::outbound_bytes` budget, [`SendError::Closed`] after
     /// [`Client::close`] or giving up (also when that happens while it
     /// waits for room: the wait ends at once).
     pub fn send(&self, frame: impl Into<Frame>) -> std::result::Result<(), SendError> {
@@ -225,7 +226,7 @@ impl Client {
     /// such as [`crate::JsonRules::acked_by`]), and sent again, in order,
     /// after every reconnect: after the hello frames, before newer frames.
     /// The server should dedupe by id. While it waits for its ack it holds
-    /// its bytes (plus 64 for bookkeeping) of the `outbound_bytes` budget;
+    /// its bytes (plus 64 for bookkeeping) of the `Limits::outbound_bytes` budget;
     /// when that is full this waits and hands the frame back as
     /// [`Client::send`] does. [`Stats::reliable_pending`] counts the frames
     /// waiting for an ack.
@@ -288,11 +289,11 @@ impl Client {
     }
 
     /// Closes the connection: sends a close frame (code 1000), waits up to
-    /// `close_timeout` for the server's, and joins every heartline thread.
+    /// `Timeouts::close` for the server's, and joins every heartline thread.
     /// Never reconnects afterwards. Returns promptly: a connection attempt
     /// in flight (lookup, connect, tunnel, TLS, upgrade) is ended at once,
     /// not waited out, and so is a poll request in flight, except while it
-    /// looks up its host or connects (bounded by `poll_timeout`). Calling
+    /// looks up its host or connects (bounded by `Polling::timeout`). Calling
     /// it again does nothing. Messages already
     /// received are still handed out by the batch receiver, which then
     /// ends.
@@ -379,7 +380,7 @@ impl ClientBuilder {
     ///
     /// # Errors
     /// [`crate::Error::Config`] naming the first bad option (an unreadable
-    /// certificate is `root_certificate_pem`), [`crate::Error::Url`] for a bad
+    /// certificate is `Tls::root_certificates`), [`crate::Error::Url`] for a bad
     /// URL, [`crate::Error::StateDir`] for a `state_dir` that is unsafe or
     /// in use, or [`crate::Error::Thread`].
     pub fn build(self) -> Result<Client> {
@@ -516,7 +517,7 @@ impl Drop for Lifeline {
 
 /// Receives state changes ([`Event`]s), in order. Also a blocking iterator
 /// that ends after the client is closed and every event was read. Holds the
-/// last `event_capacity` events when nobody reads it. Clones share one
+/// last `Limits::event_capacity` events when nobody reads it. Clones share one
 /// queue: each event goes to one of them.
 #[derive(Clone)]
 pub struct Events {

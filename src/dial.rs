@@ -1,5 +1,5 @@
 //! From a host name to a connected TCP socket within one deadline
-//! (`connect_timeout`): the name lookup, then the addresses it gave.
+//! (`Timeouts::connect`): the name lookup, then the addresses it gave.
 //!
 //! Both steps are built for the networks devices sit on:
 //! - the system resolver takes no deadline, and with the uplink gone it
@@ -23,7 +23,7 @@ use crate::shared::lock;
 
 /// `close()`'s way into a connection attempt in flight, so it need not wait
 /// for the attempt's timeouts (a server that accepts and then says nothing
-/// would hold it for `handshake_timeout`): it wakes the connect's wait, and
+/// would hold it for `Timeouts::handshake`): it wakes the connect's wait, and
 /// shuts down the connected socket, which ends a blocking read or write of
 /// the TLS handshake, the proxy's tunnel or the upgrade at once. Once the
 /// attempt is over the connection is not touched: an open connection is

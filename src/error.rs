@@ -63,8 +63,8 @@ impl Error {
     }
 }
 
-/// Why a `state_dir` was refused at `build()` (see
-/// [`crate::ClientBuilder::state_dir`]). Each message says what to do.
+/// Why a state directory was refused at `build()` (see
+/// [`crate::Persistence`]). Each message says what to do.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StateDirProblem {
@@ -76,14 +76,14 @@ pub enum StateDirProblem {
     /// Users other than its owner can create files in it (group or
     /// world writable), so one of them could plant a link for heartline
     /// to follow.
-    #[error("can be written by users other than its owner (mode {mode:04o}), who could plant files in it; use a directory of the service's own user with mode 0700 (heartline creates a missing one so), or accept this one with state_dir_allow_shared(true)")]
+    #[error("can be written by users other than its owner (mode {mode:04o}), who could plant files in it; use a directory of the service's own user with mode 0700 (heartline creates a missing one so), or accept this one with Persistence::allow_shared")]
     Writable {
         /// The directory's permission bits.
         mode: u32,
     },
     /// The directory belongs to another user than the one this process
     /// runs as (its effective user).
-    #[error("is owned by uid {owner}, not by this process's user (uid {user}); use a directory of the service's own user, or accept this one with state_dir_allow_shared(true)")]
+    #[error("is owned by uid {owner}, not by this process's user (uid {user}); use a directory of the service's own user, or accept this one with Persistence::allow_shared")]
     Owner {
         /// The directory's owner.
         owner: u32,
@@ -113,16 +113,16 @@ pub enum StateDirProblem {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Phase {
-    /// The host name lookup (`connect_timeout`, which it shares with the
+    /// The host name lookup (`Timeouts::connect`, which it shares with the
     /// TCP connect): the DNS server did not answer in time.
     Resolve,
-    /// The TCP connect (`connect_timeout`).
+    /// The TCP connect (`Timeouts::connect`).
     Connect,
-    /// The TLS handshake (`handshake_timeout`).
+    /// The TLS handshake (`Timeouts::handshake`).
     TlsHandshake,
-    /// The HTTP upgrade to WebSocket (`handshake_timeout`).
+    /// The HTTP upgrade to WebSocket (`Timeouts::handshake`).
     WebSocketHandshake,
-    /// The proxy's answer to `CONNECT` (`handshake_timeout`).
+    /// The proxy's answer to `CONNECT` (`Timeouts::handshake`).
     Proxy,
 }
 
@@ -152,10 +152,10 @@ pub enum TlsProblem {
     /// to. Connect by a name it holds, or reissue it.
     WrongHost,
     /// The certificate was issued by a CA the device does not trust: add
-    /// that CA with [`crate::ClientBuilder::root_certificate_pem`].
+    /// that CA with [`crate::Tls::root_certificates`].
     UnknownIssuer,
     /// The certificate is self-signed: trust it with
-    /// [`crate::ClientBuilder::root_certificate_pem`].
+    /// [`crate::Tls::root_certificates`].
     SelfSigned,
     /// The server did not speak TLS (a plain `ws://` port, or something
     /// else entirely).
@@ -224,9 +224,9 @@ pub enum ConnectionError {
     /// The WebSocket protocol failed (handshake or frames).
     #[error("WebSocket error: {0}")]
     Protocol(String),
-    /// An inbound message grew larger than `max_message_size` over its
+    /// An inbound message grew larger than `Limits::max_message_size` over its
     /// fragments; the connection was closed with code 1009. (A message
-    /// whose first frame is over `max_frame_size` is dropped without closing:
+    /// whose first frame is over `Limits::max_frame_size` is dropped without closing:
     /// [`crate::Stats::too_large`].)
     #[error("message too large: {0}")]
     TooLarge(String),
@@ -252,7 +252,7 @@ pub enum ConnectionError {
     },
     /// Nothing could be written for this long: the server stopped reading,
     /// or the link died while data was waiting to go out (see
-    /// `write_timeout`).
+    /// `Timeouts::write`).
     #[error("no data could be written for {after:?}: the link is dead or the server stopped reading; dropping the connection")]
     WriteStalled {
         /// The configured write timeout.
@@ -376,19 +376,19 @@ impl From<std::io::Error> for ConnectionError {
 #[non_exhaustive]
 pub enum SendError {
     /// The outbound queue stayed full (in frames or in bytes) for
-    /// `send_timeout`.
+    /// `Timeouts::send`.
     #[error("outbound queue is full ({capacity} frames or {bytes} bytes); frame not sent")]
     Timeout {
         /// The frame.
         frame: Frame,
-        /// The configured capacity in frames (`outbound_capacity`).
+        /// The configured capacity in frames (`Limits::outbound_capacity`).
         capacity: usize,
-        /// The configured budget in bytes (`outbound_bytes`).
+        /// The configured budget in bytes (`Limits::outbound_bytes`).
         bytes: usize,
     },
     /// The frame is larger than the whole outbound byte budget: it can never
-    /// be queued. Raise `outbound_bytes` to send frames this large.
-    #[error("a frame of {} bytes is larger than the outbound budget (outbound_bytes = {limit}); frame not sent", frame.len())]
+    /// be queued. Raise `Limits::outbound_bytes` to send frames this large.
+    #[error("a frame of {} bytes is larger than the outbound budget (limits.outbound_bytes = {limit}); frame not sent", frame.len())]
     TooLarge {
         /// The frame.
         frame: Frame,
@@ -442,7 +442,7 @@ impl TrySendError {
     pub fn is_closed(&self) -> bool {
         matches!(self, TrySendError::Closed(_))
     }
-    /// `true` when the frame can never be queued (raise `outbound_bytes`).
+    /// `true` when the frame can never be queued (raise `Limits::outbound_bytes`).
     pub fn is_too_large(&self) -> bool {
         matches!(self, TrySendError::TooLarge(_))
     }
@@ -512,10 +512,10 @@ mod tests {
 
     #[test]
     fn config_error_names_the_field() {
-        let e = Error::config("heartbeat_interval", "must be greater than zero");
+        let e = Error::config("heartbeat.interval", "must be greater than zero");
         assert_eq!(
             e.to_string(),
-            "invalid config `heartbeat_interval`: must be greater than zero"
+            "invalid config `heartbeat.interval`: must be greater than zero"
         );
     }
 
@@ -548,7 +548,9 @@ mod tests {
             frame: Frame::from("abc"),
             limit: 2,
         };
-        assert!(e.to_string().contains("3 bytes") && e.to_string().contains("outbound_bytes"));
+        assert!(
+            e.to_string().contains("3 bytes") && e.to_string().contains("limits.outbound_bytes")
+        );
         assert_eq!(e.into_frame(), Frame::from("abc"));
         assert!(TrySendError::Full(Frame::from("x")).is_full());
     }

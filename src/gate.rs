@@ -1,6 +1,6 @@
 //! The inbound gate: sits between the socket and tungstenite, reads the
 //! server's frame headers as they pass, and drops a message whose frame is
-//! larger than `max_frame_size` as its bytes arrive, so it is never held.
+//! larger than `Limits::max_frame_size` as its bytes arrive, so it is never held.
 //!
 //! Without it, tungstenite refuses such a frame by closing the connection
 //! (1009), and every message the server had already sent behind it is lost

@@ -6,11 +6,15 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
+//! use heartline::{Heartbeat, ReplyRule};
 //! let client = heartline::Client::builder("wss://push.example.com/ws")
-//!     .heartbeat_frame(r#"{"type":"ping"}"#)
-//!     .reply(heartline::ReplyRule::parse(r#"{"type":"pong"}"#))
-//!     .heartbeat_interval(Duration::from_secs(30))
-//!     .server_timeout(Duration::from_secs(10))
+//!     .heartbeat(Heartbeat {
+//!         frame: Some(r#"{"type":"ping"}"#.into()),
+//!         replies: vec![ReplyRule::parse(r#"{"type":"pong"}"#)],
+//!         interval: Duration::from_secs(30),
+//!         server_timeout: Duration::from_secs(10),
+//!         ..Heartbeat::default()
+//!     })
 //!     .build()?;
 //! for batch in client.batches() {
 //!     for msg in &batch {
@@ -87,7 +91,11 @@ pub mod testkit;
 pub struct ReadmeDoctests;
 
 pub use client::{Client, Events, Update, Updates};
-pub use config::{AckMode, ClientBuilder, Endpoint, EndpointContext, Keepalive, Overflow};
+pub use config::sections::{
+    AckMode, Delivery, Heartbeat, Keepalive, Limits, Overflow, Persistence, Polling, Reconnect,
+    TcpKeepalive, Timeouts, Tls,
+};
+pub use config::{ClientBuilder, Endpoint, EndpointContext};
 pub use delivery::Batches;
 pub use error::{
     ConnectionError, Error, Phase, RecvError, RecvTimeoutError, Result, SendError, StateDirProblem,
@@ -96,7 +104,7 @@ pub use error::{
 pub use machine::backoff::Backoff;
 pub use message::{Batch, CloseReason, Event, Frame, IntoIter, Iter, Message, State, Via};
 pub use protocol::{
-    Cursor, Heartbeat, HelloContext, Inspected, JsonRules, Method, Plain, PollItem, PollRequest,
-    Polled, Protocol, ReplyRule,
+    Cursor, HelloContext, Inspected, JsonRules, Method, Plain, PollItem, PollRequest, Polled,
+    Protocol, ReplyRule,
 };
 pub use shared::Stats;

@@ -555,7 +555,7 @@ pub enum State {
         /// How long the client waits first.
         delay: Duration,
     },
-    /// The WebSocket failed `poll_after` times in a row: messages come by
+    /// The WebSocket failed `Polling::after` times in a row: messages come by
     /// HTTP polling while WebSocket attempts go on in the background (the
     /// next is `attempt`, after `delay`). Left for [`State::Open`] once a
     /// new socket has proved itself. One event when polling starts; the
@@ -603,7 +603,7 @@ pub enum CloseReason {
     /// The application called [`crate::Client::close`] or dropped the last
     /// `Client`.
     Requested,
-    /// `max_attempts` consecutive attempts failed.
+    /// `Reconnect::max_attempts` consecutive attempts failed.
     GaveUp {
         /// How many attempts were made.
         attempts: u32,

@@ -2,8 +2,10 @@
 //!
 //! heartline moves frames; the [`Protocol`] says which frame is a message
 //! with which id (dedupe), cursor (resume, polling) and kinds (pools), which
-//! frame acknowledges it, what to say on every connect, and how to poll over
-//! HTTP when the socket cannot be had. [`JsonRules`] covers the common JSON
+//! frame acknowledges it, which outbound frames must reach the server, and
+//! how to poll over HTTP when the socket cannot be had. (What to send on
+//! every connect and as a heartbeat is the builder's: `hello` and
+//! [`crate::Heartbeat`].) [`JsonRules`] covers the common JSON
 //! server without writing the trait by hand.
 
 use serde_json::Value;
@@ -11,19 +13,9 @@ use serde_json::Value;
 pub use crate::frame::Cursor;
 use crate::frame::Frame;
 
-/// What the heartbeat sends.
-#[derive(Clone, Debug, PartialEq)]
-#[non_exhaustive]
-pub enum Heartbeat {
-    /// A WebSocket Ping control frame; servers answer with Pong by protocol.
-    Ping,
-    /// An application frame, such as `ping`, `{"wsType":1}` or
-    /// `{"mode":"HEART_BEAT"}`.
-    Frame(Frame),
-}
-
-/// A rule that recognises the server's answer to an application heartbeat.
-/// Matching frames prove the link alive and are consumed, not delivered.
+/// A rule that recognises the server's answer to an application heartbeat
+/// (see [`crate::Heartbeat::replies`]). Matching frames prove the link
+/// alive and are consumed, not delivered.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum ReplyRule {
@@ -67,7 +59,8 @@ impl ReplyRule {
     }
 }
 
-/// What the hello closure is told about the connection it greets.
+/// What the hello closure ([`crate::ClientBuilder::hello`]) is told about
+/// the connection it greets.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct HelloContext {
@@ -151,23 +144,11 @@ pub type PollItem = Result<Polled, String>;
 /// server: no ids, no acks, no polling.
 pub trait Protocol: Send + Sync + 'static {
     /// Inspects one inbound data frame (already known not to be a heartbeat
-    /// reply). Called once per message, on the thread that received it.
+    /// reply, see [`crate::Heartbeat::replies`]). Called once per message,
+    /// on the thread that received it.
     fn inspect(&self, frame: &Frame) -> Inspected {
         let _ = frame;
         Inspected::default()
-    }
-
-    /// `true` when the frame answers a heartbeat: it is consumed, not
-    /// delivered. (The builder's `reply` rules apply too.)
-    fn is_heartbeat_reply(&self, frame: &Frame) -> bool {
-        let _ = frame;
-        false
-    }
-
-    /// The heartbeat frame, when the protocol has one (else the builder's
-    /// `heartbeat` setting is used).
-    fn heartbeat(&self) -> Option<Frame> {
-        None
     }
 
     /// The id of an outbound frame that must reach the server: such a frame
@@ -178,13 +159,6 @@ pub trait Protocol: Send + Sync + 'static {
     fn reliable_id(&self, frame: &Frame) -> Option<String> {
         let _ = frame;
         None
-    }
-
-    /// Frames to send first on every (re)connect, given the last cursor.
-    /// Sent before the builder's `hello` frames.
-    fn hello(&self, ctx: &HelloContext) -> Vec<Frame> {
-        let _ = ctx;
-        Vec::new()
     }
 
     /// The poll request for the HTTP fallback, given the highest cursor
@@ -340,9 +314,6 @@ type KindRule = (String, Vec<(String, Vec<String>)>);
 /// use heartline::{JsonRules, Method};
 /// use serde_json::json;
 /// let rules = JsonRules::new()
-///     .heartbeat(json!({"wsType": 1, "userId": 7}))
-///     .reply(r#"{"wsType":1}"#)
-///     .hello(json!({"wsType": 2, "userId": 7, "tenantId": 3}))
 ///     .id("/msgDataId")
 ///     .cursor("/createTime")
 ///     .kinds("/pushType", [("1", &["text"][..]), ("2", &["audio"]), ("3", &["text", "audio"])])
@@ -354,10 +325,6 @@ type KindRule = (String, Vec<(String, Vec<String>)>);
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct JsonRules {
-    heartbeat: Option<Frame>,
-    replies: Vec<ReplyRule>,
-    hello: Vec<Value>,
-    hello_cursor_field: Option<String>,
     id: Option<String>,
     cursor: Option<String>,
     kinds: Option<KindRule>,
@@ -382,31 +349,6 @@ impl JsonRules {
     /// No rules: every frame is a message.
     pub fn new() -> Self {
         JsonRules::default()
-    }
-
-    /// The heartbeat frame (JSON or text).
-    pub fn heartbeat(mut self, frame: impl Into<Frame>) -> Self {
-        self.heartbeat = Some(frame.into());
-        self
-    }
-
-    /// A heartbeat-reply rule, as [`ReplyRule::parse`] reads it (repeatable).
-    pub fn reply(mut self, text: &str) -> Self {
-        self.replies.push(ReplyRule::parse(text));
-        self
-    }
-
-    /// A JSON frame sent on every connect (repeatable, in order).
-    pub fn hello(mut self, frame: Value) -> Self {
-        self.hello.push(frame);
-        self
-    }
-
-    /// Adds the last cursor to every hello object under this key (when there
-    /// is one), so the server can resume from it.
-    pub fn hello_cursor(mut self, key: &str) -> Self {
-        self.hello_cursor_field = Some(key.to_owned());
-        self
     }
 
     /// Where the message id is (a JSON pointer such as `/msgDataId`).
@@ -639,10 +581,6 @@ impl Protocol for JsonRules {
         out
     }
 
-    fn is_heartbeat_reply(&self, frame: &Frame) -> bool {
-        self.replies.iter().any(|r| r.matches(frame))
-    }
-
     fn check(&self) -> Result<(), String> {
         match self.ack.as_ref().and_then(|a| a.not_an_object.clone()) {
             Some(why) => Err(why),
@@ -654,25 +592,6 @@ impl Protocol for JsonRules {
         let p = self.reliable.as_deref()?;
         let v = frame.json()?;
         v.pointer(p).filter(|x| !x.is_null()).map(scalar_text)
-    }
-
-    fn heartbeat(&self) -> Option<Frame> {
-        self.heartbeat.clone()
-    }
-
-    fn hello(&self, ctx: &HelloContext) -> Vec<Frame> {
-        self.hello
-            .iter()
-            .map(|h| {
-                let mut h = h.clone();
-                if let (Some(key), Some(c), Some(obj)) =
-                    (&self.hello_cursor_field, &ctx.cursor, h.as_object_mut())
-                {
-                    obj.insert(key.clone(), c.to_json());
-                }
-                Frame::Text(h.to_string())
-            })
-            .collect()
     }
 
     fn poll_request(&self, cursor: Option<&Cursor>) -> Option<PollRequest> {
@@ -728,7 +647,6 @@ mod tests {
 
     fn messmonitor() -> JsonRules {
         JsonRules::new()
-            .reply(r#"{"wsType":1}"#)
             .id("msgDataId")
             .cursor("/createTime")
             .kinds(
@@ -845,24 +763,15 @@ mod tests {
     }
 
     #[test]
-    fn the_cursor_goes_into_the_poll_url_and_the_hello() {
+    fn the_cursor_goes_into_the_poll_url() {
         let r = JsonRules::new()
             .poll("http://h/poll?x=1", Method::Get, None)
-            .poll_since("since")
-            .hello(json!({"type":"hello"}))
-            .hello_cursor("resume");
+            .poll_since("since");
         let req = r
             .poll_request(Some(&Cursor::Text("2024-01-01 10:00".into())))
             .unwrap();
         assert_eq!(req.url, "http://h/poll?x=1&since=2024-01-01%2010%3A00");
         assert_eq!(r.poll_request(None).unwrap().url, "http://h/poll?x=1");
-        let ctx = HelloContext {
-            reconnects: 1,
-            cursor: Some(Cursor::Int(42)),
-        };
-        let hello = Protocol::hello(&r, &ctx);
-        assert_eq!(hello.len(), 1);
-        assert_eq!(hello[0].json(), Some(json!({"type":"hello","resume":42})));
     }
 
     #[test]

@@ -19,7 +19,7 @@ pub struct Stats {
     /// Connections opened (handshake completed).
     pub connects: u64,
     /// Connection attempts that failed, including connections that dropped
-    /// before `min_uptime`.
+    /// before `Reconnect::min_uptime`.
     pub failed_attempts: u64,
     /// The last error of the WebSocket side (a failed attempt, a lost
     /// connection), secrets redacted. Poll failures have their own slot,
@@ -45,13 +45,13 @@ pub struct Stats {
     /// Frames waiting in the outbound queue.
     pub outbound_queued: usize,
     /// Payload bytes waiting in the outbound queue (bounded by
-    /// `outbound_bytes`).
+    /// `Limits::outbound_bytes`).
     pub outbound_bytes: usize,
     /// Messages waiting in the inbound queue.
     pub inbound_queued: usize,
     /// Payload bytes held for the application: the inbound queue, the
     /// batch being assembled, and the acks of finished messages not yet
-    /// written (each its length plus 32; bounded by `inbound_bytes`, and
+    /// written (each its length plus 32; bounded by `Limits::inbound_bytes`, and
     /// reading pauses while they fill it).
     pub inbound_bytes: usize,
     /// The most inbound bytes ever held at once.
@@ -76,7 +76,7 @@ pub struct Stats {
     /// 6455 reserves for extensions. The connection carries on.
     pub malformed: u64,
     /// Messages dropped because their frame was larger than
-    /// `max_frame_size`: read and thrown away as they arrived, never held,
+    /// `Limits::max_frame_size`: read and thrown away as they arrived, never held,
     /// with the connection kept (each logged as a warning).
     pub too_large: u64,
     /// Reliable frames sent (or waiting to be) and not yet acknowledged by

@@ -67,15 +67,15 @@ pub(crate) type Socket = WebSocket<crate::gate::Gated<Stream>>;
 /// build.
 pub(crate) fn tls_connector(cfg: &Config) -> Result<native_tls::TlsConnector, Error> {
     let mut b = native_tls::TlsConnector::builder();
-    for cert in &cfg.tls.roots {
+    for cert in &cfg.roots {
         b.add_root_certificate(cert.clone());
     }
-    if cfg.tls.accept_invalid_certs {
+    if cfg.tls.danger_accept_invalid_certs {
         b.danger_accept_invalid_certs(true);
     }
     b.build().map_err(|e| {
         Error::config(
-            "root_certificate_pem",
+            "tls.root_certificates",
             format!("cannot build TLS context: {e}"),
         )
     })
@@ -86,15 +86,15 @@ pub(crate) const WRITE_BUFFER: usize = 128 * 1024;
 
 pub(crate) fn ws_config(cfg: &Config) -> WebSocketConfig {
     WebSocketConfig::default()
-        .max_message_size(Some(cfg.link.max_message_size))
-        .max_frame_size(Some(cfg.link.max_frame_size))
+        .max_message_size(Some(cfg.limits.max_message_size))
+        .max_frame_size(Some(cfg.limits.max_frame_size))
         .write_buffer_size(WRITE_BUFFER)
         // Data frames enter the buffer only while the socket takes them, at
         // most one outbound budget per turn; what else piles up there (acks,
         // pongs, heartbeats) does so only when the server stops reading. Past
         // twice the budget the connection is given up instead of growing.
         .max_write_buffer_size(
-            cfg.queues
+            cfg.limits
                 .outbound_bytes
                 .saturating_mul(2)
                 .saturating_add(2 * WRITE_BUFFER),
@@ -137,10 +137,10 @@ pub(crate) fn connect(
                 &target.host,
                 target.port,
                 &addr,
-                cfg.link.connect_timeout,
+                cfg.timeouts.connect,
                 abort,
             )?;
-            deadline = Instant::now() + cfg.link.handshake_timeout;
+            deadline = Instant::now() + cfg.timeouts.handshake;
             tcp
         }
         Some(proxy) => {
@@ -149,7 +149,7 @@ pub(crate) fn connect(
                 &proxy.host,
                 proxy.port,
                 &proxy.addr(),
-                cfg.link.connect_timeout,
+                cfg.timeouts.connect,
                 abort,
             )
             .map_err(|e| ConnectionError::Proxy {
@@ -159,14 +159,9 @@ pub(crate) fn connect(
             })?;
             // The tunnel counts against the handshake's time, as the
             // handshake through it does.
-            deadline = Instant::now() + cfg.link.handshake_timeout;
+            deadline = Instant::now() + cfg.timeouts.handshake;
             set_timeouts(&tcp, deadline)?;
-            proxy.tunnel(
-                &mut tcp,
-                &target.host,
-                target.port,
-                cfg.link.handshake_timeout,
-            )?;
+            proxy.tunnel(&mut tcp, &target.host, target.port, cfg.timeouts.handshake)?;
             tcp
         }
     };
@@ -188,16 +183,11 @@ pub(crate) fn connect(
                 return Err(ConnectionError::Timeout {
                     phase: Phase::TlsHandshake,
                     addr,
-                    after: cfg.link.handshake_timeout,
+                    after: cfg.timeouts.handshake,
                 })
             }
             Err(native_tls::HandshakeError::Failure(e)) => {
-                return Err(tls_error(
-                    &target.host,
-                    &e,
-                    &addr,
-                    cfg.link.handshake_timeout,
-                ))
+                return Err(tls_error(&target.host, &e, &addr, cfg.timeouts.handshake))
             }
         }
     } else {
@@ -267,7 +257,7 @@ fn upgrade(
             ConnectionError::Timeout {
                 phase: Phase::WebSocketHandshake,
                 addr: addr.to_owned(),
-                after: cfg.link.handshake_timeout,
+                after: cfg.timeouts.handshake,
             }
         } else {
             ConnectionError::from(e)
@@ -330,7 +320,7 @@ fn upgrade(
         )));
     }
     let mut leftover = buf.split_off(head_len);
-    let stream = crate::gate::Gated::new(stream, cfg.link.max_frame_size, &mut leftover);
+    let stream = crate::gate::Gated::new(stream, cfg.limits.max_frame_size, &mut leftover);
     Ok(WebSocket::from_partially_read(
         stream,
         leftover,
@@ -344,7 +334,7 @@ fn upgrade(
 /// write timeout. A refusal (an unusual kernel) is logged, not fatal.
 fn tune(tcp: &TcpStream, cfg: &Config) {
     let sock = socket2::SockRef::from(tcp);
-    if let Some(k) = cfg.link.keepalive {
+    if let Some(k) = cfg.keepalive {
         let ka = socket2::TcpKeepalive::new()
             .with_time(k.idle)
             .with_interval(k.interval)
@@ -353,7 +343,7 @@ fn tune(tcp: &TcpStream, cfg: &Config) {
             log::warn!("cannot turn on TCP keepalive: {e}");
         }
     }
-    if let Err(e) = sock.set_tcp_user_timeout(Some(cfg.link.write_timeout)) {
+    if let Err(e) = sock.set_tcp_user_timeout(Some(cfg.write_timeout)) {
         log::warn!("cannot set TCP_USER_TIMEOUT: {e}");
     }
 }
@@ -513,13 +503,13 @@ fn tls_advice(host: &str, text: &str, now: String) -> (TlsProblem, String) {
         (
             TlsProblem::UnknownIssuer,
             "the server's certificate was issued by a CA this device does not trust; add \
-             that CA with root_certificate_pem"
+             that CA with tls.root_certificates"
                 .to_owned(),
         )
     } else if has("self-signed certificate") || has("self signed certificate") {
         (
             TlsProblem::SelfSigned,
-            "the server's certificate is self-signed; trust it with root_certificate_pem \
+            "the server's certificate is self-signed; trust it with tls.root_certificates \
              (better: issue it from a private CA and add that)"
                 .to_owned(),
         )
@@ -616,7 +606,7 @@ mod tests {
             assert!(advice.contains(text), "OpenSSL's words are kept: {advice}");
             let ca_helps = matches!(want, TlsProblem::UnknownIssuer | TlsProblem::SelfSigned);
             assert_eq!(
-                advice.contains("root_certificate_pem"),
+                advice.contains("tls.root_certificates"),
                 ca_helps,
                 "{advice}"
             );

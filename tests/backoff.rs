@@ -3,19 +3,22 @@ use common::*;
 
 use std::time::Duration;
 
-use heartline::{Backoff, CloseReason, RecvTimeoutError, State};
+use heartline::{Backoff, CloseReason, Reconnect, RecvTimeoutError, State};
 
 #[test]
 fn refused_upgrades_back_off_and_give_up_after_max_attempts() {
     let server = server();
     server.refuse(Some(503));
     let client = fast(server.url())
-        .backoff(Backoff::Linear {
-            initial: 5 * MS,
-            step: 10 * MS,
-            max: Duration::from_secs(1),
+        .reconnect(Reconnect {
+            backoff: Backoff::Linear {
+                initial: 5 * MS,
+                step: 10 * MS,
+                max: Duration::from_secs(1),
+            },
+            max_attempts: 3,
+            ..common::reconnect()
         })
-        .max_attempts(Some(3))
         .build()
         .unwrap();
     let events = client.events();
@@ -55,7 +58,10 @@ fn refused_upgrades_back_off_and_give_up_after_max_attempts() {
 fn connections_that_drop_before_min_uptime_count_as_failures() {
     let server = server();
     let client = fast(server.url())
-        .min_uptime(Duration::from_secs(60))
+        .reconnect(Reconnect {
+            min_uptime: Duration::from_secs(60),
+            ..common::reconnect()
+        })
         .build()
         .unwrap();
     let events = client.events();
@@ -78,7 +84,10 @@ fn connections_that_drop_before_min_uptime_count_as_failures() {
 fn a_connection_that_stayed_up_resets_the_attempt_count() {
     let server = server();
     let client = fast(server.url())
-        .min_uptime(Duration::ZERO)
+        .reconnect(Reconnect {
+            min_uptime: Duration::ZERO,
+            ..common::reconnect()
+        })
         .build()
         .unwrap();
     let events = client.events();
@@ -100,7 +109,10 @@ fn a_connection_that_stayed_up_resets_the_attempt_count() {
 fn an_unreachable_port_is_retried_with_a_clear_error() {
     let port = free_port();
     let client = fast(format!("ws://127.0.0.1:{port}/"))
-        .max_attempts(Some(2))
+        .reconnect(Reconnect {
+            max_attempts: 2,
+            ..common::reconnect()
+        })
         .build()
         .unwrap();
     let (ev, seen) = wait_event(&client.events(), "closed", |e| e.state.is_closed());

@@ -3,18 +3,27 @@ use common::*;
 
 use std::time::Duration;
 
-use heartline::Overflow;
+use heartline::{Delivery, Heartbeat, Limits, Overflow};
 
 #[test]
 fn a_slow_consumer_bounds_memory_loses_nothing_and_causes_no_reconnect() {
     let server = server();
     let capacity = 8;
     let client = fast(server.url())
-        .inbound_capacity(capacity)
-        .batch_max(4)
+        .limits(Limits {
+            inbound_capacity: capacity,
+            ..Limits::default()
+        })
+        .delivery(Delivery {
+            batch_max: 4,
+            ..common::delivery()
+        })
         // Heartbeats and a timeout far shorter than the consumer's backlog.
-        .heartbeat_interval(20 * MS)
-        .server_timeout(30 * MS)
+        .heartbeat(Heartbeat {
+            interval: 20 * MS,
+            server_timeout: 30 * MS,
+            ..common::heartbeat()
+        })
         .build()
         .unwrap();
     wait_open(&client.events());
@@ -43,8 +52,14 @@ fn a_slow_consumer_bounds_memory_loses_nothing_and_causes_no_reconnect() {
 fn drop_oldest_keeps_the_newest_and_counts_the_rest() {
     let server = server();
     let client = fast(server.url())
-        .inbound_capacity(4)
-        .overflow(Overflow::DropOldest)
+        .limits(Limits {
+            inbound_capacity: 4,
+            ..Limits::default()
+        })
+        .delivery(Delivery {
+            overflow: Overflow::DropOldest,
+            ..common::delivery()
+        })
         .build()
         .unwrap();
     wait_open(&client.events());

@@ -5,7 +5,7 @@ use common::*;
 
 use std::io::{Read, Write};
 
-use heartline::State;
+use heartline::{Reconnect, State};
 
 /// Good frames around `bad`, sent in one burst: the good ones behind it are
 /// already on their way when it arrives, and a server that only pushes
@@ -102,7 +102,10 @@ fn a_peer_that_answers_the_upgrade_with_garbage_is_a_clear_error() {
         }
     });
     let client = fast(format!("ws://{addr}/"))
-        .max_attempts(Some(2))
+        .reconnect(Reconnect {
+            max_attempts: 2,
+            ..common::reconnect()
+        })
         .build()
         .unwrap();
     let (ev, seen) = wait_event(&client.events(), "closed", |e| e.state.is_closed());

@@ -3,13 +3,16 @@ use common::*;
 
 use std::time::Duration;
 
-use heartline::{Frame, RecvTimeoutError, State, TryRecvError, Via};
+use heartline::{Delivery, Frame, RecvTimeoutError, State, TryRecvError, Via};
 
 #[test]
 fn a_window_gathers_a_burst_into_one_batch_in_order() {
     let server = server();
     let client = fast(server.url())
-        .batch_window(Duration::from_millis(300))
+        .delivery(Delivery {
+            batch_window: Duration::from_millis(300),
+            ..common::delivery()
+        })
         .build()
         .unwrap();
     wait_open(&client.events());
@@ -25,8 +28,11 @@ fn a_window_gathers_a_burst_into_one_batch_in_order() {
 fn batch_max_splits_a_burst_and_keeps_order() {
     let server = server();
     let client = fast(server.url())
-        .batch_window(Duration::from_millis(300))
-        .batch_max(3)
+        .delivery(Delivery {
+            batch_window: Duration::from_millis(300),
+            batch_max: 3,
+            ..common::delivery()
+        })
         .build()
         .unwrap();
     wait_open(&client.events());
@@ -68,7 +74,10 @@ fn binary_and_non_json_frames_are_delivered_as_they_came() {
 fn receivers_report_empty_and_timeout_without_a_message() {
     let server = server();
     let client = fast(server.url())
-        .batch_window(Duration::from_millis(100))
+        .delivery(Delivery {
+            batch_window: Duration::from_millis(100),
+            ..common::delivery()
+        })
         .build()
         .unwrap();
     wait_open(&client.events());
@@ -90,7 +99,10 @@ fn receivers_report_empty_and_timeout_without_a_message() {
 fn a_recv_timeout_shorter_than_the_window_keeps_the_partial_batch() {
     let server = server();
     let client = fast(server.url())
-        .batch_window(Duration::from_millis(200))
+        .delivery(Delivery {
+            batch_window: Duration::from_millis(200),
+            ..common::delivery()
+        })
         .build()
         .unwrap();
     wait_open(&client.events());

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use heartline::testkit::{FeedConfig, PollFault, TestServer};
-use heartline::{Backoff, JsonRules, Method, Via};
+use heartline::{Backoff, Delivery, Heartbeat, JsonRules, Method, Polling, Reconnect, Via};
 use serde_json::json;
 
 /// Messages per publishing tick, and ticks per second: 1,000 messages/s.
@@ -78,17 +78,29 @@ fn chaos(messages: usize, ties: Option<(String, u64)>, cursor: &str) {
         .poll_since("since");
     let client = fast(server.url())
         .protocol(rules)
-        .heartbeat_interval(100 * MS)
-        .server_timeout(100 * MS)
-        .backoff(Backoff::Exponential {
-            initial: 10 * MS,
-            max: 100 * MS,
+        .heartbeat(Heartbeat {
+            interval: 100 * MS,
+            server_timeout: 100 * MS,
+            ..common::heartbeat()
         })
-        .min_uptime(100 * MS)
-        .poll_after(3)
-        .poll_every(50 * MS)
-        .poll_timeout(Duration::from_secs(1))
-        .batch_window(20 * MS)
+        .reconnect(Reconnect {
+            backoff: Backoff::Exponential {
+                initial: 10 * MS,
+                max: 100 * MS,
+            },
+            min_uptime: 100 * MS,
+            ..common::reconnect()
+        })
+        .polling(Polling {
+            after: 3,
+            every: 50 * MS,
+            timeout: Duration::from_secs(1),
+            ..Polling::default()
+        })
+        .delivery(Delivery {
+            batch_window: 20 * MS,
+            ..common::delivery()
+        })
         .build()
         .unwrap();
 

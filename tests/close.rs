@@ -4,7 +4,7 @@ use common::*;
 use std::time::{Duration, Instant};
 
 use heartline::testkit::Sent;
-use heartline::{CloseReason, RecvTimeoutError, State};
+use heartline::{CloseReason, Delivery, Limits, Reconnect, RecvTimeoutError, State, Timeouts};
 
 #[test]
 fn close_sends_1000_returns_promptly_and_never_reconnects() {
@@ -113,7 +113,10 @@ fn a_server_close_reconnects() {
 fn a_terminal_close_code_stops_the_client_and_ends_the_receiver() {
     let server = server();
     let client = fast(server.url())
-        .terminal_close_codes([4001])
+        .reconnect(Reconnect {
+            terminal_close_codes: vec![4001],
+            ..common::reconnect()
+        })
         .build()
         .unwrap();
     let events = client.events();
@@ -140,7 +143,10 @@ fn close_while_waiting_to_reconnect_is_prompt() {
     let server = server();
     server.refuse(Some(503));
     let client = fast(server.url())
-        .backoff(heartline::Backoff::Fixed(Duration::from_secs(30)))
+        .reconnect(Reconnect {
+            backoff: heartline::Backoff::Fixed(Duration::from_secs(30)),
+            ..common::reconnect()
+        })
         .build()
         .unwrap();
     wait_event(&client.events(), "reconnecting", |e| {
@@ -160,7 +166,10 @@ fn close_while_waiting_to_reconnect_is_prompt() {
 fn the_batch_iterator_hands_out_everything_received_then_ends_after_close() {
     let server = server();
     let client = fast(server.url())
-        .batch_window(Duration::from_secs(5))
+        .delivery(Delivery {
+            batch_window: Duration::from_secs(5),
+            ..common::delivery()
+        })
         .build()
         .unwrap();
     wait_open(&client.events());
@@ -197,11 +206,24 @@ fn close_wakes_a_send_that_waits_for_room() {
         let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("ws://{}/", dead.local_addr().unwrap());
         drop(dead);
-        let b = fast(url).send_timeout(Duration::from_secs(60));
+        let b = fast(url).timeouts(Timeouts {
+            send: Duration::from_secs(60),
+            ..common::timeouts()
+        });
         let client = if by_bytes {
-            b.outbound_bytes(1024).build().unwrap()
+            b.limits(Limits {
+                outbound_bytes: 1024,
+                ..Limits::default()
+            })
+            .build()
+            .unwrap()
         } else {
-            b.outbound_capacity(2).build().unwrap()
+            b.limits(Limits {
+                outbound_capacity: 2,
+                ..Limits::default()
+            })
+            .build()
+            .unwrap()
         };
         let frame = "x".repeat(if by_bytes { 600 } else { 10 });
         while client.try_send(frame.as_str()).is_ok() {}
@@ -254,7 +276,10 @@ fn close_during_a_handshake_the_server_never_answers_is_prompt() {
             }
         });
         let client = fast(format!("{scheme}://{addr}/"))
-            .handshake_timeout(Duration::from_secs(60))
+            .timeouts(Timeouts {
+                handshake: Duration::from_secs(60),
+                ..common::timeouts()
+            })
             .build()
             .unwrap();
         accepted.recv_timeout(WAIT).expect("the client connected");

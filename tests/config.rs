@@ -2,7 +2,7 @@ mod common;
 
 use std::time::Duration;
 
-use heartline::{Backoff, Client, Error};
+use heartline::{Backoff, Client, Delivery, Error, Heartbeat, Limits, Reconnect, Timeouts, Tls};
 
 fn field(r: heartline::Result<Client>) -> String {
     match r {
@@ -21,61 +21,126 @@ fn config_errors_come_back_at_once_and_name_the_field() {
     assert_eq!(
         field(
             Client::builder(url)
-                .heartbeat_interval(Duration::ZERO)
-                .build()
-        ),
-        "heartbeat_interval"
-    );
-    assert_eq!(
-        field(Client::builder(url).server_timeout(Duration::ZERO).build()),
-        "server_timeout"
-    );
-    assert_eq!(
-        field(
-            Client::builder(url)
-                .server_timeout(Duration::from_secs(86_400))
-                .build()
-        ),
-        "server_timeout"
-    );
-    assert_eq!(
-        field(Client::builder(url).connect_timeout(Duration::ZERO).build()),
-        "connect_timeout"
-    );
-    assert_eq!(
-        field(Client::builder(url).inbound_capacity(0).build()),
-        "inbound_capacity"
-    );
-    assert_eq!(
-        field(Client::builder(url).outbound_capacity(0).build()),
-        "outbound_capacity"
-    );
-    assert_eq!(
-        field(Client::builder(url).batch_max(0).build()),
-        "batch_max"
-    );
-    assert_eq!(
-        field(Client::builder(url).max_attempts(Some(0)).build()),
-        "max_attempts"
-    );
-    assert_eq!(
-        field(Client::builder(url).terminal_close_codes([99]).build()),
-        "terminal_close_codes"
-    );
-    assert_eq!(
-        field(Client::builder(url).root_certificate_pem("garbage").build()),
-        "root_certificate_pem"
-    );
-    assert_eq!(
-        field(
-            Client::builder(url)
-                .backoff(Backoff::Exponential {
-                    initial: Duration::from_secs(2),
-                    max: Duration::from_secs(1)
+                .heartbeat(Heartbeat {
+                    interval: Duration::ZERO,
+                    ..Heartbeat::default()
                 })
                 .build()
         ),
-        "backoff"
+        "heartbeat.interval"
+    );
+    assert_eq!(
+        field(
+            Client::builder(url)
+                .heartbeat(Heartbeat {
+                    server_timeout: Duration::ZERO,
+                    ..Heartbeat::default()
+                })
+                .build()
+        ),
+        "heartbeat.server_timeout"
+    );
+    assert_eq!(
+        field(
+            Client::builder(url)
+                .heartbeat(Heartbeat {
+                    server_timeout: Duration::from_secs(86_400),
+                    ..Heartbeat::default()
+                })
+                .build()
+        ),
+        "heartbeat.server_timeout"
+    );
+    assert_eq!(
+        field(
+            Client::builder(url)
+                .timeouts(Timeouts {
+                    connect: Duration::ZERO,
+                    ..Timeouts::default()
+                })
+                .build()
+        ),
+        "timeouts.connect"
+    );
+    assert_eq!(
+        field(
+            Client::builder(url)
+                .limits(Limits {
+                    inbound_capacity: 0,
+                    ..Limits::default()
+                })
+                .build()
+        ),
+        "limits.inbound_capacity"
+    );
+    assert_eq!(
+        field(
+            Client::builder(url)
+                .limits(Limits {
+                    outbound_capacity: 0,
+                    ..Limits::default()
+                })
+                .build()
+        ),
+        "limits.outbound_capacity"
+    );
+    assert_eq!(
+        field(
+            Client::builder(url)
+                .delivery(Delivery {
+                    batch_max: 0,
+                    ..Delivery::default()
+                })
+                .build()
+        ),
+        "delivery.batch_max"
+    );
+    assert_eq!(
+        field(
+            Client::builder(url)
+                .reconnect(Reconnect {
+                    max_attempts: 0,
+                    ..Reconnect::default()
+                })
+                .build()
+        ),
+        "reconnect.max_attempts"
+    );
+    assert_eq!(
+        field(
+            Client::builder(url)
+                .reconnect(Reconnect {
+                    terminal_close_codes: vec![99],
+                    ..Reconnect::default()
+                })
+                .build()
+        ),
+        "reconnect.terminal_close_codes"
+    );
+    assert_eq!(
+        field(
+            Client::builder(url)
+                .tls(Tls {
+                    root_certificates: vec!["garbage".into()],
+                    ..Tls::default()
+                })
+                .build()
+        ),
+        "tls.root_certificates"
+    );
+    assert_eq!(
+        field(
+            Client::builder(url)
+                .reconnect(Reconnect {
+                    backoff: Backoff::Exponential {
+                        initial: Duration::from_secs(2),
+                        max: Duration::from_secs(1)
+                    },
+                    ..Reconnect::default()
+                })
+                .build()
+        ),
+        "reconnect.backoff"
     );
 }
 

@@ -7,15 +7,21 @@ use common::*;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use heartline::{ConnectionError, Frame, Keepalive, State};
+use heartline::{ConnectionError, Frame, Heartbeat, Keepalive, Limits, State, Timeouts};
 
 #[test]
 fn a_write_that_cannot_progress_drops_the_connection_within_the_write_timeout() {
     let server = server();
     let client = fast(server.url())
-        .write_timeout(300 * MS)
-        .outbound_bytes(8 << 20)
-        .send_timeout(20 * MS)
+        .timeouts(Timeouts {
+            write: Some(300 * MS),
+            send: 20 * MS,
+            ..common::timeouts()
+        })
+        .limits(Limits {
+            outbound_bytes: 8 << 20,
+            ..Limits::default()
+        })
         .build()
         .unwrap();
     let events = client.events();
@@ -102,13 +108,22 @@ impl Drop for Cable {
 fn a_link_that_dies_while_reading_is_paused_is_noticed_by_tcp_keepalive() {
     let server = server();
     let client = fast(server.url())
-        .inbound_capacity(4)
-        .tcp_keepalive(Some(Keepalive {
-            idle: Duration::from_secs(1),
-            interval: Duration::from_secs(1),
-            count: 2,
-        }))
-        .write_timeout(Duration::from_secs(3))
+        .limits(Limits {
+            inbound_capacity: 4,
+            ..Limits::default()
+        })
+        .heartbeat(Heartbeat {
+            tcp_keepalive: heartline::TcpKeepalive::Probes(Keepalive {
+                idle: Duration::from_secs(1),
+                interval: Duration::from_secs(1),
+                count: 2,
+            }),
+            ..common::heartbeat()
+        })
+        .timeouts(Timeouts {
+            write: Some(Duration::from_secs(3)),
+            ..common::timeouts()
+        })
         .build()
         .unwrap();
     let events = client.events();
@@ -167,7 +182,10 @@ fn close_during_a_connect_whose_packets_go_nowhere_is_prompt() {
         return;
     };
     let client = fast(format!("ws://127.0.0.1:{port}/"))
-        .connect_timeout(Duration::from_secs(60))
+        .timeouts(Timeouts {
+            connect: Duration::from_secs(60),
+            ..common::timeouts()
+        })
         .build()
         .unwrap();
     wait_event(&client.events(), "connecting", |e| {

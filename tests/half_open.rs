@@ -1,14 +1,17 @@
 mod common;
 use common::*;
 
-use heartline::State;
+use heartline::{Heartbeat, State};
 
 #[test]
 fn a_silent_server_with_tcp_still_open_is_detected_and_replaced() {
     let server = server();
     let client = fast(server.url())
-        .heartbeat_interval(40 * MS)
-        .server_timeout(60 * MS)
+        .heartbeat(Heartbeat {
+            interval: 40 * MS,
+            server_timeout: 60 * MS,
+            ..common::heartbeat()
+        })
         .build()
         .unwrap();
     let events = client.events();

@@ -7,6 +7,7 @@
 mod common;
 use common::*;
 
+use heartline::{Limits, Persistence};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
@@ -60,12 +61,17 @@ fn with_state_dir_a_queued_frame_is_held_once() {
     let size = 64 * 1024;
     let budget = 64 * size;
     let client = fast(server.url())
-        .state_dir(&dir)
         // The first change is written at once, the next only an hour
         // later: no write (and its encoded copy) is under way while the
         // heap is counted below.
-        .state_sync_every(Duration::from_secs(3600))
-        .outbound_bytes(budget)
+        .persistence(Persistence {
+            sync_every: Duration::from_secs(3600),
+            ..Persistence::in_dir(&dir)
+        })
+        .limits(Limits {
+            outbound_bytes: budget,
+            ..Limits::default()
+        })
         .build()
         .unwrap();
     client.send(frame(0, size)).unwrap();

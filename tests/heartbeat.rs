@@ -2,15 +2,18 @@ mod common;
 use common::*;
 
 use heartline::testkit::Sent;
-use heartline::{Frame, ReplyRule};
+use heartline::{Frame, Heartbeat, ReplyRule};
 use std::time::Duration;
 
 #[test]
 fn ping_heartbeats_are_sent_on_an_idle_link_and_time_the_round_trip() {
     let server = server();
     let client = fast(server.url())
-        .heartbeat_interval(30 * MS)
-        .server_timeout(500 * MS)
+        .heartbeat(Heartbeat {
+            interval: 30 * MS,
+            server_timeout: 500 * MS,
+            ..common::heartbeat()
+        })
         .build()
         .unwrap();
     let events = client.events();
@@ -39,10 +42,13 @@ fn application_heartbeat_replies_are_consumed_not_delivered() {
         r#"{"wsType":1,"ok":true}"#,
     );
     let client = fast(server.url())
-        .heartbeat_frame(r#"{"wsType":1,"userId":7}"#)
-        .reply(ReplyRule::parse(r#"{"wsType":1}"#))
-        .heartbeat_interval(20 * MS)
-        .server_timeout(500 * MS)
+        .heartbeat(Heartbeat {
+            frame: Some(r#"{"wsType":1,"userId":7}"#.into()),
+            replies: vec![ReplyRule::parse(r#"{"wsType":1}"#)],
+            interval: 20 * MS,
+            server_timeout: 500 * MS,
+            ..common::heartbeat()
+        })
         .build()
         .unwrap();
     wait_open(&client.events());
@@ -68,10 +74,13 @@ fn text_ping_pong_heartbeat_like_the_singleton_client() {
     let server = server();
     server.reply(ReplyRule::Text("ping".into()), "pong");
     let client = fast(server.url())
-        .heartbeat(heartline::Heartbeat::Frame(Frame::from("ping")))
-        .reply(ReplyRule::Text("pong".into()))
-        .heartbeat_interval(20 * MS)
-        .server_timeout(500 * MS)
+        .heartbeat(Heartbeat {
+            frame: Some(Frame::from("ping")),
+            replies: vec![ReplyRule::Text("pong".into())],
+            interval: 20 * MS,
+            server_timeout: 500 * MS,
+            ..common::heartbeat()
+        })
         .build()
         .unwrap();
     wait_open(&client.events());
@@ -114,8 +123,11 @@ fn heartbeats_keep_the_interval_when_the_server_timeout_is_much_longer() {
     // beat per second. Here in milliseconds: 20 ms heartbeat, 600 ms timeout.
     let server = server();
     let client = fast(server.url())
-        .heartbeat_interval(20 * MS)
-        .server_timeout(600 * MS)
+        .heartbeat(Heartbeat {
+            interval: 20 * MS,
+            server_timeout: 600 * MS,
+            ..common::heartbeat()
+        })
         .build()
         .unwrap();
     wait_open(&client.events());
@@ -140,8 +152,11 @@ fn a_heartbeat_shorter_than_a_proxy_idle_timeout_holds_one_connection() {
     let server = server();
     server.idle_timeout(Some(150 * MS));
     let client = fast(server.url())
-        .heartbeat_interval(40 * MS)
-        .server_timeout(1000 * MS)
+        .heartbeat(Heartbeat {
+            interval: 40 * MS,
+            server_timeout: 1000 * MS,
+            ..common::heartbeat()
+        })
         .build()
         .unwrap();
     wait_open(&client.events());
@@ -169,8 +184,11 @@ fn without_a_heartbeat_inside_the_proxy_timeout_the_link_is_cut_and_reopened() {
     let server = server();
     server.idle_timeout(Some(60 * MS));
     let client = fast(server.url())
-        .heartbeat_interval(Duration::from_secs(5))
-        .server_timeout(Duration::from_secs(5))
+        .heartbeat(Heartbeat {
+            interval: Duration::from_secs(5),
+            server_timeout: Duration::from_secs(5),
+            ..common::heartbeat()
+        })
         .build()
         .unwrap();
     let events = client.events();
@@ -228,7 +246,10 @@ fn a_server_that_drops_silent_clients_keeps_a_busy_one_that_beats_even_when_busy
     server.idle_timeout(Some(400 * MS));
     let _traffic = Stream::start(server.clone());
     let quiet = fast(server.url())
-        .heartbeat_interval(50 * MS)
+        .heartbeat(Heartbeat {
+            interval: 50 * MS,
+            ..common::heartbeat()
+        })
         .build()
         .unwrap();
     wait_open(&quiet.events());
@@ -240,8 +261,11 @@ fn a_server_that_drops_silent_clients_keeps_a_busy_one_that_beats_even_when_busy
     quiet.close();
     let before = server.log().accepted();
     let busy = fast(server.url())
-        .heartbeat_interval(50 * MS)
-        .heartbeat_even_when_busy(true)
+        .heartbeat(Heartbeat {
+            interval: 50 * MS,
+            even_when_busy: true,
+            ..common::heartbeat()
+        })
         .build()
         .unwrap();
     wait_open(&busy.events());

@@ -1,7 +1,7 @@
 mod common;
 use common::*;
 
-use heartline::{Frame, State};
+use heartline::{Frame, Limits, State, Timeouts};
 
 #[test]
 fn hello_frames_go_first_on_every_connect_then_queued_frames_in_order() {
@@ -73,8 +73,14 @@ fn a_full_outbound_queue_hands_the_frame_back() {
     let server = server();
     server.refuse(Some(503));
     let client = fast(server.url())
-        .outbound_capacity(2)
-        .send_timeout(10 * MS)
+        .limits(Limits {
+            outbound_capacity: 2,
+            ..Limits::default()
+        })
+        .timeouts(Timeouts {
+            send: 10 * MS,
+            ..common::timeouts()
+        })
         .build()
         .unwrap();
     client.try_send("a").unwrap();

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use heartline::testkit::{FeedConfig, PollFault};
-use heartline::{Client, Endpoint, JsonRules, Method, State};
+use heartline::{Client, Endpoint, JsonRules, Method, Polling, Reconnect, State};
 
 fn first_delay(client: &Client) -> Duration {
     let (ev, _) = wait_event(&client.events(), "reconnecting", |e| {
@@ -30,7 +30,10 @@ fn a_503_with_retry_after_delays_the_next_attempt_at_least_that_long_up_to_the_c
 
     server.refuse_with(Some(429), &[("Retry-After", "3600")]);
     let client = fast(server.url())
-        .max_retry_after(Duration::from_secs(3))
+        .reconnect(Reconnect {
+            max_retry_after: Duration::from_secs(3),
+            ..common::reconnect()
+        })
         .build()
         .unwrap();
     assert_eq!(first_delay(&client), Duration::from_secs(3), "capped");
@@ -51,7 +54,10 @@ fn a_server_that_closes_with_1012_or_1013_is_given_the_spread_on_top_of_the_back
     let server = server();
     for code in [1012, 1013] {
         let client = fast(server.url())
-            .restart_spread(Duration::from_millis(500))
+            .reconnect(Reconnect {
+                restart_spread: Duration::from_millis(500),
+                ..common::reconnect()
+            })
             .build()
             .unwrap();
         let events = client.events();
@@ -106,8 +112,11 @@ fn millis_ctx(
 ) -> Client {
     init();
     Client::with_endpoint_context(f)
-        .backoff(heartline::Backoff::Fixed(10 * MS))
-        .min_uptime(Duration::ZERO)
+        .reconnect(Reconnect {
+            backoff: heartline::Backoff::Fixed(10 * MS),
+            min_uptime: Duration::ZERO,
+            ..Reconnect::default()
+        })
         .build()
         .unwrap()
 }
@@ -124,8 +133,11 @@ fn a_poll_answered_503_with_retry_after_waits_that_long_before_the_next() {
                 .id("/id")
                 .poll(server.poll_url().unwrap(), Method::Get, None),
         )
-        .poll_after(1)
-        .poll_every(20 * MS)
+        .polling(Polling {
+            after: 1,
+            every: 20 * MS,
+            ..Polling::default()
+        })
         .build()
         .unwrap();
     assert!(server.wait_for(WAIT, |l| l.polls.len() >= 2));

@@ -3,7 +3,7 @@
 mod common;
 use common::*;
 
-use heartline::{Frame, Overflow, SendError};
+use heartline::{Delivery, Frame, Limits, Overflow, SendError, Timeouts};
 
 const KIB: usize = 1024;
 
@@ -19,10 +19,16 @@ fn big_messages_to_a_stalled_application_stay_within_the_inbound_byte_budget() {
     let budget = 1024 * KIB;
     let size = 256 * KIB;
     let client = fast(server.url())
-        .inbound_bytes(budget)
-        .max_message_size(512 * KIB)
-        .max_frame_size(512 * KIB)
-        .batch_max(3)
+        .limits(Limits {
+            inbound_bytes: budget,
+            max_message_size: 512 * KIB,
+            max_frame_size: 512 * KIB,
+            ..Limits::default()
+        })
+        .delivery(Delivery {
+            batch_max: 3,
+            ..common::delivery()
+        })
         .build()
         .unwrap();
     wait_open(&client.events());
@@ -60,9 +66,12 @@ fn big_messages_to_a_stalled_application_stay_within_the_inbound_byte_budget() {
 fn one_message_larger_than_the_whole_budget_still_passes() {
     let server = server();
     let client = fast(server.url())
-        .inbound_bytes(64 * KIB)
-        .max_message_size(512 * KIB)
-        .max_frame_size(512 * KIB)
+        .limits(Limits {
+            inbound_bytes: 64 * KIB,
+            max_message_size: 512 * KIB,
+            max_frame_size: 512 * KIB,
+            ..Limits::default()
+        })
         .build()
         .unwrap();
     wait_open(&client.events());
@@ -79,10 +88,16 @@ fn drop_oldest_drops_by_bytes_too_and_counts() {
     let server = server();
     let size = 100 * KIB;
     let client = fast(server.url())
-        .inbound_bytes(300 * KIB)
-        .max_message_size(512 * KIB)
-        .max_frame_size(512 * KIB)
-        .overflow(Overflow::DropOldest)
+        .limits(Limits {
+            inbound_bytes: 300 * KIB,
+            max_message_size: 512 * KIB,
+            max_frame_size: 512 * KIB,
+            ..Limits::default()
+        })
+        .delivery(Delivery {
+            overflow: Overflow::DropOldest,
+            ..common::delivery()
+        })
         .build()
         .unwrap();
     wait_open(&client.events());
@@ -102,8 +117,14 @@ fn the_outbound_queue_is_bounded_in_bytes_and_refuses_a_frame_it_can_never_hold(
     let server = server();
     server.refuse(Some(503));
     let client = fast(server.url())
-        .outbound_bytes(64 * KIB)
-        .send_timeout(10 * MS)
+        .limits(Limits {
+            outbound_bytes: 64 * KIB,
+            ..Limits::default()
+        })
+        .timeouts(Timeouts {
+            send: 10 * MS,
+            ..common::timeouts()
+        })
         .build()
         .unwrap();
     let frame = |i: usize| Frame::from(big(i, 16 * KIB));
@@ -174,9 +195,12 @@ fn a_held_message_larger_than_half_the_budget_waits_without_spinning() {
     // stalled: the io thread must sleep, not retry in a loop.
     let server = server();
     let client = fast(server.url())
-        .inbound_bytes(1000 * KIB)
-        .max_message_size(1024 * KIB)
-        .max_frame_size(1024 * KIB)
+        .limits(Limits {
+            inbound_bytes: 1000 * KIB,
+            max_message_size: 1024 * KIB,
+            max_frame_size: 1024 * KIB,
+            ..Limits::default()
+        })
         .build()
         .unwrap();
     wait_open(&client.events());

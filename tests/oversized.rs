@@ -2,12 +2,15 @@ mod common;
 use common::*;
 
 use heartline::testkit::Sent;
-use heartline::{Frame, State};
+use heartline::{Frame, Limits, State};
 
 fn limited(server: &heartline::testkit::TestServer) -> heartline::Client {
     fast(server.url())
-        .max_message_size(1024)
-        .max_frame_size(1024)
+        .limits(Limits {
+            max_message_size: 1024,
+            max_frame_size: 1024,
+            ..Limits::default()
+        })
         .build()
         .unwrap()
 }
@@ -89,7 +92,10 @@ fn a_message_grown_too_large_over_fragments_closes_with_1009_and_the_client_reco
     });
     let why = why(&ev.error);
     assert!(why.contains("too large"), "{why}");
-    assert!(why.contains("raise max_message_size"), "the advice: {why}");
+    assert!(
+        why.contains("raise limits.max_message_size"),
+        "the advice: {why}"
+    );
     assert!(server.wait_for(WAIT, |l| l
         .frames
         .iter()

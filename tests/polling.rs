@@ -6,7 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use heartline::testkit::{FeedConfig, PollFault, TestServer};
-use heartline::{AckMode, Backoff, ClientBuilder, Endpoint, JsonRules, Method, State, Via};
+use heartline::{
+    AckMode, Backoff, ClientBuilder, Delivery, Endpoint, JsonRules, Method, Polling, Reconnect,
+    State, Via,
+};
 use serde_json::json;
 
 fn feed_server() -> TestServer {
@@ -30,9 +33,25 @@ fn client(server: &TestServer) -> ClientBuilder {
 
 fn polling(b: ClientBuilder, server: &TestServer) -> ClientBuilder {
     b.protocol(rules(server))
-        .poll_after(3)
-        .poll_every(30 * MS)
-        .backoff(Backoff::Fixed(20 * MS))
+        .polling(poll_cfg())
+        .reconnect(retry())
+}
+
+/// The polling of [`client`]: after 3 failures, every 30 ms.
+fn poll_cfg() -> Polling {
+    Polling {
+        after: 3,
+        every: 30 * MS,
+        ..Polling::default()
+    }
+}
+
+/// The reconnect policy of [`client`]: 20 ms between attempts.
+fn retry() -> Reconnect {
+    Reconnect {
+        backoff: Backoff::Fixed(20 * MS),
+        ..common::reconnect()
+    }
 }
 
 fn seqs(msgs: &[heartline::Message]) -> Vec<i64> {
@@ -119,7 +138,10 @@ fn a_socket_that_drops_before_proving_itself_does_not_stop_polling() {
     let server = feed_server();
     server.refuse(Some(503));
     let client = client(&server)
-        .min_uptime(Duration::from_secs(30))
+        .reconnect(Reconnect {
+            min_uptime: Duration::from_secs(30),
+            ..retry()
+        })
         .build()
         .unwrap();
     let events = client.events();
@@ -183,7 +205,13 @@ fn poll_failures_are_counted_retried_and_bad_items_skipped() {
 #[test]
 fn pushed_messages_are_acked_once_queued() {
     let server = feed_server();
-    let client = client(&server).ack_mode(AckMode::Queued).build().unwrap();
+    let client = client(&server)
+        .delivery(Delivery {
+            ack_mode: AckMode::Queued,
+            ..common::delivery()
+        })
+        .build()
+        .unwrap();
     wait_open(&client.events());
     for i in 1..=3 {
         server.publish(json!({ "n": i }));
@@ -204,7 +232,10 @@ fn pushed_messages_are_acked_once_queued() {
 fn in_delivered_mode_acks_wait_for_the_application() {
     let server = feed_server();
     let client = client(&server)
-        .ack_mode(AckMode::Delivered)
+        .delivery(Delivery {
+            ack_mode: AckMode::Delivered,
+            ..common::delivery()
+        })
         .build()
         .unwrap();
     wait_open(&client.events());
@@ -257,7 +288,13 @@ fn a_poll_body_over_the_limit_fails_that_poll_with_a_clear_error() {
     for i in 0..20 {
         server.publish(json!({ "n": i, "pad": "x".repeat(50) }));
     }
-    let client = client(&server).max_poll_body(256).build().unwrap();
+    let client = client(&server)
+        .polling(Polling {
+            max_body: 256,
+            ..poll_cfg()
+        })
+        .build()
+        .unwrap();
     wait_until("a failed poll", || client.stats().poll_failures >= 1);
     let why = why(&client.stats().last_poll_error);
     assert!(
@@ -277,7 +314,13 @@ fn a_stalled_poll_times_out_and_an_unreachable_endpoint_is_retried() {
     let server = feed_server();
     server.refuse(Some(503));
     server.poll_fault(PollFault::Stall(Duration::from_millis(500)));
-    let client = client(&server).poll_timeout(50 * MS).build().unwrap();
+    let client = client(&server)
+        .polling(Polling {
+            timeout: 50 * MS,
+            ..poll_cfg()
+        })
+        .build()
+        .unwrap();
     wait_until("a timed-out poll", || client.stats().poll_failures >= 1);
     let why = why(&client.stats().last_poll_error);
     assert!(
@@ -295,8 +338,11 @@ fn a_stalled_poll_times_out_and_an_unreachable_endpoint_is_retried() {
     let rules = JsonRules::new().poll(format!("http://127.0.0.1:{port}/poll"), Method::Get, None);
     let client = fast(server.url())
         .protocol(rules)
-        .poll_after(1)
-        .poll_every(10 * MS)
+        .polling(Polling {
+            after: 1,
+            every: 10 * MS,
+            ..poll_cfg()
+        })
         .build()
         .unwrap();
     wait_until("two failed polls", || client.stats().poll_failures >= 2);
@@ -329,8 +375,11 @@ fn messages_whose_cursors_tie_all_arrive_by_poll() {
         .poll_since("since");
     let client = fast(server.url())
         .protocol(rules)
-        .poll_after(1)
-        .poll_every(10 * MS)
+        .polling(Polling {
+            after: 1,
+            every: 10 * MS,
+            ..poll_cfg()
+        })
         .build()
         .unwrap();
     // ts 1, 1, 2 in one poll response...
@@ -370,8 +419,11 @@ fn a_protocol_that_panics_on_a_poll_response_fails_that_poll_only() {
     server.refuse(Some(503));
     let client = fast(server.url())
         .protocol(Fragile(server.poll_url().unwrap()))
-        .poll_after(1)
-        .poll_every(10 * MS)
+        .polling(Polling {
+            after: 1,
+            every: 10 * MS,
+            ..poll_cfg()
+        })
         .build()
         .unwrap();
     wait_until("two failed polls", || client.stats().poll_failures >= 2);
@@ -403,7 +455,10 @@ fn open_with_default_acks() -> (TestServer, heartline::Client) {
     let server = feed_server();
     let client = fast(server.url())
         .protocol(rules(&server))
-        .batch_window(50 * MS)
+        .delivery(Delivery {
+            batch_window: 50 * MS,
+            ..common::delivery()
+        })
         .build()
         .unwrap();
     wait_open(&client.events());
@@ -551,11 +606,12 @@ fn silent_poll_endpoint() -> (
 
 fn waiting_on(addr: std::net::SocketAddr, server: &TestServer) -> ClientBuilder {
     let rules = JsonRules::new().poll(format!("http://{addr}/poll"), Method::Get, None);
-    fast(server.url())
-        .protocol(rules)
-        .poll_after(1)
-        .poll_every(10 * MS)
-        .poll_timeout(Duration::from_secs(60))
+    fast(server.url()).protocol(rules).polling(Polling {
+        after: 1,
+        every: 10 * MS,
+        timeout: Duration::from_secs(60),
+        ..poll_cfg()
+    })
 }
 
 #[test]

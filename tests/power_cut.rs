@@ -19,7 +19,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use heartline::testkit::{FeedConfig, TestServer};
-use heartline::{Client, JsonRules};
+use heartline::{Client, Delivery, JsonRules, Persistence, Reconnect};
 use serde_json::json;
 
 const CHILD: &str = "HEARTLINE_POWER_CUT_CHILD";
@@ -57,11 +57,19 @@ fn child_process_entry() {
                 .ack(json!({"type": "ack"}), [("/id", "ack")])
                 .acked_by("/type", json!("ack"), "/id"),
         )
-        .state_dir(dir)
-        .state_sync_every(SYNC)
-        .backoff(heartline::Backoff::Fixed(Duration::from_millis(10)))
-        .batch_max(8)
-        .batch_window(Duration::ZERO)
+        .persistence(Persistence {
+            sync_every: SYNC,
+            ..Persistence::in_dir(dir)
+        })
+        .reconnect(Reconnect {
+            backoff: heartline::Backoff::Fixed(Duration::from_millis(10)),
+            ..Reconnect::default()
+        })
+        .delivery(Delivery {
+            batch_max: 8,
+            batch_window: Duration::ZERO,
+            ..Delivery::default()
+        })
         .build()
         .expect("child client");
     let mut rec = std::fs::OpenOptions::new()

@@ -4,7 +4,7 @@ mod common;
 use common::*;
 
 use heartline::testkit::{ConnectProxy, ProxyMode, TestServer};
-use heartline::{ConnectionError, Phase, State};
+use heartline::{ConnectionError, Phase, Polling, State, Timeouts, Tls};
 
 fn refused(client: &heartline::Client) -> Option<ConnectionError> {
     wait_event(&client.events(), "a failed attempt", |e| {
@@ -21,7 +21,10 @@ fn ws_and_wss_go_through_the_tunnel_with_the_servers_name_for_tls() {
         server.echo(true);
         let mut b = fast(server.url()).proxy(Some(&proxy.url_with("dev", "s3cr3t")));
         if let Some(ca) = server.ca_pem() {
-            b = b.root_certificate_pem(ca);
+            b = b.tls(Tls {
+                root_certificates: vec![ca.into()],
+                ..Tls::default()
+            });
         }
         let client = b.build().unwrap();
         wait_open(&client.events());
@@ -88,7 +91,10 @@ fn a_proxy_that_stalls_times_out_in_the_proxy_phase_and_backs_off() {
     proxy.set_mode(ProxyMode::Stall);
     let client = fast(server.url())
         .proxy(Some(&proxy.url()))
-        .handshake_timeout(200 * MS)
+        .timeouts(Timeouts {
+            handshake: 200 * MS,
+            ..common::timeouts()
+        })
         .build()
         .unwrap();
     let e = refused(&client);
@@ -152,8 +158,11 @@ fn polls_go_through_the_same_proxy() {
                 .id("/id")
                 .poll(poll_url.clone(), Method::Get, None),
         )
-        .poll_after(1)
-        .poll_every(20 * MS)
+        .polling(Polling {
+            after: 1,
+            every: 20 * MS,
+            ..Polling::default()
+        })
         .build()
         .unwrap();
     let got = collect(&client, 1);

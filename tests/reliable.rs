@@ -3,13 +3,15 @@
 mod common;
 use common::*;
 
-use heartline::{Frame, JsonRules};
+use heartline::{Frame, JsonRules, Limits, Timeouts};
 use serde_json::json;
 
+fn hello(_: &heartline::HelloContext) -> Vec<Frame> {
+    vec![Frame::from(r#"{"type":"hello"}"#)]
+}
+
 fn rules() -> JsonRules {
-    JsonRules::new()
-        .hello(json!({"type": "hello"}))
-        .acked_by("/type", json!("ack"), "/id")
+    JsonRules::new().acked_by("/type", json!("ack"), "/id")
 }
 
 #[test]
@@ -17,7 +19,11 @@ fn an_unacked_reliable_frame_is_sent_again_after_a_reconnect_until_the_server_ac
     let server = server();
     server.ack_frames(Some("/id"));
     server.withhold_acks(true); // the server "forgets" its acks for now
-    let client = fast(server.url()).protocol(rules()).build().unwrap();
+    let client = fast(server.url())
+        .protocol(rules())
+        .hello(hello)
+        .build()
+        .unwrap();
     let events = client.events();
     wait_open(&events);
     client
@@ -69,8 +75,15 @@ fn a_protocol_rule_makes_send_reliable_and_the_budget_bounds_waiting_frames() {
     server.withhold_acks(true);
     let client = fast(server.url())
         .protocol(rules().reliable("/id"))
-        .outbound_bytes(1024)
-        .send_timeout(20 * MS)
+        .hello(hello)
+        .limits(Limits {
+            outbound_bytes: 1024,
+            ..Limits::default()
+        })
+        .timeouts(Timeouts {
+            send: 20 * MS,
+            ..common::timeouts()
+        })
         .build()
         .unwrap();
     wait_open(&client.events());

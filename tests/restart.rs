@@ -5,7 +5,7 @@ use common::*;
 use std::path::PathBuf;
 
 use heartline::testkit::{FeedConfig, TestServer};
-use heartline::{JsonRules, State};
+use heartline::{Delivery, Frame, HelloContext, JsonRules, Limits, Persistence, State};
 use serde_json::json;
 
 fn scratch(name: &str) -> PathBuf {
@@ -23,11 +23,16 @@ fn feed_server() -> TestServer {
 /// No ack rule: the server redelivers everything to a new connection, as it
 /// would after acks lost in a power cut.
 fn rules() -> JsonRules {
-    JsonRules::new()
-        .id("/id")
-        .cursor("/seq")
-        .hello(json!({"type": "hello"}))
-        .hello_cursor("since")
+    JsonRules::new().id("/id").cursor("/seq")
+}
+
+/// The hello: resumes from the cursor when there is one.
+fn hello(ctx: &HelloContext) -> Vec<Frame> {
+    let mut h = json!({"type": "hello"});
+    if let Some(c) = &ctx.cursor {
+        h["since"] = c.to_json();
+    }
+    vec![Frame::from(h)]
 }
 
 #[test]
@@ -39,8 +44,11 @@ fn a_restarted_client_resumes_from_its_cursor_drops_what_it_finished_and_sends_w
     }
     let first = fast(server.url())
         .protocol(rules())
-        .state_dir(&dir)
-        .state_sync_every(5 * MS)
+        .hello(hello)
+        .persistence(Persistence {
+            sync_every: 5 * MS,
+            ..Persistence::in_dir(&dir)
+        })
         .build()
         .unwrap();
     let got = collect(&first, 3); // batches finished as they are dropped
@@ -61,7 +69,8 @@ fn a_restarted_client_resumes_from_its_cursor_drops_what_it_finished_and_sends_w
     server.publish(json!({"n": 4}));
     let second = fast(server.url())
         .protocol(rules())
-        .state_dir(&dir)
+        .hello(hello)
+        .persistence(Persistence::in_dir(&dir))
         .build()
         .unwrap();
     let got = collect(&second, 1);
@@ -92,8 +101,11 @@ fn a_corrupt_state_file_is_a_fresh_start_not_a_refusal() {
     server.publish(json!({"n": 1}));
     let client = fast(server.url())
         .protocol(rules())
-        .state_dir(&dir)
-        .state_sync_every(5 * MS)
+        .hello(hello)
+        .persistence(Persistence {
+            sync_every: 5 * MS,
+            ..Persistence::in_dir(&dir)
+        })
         .build()
         .expect("a device must always boot");
     assert_eq!(collect(&client, 1)[0].id(), Some("m-1"));
@@ -102,7 +114,8 @@ fn a_corrupt_state_file_is_a_fresh_start_not_a_refusal() {
     client.close();
     let again = fast(server.url())
         .protocol(rules())
-        .state_dir(&dir)
+        .hello(hello)
+        .persistence(Persistence::in_dir(&dir))
         .build()
         .unwrap();
     server.publish(json!({"n": 2}));
@@ -115,8 +128,10 @@ fn an_idle_client_writes_nothing() {
     let dir = scratch("idle");
     let server = server();
     let client = fast(server.url())
-        .state_dir(&dir)
-        .state_sync_every(MS)
+        .persistence(Persistence {
+            sync_every: MS,
+            ..Persistence::in_dir(&dir)
+        })
         .build()
         .unwrap();
     let events = client.events();
@@ -137,10 +152,14 @@ fn mode(p: &std::path::Path) -> u32 {
 
 /// Builds a client on `dir`, has it finish one message (so the state is
 /// written), and closes it.
-fn finish_one(b: heartline::ClientBuilder) {
+fn finish_one(b: heartline::ClientBuilder, persistence: Persistence) {
     let client = b
         .protocol(rules())
-        .state_sync_every(MS)
+        .hello(hello)
+        .persistence(Persistence {
+            sync_every: MS,
+            ..persistence
+        })
         .build()
         .expect("client builds");
     drop(collect(&client, 1));
@@ -156,7 +175,7 @@ fn the_state_is_private_to_the_user_under_the_usual_umask() {
     let dir = scratch("private").join("state");
     let server = feed_server();
     server.publish(json!({"n": 1}));
-    finish_one(fast(server.url()).state_dir(&dir));
+    finish_one(fast(server.url()), Persistence::in_dir(&dir));
     rustix::process::umask(old);
     assert_eq!(mode(&dir), 0o700, "the directory");
     assert_eq!(mode(&dir.join("heartline.state")), 0o600, "the state file");
@@ -176,7 +195,10 @@ fn links_planted_in_a_shared_directory_never_touch_another_file() {
     server.publish(json!({"n": 1}));
 
     // Refused as it is: anyone can plant files there.
-    let refused = fast(server.url()).state_dir(&dir).build().unwrap_err();
+    let refused = fast(server.url())
+        .persistence(Persistence::in_dir(&dir))
+        .build()
+        .unwrap_err();
     assert!(
         matches!(
             refused,
@@ -187,16 +209,15 @@ fn links_planted_in_a_shared_directory_never_touch_another_file() {
         ),
         "{refused}"
     );
-    assert!(refused.to_string().contains("state_dir_allow_shared"));
+    assert!(refused.to_string().contains("allow_shared"));
 
     // Accepted explicitly, with a link planted for the temporary file.
     symlink(&victim, dir.join("heartline.state.tmp")).unwrap();
-    let shared = || {
-        fast(server.url())
-            .state_dir(&dir)
-            .state_dir_allow_shared(true)
+    let shared = || Persistence {
+        allow_shared: true,
+        ..Persistence::in_dir(&dir)
     };
-    finish_one(shared());
+    finish_one(fast(server.url()), shared());
     assert_eq!(std::fs::read(&victim).unwrap(), b"precious data");
     assert!(std::fs::symlink_metadata(dir.join("heartline.state"))
         .unwrap()
@@ -205,7 +226,10 @@ fn links_planted_in_a_shared_directory_never_touch_another_file() {
     // A link planted for the state file: refused at build, not read.
     std::fs::remove_file(dir.join("heartline.state")).unwrap();
     symlink(&victim, dir.join("heartline.state")).unwrap();
-    let refused = shared().build().unwrap_err();
+    let refused = fast(server.url())
+        .persistence(shared())
+        .build()
+        .unwrap_err();
     assert!(
         matches!(
             refused,
@@ -236,18 +260,27 @@ fn in_use(r: heartline::Result<heartline::Client>) -> bool {
 fn one_client_per_state_dir_in_this_process_until_close() {
     let dir = scratch("one-here");
     let server = server();
-    let first = fast(server.url()).state_dir(&dir).build().unwrap();
-    let second = fast(server.url()).state_dir(&dir).build();
+    let first = fast(server.url())
+        .persistence(Persistence::in_dir(&dir))
+        .build()
+        .unwrap();
+    let second = fast(server.url())
+        .persistence(Persistence::in_dir(&dir))
+        .build();
     assert!(
         in_use(second),
         "a second client on the directory is refused"
     );
     let other_dir = scratch("one-here-other");
-    let elsewhere = fast(server.url()).state_dir(&other_dir).build();
+    let elsewhere = fast(server.url())
+        .persistence(Persistence::in_dir(&other_dir))
+        .build();
     assert!(elsewhere.is_ok(), "another directory is its own");
     first.close();
     // Released at the end of close(), though `first` still exists.
-    let third = fast(server.url()).state_dir(&dir).build();
+    let third = fast(server.url())
+        .persistence(Persistence::in_dir(&dir))
+        .build();
     assert!(third.is_ok(), "{:?}", third.err());
     drop(first);
     drop(elsewhere);
@@ -271,7 +304,10 @@ fn one_client_per_state_dir_across_processes_and_a_killed_holder_leaves_no_lock(
             .expect("tail runs")
     };
     // This process holds it: another process is refused.
-    let here = fast(server.url()).state_dir(&dir).build().unwrap();
+    let here = fast(server.url())
+        .persistence(Persistence::in_dir(&dir))
+        .build()
+        .unwrap();
     let out = tail(&dir).wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -283,11 +319,17 @@ fn one_client_per_state_dir_across_processes_and_a_killed_holder_leaves_no_lock(
     let mut lines = BufReader::new(holder.stdout.take().unwrap()).lines();
     let open = lines.find(|l| l.as_ref().is_ok_and(|l| l.contains(r#""open""#)));
     assert!(open.is_some(), "tail connected");
-    assert!(in_use(fast(server.url()).state_dir(&dir).build()));
+    assert!(in_use(
+        fast(server.url())
+            .persistence(Persistence::in_dir(&dir))
+            .build()
+    ));
     // kill -9: the kernel releases the lock with the process.
     holder.kill().unwrap();
     holder.wait().unwrap();
-    let after = fast(server.url()).state_dir(&dir).build();
+    let after = fast(server.url())
+        .persistence(Persistence::in_dir(&dir))
+        .build();
     assert!(after.is_ok(), "{:?}", after.err());
     drop(after);
     let _ = std::fs::remove_dir_all(&dir);
@@ -304,11 +346,19 @@ fn a_burst_larger_than_the_queues_is_acked_in_full_on_the_live_connection() {
     let server = feed_server();
     let client = fast(server.url())
         .protocol(FeedConfig::default().client_rules())
-        .state_dir(&dir)
-        .state_sync_every(50 * MS)
-        .inbound_capacity(64)
-        .batch_max(16)
-        .inbound_bytes(16 * 1024)
+        .persistence(Persistence {
+            sync_every: 50 * MS,
+            ..Persistence::in_dir(&dir)
+        })
+        .limits(Limits {
+            inbound_capacity: 64,
+            inbound_bytes: 16 * 1024,
+            ..Limits::default()
+        })
+        .delivery(Delivery {
+            batch_max: 16,
+            ..common::delivery()
+        })
         .build()
         .unwrap();
     wait_open(&client.events());

@@ -4,7 +4,7 @@ use common::*;
 
 use std::sync::Mutex;
 
-use heartline::{Client, Endpoint};
+use heartline::{Client, Endpoint, Heartbeat, Polling, Reconnect};
 
 static LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
@@ -45,11 +45,20 @@ fn tokens_in_urls_and_headers_never_reach_logs_or_debug_output() {
         Endpoint::new(u.clone()).header("Authorization", "Bearer SUPERSECRET2")
     })
     .protocol(heartline::JsonRules::new().poll(poll, heartline::Method::Get, None))
-    .poll_after(1)
-    .poll_every(5 * MS)
-    .backoff(heartline::Backoff::Fixed(5 * MS))
-    .heartbeat_interval(10 * MS)
-    .min_uptime(std::time::Duration::ZERO)
+    .polling(Polling {
+        after: 1,
+        every: 5 * MS,
+        ..Polling::default()
+    })
+    .reconnect(Reconnect {
+        backoff: heartline::Backoff::Fixed(5 * MS),
+        min_uptime: std::time::Duration::ZERO,
+        ..Reconnect::default()
+    })
+    .heartbeat(Heartbeat {
+        interval: 10 * MS,
+        ..Heartbeat::default()
+    })
     .build()
     .unwrap();
     let events = client.events();

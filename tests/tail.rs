@@ -342,7 +342,7 @@ fn tail_max_message_drops_a_larger_message_and_carries_on() {
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("2000 bytes") && err.contains("max_frame_size (1000 bytes)"),
+        err.contains("2000 bytes") && err.contains("limits.max_frame_size (1000 bytes)"),
         "the warning says what and the advice: {err}"
     );
 }

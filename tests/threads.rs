@@ -1,6 +1,7 @@
 //! Alone in its binary: it counts the process's threads.
 mod common;
 use common::*;
+use heartline::{Heartbeat, Persistence};
 
 fn heartline_threads() -> Vec<String> {
     std::fs::read_dir("/proc/self/task")
@@ -22,8 +23,11 @@ fn no_thread_outlives_close() {
     let server = server();
     let dir = std::env::temp_dir().join(format!("heartline-threads-{}", std::process::id()));
     let client = fast(server.url())
-        .heartbeat_interval(20 * MS)
-        .state_dir(&dir)
+        .heartbeat(Heartbeat {
+            interval: 20 * MS,
+            ..common::heartbeat()
+        })
+        .persistence(Persistence::in_dir(&dir))
         .build()
         .unwrap();
     wait_open(&client.events());

@@ -2,13 +2,16 @@ mod common;
 use common::*;
 
 use heartline::testkit::{CertProblem, TestServer};
-use heartline::State;
+use heartline::{Polling, Reconnect, State, Timeouts, Tls};
 
 #[test]
 fn wss_works_when_the_private_ca_is_trusted() {
     let server = TestServer::start_tls().unwrap();
     let client = fast(server.url())
-        .root_certificate_pem(server.ca_pem().unwrap())
+        .tls(Tls {
+            root_certificates: vec![server.ca_pem().unwrap().into()],
+            ..Tls::default()
+        })
         .build()
         .unwrap();
     wait_open(&client.events());
@@ -22,14 +25,20 @@ fn wss_works_when_the_private_ca_is_trusted() {
 #[test]
 fn wss_with_an_untrusted_certificate_is_refused_with_a_clear_error() {
     let server = TestServer::start_tls().unwrap();
-    let client = fast(server.url()).max_attempts(Some(1)).build().unwrap();
+    let client = fast(server.url())
+        .reconnect(Reconnect {
+            max_attempts: 1,
+            ..common::reconnect()
+        })
+        .build()
+        .unwrap();
     let (ev, seen) = wait_event(&client.events(), "closed", |e| e.state.is_closed());
     assert!(matches!(ev.state, State::Closed(_)));
     let why = why(&client.stats().last_error);
     assert!(
         why.contains("TLS handshake with 127.0.0.1 failed")
             && why.contains("does not trust")
-            && why.contains("root_certificate_pem"),
+            && why.contains("tls.root_certificates"),
         "{why} / {seen:?}"
     );
     assert_eq!(server.log().accepted(), 0);
@@ -39,7 +48,10 @@ fn wss_with_an_untrusted_certificate_is_refused_with_a_clear_error() {
 fn the_dangerous_option_accepts_any_certificate() {
     let server = TestServer::start_tls().unwrap();
     let client = fast(server.url())
-        .danger_accept_invalid_certs(true)
+        .tls(Tls {
+            danger_accept_invalid_certs: true,
+            ..Tls::default()
+        })
         .build()
         .unwrap();
     wait_open(&client.events());
@@ -48,13 +60,22 @@ fn the_dangerous_option_accepts_any_certificate() {
 
 /// The error of a single failed attempt against `url`.
 fn failure(b: heartline::ClientBuilder) -> String {
-    let client = b.max_attempts(Some(1)).build().unwrap();
+    let client = b
+        .reconnect(Reconnect {
+            max_attempts: 1,
+            ..common::reconnect()
+        })
+        .build()
+        .unwrap();
     wait_event(&client.events(), "closed", |e| e.state.is_closed());
     why(&client.stats().last_error)
 }
 
 fn trusting(server: &TestServer) -> heartline::ClientBuilder {
-    fast(server.url()).root_certificate_pem(server.ca_pem().unwrap())
+    fast(server.url()).tls(Tls {
+        root_certificates: vec![server.ca_pem().unwrap().into()],
+        ..Tls::default()
+    })
 }
 
 #[test]
@@ -63,7 +84,7 @@ fn an_expired_certificate_says_expired_and_does_not_ask_for_a_ca() {
     let why = failure(trusting(&server));
     assert!(why.contains("expired"), "{why}");
     assert!(why.contains("clock"), "the device's clock is named: {why}");
-    assert!(!why.contains("root_certificate_pem"), "{why}");
+    assert!(!why.contains("tls.root_certificates"), "{why}");
 }
 
 #[test]
@@ -74,7 +95,7 @@ fn a_certificate_not_yet_valid_points_at_the_device_clock() {
         why.contains("not valid yet") && why.contains("clock"),
         "{why}"
     );
-    assert!(!why.contains("root_certificate_pem"), "{why}");
+    assert!(!why.contains("tls.root_certificates"), "{why}");
 }
 
 #[test]
@@ -85,7 +106,7 @@ fn a_certificate_for_another_host_names_the_host() {
         why.contains("another name") && why.contains("127.0.0.1"),
         "{why}"
     );
-    assert!(!why.contains("root_certificate_pem"), "{why}");
+    assert!(!why.contains("tls.root_certificates"), "{why}");
 }
 
 #[test]
@@ -93,7 +114,7 @@ fn a_self_signed_certificate_says_so() {
     let server = TestServer::start_tls_with(CertProblem::SelfSigned).unwrap();
     let why = failure(trusting(&server));
     assert!(
-        why.contains("self-signed") && why.contains("root_certificate_pem"),
+        why.contains("self-signed") && why.contains("tls.root_certificates"),
         "{why}"
     );
 }
@@ -112,7 +133,10 @@ fn a_tls_handshake_that_never_finishes_times_out() {
     // Accepts TCP and then says nothing, as a stuck middlebox does.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("wss://{}/ws", listener.local_addr().unwrap());
-    let why = failure(fast(url).handshake_timeout(100 * MS));
+    let why = failure(fast(url).timeouts(Timeouts {
+        handshake: 100 * MS,
+        ..common::timeouts()
+    }));
     assert!(
         why.contains("TLS handshake") && why.contains("timed out"),
         "{why}"
@@ -129,10 +153,16 @@ fn poll_failure(server: &TestServer, trust: bool) -> String {
     let poll = server.url().replacen("wss://", "https://", 1) + "poll";
     let mut b = fast(ws)
         .protocol(heartline::JsonRules::new().poll(poll, heartline::Method::Get, None))
-        .poll_after(1)
-        .poll_every(std::time::Duration::from_millis(20));
+        .polling(Polling {
+            after: 1,
+            every: std::time::Duration::from_millis(20),
+            ..Polling::default()
+        });
     if trust {
-        b = b.root_certificate_pem(server.ca_pem().unwrap());
+        b = b.tls(Tls {
+            root_certificates: vec![server.ca_pem().unwrap().into()],
+            ..Tls::default()
+        });
     }
     let client = b.build().unwrap();
     wait_until("a failed poll", || client.stats().poll_failures >= 1);
@@ -146,7 +176,7 @@ fn a_poll_over_tls_gets_the_same_advice_as_the_socket() {
     let expired = TestServer::start_tls_with(CertProblem::Expired).unwrap();
     let why = poll_failure(&expired, true);
     assert!(why.contains("expired") && why.contains("clock"), "{why}");
-    assert!(!why.contains("root_certificate_pem"), "{why}");
+    assert!(!why.contains("tls.root_certificates"), "{why}");
 
     let other = TestServer::start_tls_with(CertProblem::OtherHost).unwrap();
     let why = poll_failure(&other, true);
@@ -154,5 +184,5 @@ fn a_poll_over_tls_gets_the_same_advice_as_the_socket() {
 
     let untrusted = TestServer::start_tls().unwrap();
     let why = poll_failure(&untrusted, false);
-    assert!(why.contains("root_certificate_pem"), "{why}");
+    assert!(why.contains("tls.root_certificates"), "{why}");
 }

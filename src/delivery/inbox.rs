@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
-use crate::config::{AckMode, Overflow};
+use crate::config::sections::{AckMode, Overflow};
 use crate::durable::ids::{self, Digest, Ids};
 use crate::durable::{Ledger, Restored};
 use crate::message::{Frame, Message};

@@ -38,9 +38,9 @@ pub(crate) enum Poll {
 /// `for batch in client.batches() { … }` ends after the client is closed and
 /// everything received has been handed out.
 ///
-/// A batch is handed out `batch_window` after its first message arrived (the
+/// A batch is handed out `Delivery::batch_window` after its first message arrived (the
 /// window counts from arrival, so messages that waited in the queue for a
-/// slow consumer do not wait again), or as soon as it holds `batch_max`
+/// slow consumer do not wait again), or as soon as it holds `Delivery::batch_max`
 /// messages.
 ///
 /// Clones share the queue and the batch being assembled: each batch goes to

@@ -278,7 +278,7 @@ fn next_delta(r: &mut Reader<'_>) -> Result<Delta, Corrupt> {
 /// CRC-32 (IEEE 802.3: reflected, polynomial 0xEDB88320), the checksum
 /// zlib and PNG use, a byte at a time from a 1 KiB table built at compile
 /// time. A state file is a few KB to a few MB, written at most once per
-/// `state_sync_every`; a table-driven or hardware CRC crate would be faster
+/// `Persistence::sync_every`; a table-driven or hardware CRC crate would be faster
 /// and cost some 24 KB more in a device binary.
 fn crc32(data: &[u8]) -> u32 {
     const TABLE: [u32; 256] = {

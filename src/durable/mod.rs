@@ -13,7 +13,7 @@
 //!   held once, here.
 //!
 //! With `state_dir`, the `heartline-state` thread writes the ledger to
-//! [`file`](mod@file) at most once per `state_sync_every`, only when it
+//! [`file`](mod@file) at most once per `Persistence::sync_every`, only when it
 //! changed (a journal record of what changed, or now and then a whole
 //! snapshot), and releases the acks of finished messages only after the
 //! write that recorded them: record durably, then ack. Released acks wait

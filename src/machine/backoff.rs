@@ -64,12 +64,12 @@ impl Backoff {
         match *self {
             Backoff::Fixed(_) => Ok(()),
             Backoff::Linear { initial, max, .. } if max < initial => Err(Error::config(
-                "backoff",
+                "reconnect.backoff",
                 "linear max must not be smaller than initial",
             )),
             Backoff::Exponential { initial, max } if initial.is_zero() || max < initial => {
                 Err(Error::config(
-                    "backoff",
+                    "reconnect.backoff",
                     "exponential initial must be > 0 and max >= initial",
                 ))
             }
@@ -178,7 +178,7 @@ mod tests {
         assert!(matches!(
             b.validate(),
             Err(Error::Config {
-                field: "backoff",
+                field: "reconnect.backoff",
                 ..
             })
         ));

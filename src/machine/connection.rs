@@ -11,10 +11,11 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::{Config, Heartbeat};
+use crate::config::Config;
 use crate::delivery::inbox::Offer;
 use crate::error::{guarded, ConnectionError};
 use crate::message::{Frame, Message, Meta, Via};
+use crate::protocol::ReplyRule;
 
 /// A frame as read from the socket (tungstenite's message, reduced to what
 /// the machine decides on).
@@ -105,7 +106,10 @@ pub(crate) enum Wait {
 /// What one connection needs from the configuration, and nothing more.
 #[derive(Clone)]
 pub(crate) struct Settings {
-    pub heartbeat: Heartbeat,
+    /// The heartbeat's frame: `None` sends a Ping.
+    pub heartbeat: Option<Frame>,
+    /// Frames that answer the heartbeat.
+    pub replies: Vec<ReplyRule>,
     pub heartbeat_timeout: Duration,
     pub close_timeout: Duration,
     pub write_timeout: Duration,
@@ -118,11 +122,12 @@ pub(crate) struct Settings {
 impl Settings {
     pub(crate) fn of(cfg: &Config) -> Self {
         Settings {
-            heartbeat: cfg.heartbeat.kind.clone(),
-            heartbeat_timeout: cfg.heartbeat.timeout,
-            close_timeout: cfg.link.close_timeout,
-            write_timeout: cfg.link.write_timeout,
-            max_message_size: cfg.link.max_message_size,
+            heartbeat: cfg.heartbeat.frame.clone(),
+            replies: cfg.heartbeat.replies.clone(),
+            heartbeat_timeout: cfg.heartbeat.server_timeout,
+            close_timeout: cfg.timeouts.close,
+            write_timeout: cfg.write_timeout,
+            max_message_size: cfg.limits.max_message_size,
             protocol: cfg.protocol.clone(),
             frames_are_messages: cfg.frames_are_messages,
         }
@@ -223,11 +228,8 @@ impl Connection {
         match c {
             Command::Beat if self.closing.is_none() => {
                 self.beat_sent = Some(now);
-                let frame = match &self.cfg.heartbeat {
-                    Heartbeat::Ping => None,
-                    Heartbeat::Frame(f) => Some(f.clone()),
-                };
-                self.actions.push_back(Action::Beat(frame));
+                self.actions
+                    .push_back(Action::Beat(self.cfg.heartbeat.clone()));
                 self.actions.push_back(Action::Flush);
             }
             Command::Beat => {}
@@ -272,12 +274,12 @@ impl Connection {
             // The built-in Plain protocol, no reply rules: nothing to ask.
             return self.offer(Message::plain(frame, Via::Ws, now));
         }
+        if self.cfg.replies.iter().any(|r| r.matches(&frame)) {
+            return self.answered(now);
+        }
         // The protocol is application code: a panic in it fails this
         // message (skipped, counted, logged), not the connection.
         let protocol = &self.cfg.protocol;
-        if guarded("is_heartbeat_reply", || protocol.is_heartbeat_reply(&frame)).unwrap_or(false) {
-            return self.answered(now);
-        }
         let Ok(inspected) = guarded("inspect", || protocol.inspect(&frame)) else {
             self.actions.push_back(Action::Skipped);
             return;
@@ -357,9 +359,9 @@ impl Connection {
             ))),
             ReadFailure::TooLarge(what) => {
                 let what = format!(
-                    "{what} (max_message_size: {} bytes); a server that resends what \
+                    "{what} (limits.max_message_size: {} bytes); a server that resends what \
                      was not acked sends it again after the reconnect: raise \
-                     max_message_size (and max_frame_size) if its messages can be this large",
+                     limits.max_message_size (and limits.max_frame_size) if its messages can be this large",
                     self.cfg.max_message_size
                 );
                 self.actions
@@ -450,7 +452,7 @@ pub(crate) enum ReadFailure {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ReplyRule;
+    use crate::config::sections::Heartbeat;
     use crate::protocol::JsonRules;
     use crate::ClientBuilder;
     use serde_json::json;
@@ -735,9 +737,13 @@ mod tests {
     #[test]
     fn heartbeats_go_out_unless_closing_and_a_reply_times_the_round_trip() {
         let t0 = Instant::now();
-        let cfg = cfg(ClientBuilder::new("ws://127.0.0.1:1/")
-            .heartbeat_frame("hb")
-            .reply(ReplyRule::Text("hb-ok".into())));
+        let cfg = cfg(
+            ClientBuilder::new("ws://127.0.0.1:1/").heartbeat(Heartbeat {
+                frame: Some("hb".into()),
+                replies: vec![ReplyRule::Text("hb-ok".into())],
+                ..Heartbeat::default()
+            }),
+        );
         let mut c = Connection::new(cfg, vec![], Vec::new());
         c.command(Command::Beat, t0);
         assert!(

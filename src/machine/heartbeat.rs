@@ -4,7 +4,7 @@
 //! The rules, for every ratio of interval to timeout:
 //! - a heartbeat goes out `interval` after the last inbound frame (a reply is
 //!   an inbound frame), so the cadence is the interval plus the round trip;
-//!   with [`Heartbeat::even_when_busy`], `interval` after the last heartbeat
+//!   with [`Liveness::even_when_busy`], `interval` after the last heartbeat
 //!   instead, whatever arrives (and while reading is paused, without
 //!   awaiting a reply);
 //! - at most one heartbeat is outstanding; when no frame at all arrives
@@ -31,11 +31,11 @@ pub(crate) enum Beat {
     Dead,
 }
 
-pub(crate) struct Heartbeat {
+pub(crate) struct Liveness {
     interval: Duration,
     timeout: Duration,
     /// Beat every `interval` even while frames arrive (see
-    /// [`Heartbeat::even_when_busy`]).
+    /// [`Liveness::even_when_busy`]).
     busy: bool,
     /// When the last heartbeat went out (the open, before the first).
     last_beat: Instant,
@@ -46,9 +46,9 @@ pub(crate) struct Heartbeat {
     awaiting: Option<Instant>,
 }
 
-impl Heartbeat {
+impl Liveness {
     pub(crate) fn new(interval: Duration, timeout: Duration, opened: Instant) -> Self {
-        Heartbeat {
+        Liveness {
             interval,
             timeout,
             busy: false,
@@ -134,7 +134,7 @@ impl Heartbeat {
     }
 }
 
-impl Heartbeat {
+impl Liveness {
     /// The device was suspended for longer than an interval (see
     /// [`SuspendGap`]): the monotonic clock stood still, so the link looks
     /// fresh, but the server may have given up on it long ago. Probe now:
@@ -198,14 +198,14 @@ mod tests {
     #[test]
     fn after_a_suspend_the_link_is_probed_at_once_and_the_timeout_decides() {
         let t0 = Instant::now();
-        let mut h = Heartbeat::new(30 * S, 10 * S, t0);
+        let mut h = Liveness::new(30 * S, 10 * S, t0);
         // Just heard from the server, by the monotonic clock...
         assert_eq!(h.poll(t0 + 5 * S, t0 + 5 * S, false).0, Beat::Wait);
         // ...but the device slept: probe now, verdict one timeout later.
         assert_eq!(h.resumed(t0 + 6 * S, false), (Beat::Send, t0 + 16 * S));
         assert_eq!(h.poll(t0 + 16 * S, t0 + 5 * S, false).0, Beat::Dead);
         // A reply in time keeps the link.
-        let mut h = Heartbeat::new(30 * S, 10 * S, t0);
+        let mut h = Liveness::new(30 * S, 10 * S, t0);
         h.resumed(t0 + 6 * S, false);
         assert_eq!(h.poll(t0 + 16 * S, t0 + 7 * S, false).0, Beat::Wait);
         // Reading paused: silence proves nothing, no probe.
@@ -219,7 +219,7 @@ mod tests {
     #[test]
     fn beats_after_an_interval_of_silence_and_declares_dead_after_the_timeout() {
         let t0 = Instant::now();
-        let mut h = Heartbeat::new(200 * MS, 100 * MS, t0);
+        let mut h = Liveness::new(200 * MS, 100 * MS, t0);
         assert_eq!(h.poll(t0, t0, false), (Beat::Wait, t0 + 200 * MS));
         assert_eq!(
             h.poll(t0 + 200 * MS, t0, false),
@@ -238,8 +238,8 @@ mod tests {
         // heartbeat for ever; `even_when_busy` keeps the cadence, for
         // servers that drop a client that has sent nothing for a while.
         let t0 = Instant::now();
-        let mut quiet = Heartbeat::new(200 * MS, 100 * MS, t0);
-        let mut busy = Heartbeat::new(200 * MS, 100 * MS, t0).even_when_busy(true);
+        let mut quiet = Liveness::new(200 * MS, 100 * MS, t0);
+        let mut busy = Liveness::new(200 * MS, 100 * MS, t0).even_when_busy(true);
         let (mut beats_quiet, mut beats_busy) = (0, 0);
         for i in 1..=20u32 {
             let now = t0 + 50 * MS * i;
@@ -252,13 +252,13 @@ mod tests {
         assert_eq!(beats_quiet, 0);
         assert_eq!(beats_busy, 5, "one per 200 ms over 1 s");
         // Reading paused (a stalled application): beats go on, no verdict.
-        let mut h = Heartbeat::new(200 * MS, 100 * MS, t0).even_when_busy(true);
+        let mut h = Liveness::new(200 * MS, 100 * MS, t0).even_when_busy(true);
         assert_eq!(h.poll(t0 + 100 * MS, t0, true), (Beat::Wait, t0 + 200 * MS));
         assert_eq!(h.poll(t0 + 200 * MS, t0, true).0, Beat::Send);
         assert_eq!(h.poll(t0 + 350 * MS, t0, true).0, Beat::Wait);
         assert_eq!(h.poll(t0 + 400 * MS, t0, true).0, Beat::Send);
         // Silence after a beat is still the dead-link verdict.
-        let mut h = Heartbeat::new(200 * MS, 100 * MS, t0).even_when_busy(true);
+        let mut h = Liveness::new(200 * MS, 100 * MS, t0).even_when_busy(true);
         assert_eq!(h.poll(t0 + 200 * MS, t0, false).0, Beat::Send);
         assert_eq!(h.poll(t0 + 300 * MS, t0, false).0, Beat::Dead);
     }
@@ -266,7 +266,7 @@ mod tests {
     #[test]
     fn any_inbound_frame_answers_the_heartbeat() {
         let t0 = Instant::now();
-        let mut h = Heartbeat::new(200 * MS, 100 * MS, t0);
+        let mut h = Liveness::new(200 * MS, 100 * MS, t0);
         h.poll(t0 + 200 * MS, t0, false);
         let reply = t0 + 230 * MS;
         // at the timeout deadline, the reply has been seen: next beat is one
@@ -281,7 +281,7 @@ mod tests {
     #[test]
     fn a_busy_stream_never_needs_a_heartbeat() {
         let t0 = Instant::now();
-        let mut h = Heartbeat::new(200 * MS, 100 * MS, t0);
+        let mut h = Liveness::new(200 * MS, 100 * MS, t0);
         for i in 1..50u32 {
             let now = t0 + 150 * MS * i;
             let (beat, next) = h.poll(now, now - 10 * MS, false);
@@ -293,7 +293,7 @@ mod tests {
     #[test]
     fn a_paused_reader_is_never_declared_dead() {
         let t0 = Instant::now();
-        let mut h = Heartbeat::new(200 * MS, 100 * MS, t0);
+        let mut h = Liveness::new(200 * MS, 100 * MS, t0);
         h.poll(t0 + 200 * MS, t0, false); // beat sent
         for i in 3..40u32 {
             assert_eq!(h.poll(t0 + 100 * MS * i, t0, true).0, Beat::Wait);
@@ -310,7 +310,7 @@ mod tests {
         let t0 = Instant::now();
         let interval = 200 * MS;
         let timeout = 100 * MS;
-        let mut h = Heartbeat::new(interval, timeout, t0);
+        let mut h = Liveness::new(interval, timeout, t0);
         let silence = t0 + 37 * MS; // last frame ever
         let mut now = t0;
         loop {
@@ -337,7 +337,7 @@ mod tests {
         window: Duration,
     ) -> Vec<Duration> {
         let t0 = Instant::now();
-        let mut h = Heartbeat::new(interval, timeout, t0);
+        let mut h = Liveness::new(interval, timeout, t0);
         let mut replies: Vec<Instant> = Vec::new();
         let mut sent = Vec::new();
         let mut now = t0;
@@ -402,7 +402,7 @@ mod tests {
             (100 * MS, 30 * MS),
         ] {
             let t0 = Instant::now();
-            let mut h = Heartbeat::new(interval, timeout, t0);
+            let mut h = Liveness::new(interval, timeout, t0);
             let silence = t0 + 37 * MS;
             let mut now = t0;
             let mut beats = 0;

@@ -29,11 +29,11 @@ pub(crate) enum Decision {
     StopTerminal(u16),
 }
 
-pub(crate) struct Reconnect {
+pub(crate) struct RetryPolicy {
     backoff: Backoff,
     jitter: Jitter,
     min_uptime: Duration,
-    max_attempts: Option<u32>,
+    max_attempts: u32,
     terminal_codes: Vec<u16>,
     /// Failures after which messages come by polling (`None`: no polling).
     poll_after: Option<u32>,
@@ -45,17 +45,17 @@ pub(crate) struct Reconnect {
     opened_at: Option<Instant>,
 }
 
-impl Reconnect {
+impl RetryPolicy {
     pub(crate) fn new(
         backoff: Backoff,
         jitter: Jitter,
         min_uptime: Duration,
-        max_attempts: Option<u32>,
+        max_attempts: u32,
         terminal_codes: Vec<u16>,
         poll_after: Option<u32>,
         restart_spread: Duration,
     ) -> Self {
-        Reconnect {
+        RetryPolicy {
             backoff,
             jitter,
             min_uptime,
@@ -79,7 +79,7 @@ impl Reconnect {
     }
 
     /// `true` once enough consecutive attempts failed that messages must
-    /// come by polling; stays so until a connection stays up `min_uptime`.
+    /// come by polling; stays so until a connection stays up `Reconnect::min_uptime`.
     pub(crate) fn degraded(&self) -> bool {
         self.poll_after.is_some_and(|n| self.failures >= n)
     }
@@ -90,7 +90,7 @@ impl Reconnect {
     }
 
     /// The socket opened. The failure count is kept until the connection has
-    /// proved itself by staying up `min_uptime`.
+    /// proved itself by staying up `Reconnect::min_uptime`.
     pub(crate) fn opened(&mut self, now: Instant) {
         self.opened_at = Some(now);
     }
@@ -133,7 +133,7 @@ impl Reconnect {
 
     fn fail(&mut self) -> Decision {
         self.failures = self.failures.saturating_add(1);
-        if self.max_attempts.is_some_and(|max| self.failures >= max) {
+        if self.failures >= self.max_attempts {
             return Decision::GiveUp {
                 attempts: self.failures,
             };
@@ -159,8 +159,8 @@ mod tests {
 
     const MS: Duration = Duration::from_millis(1);
 
-    fn fixed(max_attempts: Option<u32>) -> Reconnect {
-        Reconnect::new(
+    fn fixed(max_attempts: u32) -> RetryPolicy {
+        RetryPolicy::new(
             Backoff::Linear {
                 initial: 10 * MS,
                 step: 10 * MS,
@@ -178,7 +178,7 @@ mod tests {
     #[test]
     fn three_failures_degrade_to_polling_until_a_connection_stays_up() {
         let t0 = Instant::now();
-        let mut r = fixed(None);
+        let mut r = fixed(u32::MAX);
         r.connect_failed();
         r.connect_failed();
         assert!(!r.degraded());
@@ -196,7 +196,7 @@ mod tests {
 
     #[test]
     fn failed_attempts_grow_the_delay_and_count_up() {
-        let mut r = fixed(None);
+        let mut r = fixed(u32::MAX);
         assert_eq!(r.attempt(), 1);
         assert_eq!(
             r.connect_failed(),
@@ -223,7 +223,7 @@ mod tests {
 
     #[test]
     fn gives_up_after_max_attempts() {
-        let mut r = fixed(Some(2));
+        let mut r = fixed(2);
         assert!(matches!(r.connect_failed(), Decision::Retry { .. }));
         assert_eq!(r.connect_failed(), Decision::GiveUp { attempts: 2 });
     }
@@ -231,7 +231,7 @@ mod tests {
     #[test]
     fn a_connection_that_stayed_up_resets_the_count() {
         let t0 = Instant::now();
-        let mut r = fixed(Some(3));
+        let mut r = fixed(3);
         r.connect_failed();
         r.connect_failed();
         r.opened(t0);
@@ -249,7 +249,7 @@ mod tests {
     #[test]
     fn a_connection_that_drops_before_min_uptime_is_a_failed_attempt() {
         let t0 = Instant::now();
-        let mut r = fixed(Some(3));
+        let mut r = fixed(3);
         for _ in 0..2 {
             r.opened(t0);
             assert!(matches!(
@@ -267,7 +267,7 @@ mod tests {
     #[test]
     fn a_requested_close_never_reconnects() {
         let t0 = Instant::now();
-        let mut r = fixed(None);
+        let mut r = fixed(u32::MAX);
         r.opened(t0);
         assert_eq!(r.ended(t0, Ended::Requested), Decision::StopRequested);
     }
@@ -275,7 +275,7 @@ mod tests {
     #[test]
     fn terminal_codes_stop_and_others_reconnect() {
         let t0 = Instant::now();
-        let mut r = fixed(None);
+        let mut r = fixed(u32::MAX);
         r.opened(t0);
         assert_eq!(
             r.ended(t0, Ended::ServerClose(4000)),
@@ -295,7 +295,7 @@ mod tests {
         // within the first backoff window (10 ms here) on a server that
         // just said it cannot take them.
         let t0 = Instant::now();
-        let mut r = fixed(None);
+        let mut r = fixed(u32::MAX);
         let mut waits = Vec::new();
         for i in 0..200u64 {
             let code = if i % 2 == 0 { 1012 } else { 1013 };

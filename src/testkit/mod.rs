@@ -42,8 +42,8 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tungstenite::{Message as WsMessage, WebSocket};
 
-use crate::config::ReplyRule;
 use crate::message::Frame;
+use crate::protocol::ReplyRule;
 use crate::shared::lock;
 use crate::transport::Stream;
 

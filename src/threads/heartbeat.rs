@@ -9,15 +9,15 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use log::{debug, warn};
 
 use crate::clock::boot_now;
-use crate::config::HeartbeatSection;
-use crate::machine::heartbeat::{Beat, Heartbeat, SuspendGap};
+use crate::config::sections::Heartbeat;
+use crate::machine::heartbeat::{Beat, Liveness, SuspendGap};
 use crate::shared::Shared;
 use crate::threads::{Command, Link};
 
-pub(crate) fn run(hb: &HeartbeatSection, link: &Link, shared: &Shared, stop: &Receiver<()>) {
+pub(crate) fn run(hb: &Heartbeat, link: &Link, shared: &Shared, stop: &Receiver<()>) {
     let opened = link.opened();
     let mut machine =
-        Heartbeat::new(hb.interval, hb.timeout, opened).even_when_busy(hb.even_when_busy);
+        Liveness::new(hb.interval, hb.server_timeout, opened).even_when_busy(hb.even_when_busy);
     let mut next = opened + hb.interval;
     let mut suspend = SuspendGap::new(Instant::now(), boot_now());
     loop {
@@ -44,7 +44,7 @@ pub(crate) fn run(hb: &HeartbeatSection, link: &Link, shared: &Shared, stop: &Re
             Beat::Dead => {
                 warn!(
                     "no frame within {:?} after the heartbeat: link is dead (half-open)",
-                    hb.timeout
+                    hb.server_timeout
                 );
                 link.command(Command::Dead);
                 return;

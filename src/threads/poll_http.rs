@@ -36,14 +36,17 @@ mod with_ureq {
     /// The HTTP agent: native-tls with the system roots (or the configured
     /// extra roots, which then replace them), and a finite timeout.
     pub(crate) fn agent(cfg: &Config) -> Result<Agent> {
-        let roots = if cfg.tls.roots.is_empty() {
+        let roots = if cfg.roots.is_empty() {
             RootCerts::PlatformVerifier
         } else {
             // Parsed once at build; ureq takes them as DER.
             let mut certs = Vec::new();
-            for cert in &cfg.tls.roots {
+            for cert in &cfg.roots {
                 let der = cert.to_der().map_err(|e| {
-                    Error::config("root_certificate_pem", format!("unusable certificate: {e}"))
+                    Error::config(
+                        "tls.root_certificates",
+                        format!("unusable certificate: {e}"),
+                    )
                 })?;
                 certs.push(Certificate::from_der(&der).to_owned());
             }
@@ -52,10 +55,10 @@ mod with_ureq {
         let tls = TlsConfig::builder()
             .provider(TlsProvider::NativeTls)
             .root_certs(roots)
-            .disable_verification(cfg.tls.accept_invalid_certs)
+            .disable_verification(cfg.tls.danger_accept_invalid_certs)
             .build();
         // The same proxy as the WebSocket's, chosen for the poll URL's host.
-        let proxy = cfg.poll.probe_url.as_deref().and_then(|url| {
+        let proxy = cfg.poll_url.as_deref().and_then(|url| {
             cfg.proxy
                 .choice
                 .for_host(&cfg.proxy.env, url.starts_with("https://"), host_of(url))
@@ -64,7 +67,7 @@ mod with_ureq {
         Ok(ureq::Agent::config_builder()
             .proxy(proxy)
             .tls_config(tls)
-            .timeout_global(Some(cfg.poll.timeout))
+            .timeout_global(Some(cfg.polling.timeout))
             .http_status_as_error(false)
             .user_agent(concat!("heartline/", env!("CARGO_PKG_VERSION")))
             .build()

@@ -1,5 +1,5 @@
 //! The HTTP poller: runs only while the WebSocket is degraded. Polls at once,
-//! then every `poll_every`, backing off while the endpoint fails. Its items
+//! then every `Polling::every`, backing off while the endpoint fails. Its items
 //! go through the same inbox as the socket's, so a message that arrives by
 //! both is delivered once.
 
@@ -10,7 +10,8 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use log::{debug, info, warn};
 
-use crate::config::{Config, EndpointFn, PollSection};
+use crate::config::sections::Polling;
+use crate::config::{Config, EndpointFn};
 use crate::delivery::inbox::{Inbox, Offer};
 use crate::error::ConnectionError;
 use crate::message::{Message, Meta, Via};
@@ -25,7 +26,7 @@ pub(crate) use super::poll_http::{agent, Agent};
 
 /// What the poller needs from the configuration, and nothing more.
 pub(crate) struct Settings {
-    pub poll: PollSection,
+    pub poll: Polling,
     pub protocol: Arc<dyn Protocol>,
     pub endpoint: Arc<EndpointFn>,
     pub max_retry_after: std::time::Duration,
@@ -34,7 +35,7 @@ pub(crate) struct Settings {
 impl Settings {
     pub(crate) fn of(cfg: &Config) -> Self {
         Settings {
-            poll: cfg.poll.clone(),
+            poll: cfg.polling,
             protocol: cfg.protocol.clone(),
             endpoint: cfg.endpoint.clone(),
             max_retry_after: cfg.reconnect.max_retry_after,

@@ -9,19 +9,19 @@ use std::time::Instant;
 use crossbeam_channel::{never, select, Receiver, RecvTimeoutError, Sender};
 use log::{debug, error, info, warn};
 
-use crate::config::HelloContext;
 use crate::error::{ConnectionError, Error, Result};
 use crate::machine::backoff::Jitter;
 use crate::machine::hints;
-use crate::machine::reconnect::{Decision, Ended, Reconnect};
+use crate::machine::reconnect::{Decision, Ended, RetryPolicy};
 use crate::message::{CloseReason, Frame, State};
+use crate::protocol::HelloContext;
 use crate::redact;
 use crate::threads::{guarded, poller, Control, Setup};
 use crate::threads::{io, Command, Exit};
 use crate::transport;
 
 pub(crate) fn spawn(setup: Setup) -> Result<JoinHandle<()>> {
-    let agent = match setup.cfg.poll.enabled {
+    let agent = match setup.cfg.polls() {
         true => Some(poller::agent(&setup.cfg)?),
         false => None,
     };
@@ -43,7 +43,7 @@ struct Poller {
 impl Poller {
     /// Tells the poller to stop, ends the request it has in flight (a hung
     /// endpoint, or a long poll the server holds, would otherwise keep the
-    /// caller waiting up to `poll_timeout`), and joins it. The agent is
+    /// caller waiting up to `Polling::timeout`), and joins it. The agent is
     /// shut down for good: the next poller gets a new one.
     fn stop(self) {
         drop(self.stop);
@@ -59,13 +59,13 @@ fn run(s: Setup, agent: Option<poller::Agent>) {
     let polls = agent.is_some();
     // The agent made (and so checked) at build serves the first poller.
     let mut spare = agent;
-    let mut policy = Reconnect::new(
+    let mut policy = RetryPolicy::new(
         cfg.reconnect.backoff.clone(),
         Jitter::from_entropy(),
         cfg.reconnect.min_uptime,
         cfg.reconnect.max_attempts,
-        cfg.reconnect.terminal_codes.clone(),
-        polls.then_some(cfg.poll.after),
+        cfg.reconnect.terminal_close_codes.clone(),
+        polls.then_some(cfg.polling.after),
         cfg.reconnect.restart_spread,
     );
     let mut poller: Option<Poller> = None;
@@ -79,7 +79,7 @@ fn run(s: Setup, agent: Option<poller::Agent>) {
     let mut last_error: Option<ConnectionError> = None;
     // Why the client stops, and the error that made it (none when the
     // application asked): the Closed event carries both, because with
-    // `max_attempts(Some(1))` no Reconnecting event came before it to tell.
+    // `max_attempts: 1` no Reconnecting event came before it to tell.
     let (reason, cause) = loop {
         if close_requested(&s.control) {
             break (CloseReason::Requested, None);
@@ -104,7 +104,10 @@ fn run(s: Setup, agent: Option<poller::Agent>) {
         let connected = endpoint
             .and_then(|e| transport::connect(&e, cfg, &mut tls, &s.shared.abort))
             .and_then(|socket| {
-                let hello = guarded("hello", || cfg.protocol.hello(&ctx))?;
+                let hello = match &cfg.hello {
+                    Some(h) => guarded("hello", || h(&ctx))?,
+                    None => Vec::new(),
+                };
                 Ok((socket, hello))
             });
         let (decision, error) = match connected {
@@ -284,7 +287,7 @@ fn close_requested(control: &Receiver<Control>) -> bool {
 
 /// Runs one open connection until it ends: spawns the io and heartbeat
 /// threads, stops the poller once the socket has proved itself (a frame
-/// arrived, or it stayed up `min_uptime`), forwards a close request, and
+/// arrived, or it stayed up `Reconnect::min_uptime`), forwards a close request, and
 /// joins both threads.
 fn serve(
     s: &Setup,

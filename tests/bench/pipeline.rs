@@ -18,7 +18,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use heartline::testkit::{FeedConfig, TestServer};
-use heartline::{Backoff, Client, Frame, JsonRules, Method, State, Via};
+use heartline::{
+    Backoff, Client, Delivery, Frame, Heartbeat, JsonRules, Limits, Method, Persistence, Polling,
+    Reconnect, State, Tls, Via,
+};
 use serde_json::{json, Value};
 
 struct Sizes {
@@ -246,9 +249,15 @@ fn bare_throughput(server: &TestServer, n: usize) -> f64 {
 /// Messages per second received (and parsed) by the application through
 /// heartline with batching on.
 fn heartline_throughput(server: &TestServer, n: usize) -> f64 {
-    let mut b = Client::builder(server.url()).batch_window(Duration::from_millis(5));
+    let mut b = Client::builder(server.url()).delivery(Delivery {
+        batch_window: Duration::from_millis(5),
+        ..Delivery::default()
+    });
     if let Some(ca) = server.ca_pem() {
-        b = b.root_certificate_pem(ca);
+        b = b.tls(Tls {
+            root_certificates: vec![ca.into()],
+            ..Tls::default()
+        });
     }
     let client = b.build().expect("client");
     let rate = timed_flood(server, n, || {
@@ -310,7 +319,10 @@ fn latency(s: &Sizes, report: &mut Report) {
     // moment on the shared machine lands on both sides alike.
     let mut ws = bare_socket(&server);
     let client = Client::builder(server.url())
-        .batch_window(Duration::ZERO)
+        .delivery(Delivery {
+            batch_window: Duration::ZERO,
+            ..Delivery::default()
+        })
         .build()
         .expect("client");
     assert!(server.wait_open(2, Duration::from_secs(10)));
@@ -489,7 +501,10 @@ fn child(args: &[String]) {
     let out = match what {
         "idle-heartline" => {
             let client = Client::builder(url)
-                .heartbeat_interval(Duration::from_secs(30))
+                .heartbeat(Heartbeat {
+                    interval: Duration::from_secs(30),
+                    ..Heartbeat::default()
+                })
                 .build()
                 .expect("client");
             let events = client.events();
@@ -513,7 +528,10 @@ fn child(args: &[String]) {
         "flood" => {
             let capacity = 4096;
             let client = Client::builder(url)
-                .inbound_capacity(capacity)
+                .limits(Limits {
+                    inbound_capacity: capacity,
+                    ..Limits::default()
+                })
                 .build()
                 .expect("client");
             let events = client.events();
@@ -600,10 +618,16 @@ fn dead_link(s: &Sizes, report: &mut Report) {
     let timeout = Duration::from_millis(100);
     let server = TestServer::start().expect("server");
     let client = Client::builder(server.url())
-        .heartbeat_interval(interval)
-        .server_timeout(timeout)
-        .backoff(Backoff::Fixed(Duration::from_millis(10)))
-        .min_uptime(Duration::ZERO)
+        .heartbeat(Heartbeat {
+            interval,
+            server_timeout: timeout,
+            ..Heartbeat::default()
+        })
+        .reconnect(Reconnect {
+            backoff: Backoff::Fixed(Duration::from_millis(10)),
+            min_uptime: Duration::ZERO,
+            ..Reconnect::default()
+        })
         .build()
         .expect("client");
     let events = client.events();
@@ -662,11 +686,20 @@ fn failover(report: &mut Report) {
         .poll_since("since");
     let client = Client::builder(server.url())
         .protocol(rules)
-        .backoff(Backoff::Fixed(step))
-        .min_uptime(Duration::from_millis(100))
-        .poll_after(3)
-        .poll_every(poll_every)
-        .batch_window(Duration::ZERO)
+        .reconnect(Reconnect {
+            backoff: Backoff::Fixed(step),
+            min_uptime: Duration::from_millis(100),
+            ..Reconnect::default()
+        })
+        .polling(Polling {
+            after: 3,
+            every: poll_every,
+            ..Polling::default()
+        })
+        .delivery(Delivery {
+            batch_window: Duration::ZERO,
+            ..Delivery::default()
+        })
         .build()
         .expect("client");
     let events = client.events();
@@ -841,7 +874,7 @@ fn state_writes(quick: bool, report: &mut Report) {
     let _ = std::fs::remove_dir_all(&dir);
     let client = Client::builder(server.url())
         .protocol(FeedConfig::default().client_rules())
-        .state_dir(&dir)
+        .persistence(Persistence::in_dir(&dir))
         .build()
         .expect("client");
     wait_open(&client.events());
@@ -936,10 +969,20 @@ fn write_bytes() -> u64 {
 fn durable_client(server: &TestServer, dir: Option<&std::path::Path>, window: usize) -> Client {
     let mut b = Client::builder(server.url())
         .protocol(FeedConfig::default().client_rules())
-        .dedupe_window(window)
-        .batch_window(Duration::ZERO);
+        .limits(Limits {
+            dedupe_window: window,
+            ..Limits::default()
+        })
+        .delivery(Delivery {
+            batch_window: Duration::ZERO,
+            ..Delivery::default()
+        });
     if let Some(d) = dir {
-        b = b.state_dir(d).state_sync_every(Duration::from_millis(20));
+        b = b.persistence(Persistence {
+            dir: Some(d.into()),
+            sync_every: Duration::from_millis(20),
+            ..Persistence::default()
+        });
     }
     let client = b.build().expect("client");
     wait_open(&client.events());
@@ -965,8 +1008,11 @@ fn window_child(url: &str, n: usize, window: usize) -> Value {
     let dir = bench_state_dir("window");
     let client = Client::builder(url)
         .protocol(FeedConfig::default().client_rules())
-        .state_dir(&dir)
-        .dedupe_window(window)
+        .persistence(Persistence::in_dir(&dir))
+        .limits(Limits {
+            dedupe_window: window,
+            ..Limits::default()
+        })
         .build()
         .expect("client");
     wait_open(&client.events());
@@ -1121,8 +1167,14 @@ fn cpu_child(which: &str, url: &str, n: usize, size: usize) -> Value {
     let (cpu0, cpu1, wall);
     if which == "cpu-heartline" {
         let client = Client::builder(url)
-            .batch_window(Duration::from_millis(5))
-            .max_message_size(1 << 20)
+            .delivery(Delivery {
+                batch_window: Duration::from_millis(5),
+                ..Delivery::default()
+            })
+            .limits(Limits {
+                max_message_size: 1 << 20,
+                ..Limits::default()
+            })
             .build()
             .expect("client");
         wait_open(&client.events());
@@ -1378,10 +1430,13 @@ fn fleet_restart(quick: bool, report: &mut Report) {
     let clients: Vec<Client> = (0..n)
         .map(|_| {
             Client::builder(server.url())
-                .backoff(backoff.clone())
                 // Count the drop as a fresh loss (first backoff window),
                 // not as a failed attempt of a young connection.
-                .min_uptime(Duration::ZERO)
+                .reconnect(Reconnect {
+                    backoff: backoff.clone(),
+                    min_uptime: Duration::ZERO,
+                    ..Reconnect::default()
+                })
                 .build()
                 .expect("client")
         })

@@ -4,7 +4,10 @@
 use std::time::{Duration, Instant};
 
 use heartline::testkit::TestServer;
-use heartline::{Backoff, Client, ClientBuilder, ConnectionError, Event, Events, Message, State};
+use heartline::{
+    Backoff, Client, ClientBuilder, ConnectionError, Delivery, Event, Events, Heartbeat, Message,
+    Reconnect, State, Timeouts,
+};
 
 /// Generous upper bound for anything that should happen "soon"; tests pass
 /// in milliseconds and only a broken build waits this long.
@@ -29,14 +32,47 @@ pub fn fast_with(
 
 fn millis(b: ClientBuilder) -> ClientBuilder {
     init();
-    b.heartbeat_interval(Duration::from_secs(5))
-        .server_timeout(Duration::from_secs(5))
-        .backoff(Backoff::Fixed(10 * MS))
-        .min_uptime(Duration::ZERO)
-        .batch_window(Duration::ZERO)
-        .connect_timeout(Duration::from_secs(2))
-        .handshake_timeout(Duration::from_secs(2))
-        .close_timeout(Duration::from_millis(300))
+    b.heartbeat(heartbeat())
+        .reconnect(reconnect())
+        .delivery(delivery())
+        .timeouts(timeouts())
+}
+
+/// The heartbeat of [`fast`]: long enough never to fire unless a test
+/// shortens it.
+pub fn heartbeat() -> Heartbeat {
+    Heartbeat {
+        interval: Duration::from_secs(5),
+        server_timeout: Duration::from_secs(5),
+        ..Heartbeat::default()
+    }
+}
+
+/// The reconnect policy of [`fast`]: 10 ms between attempts.
+pub fn reconnect() -> Reconnect {
+    Reconnect {
+        backoff: Backoff::Fixed(10 * MS),
+        min_uptime: Duration::ZERO,
+        ..Reconnect::default()
+    }
+}
+
+/// The delivery of [`fast`]: each message handed out at once.
+pub fn delivery() -> Delivery {
+    Delivery {
+        batch_window: Duration::ZERO,
+        ..Delivery::default()
+    }
+}
+
+/// The timeouts of [`fast`].
+pub fn timeouts() -> Timeouts {
+    Timeouts {
+        connect: Duration::from_secs(2),
+        handshake: Duration::from_secs(2),
+        close: Duration::from_millis(300),
+        ..Timeouts::default()
+    }
 }
 
 /// Reads events until one satisfies `pred`; returns it with every event
@@ -110,7 +146,13 @@ pub fn free_port() -> u16 {
 /// Builds the client with one attempt allowed and returns its final
 /// `Closed` event.
 pub fn one_attempt(b: ClientBuilder) -> heartline::Event {
-    let client = b.max_attempts(Some(1)).build().expect("client builds");
+    let client = b
+        .reconnect(Reconnect {
+            max_attempts: 1,
+            ..reconnect()
+        })
+        .build()
+        .expect("client builds");
     let (ev, _) = wait_event(&client.events(), "closed", |e| e.state.is_closed());
     ev
 }

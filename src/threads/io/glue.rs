@@ -279,9 +279,9 @@ impl<S: Read + Write> Driver<S> {
         let limit = self.ws.get_config().max_frame_size.unwrap_or(usize::MAX);
         warn!(
             target: "heartline::threads::io",
-            "dropped {} message(s) over max_frame_size ({limit} bytes), the last of {} bytes{}, \
+            "dropped {} message(s) over limits.max_frame_size ({limit} bytes), the last of {} bytes{}, \
              as they arrived; the connection carries on. To receive such messages, raise \
-             max_frame_size and max_message_size",
+             limits.max_frame_size and limits.max_message_size",
             s.count,
             s.len,
             if s.fragmented { " in its first fragment" } else { "" },
@@ -465,7 +465,7 @@ pub(super) fn ws_error(e: tungstenite::Error) -> ConnectionError {
     match e {
         tungstenite::Error::Io(e) => ConnectionError::from(e),
         tungstenite::Error::WriteBufferFull(_) => ConnectionError::from(std::io::Error::other(
-            "the server has stopped reading: more than twice outbound_bytes is waiting \
+            "the server has stopped reading: more than twice limits.outbound_bytes is waiting \
              to be sent; dropping the connection",
         )),
         tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
@@ -483,7 +483,7 @@ mod tests {
     //! The glue, through a scripted stream that returns `WouldBlock` on
     //! chosen calls (as tungstenite's own tests do); no sockets.
     use super::*;
-    use crate::config::Overflow;
+    use crate::config::sections::Overflow;
     use crate::delivery::inbox::Inbox;
     use crate::protocol::JsonRules;
     use crate::ClientBuilder;
@@ -562,7 +562,10 @@ mod tests {
                         .id("/id")
                         .ack(serde_json::json!({"type": "ack"}), [("/id", "ack")]),
                 )
-                .ack_mode(crate::AckMode::Queued)
+                .delivery(crate::Delivery {
+                    ack_mode: crate::AckMode::Queued,
+                    ..Default::default()
+                })
                 .validate()
                 .unwrap(),
         );
@@ -573,7 +576,7 @@ mod tests {
             inbound.clone(),
             100,
             Overflow::Backpressure,
-            cfg.queues.ack_mode,
+            cfg.delivery.ack_mode,
             shared.clone(),
             false,
         ));
@@ -591,7 +594,11 @@ mod tests {
         let waker = Arc::new(Waker::new(poll.registry(), Token(1)).unwrap());
         let (proven, _) = crossbeam_channel::bounded(1);
         let ws = WebSocket::from_raw_socket(
-            Gated::new(Script::default(), cfg.link.max_frame_size, &mut Vec::new()),
+            Gated::new(
+                Script::default(),
+                cfg.limits.max_frame_size,
+                &mut Vec::new(),
+            ),
             Role::Client,
             Some(crate::transport::ws_config(&cfg)),
         );
