@@ -55,6 +55,9 @@ enum Part {
     Header,
     /// Inside a frame that passes: this many payload bytes to go.
     Pass(u64),
+    /// Inside a close frame that passes: this many payload bytes to go,
+    /// of which the first two (the code) are noted.
+    PassClose(u64),
     /// Inside a frame that is dropped: this many payload bytes to go.
     Drop(u64),
 }
@@ -84,6 +87,13 @@ pub(crate) struct Gate {
     /// messages came before it. (Its reason, not UTF-8, fails with the same
     /// error as a text message.)
     closes: VecDeque<u64>,
+    /// Frames of a reserved type pass to tungstenite, which fails the
+    /// connection (strict, the default), or are dropped here (lenient).
+    lenient: bool,
+    /// The code of the last close frame passed on, as it was on the wire
+    /// (tungstenite turns a code RFC 6455 does not allow into 1002), and
+    /// how many of its two bytes have been seen.
+    close_code: ([u8; 2], usize),
 }
 
 /// A frame header, parsed.
@@ -117,8 +127,10 @@ fn parse(b: &[u8]) -> Option<Header> {
 
 impl Gate {
     /// A gate that drops messages whose first frame is over `limit` bytes.
-    pub(crate) fn new(limit: usize) -> Gate {
+    pub(crate) fn new(limit: usize, lenient: bool) -> Gate {
         Gate {
+            lenient,
+            close_code: ([0; 2], 0),
             limit: limit as u64,
             part: Part::Header,
             head: [0; MAX_HEADER],
@@ -143,16 +155,28 @@ impl Gate {
         while r < n {
             let avail = (n - r) as u64;
             match self.part {
-                Part::Pass(left) => {
+                Part::Pass(left) | Part::PassClose(left) => {
                     let k = left.min(avail);
                     let ku = k as usize;
+                    if let Part::PassClose(_) = self.part {
+                        for &b in &buf[r..r + ku] {
+                            let (code, seen) = &mut self.close_code;
+                            if *seen < 2 {
+                                code[*seen] = b;
+                                *seen += 1;
+                            }
+                        }
+                    }
                     // Nothing dropped yet in this read: the bytes are in place.
                     if w != r {
                         buf.copy_within(r..r + ku, w);
                     }
                     r += ku;
                     w += ku;
-                    self.part = Part::Pass(left - k);
+                    self.part = match self.part {
+                        Part::PassClose(_) => Part::PassClose(left - k),
+                        _ => Part::Pass(left - k),
+                    };
                 }
                 Part::Drop(left) => {
                     let k = left.min(avail);
@@ -175,13 +199,18 @@ impl Gate {
                                 buf.copy_within(r..r + h.len, w);
                             }
                             w += h.len;
-                            self.part = Part::Pass(h.payload);
+                            self.part = if h.opcode == 8 {
+                                self.close_code = ([0; 2], 0);
+                                Part::PassClose(h.payload)
+                            } else {
+                                Part::Pass(h.payload)
+                            };
                         }
                         r += h.len;
                     }
                 },
             }
-            if matches!(self.part, Part::Pass(0) | Part::Drop(0)) {
+            if matches!(self.part, Part::Pass(0) | Part::PassClose(0) | Part::Drop(0)) {
                 self.part = Part::Header;
             }
         }
@@ -216,7 +245,7 @@ impl Gate {
             // continuations of its message, or a control type): nothing
             // the library could hand on, and the frames around it are
             // intact.
-            3..=7 | 11..=15 => {
+            3..=7 | 11..=15 if self.lenient => {
                 if h.opcode < 8 {
                     self.dropping_message = !h.fin;
                 }
@@ -265,6 +294,13 @@ impl Gate {
         self.closes.pop_front();
     }
 
+    /// The code of the last close frame passed on, as it was on the wire
+    /// (`None`: it had no code).
+    pub(crate) fn close_code(&self) -> Option<u16> {
+        let (code, seen) = self.close_code;
+        (seen == 2).then(|| u16::from_be_bytes(code))
+    }
+
     /// The header bytes held from the last read.
     pub(crate) fn held(&self) -> &[u8] {
         &self.head[..self.head_len]
@@ -300,8 +336,8 @@ pub(crate) struct Gated<S> {
 impl<S> Gated<S> {
     /// Puts the gate on `inner`. `leftover` (bytes read past the upgrade
     /// answer, the start of the frame stream) is filtered in place.
-    pub(crate) fn new(inner: S, limit: usize, leftover: &mut Vec<u8>) -> Gated<S> {
-        let mut gate = Gate::new(limit);
+    pub(crate) fn new(inner: S, limit: usize, lenient: bool, leftover: &mut Vec<u8>) -> Gated<S> {
+        let mut gate = Gate::new(limit, lenient);
         let kept = gate.filter(leftover);
         leftover.truncate(kept);
         Gated {
@@ -490,7 +526,7 @@ mod tests {
             cut,
             blocked: false,
         };
-        let mut g = Gated::new(chunks, LIMIT, &mut leftover);
+        let mut g = Gated::new(chunks, LIMIT, true, &mut leftover);
         let mut out = leftover;
         let mut b = vec![0u8; buf];
         loop {

@@ -165,6 +165,7 @@ fn through_gate(wire: &[u8], limit: usize, sizes: Vec<usize>, buf: usize) -> Vec
             n: 0,
         },
         limit,
+        true,
         &mut Vec::new(),
     );
     let (mut out, mut b) = (Vec::new(), vec![0u8; buf]);

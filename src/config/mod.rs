@@ -86,6 +86,9 @@ pub(crate) struct Config {
     /// is (the io thread then skips the protocol).
     pub frames_are_messages: bool,
     pub hello: Option<Arc<HelloFn>>,
+    /// Skip what breaks RFC 6455 and carry on, instead of failing the
+    /// connection.
+    pub lenient: bool,
     pub heartbeat: Heartbeat,
     pub reconnect: Reconnect,
     pub timeouts: Timeouts,
@@ -210,6 +213,7 @@ impl ClientBuilder {
                 protocol: Arc::new(crate::protocol::Plain),
                 frames_are_messages: true,
                 hello: None,
+                lenient: false,
                 heartbeat: Heartbeat::default(),
                 reconnect: Reconnect::default(),
                 timeouts: Timeouts::default(),
@@ -270,6 +274,29 @@ impl ClientBuilder {
         F: Fn(&HelloContext) -> Vec<Frame> + Send + Sync + 'static,
     {
         self.cfg.hello = Some(Arc::new(hello));
+        self
+    }
+
+    /// Lenient framing, for a server that breaks RFC 6455 and never
+    /// redelivers. Off by default: heartline is strict, as browsers are. A
+    /// protocol violation (a frame type or RSV bit no extension was agreed
+    /// for, text that is not UTF-8, a bad control or close frame) fails the
+    /// connection as RFC 6455 §7.1.7 says: frames the application queued
+    /// first are written, then a close frame with 1002 (or 1007 for bad
+    /// text), and the reconnect policy applies. A server that redelivers
+    /// what was not acknowledged loses nothing by this (the connection's
+    /// unfinished messages come again), but one that does not loses every
+    /// message it had in flight behind the bad frame.
+    ///
+    /// `lenient(true)` instead skips what it can skip and carries on: a
+    /// frame of a reserved type is dropped as it arrives, and a text
+    /// message in one frame that is not UTF-8 is dropped; both are counted
+    /// in [`crate::Stats::malformed`] and logged. What breaks the stream
+    /// itself (bad RSV bits, a bad continuation, a bad control frame, a
+    /// text message in fragments that is not UTF-8) still fails the
+    /// connection.
+    pub fn lenient(mut self, lenient: bool) -> Self {
+        self.cfg.lenient = lenient;
         self
     }
 

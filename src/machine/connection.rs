@@ -117,6 +117,8 @@ pub(crate) struct Settings {
     pub protocol: Arc<dyn crate::protocol::Protocol>,
     /// Every data frame is a message as it is: the protocol is not asked.
     pub frames_are_messages: bool,
+    /// Skip what breaks RFC 6455 where the stream allows it.
+    pub lenient: bool,
 }
 
 impl Settings {
@@ -130,6 +132,7 @@ impl Settings {
             max_message_size: cfg.limits.max_message_size,
             protocol: cfg.protocol.clone(),
             frames_are_messages: cfg.frames_are_messages,
+            lenient: cfg.lenient,
         }
     }
 }
@@ -210,6 +213,12 @@ impl Connection {
     /// `true` while reading is paused for a full inbound queue.
     pub(crate) fn paused(&self) -> bool {
         self.paused
+    }
+
+    /// Skip what breaks RFC 6455 where the stream allows it (see
+    /// [`crate::ClientBuilder::lenient`]).
+    pub(crate) fn lenient(&self) -> bool {
+        self.cfg.lenient
     }
 
     /// `true` once the close handshake has started (the server's reply is
@@ -369,6 +378,24 @@ impl Connection {
                 self.actions.push_back(Action::Flush);
                 self.exit(Exit::Lost(ConnectionError::TooLarge(what)));
             }
+            ReadFailure::Violation { code, what } => {
+                // RFC 6455 §7.1.7: fail the connection, with a close frame
+                // saying why while the socket can still take one. What the
+                // application queued before this point goes first.
+                if self.closing.is_none() {
+                    self.actions.push_back(Action::DrainQueue);
+                    self.actions.push_back(Action::Close(
+                        code,
+                        if code == 1007 {
+                            "invalid payload data"
+                        } else {
+                            "protocol error"
+                        },
+                    ));
+                }
+                self.actions.push_back(Action::Flush);
+                self.exit(Exit::Lost(ConnectionError::Protocol(what)));
+            }
             ReadFailure::Failed(e) => self.lost(e),
         }
     }
@@ -445,6 +472,15 @@ pub(crate) enum ReadFailure {
     Ended,
     /// A message or frame over the limit (tungstenite's words).
     TooLarge(String),
+    /// The server broke RFC 6455 (a reserved opcode or RSV bit, text that
+    /// is not UTF-8, a bad control frame, an invalid close): the connection
+    /// is failed with a close frame of this code (1002 or 1007).
+    Violation {
+        /// The close code to send.
+        code: u16,
+        /// What the server did, for the error.
+        what: String,
+    },
     /// Anything else.
     Failed(ConnectionError),
 }

@@ -312,11 +312,24 @@ impl<S: Read + Write> Driver<S> {
                         WsMessage::Ping(_) => Incoming::Ping,
                         WsMessage::Pong(_) => Incoming::Pong,
                         WsMessage::Close(cf) => {
-                            self.ws.get_mut().gate().close_read();
+                            let gate = self.ws.get_mut().gate();
+                            gate.close_read();
+                            let wire = gate.close_code();
                             let (code, reason) = cf
                                 .map(|f| (u16::from(f.code), f.reason.as_str().to_owned()))
                                 .unwrap_or((1005, String::new()));
                             debug!(target: "heartline::threads::io", "server closed with {code} {reason:?}");
+                            if let Some(w) = wire.filter(|&w| w != code) {
+                                // tungstenite answered a code RFC 6455 does
+                                // not allow with 1002: report what was sent.
+                                self.m.read_failed(ReadFailure::Violation {
+                                    code: 1002,
+                                    what: format!(
+                                        "the server closed with code {w}, which RFC 6455 does not allow"
+                                    ),
+                                });
+                                return self.act();
+                            }
                             Incoming::Close(code, reason)
                         }
                         WsMessage::Frame(_) => continue,
@@ -342,11 +355,20 @@ impl<S: Read + Write> Driver<S> {
                 Err(tungstenite::Error::Utf8(bad))
                     if self.ws.get_ref().gate_ref().close_next(self.data_read) =>
                 {
-                    // The server's close frame, its reason not UTF-8: it
-                    // is closing, and its code is lost with the frame.
-                    ReadFailure::Failed(ConnectionError::Protocol(format!(
-                        "the server's close frame has a reason that is not valid UTF-8 (at {bad:?})"
-                    )))
+                    // The server's close frame, its reason not UTF-8.
+                    ReadFailure::Violation {
+                        code: 1007,
+                        what: format!(
+                            "the server's close frame has a reason that is not valid UTF-8 (at {bad:?})"
+                        ),
+                    }
+                }
+                Err(tungstenite::Error::Utf8(bad)) if !self.m.lenient() => {
+                    self.data_read += 1;
+                    ReadFailure::Violation {
+                        code: 1007,
+                        what: format!("a text message is not valid UTF-8 (at {bad:?})"),
+                    }
                 }
                 Err(tungstenite::Error::Utf8(bad)) => {
                     self.data_read += 1;
@@ -361,15 +383,25 @@ impl<S: Read + Write> Driver<S> {
                     // A message in fragments is cut where the bad bytes
                     // were and would come out short: the connection fails
                     // (the supervisor logs why).
-                    ReadFailure::Failed(ConnectionError::Protocol(format!(
-                        "a text message in fragments is not valid UTF-8 (at {bad:?})"
-                    )))
+                    ReadFailure::Violation {
+                        code: 1007,
+                        what: format!(
+                            "a text message in fragments is not valid UTF-8 (at {bad:?})"
+                        ),
+                    }
                 }
                 Err(tungstenite::Error::Capacity(e)) => {
                     warn!(target: "heartline::threads::io", "inbound message too large, closing with 1009: {e}");
                     ReadFailure::TooLarge(e.to_string())
                 }
                 Err(tungstenite::Error::Io(e)) => ReadFailure::Failed(ConnectionError::from(e)),
+                Err(tungstenite::Error::Protocol(e)) => {
+                    warn!(target: "heartline::threads::io", "protocol error from the server, failing the connection with 1002: {e}");
+                    ReadFailure::Violation {
+                        code: 1002,
+                        what: e.to_string(),
+                    }
+                }
                 Err(e) => {
                     warn!(target: "heartline::threads::io", "protocol error from the server: {e}");
                     ReadFailure::Failed(ConnectionError::Protocol(e.to_string()))
@@ -597,6 +629,7 @@ mod tests {
             Gated::new(
                 Script::default(),
                 cfg.limits.max_frame_size,
+                cfg.lenient,
                 &mut Vec::new(),
             ),
             Role::Client,

@@ -1,0 +1,123 @@
+//! The Autobahn test suite's client driver: runs every case of a fuzzing
+//! server (`wstest -m fuzzingserver`) with heartline, echoing every message
+//! back as it came (text as text, binary as binary), one connection per
+//! case and no reconnect, then asks the server to write its reports.
+//!
+//! ```text
+//! cargo run --release --example autobahn -- [ws://127.0.0.1:9001] [--agent NAME] [--cases N]
+//! ```
+//!
+//! `.ci/autobahn` starts the server, runs this, and fails on any case whose
+//! behaviour (or close behaviour) the suite marks FAILED. Limits are raised
+//! to 64 MiB: the 9.* cases send messages up to 16 MiB.
+
+use std::time::Duration;
+
+use heartline::{Backoff, Client, Delivery, Limits, Reconnect, State, Timeouts, Update};
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let mut base = "ws://127.0.0.1:9001".to_owned();
+    let mut agent = "heartline".to_owned();
+    let mut only: Option<u32> = None;
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--agent" => agent = args.next().unwrap_or(agent),
+            "--cases" => only = args.next().and_then(|n| n.parse().ok()),
+            _ => base = a,
+        }
+    }
+    let count = case_count(&base).unwrap_or_else(|e| {
+        eprintln!("autobahn: cannot read the case count from {base}: {e}");
+        std::process::exit(1);
+    });
+    let count = only.map_or(count, |n| n.min(count));
+    for case in 1..=count {
+        let url = format!("{base}/runCase?case={case}&agent={agent}");
+        if let Err(e) = echo(&url) {
+            eprintln!("autobahn: case {case}: {e}");
+        }
+        if case % 50 == 0 {
+            eprintln!("autobahn: {case} of {count} cases run");
+        }
+    }
+    if let Err(e) = echo(&format!("{base}/updateReports?agent={agent}")) {
+        eprintln!("autobahn: updating the reports: {e}");
+        std::process::exit(1);
+    }
+    eprintln!("autobahn: {count} cases run, reports written");
+}
+
+/// A client for one connection: limits raised to 64 MiB, batches at once,
+/// and a reconnect so far away that the driver closes first.
+fn client(url: &str) -> Result<Client, String> {
+    Client::builder(url)
+        .limits(Limits {
+            max_message_size: 64 << 20,
+            max_frame_size: 64 << 20,
+            inbound_bytes: 64 << 20,
+            outbound_bytes: 64 << 20,
+            ..Limits::default()
+        })
+        .delivery(Delivery {
+            batch_window: Duration::ZERO,
+            ..Delivery::default()
+        })
+        .reconnect(Reconnect {
+            backoff: Backoff::Fixed(Duration::from_secs(3600)),
+            min_uptime: Duration::ZERO,
+            max_attempts: 1,
+            ..Reconnect::default()
+        })
+        .timeouts(Timeouts {
+            send: Duration::from_secs(60),
+            close: Duration::from_secs(2),
+            ..Timeouts::default()
+        })
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// Echoes every message of one connection until it ends.
+fn echo(url: &str) -> Result<(), String> {
+    let client = client(url)?;
+    let mut result = Ok(());
+    for update in client.updates() {
+        match update {
+            Update::Batch(batch) => {
+                for m in &batch {
+                    if let Err(e) = client.send(m.frame().clone()) {
+                        result = Err(format!("echo not sent: {e}"));
+                    }
+                }
+            }
+            Update::Event(e) => match e.state {
+                State::Connecting { .. } | State::Open => {}
+                _ => break,
+            },
+        }
+    }
+    client.close();
+    result
+}
+
+/// The number of cases the server has.
+fn case_count(base: &str) -> Result<u32, String> {
+    let client = client(&format!("{base}/getCaseCount"))?;
+    let mut count = None;
+    for update in client.updates() {
+        match update {
+            Update::Batch(batch) => {
+                for m in &batch {
+                    count = m.text().and_then(|t| t.trim().parse().ok());
+                }
+            }
+            Update::Event(e) => match e.state {
+                State::Connecting { .. } | State::Open => {}
+                _ => break,
+            },
+        }
+    }
+    client.close();
+    count.ok_or_else(|| "no count received".to_owned())
+}
