@@ -4,8 +4,11 @@
 //! case and no reconnect, then asks the server to write its reports.
 //!
 //! ```text
-//! cargo run --release --example autobahn -- [ws://127.0.0.1:9001] [--agent NAME] [--cases N]
+//! cargo run --release --example autobahn -- [ws://127.0.0.1:9001] [--agent NAME] [--cases N] [--plain]
 //! ```
+//!
+//! `--plain` runs the same echo on tungstenite alone (the library heartline
+//! builds on), for the side-by-side table in the README.
 //!
 //! `.ci/autobahn` starts the server, runs this, and fails on any case whose
 //! behaviour (or close behaviour) the suite marks FAILED. Limits are raised
@@ -20,8 +23,10 @@ fn main() {
     let mut base = "ws://127.0.0.1:9001".to_owned();
     let mut agent = "heartline".to_owned();
     let mut only: Option<u32> = None;
+    let mut plain = false;
     while let Some(a) = args.next() {
         match a.as_str() {
+            "--plain" => plain = true,
             "--agent" => agent = args.next().unwrap_or(agent),
             "--cases" => only = args.next().and_then(|n| n.parse().ok()),
             _ => base = a,
@@ -34,7 +39,8 @@ fn main() {
     let count = only.map_or(count, |n| n.min(count));
     for case in 1..=count {
         let url = format!("{base}/runCase?case={case}&agent={agent}");
-        if let Err(e) = echo(&url) {
+        let run = if plain { echo_plain(&url) } else { echo(&url) };
+        if let Err(e) = run {
             eprintln!("autobahn: case {case}: {e}");
         }
         if case % 50 == 0 {
@@ -99,6 +105,28 @@ fn echo(url: &str) -> Result<(), String> {
     }
     client.close();
     result
+}
+
+/// The same echo on tungstenite alone: read, echo data messages, until the
+/// connection ends (tungstenite answers pings and closes itself).
+fn echo_plain(url: &str) -> Result<(), String> {
+    use tungstenite::protocol::WebSocketConfig;
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(64 << 20))
+        .max_frame_size(Some(64 << 20));
+    let (mut ws, _) = tungstenite::client::connect_with_config(url, Some(config), 3)
+        .map_err(|e| e.to_string())?;
+    loop {
+        match ws.read() {
+            Ok(m) if m.is_text() || m.is_binary() => {
+                if ws.send(m).is_err() {
+                    return Ok(());
+                }
+            }
+            Ok(_) => {}
+            Err(_) => return Ok(()),
+        }
+    }
 }
 
 /// The number of cases the server has.

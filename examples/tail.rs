@@ -16,6 +16,9 @@
 //!   --beat-when-busy         heartbeat every --every MS even while frames
 //!                            arrive (servers that drop a client that has
 //!                            sent nothing for a while)
+//!   --lenient                skip frames that break RFC 6455 (a reserved
+//!                            type, text that is not UTF-8) and carry on,
+//!                            instead of failing the connection with 1002/1007
 //!   --hello TEXT             frame sent first on every connect (repeatable);
 //!                            `$cursor` in TEXT becomes the last cursor as
 //!                            JSON (`null` before the first)
@@ -113,6 +116,7 @@ struct Args {
     ca: Vec<String>,
     insecure: bool,
     beat_when_busy: bool,
+    lenient: bool,
     stdin: bool,
     stats: Option<u64>,
     inbound_bytes: Option<usize>,
@@ -153,6 +157,7 @@ const FLAGS: &[Flag] = &[
     Flag { name: "--timeout", value: "MS", help: "server timeout after a heartbeat", set: |a, v| { a.timeout = Some(number("--timeout", &v)?); Ok(()) } },
     Flag { name: "--connect-timeout", value: "MS", help: "DNS lookup and TCP connect, per attempt", set: |a, v| { a.connect_timeout = Some(number("--connect-timeout", &v)?); Ok(()) } },
     Flag { name: "--beat-when-busy", value: "", help: "heartbeat every --every MS even while frames arrive", set: |a, _| { a.beat_when_busy = true; Ok(()) } },
+    Flag { name: "--lenient", value: "", help: "skip frames that break RFC 6455 instead of failing the connection", set: |a, _| { a.lenient = true; Ok(()) } },
     Flag { name: "--hello", value: "TEXT", help: "frame sent first on every connect (repeatable); `$cursor` becomes the last cursor as JSON", set: |a, v| { a.hello.push(v); Ok(()) } },
     Flag { name: "--send", value: "TEXT", help: "frame queued once at start (repeatable)", set: |a, v| { a.send.push(v); Ok(()) } },
     Flag { name: "--batch", value: "MS", help: "batch window", set: |a, v| { a.batch = Some(number("--batch", &v)?); Ok(()) } },
@@ -245,7 +250,7 @@ fn parse(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
 }
 
 fn build(a: &Args) -> Result<Client, String> {
-    let mut b = Client::builder(a.url.clone());
+    let mut b = Client::builder(a.url.clone()).lenient(a.lenient);
     let mut tls = Tls::default();
     for path in &a.ca {
         let pem = std::fs::read(path).map_err(|e| format!("--ca {path}: {e}"))?;

@@ -210,7 +210,10 @@ impl Gate {
                     }
                 },
             }
-            if matches!(self.part, Part::Pass(0) | Part::PassClose(0) | Part::Drop(0)) {
+            if matches!(
+                self.part,
+                Part::Pass(0) | Part::PassClose(0) | Part::Drop(0)
+            ) {
                 self.part = Part::Header;
             }
         }

@@ -320,8 +320,12 @@ fn upgrade(
         )));
     }
     let mut leftover = buf.split_off(head_len);
-    let stream =
-        crate::gate::Gated::new(stream, cfg.limits.max_frame_size, cfg.lenient, &mut leftover);
+    let stream = crate::gate::Gated::new(
+        stream,
+        cfg.limits.max_frame_size,
+        cfg.lenient,
+        &mut leftover,
+    );
     Ok(WebSocket::from_partially_read(
         stream,
         leftover,

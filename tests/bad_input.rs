@@ -19,9 +19,11 @@ fn around(bad: &[u8]) -> Vec<u8> {
     raw
 }
 
+/// With `lenient(true)`, the good messages around `bad` arrive on one
+/// connection and `bad` is counted as malformed.
 fn carries_on_past(bad: &[u8]) {
     let server = server();
-    let client = fast(server.url()).build().unwrap();
+    let client = fast(server.url()).lenient(true).build().unwrap();
     wait_open(&client.events());
     server.push_raw(&around(bad));
     assert_eq!(texts(&collect(&client, 2)), vec!["good-1", "good-2"]);
@@ -30,14 +32,55 @@ fn carries_on_past(bad: &[u8]) {
     client.close();
 }
 
+/// By default, `bad` fails the connection with a close frame of `code`:
+/// the good message before it arrives, the client reconnects, and the
+/// error names what the server did.
+fn fails_on(bad: &[u8], code: u16) {
+    let server = server();
+    let client = fast(server.url()).build().unwrap();
+    let events = client.events();
+    wait_open(&events);
+    server.push_raw(&around(bad));
+    let (ev, _) = wait_event(&events, "reconnecting", |e| {
+        matches!(e.state, State::Reconnecting { .. })
+    });
+    assert!(
+        matches!(ev.error, Some(heartline::ConnectionError::Protocol(_))),
+        "{:?}",
+        ev.error
+    );
+    assert!(
+        server.wait_for(WAIT, |l| l
+            .frames
+            .iter()
+            .any(|f| f.sent == heartline::testkit::Sent::Close(Some(code)))),
+        "the server got a close with {code}"
+    );
+    wait_open(&events);
+    assert_eq!(texts(&collect(&client, 1)), vec!["good-1"]);
+    assert_eq!(client.stats().connects, 2);
+    client.close();
+}
+
 #[test]
-fn a_frame_of_a_reserved_type_is_skipped_and_the_connection_carries_on() {
+fn a_frame_of_a_reserved_type_fails_the_connection_with_1002() {
+    fails_on(&[0x83, 0x00], 1002); // FIN + reserved data opcode 3
+    fails_on(&[0x8B, 0x01, b'?'], 1002); // reserved control opcode 11
+}
+
+#[test]
+fn a_text_message_that_is_not_utf8_fails_the_connection_with_1007() {
+    fails_on(&[0x81, 0x02, 0xff, 0xfe], 1007); // text frame, invalid UTF-8
+}
+
+#[test]
+fn leniently_a_frame_of_a_reserved_type_is_skipped_and_the_connection_carries_on() {
     carries_on_past(&[0x83, 0x00]); // FIN + reserved data opcode 3
     carries_on_past(&[0x8B, 0x01, b'?']); // reserved control opcode 11
 }
 
 #[test]
-fn a_text_message_that_is_not_utf8_is_skipped_and_the_connection_carries_on() {
+fn leniently_a_text_message_that_is_not_utf8_is_skipped_and_the_connection_carries_on() {
     carries_on_past(&[0x81, 0x02, 0xff, 0xfe]); // text frame, invalid UTF-8
 }
 

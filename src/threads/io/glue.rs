@@ -587,8 +587,13 @@ mod tests {
     }
 
     fn rig() -> Rig {
+        rig_with(false)
+    }
+
+    fn rig_with(lenient: bool) -> Rig {
         let cfg = Arc::new(
             ClientBuilder::new("ws://127.0.0.1:1/")
+                .lenient(lenient)
                 .protocol(
                     JsonRules::new()
                         .id("/id")
@@ -803,8 +808,8 @@ mod tests {
     }
 
     #[test]
-    fn a_text_message_that_is_not_utf8_is_skipped_and_the_connection_carries_on() {
-        let mut r = rig();
+    fn leniently_a_text_message_that_is_not_utf8_is_skipped_and_the_connection_carries_on() {
+        let mut r = rig_with(true);
         let mut wire = from_server(vec![text("a")]);
         wire.extend([0x81, 0x02, 0xff, 0xfe]); // one text frame, not UTF-8
         wire.extend([0x83, 0x01, b'?']); // a reserved data type
@@ -816,6 +821,82 @@ mod tests {
         assert_eq!(texts, ["a", "b"]);
         assert_eq!(r.d.ctx.shared.counters.malformed.load(Relaxed), 2);
         assert!(r.sent().is_empty(), "no close: {:?}", r.sent());
+    }
+
+    /// The close frame the client sent, if any.
+    fn close_sent(r: &mut Rig) -> Option<u16> {
+        r.sent().iter().find_map(|m| match m {
+            WsMessage::Close(Some(f)) => Some(u16::from(f.code)),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn strictly_bad_text_fails_with_1007_and_a_reserved_type_with_1002() {
+        for (bad, code) in [
+            (vec![0x81, 0x02, 0xff, 0xfe], 1007), // one text frame, not UTF-8
+            (vec![0x83, 0x01, b'?'], 1002),       // a reserved data type
+            (vec![0x8B, 0x00], 1002),             // a reserved control type
+            (vec![0xC1, 0x01, b'x'], 1002),       // RSV1, nothing agreed
+        ] {
+            let mut r = rig();
+            let mut wire = from_server(vec![text(r#"{"id":"a"}"#)]);
+            wire.extend(&bad);
+            wire.extend(from_server(vec![text(r#"{"id":"b"}"#)]));
+            r.script().reads = VecDeque::from([Some(wire)]);
+            match r.turn() {
+                Some(Exit::Lost(ConnectionError::Protocol(_))) => {}
+                other => panic!("{bad:x?}: expected a protocol error, got {other:?}"),
+            }
+            let got: Vec<_> = r.inbound.try_iter().collect();
+            let texts: Vec<_> = got.iter().filter_map(|m| m.text()).collect();
+            assert_eq!(texts, [r#"{"id":"a"}"#], "{bad:x?}: only what came before");
+            assert_eq!(close_sent(&mut r), Some(code), "{bad:x?}");
+        }
+    }
+
+    #[test]
+    fn frames_queued_before_a_violation_go_out_before_the_close() {
+        let mut r = rig();
+        r.outbound_tx
+            .send(Outgoing::Frame(Frame::from("queued first")))
+            .unwrap();
+        r.script().reads = VecDeque::from([Some(vec![0x83, 0x01, b'?'])]);
+        assert!(matches!(
+            r.turn(),
+            Some(Exit::Lost(ConnectionError::Protocol(_)))
+        ));
+        let sent = r.sent();
+        let at = |want: &dyn Fn(&WsMessage) -> bool| sent.iter().position(want);
+        let frame = at(&|m| matches!(m, WsMessage::Text(t) if t.as_str() == "queued first"));
+        let close = at(&|m| matches!(m, WsMessage::Close(_)));
+        assert!(
+            frame.is_some() && frame < close,
+            "the queued frame, then the close: {sent:?}"
+        );
+    }
+
+    #[test]
+    fn a_close_code_rfc_6455_forbids_is_reported_as_sent() {
+        for code in [0u16, 999, 1004, 1005, 1015, 65535] {
+            let mut r = rig();
+            let mut wire = vec![0x88, 0x02];
+            wire.extend(code.to_be_bytes());
+            r.script().reads = VecDeque::from([Some(wire)]);
+            match r.turn() {
+                Some(Exit::Lost(ConnectionError::Protocol(why))) => {
+                    assert!(why.contains(&format!("code {code}")), "{why}")
+                }
+                other => panic!("{code}: expected a protocol error, got {other:?}"),
+            }
+        }
+        // An allowed code is the server's close, as it was sent.
+        let mut r = rig();
+        r.script().reads = VecDeque::from([Some(vec![0x88, 0x02, 0x0F, 0xA1])]);
+        assert!(matches!(
+            r.turn(),
+            Some(Exit::ServerClosed { code: 4001, .. })
+        ));
     }
 
     #[test]
