@@ -4,7 +4,6 @@
 
 use std::fmt;
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
 use crate::error::{ConnectionError, Phase};
@@ -97,10 +96,10 @@ impl Proxy {
     }
 
     /// Opens the tunnel to `host:port` on a socket connected to the proxy.
-    /// The socket's timeouts bound the wait.
+    /// The stream's deadline bounds the wait.
     pub(crate) fn tunnel(
         &self,
-        tcp: &mut TcpStream,
+        tcp: &mut (impl Read + Write),
         host: &str,
         port: u16,
         timeout: Duration,

@@ -20,17 +20,74 @@ type Result<T, E = ConnectionError> = std::result::Result<T, E>;
 use crate::redact;
 pub(crate) use crate::target::Target;
 
+/// A TCP stream whose reads and writes, while it has a deadline, all end
+/// by that moment: each sets the socket's timeout to the time left. A
+/// timeout set once would start again with every byte, so a peer sending
+/// one byte at a time could hold the handshake for as long as it liked.
+pub(crate) struct Timed {
+    tcp: TcpStream,
+    deadline: Option<Instant>,
+}
+
+impl Timed {
+    /// `tcp`, bounded by `deadline` until [`Stream::no_deadline`].
+    pub(crate) fn new(tcp: TcpStream, deadline: Option<Instant>) -> Timed {
+        Timed { tcp, deadline }
+    }
+
+    fn left(&self, read: bool) -> io::Result<()> {
+        let Some(deadline) = self.deadline else {
+            return Ok(());
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        if read {
+            self.tcp.set_read_timeout(Some(left))
+        } else {
+            self.tcp.set_write_timeout(Some(left))
+        }
+    }
+}
+
+impl Read for Timed {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.left(true)?;
+        self.tcp.read(buf)
+    }
+}
+
+impl Write for Timed {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.left(false)?;
+        self.tcp.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.tcp.flush()
+    }
+}
+
 /// The byte stream under the WebSocket.
 pub(crate) enum Stream {
-    Plain(TcpStream),
-    Tls(Box<native_tls::TlsStream<TcpStream>>),
+    Plain(Timed),
+    Tls(Box<native_tls::TlsStream<Timed>>),
 }
 
 impl Stream {
     pub(crate) fn tcp(&self) -> &TcpStream {
         match self {
-            Stream::Plain(s) => s,
-            Stream::Tls(s) => s.get_ref(),
+            Stream::Plain(s) => &s.tcp,
+            Stream::Tls(s) => &s.get_ref().tcp,
+        }
+    }
+
+    /// The handshake is over: reads and writes no longer end by its
+    /// deadline.
+    pub(crate) fn no_deadline(&mut self) {
+        match self {
+            Stream::Plain(s) => s.deadline = None,
+            Stream::Tls(s) => s.get_mut().deadline = None,
         }
     }
 }
@@ -145,7 +202,7 @@ pub(crate) fn connect(
         }
         Some(proxy) => {
             log::debug!("through proxy {}", proxy.shown);
-            let mut tcp = connect_tcp(
+            let tcp = connect_tcp(
                 &proxy.host,
                 proxy.port,
                 &proxy.addr(),
@@ -160,14 +217,19 @@ pub(crate) fn connect(
             // The tunnel counts against the handshake's time, as the
             // handshake through it does.
             deadline = Instant::now() + cfg.timeouts.handshake;
-            set_timeouts(&tcp, deadline)?;
-            proxy.tunnel(&mut tcp, &target.host, target.port, cfg.timeouts.handshake)?;
-            tcp
+            let mut timed = Timed::new(tcp, Some(deadline));
+            proxy.tunnel(
+                &mut timed,
+                &target.host,
+                target.port,
+                cfg.timeouts.handshake,
+            )?;
+            timed.tcp
         }
     };
     let _ = tcp.set_nodelay(true);
     tune(&tcp, cfg);
-    set_timeouts(&tcp, deadline)?;
+    let tcp = Timed::new(tcp, Some(deadline));
     let stream = if target.tls {
         let connector = match tls {
             Some(c) => c,
@@ -193,8 +255,6 @@ pub(crate) fn connect(
     } else {
         Stream::Plain(tcp)
     };
-    set_timeouts(stream.tcp(), deadline)?;
-
     upgrade(stream, endpoint, &target, &addr, cfg)
 }
 
@@ -320,6 +380,7 @@ fn upgrade(
         )));
     }
     let mut leftover = buf.split_off(head_len);
+    stream.no_deadline();
     let stream = crate::gate::Gated::new(
         stream,
         cfg.limits.max_frame_size,
@@ -429,15 +490,6 @@ fn connect_tcp(
     let tcp = crate::dial::connect(host, port, addr, timeout, abort)?;
     abort.watch(&tcp);
     Ok(tcp)
-}
-
-fn set_timeouts(tcp: &TcpStream, deadline: Instant) -> Result<()> {
-    let left = deadline
-        .saturating_duration_since(Instant::now())
-        .max(Duration::from_millis(1));
-    tcp.set_read_timeout(Some(left))?;
-    tcp.set_write_timeout(Some(left))?;
-    Ok(())
 }
 
 fn tls_error(host: &str, e: &native_tls::Error, addr: &str, after: Duration) -> ConnectionError {

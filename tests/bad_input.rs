@@ -184,3 +184,55 @@ fn ws_to_a_tls_port_says_to_use_wss() {
     );
     let _ = peer.join();
 }
+
+#[test]
+fn a_server_that_answers_the_upgrade_a_byte_at_a_time_is_given_up_at_the_deadline() {
+    // Seen: one byte every 200 ms held an attempt for 25 s with a 10 s
+    // handshake timeout, as every byte started the socket's timeout again.
+    init();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (sent_tx, sent) = crossbeam_channel::bounded(1);
+    let peer = std::thread::spawn(move || {
+        let Ok((mut s, _)) = listener.accept() else {
+            return;
+        };
+        let mut buf = [0u8; 2048];
+        let _ = s.read(&mut buf);
+        // A real answer's head, long enough to take 8 s at this pace, and
+        // never finished (no Sec-WebSocket-Accept, no blank line).
+        let answer = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nX-Pad: {}\r\n",
+            "x".repeat(400)
+        );
+        let mut n = 0;
+        for b in answer.bytes() {
+            if s.write_all(&[b]).is_err() {
+                break;
+            }
+            n += 1;
+            std::thread::sleep(20 * MS);
+        }
+        let _ = sent_tx.send(n);
+    });
+    let ev = one_attempt(fast(format!("ws://{addr}/")).timeouts(heartline::Timeouts {
+        handshake: 300 * MS,
+        ..common::timeouts()
+    }));
+    assert!(
+        matches!(
+            ev.error,
+            Some(heartline::ConnectionError::Timeout {
+                phase: heartline::Phase::WebSocketHandshake,
+                ..
+            })
+        ),
+        "{:?}",
+        ev.error
+    );
+    // The client gave up while the peer was still sending: it had sent a
+    // fraction of its answer when its next write found the socket closed.
+    let n = sent.recv_timeout(WAIT).expect("the peer stopped");
+    assert!(n < 200, "the peer sent {n} bytes before the client gave up");
+    peer.join().unwrap();
+}

@@ -45,7 +45,7 @@ use tungstenite::{Message as WsMessage, WebSocket};
 use crate::message::Frame;
 use crate::protocol::ReplyRule;
 use crate::shared::lock;
-use crate::transport::Stream;
+use crate::transport::{Stream, Timed};
 
 /// What a client sent, as the server saw it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -520,11 +520,11 @@ fn serve(inner: &Inner, tcp: TcpStream, id: u64) {
     let _ = tcp.set_nodelay(true);
     let _ = tcp.set_read_timeout(Some(Duration::from_secs(5)));
     let stream = match &inner.tls {
-        Some(acceptor) => match acceptor.accept(tcp) {
+        Some(acceptor) => match acceptor.accept(Timed::new(tcp, None)) {
             Ok(s) => Stream::Tls(Box::new(s)),
             Err(_) => return,
         },
-        None => Stream::Plain(tcp),
+        None => Stream::Plain(Timed::new(tcp, None)),
     };
     let refuse = *lock(&inner.refuse);
     let refuse_headers = lock(&inner.refuse_headers).clone();
