@@ -16,6 +16,8 @@
 //!   --beat-when-busy         heartbeat every --every MS even while frames
 //!                            arrive (servers that drop a client that has
 //!                            sent nothing for a while)
+//!   --subprotocol NAME       offer this subprotocol (repeatable, in order of
+//!                            preference); the `open` line names the one chosen
 //!   --lenient                skip frames that break RFC 6455 (a reserved
 //!                            type, text that is not UTF-8) and carry on,
 //!                            instead of failing the connection with 1002/1007
@@ -57,7 +59,8 @@
 //!                            string; with --state-dir, after it is recorded
 //! ```
 //!
-//! Lines: `{"state":"connecting","attempt":1}`, `{"state":"open"}`,
+//! Lines: `{"state":"connecting","attempt":1}`, `{"state":"open"}` (with
+//! `"subprotocol":"..."` when the server chose one),
 //! `{"state":"reconnecting","attempt":2,"delay_ms":500,"error":"..."}` (with
 //! `"status":503` after it when the server refused the upgrade),
 //! `{"state":"polling","attempt":4,"delay_ms":800,"error":"..."}`,
@@ -98,6 +101,7 @@ struct Args {
     timeout: Option<u64>,
     connect_timeout: Option<u64>,
     hello: Vec<String>,
+    subprotocols: Vec<String>,
     send: Vec<String>,
     batch: Option<u64>,
     backoff: Option<(u64, u64)>,
@@ -157,6 +161,7 @@ const FLAGS: &[Flag] = &[
     Flag { name: "--timeout", value: "MS", help: "server timeout after a heartbeat", set: |a, v| { a.timeout = Some(number("--timeout", &v)?); Ok(()) } },
     Flag { name: "--connect-timeout", value: "MS", help: "DNS lookup and TCP connect, per attempt", set: |a, v| { a.connect_timeout = Some(number("--connect-timeout", &v)?); Ok(()) } },
     Flag { name: "--beat-when-busy", value: "", help: "heartbeat every --every MS even while frames arrive", set: |a, _| { a.beat_when_busy = true; Ok(()) } },
+    Flag { name: "--subprotocol", value: "NAME", help: "offer this subprotocol (repeatable, in order of preference)", set: |a, v| { a.subprotocols.push(v); Ok(()) } },
     Flag { name: "--lenient", value: "", help: "skip frames that break RFC 6455 instead of failing the connection", set: |a, _| { a.lenient = true; Ok(()) } },
     Flag { name: "--hello", value: "TEXT", help: "frame sent first on every connect (repeatable); `$cursor` becomes the last cursor as JSON", set: |a, v| { a.hello.push(v); Ok(()) } },
     Flag { name: "--send", value: "TEXT", help: "frame queued once at start (repeatable)", set: |a, v| { a.send.push(v); Ok(()) } },
@@ -250,7 +255,9 @@ fn parse(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
 }
 
 fn build(a: &Args) -> Result<Client, String> {
-    let mut b = Client::builder(a.url.clone()).lenient(a.lenient);
+    let mut b = Client::builder(a.url.clone())
+        .lenient(a.lenient)
+        .subprotocols(a.subprotocols.clone());
     let mut tls = Tls::default();
     for path in &a.ca {
         let pem = std::fs::read(path).map_err(|e| format!("--ca {path}: {e}"))?;
@@ -430,6 +437,7 @@ fn stats_line(s: &heartline::Stats) -> Value {
         "failed_attempts": s.failed_attempts,
         "last_error": s.last_error.as_ref().map(|e| e.to_string()),
         "last_poll_error": s.last_poll_error.as_ref().map(|e| e.to_string()),
+        "subprotocol": s.subprotocol,
         "rtt_us": s.rtt.map(|d| d.as_micros() as u64),
         "heartbeats": s.heartbeats,
         "frames_in": s.frames_in,
@@ -505,6 +513,9 @@ fn state_line(ev: &heartline::Event) -> Value {
         }
         State::Closed(reason) => v["reason"] = json!(reason.to_string()),
         _ => {}
+    }
+    if let Some(p) = ev.opened.as_ref().and_then(|o| o.subprotocol.as_ref()) {
+        v["subprotocol"] = json!(p);
     }
     if let Some(e) = &ev.error {
         v["error"] = json!(e.to_string());

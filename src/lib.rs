@@ -102,7 +102,7 @@ pub use error::{
     TlsProblem, TryRecvError, TrySendError,
 };
 pub use machine::backoff::Backoff;
-pub use message::{Batch, CloseReason, Event, Frame, IntoIter, Iter, Message, State, Via};
+pub use message::{Batch, CloseReason, Event, Frame, IntoIter, Iter, Message, Opened, State, Via};
 pub use protocol::{
     Cursor, HelloContext, Inspected, JsonRules, Method, Plain, PollItem, PollRequest, Polled,
     Protocol, ReplyRule,

@@ -645,4 +645,17 @@ pub struct Event {
     /// when the client gave up ([`CloseReason::GaveUp`]) and the server's
     /// close when it was terminal; `None` when the application closed.
     pub error: Option<crate::error::ConnectionError>,
+    /// With [`State::Open`]: what the connection agreed with the server.
+    pub opened: Option<Opened>,
+}
+
+/// What a connection agreed with the server in its handshake, told with
+/// its [`State::Open`] event.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Opened {
+    /// The subprotocol the server chose from those offered
+    /// ([`crate::ClientBuilder::subprotocols`]); `None` when none was
+    /// offered or the server chose none.
+    pub subprotocol: Option<String>,
 }

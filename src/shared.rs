@@ -28,6 +28,9 @@ pub struct Stats {
     /// The last failed poll of the HTTP fallback, secrets redacted. Set
     /// before [`Stats::poll_failures`] counts it.
     pub last_poll_error: Option<ConnectionError>,
+    /// The subprotocol the server chose for the last connection opened
+    /// (see [`crate::ClientBuilder::subprotocols`]).
+    pub subprotocol: Option<String>,
     /// The last heartbeat round trip (heartbeat sent to Pong or reply rule
     /// match).
     pub rtt: Option<Duration>,
@@ -252,6 +255,8 @@ pub(crate) struct Shared {
     state: Mutex<State>,
     last_error: Mutex<Option<ConnectionError>>,
     last_poll_error: Mutex<Option<ConnectionError>>,
+    /// What the last connection opened agreed (told with `Open`).
+    opened: Mutex<crate::message::Opened>,
     pub counters: Counters,
     /// The io thread has stopped reading because the inbound queue is full.
     pub reading_paused: AtomicBool,
@@ -306,6 +311,7 @@ impl Shared {
             state: Mutex::new(State::Connecting { attempt: 1 }),
             last_error: Mutex::new(None),
             last_poll_error: Mutex::new(None),
+            opened: Mutex::new(crate::message::Opened::default()),
             counters,
             reading_paused: AtomicBool::new(false),
             closed: AtomicBool::new(false),
@@ -351,8 +357,13 @@ impl Shared {
         if let Some(e) = &error {
             *lock(&self.last_error) = Some(e.clone());
         }
+        let opened = matches!(state, State::Open).then(|| lock(&self.opened).clone());
         let mut event = Stamped {
-            event: Event { state, error },
+            event: Event {
+                state,
+                error,
+                opened,
+            },
             at,
         };
         let tx = lock(&self.events_tx);
@@ -379,6 +390,12 @@ impl Shared {
         if let Some(e) = error {
             *lock(&self.last_error) = Some(e);
         }
+    }
+
+    /// What the connection just opened agreed, for its `Open` event and
+    /// `stats()`.
+    pub(crate) fn set_opened(&self, opened: crate::message::Opened) {
+        *lock(&self.opened) = opened;
     }
 
     /// Numbers a message being queued.
@@ -490,6 +507,7 @@ impl Shared {
             failed_attempts: c.failed_attempts.load(Relaxed),
             last_error: lock(&self.last_error).clone(),
             last_poll_error: lock(&self.last_poll_error).clone(),
+            subprotocol: lock(&self.opened).subprotocol.clone(),
             rtt: (rtt != u64::MAX).then(|| Duration::from_micros(rtt)),
             heartbeats: c.heartbeats.load(Relaxed),
             frames_in: c.frames_in.load(Relaxed),

@@ -172,7 +172,7 @@ pub(crate) fn connect(
     cfg: &Config,
     tls: &mut Option<native_tls::TlsConnector>,
     abort: &Abort,
-) -> Result<Socket> {
+) -> Result<(Socket, crate::message::Opened)> {
     // However this attempt ends, `abort` lets go of it.
     struct Over<'a>(&'a Abort);
     impl Drop for Over<'_> {
@@ -258,6 +258,11 @@ pub(crate) fn connect(
     upgrade(stream, endpoint, &target, &addr, cfg)
 }
 
+/// A byte of an HTTP token (RFC 9110 §5.6.2): header names, subprotocols.
+pub(crate) fn token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
 /// Largest upgrade response we read; a real one is a few hundred bytes.
 const MAX_RESPONSE: usize = 16 * 1024;
 
@@ -270,7 +275,7 @@ fn upgrade(
     target: &Target,
     addr: &str,
     cfg: &Config,
-) -> Result<Socket> {
+) -> Result<(Socket, crate::message::Opened)> {
     let bad = |reason: String| ConnectionError::Url {
         url: redact::url(&endpoint.url),
         reason,
@@ -292,12 +297,13 @@ fn upgrade(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n"
     );
+    if !cfg.subprotocols.is_empty() {
+        req.push_str("Sec-WebSocket-Protocol: ");
+        req.push_str(&cfg.subprotocols.join(", "));
+        req.push_str("\r\n");
+    }
     for (name, value) in &endpoint.headers {
-        if name.is_empty()
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-        {
+        if name.is_empty() || !name.bytes().all(token_byte) {
             return Err(bad(format!("header name `{name}` is not valid")));
         }
         if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
@@ -340,6 +346,7 @@ fn upgrade(
         status,
         accept,
         kept,
+        agreed,
     } = loop {
         let n = match stream.read(&mut chunk) {
             Ok(n) => n,
@@ -379,6 +386,7 @@ fn upgrade(
             "{addr} answered the upgrade with a wrong Sec-WebSocket-Accept"
         )));
     }
+    let subprotocol = agreed.check(&cfg.subprotocols, addr)?;
     let mut leftover = buf.split_off(head_len);
     stream.no_deadline();
     let stream = crate::gate::Gated::new(
@@ -387,12 +395,13 @@ fn upgrade(
         cfg.lenient,
         &mut leftover,
     );
-    Ok(WebSocket::from_partially_read(
+    let socket = WebSocket::from_partially_read(
         stream,
         leftover,
         tungstenite::protocol::Role::Client,
         Some(ws_config(cfg)),
-    ))
+    );
+    Ok((socket, crate::message::Opened { subprotocol }))
 }
 
 /// Keepalive and `TCP_USER_TIMEOUT`, so the kernel reports a dead peer
@@ -422,6 +431,56 @@ pub(crate) struct Head {
     pub accept: Option<String>,
     /// The headers a client acts on when refused, names lowercase.
     pub kept: Vec<(String, String)>,
+    /// What a 101 answer agreed to.
+    pub agreed: Agreed,
+}
+
+/// The headers of a 101 answer that say what was agreed (RFC 6455 §4.1).
+#[derive(Debug, Default)]
+pub(crate) struct Agreed {
+    upgrade: Option<String>,
+    connection: Option<String>,
+    protocol: Option<String>,
+    extensions: Option<String>,
+}
+
+impl Agreed {
+    /// Checks the answer as RFC 6455 §4.1 says a client must: `Upgrade:
+    /// websocket`, `Connection: Upgrade`, no extension that was not offered
+    /// (heartline offers none), and a subprotocol only from those offered.
+    /// Returns the subprotocol chosen.
+    fn check(self, offered: &[String], addr: &str) -> Result<Option<String>> {
+        let fail = |what: String| Err(ConnectionError::Protocol(format!("{addr} {what}")));
+        let has = |v: &Option<String>, token: &str| {
+            v.as_deref()
+                .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        };
+        if !has(&self.upgrade, "websocket") {
+            return fail(format!(
+                "answered 101 without `Upgrade: websocket` (got {:?})",
+                self.upgrade.unwrap_or_default()
+            ));
+        }
+        if !has(&self.connection, "upgrade") {
+            return fail(format!(
+                "answered 101 without `Connection: Upgrade` (got {:?})",
+                self.connection.unwrap_or_default()
+            ));
+        }
+        if let Some(ext) = self.extensions.filter(|e| !e.trim().is_empty()) {
+            return fail(format!(
+                "agreed the extension {ext:?}, which heartline did not offer; \
+                 the server must not use extensions the client did not ask for"
+            ));
+        }
+        match self.protocol.map(|p| p.trim().to_owned()) {
+            None => Ok(None),
+            Some(p) if offered.contains(&p) => Ok(Some(p)),
+            Some(p) => fail(format!(
+                "chose the subprotocol {p:?}, which was not offered (offered: {offered:?})"
+            )),
+        }
+    }
 }
 
 /// Parses the upgrade answer read so far: `None` while incomplete.
@@ -458,11 +517,27 @@ pub(crate) fn upgrade_head(buf: &[u8], addr: &str) -> Result<Option<Head>> {
                     (name, crate::protocol::head(&value))
                 })
                 .collect();
+            let header = |name: &str| {
+                let mut values = resp
+                    .headers
+                    .iter()
+                    .filter(|h| h.name.eq_ignore_ascii_case(name))
+                    .map(|h| String::from_utf8_lossy(h.value).into_owned());
+                let first = values.next()?;
+                Some(values.fold(first, |all, v| all + ", " + &v))
+            };
+            let agreed = Agreed {
+                upgrade: header("upgrade"),
+                connection: header("connection"),
+                protocol: header("sec-websocket-protocol"),
+                extensions: header("sec-websocket-extensions"),
+            };
             Ok(Some(Head {
                 len,
                 status: resp.code.unwrap_or(0),
                 accept,
                 kept,
+                agreed,
             }))
         }
         Ok(httparse::Status::Partial) if buf.len() < MAX_RESPONSE => Ok(None),
@@ -615,6 +690,46 @@ fn now_utc() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_101_is_checked_as_rfc_6455_says() {
+        let agreed = |u: &str, c: &str, p: Option<&str>, e: Option<&str>| Agreed {
+            upgrade: Some(u.into()),
+            connection: Some(c.into()),
+            protocol: p.map(Into::into),
+            extensions: e.map(Into::into),
+        };
+        let offered = vec!["a".to_owned(), "b".to_owned()];
+        let ok = |a: Agreed| a.check(&offered, "h:1");
+        assert_eq!(
+            ok(agreed("WebSocket", "keep-alive, Upgrade", None, None)).unwrap(),
+            None
+        );
+        assert_eq!(
+            ok(agreed("websocket", "upgrade", Some("b"), Some(" "))).unwrap(),
+            Some("b".into())
+        );
+        for (a, says) in [
+            (agreed("h2c", "upgrade", None, None), "Upgrade: websocket"),
+            (
+                agreed("websocket", "close", None, None),
+                "Connection: Upgrade",
+            ),
+            (
+                agreed("websocket", "upgrade", Some("c"), None),
+                "not offered",
+            ),
+            (
+                agreed("websocket", "upgrade", None, Some("x-ext")),
+                "did not offer",
+            ),
+        ] {
+            match ok(a) {
+                Err(ConnectionError::Protocol(why)) => assert!(why.contains(says), "{why}"),
+                other => panic!("expected a protocol error, got {other:?}"),
+            }
+        }
+    }
 
     #[test]
     fn the_clock_is_shown_as_a_civil_date() {

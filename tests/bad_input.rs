@@ -236,3 +236,39 @@ fn a_server_that_answers_the_upgrade_a_byte_at_a_time_is_given_up_at_the_deadlin
     assert!(n < 200, "the peer sent {n} bytes before the client gave up");
     peer.join().unwrap();
 }
+
+#[test]
+fn the_subprotocols_offered_go_out_and_the_one_chosen_is_told_with_open() {
+    let (url, offered) = answering(Some("v2.push"), None);
+    let client = fast(url)
+        .subprotocols(["v3.push", "v2.push"])
+        .build()
+        .unwrap();
+    let events = client.events();
+    let (open, _) = wait_event(&events, "open", |e| e.state == State::Open);
+    assert_eq!(
+        offered.recv_timeout(WAIT).unwrap().as_deref(),
+        Some("v3.push, v2.push")
+    );
+    let chosen = open.opened.and_then(|o| o.subprotocol);
+    assert_eq!(chosen.as_deref(), Some("v2.push"));
+    assert_eq!(client.stats().subprotocol.as_deref(), Some("v2.push"));
+    assert_eq!(texts(&collect(&client, 1)), vec!["hi"]);
+    client.close();
+}
+
+#[test]
+fn a_subprotocol_or_extension_that_was_not_offered_fails_the_attempt() {
+    for (protocol, extensions, says) in [
+        (Some("mqtt"), None, "was not offered"),
+        (None, Some("permessage-deflate"), "did not offer"),
+    ] {
+        let (url, _offered) = answering(protocol, extensions);
+        let ev = one_attempt(fast(url).subprotocols(["v2.push"]));
+        let why = why(&ev.error);
+        assert!(
+            matches!(ev.error, Some(heartline::ConnectionError::Protocol(_))) && why.contains(says),
+            "{why}"
+        );
+    }
+}

@@ -757,3 +757,30 @@ fn tail_help_lists_every_flag_once_with_one_line_each() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(2), "a switch takes no value");
 }
+
+#[test]
+fn tail_offers_subprotocols_and_its_open_line_names_the_one_chosen() {
+    init();
+    let (url, offered) = answering(Some("v2.push"), None);
+    let out = Command::new(tail_bin())
+        .args([
+            url.as_str(),
+            "--subprotocol",
+            "v3.push",
+            "--subprotocol=v2.push",
+        ])
+        .args(["--count", "1"])
+        .output()
+        .expect("tail runs");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        offered.recv_timeout(WAIT).unwrap().as_deref(),
+        Some("v3.push, v2.push")
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l == r#"{"state":"open","subprotocol":"v2.push"}"#),
+        "{text}"
+    );
+}

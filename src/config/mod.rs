@@ -89,6 +89,8 @@ pub(crate) struct Config {
     /// Skip what breaks RFC 6455 and carry on, instead of failing the
     /// connection.
     pub lenient: bool,
+    /// Offered in `Sec-WebSocket-Protocol`, in order of preference.
+    pub subprotocols: Vec<String>,
     pub heartbeat: Heartbeat,
     pub reconnect: Reconnect,
     pub timeouts: Timeouts,
@@ -214,6 +216,7 @@ impl ClientBuilder {
                 frames_are_messages: true,
                 hello: None,
                 lenient: false,
+                subprotocols: Vec::new(),
                 heartbeat: Heartbeat::default(),
                 reconnect: Reconnect::default(),
                 timeouts: Timeouts::default(),
@@ -297,6 +300,21 @@ impl ClientBuilder {
     /// connection.
     pub fn lenient(mut self, lenient: bool) -> Self {
         self.cfg.lenient = lenient;
+        self
+    }
+
+    /// Subprotocols to offer in the upgrade's `Sec-WebSocket-Protocol`, in
+    /// order of preference (each an HTTP token, such as `mqtt` or
+    /// `v2.push.example.com`). The server's choice is in the `Open` event
+    /// ([`crate::Opened::subprotocol`]) and in [`crate::Stats::subprotocol`];
+    /// a choice that was not offered fails the attempt with an error that
+    /// says so. Defaults to none (the header is not sent).
+    pub fn subprotocols<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.cfg.subprotocols = names.into_iter().map(Into::into).collect();
         self
     }
 
@@ -392,6 +410,14 @@ impl ClientBuilder {
             .map_err(|e| Error::config("protocol", e.to_string()))?
             .map_err(|e| Error::config("protocol", e))?;
         c.frames_are_messages = !self.protocol_set && c.heartbeat.replies.is_empty();
+        for name in &c.subprotocols {
+            if name.is_empty() || !name.bytes().all(crate::transport::token_byte) {
+                return Err(Error::config(
+                    "subprotocols",
+                    format!("{name:?} is not an HTTP token"),
+                ));
+            }
+        }
         // The order of the checks is the order a user reads the sections in.
         c.heartbeat.validate(c.limits.max_frame_size)?;
         c.reconnect.validate()?;

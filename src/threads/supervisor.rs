@@ -103,11 +103,12 @@ fn run(s: Setup, agent: Option<poller::Agent>) {
         };
         let connected = endpoint
             .and_then(|e| transport::connect(&e, cfg, &mut tls, &s.shared.abort))
-            .and_then(|socket| {
+            .and_then(|(socket, opened)| {
                 let hello = match &cfg.hello {
                     Some(h) => guarded("hello", || h(&ctx))?,
                     None => Vec::new(),
                 };
+                s.shared.set_opened(opened);
                 Ok((socket, hello))
             });
         let (decision, error) = match connected {

@@ -204,3 +204,47 @@ pub fn tail_bin() -> std::path::PathBuf {
         })
         .clone()
 }
+
+/// A WebSocket server (tungstenite's) that answers the upgrade with these
+/// `Sec-WebSocket-Protocol` and `Sec-WebSocket-Extensions` values, tells
+/// what the client offered, pushes "hi" and waits for the client to go.
+pub fn answering(
+    protocol: Option<&'static str>,
+    extensions: Option<&'static str>,
+) -> (String, crossbeam_channel::Receiver<Option<String>>) {
+    use tungstenite::handshake::server::{Request, Response};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    let (offered_tx, offered) = crossbeam_channel::unbounded();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(3) {
+            let Ok(stream) = stream else { return };
+            let tx = offered_tx.clone();
+            // The callback's signature is tungstenite's; its error is large.
+            #[allow(clippy::result_large_err)]
+            let answer = |req: &Request, mut resp: Response| {
+                let offer = req
+                    .headers()
+                    .get("sec-websocket-protocol")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                let _ = tx.send(offer);
+                if let Some(p) = protocol {
+                    resp.headers_mut()
+                        .insert("sec-websocket-protocol", p.parse().unwrap());
+                }
+                if let Some(e) = extensions {
+                    resp.headers_mut()
+                        .insert("sec-websocket-extensions", e.parse().unwrap());
+                }
+                Ok(resp)
+            };
+            let Ok(mut ws) = tungstenite::accept_hdr(stream, answer) else {
+                continue;
+            };
+            let _ = ws.send(tungstenite::Message::text("hi"));
+            while ws.read().is_ok() {}
+        }
+    });
+    (url, offered)
+}
