@@ -450,36 +450,21 @@ impl Agreed {
     /// (heartline offers none), and a subprotocol only from those offered.
     /// Returns the subprotocol chosen.
     fn check(self, offered: &[String], addr: &str) -> Result<Option<String>> {
-        let fail = |what: String| Err(ConnectionError::Protocol(format!("{addr} {what}")));
         let has = |v: &Option<String>, token: &str| {
             v.as_deref()
                 .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
         };
-        if !has(&self.upgrade, "websocket") {
-            return fail(format!(
-                "answered 101 without `Upgrade: websocket` (got {:?})",
-                self.upgrade.unwrap_or_default()
-            ));
-        }
-        if !has(&self.connection, "upgrade") {
-            return fail(format!(
-                "answered 101 without `Connection: Upgrade` (got {:?})",
-                self.connection.unwrap_or_default()
-            ));
-        }
-        if let Some(ext) = self.extensions.filter(|e| !e.trim().is_empty()) {
-            return fail(format!(
-                "agreed the extension {ext:?}, which heartline did not offer; \
-                 the server must not use extensions the client did not ask for"
-            ));
-        }
-        match self.protocol.map(|p| p.trim().to_owned()) {
-            None => Ok(None),
-            Some(p) if offered.contains(&p) => Ok(Some(p)),
-            Some(p) => fail(format!(
-                "chose the subprotocol {p:?}, which was not offered (offered: {offered:?})"
-            )),
-        }
+        let protocol = self.protocol.map(|p| p.trim().to_owned());
+        let what = if !has(&self.upgrade, "websocket") || !has(&self.connection, "upgrade") {
+            "answered 101 without `Upgrade: websocket` and `Connection: Upgrade`".to_owned()
+        } else if let Some(ext) = self.extensions.filter(|e| !e.trim().is_empty()) {
+            format!("agreed the extension {ext:?}, which heartline did not offer")
+        } else if protocol.as_ref().is_some_and(|p| !offered.contains(p)) {
+            format!("chose the subprotocol {protocol:?}, which was not offered")
+        } else {
+            return Ok(protocol);
+        };
+        Err(ConnectionError::Protocol(format!("{addr} {what}")))
     }
 }
 
@@ -518,13 +503,11 @@ pub(crate) fn upgrade_head(buf: &[u8], addr: &str) -> Result<Option<Head>> {
                 })
                 .collect();
             let header = |name: &str| {
-                let mut values = resp
+                let h = resp
                     .headers
                     .iter()
-                    .filter(|h| h.name.eq_ignore_ascii_case(name))
-                    .map(|h| String::from_utf8_lossy(h.value).into_owned());
-                let first = values.next()?;
-                Some(values.fold(first, |all, v| all + ", " + &v))
+                    .find(|h| h.name.eq_ignore_ascii_case(name))?;
+                Some(String::from_utf8_lossy(h.value).into_owned())
             };
             let agreed = Agreed {
                 upgrade: header("upgrade"),
