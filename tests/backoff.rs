@@ -107,7 +107,7 @@ fn a_connection_that_stayed_up_resets_the_attempt_count() {
 
 #[test]
 fn an_unreachable_port_is_retried_with_a_clear_error() {
-    let port = free_port();
+    let (_reserved, port) = refusing_port();
     let client = fast(format!("ws://127.0.0.1:{port}/"))
         .reconnect(Reconnect {
             max_attempts: 2,
@@ -132,7 +132,7 @@ fn giving_up_says_why_in_the_closed_event_itself() {
     // A device that tries once (max_attempts 1) sees no Reconnecting event:
     // the Closed event is the only place the cause can be, and an
     // application reading events must not have to ask stats() for it.
-    let port = free_port();
+    let (_reserved, port) = refusing_port();
     let ev = one_attempt(fast(format!("ws://127.0.0.1:{port}/")));
     assert_eq!(ev.state, State::Closed(CloseReason::GaveUp { attempts: 1 }));
     if let State::Closed(reason) = &ev.state {

@@ -203,9 +203,8 @@ fn thread_state(name: &str) -> Option<char> {
 fn close_wakes_a_send_that_waits_for_room() {
     for (which, by_bytes) in [("count", false), ("bytes", true)] {
         // Nobody listens there: every frame stays queued.
-        let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("ws://{}/", dead.local_addr().unwrap());
-        drop(dead);
+        let (_reserved, port) = refusing_port();
+        let url = format!("ws://127.0.0.1:{port}/");
         let b = fast(url).timeouts(Timeouts {
             send: Duration::from_secs(60),
             ..common::timeouts()

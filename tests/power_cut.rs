@@ -75,9 +75,31 @@ fn child_process_entry() {
     let mut rec = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .open(&record)
+        .expect("record file");
+    // Note each state write as it happens, on a thread of its own: the
+    // parent bounds the duplicate window by the writes, not by a guess at
+    // how long one takes, and a child starved of CPU or of messages (the
+    // server gone) still notes them.
+    let watcher = client.clone();
+    let mut wrec = std::fs::OpenOptions::new()
+        .append(true)
         .open(record)
         .expect("record file");
-    let mut writes = 0;
+    std::thread::spawn(move || {
+        let mut writes = 0;
+        loop {
+            let w = watcher.stats().state_writes;
+            if w > writes {
+                writes = w;
+                // One write per line, appended: whole lines between the
+                // two threads' writes.
+                wrec.write_all(format!("w {}\n", now_ms()).as_bytes())
+                    .expect("record");
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    });
     for batch in client.batches() {
         for m in &batch {
             let seq = m.json().and_then(|v| v["seq"].as_u64()).expect("seq");
@@ -90,14 +112,6 @@ fn child_process_entry() {
             // SIGKILL (the process dies, not the machine).
             rec.write_all(format!("{seq} {}\n", now_ms()).as_bytes())
                 .expect("record");
-            // Note each state write seen: the parent bounds the duplicate
-            // window by the writes, not by a guess at how long one takes.
-            let w = client.stats().state_writes;
-            if w > writes {
-                writes = w;
-                rec.write_all(format!("w {}\n", now_ms()).as_bytes())
-                    .expect("record");
-            }
         }
         // Dropping the batch finishes it: recorded, then acked.
     }

@@ -147,9 +147,8 @@ fn a_tls_handshake_that_never_finishes_times_out() {
 /// The poll of a client whose socket is refused, against the TLS server's
 /// port over https: its last poll error.
 fn poll_failure(server: &TestServer, trust: bool) -> String {
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let ws = format!("ws://{}/", dead.local_addr().unwrap());
-    drop(dead);
+    let (_reserved, port) = refusing_port();
+    let ws = format!("ws://127.0.0.1:{port}/");
     let poll = server.url().replacen("wss://", "https://", 1) + "poll";
     let mut b = fast(ws)
         .protocol(heartline::JsonRules::new().poll(poll, heartline::Method::Get, None))

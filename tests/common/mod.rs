@@ -135,12 +135,21 @@ pub fn why(e: &Option<ConnectionError>) -> String {
     e.as_ref().map(|e| e.to_string()).unwrap_or_default()
 }
 
-/// A port on 127.0.0.1 nobody listens on (bound, then let go).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+/// A port on 127.0.0.1 that refuses connections for as long as the
+/// returned socket lives: bound but not listening, so no other test can
+/// take it meanwhile (a port bound and let go can be, under load).
+pub fn refusing_port() -> (socket2::Socket, u16) {
+    let s =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("a socket");
+    s.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("bound");
+    let port = s
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .expect("a port")
+        .port();
+    (s, port)
 }
 
 /// Builds the client with one attempt allowed and returns its final
