@@ -179,7 +179,31 @@ impl Message {
 
 /// Where the unfinished messages of a dropped batch go: back to the front
 /// of the receiver's queue, to be handed out again first.
-pub(crate) type Back = std::sync::Arc<dyn Fn(Vec<Message>) + Send + Sync>;
+#[derive(Clone)]
+pub(crate) struct Back {
+    /// Puts the messages back.
+    pub put: std::sync::Arc<dyn Fn(Vec<Message>) + Send + Sync>,
+    /// Batches handed out and not yet let go (see [`Holding`]).
+    pub out: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// One batch (or its iterator) in the application's hands: counted in
+/// [`Back::out`] from hand-out until it is dropped, so the io thread can
+/// tell when the application is done with everything it was given.
+pub(crate) struct Holding(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Holding {
+    fn new(out: &std::sync::Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        out.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Holding(out.clone())
+    }
+}
+
+impl Drop for Holding {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
 
 /// Messages handed to the application together. Never empty; in the order
 /// the server sent them.
@@ -211,6 +235,8 @@ pub struct Batch {
     finished: AtomicUsize,
     /// `None` for a clone.
     back: Option<Back>,
+    /// Dropped after the batch settled (fields drop after `Drop::drop`).
+    holding: Option<Holding>,
 }
 
 /// What finishing a batch records, one entry per message: its id and
@@ -282,7 +308,7 @@ fn settle(mut messages: Vec<Message>, acks: Option<Finish>, n: usize, back: Opti
                 m.set_ack(a);
             }
         }
-        back(rest);
+        (back.put)(rest);
     }
 }
 
@@ -304,6 +330,7 @@ impl Clone for Batch {
             acks: None,
             finished: AtomicUsize::new(0),
             back: None,
+            holding: None,
         }
     }
 }
@@ -321,11 +348,13 @@ impl Batch {
         debug_assert!(!messages.is_empty());
         // Nothing to record or send: no work on finish.
         let acks = acks.filter(|r| !r.is_empty());
+        let holding = back.as_ref().map(|b| Holding::new(&b.out));
         Batch {
             messages,
             acks,
             finished: AtomicUsize::new(0),
             back,
+            holding,
         }
     }
 
@@ -461,6 +490,8 @@ pub struct IntoIter {
     /// A copy of the message in hand, until the loop asks for the next one.
     current: Option<Message>,
     back: Option<Back>,
+    /// Dropped after the iterator settled.
+    _holding: Option<Holding>,
 }
 
 impl fmt::Debug for IntoIter {
@@ -523,6 +554,7 @@ impl IntoIterator for Batch {
             yielded: 0,
             current: None,
             back: self.back.take(),
+            _holding: self.holding.take(),
         }
     }
 }

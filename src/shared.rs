@@ -272,6 +272,8 @@ pub(crate) struct Shared {
     pub inbound_capacity: usize,
     /// Bytes held for the application (queue and batch being assembled).
     pub inbound: Budget,
+    /// Batches in the application's hands (see `message::Holding`).
+    pub batches_out: Arc<AtomicUsize>,
     /// Bytes waiting in the outbound queue.
     pub outbound: Budget,
     /// Signalled when the consumer takes messages (for the poller).
@@ -320,6 +322,7 @@ impl Shared {
             events_rx: events_rx.clone(),
             inbound_capacity,
             inbound: Budget::new(inbound_bytes),
+            batches_out: Arc::new(AtomicUsize::new(0)),
             outbound: Budget::new(outbound_bytes),
             room_tx,
             room_rx,

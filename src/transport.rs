@@ -35,7 +35,8 @@ impl Timed {
         Timed { tcp, deadline }
     }
 
-    fn left(&self, read: bool) -> io::Result<()> {
+    /// Sets the socket's timeouts to the time left.
+    fn left(&self) -> io::Result<()> {
         let Some(deadline) = self.deadline else {
             return Ok(());
         };
@@ -43,24 +44,21 @@ impl Timed {
         if left.is_zero() {
             return Err(io::ErrorKind::TimedOut.into());
         }
-        if read {
-            self.tcp.set_read_timeout(Some(left))
-        } else {
-            self.tcp.set_write_timeout(Some(left))
-        }
+        self.tcp.set_read_timeout(Some(left))?;
+        self.tcp.set_write_timeout(Some(left))
     }
 }
 
 impl Read for Timed {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.left(true)?;
+        self.left()?;
         self.tcp.read(buf)
     }
 }
 
 impl Write for Timed {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.left(false)?;
+        self.left()?;
         self.tcp.write(buf)
     }
     fn flush(&mut self) -> io::Result<()> {

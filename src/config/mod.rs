@@ -412,10 +412,7 @@ impl ClientBuilder {
         c.frames_are_messages = !self.protocol_set && c.heartbeat.replies.is_empty();
         for name in &c.subprotocols {
             if name.is_empty() || !name.bytes().all(crate::transport::token_byte) {
-                return Err(Error::config(
-                    "subprotocols",
-                    format!("{name:?} is not an HTTP token"),
-                ));
+                return Err(Error::config("subprotocols", "must be HTTP tokens"));
             }
         }
         // The order of the checks is the order a user reads the sections in.

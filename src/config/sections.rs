@@ -252,13 +252,14 @@ impl Reconnect {
         within_a_day("reconnect.max_retry_after", self.max_retry_after)?;
         within_a_day("reconnect.restart_spread", self.restart_spread)?;
         let steps = match self.backoff {
-            Backoff::Fixed(d) => vec![d],
-            Backoff::Linear { initial, step, max } => vec![initial, step, max],
-            Backoff::Exponential { initial, max } => vec![initial, max],
+            Backoff::Fixed(d) => [d, d, d],
+            Backoff::Linear { initial, step, max } => [initial, step, max],
+            Backoff::Exponential { initial, max } => [initial, max, max],
         };
-        for d in steps {
-            within_a_day("reconnect.backoff", d)?;
-        }
+        within_a_day(
+            "reconnect.backoff",
+            steps.into_iter().max().unwrap_or_default(),
+        )?;
         self.backoff.validate()?;
         if self.max_attempts == 0 {
             return Err(Error::config(

@@ -78,7 +78,8 @@ impl Batches {
         let batcher = Arc::new(Mutex::new(Batcher::new(window, max)));
         let back: Back = {
             let (batcher, shared) = (batcher.clone(), shared.clone());
-            Arc::new(move |messages: Vec<Message>| {
+            let out = shared.batches_out.clone();
+            let put = Arc::new(move |messages: Vec<Message>| {
                 if shared.is_closed() {
                     // After close(): nothing more is handed out again (or
                     // acked); the server delivers them next time.
@@ -93,7 +94,8 @@ impl Batches {
                 shared.inbound.force(owed);
                 lock(&batcher).put_back(messages);
                 shared.ring();
-            })
+            });
+            Back { put, out }
         };
         Batches {
             rx,

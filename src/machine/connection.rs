@@ -142,6 +142,9 @@ pub(crate) struct Connection {
     actions: VecDeque<Action>,
     /// Close frame sent; give up waiting for the server's at this moment.
     closing: Option<Instant>,
+    /// The server broke the protocol: the close code, what it did, and the
+    /// latest moment to send the close (set at the first look).
+    failing: Option<(u16, String, Option<Instant>)>,
     /// A message waiting for room in the inbound queue.
     held: Option<Message>,
     /// Reading is paused until the inbox takes the held message.
@@ -169,6 +172,7 @@ impl Connection {
             cfg,
             actions: VecDeque::new(),
             closing: None,
+            failing: None,
             held: None,
             paused: false,
             beat_sent: None,
@@ -219,6 +223,35 @@ impl Connection {
     /// [`crate::ClientBuilder::lenient`]).
     pub(crate) fn lenient(&self) -> bool {
         self.cfg.lenient
+    }
+
+    /// The server broke the protocol and the connection is being failed:
+    /// nothing more is read, and the close goes out once the application
+    /// is done with what it was given (see [`Connection::fail_when_settled`]).
+    pub(crate) fn failing(&self) -> bool {
+        self.failing.is_some()
+    }
+
+    /// While failing: `settled` when the application has taken every
+    /// message delivered and let go of every batch, so whatever it sent in
+    /// answer is queued. Then, or once `close_timeout` has passed, what
+    /// was queued is written, then the close frame, and the connection
+    /// ends.
+    pub(crate) fn fail_when_settled(&mut self, settled: bool, now: Instant) {
+        let Some((_, _, deadline)) = &mut self.failing else {
+            return;
+        };
+        let deadline = *deadline.get_or_insert(now + self.cfg.close_timeout);
+        if !settled && now < deadline {
+            return;
+        }
+        let Some((code, what, _)) = self.failing.take() else {
+            return;
+        };
+        self.actions.push_back(Action::DrainQueue);
+        self.actions.push_back(Action::Close(code, ""));
+        self.actions.push_back(Action::Flush);
+        self.exit(Exit::Lost(ConnectionError::Protocol(what)));
     }
 
     /// `true` once the close handshake has started (the server's reply is
@@ -380,21 +413,15 @@ impl Connection {
             }
             ReadFailure::Violation { code, what } => {
                 // RFC 6455 §7.1.7: fail the connection, with a close frame
-                // saying why while the socket can still take one. What the
-                // application queued before this point goes first.
+                // saying why while the socket can still take one. Nothing
+                // more is read; what the application sends in answer to
+                // what it was given before this point goes first (see
+                // `failing`).
                 if self.closing.is_none() {
-                    self.actions.push_back(Action::DrainQueue);
-                    self.actions.push_back(Action::Close(
-                        code,
-                        if code == 1007 {
-                            "invalid payload data"
-                        } else {
-                            "protocol error"
-                        },
-                    ));
+                    self.failing = Some((code, what, None));
+                } else {
+                    self.exit(Exit::Lost(ConnectionError::Protocol(what)));
                 }
-                self.actions.push_back(Action::Flush);
-                self.exit(Exit::Lost(ConnectionError::Protocol(what)));
             }
             ReadFailure::Failed(e) => self.lost(e),
         }
@@ -449,6 +476,10 @@ impl Connection {
             return Wait::Again;
         }
         let stall = self.stalled_since.map(|s| s + self.cfg.write_timeout);
+        if self.failing.is_some() {
+            // Look again soon: the application's progress raises no event.
+            return Wait::Until(Some(now + Duration::from_millis(2)));
+        }
         if let Some(deadline) = self.closing {
             if now >= deadline {
                 self.exit(Exit::Requested);

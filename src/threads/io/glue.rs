@@ -227,13 +227,20 @@ impl<S: Read + Write> Driver<S> {
             self.read_again |= !self.m.paused();
         }
         let read = read || std::mem::take(&mut self.read_again) || self.m.closing();
-        if !self.m.paused() && read {
+        if !self.m.paused() && !self.m.failing() && read {
             if let Some(e) = self.read() {
                 return Some(e);
             }
         }
         if self.m.takes_frames() {
             self.take_queued(WRITE_BUDGET);
+        }
+        if self.m.failing() {
+            // Settled: nothing waits for the application and it holds no
+            // batch, so what it sent in answer is in the queue.
+            let s = &self.ctx.shared;
+            let settled = s.inbound.used() == 0 && s.batches_out.load(SeqCst) == 0;
+            self.m.fail_when_settled(settled, Instant::now());
         }
         self.flush();
         self.act()
@@ -359,7 +366,7 @@ impl<S: Read + Write> Driver<S> {
                     ReadFailure::Violation {
                         code: 1007,
                         what: format!(
-                            "the server's close frame has a reason that is not valid UTF-8 (at {bad:?})"
+                            "the server's close frame has a reason that is not valid UTF-8 (at {bad})"
                         ),
                     }
                 }
@@ -367,7 +374,7 @@ impl<S: Read + Write> Driver<S> {
                     self.data_read += 1;
                     ReadFailure::Violation {
                         code: 1007,
-                        what: format!("a text message is not valid UTF-8 (at {bad:?})"),
+                        what: format!("a text message is not valid UTF-8 (at {bad})"),
                     }
                 }
                 Err(tungstenite::Error::Utf8(bad)) => {
@@ -377,7 +384,7 @@ impl<S: Read + Write> Driver<S> {
                         // One frame, read whole and not UTF-8: the frames
                         // around it are intact, so only it goes.
                         self.ctx.shared.counters.malformed.fetch_add(1, Relaxed);
-                        warn!(target: "heartline::threads::io", "skipped a text message that is not valid UTF-8 (at {bad:?}); the connection carries on");
+                        warn!(target: "heartline::threads::io", "skipped a text message that is not valid UTF-8 (at {bad}); the connection carries on");
                         continue;
                     }
                     // A message in fragments is cut where the bad bytes
@@ -385,9 +392,7 @@ impl<S: Read + Write> Driver<S> {
                     // (the supervisor logs why).
                     ReadFailure::Violation {
                         code: 1007,
-                        what: format!(
-                            "a text message in fragments is not valid UTF-8 (at {bad:?})"
-                        ),
+                        what: format!("a text message in fragments is not valid UTF-8 (at {bad})"),
                     }
                 }
                 Err(tungstenite::Error::Capacity(e)) => {
@@ -395,16 +400,15 @@ impl<S: Read + Write> Driver<S> {
                     ReadFailure::TooLarge(e.to_string())
                 }
                 Err(tungstenite::Error::Io(e)) => ReadFailure::Failed(ConnectionError::from(e)),
-                Err(tungstenite::Error::Protocol(e)) => {
-                    warn!(target: "heartline::threads::io", "protocol error from the server, failing the connection with 1002: {e}");
-                    ReadFailure::Violation {
-                        code: 1002,
-                        what: e.to_string(),
-                    }
-                }
                 Err(e) => {
                     warn!(target: "heartline::threads::io", "protocol error from the server: {e}");
-                    ReadFailure::Failed(ConnectionError::Protocol(e.to_string()))
+                    match e {
+                        tungstenite::Error::Protocol(_) => ReadFailure::Violation {
+                            code: 1002,
+                            what: e.to_string(),
+                        },
+                        e => ReadFailure::Failed(ConnectionError::Protocol(e.to_string())),
+                    }
                 }
             };
             self.m.read_failed(failure);
@@ -679,6 +683,18 @@ mod tests {
         fn turn(&mut self) -> Option<Exit> {
             self.d.turn(&self.commands, true)
         }
+        /// Turns until the connection ends (a failing one waits for the
+        /// application, here for `close_timeout`).
+        fn turn_to_exit(&mut self) -> Option<Exit> {
+            let deadline = Instant::now() + std::time::Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Some(e) = self.turn() {
+                    return Some(e);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            None
+        }
         fn sent(&mut self) -> Vec<WsMessage> {
             at_server(&self.script().written)
         }
@@ -844,7 +860,7 @@ mod tests {
             wire.extend(&bad);
             wire.extend(from_server(vec![text(r#"{"id":"b"}"#)]));
             r.script().reads = VecDeque::from([Some(wire)]);
-            match r.turn() {
+            match r.turn_to_exit() {
                 Some(Exit::Lost(ConnectionError::Protocol(_))) => {}
                 other => panic!("{bad:x?}: expected a protocol error, got {other:?}"),
             }
@@ -873,6 +889,37 @@ mod tests {
         assert!(
             frame.is_some() && frame < close,
             "the queued frame, then the close: {sent:?}"
+        );
+    }
+
+    #[test]
+    fn the_answer_to_a_message_before_a_violation_goes_out_before_the_close() {
+        // Autobahn 3.2: a message, then a bad frame in the same read. The
+        // application answers the message on its own thread, after the io
+        // thread has read the bad frame: the close waits for it.
+        let mut r = rig();
+        let mut wire = from_server(vec![text(r#"{"id":"a"}"#)]);
+        wire.extend([0xC1, 0x01, b'x']); // RSV1, nothing agreed
+        r.script().reads = VecDeque::from([Some(wire)]);
+        assert!(r.turn().is_none(), "the close waits for the application");
+        assert!(close_sent(&mut r).is_none());
+        let m = r.inbound.try_recv().expect("the message before it");
+        r.d.ctx.shared.inbound.release(m.budget_cost());
+        r.outbound_tx
+            .send(Outgoing::Frame(Frame::from("echo")))
+            .unwrap();
+        assert!(matches!(
+            r.turn(),
+            Some(Exit::Lost(ConnectionError::Protocol(_)))
+        ));
+        let sent = r.sent();
+        let echo = sent
+            .iter()
+            .position(|m| matches!(m, WsMessage::Text(t) if t.as_str() == "echo"));
+        let close = sent.iter().position(|m| matches!(m, WsMessage::Close(_)));
+        assert!(
+            echo.is_some() && echo < close,
+            "the echo, then the close: {sent:?}"
         );
     }
 
@@ -907,7 +954,7 @@ mod tests {
         wire.extend([0x80, 0x01, b'!']);
         wire.extend(from_server(vec![text("after")]));
         r.script().reads = VecDeque::from([Some(wire)]);
-        match r.turn() {
+        match r.turn_to_exit() {
             Some(Exit::Lost(ConnectionError::Protocol(why))) => {
                 assert!(why.contains("UTF-8"), "{why}")
             }
@@ -922,7 +969,7 @@ mod tests {
         let mut wire = from_server(vec![text("a")]);
         wire.extend([0x88, 0x04, 0x03, 0xE8, 0xff, 0xfe]); // close 1000, bad reason
         r.script().reads = VecDeque::from([Some(wire)]);
-        match r.turn() {
+        match r.turn_to_exit() {
             Some(Exit::Lost(ConnectionError::Protocol(why))) => {
                 assert!(why.contains("close frame"), "{why}")
             }
