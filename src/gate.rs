@@ -15,9 +15,11 @@
 //! tungstenite (1009): by the time that is known, its first fragments have
 //! been passed on, and a message cannot be taken back half way.
 //!
-//! Frames of a type RFC 6455 reserves for extensions (none is agreed:
-//! heartline offers none) are dropped the same way and reported as
-//! malformed, where tungstenite would fail the connection.
+//! With `lenient(true)`, frames of a type RFC 6455 reserves for
+//! extensions (none is agreed: heartline offers none) are dropped the same
+//! way and reported as malformed; by default they pass, and tungstenite's
+//! error fails the connection. It also notes the code of a close frame as
+//! it was on the wire (tungstenite turns a forbidden one into 1002).
 //!
 //! It also notes which messages it passed on came in fragments, so that
 //! the io glue can tell a text message that is not UTF-8 and came whole

@@ -284,9 +284,11 @@ impl ClientBuilder {
     /// redelivers. Off by default: heartline is strict, as browsers are. A
     /// protocol violation (a frame type or RSV bit no extension was agreed
     /// for, text that is not UTF-8, a bad control or close frame) fails the
-    /// connection as RFC 6455 §7.1.7 says: frames the application queued
-    /// first are written, then a close frame with 1002 (or 1007 for bad
-    /// text), and the reconnect policy applies. A server that redelivers
+    /// connection as RFC 6455 §7.1.7 says: nothing more is read; once the
+    /// application has taken what came before and let go of its batches
+    /// (at most `timeouts.close`), what it queued is written, then a close
+    /// frame with 1002 (or 1007 for bad text), and the reconnect policy
+    /// applies. A server that redelivers
     /// what was not acknowledged loses nothing by this (the connection's
     /// unfinished messages come again), but one that does not loses every
     /// message it had in flight behind the bad frame.
