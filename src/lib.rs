@@ -69,7 +69,6 @@ mod dial;
 mod durable;
 mod error;
 mod frame;
-mod gate;
 mod machine;
 mod message;
 #[cfg(test)]
@@ -92,8 +91,8 @@ pub struct ReadmeDoctests;
 
 pub use client::{Client, Events, Update, Updates};
 pub use config::sections::{
-    AckMode, Delivery, Heartbeat, Keepalive, Limits, Overflow, Persistence, Polling, Reconnect,
-    TcpKeepalive, Timeouts, Tls,
+    AckMode, Delivery, Heartbeat, Keepalive, Limits, OverLimit, Overflow, Persistence, Polling,
+    Reconnect, TcpKeepalive, Timeouts, Tls,
 };
 pub use config::{ClientBuilder, Endpoint, EndpointContext};
 pub use delivery::Batches;

@@ -1,7 +1,7 @@
 //! The hand-written parsers under random and mutated input (proptest):
 //! the upgrade answer, a proxy's answer, `Retry-After`, poll bodies through
-//! the protocol rules, the state file, and the inbound gate's frame
-//! headers. Each must never panic, take time
+//! the protocol rules, the state file, and the server's frames (the frame
+//! reader). Each must never panic, take time
 //! linear in its input, and on bad input return an error that says what
 //! was wrong. A failing case is saved by proptest in
 //! `src/parsers_proptest.proptest-regressions` (committed) and replayed
@@ -14,6 +14,7 @@ use serde_json::json;
 
 use crate::durable::file;
 use crate::frame::{Cursor, Frame};
+use crate::machine::frames::{server_frame, Event, Reader, Rules};
 use crate::machine::hints::retry_after;
 use crate::protocol::{JsonRules, Protocol};
 
@@ -133,116 +134,108 @@ proptest! {
     }
 }
 
-/// Quadratic behaviour shows on big inputs as seconds, linear as
-/// milliseconds: a generous bound tells them apart even on a loaded
-/// machine, in a debug build.
-/// Reads of the given sizes (at least 1 byte each, cycled).
-struct Reads<'a> {
-    data: &'a [u8],
-    sizes: Vec<usize>,
-    n: usize,
-}
-
-impl std::io::Read for Reads<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let size = self.sizes[self.n % self.sizes.len()].max(1);
-        self.n += 1;
-        let k = size.min(buf.len()).min(self.data.len());
-        buf[..k].copy_from_slice(&self.data[..k]);
-        self.data = &self.data[k..];
-        Ok(k)
+/// Everything the frame reader makes of `wire`, read in pieces of
+/// `sizes` (cycled); it stops at the first failure, as the connection does.
+fn through_reader(wire: &[u8], rules: Rules, sizes: &[usize]) -> Vec<Result<Event, String>> {
+    let mut r = Reader::new(rules);
+    let (mut out, mut at, mut n) = (Vec::new(), 0, 0);
+    loop {
+        match r.next() {
+            Some(Ok(e)) => out.push(Ok(e)),
+            Some(Err(e)) => {
+                out.push(Err(format!("{e:?}")));
+                return out;
+            }
+            None if at == wire.len() => return out,
+            None => {
+                let space = r.space();
+                let k = sizes[n % sizes.len()].min(space.len()).min(wire.len() - at);
+                n += 1;
+                space[..k].copy_from_slice(&wire[at..at + k]);
+                r.filled(k);
+                at += k;
+            }
+        }
     }
 }
 
-/// Everything a client reads from `wire` through the gate (`limit`), in
-/// reads of `sizes` into buffers of `buf` bytes.
-fn through_gate(wire: &[u8], limit: usize, sizes: Vec<usize>, buf: usize) -> Vec<u8> {
-    use std::io::Read;
-    let mut g = crate::gate::Gated::new(
-        Reads {
-            data: wire,
-            sizes,
-            n: 0,
-        },
-        limit,
-        true,
-        &mut Vec::new(),
-    );
-    let (mut out, mut b) = (Vec::new(), vec![0u8; buf]);
-    loop {
-        match g.read(&mut b) {
-            Ok(0) | Err(_) => return out,
-            Ok(n) => out.extend_from_slice(&b[..n]),
-        }
+fn reader_rules(lenient: bool) -> Rules {
+    Rules {
+        max_frame: 150,
+        max_message: 300,
+        close_on_too_large: false,
+        lenient,
     }
 }
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
+    /// Any bytes, in any pieces: no panic, and the same events as when
+    /// they come at once.
     #[test]
-    fn the_gate_never_panics_on_any_bytes(
+    fn the_frame_reader_never_panics_and_ignores_read_boundaries(
         bytes in proptest::collection::vec(any::<u8>(), 0..600),
         sizes in proptest::collection::vec(1usize..40, 1..6),
-        buf in 1usize..100,
+        lenient in any::<bool>(),
     ) {
-        let out = through_gate(&bytes, 128, sizes, buf);
-        prop_assert!(out.len() <= bytes.len());
+        let whole = through_reader(&bytes, reader_rules(lenient), &[usize::MAX]);
+        prop_assert_eq!(through_reader(&bytes, reader_rules(lenient), &sizes), whole);
     }
 
-    /// At any read boundaries, the gate passes exactly the frames a
-    /// frame-by-frame reading keeps: every frame but a data frame over the
-    /// limit or of a reserved type with the continuations of its message,
-    /// and a control frame of a reserved type.
+    /// Well-formed messages in fragments, pings between them: every one
+    /// within the limits comes whole, every other is reported too large,
+    /// in order, at any read boundaries.
     #[test]
-    fn the_gate_drops_exactly_the_oversized_messages(
-        frames in proptest::collection::vec((0u8..6, any::<bool>(), 0usize..400), 0..12),
+    fn the_frame_reader_drops_exactly_the_oversized_messages(
+        messages in proptest::collection::vec(
+            (any::<bool>(), proptest::collection::vec((0usize..200, any::<bool>()), 1..4)),
+            0..10,
+        ),
         sizes in proptest::collection::vec(1usize..300, 1..6),
-        buf in 1usize..200,
     ) {
-        const LIMIT: usize = 150;
-        let (mut wire, mut kept) = (Vec::new(), Vec::new());
-        let mut dropping = false;
-        for (kind, fin, len) in frames {
-            // Continuation, text, binary, ping (a control frame is short
-            // and whole), a reserved data type, a reserved control type.
-            let (opcode, fin, len) = match kind {
-                0 => (0, fin, len),
-                1 => (1, fin, len),
-                2 => (2, fin, len),
-                3 => (9, true, len % 126),
-                4 => (3 + (len % 5) as u8, fin, len),
-                _ => (11 + (len % 5) as u8, true, len % 126),
-            };
-            let f = crate::gate::server_frame(fin, opcode, &vec![opcode ^ 0x5A; len]);
-            let drop = match opcode {
-                1 | 2 => {
-                    dropping = len > LIMIT && !fin;
-                    len > LIMIT
+        let rules = reader_rules(false);
+        let (mut wire, mut expected) = (Vec::new(), Vec::new());
+        for (i, (text, parts)) in messages.iter().enumerate() {
+            let mut payload = Vec::new();
+            let mut total = 0u64;
+            let mut dropped = None;
+            for (j, (len, ping)) in parts.iter().enumerate() {
+                let fin = j + 1 == parts.len();
+                let opcode = match (j, text) {
+                    (0, true) => 1,
+                    (0, false) => 2,
+                    _ => 0,
+                };
+                let bytes = vec![b'a' + (i % 26) as u8; *len];
+                wire.extend(server_frame(fin, opcode, &bytes));
+                total += *len as u64;
+                if dropped.is_none() && (*len as u64 > rules.max_frame || total > rules.max_message) {
+                    dropped = Some(total);
+                    expected.push(Ok(Event::TooLarge { len: total, fragmented: parts.len() > 1 }));
                 }
-                3..=7 => {
-                    dropping = !fin;
-                    true
+                payload.extend(bytes);
+                if *ping && !fin {
+                    wire.extend(server_frame(true, 9, b"p"));
+                    expected.push(Ok(Event::Ping(b"p".to_vec())));
                 }
-                11..=15 => true,
-                0 => {
-                    let d = dropping;
-                    if d {
-                        dropping = !fin;
-                    }
-                    d
-                }
-                _ => false,
-            };
-            if !drop {
-                kept.extend_from_slice(&f);
             }
-            wire.extend(f);
+            if dropped.is_none() {
+                let f = if *text {
+                    crate::Frame::Text(String::from_utf8(payload).unwrap())
+                } else {
+                    crate::Frame::Binary(payload)
+                };
+                expected.push(Ok(Event::Message(f)));
+            }
         }
-        prop_assert_eq!(through_gate(&wire, LIMIT, sizes, buf), kept);
+        prop_assert_eq!(through_reader(&wire, rules, &sizes), expected);
     }
 }
 
+/// Quadratic behaviour shows on big inputs as seconds, linear as
+/// milliseconds: a generous bound tells them apart even on a loaded
+/// machine, in a debug build.
 fn linear(what: &str, f: impl FnOnce()) {
     let t = Instant::now();
     f();

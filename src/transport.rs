@@ -114,9 +114,14 @@ impl Write for Stream {
     }
 }
 
-/// The open WebSocket: the stream, behind the gate that drops oversized
-/// messages as they arrive.
-pub(crate) type Socket = WebSocket<crate::gate::Gated<Stream>>;
+/// The open WebSocket: tungstenite's writer on the stream (frames out,
+/// masked, with its write buffer), and the bytes read past the upgrade
+/// answer, the start of what the frame reader
+/// ([`crate::machine::frames`]) reads.
+pub(crate) struct Socket {
+    pub ws: WebSocket<Stream>,
+    pub leftover: Vec<u8>,
+}
 
 /// Builds the TLS connector once per client, from the roots parsed at
 /// build.
@@ -139,10 +144,11 @@ pub(crate) fn tls_connector(cfg: &Config) -> Result<native_tls::TlsConnector, Er
 /// tungstenite's write buffer: what it holds beyond this, it refuses.
 pub(crate) const WRITE_BUFFER: usize = 128 * 1024;
 
+/// tungstenite only writes (heartline reads frames itself), so its read
+/// buffer is the smallest it takes.
 pub(crate) fn ws_config(cfg: &Config) -> WebSocketConfig {
     WebSocketConfig::default()
-        .max_message_size(Some(cfg.limits.max_message_size))
-        .max_frame_size(Some(cfg.limits.max_frame_size))
+        .read_buffer_size(0)
         .write_buffer_size(WRITE_BUFFER)
         // Data frames enter the buffer only while the socket takes them, at
         // most one outbound budget per turn; what else piles up there (acks,
@@ -385,21 +391,17 @@ fn upgrade(
         )));
     }
     let subprotocol = agreed.check(&cfg.subprotocols, addr)?;
-    let mut leftover = buf.split_off(head_len);
+    let leftover = buf.split_off(head_len);
     stream.no_deadline();
-    let stream = crate::gate::Gated::new(
+    let ws = WebSocket::from_raw_socket(
         stream,
-        cfg.limits.max_frame_size,
-        cfg.lenient,
-        &mut leftover,
-    );
-    let socket = WebSocket::from_partially_read(
-        stream,
-        leftover,
         tungstenite::protocol::Role::Client,
         Some(ws_config(cfg)),
     );
-    Ok((socket, crate::message::Opened { subprotocol }))
+    Ok((
+        Socket { ws, leftover },
+        crate::message::Opened { subprotocol },
+    ))
 }
 
 /// Keepalive and `TCP_USER_TIMEOUT`, so the kernel reports a dead peer

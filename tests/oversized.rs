@@ -2,13 +2,18 @@ mod common;
 use common::*;
 
 use heartline::testkit::Sent;
-use heartline::{Frame, Limits, State};
+use heartline::{Frame, Limits, OverLimit, State};
 
 fn limited(server: &heartline::testkit::TestServer) -> heartline::Client {
+    limited_with(server, OverLimit::Drop)
+}
+
+fn limited_with(server: &heartline::testkit::TestServer, policy: OverLimit) -> heartline::Client {
     fast(server.url())
         .limits(Limits {
             max_message_size: 1024,
             max_frame_size: 1024,
+            on_too_large: policy,
             ..Limits::default()
         })
         .build()
@@ -75,18 +80,38 @@ fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Two fragments, each within max_frame_size, together over
+/// max_message_size, which is known only once the first one has passed.
+fn grown_too_large() -> Vec<u8> {
+    let mut raw = frame(false, 1, &[b'a'; 600]);
+    raw.extend(frame(true, 0, &[b'b'; 600]));
+    raw
+}
+
 #[test]
-fn a_message_grown_too_large_over_fragments_closes_with_1009_and_the_client_reconnects() {
+fn a_message_grown_too_large_over_fragments_is_dropped_and_the_next_arrives() {
     let server = server();
     let client = limited(&server);
+    wait_open(&client.events());
+    server.push("good-1");
+    let mut raw = grown_too_large();
+    raw.extend(frame(true, 1, b"good-2"));
+    server.push_raw(&raw);
+    assert_eq!(texts(&collect(&client, 2)), vec!["good-1", "good-2"]);
+    let stats = client.stats();
+    assert_eq!((stats.too_large, stats.connects), (1, 1));
+    client.close();
+    assert!(!closed_with_1009(&server));
+}
+
+#[test]
+fn with_on_too_large_close_a_grown_message_closes_with_1009_and_the_client_reconnects() {
+    let server = server();
+    let client = limited_with(&server, OverLimit::Close);
     let events = client.events();
     wait_open(&events);
     server.push("good-1");
-    // Each fragment is within max_frame_size; together they are over
-    // max_message_size, which is known only once the first ones passed.
-    let mut raw = frame(false, 1, &[b'a'; 600]);
-    raw.extend(frame(true, 0, &[b'b'; 600]));
-    server.push_raw(&raw);
+    server.push_raw(&grown_too_large());
     let (ev, _) = wait_event(&events, "reconnecting", |e| {
         matches!(e.state, State::Reconnecting { .. })
     });

@@ -337,16 +337,20 @@ impl Timeouts {
 /// costs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
-    /// The largest inbound message, all its fragments together. A message
-    /// whose size, announced or grown, is larger closes the connection
-    /// with 1009 and the client reconnects. At least 128. Default: 1 MiB.
+    /// The largest inbound message, all its fragments together. What
+    /// happens to a larger one is [`Limits::on_too_large`]. At least 128.
+    /// Default: 1 MiB.
     pub max_message_size: usize,
-    /// The largest inbound frame. A message whose (first) frame is larger
-    /// is dropped as its bytes arrive, never held: the connection carries
-    /// on with the messages behind it, [`crate::Stats::too_large`] counts
-    /// it and a warning says its size. At least 128, at most
+    /// The largest inbound frame. What happens to a message with a larger
+    /// frame is [`Limits::on_too_large`]. At least 128, at most
     /// `max_message_size`. Default: 1 MiB.
     pub max_frame_size: usize,
+    /// What happens to an inbound message over `max_frame_size` or
+    /// `max_message_size`, whether its first frame says so or it grows
+    /// through fragments. Either way it is never held: memory stays within
+    /// `max_message_size` whatever size the server announces. Default:
+    /// [`OverLimit::Drop`].
+    pub on_too_large: OverLimit,
     /// How many received messages may wait for the application. What
     /// happens when it is full is [`Delivery::overflow`]. Default: 4096.
     pub inbound_capacity: usize,
@@ -386,6 +390,7 @@ impl Default for Limits {
         Limits {
             max_message_size: 1 << 20,
             max_frame_size: 1 << 20,
+            on_too_large: OverLimit::Drop,
             inbound_capacity: 4096,
             inbound_bytes: 8 << 20,
             outbound_capacity: 1024,
@@ -417,6 +422,24 @@ impl Limits {
         at_least_one("limits.event_capacity", self.event_capacity)?;
         at_least_one("limits.dedupe_window", self.dedupe_window)
     }
+}
+
+/// What happens to an inbound message over the size limits
+/// ([`Limits::on_too_large`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum OverLimit {
+    /// Drop it as its bytes arrive: the connection carries on with the
+    /// messages behind it, [`crate::Stats::too_large`] counts it and a
+    /// warning says its size. A message the server sends again on every
+    /// connect (a snapshot, a redelivery) cannot hold the client in a loop
+    /// of reconnects. The default.
+    #[default]
+    Drop,
+    /// Close the connection with 1009 (RFC 6455 §7.4.1: too big to
+    /// process) and reconnect, reporting a [`crate::ConnectionError::TooLarge`].
+    /// For servers that must hear that a message was refused.
+    Close,
 }
 
 /// What happens when the inbound queue is full because the application is

@@ -17,12 +17,13 @@ use crate::error::{guarded, ConnectionError};
 use crate::message::{Frame, Message, Meta, Via};
 use crate::protocol::ReplyRule;
 
-/// A frame as read from the socket (tungstenite's message, reduced to what
-/// the machine decides on).
+/// What the frame reader ([`crate::machine::frames`]) made of the
+/// server's bytes, reduced to what this machine decides on.
 #[derive(Debug)]
 pub(crate) enum Incoming {
     Data(Frame),
-    Ping,
+    /// A Ping and its payload, which the Pong carries back.
+    Ping(Vec<u8>),
     Pong,
     /// A close frame: code and reason (1005 and "" when it had none).
     Close(u16, String),
@@ -64,7 +65,10 @@ pub(crate) enum Action {
     /// Move the application's queued frames to the socket now (before a
     /// close frame, so nothing queued before `close()` is lost).
     DrainQueue,
-    /// Start the close handshake with this code and reason.
+    /// Answer a Ping with a Pong carrying its payload.
+    Pong(Vec<u8>),
+    /// Send a close frame with this code and reason (1005: a close frame
+    /// without a code, the answer to one).
     Close(u16, &'static str),
     /// Flush what was written.
     Flush,
@@ -117,8 +121,6 @@ pub(crate) struct Settings {
     pub protocol: Arc<dyn crate::protocol::Protocol>,
     /// Every data frame is a message as it is: the protocol is not asked.
     pub frames_are_messages: bool,
-    /// Skip what breaks RFC 6455 where the stream allows it.
-    pub lenient: bool,
 }
 
 impl Settings {
@@ -132,7 +134,6 @@ impl Settings {
             max_message_size: cfg.limits.max_message_size,
             protocol: cfg.protocol.clone(),
             frames_are_messages: cfg.frames_are_messages,
-            lenient: cfg.lenient,
         }
     }
 }
@@ -219,12 +220,6 @@ impl Connection {
         self.paused
     }
 
-    /// Skip what breaks RFC 6455 where the stream allows it (see
-    /// [`crate::ClientBuilder::lenient`]).
-    pub(crate) fn lenient(&self) -> bool {
-        self.cfg.lenient
-    }
-
     /// The server broke the protocol and the connection is being failed:
     /// nothing more is read, and the close goes out once the application
     /// is done with what it was given (see [`Connection::fail_when_settled`]).
@@ -301,15 +296,24 @@ impl Connection {
         let frame = match f {
             Incoming::Data(frame) => frame,
             Incoming::Pong => return self.answered(now),
-            Incoming::Ping => return, // tungstenite queued the Pong
+            Incoming::Ping(payload) => {
+                // Once a close frame is sent, no other frame may follow it
+                // (RFC 6455 §5.5.1).
+                if self.closing.is_none() {
+                    self.actions.push_back(Action::Pong(payload));
+                }
+                return;
+            }
             Incoming::Close(code, reason) => {
-                // tungstenite queued the reply; send it on the way out.
+                if self.closing.is_some() {
+                    // The answer to ours: the handshake is complete.
+                    return self.exit(Exit::Requested);
+                }
+                // RFC 6455 §5.5.1: answered with a close frame, echoing
+                // the code (or with none, as it came).
+                self.actions.push_back(Action::Close(code, ""));
                 self.actions.push_back(Action::Flush);
-                return self.exit(if self.closing.is_some() {
-                    Exit::Requested
-                } else {
-                    Exit::ServerClosed { code, reason }
-                });
+                return self.exit(Exit::ServerClosed { code, reason });
             }
         };
         if self.cfg.frames_are_messages {
@@ -637,14 +641,16 @@ mod tests {
     fn the_first_frame_proves_the_socket_and_every_frame_marks_it_alive() {
         let t0 = Instant::now();
         let mut c = Connection::new(plain(), vec![], Vec::new());
-        c.frame(Incoming::Ping, t0);
+        c.frame(Incoming::Ping(Vec::new()), t0);
         let a = drain(&mut c);
-        assert!(matches!(&a[..], [Action::Alive(at), Action::Proven] if *at == t0));
+        assert!(
+            matches!(&a[..], [Action::Alive(at), Action::Proven, Action::Pong(_)] if *at == t0)
+        );
         // Read in the same turn (same time): already reported.
-        c.frame(Incoming::Ping, t0);
+        c.frame(Incoming::Pong, t0);
         assert!(drain(&mut c).is_empty());
         let t1 = t0 + Duration::from_millis(1);
-        c.frame(Incoming::Ping, t1);
+        c.frame(Incoming::Pong, t1);
         assert!(matches!(&drain(&mut c)[..], [Action::Alive(at)] if *at == t1));
     }
 
@@ -765,10 +771,34 @@ mod tests {
             matches!(a.last(), Some(Action::Exit(Exit::ServerClosed { code: 4001, reason })) if reason == "bye")
         );
         assert!(
-            a.iter().any(|x| matches!(x, Action::Flush)),
-            "the reply goes out"
+            matches!(&a[2..4], [Action::Close(4001, ""), Action::Flush]),
+            "the reply echoes the code and goes out: {a:?}"
         );
         assert!(c.is_done());
+        // The answer to our own close completes the handshake: no reply.
+        let mut c = Connection::new(plain(), vec![], Vec::new());
+        c.command(Command::Close, t0);
+        drain(&mut c);
+        c.frame(Incoming::Close(1000, String::new()), t0);
+        let a = drain(&mut c);
+        assert!(matches!(a.last(), Some(Action::Exit(Exit::Requested))));
+        assert!(!a.iter().any(|x| matches!(x, Action::Close(..))));
+    }
+
+    #[test]
+    fn a_ping_is_answered_with_its_payload_until_a_close_is_sent() {
+        let t0 = Instant::now();
+        let mut c = Connection::new(plain(), vec![], Vec::new());
+        c.frame(Incoming::Ping(b"p1".to_vec()), t0);
+        let a = drain(&mut c);
+        assert!(
+            matches!(a.last(), Some(Action::Pong(p)) if p == b"p1"),
+            "{a:?}"
+        );
+        c.command(Command::Close, t0);
+        drain(&mut c);
+        c.frame(Incoming::Ping(b"p2".to_vec()), t0);
+        assert!(!drain(&mut c).iter().any(|a| matches!(a, Action::Pong(_))));
     }
 
     #[test]

@@ -1,9 +1,9 @@
-//! The glue between tungstenite and the connection machine, without the
-//! waiting: one turn reads until `WouldBlock` (or the budget), turns
-//! tungstenite's results into the machine's inputs, carries out its actions
-//! and writes the application's frames. Generic over the stream, so it is
-//! tested with a scripted `Read + Write` that returns `WouldBlock` on chosen
-//! calls. Logs under the io thread's target.
+//! The glue between the socket and the connection machine, without the
+//! waiting: one turn reads until `WouldBlock` (or the budget), hands the
+//! frame reader's events to the machine, carries out its actions and writes
+//! the application's frames through tungstenite. Generic over the stream,
+//! so it is tested with a scripted `Read + Write` that returns `WouldBlock`
+//! on chosen calls. Logs under the io thread's target.
 
 use std::io::{ErrorKind, Read, Write};
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
@@ -19,9 +19,9 @@ use tungstenite::{Message as WsMessage, WebSocket};
 use crate::delivery::inbox::{Inbox, Offer};
 use crate::durable::Ledger;
 use crate::error::ConnectionError;
-use crate::gate::Gated;
 use crate::machine::connection::{Action, Connection as Machine, Incoming, ReadFailure};
 use crate::machine::connection::{Command, Exit};
+use crate::machine::frames::{Event, Reader, Skip};
 use crate::message::Frame;
 use crate::shared::Shared;
 use crate::threads::{Link, Outgoing};
@@ -46,7 +46,10 @@ pub(super) struct Ctx {
 /// machine's actions. Generic over the stream so the glue is tested with a
 /// scripted `Read + Write`.
 pub(super) struct Driver<S> {
-    pub ws: WebSocket<Gated<S>>,
+    /// tungstenite, as the writer: frames out, masked, buffered.
+    pub ws: WebSocket<S>,
+    /// The server's frames, read from `ws`'s stream.
+    pub rd: Reader,
     pub m: Machine,
     pub ctx: Ctx,
     /// This turn moved data (read or wrote a frame).
@@ -64,12 +67,22 @@ pub(super) struct Driver<S> {
     /// the consumer waits for rings at once (the reply to a send does not
     /// wait for the turn's last read).
     pub queued_in_turn: usize,
-    /// The gate's dropped bytes when last looked at: more since is a sign
-    /// of life (a dropped message's bytes are still the server's).
-    pub dropped_seen: u64,
-    /// Data messages tungstenite has read (or failed on): which one a
-    /// UTF-8 error is about, for the gate.
-    pub data_read: u64,
+    /// Bytes arrived in this read turn: the link is alive, whether or not
+    /// they finish a frame (a large message, a dropped one).
+    pub heard: bool,
+    /// Messages dropped or skipped and not yet logged (one warning per
+    /// read turn, however many).
+    pub skipped: Skipped,
+}
+
+/// Messages the frame reader dropped or skipped since the last warning.
+#[derive(Default)]
+pub(super) struct Skipped {
+    /// Over a limit: how many, and the last one's size and whether it came
+    /// in fragments.
+    too_large: Option<(u64, u64, bool)>,
+    /// Skipped (lenient): how many, and the last one's reason.
+    broken: Option<(u64, Skip)>,
 }
 
 impl<S: Read + Write> Driver<S> {
@@ -106,9 +119,12 @@ impl<S: Read + Write> Driver<S> {
                     }
                 }
                 Action::DrainQueue => self.take_queued(usize::MAX),
+                Action::Pong(payload) => {
+                    self.send(WsMessage::Pong(payload.into()));
+                }
                 Action::Close(code, reason) => {
                     debug!(target: "heartline::threads::io", "sending close {code}");
-                    self.send(WsMessage::Close(Some(CloseFrame {
+                    self.send(WsMessage::Close((code != 1005).then(|| CloseFrame {
                         code: CloseCode::from(code),
                         reason: reason.into(),
                     })));
@@ -249,13 +265,12 @@ impl<S: Read + Write> Driver<S> {
     fn read(&mut self) -> Option<Exit> {
         self.at = Instant::now();
         self.queued_in_turn = 0;
+        self.heard = false;
         // Counted once per turn, not per message (two shared counters
         // fewer on every message's path).
         let mut tally = (0, 0);
         let exit = self.read_messages(&mut tally);
-        self.gate_report();
-        let read = self.data_read;
-        self.ws.get_mut().gate().read_up_to(read);
+        self.report_skipped();
         let c = &self.ctx.shared.counters;
         c.frames_in.fetch_add(tally.0, Relaxed);
         c.bytes_in.fetch_add(tally.1, Relaxed);
@@ -265,158 +280,119 @@ impl<S: Read + Write> Driver<S> {
         exit
     }
 
-    /// Reports the messages the gate dropped for being too large, and takes
-    /// the bytes it dropped as a sign of life.
-    fn gate_report(&mut self) {
-        let gate = self.ws.get_mut().gate();
-        let (skipped, dropped) = (gate.take_skipped(), gate.dropped_bytes());
-        let unknown = gate.take_unknown();
-        if dropped != self.dropped_seen {
-            self.dropped_seen = dropped;
-            self.active = true;
-            self.ctx.link.touch(self.at);
+    /// Logs the messages dropped or skipped in this read turn (they were
+    /// counted as they came).
+    fn report_skipped(&mut self) {
+        let Skipped { too_large, broken } = std::mem::take(&mut self.skipped);
+        if let Some((n, skip)) = broken {
+            let what = match skip {
+                Skip::Reserved(opcode) => format!(
+                    "the last a frame with opcode {opcode}, which RFC 6455 reserves and no extension was agreed for"
+                ),
+                Skip::NotUtf8 => "the last a text message that is not valid UTF-8".to_owned(),
+            };
+            warn!(target: "heartline::threads::io", "skipped {n} message(s) that break RFC 6455 ({what}); lenient: the connection carries on");
         }
-        if let Some((n, opcode)) = unknown {
-            self.ctx.shared.counters.malformed.fetch_add(n, Relaxed);
-            warn!(target: "heartline::threads::io", "skipped {n} frame(s) of a reserved type (the last with opcode {opcode}), for which no extension was agreed; the connection carries on");
+        if let Some((n, len, fragmented)) = too_large {
+            let rules = self.rd.rules();
+            warn!(
+                target: "heartline::threads::io",
+                "dropped {n} message(s) over limits.max_frame_size ({} bytes) or \
+                 limits.max_message_size ({} bytes), the last of {}{len} bytes{}, as they \
+                 arrived; the connection carries on. To receive such messages, raise \
+                 limits.max_frame_size and limits.max_message_size",
+                rules.max_frame,
+                rules.max_message,
+                if fragmented { "at least " } else { "" },
+                if fragmented { ", in fragments" } else { "" },
+            );
         }
-        let Some(s) = skipped else { return };
-        let c = &self.ctx.shared.counters;
-        c.too_large.fetch_add(s.count, Relaxed);
-        let limit = self.ws.get_config().max_frame_size.unwrap_or(usize::MAX);
-        warn!(
-            target: "heartline::threads::io",
-            "dropped {} message(s) over limits.max_frame_size ({limit} bytes), the last of {} bytes{}, \
-             as they arrived; the connection carries on. To receive such messages, raise \
-             limits.max_frame_size and limits.max_message_size",
-            s.count,
-            s.len,
-            if s.fragmented { " in its first fragment" } else { "" },
-        );
     }
 
     /// Reads until `WouldBlock`, a pause or the budget; `tally` counts the
     /// frames read and their payload bytes.
     fn read_messages(&mut self, tally: &mut (u64, u64)) -> Option<Exit> {
-        for _ in 0..READ_BUDGET {
-            let failure = match self.ws.read() {
-                Ok(msg) => {
-                    if self.ws.get_ref().has_skipped() {
-                        // Counted before anything behind it is handed out.
-                        self.gate_report();
+        let mut taken = 0;
+        loop {
+            let event = match self.rd.next() {
+                Some(Ok(e)) => e,
+                Some(Err(failure)) => {
+                    self.m.read_failed(failure);
+                    return self.act();
+                }
+                None => match self.fill() {
+                    Ok(true) => continue,
+                    Ok(false) => return None,
+                    Err(failure) => {
+                        self.m.read_failed(failure);
+                        return self.act();
                     }
-                    tally.0 += 1;
-                    tally.1 += msg.len() as u64;
-                    let incoming = match msg {
-                        WsMessage::Text(t) => {
-                            self.data_read += 1;
-                            Incoming::Data(Frame::Text(t.as_str().to_owned()))
-                        }
-                        WsMessage::Binary(b) => {
-                            self.data_read += 1;
-                            Incoming::Data(Frame::Binary(b.to_vec()))
-                        }
-                        WsMessage::Ping(_) => Incoming::Ping,
-                        WsMessage::Pong(_) => Incoming::Pong,
-                        WsMessage::Close(cf) => {
-                            let gate = self.ws.get_mut().gate();
-                            gate.close_read();
-                            let wire = gate.close_code();
-                            let (code, reason) = cf
-                                .map(|f| (u16::from(f.code), f.reason.as_str().to_owned()))
-                                .unwrap_or((1005, String::new()));
-                            debug!(target: "heartline::threads::io", "server closed with {code} {reason:?}");
-                            if let Some(w) = wire.filter(|&w| w != code) {
-                                // tungstenite answered a code RFC 6455 does
-                                // not allow with 1002: report what was sent.
-                                self.m.read_failed(ReadFailure::Violation {
-                                    code: 1002,
-                                    what: format!(
-                                        "the server closed with code {w}, which RFC 6455 does not allow"
-                                    ),
-                                });
-                                return self.act();
-                            }
-                            Incoming::Close(code, reason)
-                        }
-                        WsMessage::Frame(_) => continue,
-                    };
-                    self.m.frame(incoming, self.at);
-                    if let Some(e) = self.act() {
-                        return Some(e);
-                    }
-                    if self.m.paused() {
-                        return None;
-                    }
+                },
+            };
+            tally.0 += 1;
+            let incoming = match event {
+                Event::Message(f) => {
+                    tally.1 += f.len() as u64;
+                    Incoming::Data(f)
+                }
+                Event::Ping(p) => Incoming::Ping(p),
+                Event::Pong => Incoming::Pong,
+                Event::Close(c) => {
+                    let (code, reason) = c.unwrap_or((1005, String::new()));
+                    debug!(target: "heartline::threads::io", "server closed with {code} {reason:?}");
+                    Incoming::Close(code, reason)
+                }
+                Event::TooLarge { len, fragmented } => {
+                    // Counted before anything behind it is handed out.
+                    self.ctx.shared.counters.too_large.fetch_add(1, Relaxed);
+                    let n = self.skipped.too_large.map_or(0, |t| t.0) + 1;
+                    self.skipped.too_large = Some((n, len, fragmented));
                     continue;
                 }
-                Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => return None,
-                Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(
-                    tungstenite::Error::ConnectionClosed
-                    | tungstenite::Error::AlreadyClosed
-                    | tungstenite::Error::Protocol(
-                        tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
-                    ),
-                ) => ReadFailure::Ended,
-                Err(tungstenite::Error::Utf8(bad))
-                    if self.ws.get_ref().gate_ref().close_next(self.data_read) =>
-                {
-                    // The server's close frame, its reason not UTF-8.
-                    ReadFailure::Violation {
-                        code: 1007,
-                        what: format!(
-                            "the server's close frame has a reason that is not valid UTF-8 (at {bad})"
-                        ),
-                    }
-                }
-                Err(tungstenite::Error::Utf8(bad)) if !self.m.lenient() => {
-                    self.data_read += 1;
-                    ReadFailure::Violation {
-                        code: 1007,
-                        what: format!("a text message is not valid UTF-8 (at {bad})"),
-                    }
-                }
-                Err(tungstenite::Error::Utf8(bad)) => {
-                    self.data_read += 1;
-                    let n = self.data_read;
-                    if !self.ws.get_mut().gate().fragmented(n) {
-                        // One frame, read whole and not UTF-8: the frames
-                        // around it are intact, so only it goes.
-                        self.ctx.shared.counters.malformed.fetch_add(1, Relaxed);
-                        warn!(target: "heartline::threads::io", "skipped a text message that is not valid UTF-8 (at {bad}); the connection carries on");
-                        continue;
-                    }
-                    // A message in fragments is cut where the bad bytes
-                    // were and would come out short: the connection fails
-                    // (the supervisor logs why).
-                    ReadFailure::Violation {
-                        code: 1007,
-                        what: format!("a text message in fragments is not valid UTF-8 (at {bad})"),
-                    }
-                }
-                Err(tungstenite::Error::Capacity(e)) => {
-                    warn!(target: "heartline::threads::io", "inbound message too large, closing with 1009: {e}");
-                    ReadFailure::TooLarge(e.to_string())
-                }
-                Err(tungstenite::Error::Io(e)) => ReadFailure::Failed(ConnectionError::from(e)),
-                Err(e) => {
-                    warn!(target: "heartline::threads::io", "protocol error from the server: {e}");
-                    match e {
-                        tungstenite::Error::Protocol(_) => ReadFailure::Violation {
-                            code: 1002,
-                            what: e.to_string(),
-                        },
-                        e => ReadFailure::Failed(ConnectionError::Protocol(e.to_string())),
-                    }
+                Event::Skipped(why) => {
+                    self.ctx.shared.counters.malformed.fetch_add(1, Relaxed);
+                    let n = self.skipped.broken.map_or(0, |t| t.0) + 1;
+                    self.skipped.broken = Some((n, why));
+                    continue;
                 }
             };
-            self.m.read_failed(failure);
-            return self.act();
+            self.m.frame(incoming, self.at);
+            if let Some(e) = self.act() {
+                return Some(e);
+            }
+            if self.m.paused() {
+                return None;
+            }
+            taken += 1;
+            if taken == READ_BUDGET {
+                self.m.read_budget_spent();
+                self.read_again = true;
+                return None;
+            }
         }
-        self.m.read_budget_spent();
-        self.read_again = true;
-        None
+    }
+
+    /// One read of the socket into the frame reader: `false` when it would
+    /// block.
+    fn fill(&mut self) -> Result<bool, ReadFailure> {
+        loop {
+            match self.ws.get_mut().read(self.rd.space()) {
+                Ok(0) => return Err(ReadFailure::Ended),
+                Ok(n) => {
+                    self.rd.filled(n);
+                    if !std::mem::replace(&mut self.heard, true) {
+                        // Any byte is the server's: the link is alive, also
+                        // in the middle of a large or a dropped message.
+                        self.active = true;
+                        self.ctx.link.touch(self.at);
+                    }
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(ReadFailure::Failed(ConnectionError::from(e))),
+            }
+        }
     }
 
     /// Moves up to `max` of the application's frames to the socket.
@@ -595,9 +571,12 @@ mod tests {
     }
 
     fn rig_with(lenient: bool) -> Rig {
+        rig_built(|b| b.lenient(lenient))
+    }
+
+    fn rig_built(f: impl FnOnce(ClientBuilder) -> ClientBuilder) -> Rig {
         let cfg = Arc::new(
-            ClientBuilder::new("ws://127.0.0.1:1/")
-                .lenient(lenient)
+            f(ClientBuilder::new("ws://127.0.0.1:1/"))
                 .protocol(
                     JsonRules::new()
                         .id("/id")
@@ -635,18 +614,15 @@ mod tests {
         let waker = Arc::new(Waker::new(poll.registry(), Token(1)).unwrap());
         let (proven, _) = crossbeam_channel::bounded(1);
         let ws = WebSocket::from_raw_socket(
-            Gated::new(
-                Script::default(),
-                cfg.limits.max_frame_size,
-                cfg.lenient,
-                &mut Vec::new(),
-            ),
+            Script::default(),
             Role::Client,
             Some(crate::transport::ws_config(&cfg)),
         );
+        let rd = Reader::new(crate::threads::io::rules(&cfg));
         Rig {
             d: Driver {
                 ws,
+                rd,
                 m: Machine::new(
                     crate::machine::connection::Settings::of(&cfg),
                     Vec::new(),
@@ -665,8 +641,8 @@ mod tests {
                 at: Instant::now(),
                 unrung: false,
                 queued_in_turn: 0,
-                dropped_seen: 0,
-                data_read: 0,
+                heard: false,
+                skipped: Skipped::default(),
             },
             commands_tx,
             commands,
@@ -678,7 +654,7 @@ mod tests {
 
     impl Rig {
         fn script(&mut self) -> &mut Script {
-            self.d.ws.get_mut().get_mut()
+            self.d.ws.get_mut()
         }
         fn turn(&mut self) -> Option<Exit> {
             self.d.turn(&self.commands, true)
@@ -986,10 +962,9 @@ mod tests {
         assert_eq!(r.d.ctx.shared.counters.malformed.load(Relaxed), 0);
     }
 
-    #[test]
-    fn a_message_grown_too_large_over_fragments_closes_with_1009() {
-        let mut r = rig();
-        // Two fragments within the 1 MiB frame limit, over it together.
+    /// Two fragments within the 1 MiB frame limit, over the message limit
+    /// together, then a message within it.
+    fn grown_too_large() -> Vec<u8> {
         let mut wire = Vec::new();
         for (first, fin) in [(0x01u8, 0x00u8), (0x00, 0x80)] {
             wire.push(fin | first);
@@ -997,7 +972,34 @@ mod tests {
             wire.extend(((600 << 10) as u64).to_be_bytes());
             wire.extend(std::iter::repeat_n(b'x', 600 << 10));
         }
-        r.script().reads = VecDeque::from([Some(wire)]);
+        wire.extend(from_server(vec![WsMessage::text("after")]));
+        wire
+    }
+
+    #[test]
+    fn a_message_grown_too_large_over_fragments_is_dropped_and_counted() {
+        let mut r = rig();
+        // In pieces, as a socket gives them.
+        let wire = grown_too_large();
+        r.script().reads = wire.chunks(50_000).map(|c| Some(c.to_vec())).collect();
+        for _ in 0..40 {
+            assert!(r.turn().is_none());
+        }
+        let got = r.inbound.try_recv().expect("the message behind it");
+        assert_eq!(got.text(), Some("after"));
+        assert_eq!(r.d.ctx.shared.counters.too_large.load(Relaxed), 1);
+        assert!(!r.sent().iter().any(|m| matches!(m, WsMessage::Close(_))));
+    }
+
+    #[test]
+    fn with_on_too_large_close_a_message_grown_too_large_closes_with_1009() {
+        let mut r = rig_built(|b| {
+            b.limits(crate::Limits {
+                on_too_large: crate::OverLimit::Close,
+                ..Default::default()
+            })
+        });
+        r.script().reads = VecDeque::from([Some(grown_too_large())]);
         assert!(matches!(
             r.turn(),
             Some(Exit::Lost(ConnectionError::TooLarge(_)))

@@ -1,5 +1,6 @@
 //! The socket io thread: the only owner of the socket, a thin mio driver of
-//! [`crate::machine::connection`] (its glue to tungstenite is in [`glue`]).
+//! [`crate::machine::connection`] and [`crate::machine::frames`] (the glue
+//! is in [`glue`]).
 //!
 //! It waits in epoll (mio) on the socket and a waker. Other threads hand it
 //! work through channels and wake it; nothing wakes it on a timer, so an
@@ -24,10 +25,21 @@ use crate::error::ConnectionError;
 use crate::machine::connection::{
     Command, Connection as Machine, Exit, ReadFailure, Settings, Wait,
 };
+use crate::machine::frames::{Reader, Rules};
 use crate::message::Frame;
 use crate::threads::{Link, Setup};
 use crate::transport::Socket;
-use glue::{Ctx, Driver};
+use glue::{Ctx, Driver, Skipped};
+
+/// The frame reader's rules, from the configuration.
+pub(crate) fn rules(cfg: &crate::config::Config) -> Rules {
+    Rules {
+        max_frame: cfg.limits.max_frame_size as u64,
+        max_message: cfg.limits.max_message_size as u64,
+        close_on_too_large: cfg.limits.on_too_large == crate::OverLimit::Close,
+        lenient: cfg.lenient,
+    }
+}
 
 const SOCKET: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -51,7 +63,8 @@ impl Connection {
         s: &Setup,
         proven: Sender<()>,
     ) -> Result<Self, ConnectionError> {
-        let tcp = socket.get_ref().get_ref().tcp();
+        let Socket { ws, leftover } = socket;
+        let tcp = ws.get_ref().tcp();
         tcp.set_read_timeout(None)?;
         tcp.set_write_timeout(None)?;
         tcp.set_nonblocking(true)?;
@@ -65,10 +78,13 @@ impl Connection {
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (commands_tx, commands) = crossbeam_channel::bounded(8);
         s.shared.reading_paused.store(false, SeqCst);
-        let always_read = matches!(socket.get_ref().get_ref(), crate::transport::Stream::Tls(_));
+        let always_read = matches!(ws.get_ref(), crate::transport::Stream::Tls(_));
+        let mut rd = Reader::new(rules(&s.cfg));
+        rd.push(&leftover);
         Ok(Connection {
             driver: Driver {
-                ws: socket,
+                ws,
+                rd,
                 m: Machine::new(Settings::of(&s.cfg), hello, s.ledger.resend()),
                 ctx: Ctx {
                     shared: s.shared.clone(),
@@ -83,8 +99,8 @@ impl Connection {
                 at: Instant::now(),
                 unrung: false,
                 queued_in_turn: 0,
-                dropped_seen: 0,
-                data_read: 0,
+                heard: false,
+                skipped: Skipped::default(),
             },
             poll,
             commands,
@@ -170,7 +186,7 @@ impl Connection {
             if failed && d.m.paused() {
                 // Reading is paused, so no read would see it: the kernel
                 // reported the link dead (keepalive, TCP_USER_TIMEOUT).
-                if let Ok(Some(err)) = d.ws.get_ref().get_ref().tcp().take_error() {
+                if let Ok(Some(err)) = d.ws.get_ref().tcp().take_error() {
                     debug!("socket error while reading is paused: {err}");
                     d.m.read_failed(ReadFailure::Failed(ConnectionError::from(err)));
                     if let Some(e) = d.act() {

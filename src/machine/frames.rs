@@ -1,0 +1,800 @@
+//! The server's frames, read and judged: the one place where the bytes a
+//! server sends become messages, pings, pongs and closes, or a reason to
+//! fail the connection (RFC 6455 §5 and §7.1.7).
+//!
+//! A pure reader: the io glue reads the socket into [`Reader::space`], says
+//! how much arrived with [`Reader::filled`], and takes what it makes of the
+//! bytes from [`Reader::next`] until it says it needs more. Headers are
+//! parsed by tungstenite's frame codec ([`FrameHeader::parse`]); the rest
+//! (fragments and the control frames between them, UTF-8 checked as the
+//! bytes arrive, the size limits, the strict or lenient decision, close
+//! codes) is decided here, and every decision has a test on scripted bytes
+//! below.
+//!
+//! A payload is copied once, from the read buffer into the message the
+//! application receives. A message over a limit is dropped as its bytes
+//! arrive and never held (or fails the connection with 1009, if so
+//! configured), so memory stays within `max_message_size` whatever the
+//! server announces.
+
+use std::io::Cursor;
+
+use tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tungstenite::protocol::frame::FrameHeader;
+
+use crate::frame::Frame;
+use crate::machine::connection::ReadFailure;
+
+/// The read buffer: what one read of the socket may bring.
+const BUFFER: usize = 64 * 1024;
+
+/// The largest control frame payload (RFC 6455 §5.5).
+const MAX_CONTROL: u64 = 125;
+
+/// What the reader made of the server's bytes.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Event {
+    /// A whole data message.
+    Message(Frame),
+    /// A Ping, with its payload (answered with a Pong carrying it).
+    Ping(Vec<u8>),
+    /// A Pong.
+    Pong,
+    /// A close frame: its code and reason, if it had any.
+    Close(Option<(u16, String)>),
+    /// A message over a limit, dropped as its bytes arrive. `len` is what
+    /// was known of its size when it was dropped: the frame's announced
+    /// length, or the bytes so far and the next frame's.
+    TooLarge {
+        /// Its size as far as it was known.
+        len: u64,
+        /// Whether it came in fragments.
+        fragmented: bool,
+    },
+    /// With `lenient`: a message skipped for breaking RFC 6455 (its frames
+    /// are dropped, the connection carries on).
+    Skipped(Skip),
+}
+
+/// Why a message was skipped (lenient only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Skip {
+    /// A frame of a type RFC 6455 reserves, with this opcode.
+    Reserved(u8),
+    /// A text message that is not UTF-8.
+    NotUtf8,
+}
+
+/// What to do with a message over a limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Rules {
+    /// The largest frame's payload.
+    pub max_frame: u64,
+    /// The largest message, its fragments together.
+    pub max_message: u64,
+    /// Close with 1009 rather than drop a message over a limit.
+    pub close_on_too_large: bool,
+    /// Skip what breaks RFC 6455 where the stream allows it.
+    pub lenient: bool,
+}
+
+/// A data message being read: its frames so far.
+struct Message {
+    text: bool,
+    data: Vec<u8>,
+    /// How much of `data` is known to be UTF-8 (text only).
+    checked: usize,
+    /// Its frames' payloads so far, dropped ones included.
+    total: u64,
+    fragmented: bool,
+    /// Its bytes are dropped as they arrive (too large, or skipped).
+    dropping: bool,
+}
+
+/// The frame whose payload is being read.
+struct Payload {
+    left: u64,
+    fin: bool,
+}
+
+/// The frame reader's state between reads.
+pub(crate) struct Reader {
+    rules: Rules,
+    /// Bytes read and not yet taken: `buf[at..end]`.
+    buf: Vec<u8>,
+    at: usize,
+    end: usize,
+    message: Option<Message>,
+    payload: Option<Payload>,
+    /// An event decided while taking a header, handed out next.
+    pending: Option<Event>,
+}
+
+fn violation(code: u16, what: impl Into<String>) -> ReadFailure {
+    ReadFailure::Violation {
+        code,
+        what: what.into(),
+    }
+}
+
+/// Whether this opcode is one RFC 6455 reserves.
+fn reserved(opcode: u8) -> bool {
+    matches!(opcode, 3..=7 | 11..=15)
+}
+
+impl Reader {
+    /// A reader under these rules; its buffer is allocated at the first
+    /// read.
+    pub(crate) fn new(rules: Rules) -> Reader {
+        Reader {
+            rules,
+            buf: Vec::new(),
+            at: 0,
+            end: 0,
+            message: None,
+            payload: None,
+            pending: None,
+        }
+    }
+
+    /// The rules it reads by.
+    pub(crate) fn rules(&self) -> Rules {
+        self.rules
+    }
+
+    /// Bytes that arrived before the reader was made (read past the
+    /// upgrade answer): the start of the frame stream.
+    pub(crate) fn push(&mut self, bytes: &[u8]) {
+        let room = self.space().len();
+        if room < bytes.len() {
+            self.buf.resize(self.buf.len() + bytes.len() - room, 0);
+        }
+        self.buf[self.end..self.end + bytes.len()].copy_from_slice(bytes);
+        self.end += bytes.len();
+    }
+
+    /// Where the next read of the socket goes. Called only once
+    /// [`Reader::next`] has returned `None`: then at most one control
+    /// frame waits, and the space is most of the buffer.
+    pub(crate) fn space(&mut self) -> &mut [u8] {
+        if self.buf.is_empty() {
+            self.buf = vec![0; BUFFER];
+        }
+        if self.at == self.end {
+            self.at = 0;
+            self.end = 0;
+        } else if self.at > 0 && self.buf.len() - self.end < BUFFER / 2 {
+            self.buf.copy_within(self.at..self.end, 0);
+            self.end -= self.at;
+            self.at = 0;
+        }
+        &mut self.buf[self.end..]
+    }
+
+    /// `n` bytes were read into [`Reader::space`].
+    pub(crate) fn filled(&mut self, n: usize) {
+        self.end = (self.end + n).min(self.buf.len());
+    }
+
+    /// Bytes read and not yet judged.
+    #[cfg(test)]
+    pub(crate) fn waiting(&self) -> usize {
+        self.end - self.at
+    }
+
+    /// The next thing the bytes so far make: `None` when more are needed.
+    /// After an error the connection is to be failed; nothing more is
+    /// read.
+    pub(crate) fn next(&mut self) -> Option<Result<Event, ReadFailure>> {
+        loop {
+            if let Some(e) = self.pending.take() {
+                return Some(Ok(e));
+            }
+            if self.payload.is_some() {
+                match self.take_payload() {
+                    Ok(Some(e)) => return Some(Ok(e)),
+                    Ok(None) if self.payload.is_some() => return None,
+                    Ok(None) => continue,
+                    Err(f) => return Some(Err(f)),
+                }
+            }
+            match self.header() {
+                Ok(Some(e)) => return Some(Ok(e)),
+                Ok(None) if self.payload.is_some() || self.pending.is_some() => continue,
+                Ok(None) => return None,
+                Err(f) => return Some(Err(f)),
+            }
+        }
+    }
+
+    /// Takes what has arrived of the current data frame's payload; the
+    /// message, if this finished it.
+    fn take_payload(&mut self) -> Result<Option<Event>, ReadFailure> {
+        let (Some(p), Some(m)) = (self.payload.as_mut(), self.message.as_mut()) else {
+            self.payload = None;
+            return Ok(None);
+        };
+        let k = p.left.min((self.end - self.at) as u64) as usize;
+        let bytes = &self.buf[self.at..self.at + k];
+        self.at += k;
+        p.left -= k as u64;
+        if !m.dropping && k > 0 {
+            m.data.extend_from_slice(bytes);
+            if m.text && !utf8_so_far(m) {
+                if !self.rules.lenient {
+                    return Err(violation(1007, "a text message is not valid UTF-8"));
+                }
+                m.dropping = true;
+                m.data = Vec::new();
+                self.pending = Some(Event::Skipped(Skip::NotUtf8));
+            }
+        }
+        if p.left > 0 {
+            return Ok(None);
+        }
+        let fin = p.fin;
+        self.payload = None;
+        if !fin {
+            return Ok(None);
+        }
+        let Some(m) = self.message.take() else {
+            return Ok(None);
+        };
+        if m.dropping {
+            return Ok(None);
+        }
+        finish(m).map(Some)
+    }
+
+    /// Reads the next frame's header, if it has arrived, and decides on
+    /// the frame: a control frame is handed out whole, a data frame's
+    /// payload is taken next.
+    fn header(&mut self) -> Result<Option<Event>, ReadFailure> {
+        let avail = &self.buf[self.at..self.end];
+        let Some(&first) = avail.first() else {
+            return Ok(None);
+        };
+        let opcode = first & 0x0F;
+        if reserved(opcode) && !self.rules.lenient {
+            return Err(violation(
+                1002,
+                format!("a frame with opcode {opcode}, which RFC 6455 reserves and no extension was agreed for"),
+            ));
+        }
+        // tungstenite's parser refuses a reserved opcode; with `lenient`
+        // the frame is dropped, so its lengths are read as a binary
+        // frame's.
+        let mut copy = [0u8; 14];
+        let parsed = if reserved(opcode) {
+            let n = avail.len().min(copy.len());
+            copy[..n].copy_from_slice(&avail[..n]);
+            copy[0] = (first & 0xF0) | if opcode < 8 { 2 } else { 9 };
+            let mut c = Cursor::new(&copy[..n]);
+            FrameHeader::parse(&mut c).map(|h| h.map(|h| (h, c.position())))
+        } else {
+            let mut c = Cursor::new(avail);
+            FrameHeader::parse(&mut c).map(|h| h.map(|h| (h, c.position())))
+        };
+        let (h, len, header_len) = match parsed {
+            Ok(Some(((h, len), at))) => (h, len, at as usize),
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(violation(1002, format!("a bad frame header: {e}"))),
+        };
+        if h.mask.is_some() {
+            return Err(violation(1002, "the server masked a frame (RFC 6455 §5.1)"));
+        }
+        if h.rsv1 || h.rsv2 || h.rsv3 {
+            return Err(violation(
+                1002,
+                "a frame with RSV bits set, and no extension was agreed",
+            ));
+        }
+        if opcode >= 8 {
+            return self.control(opcode, h.is_final, len, header_len);
+        }
+        self.at += header_len;
+        self.data(h.opcode, opcode, h.is_final, len)?;
+        Ok(None)
+    }
+
+    /// A control frame, taken whole once all of it has arrived.
+    fn control(
+        &mut self,
+        opcode: u8,
+        fin: bool,
+        len: u64,
+        header_len: usize,
+    ) -> Result<Option<Event>, ReadFailure> {
+        if !fin {
+            return Err(violation(1002, "a fragmented control frame"));
+        }
+        if len > MAX_CONTROL {
+            return Err(violation(
+                1002,
+                format!("a control frame of {len} bytes (at most 125)"),
+            ));
+        }
+        let whole = header_len + len as usize;
+        if self.end - self.at < whole {
+            return Ok(None);
+        }
+        let payload = &self.buf[self.at + header_len..self.at + whole];
+        self.at += whole;
+        match opcode {
+            9 => Ok(Some(Event::Ping(payload.to_vec()))),
+            10 => Ok(Some(Event::Pong)),
+            8 => close(payload).map(Some),
+            _ => Ok(Some(Event::Skipped(Skip::Reserved(opcode)))),
+        }
+    }
+
+    /// A data frame's header: starts or continues a message, and decides
+    /// whether its payload is kept or dropped.
+    fn data(&mut self, op: OpCode, opcode: u8, fin: bool, len: u64) -> Result<(), ReadFailure> {
+        let rules = self.rules;
+        match (op, self.message.as_mut()) {
+            (OpCode::Data(Data::Continue), None) => {
+                return Err(violation(
+                    1002,
+                    "a continuation frame with no message to continue",
+                ))
+            }
+            (OpCode::Data(Data::Continue), Some(m)) => m.fragmented = true,
+            (_, Some(_)) => {
+                return Err(violation(
+                    1002,
+                    "a new message began before the fragmented one ended",
+                ))
+            }
+            (_, None) => {
+                let skip = reserved(opcode);
+                if skip {
+                    self.pending = Some(Event::Skipped(Skip::Reserved(opcode)));
+                }
+                self.message = Some(Message {
+                    text: op == OpCode::Data(Data::Text),
+                    data: Vec::new(),
+                    checked: 0,
+                    total: 0,
+                    fragmented: !fin,
+                    dropping: skip,
+                });
+            }
+        }
+        let Some(m) = self.message.as_mut() else {
+            return Ok(());
+        };
+        let total = m.total.saturating_add(len);
+        if !m.dropping && (len > rules.max_frame || total > rules.max_message) {
+            let what = if len > rules.max_frame {
+                format!(
+                    "a frame of {len} bytes (limits.max_frame_size: {})",
+                    rules.max_frame
+                )
+            } else {
+                format!(
+                    "a message of at least {total} bytes (limits.max_message_size: {})",
+                    rules.max_message
+                )
+            };
+            if rules.close_on_too_large {
+                return Err(ReadFailure::TooLarge(what));
+            }
+            m.dropping = true;
+            m.data = Vec::new();
+            self.pending = Some(Event::TooLarge {
+                len: total,
+                fragmented: m.fragmented,
+            });
+        }
+        m.total = total;
+        if !m.dropping {
+            // Within the limits: room for the whole frame at once.
+            m.data.reserve(len as usize);
+        }
+        self.payload = Some(Payload { left: len, fin });
+        Ok(())
+    }
+}
+
+/// Checks the text bytes added since the last look; `false` once they
+/// cannot be UTF-8 whatever follows (a code point cut at the end may still
+/// be finished by the next bytes).
+fn utf8_so_far(m: &mut Message) -> bool {
+    match std::str::from_utf8(&m.data[m.checked..]) {
+        Ok(_) => {
+            m.checked = m.data.len();
+            true
+        }
+        Err(e) if e.error_len().is_none() => {
+            m.checked += e.valid_up_to();
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// A whole message, as the application receives it.
+fn finish(m: Message) -> Result<Event, ReadFailure> {
+    if !m.text {
+        return Ok(Event::Message(Frame::Binary(m.data)));
+    }
+    match String::from_utf8(m.data) {
+        Ok(t) => Ok(Event::Message(Frame::Text(t))),
+        Err(_) => Err(violation(
+            1007,
+            "a text message is not valid UTF-8 (it ends inside a character)",
+        )),
+    }
+}
+
+/// A close frame's payload: nothing, or a code RFC 6455 allows and a UTF-8
+/// reason.
+fn close(payload: &[u8]) -> Result<Event, ReadFailure> {
+    let (code, reason) = match payload {
+        [] => return Ok(Event::Close(None)),
+        [_] => {
+            return Err(violation(
+                1002,
+                "a close frame with a one-byte payload (a code takes two)",
+            ))
+        }
+        [a, b, reason @ ..] => (u16::from_be_bytes([*a, *b]), reason),
+    };
+    if !CloseCode::from(code).is_allowed() {
+        return Err(violation(
+            1002,
+            format!("the server closed with code {code}, which RFC 6455 does not allow"),
+        ));
+    }
+    match std::str::from_utf8(reason) {
+        Ok(r) => Ok(Event::Close(Some((code, r.to_owned())))),
+        Err(_) => Err(violation(
+            1007,
+            "the server's close frame has a reason that is not valid UTF-8",
+        )),
+    }
+}
+
+/// A server's frame (unmasked, RSV clear), encoded by hand for the tests.
+#[cfg(test)]
+pub(crate) fn server_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![if fin { 0x80 } else { 0 } | opcode];
+    match payload.len() {
+        n if n < 126 => out.push(n as u8),
+        n if n <= 0xFFFF => {
+            out.push(126);
+            out.extend((n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(127);
+            out.extend((n as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(payload);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMIT: u64 = 1000;
+    const TEXT: u8 = 1;
+    const BINARY: u8 = 2;
+    const CONT: u8 = 0;
+    const CLOSE: u8 = 8;
+    const PING: u8 = 9;
+    const PONG: u8 = 10;
+
+    fn rules(lenient: bool) -> Rules {
+        Rules {
+            max_frame: LIMIT,
+            max_message: 4 * LIMIT,
+            close_on_too_large: false,
+            lenient,
+        }
+    }
+
+    fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+        server_frame(fin, opcode, payload)
+    }
+
+    fn text(s: &str) -> Vec<u8> {
+        frame(true, TEXT, s.as_bytes())
+    }
+
+    fn msg(s: &str) -> Result<Event, String> {
+        Ok(Event::Message(Frame::Text(s.to_owned())))
+    }
+
+    /// Everything a reader makes of `wire`, arriving `cut` bytes at a time
+    /// (`head` of it with the upgrade answer); an error ends the list, as
+    /// it ends the connection.
+    fn read_with(wire: &[u8], rules: Rules, head: usize, cut: usize) -> Vec<Result<Event, String>> {
+        let mut r = Reader::new(rules);
+        let head = head.min(wire.len());
+        r.push(&wire[..head]);
+        let mut out = Vec::new();
+        let mut at = head;
+        loop {
+            match r.next() {
+                Some(Ok(e)) => out.push(Ok(e)),
+                Some(Err(ReadFailure::Violation { code, what })) => {
+                    out.push(Err(format!("{code}: {what}")));
+                    return out;
+                }
+                Some(Err(ReadFailure::TooLarge(what))) => {
+                    out.push(Err(format!("1009: {what}")));
+                    return out;
+                }
+                Some(Err(e)) => panic!("{e:?}"),
+                None if at == wire.len() => return out,
+                None => {
+                    let space = r.space();
+                    assert!(space.len() >= BUFFER / 2, "room to read");
+                    let k = cut.min(space.len()).min(wire.len() - at);
+                    space[..k].copy_from_slice(&wire[at..at + k]);
+                    r.filled(k);
+                    at += k;
+                }
+            }
+        }
+    }
+
+    /// The same at every cut in `cuts`, checked to agree; one list.
+    fn read(wire: &[u8], rules: Rules) -> Vec<Result<Event, String>> {
+        let whole = read_with(wire, rules, 0, usize::MAX);
+        for (head, cut) in [
+            (0, 1),
+            (1, 2),
+            (3, 3),
+            (5, 7),
+            (0, 13),
+            (20, 100),
+            (0, 4096),
+        ] {
+            assert_eq!(
+                read_with(wire, rules, head, cut),
+                whole,
+                "head {head}, reads of {cut}"
+            );
+        }
+        whole
+    }
+
+    fn failure(events: &[Result<Event, String>]) -> &str {
+        match events.last() {
+            Some(Err(e)) => e,
+            other => panic!("no failure: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn messages_come_whole_across_fragments_and_the_control_frames_between() {
+        let mut wire = text("one");
+        wire.extend(frame(false, TEXT, "tw".as_bytes()));
+        wire.extend(frame(true, PING, b"p"));
+        wire.extend(frame(false, CONT, b""));
+        wire.extend(frame(true, PONG, b""));
+        wire.extend(frame(true, CONT, "o €".as_bytes()));
+        wire.extend(frame(false, BINARY, &[1, 2]));
+        wire.extend(frame(true, CONT, &[3]));
+        wire.extend(text(""));
+        wire.extend(frame(true, CLOSE, &[0x03, 0xE8, b'b', b'y', b'e']));
+        assert_eq!(
+            read(&wire, rules(false)),
+            vec![
+                msg("one"),
+                Ok(Event::Ping(b"p".to_vec())),
+                Ok(Event::Pong),
+                msg("two €"),
+                Ok(Event::Message(Frame::Binary(vec![1, 2, 3]))),
+                msg(""),
+                Ok(Event::Close(Some((1000, "bye".into())))),
+            ]
+        );
+    }
+
+    #[test]
+    fn text_that_is_not_utf8_fails_with_1007_as_soon_as_the_bad_byte_arrives() {
+        // A large frame whose bad byte comes early: the failure comes
+        // before the rest of the frame (Autobahn 6.4.3).
+        let mut payload = "κόσμε".as_bytes().to_vec();
+        payload.extend([0xF4, 0x90, 0x80, 0x80]); // past U+10FFFF
+        payload.extend(vec![b'a'; 3000]);
+        let mut wire = frame(true, TEXT, &payload[..]);
+        let mut limits = rules(false);
+        limits.max_frame = 1 << 20;
+        limits.max_message = 1 << 20;
+        let mut r = Reader::new(limits);
+        r.push(&wire[..20]);
+        match r.next() {
+            Some(Err(ReadFailure::Violation { code: 1007, .. })) => {}
+            other => panic!("{other:?}"),
+        }
+        // Whole, in fragments, and cut inside a character at the end.
+        assert!(failure(&read(&wire, limits)).starts_with("1007"));
+        wire = frame(false, TEXT, "ok".as_bytes());
+        wire.extend(frame(true, CONT, &[0xCE]));
+        assert!(failure(&read(&wire, limits)).starts_with("1007"));
+        // A character split between two fragments is fine.
+        let e = "€".as_bytes();
+        let mut wire = frame(false, TEXT, &e[..1]);
+        wire.extend(frame(true, CONT, &e[1..]));
+        assert_eq!(read(&wire, limits), vec![msg("€")]);
+    }
+
+    #[test]
+    fn lenient_skips_a_text_message_that_is_not_utf8_and_carries_on() {
+        let mut wire = text("before");
+        wire.extend(frame(false, TEXT, b"a"));
+        wire.extend(frame(true, PING, b""));
+        wire.extend(frame(true, CONT, &[0xFF, b'b']));
+        wire.extend(text("after"));
+        assert_eq!(
+            read(&wire, rules(true)),
+            vec![
+                msg("before"),
+                Ok(Event::Ping(Vec::new())),
+                Ok(Event::Skipped(Skip::NotUtf8)),
+                msg("after"),
+            ]
+        );
+    }
+
+    #[test]
+    fn reserved_opcodes_fail_with_1002_or_are_skipped_when_lenient() {
+        for opcode in [3, 7, 11, 15] {
+            let mut wire = text("one");
+            wire.extend(frame(true, opcode, b"?"));
+            wire.extend(text("two"));
+            let strict = read(&wire, rules(false));
+            assert_eq!(strict[0], msg("one"));
+            assert!(failure(&strict).starts_with("1002"), "{strict:?}");
+            assert_eq!(
+                read(&wire, rules(true)),
+                vec![
+                    msg("one"),
+                    Ok(Event::Skipped(Skip::Reserved(opcode))),
+                    msg("two")
+                ]
+            );
+        }
+        // A reserved data type in fragments goes with its continuations.
+        let mut wire = frame(false, 4, b"a");
+        wire.extend(frame(true, PING, b""));
+        wire.extend(frame(true, CONT, b"b"));
+        wire.extend(text("two"));
+        assert_eq!(
+            read(&wire, rules(true)),
+            vec![
+                Ok(Event::Skipped(Skip::Reserved(4))),
+                Ok(Event::Ping(Vec::new())),
+                msg("two")
+            ]
+        );
+    }
+
+    #[test]
+    fn broken_framing_fails_with_1002() {
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (frame(true, CONT, b"x"), "continuation"),
+            (
+                [frame(false, TEXT, b"a"), text("b")].concat(),
+                "new message began",
+            ),
+            (frame(false, PING, b""), "fragmented control"),
+            (frame(true, PING, &[0; 126]), "126 bytes"),
+            ([vec![0xC1], text("x")[1..].to_vec()].concat(), "RSV"),
+            (vec![0x81, 0x81, 1, 2, 3, 4, b'x'], "masked"),
+            (frame(true, CLOSE, &[3]), "one-byte"),
+        ];
+        for (wire, what) in cases {
+            for lenient in [false, true] {
+                let got = read(&wire, rules(lenient));
+                let f = failure(&got);
+                assert!(f.starts_with("1002") && f.contains(what), "{what}: {f}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_close_is_read_with_its_code_checked() {
+        assert_eq!(
+            read(&frame(true, CLOSE, b""), rules(false)),
+            vec![Ok(Event::Close(None))]
+        );
+        for code in [1000u16, 1001, 1003, 1007, 1011, 3000, 4999] {
+            let wire = frame(true, CLOSE, &code.to_be_bytes());
+            assert_eq!(
+                read(&wire, rules(false)),
+                vec![Ok(Event::Close(Some((code, String::new()))))]
+            );
+        }
+        // A code RFC 6455 does not allow is named as it was on the wire.
+        for code in [0u16, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535] {
+            let wire = frame(true, CLOSE, &code.to_be_bytes());
+            let got = read(&wire, rules(false));
+            assert!(failure(&got).contains(&format!("code {code},")), "{got:?}");
+        }
+        let wire = frame(true, CLOSE, &[0x03, 0xE8, 0xFF]);
+        assert!(failure(&read(&wire, rules(false))).starts_with("1007"));
+    }
+
+    #[test]
+    fn a_message_over_a_limit_is_dropped_as_it_arrives_and_the_next_one_comes() {
+        let big = "x".repeat(70_000); // a 64-bit length
+        let mut wire = text("before");
+        wire.extend(text(&big));
+        wire.extend(frame(true, PING, b"p"));
+        wire.extend(text(&"z".repeat(LIMIT as usize))); // at the limit: kept
+                                                        // Grows over max_message_size through fragments within the frame
+                                                        // limit: dropped from the fragment that makes it too large.
+        wire.extend(frame(false, TEXT, &[b'a'; 900]));
+        for _ in 0..3 {
+            wire.extend(frame(false, CONT, &[b'a'; 900]));
+        }
+        wire.extend(frame(true, PING, b""));
+        wire.extend(frame(true, CONT, &[b'a'; 900]));
+        wire.extend(text("after"));
+        let got = read(&wire, rules(false));
+        assert_eq!(
+            got,
+            vec![
+                msg("before"),
+                Ok(Event::TooLarge {
+                    len: 70_000,
+                    fragmented: false
+                }),
+                Ok(Event::Ping(b"p".to_vec())),
+                msg(&"z".repeat(LIMIT as usize)),
+                Ok(Event::Ping(Vec::new())),
+                Ok(Event::TooLarge {
+                    len: 4500,
+                    fragmented: true
+                }),
+                msg("after"),
+            ]
+        );
+        // Nothing of the big one was held: the reader never had more than
+        // its buffer.
+        let mut r = Reader::new(rules(false));
+        r.push(&text(&big)[..BUFFER / 2]);
+        assert!(matches!(r.next(), Some(Ok(Event::TooLarge { .. }))));
+        assert!(r.next().is_none());
+        assert_eq!(r.waiting(), 0);
+        assert!(r.message.as_ref().is_some_and(|m| m.data.capacity() == 0));
+    }
+
+    #[test]
+    fn with_close_on_too_large_a_message_over_a_limit_fails_with_1009() {
+        let mut r = rules(false);
+        r.close_on_too_large = true;
+        let wire = [text("ok"), text(&"x".repeat(2000))].concat();
+        let got = read(&wire, r);
+        assert_eq!(got[0], msg("ok"));
+        assert!(failure(&got).contains("max_frame_size"));
+        let mut wire = frame(false, BINARY, &[0; 1000]);
+        for _ in 0..4 {
+            wire.extend(frame(false, CONT, &[0; 1000]));
+        }
+        let got = read(&wire, r);
+        assert!(failure(&got).contains("at least 5000 bytes"), "{got:?}");
+    }
+
+    #[test]
+    fn a_header_cut_at_the_end_of_the_buffer_waits_for_the_rest() {
+        let mut r = Reader::new(rules(false));
+        let wire = [text("a"), frame(true, PING, &[7; 125])].concat();
+        r.push(&wire[..5]);
+        assert!(matches!(r.next(), Some(Ok(Event::Message(Frame::Text(t)))) if t == "a"));
+        assert!(r.next().is_none());
+        assert_eq!(r.waiting(), 2);
+        let rest = &wire[5..];
+        r.space()[..rest.len()].copy_from_slice(rest);
+        r.filled(rest.len());
+        assert!(matches!(r.next(), Some(Ok(Event::Ping(p))) if p == [7; 125]));
+        assert!(r.next().is_none());
+    }
+}
