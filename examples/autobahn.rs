@@ -91,8 +91,10 @@ fn echo(url: &str) -> Result<(), String> {
     for update in client.updates() {
         match update {
             Update::Batch(batch) => {
-                for m in &batch {
-                    if let Err(e) = client.send(m.frame().clone()) {
+                // Taken whole, so each payload moves to the send as
+                // tungstenite's echo moves its own (no copy).
+                for m in batch.into_messages() {
+                    if let Err(e) = client.send(m.into_frame()) {
                         result = Err(format!("echo not sent: {e}"));
                     }
                 }

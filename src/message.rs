@@ -39,7 +39,10 @@ pub(crate) struct Meta {
 /// One message the server pushed (or the poller fetched).
 #[derive(Clone, Debug)]
 pub struct Message {
-    frame: Frame,
+    /// Shared, so the copy `for m in batch` keeps of the message in hand
+    /// (to hand it out again if the loop ends there) costs no copy of the
+    /// payload.
+    frame: std::sync::Arc<Frame>,
     via: Via,
     received: Instant,
     /// `None` when the protocol found nothing: a plain message stays small
@@ -54,7 +57,7 @@ impl Message {
     /// A message the protocol found nothing in.
     pub(crate) fn plain(frame: Frame, via: Via, received: Instant) -> Self {
         Message {
-            frame,
+            frame: std::sync::Arc::new(frame),
             via,
             received,
             meta: None,
@@ -76,7 +79,7 @@ impl Message {
             && meta.kinds.is_empty()
             && meta.ack.is_none();
         Message {
-            frame,
+            frame: std::sync::Arc::new(frame),
             via,
             received,
             meta: (!empty).then(|| Box::new(meta)),
@@ -146,9 +149,12 @@ impl Message {
         &self.frame
     }
 
-    /// Takes the payload.
+    /// Takes the payload. Inside `for m in batch`, the loop keeps a share
+    /// of the message in hand until it moves on (to hand it out again if
+    /// the loop ends there), so the payload is copied then; [`Message::frame`]
+    /// and `for m in &batch` never copy it.
     pub fn into_frame(self) -> Frame {
-        self.frame
+        std::sync::Arc::try_unwrap(self.frame).unwrap_or_else(|shared| (*shared).clone())
     }
 
     /// The text, if the server sent a text frame.

@@ -9,8 +9,6 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use tungstenite::http::Uri;
-use tungstenite::protocol::WebSocketConfig;
-use tungstenite::WebSocket;
 
 use crate::config::{Config, Endpoint};
 use crate::dial::Abort;
@@ -114,12 +112,11 @@ impl Write for Stream {
     }
 }
 
-/// The open WebSocket: tungstenite's writer on the stream (frames out,
-/// masked, with its write buffer), and the bytes read past the upgrade
-/// answer, the start of what the frame reader
-/// ([`crate::machine::frames`]) reads.
+/// The open WebSocket: the stream, and the bytes read past the upgrade
+/// answer, the start of what the frame reader ([`crate::machine::frames`])
+/// reads.
 pub(crate) struct Socket {
-    pub ws: WebSocket<Stream>,
+    pub stream: Stream,
     pub leftover: Vec<u8>,
 }
 
@@ -141,25 +138,20 @@ pub(crate) fn tls_connector(cfg: &Config) -> Result<native_tls::TlsConnector, Er
     })
 }
 
-/// tungstenite's write buffer: what it holds beyond this, it refuses.
+/// Once this much waits for the socket, it is written before more is
+/// encoded.
 pub(crate) const WRITE_BUFFER: usize = 128 * 1024;
 
-/// tungstenite only writes (heartline reads frames itself), so its read
-/// buffer is the smallest it takes.
-pub(crate) fn ws_config(cfg: &Config) -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(0)
-        .write_buffer_size(WRITE_BUFFER)
-        // Data frames enter the buffer only while the socket takes them, at
-        // most one outbound budget per turn; what else piles up there (acks,
-        // pongs, heartbeats) does so only when the server stops reading. Past
-        // twice the budget the connection is given up instead of growing.
-        .max_write_buffer_size(
-            cfg.limits
-                .outbound_bytes
-                .saturating_mul(2)
-                .saturating_add(2 * WRITE_BUFFER),
-        )
+/// What may wait unwritten before the connection is given up. Data frames
+/// are encoded only while the socket takes them, at most one outbound
+/// budget per turn; what else piles up (acks, pongs, heartbeats) does so
+/// only when the server stops reading. Past twice the budget the
+/// connection is given up instead of growing.
+pub(crate) fn write_limit(cfg: &Config) -> usize {
+    cfg.limits
+        .outbound_bytes
+        .saturating_mul(2)
+        .saturating_add(2 * WRITE_BUFFER)
 }
 
 fn timed_out(e: &io::Error) -> bool {
@@ -393,13 +385,8 @@ fn upgrade(
     let subprotocol = agreed.check(&cfg.subprotocols, addr)?;
     let leftover = buf.split_off(head_len);
     stream.no_deadline();
-    let ws = WebSocket::from_raw_socket(
-        stream,
-        tungstenite::protocol::Role::Client,
-        Some(ws_config(cfg)),
-    );
     Ok((
-        Socket { ws, leftover },
+        Socket { stream, leftover },
         crate::message::Opened { subprotocol },
     ))
 }

@@ -127,22 +127,35 @@ impl Rng {
     }
 }
 
-fn spawn(server: &TestServer, dir: &Path, record: &Path) -> Child {
-    Command::new(std::env::current_exe().expect("test binary"))
-        .args([
-            "--exact",
-            "child_process_entry",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(
-            CHILD,
-            format!("{}|{}|{}", server.url(), dir.display(), record.display()),
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("child starts")
+/// The child, killed if the test fails first: a child left running would
+/// hold the test's stderr open and the whole `cargo test` with it.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(server: &TestServer, dir: &Path, record: &Path) -> Killed {
+    Killed(
+        Command::new(std::env::current_exe().expect("test binary"))
+            .args([
+                "--exact",
+                "child_process_entry",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(
+                CHILD,
+                format!("{}|{}|{}", server.url(), dir.display(), record.display()),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("child starts"),
+    )
 }
 
 /// When the child saw each state write completed.
@@ -210,7 +223,13 @@ fn sigkill_at_random_moments_loses_nothing_and_duplicates_only_within_the_window
         // The duplicate window below is bounded by the state writes of the
         // run: pull the plug only once it has seen two (a slow disk under
         // load can take longer than the random work time).
+        // Offline, a child that has finished its queue makes no more: the
+        // server comes back after a while.
+        let since = Instant::now();
         wait_until("two state writes in this run", || {
+            if offline.is_some() && since.elapsed() > Duration::from_secs(2) {
+                server.refuse(None);
+            }
             writes_seen(&record)
                 .iter()
                 .filter(|w| **w > started)
@@ -218,8 +237,8 @@ fn sigkill_at_random_moments_loses_nothing_and_duplicates_only_within_the_window
                 >= 2
         });
         let at = now_ms();
-        child.kill().expect("SIGKILL");
-        child.wait().expect("reaped");
+        child.0.kill().expect("SIGKILL");
+        child.0.wait().expect("reaped");
         server.refuse(None);
         let lines = records(&record).len();
         eprintln!(
@@ -273,8 +292,8 @@ fn sigkill_at_random_moments_loses_nothing_and_duplicates_only_within_the_window
             std::thread::sleep(Duration::from_millis(10));
         }
     };
-    child.kill().expect("SIGKILL");
-    child.wait().expect("reaped");
+    child.0.kill().expect("SIGKILL");
+    child.0.wait().expect("reaped");
     assert!(every_report);
 
     // Duplicates: only of messages finished after the snapshot of the last

@@ -294,12 +294,12 @@ impl ClientBuilder {
     /// message it had in flight behind the bad frame.
     ///
     /// `lenient(true)` instead skips what it can skip and carries on: a
-    /// frame of a reserved type is dropped as it arrives, and a text
-    /// message in one frame that is not UTF-8 is dropped; both are counted
-    /// in [`crate::Stats::malformed`] and logged. What breaks the stream
-    /// itself (bad RSV bits, a bad continuation, a bad control frame, a
-    /// text message in fragments that is not UTF-8) still fails the
-    /// connection.
+    /// message whose frame is of a reserved type, and a text message that
+    /// is not UTF-8, are dropped as their bytes arrive (with the
+    /// continuations of their message), counted in
+    /// [`crate::Stats::malformed`] and logged. What breaks the stream
+    /// itself (RSV bits, a masked frame, a bad continuation, a bad control
+    /// or close frame) still fails the connection.
     pub fn lenient(mut self, lenient: bool) -> Self {
         self.cfg.lenient = lenient;
         self

@@ -193,7 +193,7 @@ impl Reader {
             if self.payload.is_some() {
                 match self.take_payload() {
                     Ok(Some(e)) => return Some(Ok(e)),
-                    Ok(None) if self.payload.is_some() => return None,
+                    Ok(None) if self.payload.is_some() && self.pending.is_none() => return None,
                     Ok(None) => continue,
                     Err(f) => return Some(Err(f)),
                 }
@@ -641,6 +641,11 @@ mod tests {
                 msg("after"),
             ]
         );
+        // Reported as soon as the bad byte is there, not once more bytes
+        // come.
+        let mut r = Reader::new(rules(true));
+        r.push(&frame(true, TEXT, &[b'a', 0xFF, b'b', b'c'])[..4]);
+        assert!(matches!(r.next(), Some(Ok(Event::Skipped(Skip::NotUtf8)))));
     }
 
     #[test]

@@ -9,3 +9,4 @@ pub(crate) mod frames;
 pub(crate) mod heartbeat;
 pub(crate) mod hints;
 pub(crate) mod reconnect;
+pub(crate) mod writer;

@@ -12,9 +12,6 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
 use log::{debug, trace, warn};
-use tungstenite::protocol::frame::coding::CloseCode;
-use tungstenite::protocol::CloseFrame;
-use tungstenite::{Message as WsMessage, WebSocket};
 
 use crate::delivery::inbox::{Inbox, Offer};
 use crate::durable::Ledger;
@@ -22,9 +19,11 @@ use crate::error::ConnectionError;
 use crate::machine::connection::{Action, Connection as Machine, Incoming, ReadFailure};
 use crate::machine::connection::{Command, Exit};
 use crate::machine::frames::{Event, Reader, Skip};
+use crate::machine::writer::{Kind, Refused, Writer};
 use crate::message::Frame;
 use crate::shared::Shared;
 use crate::threads::{Link, Outgoing};
+use crate::transport::WRITE_BUFFER;
 
 /// Messages read per turn before writes get a chance.
 const READ_BUDGET: usize = 256;
@@ -46,8 +45,10 @@ pub(super) struct Ctx {
 /// machine's actions. Generic over the stream so the glue is tested with a
 /// scripted `Read + Write`.
 pub(super) struct Driver<S> {
-    /// tungstenite, as the writer: frames out, masked, buffered.
-    pub ws: WebSocket<S>,
+    /// The socket.
+    pub io: S,
+    /// The client's frames, encoded and waiting for the socket.
+    pub wr: Writer,
     /// The server's frames, read from `ws`'s stream.
     pub rd: Reader,
     pub m: Machine,
@@ -114,20 +115,22 @@ impl<S: Read + Write> Driver<S> {
                     match f {
                         Some(f) => self.write(f),
                         None => {
-                            self.send(WsMessage::Ping(n.to_be_bytes().to_vec().into()));
+                            self.send(Kind::Ping, &n.to_be_bytes());
                         }
                     }
                 }
                 Action::DrainQueue => self.take_queued(usize::MAX),
                 Action::Pong(payload) => {
-                    self.send(WsMessage::Pong(payload.into()));
+                    self.send(Kind::Pong, &payload);
                 }
                 Action::Close(code, reason) => {
                     debug!(target: "heartline::threads::io", "sending close {code}");
-                    self.send(WsMessage::Close((code != 1005).then(|| CloseFrame {
-                        code: CloseCode::from(code),
-                        reason: reason.into(),
-                    })));
+                    let mut payload = Vec::new();
+                    if code != 1005 {
+                        payload.extend(code.to_be_bytes());
+                        payload.extend(reason.as_bytes());
+                    }
+                    self.send(Kind::Close, &payload);
                 }
                 Action::Flush => self.flush(),
                 Action::Deliver(msg) => {
@@ -376,7 +379,7 @@ impl<S: Read + Write> Driver<S> {
     /// block.
     fn fill(&mut self) -> Result<bool, ReadFailure> {
         loop {
-            match self.ws.get_mut().read(self.rd.space()) {
+            match self.io.read(self.rd.space()) {
                 Ok(0) => return Err(ReadFailure::Ended),
                 Ok(n) => {
                     self.rd.filled(n);
@@ -434,59 +437,68 @@ impl<S: Read + Write> Driver<S> {
     }
 
     fn write(&mut self, frame: Frame) {
-        let len = frame.len() as u64;
-        let msg = match frame {
-            Frame::Text(t) => WsMessage::Text(t.into()),
-            Frame::Binary(b) => WsMessage::Binary(b.into()),
+        let (kind, bytes) = match &frame {
+            Frame::Text(t) => (Kind::Text, t.as_bytes()),
+            Frame::Binary(b) => (Kind::Binary, &b[..]),
         };
-        if self.send(msg) {
+        if self.send(kind, bytes) {
             let c = &self.ctx.shared.counters;
             c.frames_out.fetch_add(1, Relaxed);
-            c.bytes_out.fetch_add(len, Relaxed);
+            c.bytes_out.fetch_add(bytes.len() as u64, Relaxed);
         }
     }
 
-    /// Hands a message to tungstenite; `false` when it failed (the machine
-    /// then has its exit).
-    fn send(&mut self, msg: WsMessage) -> bool {
-        match self.ws.write(msg) {
-            // WouldBlock: buffered; the flush finishes it when writable.
-            Ok(()) => true,
-            Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => true,
-            Err(e) => {
-                self.m.write_failed(ws_error(e));
+    /// Encodes a frame behind what waits for the socket, and writes once a
+    /// buffer's worth waits; `false` when it was not taken.
+    fn send(&mut self, kind: Kind, payload: &[u8]) -> bool {
+        match self.wr.frame(kind, payload) {
+            Ok(()) => {
+                if self.wr.waiting() >= WRITE_BUFFER {
+                    self.flush();
+                }
+                true
+            }
+            // After our close frame nothing may go (RFC 6455 §5.5.1).
+            Err(Refused::Closed) => false,
+            Err(Refused::Full) => {
+                self.m
+                    .write_failed(ConnectionError::from(std::io::Error::other(
+                        "the server has stopped reading: more than twice limits.outbound_bytes is \
+                     waiting to be sent; dropping the connection",
+                    )));
                 false
             }
         }
     }
 
+    /// Writes what waits until the socket would block.
     fn flush(&mut self) {
-        match self.ws.flush() {
-            Ok(()) => self.m.congested(false, Instant::now()),
-            // The kernel buffer is full: take no frames until the socket is
-            // writable again (edge-triggered WRITABLE wakes us).
-            Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => {
-                self.m.congested(true, Instant::now())
+        loop {
+            if self.wr.waiting() == 0 {
+                return match self.io.flush() {
+                    Ok(()) => self.m.congested(false, Instant::now()),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        self.m.congested(true, Instant::now())
+                    }
+                    Err(e) => self.m.write_failed(ConnectionError::from(e)),
+                };
             }
-            Err(e) => self.m.write_failed(ws_error(e)),
+            match self.io.write(self.wr.pending()) {
+                Ok(0) => {
+                    let e = std::io::Error::from(ErrorKind::WriteZero);
+                    return self.m.write_failed(ConnectionError::from(e));
+                }
+                Ok(n) => self.wr.advance(n),
+                // The kernel buffer is full: take no frames until the
+                // socket is writable again (edge-triggered WRITABLE wakes
+                // us).
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    return self.m.congested(true, Instant::now())
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return self.m.write_failed(ConnectionError::from(e)),
+            }
         }
-    }
-}
-
-pub(super) fn ws_error(e: tungstenite::Error) -> ConnectionError {
-    match e {
-        tungstenite::Error::Io(e) => ConnectionError::from(e),
-        tungstenite::Error::WriteBufferFull(_) => ConnectionError::from(std::io::Error::other(
-            "the server has stopped reading: more than twice limits.outbound_bytes is waiting \
-             to be sent; dropping the connection",
-        )),
-        tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
-            ConnectionError::from(std::io::Error::new(
-                ErrorKind::NotConnected,
-                "connection closed",
-            ))
-        }
-        e => ConnectionError::Protocol(e.to_string()),
     }
 }
 
@@ -502,7 +514,9 @@ mod tests {
     use mio::{Poll, Token, Waker};
     use std::collections::VecDeque;
     use std::io::Cursor;
-    use tungstenite::protocol::Role;
+    use tungstenite::protocol::frame::coding::CloseCode;
+    use tungstenite::protocol::{CloseFrame, Role};
+    use tungstenite::{Message as WsMessage, WebSocket};
 
     /// Reads come from `reads` (`None`: WouldBlock); writes fail with
     /// WouldBlock while `blocked`, else go to `written`.
@@ -613,15 +627,12 @@ mod tests {
         let poll = Poll::new().unwrap();
         let waker = Arc::new(Waker::new(poll.registry(), Token(1)).unwrap());
         let (proven, _) = crossbeam_channel::bounded(1);
-        let ws = WebSocket::from_raw_socket(
-            Script::default(),
-            Role::Client,
-            Some(crate::transport::ws_config(&cfg)),
-        );
         let rd = Reader::new(crate::threads::io::rules(&cfg));
+        let wr = Writer::new(crate::transport::write_limit(&cfg));
         Rig {
             d: Driver {
-                ws,
+                io: Script::default(),
+                wr,
                 rd,
                 m: Machine::new(
                     crate::machine::connection::Settings::of(&cfg),
@@ -654,7 +665,7 @@ mod tests {
 
     impl Rig {
         fn script(&mut self) -> &mut Script {
-            self.d.ws.get_mut()
+            &mut self.d.io
         }
         fn turn(&mut self) -> Option<Exit> {
             self.d.turn(&self.commands, true)

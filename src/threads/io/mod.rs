@@ -26,6 +26,7 @@ use crate::machine::connection::{
     Command, Connection as Machine, Exit, ReadFailure, Settings, Wait,
 };
 use crate::machine::frames::{Reader, Rules};
+use crate::machine::writer::Writer;
 use crate::message::Frame;
 use crate::threads::{Link, Setup};
 use crate::transport::Socket;
@@ -63,8 +64,8 @@ impl Connection {
         s: &Setup,
         proven: Sender<()>,
     ) -> Result<Self, ConnectionError> {
-        let Socket { ws, leftover } = socket;
-        let tcp = ws.get_ref().tcp();
+        let Socket { stream, leftover } = socket;
+        let tcp = stream.tcp();
         tcp.set_read_timeout(None)?;
         tcp.set_write_timeout(None)?;
         tcp.set_nonblocking(true)?;
@@ -78,12 +79,13 @@ impl Connection {
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (commands_tx, commands) = crossbeam_channel::bounded(8);
         s.shared.reading_paused.store(false, SeqCst);
-        let always_read = matches!(ws.get_ref(), crate::transport::Stream::Tls(_));
+        let always_read = matches!(stream, crate::transport::Stream::Tls(_));
         let mut rd = Reader::new(rules(&s.cfg));
         rd.push(&leftover);
         Ok(Connection {
             driver: Driver {
-                ws,
+                io: stream,
+                wr: Writer::new(crate::transport::write_limit(&s.cfg)),
                 rd,
                 m: Machine::new(Settings::of(&s.cfg), hello, s.ledger.resend()),
                 ctx: Ctx {
@@ -186,7 +188,7 @@ impl Connection {
             if failed && d.m.paused() {
                 // Reading is paused, so no read would see it: the kernel
                 // reported the link dead (keepalive, TCP_USER_TIMEOUT).
-                if let Ok(Some(err)) = d.ws.get_ref().tcp().take_error() {
+                if let Ok(Some(err)) = d.io.tcp().take_error() {
                     debug!("socket error while reading is paused: {err}");
                     d.m.read_failed(ReadFailure::Failed(ConnectionError::from(err)));
                     if let Some(e) = d.act() {
