@@ -250,8 +250,14 @@ impl Batches {
             Next::Ready => Poll::Batch(self.hand_out(&mut b)),
             Next::Wait(due) => {
                 let need = b.room();
+                let reply = b.awaits_reply(self.shared.sends());
                 drop(b);
                 self.shared.want(need);
+                if reply && self.look_for(need, Instant::now() + LOOK) {
+                    // The reply to what the application just sent came
+                    // within the look: no sleep and wake-up (as `recv`).
+                    return self.poll(limit);
+                }
                 Poll::Wait { due, closed }
             }
         }
