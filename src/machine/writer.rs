@@ -1,12 +1,14 @@
 //! The client's frames, encoded: headers by tungstenite's frame codec
 //! ([`FrameHeader::format`]), payloads masked here (RFC 6455 §5.3: a fresh
-//! random mask per frame), into one buffer the io glue writes to the
-//! socket from where the last write stopped.
+//! random mask per frame). Small frames are encoded into one buffer; a
+//! large payload is masked where it is and written from there, with no
+//! copy. The io glue writes from where the last write stopped.
 //!
-//! tungstenite's own writer moved the unwritten rest of its buffer to the
-//! front after every partial write; on a non-blocking socket a 16 MiB
-//! message took hundreds of such writes, and the moves cost more than the
-//! message itself. Here a write only advances an offset.
+//! tungstenite's own writer copied every payload into its buffer and
+//! moved the unwritten rest to the front after every partial write; on a
+//! non-blocking socket a 16 MiB message took hundreds of such writes, and
+//! the moves cost more than the message itself. Here a write only
+//! advances an offset.
 
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 use tungstenite::protocol::frame::FrameHeader;
@@ -30,11 +32,19 @@ pub(crate) enum Refused {
     Closed,
 }
 
+/// A payload at least this large is masked where it is and written from
+/// there, not copied into the buffer.
+const OWN: usize = 64 * 1024;
+
 /// Encoded frames waiting for the socket.
 pub(crate) struct Writer {
-    out: Vec<u8>,
-    /// Written so far: `out[at..]` waits.
+    /// What waits, in order: the buffer small frames and headers are
+    /// encoded into, and large payloads as they came (masked in place).
+    /// The first part has `at` bytes written.
+    parts: std::collections::VecDeque<Vec<u8>>,
     at: usize,
+    /// Bytes waiting, in all parts.
+    waiting: usize,
     /// The most that may wait unwritten.
     limit: usize,
     closed: bool,
@@ -44,19 +54,47 @@ impl Writer {
     /// A writer that refuses frames once more than `limit` bytes wait.
     pub(crate) fn new(limit: usize) -> Writer {
         Writer {
-            out: Vec::new(),
+            parts: std::collections::VecDeque::new(),
             at: 0,
+            waiting: 0,
             limit,
             closed: false,
         }
     }
 
-    /// Encodes one frame, masked, behind what waits.
+    /// Encodes one frame, masked, behind what waits (the payload copied).
     pub(crate) fn frame(&mut self, kind: Kind, payload: &[u8]) -> Result<(), Refused> {
+        let mask = self.header(kind, payload.len())?;
+        let Some(buf) = self.parts.back_mut() else {
+            return Ok(());
+        };
+        let start = buf.len();
+        buf.extend_from_slice(payload);
+        apply_mask(&mut buf[start..], mask);
+        self.waiting += payload.len();
+        Ok(())
+    }
+
+    /// The same for a payload the writer may keep: a large one is masked
+    /// where it is and written from there, with no copy.
+    pub(crate) fn frame_owned(&mut self, kind: Kind, mut payload: Vec<u8>) -> Result<(), Refused> {
+        if payload.len() < OWN {
+            return self.frame(kind, &payload);
+        }
+        let mask = self.header(kind, payload.len())?;
+        apply_mask(&mut payload, mask);
+        self.waiting += payload.len();
+        self.parts.push_back(payload);
+        Ok(())
+    }
+
+    /// Checks that a frame may go, and encodes its header into the last
+    /// buffer (a new one if the last part is a payload); its mask.
+    fn header(&mut self, kind: Kind, len: usize) -> Result<[u8; 4], Refused> {
         if self.closed {
             return Err(Refused::Closed);
         }
-        if self.waiting() > self.limit {
+        if self.waiting > self.limit {
             return Err(Refused::Full);
         }
         self.closed = kind == Kind::Close;
@@ -73,45 +111,49 @@ impl Writer {
             mask: Some(mask),
             ..FrameHeader::default()
         };
-        if self.at == self.out.len() {
-            self.out.clear();
-            self.at = 0;
-        } else if self.at > self.out.len() / 2 {
-            // Most of the buffer is written: move the rest down once, not
-            // after every write.
-            self.out.drain(..self.at);
-            self.at = 0;
+        // A payload part, or a buffer half written, is not appended to: a
+        // new buffer follows it (written parts are dropped, so nothing is
+        // moved).
+        let fresh = match self.parts.back() {
+            None => true,
+            Some(b) => b.len() >= OWN || (self.parts.len() == 1 && self.at > 0),
+        };
+        if fresh {
+            self.parts.push_back(Vec::new());
         }
-        let len = payload.len() as u64;
-        self.out.reserve(header.len(len) + payload.len());
+        let len = len as u64;
+        let Some(buf) = self.parts.back_mut() else {
+            return Ok(mask);
+        };
+        let before = buf.len();
         // Writing to a Vec cannot fail.
-        let _ = header.format(len, &mut self.out);
-        let start = self.out.len();
-        self.out.extend_from_slice(payload);
-        apply_mask(&mut self.out[start..], mask);
-        Ok(())
+        let _ = header.format(len, buf);
+        self.waiting += buf.len() - before;
+        Ok(mask)
     }
 
-    /// The bytes waiting for the socket.
+    /// The next bytes waiting for the socket (of the first part; more may
+    /// follow once they are written).
     pub(crate) fn pending(&self) -> &[u8] {
-        &self.out[self.at..]
+        self.parts.front().map_or(&[], |p| &p[self.at..])
     }
 
     /// How many bytes wait.
     pub(crate) fn waiting(&self) -> usize {
-        self.out.len() - self.at
+        self.waiting
     }
 
-    /// The socket took `n` of the pending bytes.
+    /// The socket took `n` of the [`Writer::pending`] bytes.
     pub(crate) fn advance(&mut self, n: usize) {
-        self.at = (self.at + n).min(self.out.len());
-        if self.at == self.out.len() {
-            self.out.clear();
+        let Some(front) = self.parts.front() else {
+            return;
+        };
+        let n = n.min(front.len() - self.at);
+        self.at += n;
+        self.waiting -= n;
+        if self.at == front.len() {
+            self.parts.pop_front();
             self.at = 0;
-            // A large message's buffer is not kept once it is written.
-            if self.out.capacity() > 1 << 20 {
-                self.out = Vec::new();
-            }
         }
     }
 }
@@ -151,7 +193,8 @@ mod tests {
         let mut w = Writer::new(1 << 20);
         let big: Vec<u8> = (0..70_001u32).map(|i| (i % 251) as u8).collect();
         w.frame(Kind::Text, "héllo".as_bytes()).unwrap();
-        w.frame(Kind::Binary, &big).unwrap();
+        w.frame_owned(Kind::Binary, big.clone()).unwrap();
+        w.frame_owned(Kind::Text, b"small".to_vec()).unwrap();
         w.frame(Kind::Ping, b"p").unwrap();
         // Written in uneven pieces, frames added between them.
         let mut wire = Vec::new();
@@ -159,7 +202,7 @@ mod tests {
             if w.waiting() == 0 {
                 break;
             }
-            let k = (*n).min(w.waiting());
+            let k = (*n).min(w.pending().len());
             wire.extend_from_slice(&w.pending()[..k]);
             w.advance(k);
             if i == 3 {
@@ -167,15 +210,20 @@ mod tests {
             }
         }
         w.frame(Kind::Close, &1000u16.to_be_bytes()).unwrap();
-        wire.extend_from_slice(w.pending());
+        while w.waiting() > 0 {
+            let k = w.pending().len();
+            wire.extend_from_slice(w.pending());
+            w.advance(k);
+        }
         assert_eq!(wire[1] & 0x80, 0x80, "masked");
         let got = at_server(&wire);
-        assert_eq!(got.len(), 5, "{got:?}");
+        assert_eq!(got.len(), 6, "{got:?}");
         assert_eq!(got[0], Message::text("héllo"));
         assert_eq!(got[1], Message::binary(big));
-        assert_eq!(got[2], Message::Ping(b"p".to_vec().into()));
-        assert_eq!(got[3], Message::Pong(b"q".to_vec().into()));
-        assert!(matches!(&got[4], Message::Close(Some(f)) if u16::from(f.code) == 1000));
+        assert_eq!(got[2], Message::text("small"));
+        assert_eq!(got[3], Message::Ping(b"p".to_vec().into()));
+        assert_eq!(got[4], Message::Pong(b"q".to_vec().into()));
+        assert!(matches!(&got[5], Message::Close(Some(f)) if u16::from(f.code) == 1000));
     }
 
     #[test]

@@ -437,21 +437,30 @@ impl<S: Read + Write> Driver<S> {
     }
 
     fn write(&mut self, frame: Frame) {
-        let (kind, bytes) = match &frame {
-            Frame::Text(t) => (Kind::Text, t.as_bytes()),
-            Frame::Binary(b) => (Kind::Binary, &b[..]),
+        let (kind, bytes) = match frame {
+            Frame::Text(t) => (Kind::Text, t.into_bytes()),
+            Frame::Binary(b) => (Kind::Binary, b),
         };
-        if self.send(kind, bytes) {
+        let len = bytes.len() as u64;
+        let r = self.wr.frame_owned(kind, bytes);
+        if self.taken(r) {
             let c = &self.ctx.shared.counters;
             c.frames_out.fetch_add(1, Relaxed);
-            c.bytes_out.fetch_add(bytes.len() as u64, Relaxed);
+            c.bytes_out.fetch_add(len, Relaxed);
         }
     }
 
-    /// Encodes a frame behind what waits for the socket, and writes once a
-    /// buffer's worth waits; `false` when it was not taken.
+    /// Encodes a control frame behind what waits for the socket; `false`
+    /// when it was not taken.
     fn send(&mut self, kind: Kind, payload: &[u8]) -> bool {
-        match self.wr.frame(kind, payload) {
+        let r = self.wr.frame(kind, payload);
+        self.taken(r)
+    }
+
+    /// After a frame was encoded (or refused): writes once a buffer's worth
+    /// waits; `false` when it was refused.
+    fn taken(&mut self, r: Result<(), Refused>) -> bool {
+        match r {
             Ok(()) => {
                 if self.wr.waiting() >= WRITE_BUFFER {
                     self.flush();
