@@ -224,9 +224,10 @@ pub enum ConnectionError {
     /// The WebSocket protocol failed (handshake or frames).
     #[error("WebSocket error: {0}")]
     Protocol(String),
-    /// An inbound message grew larger than `Limits::max_message_size` over its
-    /// fragments; the connection was closed with code 1009. (A message
-    /// whose first frame is over `Limits::max_frame_size` is dropped without closing:
+    /// With `Limits::on_too_large` set to [`crate::OverLimit::Close`]: an
+    /// inbound message was over `Limits::max_frame_size` or
+    /// `Limits::max_message_size`, and the connection was closed with code
+    /// 1009. (By default such a message is dropped without closing:
     /// [`crate::Stats::too_large`].)
     #[error("message too large: {0}")]
     TooLarge(String),

@@ -74,13 +74,15 @@ pub struct Stats {
     /// Failed polls (connect, timeout, status, body, success rule).
     pub poll_failures: u64,
     /// Messages skipped, each logged as a warning: poll items that were
-    /// malformed, messages a `Protocol` method panicked on, text messages
-    /// (in one frame) that were not valid UTF-8, and frames of a type RFC
-    /// 6455 reserves for extensions. The connection carries on.
+    /// malformed, messages a `Protocol` method panicked on, and, with
+    /// `lenient(true)`, text messages that were not valid UTF-8 and frames
+    /// of a type RFC 6455 reserves for extensions. The connection carries
+    /// on.
     pub malformed: u64,
-    /// Messages dropped because their frame was larger than
-    /// `Limits::max_frame_size`: read and thrown away as they arrived, never held,
-    /// with the connection kept (each logged as a warning).
+    /// Messages dropped because they were larger than
+    /// `Limits::max_frame_size` or `Limits::max_message_size` (announced,
+    /// or grown through fragments): read and thrown away as they arrived,
+    /// never held, with the connection kept (logged as a warning).
     pub too_large: u64,
     /// Reliable frames sent (or waiting to be) and not yet acknowledged by
     /// the server.
