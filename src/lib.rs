@@ -34,7 +34,8 @@
 //!  Client::close ─► control ─► heartline-supervisor ── connects, backoff,
 //!                                 │ spawns/joins per connection:
 //!                                 ├─► heartline-io ◄── commands ── heartline-heartbeat
-//!                                 │     mio loop around the pure connection machine
+//!                                 │     mio loop around the pure frame reader, writer
+//!                                 │     and connection machine
 //!                                 │     └─► delivery (dedupe, cursor, bounds, acks) ─► Batches
 //!                                 ├─► heartline-poller (only while the socket keeps failing)
 //!                                 │     └─► delivery

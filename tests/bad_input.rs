@@ -85,6 +85,12 @@ fn leniently_a_text_message_that_is_not_utf8_is_skipped_and_the_connection_carri
 }
 
 #[test]
+fn leniently_a_text_message_in_fragments_that_is_not_utf8_is_skipped_whole() {
+    // Its frames after the bad bytes go with it; nothing comes out short.
+    carries_on_past(&[0x01, 0x02, b'o', 0xff, 0x80, 0x01, b'k']);
+}
+
+#[test]
 fn a_text_message_in_fragments_that_is_not_utf8_ends_the_connection_not_the_client() {
     // Cut where the bad bytes are it would come out short: refused whole,
     // with the connection, as RFC 6455 says.
