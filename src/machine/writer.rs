@@ -48,7 +48,13 @@ pub(crate) struct Writer {
     /// The most that may wait unwritten.
     limit: usize,
     closed: bool,
+    /// A written part kept for the next buffer, so a steady stream of
+    /// small frames does not allocate one per turn.
+    spare: Vec<u8>,
 }
+
+/// A written part up to this size is kept as the spare.
+const KEEP: usize = 256 * 1024;
 
 impl Writer {
     /// A writer that refuses frames once more than `limit` bytes wait.
@@ -59,6 +65,7 @@ impl Writer {
             waiting: 0,
             limit,
             closed: false,
+            spare: Vec::new(),
         }
     }
 
@@ -119,7 +126,7 @@ impl Writer {
             Some(b) => b.len() >= OWN || (self.parts.len() == 1 && self.at > 0),
         };
         if fresh {
-            self.parts.push_back(Vec::new());
+            self.parts.push_back(std::mem::take(&mut self.spare));
         }
         let len = len as u64;
         let Some(buf) = self.parts.back_mut() else {
@@ -152,7 +159,12 @@ impl Writer {
         self.at += n;
         self.waiting -= n;
         if self.at == front.len() {
-            self.parts.pop_front();
+            if let Some(mut done) = self.parts.pop_front() {
+                if done.capacity() <= KEEP && done.capacity() > self.spare.capacity() {
+                    done.clear();
+                    self.spare = done;
+                }
+            }
             self.at = 0;
         }
     }
@@ -234,6 +246,19 @@ mod tests {
         w.advance(w.waiting());
         w.frame(Kind::Close, &[]).unwrap();
         assert_eq!(w.frame(Kind::Pong, &[]), Err(Refused::Closed));
+    }
+
+    #[test]
+    fn a_written_buffer_is_reused_for_the_next_frames() {
+        let mut w = Writer::new(1 << 20);
+        w.frame(Kind::Text, &[b'a'; 1000]).unwrap();
+        let n = w.waiting();
+        w.advance(n);
+        let kept = w.spare.capacity();
+        assert!(kept >= 1000);
+        w.frame(Kind::Text, b"b").unwrap();
+        assert_eq!(w.spare.capacity(), 0, "taken for the next frame");
+        assert_eq!(w.parts.front().map(Vec::capacity), Some(kept));
     }
 
     #[test]
