@@ -215,12 +215,15 @@ impl Reader {
             return Ok(None);
         };
         let k = p.left.min((self.end - self.at) as u64) as usize;
+        // A whole message in one frame, all of it here: checked once, as
+        // it becomes a String; there is nothing to fail early on.
+        let whole = p.fin && !m.fragmented && m.data.is_empty() && k as u64 == p.left;
         let bytes = &self.buf[self.at..self.at + k];
         self.at += k;
         p.left -= k as u64;
         if !m.dropping && k > 0 {
             m.data.extend_from_slice(bytes);
-            if m.text && !utf8_so_far(m) {
+            if m.text && !whole && !utf8_so_far(m) {
                 if !self.rules.lenient {
                     return Err(violation(1007, "a text message is not valid UTF-8"));
                 }
@@ -243,7 +246,11 @@ impl Reader {
         if m.dropping {
             return Ok(None);
         }
-        finish(m).map(Some)
+        match finish(m) {
+            Some(e) => Ok(Some(e)),
+            None if self.rules.lenient => Ok(Some(Event::Skipped(Skip::NotUtf8))),
+            None => Err(violation(1007, "a text message is not valid UTF-8")),
+        }
     }
 
     /// Reads the next frame's header, if it has arrived, and decides on
@@ -414,18 +421,16 @@ fn utf8_so_far(m: &mut Message) -> bool {
     }
 }
 
-/// A whole message, as the application receives it.
-fn finish(m: Message) -> Result<Event, ReadFailure> {
+/// A whole message, as the application receives it; `None` when it is
+/// text and not UTF-8 (a message checked as it came can only end inside a
+/// character).
+fn finish(m: Message) -> Option<Event> {
     if !m.text {
-        return Ok(Event::Message(Frame::Binary(m.data)));
+        return Some(Event::Message(Frame::Binary(m.data)));
     }
-    match String::from_utf8(m.data) {
-        Ok(t) => Ok(Event::Message(Frame::Text(t))),
-        Err(_) => Err(violation(
-            1007,
-            "a text message is not valid UTF-8 (it ends inside a character)",
-        )),
-    }
+    String::from_utf8(m.data)
+        .ok()
+        .map(|t| Event::Message(Frame::Text(t)))
 }
 
 /// A close frame's payload: nothing, or a code RFC 6455 allows and a UTF-8
@@ -639,6 +644,19 @@ mod tests {
                 Ok(Event::Ping(Vec::new())),
                 Ok(Event::Skipped(Skip::NotUtf8)),
                 msg("after"),
+            ]
+        );
+        // Ending inside a character: skipped too, whole or in fragments.
+        let mut wire = frame(true, TEXT, &[b'a', 0xE2, 0x82]);
+        wire.extend(frame(false, TEXT, b"b"));
+        wire.extend(frame(true, CONT, &[0xCE]));
+        wire.extend(text("ok"));
+        assert_eq!(
+            read(&wire, rules(true)),
+            vec![
+                Ok(Event::Skipped(Skip::NotUtf8)),
+                Ok(Event::Skipped(Skip::NotUtf8)),
+                msg("ok")
             ]
         );
         // Reported as soon as the bad byte is there, not once more bytes
