@@ -91,10 +91,12 @@ fn echo(url: &str) -> Result<(), String> {
     for update in client.updates() {
         match update {
             Update::Batch(batch) => {
-                // Taken whole, so each payload moves to the send as
-                // tungstenite's echo moves its own (no copy).
-                for m in batch.into_messages() {
-                    if let Err(e) = client.send(m.into_frame()) {
+                // The batch is held until its echoes are queued: a
+                // connection failing on a bad frame behind them waits for
+                // that (Autobahn's cases 3.*, 4.*, 5.15 check the echo is
+                // written before the close).
+                for m in &batch {
+                    if let Err(e) = client.send(m.frame().clone()) {
                         result = Err(format!("echo not sent: {e}"));
                     }
                 }
