@@ -201,12 +201,24 @@ fn sigkill_at_random_moments_loses_nothing_and_duplicates_only_within_the_window
 
     // Each run: wait until the child is working, let it work a random while,
     // then pull the plug.
+    let all_recorded = || {
+        let seen: HashSet<u64> = records(&record).iter().map(|r| r.0).collect();
+        (1..=MESSAGES).all(|s| seen.contains(&s))
+    };
     let mut kills = Vec::new();
     for run in 0..KILLS {
+        // A fast child can finish the feed before the last cut: a child
+        // started then would have nothing to work on.
+        if all_recorded() {
+            eprintln!("run {run}: the feed is done; no more cuts");
+            break;
+        }
         let before = records(&record).len();
         let started = now_ms();
         let mut child = spawn(&server, &dir, &record);
-        wait_until("the child working", || records(&record).len() > before);
+        wait_until("the child working", || {
+            records(&record).len() > before || all_recorded()
+        });
         let work = 300 + rng.below(500);
         let until = Instant::now() + Duration::from_millis(work);
         // Every other run loses the server half-way: the child keeps
@@ -256,10 +268,6 @@ fn sigkill_at_random_moments_loses_nothing_and_duplicates_only_within_the_window
     // The last run finishes the feed and every report.
     let mut child = spawn(&server, &dir, &record);
     let deadline = Instant::now() + Duration::from_secs(60);
-    let all_recorded = || {
-        let seen: HashSet<u64> = records(&record).iter().map(|r| r.0).collect();
-        (1..=MESSAGES).all(|s| seen.contains(&s))
-    };
     while !all_recorded() {
         assert!(Instant::now() < deadline, "not every message was recorded");
         std::thread::sleep(Duration::from_millis(10));
@@ -339,11 +347,13 @@ fn sigkill_at_random_moments_loses_nothing_and_duplicates_only_within_the_window
         }
     }
     eprintln!(
-        "{} records, {dups} duplicates over {KILLS} power cuts",
-        recs.len()
+        "{} records, {dups} duplicates over {} power cuts",
+        recs.len(),
+        kills.len()
     );
     // The window check above means something only if the state was
     // written during the runs (every 50 ms while the child works).
+    assert!(!kills.is_empty(), "at least one power cut");
     let per_run: Vec<usize> = kills
         .iter()
         .map(|(started, killed, _)| seen.iter().filter(|w| *w > started && *w <= killed).count())
