@@ -236,10 +236,10 @@ fn sigkill_at_random_moments_loses_nothing_and_duplicates_only_within_the_window
         // run: pull the plug only once it has seen two (a slow disk under
         // load can take longer than the random work time).
         // Offline, a child that has finished its queue makes no more: the
-        // server comes back after a while.
+        // server comes back after ten state-write intervals.
         let since = Instant::now();
         wait_until("two state writes in this run", || {
-            if offline.is_some() && since.elapsed() > Duration::from_secs(2) {
+            if offline.is_some() && since.elapsed() > 10 * SYNC {
                 server.refuse(None);
             }
             writes_seen(&record)

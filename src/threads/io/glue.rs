@@ -1,7 +1,7 @@
 //! The glue between the socket and the connection machine, without the
 //! waiting: one turn reads until `WouldBlock` (or the budget), hands the
 //! frame reader's events to the machine, carries out its actions and writes
-//! the application's frames through tungstenite. Generic over the stream,
+//! the application's frames through the frame writer. Generic over the stream,
 //! so it is tested with a scripted `Read + Write` that returns `WouldBlock`
 //! on chosen calls. Logs under the io thread's target.
 
@@ -428,7 +428,7 @@ impl<S: Read + Write> Driver<S> {
                 break;
             }
         }
-        // Out of the queue (on the wire or in tungstenite's buffer): room
+        // Out of the queue (on the wire or in the writer's buffer): room
         // for senders waiting on the byte budget.
         self.ctx.shared.outbound.release(taken);
         if !self.ctx.outbound.is_empty() {
