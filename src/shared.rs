@@ -264,6 +264,11 @@ pub(crate) struct Shared {
     pub reading_paused: AtomicBool,
     closed: AtomicBool,
     waker: Mutex<Option<Arc<mio::Waker>>>,
+    /// The io thread is looking for work without sleeping (its short look
+    /// after a turn that moved data): [`Shared::wake_io`] needs no syscall.
+    io_looking: AtomicBool,
+    /// Work was handed to the io thread since it last looked for it.
+    io_called: AtomicBool,
     /// Taken by the supervisor when it stops, which ends [`crate::Events`].
     events_tx: Mutex<Option<Sender<Stamped>>>,
     events_rx: Receiver<Stamped>,
@@ -320,6 +325,8 @@ impl Shared {
             reading_paused: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             waker: Mutex::new(None),
+            io_looking: AtomicBool::new(false),
+            io_called: AtomicBool::new(false),
             events_tx: Mutex::new(Some(events_tx)),
             events_rx: events_rx.clone(),
             inbound_capacity,
@@ -429,13 +436,38 @@ impl Shared {
         *lock(&self.waker) = waker;
     }
 
-    /// Wakes the io thread, if a connection is open.
+    /// Wakes the io thread, if a connection is open. While it looks for
+    /// work without sleeping, a flag it checks is enough: no syscall on the
+    /// sender's path (an echo's round trip).
     pub(crate) fn wake_io(&self) {
+        // Dekker with `io_look_end`: either the io thread sees the call or
+        // this sees it sleeping (SeqCst on both sides).
+        self.io_called.store(true, SeqCst);
+        if self.io_looking.load(SeqCst) {
+            return;
+        }
         if let Some(w) = lock(&self.waker).as_ref() {
             if let Err(e) = w.wake() {
                 log::warn!(target: "heartline::threads::io", "cannot wake the io thread: {e}");
             }
         }
+    }
+
+    /// The io thread starts looking for work without sleeping.
+    pub(crate) fn io_look_start(&self) {
+        self.io_looking.store(true, SeqCst);
+    }
+
+    /// The io thread takes the calls made so far: `true` if there were any.
+    pub(crate) fn io_take_call(&self) -> bool {
+        self.io_called.load(Relaxed) && self.io_called.swap(false, SeqCst)
+    }
+
+    /// The io thread stops looking and will sleep, unless this returns
+    /// `true`: work was handed to it while it looked.
+    pub(crate) fn io_look_end(&self) -> bool {
+        self.io_looking.store(false, SeqCst);
+        self.io_called.swap(false, SeqCst)
     }
 
     /// `true` when a paused reader may resume: the inbound queue is at most
@@ -536,5 +568,22 @@ impl Shared {
             state_writes: c.state_writes.load(Relaxed),
             state_write_errors: c.state_write_errors.load(Relaxed),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_while_the_io_thread_looks_is_seen_before_it_sleeps() {
+        let (s, _events) = Shared::new(4, 4, 1024, 1024);
+        s.io_look_start();
+        s.wake_io(); // no waker: only the flag
+        assert!(s.io_look_end(), "the call made while it looked");
+        assert!(!s.io_look_end(), "taken once");
+        s.wake_io();
+        assert!(s.io_take_call(), "a turn takes a call made before it");
+        assert!(!s.io_take_call());
     }
 }

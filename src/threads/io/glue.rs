@@ -144,6 +144,10 @@ impl<S: Read + Write> Driver<S> {
                         // check at the turn's end is the one that counts.
                         if self.queued_in_turn == self.ctx.shared.wanted() {
                             self.ring();
+                            // The consumer was woken, often onto this
+                            // core: let it run now, not after the rest of
+                            // this turn (an echo's round trip).
+                            std::thread::yield_now();
                         }
                     }
                     let full = matches!(answer, Offer::Full(_));

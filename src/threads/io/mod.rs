@@ -132,6 +132,8 @@ impl Connection {
         // means no new bytes: skip the read.
         let mut socket_event = true;
         loop {
+            // This turn takes what was handed over so far.
+            d.ctx.shared.io_take_call();
             if let Some(e) = d.turn(&self.commands, self.always_read || socket_event) {
                 return e;
             }
@@ -159,14 +161,30 @@ impl Connection {
             let mut ready = false;
             let active = std::mem::take(&mut d.active);
             if timeout.is_none() && active {
+                // While it looks, a sender only sets a flag (no eventfd
+                // write on its path): checked here, and once more after.
+                let shared = &d.ctx.shared;
+                shared.io_look_start();
                 let until = Instant::now() + SPIN;
                 while !ready && Instant::now() < until {
+                    if shared.io_take_call() {
+                        events.clear();
+                        ready = true;
+                        break;
+                    }
                     match self.poll.poll(&mut events, Some(Duration::ZERO)) {
                         Ok(()) => ready = !events.is_empty(),
                         Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                        Err(e) => return Exit::Lost(ConnectionError::from(e)),
+                        Err(e) => {
+                            shared.io_look_end();
+                            return Exit::Lost(ConnectionError::from(e));
+                        }
                     }
                     std::thread::yield_now();
+                }
+                if shared.io_look_end() && !ready {
+                    events.clear();
+                    ready = true;
                 }
             }
             if !ready {
