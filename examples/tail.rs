@@ -42,6 +42,14 @@
 //!                            (default: the body is the array)
 //!   --ca FILE                trust this CA certificate (PEM; repeatable)
 //!   --insecure               DANGEROUS: accept any server certificate
+//!   --cert FILE              client certificate chain (PEM), with --key:
+//!                            presented when the server asks (mutual TLS);
+//!                            read again at every attempt
+//!   --key FILE               the client certificate's private key (PEM)
+//!   --pkcs12 FILE            client certificate and key as PKCS#12 instead
+//!   --pkcs12-password-env NAME
+//!                            the environment variable holding the PKCS#12
+//!                            password (never on the command line)
 //!   --stdin                  send every line read on standard input as a
 //!                            text frame (EOF does not end tail)
 //!   --stats MS               print {"stats":{...}} every MS and at exit
@@ -86,8 +94,9 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use heartline::{
-    Backoff, Client, CloseReason, Delivery, Frame, Heartbeat, JsonRules, Limits, Message, Method,
-    Persistence, Polling, Reconnect, RecvTimeoutError, ReplyRule, State, Timeouts, Tls, Update,
+    Backoff, Client, ClientIdentity, CloseReason, Delivery, Frame, Heartbeat, JsonRules, Limits,
+    Message, Method, Persistence, Polling, Reconnect, RecvTimeoutError, ReplyRule, State, Timeouts,
+    Tls, Update,
 };
 use serde_json::{json, Value};
 
@@ -119,6 +128,10 @@ struct Args {
     items: Option<String>,
     ca: Vec<String>,
     insecure: bool,
+    cert: Option<String>,
+    key: Option<String>,
+    pkcs12: Option<String>,
+    pkcs12_password_env: Option<String>,
     beat_when_busy: bool,
     lenient: bool,
     stdin: bool,
@@ -192,6 +205,10 @@ const FLAGS: &[Flag] = &[
     Flag { name: "--items", value: "POINTER", help: "where the array is in a poll response (default: the body)", set: |a, v| { a.items = Some(v); Ok(()) } },
     Flag { name: "--ca", value: "FILE", help: "trust this CA certificate (PEM; repeatable)", set: |a, v| { a.ca.push(v); Ok(()) } },
     Flag { name: "--insecure", value: "", help: "DANGEROUS: accept any server certificate", set: |a, _| { a.insecure = true; Ok(()) } },
+    Flag { name: "--cert", value: "FILE", help: "client certificate chain (PEM), with --key (mutual TLS)", set: |a, v| { a.cert = Some(v); Ok(()) } },
+    Flag { name: "--key", value: "FILE", help: "the client certificate's private key (PEM)", set: |a, v| { a.key = Some(v); Ok(()) } },
+    Flag { name: "--pkcs12", value: "FILE", help: "client certificate and key as PKCS#12", set: |a, v| { a.pkcs12 = Some(v); Ok(()) } },
+    Flag { name: "--pkcs12-password-env", value: "NAME", help: "environment variable holding the PKCS#12 password", set: |a, v| { a.pkcs12_password_env = Some(v); Ok(()) } },
     Flag { name: "--stdin", value: "", help: "send every line of standard input as a text frame", set: |a, _| { a.stdin = true; Ok(()) } },
     Flag { name: "--stats", value: "MS", help: "print {\"stats\":{...}} every MS and at exit", set: |a, v| { a.stats = Some(number("--stats", &v)?); Ok(()) } },
     Flag { name: "--inbound-bytes", value: "N", help: "inbound byte budget", set: |a, v| { a.inbound_bytes = Some(number("--inbound-bytes", &v)?); Ok(()) } },
@@ -267,6 +284,26 @@ fn build(a: &Args) -> Result<Client, String> {
         eprintln!("tail: --insecure: any server certificate is accepted");
         tls.danger_accept_invalid_certs = true;
     }
+    tls.client_identity = match (&a.cert, &a.key, &a.pkcs12) {
+        (Some(chain), Some(key), None) => Some(ClientIdentity::PemFiles {
+            chain: chain.into(),
+            key: key.into(),
+        }),
+        (None, None, Some(path)) => {
+            let password = match &a.pkcs12_password_env {
+                Some(name) => std::env::var(name).map_err(|_| {
+                    format!("--pkcs12-password-env {name}: not set in the environment")
+                })?,
+                None => String::new(),
+            };
+            Some(ClientIdentity::Pkcs12File {
+                path: path.into(),
+                password,
+            })
+        }
+        (None, None, None) => None,
+        _ => return Err("give --cert with --key, or --pkcs12, not both".to_owned()),
+    };
     let mut limits = Limits::default();
     if let Some(n) = a.inbound_bytes {
         limits.inbound_bytes = n;

@@ -162,6 +162,15 @@ pub enum TlsProblem {
     NotTls,
     /// The TLS context could not be set up from the configuration.
     Setup,
+    /// The server asked for a client certificate and refused the one sent
+    /// (an issuer it does not trust, expired, revoked), or none is
+    /// configured ([`crate::Tls::client_identity`]). Also a 400 page from
+    /// nginx saying so. The advice names the certificate sent.
+    ClientCertificate,
+    /// The configured client certificate or key cannot be used at this
+    /// attempt: a file that cannot be read, a key that does not match the
+    /// certificate (a renewal half done on disk).
+    ClientIdentity,
     /// Anything else; the message carries OpenSSL's text.
     Other,
 }

@@ -70,6 +70,7 @@ mod dial;
 mod durable;
 mod error;
 mod frame;
+mod identity;
 mod machine;
 mod message;
 #[cfg(test)]
@@ -92,8 +93,8 @@ pub struct ReadmeDoctests;
 
 pub use client::{Client, Events, Update, Updates};
 pub use config::sections::{
-    AckMode, Delivery, Heartbeat, Keepalive, Limits, OverLimit, Overflow, Persistence, Polling,
-    Reconnect, TcpKeepalive, Timeouts, Tls,
+    AckMode, ClientIdentity, Delivery, Heartbeat, Keepalive, Limits, OverLimit, Overflow,
+    Persistence, Polling, Reconnect, TcpKeepalive, Timeouts, Tls,
 };
 pub use config::{ClientBuilder, Endpoint, EndpointContext};
 pub use delivery::Batches;

@@ -120,15 +120,70 @@ pub(crate) struct Socket {
     pub leftover: Vec<u8>,
 }
 
-/// Builds the TLS connector once per client, from the roots parsed at
-/// build.
-pub(crate) fn tls_connector(cfg: &Config) -> Result<native_tls::TlsConnector, Error> {
+/// The TLS connector, made at the first `wss://` attempt (loading
+/// OpenSSL's roots costs a few MB that a `ws://` client never needs) and
+/// made again when the client identity's files change on disk.
+#[derive(Default)]
+pub(crate) struct TlsCache {
+    connector: Option<native_tls::TlsConnector>,
+    stamp: crate::identity::Stamp,
+    /// The client certificate presented, as advice names it.
+    pub sent: Option<String>,
+}
+
+impl TlsCache {
+    /// The connector for this attempt; an identity file that cannot be
+    /// read or used fails the attempt (the reconnect policy applies).
+    fn get(&mut self, cfg: &Config, host: &str) -> Result<&native_tls::TlsConnector> {
+        let stamp = cfg
+            .tls
+            .client_identity
+            .as_ref()
+            .map(crate::identity::stamp)
+            .unwrap_or_default();
+        if self.connector.is_none() || stamp != self.stamp {
+            self.connector = None;
+            let setup = |problem, reason| ConnectionError::Tls {
+                host: host.to_owned(),
+                problem,
+                reason,
+            };
+            let identity = match &cfg.tls.client_identity {
+                Some(id) => Some(
+                    crate::identity::load(id).map_err(|e| setup(TlsProblem::ClientIdentity, e))?,
+                ),
+                None => None,
+            };
+            let connector = tls_connector(cfg, identity.as_ref())
+                .map_err(|e| setup(TlsProblem::Setup, e.to_string()))?;
+            self.sent = identity.map(|i| i.shown);
+            self.stamp = stamp;
+            self.connector = Some(connector);
+        }
+        self.connector
+            .as_ref()
+            .ok_or_else(|| ConnectionError::Protocol("no TLS connector".to_owned()))
+    }
+}
+
+/// Builds a TLS connector from the roots parsed at build and the client
+/// identity, if any.
+pub(crate) fn tls_connector(
+    cfg: &Config,
+    identity: Option<&crate::identity::Identity>,
+) -> Result<native_tls::TlsConnector, Error> {
     let mut b = native_tls::TlsConnector::builder();
     for cert in &cfg.roots {
         b.add_root_certificate(cert.clone());
     }
     if cfg.tls.danger_accept_invalid_certs {
         b.danger_accept_invalid_certs(true);
+    }
+    if let Some(id) = identity {
+        b.identity(
+            id.native()
+                .map_err(|e| Error::config("tls.client_identity", e))?,
+        );
     }
     b.build().map_err(|e| {
         Error::config(
@@ -166,7 +221,7 @@ fn timed_out(e: &io::Error) -> bool {
 pub(crate) fn connect(
     endpoint: &Endpoint,
     cfg: &Config,
-    tls: &mut Option<native_tls::TlsConnector>,
+    tls: &mut TlsCache,
     abort: &Abort,
 ) -> Result<(Socket, crate::message::Opened)> {
     // However this attempt ends, `abort` lets go of it.
@@ -179,6 +234,11 @@ pub(crate) fn connect(
     let _over = Over(abort);
     let target = Target::parse(&endpoint.url)?;
     let addr = target.addr();
+    if target.tls {
+        // The client identity is read before any connection is made: one
+        // that cannot be used costs the server nothing.
+        tls.get(cfg, &target.host)?;
+    }
     let deadline;
     let tcp = match cfg
         .proxy
@@ -227,14 +287,7 @@ pub(crate) fn connect(
     tune(&tcp, cfg);
     let tcp = Timed::new(tcp, Some(deadline));
     let stream = if target.tls {
-        let connector = match tls {
-            Some(c) => c,
-            None => tls.insert(tls_connector(cfg).map_err(|e| ConnectionError::Tls {
-                host: target.host.clone(),
-                problem: crate::error::TlsProblem::Setup,
-                reason: e.to_string(),
-            })?),
-        };
+        let connector = tls.get(cfg, &target.host)?;
         match connector.connect(&target.host, tcp) {
             Ok(s) => Stream::Tls(Box::new(s)),
             Err(native_tls::HandshakeError::WouldBlock(_)) => {
@@ -245,13 +298,20 @@ pub(crate) fn connect(
                 })
             }
             Err(native_tls::HandshakeError::Failure(e)) => {
-                return Err(tls_error(&target.host, &e, &addr, cfg.timeouts.handshake))
+                let sent = tls.sent.as_deref();
+                return Err(tls_error(
+                    &target.host,
+                    &e,
+                    &addr,
+                    cfg.timeouts.handshake,
+                    sent,
+                ));
             }
         }
     } else {
         Stream::Plain(tcp)
     };
-    upgrade(stream, endpoint, &target, &addr, cfg)
+    upgrade(stream, endpoint, &target, &addr, cfg, tls.sent.as_deref())
 }
 
 /// A byte of an HTTP token (RFC 9110 §5.6.2): header names, subprotocols.
@@ -271,6 +331,7 @@ fn upgrade(
     target: &Target,
     addr: &str,
     cfg: &Config,
+    sent: Option<&str>,
 ) -> Result<(Socket, crate::message::Opened)> {
     let bad = |reason: String| ConnectionError::Url {
         url: redact::url(&endpoint.url),
@@ -315,7 +376,20 @@ fn upgrade(
     }
     req.push_str("\r\n");
     let io_err = |e: io::Error| {
-        if timed_out(&e) {
+        // Over TLS 1.3 a server refuses a client certificate after the
+        // handshake: its alert comes with the first read.
+        let text = e.to_string();
+        if let Some(reason) = target
+            .tls
+            .then(|| client_cert_advice(&text, sent))
+            .flatten()
+        {
+            ConnectionError::Tls {
+                host: target.host.clone(),
+                problem: TlsProblem::ClientCertificate,
+                reason,
+            }
+        } else if timed_out(&e) {
             ConnectionError::Timeout {
                 phase: Phase::WebSocketHandshake,
                 addr: addr.to_owned(),
@@ -325,8 +399,23 @@ fn upgrade(
             ConnectionError::from(e)
         }
     };
-    stream.write_all(req.as_bytes()).map_err(io_err)?;
-    stream.flush().map_err(io_err)?;
+    if let Err(e) = stream
+        .write_all(req.as_bytes())
+        .and_then(|()| stream.flush())
+    {
+        // A server that refused our certificate after the handshake (TLS
+        // 1.3) has sent its alert and closed: the write fails first, and
+        // the alert waits to be read.
+        if target.tls {
+            let mut scratch = [0u8; 256];
+            if let Err(read) = stream.read(&mut scratch) {
+                if client_cert_advice(&read.to_string(), sent).is_some() {
+                    return Err(io_err(read));
+                }
+            }
+        }
+        return Err(io_err(e));
+    }
 
     // A TLS server reached with ws:// typically closes or resets the
     // connection on the plain-text request without a word.
@@ -346,7 +435,7 @@ fn upgrade(
     } = loop {
         let n = match stream.read(&mut chunk) {
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset && !target.tls => {
                 return Err(ConnectionError::Protocol(format!(
                     "{addr} reset the connection during the WebSocket handshake{hint}"
                 )));
@@ -370,6 +459,15 @@ fn upgrade(
             break head;
         }
     };
+    if status == 400 && target.tls {
+        if let Some(reason) = nginx_cert_refusal(&mut stream, &mut buf, head_len, sent) {
+            return Err(ConnectionError::Tls {
+                host: target.host.clone(),
+                problem: TlsProblem::ClientCertificate,
+                reason,
+            });
+        }
+    }
     if status != 101 {
         return Err(ConnectionError::Refused {
             status,
@@ -537,7 +635,120 @@ fn connect_tcp(
     Ok(tcp)
 }
 
-fn tls_error(host: &str, e: &native_tls::Error, addr: &str, after: Duration) -> ConnectionError {
+/// nginx with `ssl_verify_client` finishes the TLS handshake without a
+/// (good) client certificate and answers 400 with a page that says so:
+/// the advice for that, from the page (read within the handshake's
+/// deadline, at most 4 KiB).
+fn nginx_cert_refusal(
+    stream: &mut Stream,
+    buf: &mut Vec<u8>,
+    head_len: usize,
+    sent: Option<&str>,
+) -> Option<String> {
+    let mut chunk = [0u8; 1024];
+    while buf.len() - head_len < 4096 && !contains(&buf[head_len..], b"</html>") {
+        match stream.read(&mut chunk) {
+            Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => break,
+        }
+    }
+    let body = &buf[head_len..];
+    let said = if contains(body, b"No required SSL certificate was sent") {
+        "No required SSL certificate was sent"
+    } else if contains(body, b"The SSL certificate error") {
+        "The SSL certificate error"
+    } else {
+        return None;
+    };
+    // The page says which: none sent, or one refused.
+    let alert = if sent.is_none() || said.starts_with("No required") {
+        "alert certificate required"
+    } else {
+        "alert bad certificate"
+    };
+    Some(format!("{} [HTTP 400: {said}]", cert_advice(alert, sent)))
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The advice for a TLS alert about the client certificate (OpenSSL's
+/// words in `text`); `sent`: the certificate presented, if any.
+fn client_cert_advice(text: &str, sent: Option<&str>) -> Option<String> {
+    const ALERTS: [&str; 8] = [
+        "alert certificate required",
+        "alert bad certificate",
+        "alert unknown ca",
+        "alert certificate expired",
+        "alert certificate revoked",
+        "alert certificate unknown",
+        "alert unsupported certificate",
+        "alert access denied",
+    ];
+    let alert = ALERTS.iter().find(|a| text.contains(*a))?;
+    Some(format!("{} [{}]", cert_advice(alert, sent), text.trim()))
+}
+
+/// A TLS 1.2 server that wanted a certificate and got none may just say
+/// "handshake failure" (RFC 5246 §7.4.6): with none configured, the advice
+/// names that possibility; the problem stays [`TlsProblem::Other`], since
+/// the cause may as well be a version or cipher the two do not share.
+fn handshake_failure_advice(text: &str, sent: Option<&str>) -> Option<String> {
+    (sent.is_none() && text.contains("alert handshake failure")).then(|| {
+        format!(
+            "{} [{}]",
+            cert_advice("alert handshake failure", None),
+            text.trim()
+        )
+    })
+}
+
+/// What to do about a client certificate `alert` (OpenSSL's words).
+fn cert_advice(alert: &str, sent: Option<&str>) -> String {
+    let Some(sent) = sent else {
+        if alert == "alert handshake failure" {
+            return "the server ended the handshake: it may require a client certificate, \
+                    and none is configured (set Tls::client_identity; tail: --cert and --key, \
+                    or --pkcs12), or it shares no TLS version or cipher with this device"
+                .to_owned();
+        }
+        return "the server requires a client certificate and none is configured: set \
+                Tls::client_identity (tail: --cert and --key, or --pkcs12)"
+            .to_owned();
+    };
+    match alert {
+        "alert certificate required" => format!(
+            "the server requires a client certificate and did not take the one offered, \
+             {sent}: check that the server trusts its issuer"
+        ),
+        "alert unknown ca" => format!(
+            "the server does not trust the issuer of the client certificate sent, {sent}: \
+             give the server that CA, or provision a certificate from one it trusts"
+        ),
+        "alert certificate expired" => format!(
+            "the server says the client certificate sent has expired, {sent} (or its clock \
+             is off): renew it; a renewed file is read at the next attempt"
+        ),
+        "alert certificate revoked" => format!(
+            "the server says the client certificate sent was revoked, {sent}: provision a \
+             new one"
+        ),
+        _ => format!(
+            "the server refused the client certificate sent, {sent}: check that the server \
+             trusts its issuer, that it is valid now and allows client authentication \
+             (extended key usage clientAuth)"
+        ),
+    }
+}
+
+fn tls_error(
+    host: &str,
+    e: &native_tls::Error,
+    addr: &str,
+    after: Duration,
+    sent: Option<&str>,
+) -> ConnectionError {
     let text = e.to_string();
     let io_timeout = std::error::Error::source(e)
         .and_then(|s| s.downcast_ref::<io::Error>())
@@ -549,7 +760,7 @@ fn tls_error(host: &str, e: &native_tls::Error, addr: &str, after: Duration) -> 
             after,
         };
     }
-    let (problem, reason) = tls_advice(host, &text, now_utc());
+    let (problem, reason) = tls_advice(host, &text, now_utc(), sent);
     ConnectionError::Tls {
         host: host.to_owned(),
         problem,
@@ -560,8 +771,8 @@ fn tls_error(host: &str, e: &native_tls::Error, addr: &str, after: Duration) -> 
 /// The advice for a failed TLS handshake with `host` outside the socket
 /// (the poller's): the same words as the socket's [`ConnectionError::Tls`].
 #[cfg(feature = "poll")]
-pub(crate) fn tls_reason(host: &str, e: &native_tls::Error) -> String {
-    let (_, reason) = tls_advice(host, &e.to_string(), now_utc());
+pub(crate) fn tls_reason(host: &str, e: &native_tls::Error, sent: Option<&str>) -> String {
+    let (_, reason) = tls_advice(host, &e.to_string(), now_utc(), sent);
     format!("TLS with {host}: {reason}")
 }
 
@@ -569,7 +780,13 @@ pub(crate) fn tls_reason(host: &str, e: &native_tls::Error) -> String {
 /// parentheses) into a problem and advice that fits it. Adding a CA helps
 /// only for an unknown issuer or a self-signed certificate; saying so for
 /// an expired certificate or a wrong name sends an operator the wrong way.
-fn tls_advice(host: &str, text: &str, now: String) -> (TlsProblem, String) {
+fn tls_advice(host: &str, text: &str, now: String, sent: Option<&str>) -> (TlsProblem, String) {
+    if let Some(advice) = client_cert_advice(text, sent) {
+        return (TlsProblem::ClientCertificate, advice);
+    }
+    if let Some(advice) = handshake_failure_advice(text, sent) {
+        return (TlsProblem::Other, advice);
+    }
     let has = |s: &str| text.contains(s);
     let (problem, advice) = if has("certificate has expired") {
         (
@@ -743,7 +960,7 @@ mod tests {
             ("something new", TlsProblem::Other),
         ];
         for (text, want) in cases {
-            let (got, advice) = tls_advice("h", text, "2026-01-01 00:00 UTC".into());
+            let (got, advice) = tls_advice("h", text, "2026-01-01 00:00 UTC".into(), None);
             assert_eq!(got, want, "{text}");
             assert!(advice.contains(text), "OpenSSL's words are kept: {advice}");
             let ca_helps = matches!(want, TlsProblem::UnknownIssuer | TlsProblem::SelfSigned);

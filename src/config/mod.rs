@@ -425,6 +425,11 @@ impl ClientBuilder {
         c.delivery.validate()?;
         c.polling.validate()?;
         c.roots = c.tls.roots()?;
+        if let Some(id) = &c.tls.client_identity {
+            // Checked now (readable, the key fits); files are read again at
+            // every attempt.
+            crate::identity::load(id).map_err(|e| Error::config("tls.client_identity", e))?;
+        }
         c.state.validate()?;
         c.proxy = ProxySection::choose(self.proxy.take())?;
         c.keepalive = c.heartbeat.keepalive();

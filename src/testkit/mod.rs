@@ -22,12 +22,14 @@
 //! timeout loop: it is test equipment, and simplicity wins here.
 
 mod feed;
+mod mtls;
 mod proxy;
 mod tls;
 
 pub use feed::{FeedConfig, PollFault, PollSeen};
+pub use mtls::{MutualTlsServer, Presented, Refusal};
 pub use proxy::{ConnectProxy, ProxyMode, ProxyRequest};
-pub use tls::CertProblem;
+pub use tls::{CertProblem, ClientCa, ClientCert};
 
 use std::io::{self, ErrorKind};
 use std::net::{SocketAddr, TcpListener, TcpStream};

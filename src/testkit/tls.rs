@@ -150,3 +150,108 @@ pub(crate) fn generate(problem: CertProblem) -> Result<Material, ErrorStack> {
         key_pem: leaf_key.private_key_to_pem_pkcs8()?,
     })
 }
+
+/// A CA that issues client certificates, made at run time: for testing
+/// mutual TLS ([`crate::Tls::client_identity`]) against
+/// [`super::MutualTlsServer`].
+pub struct ClientCa {
+    cert: X509,
+    key: PKey<Private>,
+}
+
+/// A client certificate issued by a [`ClientCa`].
+pub struct ClientCert {
+    /// The certificate chain, PEM (the certificate, then the CA).
+    pub chain_pem: Vec<u8>,
+    /// The private key, PKCS#8 PEM.
+    pub key_pem: Vec<u8>,
+    /// The same key in the traditional form (`BEGIN EC PRIVATE KEY`).
+    pub key_pem_traditional: Vec<u8>,
+    cert: X509,
+    key: PKey<Private>,
+    ca: X509,
+}
+
+impl ClientCa {
+    /// A new CA named `cn`.
+    ///
+    /// # Errors
+    /// When OpenSSL cannot make it.
+    pub fn new(cn: &str) -> std::io::Result<ClientCa> {
+        let make = || -> Result<ClientCa, ErrorStack> {
+            let key = key()?;
+            let n = name(cn)?;
+            let mut ca = builder(&n, &n, &key)?;
+            ca.append_extension(BasicConstraints::new().critical().ca().build()?)?;
+            ca.append_extension(
+                KeyUsage::new()
+                    .critical()
+                    .key_cert_sign()
+                    .crl_sign()
+                    .build()?,
+            )?;
+            ca.sign(&key, MessageDigest::sha256())?;
+            Ok(ClientCa {
+                cert: ca.build(),
+                key,
+            })
+        };
+        make().map_err(std::io::Error::other)
+    }
+
+    /// The CA's certificate, PEM (what a server trusts).
+    ///
+    /// # Errors
+    /// When OpenSSL cannot encode it.
+    pub fn ca_pem(&self) -> std::io::Result<Vec<u8>> {
+        self.cert.to_pem().map_err(std::io::Error::other)
+    }
+
+    /// A client certificate (extended key usage clientAuth) for `cn`.
+    ///
+    /// # Errors
+    /// When OpenSSL cannot make it.
+    pub fn issue(&self, cn: &str) -> std::io::Result<ClientCert> {
+        let make = || -> Result<ClientCert, ErrorStack> {
+            let key = key()?;
+            let n = name(cn)?;
+            let mut b = builder(&n, self.cert.subject_name(), &key)?;
+            b.append_extension(BasicConstraints::new().build()?)?;
+            b.append_extension(ExtendedKeyUsage::new().client_auth().build()?)?;
+            b.sign(&self.key, MessageDigest::sha256())?;
+            let cert = b.build();
+            let mut chain_pem = cert.to_pem()?;
+            chain_pem.extend(self.cert.to_pem()?);
+            Ok(ClientCert {
+                chain_pem,
+                key_pem: key.private_key_to_pem_pkcs8()?,
+                key_pem_traditional: key.ec_key()?.private_key_to_pem()?,
+                cert,
+                key,
+                ca: self.cert.clone(),
+            })
+        };
+        make().map_err(std::io::Error::other)
+    }
+}
+
+impl ClientCert {
+    /// The certificate, its CA and its key as a PKCS#12 archive (DER).
+    ///
+    /// # Errors
+    /// When OpenSSL cannot make it.
+    pub fn pkcs12(&self, password: &str) -> std::io::Result<Vec<u8>> {
+        let make = || -> Result<Vec<u8>, ErrorStack> {
+            let mut ca = openssl::stack::Stack::new()?;
+            ca.push(self.ca.clone())?;
+            openssl::pkcs12::Pkcs12::builder()
+                .name("device")
+                .pkey(&self.key)
+                .cert(&self.cert)
+                .ca(ca)
+                .build2(password)?
+                .to_der()
+        };
+        make().map_err(std::io::Error::other)
+    }
+}

@@ -31,7 +31,12 @@ mod with_ureq {
     use crate::protocol::Method;
     use ureq::tls::{Certificate, RootCerts, TlsConfig, TlsProvider};
 
-    pub(crate) type Agent = ureq::Agent;
+    /// The HTTP agent, and the client certificate it presents (for advice).
+    #[derive(Clone)]
+    pub(crate) struct Agent {
+        http: ureq::Agent,
+        sent: Option<std::sync::Arc<str>>,
+    }
 
     /// The HTTP agent: native-tls with the system roots (or the configured
     /// extra roots, which then replace them), and a finite timeout.
@@ -52,10 +57,26 @@ mod with_ureq {
             }
             RootCerts::new_with_certs(&certs)
         };
+        // Read at every agent (each time polling starts): a certificate
+        // renewed on disk is used from then on.
+        let identity = match &cfg.tls.client_identity {
+            Some(id) => Some(
+                crate::identity::load(id).map_err(|e| Error::config("tls.client_identity", e))?,
+            ),
+            None => None,
+        };
+        let client_cert = match &identity {
+            Some(id) => Some(
+                id.ureq()
+                    .map_err(|e| Error::config("tls.client_identity", e))?,
+            ),
+            None => None,
+        };
         let tls = TlsConfig::builder()
             .provider(TlsProvider::NativeTls)
             .root_certs(roots)
             .disable_verification(cfg.tls.danger_accept_invalid_certs)
+            .client_cert(client_cert)
             .build();
         // The same proxy as the WebSocket's, chosen for the poll URL's host.
         let proxy = cfg.poll_url.as_deref().and_then(|url| {
@@ -64,14 +85,18 @@ mod with_ureq {
                 .for_host(&cfg.proxy.env, url.starts_with("https://"), host_of(url))
                 .and_then(crate::proxy::Proxy::for_ureq)
         });
-        Ok(ureq::Agent::config_builder()
+        let http = ureq::Agent::config_builder()
             .proxy(proxy)
             .tls_config(tls)
             .timeout_global(Some(cfg.polling.timeout))
             .http_status_as_error(false)
             .user_agent(concat!("heartline/", env!("CARGO_PKG_VERSION")))
             .build()
-            .into())
+            .into();
+        Ok(Agent {
+            http,
+            sent: identity.map(|i| i.shown.into()),
+        })
     }
 
     /// Ends every request the agent (and its clones) has in flight at once:
@@ -80,7 +105,7 @@ mod with_ureq {
     /// connect are not interrupted; `timeout_global` bounds them. The agent
     /// refuses new requests afterwards.
     pub(crate) fn shutdown(agent: Agent) {
-        agent.shutdown();
+        agent.http.shutdown();
     }
 
     /// The host of an http(s) URL: no scheme, credentials, port or path.
@@ -107,7 +132,7 @@ mod with_ureq {
     ) -> std::result::Result<Answer, Failure> {
         let result = match req.method {
             Method::Get => {
-                let mut r = agent.get(&req.url);
+                let mut r = agent.http.get(&req.url);
                 for (n, v) in headers {
                     r = r.header(n.as_str(), v.as_str());
                 }
@@ -115,7 +140,7 @@ mod with_ureq {
             }
             Method::Post => {
                 let body = req.body.clone().unwrap_or_default();
-                let mut r = agent.post(&req.url);
+                let mut r = agent.http.post(&req.url);
                 for (n, v) in headers {
                     r = r.header(n.as_str(), v.as_str());
                 }
@@ -129,7 +154,11 @@ mod with_ureq {
             // A failed handshake gets the socket's advice (expired, wrong
             // name, unknown CA, not TLS), not OpenSSL's words alone.
             ureq::Error::NativeTls(t) => {
-                (None, crate::transport::tls_reason(host_of(&req.url), &t))
+                let sent = agent.sent.as_deref();
+                (
+                    None,
+                    crate::transport::tls_reason(host_of(&req.url), &t, sent),
+                )
             }
             e => (None, e.to_string()),
         })?;

@@ -72,7 +72,7 @@ fn run(s: Setup, agent: Option<poller::Agent>) {
     let mut reconnects = 0u64;
     // Made at the first wss:// attempt: loading OpenSSL's roots costs a few
     // MB of memory that a ws:// client never needs.
-    let mut tls: Option<native_tls::TlsConnector> = None;
+    let mut tls = transport::TlsCache::default();
     s.shared.set_state(State::Connecting { attempt: 1 }, None);
     // Why the previous attempt failed (or its connection ended), for the
     // endpoint provider.
