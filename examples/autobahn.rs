@@ -69,6 +69,9 @@ fn client(url: &str) -> Result<Client, String> {
             batch_window: Duration::ZERO,
             ..Delivery::default()
         })
+        // With the `compression` feature the driver offers
+        // permessage-deflate (the 12.* and 13.* cases).
+        .compression(cfg!(feature = "compression"))
         .reconnect(Reconnect {
             backoff: Backoff::Fixed(Duration::from_secs(3600)),
             min_uptime: Duration::ZERO,

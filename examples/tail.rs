@@ -21,6 +21,8 @@
 //!   --lenient                skip frames that break RFC 6455 (a reserved
 //!                            type, text that is not UTF-8) and carry on,
 //!                            instead of failing the connection with 1002/1007
+//!   --compress               offer permessage-deflate (needs the library's
+//!                            `compression` feature)
 //!   --hello TEXT             frame sent first on every connect (repeatable);
 //!                            `$cursor` in TEXT becomes the last cursor as
 //!                            JSON (`null` before the first)
@@ -68,7 +70,8 @@
 //! ```
 //!
 //! Lines: `{"state":"connecting","attempt":1}`, `{"state":"open"}` (with
-//! `"subprotocol":"..."` when the server chose one),
+//! `"subprotocol":"..."` when the server chose one, and `"compression":true`
+//! when it agreed to permessage-deflate),
 //! `{"state":"reconnecting","attempt":2,"delay_ms":500,"error":"..."}` (with
 //! `"status":503` after it when the server refused the upgrade),
 //! `{"state":"polling","attempt":4,"delay_ms":800,"error":"..."}`,
@@ -134,6 +137,7 @@ struct Args {
     pkcs12_password_env: Option<String>,
     beat_when_busy: bool,
     lenient: bool,
+    compress: bool,
     stdin: bool,
     stats: Option<u64>,
     inbound_bytes: Option<usize>,
@@ -175,6 +179,7 @@ const FLAGS: &[Flag] = &[
     Flag { name: "--connect-timeout", value: "MS", help: "DNS lookup and TCP connect, per attempt", set: |a, v| { a.connect_timeout = Some(number("--connect-timeout", &v)?); Ok(()) } },
     Flag { name: "--beat-when-busy", value: "", help: "heartbeat every --every MS even while frames arrive", set: |a, _| { a.beat_when_busy = true; Ok(()) } },
     Flag { name: "--subprotocol", value: "NAME", help: "offer this subprotocol (repeatable, in order of preference)", set: |a, v| { a.subprotocols.push(v); Ok(()) } },
+    Flag { name: "--compress", value: "", help: "offer permessage-deflate (compression feature)", set: |a, _| { a.compress = true; Ok(()) } },
     Flag { name: "--lenient", value: "", help: "skip frames that break RFC 6455 instead of failing the connection", set: |a, _| { a.lenient = true; Ok(()) } },
     Flag { name: "--hello", value: "TEXT", help: "frame sent first on every connect (repeatable); `$cursor` becomes the last cursor as JSON", set: |a, v| { a.hello.push(v); Ok(()) } },
     Flag { name: "--send", value: "TEXT", help: "frame queued once at start (repeatable)", set: |a, v| { a.send.push(v); Ok(()) } },
@@ -274,6 +279,7 @@ fn parse(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
 fn build(a: &Args) -> Result<Client, String> {
     let mut b = Client::builder(a.url.clone())
         .lenient(a.lenient)
+        .compression(a.compress)
         .subprotocols(a.subprotocols.clone());
     let mut tls = Tls::default();
     for path in &a.ca {
@@ -553,6 +559,9 @@ fn state_line(ev: &heartline::Event) -> Value {
     }
     if let Some(p) = ev.opened.as_ref().and_then(|o| o.subprotocol.as_ref()) {
         v["subprotocol"] = json!(p);
+    }
+    if ev.opened.as_ref().is_some_and(|o| o.compression) {
+        v["compression"] = json!(true);
     }
     if let Some(e) = &ev.error {
         v["error"] = json!(e.to_string());

@@ -696,4 +696,6 @@ pub struct Opened {
     /// ([`crate::ClientBuilder::subprotocols`]); `None` when none was
     /// offered or the server chose none.
     pub subprotocol: Option<String>,
+    /// permessage-deflate was agreed ([`crate::ClientBuilder::compression`]).
+    pub compression: bool,
 }

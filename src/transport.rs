@@ -13,6 +13,7 @@ use tungstenite::http::Uri;
 use crate::config::{Config, Endpoint};
 use crate::dial::Abort;
 use crate::error::{ConnectionError, Error, Phase, TlsProblem};
+use crate::machine::deflate::Params;
 
 type Result<T, E = ConnectionError> = std::result::Result<T, E>;
 use crate::redact;
@@ -118,6 +119,8 @@ impl Write for Stream {
 pub(crate) struct Socket {
     pub stream: Stream,
     pub leftover: Vec<u8>,
+    /// permessage-deflate, when the server agreed to it.
+    pub deflate: Option<Params>,
 }
 
 /// The TLS connector, made at the first `wss://` attempt (loading
@@ -354,6 +357,11 @@ fn upgrade(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n"
     );
+    if cfg.compression {
+        req.push_str("Sec-WebSocket-Extensions: ");
+        req.push_str(crate::machine::deflate::OFFER);
+        req.push_str("\r\n");
+    }
     if !cfg.subprotocols.is_empty() {
         req.push_str("Sec-WebSocket-Protocol: ");
         req.push_str(&cfg.subprotocols.join(", "));
@@ -480,12 +488,19 @@ fn upgrade(
             "{addr} answered the upgrade with a wrong Sec-WebSocket-Accept"
         )));
     }
-    let subprotocol = agreed.check(&cfg.subprotocols, addr)?;
+    let (subprotocol, deflate) = agreed.check(&cfg.subprotocols, cfg.compression, addr)?;
     let leftover = buf.split_off(head_len);
     stream.no_deadline();
     Ok((
-        Socket { stream, leftover },
-        crate::message::Opened { subprotocol },
+        Socket {
+            stream,
+            leftover,
+            deflate,
+        },
+        crate::message::Opened {
+            subprotocol,
+            compression: deflate.is_some(),
+        },
     ))
 }
 
@@ -534,20 +549,33 @@ impl Agreed {
     /// websocket`, `Connection: Upgrade`, no extension that was not offered
     /// (heartline offers none), and a subprotocol only from those offered.
     /// Returns the subprotocol chosen.
-    fn check(self, offered: &[String], addr: &str) -> Result<Option<String>> {
+    fn check(
+        self,
+        offered: &[String],
+        deflate: bool,
+        addr: &str,
+    ) -> Result<(Option<String>, Option<Params>)> {
         let has = |v: &Option<String>, token: &str| {
             v.as_deref()
                 .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
         };
         let protocol = self.protocol.map(|p| p.trim().to_owned());
+        let extensions = self.extensions.filter(|e| !e.trim().is_empty());
         let what = if !has(&self.upgrade, "websocket") || !has(&self.connection, "upgrade") {
             "answered 101 without `Upgrade: websocket` and `Connection: Upgrade`".to_owned()
-        } else if let Some(ext) = self.extensions.filter(|e| !e.trim().is_empty()) {
-            format!("agreed the extension {ext:?}, which heartline did not offer")
         } else if protocol.as_ref().is_some_and(|p| !offered.contains(p)) {
             format!("chose the subprotocol {protocol:?}, which was not offered")
         } else {
-            return Ok(protocol);
+            match extensions {
+                None => return Ok((protocol, None)),
+                Some(ext) if !deflate => {
+                    format!("agreed the extension {ext:?}, which heartline did not offer")
+                }
+                Some(ext) => match crate::machine::deflate::agreed(&ext) {
+                    Ok(p) => return Ok((protocol, Some(p))),
+                    Err(e) => e,
+                },
+            }
         };
         Err(ConnectionError::Protocol(format!("{addr} {what}")))
     }
@@ -887,7 +915,7 @@ mod tests {
             extensions: e.map(Into::into),
         };
         let offered = vec!["a".to_owned(), "b".to_owned()];
-        let ok = |a: Agreed| a.check(&offered, "h:1");
+        let ok = |a: Agreed| a.check(&offered, false, "h:1").map(|(p, _)| p);
         assert_eq!(
             ok(agreed("WebSocket", "keep-alive, Upgrade", None, None)).unwrap(),
             None

@@ -91,6 +91,8 @@ pub(crate) struct Config {
     pub lenient: bool,
     /// Offered in `Sec-WebSocket-Protocol`, in order of preference.
     pub subprotocols: Vec<String>,
+    /// Offer permessage-deflate.
+    pub compression: bool,
     pub heartbeat: Heartbeat,
     pub reconnect: Reconnect,
     pub timeouts: Timeouts,
@@ -217,6 +219,7 @@ impl ClientBuilder {
                 hello: None,
                 lenient: false,
                 subprotocols: Vec::new(),
+                compression: false,
                 heartbeat: Heartbeat::default(),
                 reconnect: Reconnect::default(),
                 timeouts: Timeouts::default(),
@@ -302,6 +305,37 @@ impl ClientBuilder {
     /// or close frame) still fails the connection.
     pub fn lenient(mut self, lenient: bool) -> Self {
         self.cfg.lenient = lenient;
+        self
+    }
+
+    /// Offers permessage-deflate (RFC 7692) in the upgrade, with the
+    /// `compression` feature; off by default. When the server agrees, its
+    /// compressed messages are inflated and the client's own messages of
+    /// 64 bytes or more are sent compressed when that makes them smaller.
+    /// What the server agreed is in the `Open` event
+    /// ([`crate::Opened::compression`]).
+    ///
+    /// - **Limits count inflated bytes**: `Limits::max_message_size` and
+    ///   `Limits::inbound_bytes` bound what a message inflates to; inflation
+    ///   stops at the limit (a few KB that inflate to gigabytes allocate no
+    ///   more than the limit), and `Limits::on_too_large` applies. While
+    ///   the server keeps its context between messages (the default), a
+    ///   message over the limit is inflated to its end into a 16 KiB scratch
+    ///   buffer, because the next messages refer to it: its CPU cost is
+    ///   bounded by its size on the wire, not its memory.
+    /// - **Memory per connection**: inflating keeps a 32 KiB window and
+    ///   about 7 KiB of zlib state for the connection's life; compressing
+    ///   takes about 256 KiB (zlib, 32 KiB window) from the first message
+    ///   worth compressing, less when the server limits the client's
+    ///   window (`client_max_window_bits`).
+    /// - The client offers `client_no_context_takeover`: each of its
+    ///   messages is compressed on its own.
+    /// - Bad compressed data fails the connection with 1007.
+    ///
+    /// Worth it on a metered link with JSON pushes, which shrink several
+    /// times; it costs CPU on every message.
+    pub fn compression(mut self, on: bool) -> Self {
+        self.cfg.compression = on;
         self
     }
 
@@ -412,6 +446,12 @@ impl ClientBuilder {
             .map_err(|e| Error::config("protocol", e.to_string()))?
             .map_err(|e| Error::config("protocol", e))?;
         c.frames_are_messages = !self.protocol_set && c.heartbeat.replies.is_empty();
+        if c.compression && !cfg!(feature = "compression") {
+            return Err(Error::config(
+                "compression",
+                "this build of heartline has no compression: turn on its `compression` feature",
+            ));
+        }
         for name in &c.subprotocols {
             if name.is_empty() || !name.bytes().all(crate::transport::token_byte) {
                 return Err(Error::config("subprotocols", "must be HTTP tokens"));

@@ -24,6 +24,7 @@ use tungstenite::protocol::frame::FrameHeader;
 
 use crate::frame::Frame;
 use crate::machine::connection::ReadFailure;
+use crate::machine::deflate::{Inflated, Inflater, Params};
 
 /// The read buffer: what one read of the socket may bring.
 const BUFFER: usize = 64 * 1024;
@@ -89,6 +90,8 @@ struct Message {
     fragmented: bool,
     /// Its bytes are dropped as they arrive (too large, or skipped).
     dropping: bool,
+    /// Sent compressed (RSV1, permessage-deflate): inflated when whole.
+    compressed: bool,
 }
 
 /// The frame whose payload is being read.
@@ -108,6 +111,8 @@ pub(crate) struct Reader {
     payload: Option<Payload>,
     /// An event decided while taking a header, handed out next.
     pending: Option<Event>,
+    /// permessage-deflate, when the server agreed to it.
+    inflater: Option<Inflater>,
 }
 
 fn violation(code: u16, what: impl Into<String>) -> ReadFailure {
@@ -134,7 +139,14 @@ impl Reader {
             message: None,
             payload: None,
             pending: None,
+            inflater: None,
         }
+    }
+
+    /// The server agreed to permessage-deflate: messages with RSV1 set
+    /// are inflated.
+    pub(crate) fn inflate_with(&mut self, p: Params) {
+        self.inflater = Inflater::new(p);
     }
 
     /// The rules it reads by.
@@ -221,9 +233,16 @@ impl Reader {
         let bytes = &self.buf[self.at..self.at + k];
         self.at += k;
         p.left -= k as u64;
+        if m.dropping && m.compressed && k > 0 {
+            // Dropped, but the server's next messages may refer to it:
+            // through the inflater, into nothing.
+            if let Some(i) = self.inflater.as_mut() {
+                i.discard(bytes).map_err(|e| violation(1007, e))?;
+            }
+        }
         if !m.dropping && k > 0 {
             m.data.extend_from_slice(bytes);
-            if m.text && !whole && !utf8_so_far(m) {
+            if m.text && !m.compressed && !whole && !utf8_so_far(m) {
                 if !self.rules.lenient {
                     return Err(violation(1007, "a text message is not valid UTF-8"));
                 }
@@ -240,11 +259,38 @@ impl Reader {
         if !fin {
             return Ok(None);
         }
-        let Some(m) = self.message.take() else {
+        let Some(mut m) = self.message.take() else {
             return Ok(None);
         };
         if m.dropping {
+            if m.compressed {
+                if let Some(i) = self.inflater.as_mut() {
+                    i.discard_end().map_err(|e| violation(1007, e))?;
+                }
+            }
             return Ok(None);
+        }
+        if m.compressed {
+            let Some(i) = self.inflater.as_mut() else {
+                return Ok(None);
+            };
+            match i.inflate(&m.data, self.rules.max_message) {
+                Inflated::Done(data) => m.data = data,
+                Inflated::Corrupt(e) => return Err(violation(1007, e)),
+                Inflated::TooLarge(len) => {
+                    if self.rules.close_on_too_large {
+                        return Err(ReadFailure::TooLarge(format!(
+                            "a compressed message that inflates to more than {} bytes \
+                             (limits.max_message_size)",
+                            self.rules.max_message
+                        )));
+                    }
+                    return Ok(Some(Event::TooLarge {
+                        len,
+                        fragmented: m.fragmented,
+                    }));
+                }
+            }
         }
         match finish(m) {
             Some(e) => Ok(Some(e)),
@@ -290,17 +336,22 @@ impl Reader {
         if h.mask.is_some() {
             return Err(violation(1002, "the server masked a frame (RFC 6455 §5.1)"));
         }
-        if h.rsv1 || h.rsv2 || h.rsv3 {
-            return Err(violation(
-                1002,
-                "a frame with RSV bits set, and no extension was agreed",
-            ));
+        // RSV1 marks a compressed message: on its first frame only, and
+        // only once permessage-deflate was agreed (RFC 7692 §6).
+        let compressed = h.rsv1 && self.inflater.is_some() && matches!(opcode, 1 | 2);
+        if (h.rsv1 && !compressed) || h.rsv2 || h.rsv3 {
+            let what = if h.rsv1 && self.inflater.is_some() {
+                "RSV1 on a frame other than a message's first (RFC 7692 §6)"
+            } else {
+                "a frame with RSV bits set, and no extension was agreed"
+            };
+            return Err(violation(1002, what));
         }
         if opcode >= 8 {
             return self.control(opcode, h.is_final, len, header_len);
         }
         self.at += header_len;
-        self.data(h.opcode, opcode, h.is_final, len)?;
+        self.data(h.opcode, opcode, h.is_final, len, compressed)?;
         Ok(None)
     }
 
@@ -337,7 +388,14 @@ impl Reader {
 
     /// A data frame's header: starts or continues a message, and decides
     /// whether its payload is kept or dropped.
-    fn data(&mut self, op: OpCode, opcode: u8, fin: bool, len: u64) -> Result<(), ReadFailure> {
+    fn data(
+        &mut self,
+        op: OpCode,
+        opcode: u8,
+        fin: bool,
+        len: u64,
+        compressed: bool,
+    ) -> Result<(), ReadFailure> {
         let rules = self.rules;
         match (op, self.message.as_mut()) {
             (OpCode::Data(Data::Continue), None) => {
@@ -365,6 +423,7 @@ impl Reader {
                     total: 0,
                     fragmented: !fin,
                     dropping: skip,
+                    compressed,
                 });
             }
         }
@@ -515,9 +574,18 @@ mod tests {
 
     /// Everything a reader makes of `wire`, arriving `cut` bytes at a time
     /// (`head` of it with the upgrade answer); an error ends the list, as
-    /// it ends the connection.
-    fn read_with(wire: &[u8], rules: Rules, head: usize, cut: usize) -> Vec<Result<Event, String>> {
+    /// it ends the connection; permessage-deflate agreed when `deflate`.
+    fn read_as(
+        wire: &[u8],
+        rules: Rules,
+        deflate: Option<Params>,
+        head: usize,
+        cut: usize,
+    ) -> Vec<Result<Event, String>> {
         let mut r = Reader::new(rules);
+        if let Some(p) = deflate {
+            r.inflate_with(p);
+        }
         let head = head.min(wire.len());
         r.push(&wire[..head]);
         let mut out = Vec::new();
@@ -549,6 +617,15 @@ mod tests {
 
     /// The same at every cut in `cuts`, checked to agree; one list.
     fn read(wire: &[u8], rules: Rules) -> Vec<Result<Event, String>> {
+        read_at_cuts(wire, rules, None)
+    }
+
+    fn read_at_cuts(
+        wire: &[u8],
+        rules: Rules,
+        deflate: Option<Params>,
+    ) -> Vec<Result<Event, String>> {
+        let read_with = |wire: &[u8], rules, head, cut| read_as(wire, rules, deflate, head, cut);
         let whole = read_with(wire, rules, 0, usize::MAX);
         for (head, cut) in [
             (0, 1),
@@ -819,5 +896,130 @@ mod tests {
         r.filled(rest.len());
         assert!(matches!(r.next(), Some(Ok(Event::Ping(p))) if p == [7; 125]));
         assert!(r.next().is_none());
+    }
+
+    #[cfg(feature = "compression")]
+    mod deflated {
+        use super::*;
+        use flate2::{Compress, Compression, FlushCompress};
+
+        fn agreed(fresh: bool) -> Option<Params> {
+            Some(Params {
+                server_no_context_takeover: fresh,
+                client_max_window_bits: 15,
+            })
+        }
+
+        /// A server's compressor: each message deflated, tail stripped;
+        /// `fresh`: each on its own (server_no_context_takeover).
+        struct Server(Compress, bool);
+
+        impl Server {
+            fn new() -> Server {
+                Server::with(false)
+            }
+            fn with(fresh: bool) -> Server {
+                Server(Compress::new(Compression::default(), false), fresh)
+            }
+            fn deflate(&mut self, data: &[u8]) -> Vec<u8> {
+                if self.1 {
+                    self.0.reset();
+                }
+                let mut out = Vec::with_capacity(data.len() + 64);
+                self.0
+                    .compress_vec(data, &mut out, FlushCompress::Sync)
+                    .unwrap();
+                out.truncate(out.len() - 4);
+                out
+            }
+        }
+
+        /// A frame with RSV1 set.
+        fn rsv1(mut f: Vec<u8>) -> Vec<u8> {
+            f[0] |= 0x40;
+            f
+        }
+
+        #[test]
+        fn compressed_messages_inflate_whole_or_in_fragments() {
+            let mut z = Server::new();
+            let one = "a compressed message, compressed message, compressed message";
+            let mut wire = rsv1(frame(true, TEXT, &z.deflate(one.as_bytes())));
+            let two = z.deflate("two in fragments, two in fragments".as_bytes());
+            wire.extend(rsv1(frame(false, TEXT, &two[..5])));
+            wire.extend(frame(true, PING, b"p"));
+            wire.extend(frame(true, CONT, &two[5..]));
+            wire.extend(text("plain, between"));
+            let bin = z.deflate(&[7u8; 300]);
+            wire.extend(rsv1(frame(true, BINARY, &bin)));
+            assert_eq!(
+                read_at_cuts(&wire, rules(false), agreed(false)),
+                vec![
+                    msg(one),
+                    Ok(Event::Ping(b"p".to_vec())),
+                    msg("two in fragments, two in fragments"),
+                    msg("plain, between"),
+                    Ok(Event::Message(Frame::Binary(vec![7u8; 300]))),
+                ]
+            );
+        }
+
+        #[test]
+        fn rsv1_where_it_does_not_belong_fails_with_1002() {
+            let mut z = Server::new();
+            let data = z.deflate(b"0123456789 0123456789 0123456789");
+            let mut cont = frame(false, TEXT, &data[..3]);
+            cont.extend(rsv1(frame(true, CONT, &data[3..])));
+            let ping = rsv1(frame(true, PING, b""));
+            for wire in [cont, ping] {
+                assert!(
+                    failure(&read_at_cuts(&wire, rules(false), agreed(false))).starts_with("1002")
+                );
+            }
+            // Not agreed: RSV1 is a violation whatever follows.
+            let wire = rsv1(frame(true, TEXT, &data));
+            assert!(failure(&read(&wire, rules(false))).contains("RSV"));
+        }
+
+        #[test]
+        fn bad_compressed_data_or_text_fails_with_1007() {
+            let wire = rsv1(frame(true, TEXT, &[0xff; 20]));
+            assert!(failure(&read_at_cuts(&wire, rules(false), agreed(false))).starts_with("1007"));
+            let mut z = Server::new();
+            let wire = rsv1(frame(true, TEXT, &z.deflate(&[0xc3, 0x28, 0x41, 0x41])));
+            assert!(failure(&read_at_cuts(&wire, rules(false), agreed(false))).starts_with("1007"));
+        }
+
+        #[test]
+        fn a_message_that_inflates_over_the_limit_is_dropped_and_the_next_inflates() {
+            for fresh in [false, true] {
+                let mut z = Server::with(fresh);
+                let max = rules(false).max_message as usize;
+                // Small on the wire (under every wire limit), large inflated;
+                // then one over the wire limit, dropped as it arrives.
+                let mut wire = rsv1(frame(true, BINARY, &z.deflate(&vec![1u8; 3 * max])));
+                let mut x: u32 = 1;
+                let noise: Vec<u8> = (0..6000)
+                    .map(|_| {
+                        x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                        (x >> 16) as u8
+                    })
+                    .collect();
+                let big = z.deflate(&noise);
+                assert!(big.len() as u64 > LIMIT, "over the frame limit on the wire");
+                wire.extend(rsv1(frame(true, BINARY, &big)));
+                wire.extend(rsv1(frame(true, TEXT, &z.deflate(b"and then this one"))));
+                let events = read_at_cuts(&wire, rules(false), agreed(fresh));
+                assert!(
+                    matches!(events[0], Ok(Event::TooLarge { len, .. }) if len > max as u64),
+                    "{events:?}"
+                );
+                assert!(
+                    matches!(events[1], Ok(Event::TooLarge { .. })),
+                    "{events:?}"
+                );
+                assert_eq!(events[2], msg("and then this one"), "fresh {fresh}");
+            }
+        }
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod backoff;
 pub(crate) mod connection;
+pub(crate) mod deflate;
 pub(crate) mod frames;
 pub(crate) mod heartbeat;
 pub(crate) mod hints;

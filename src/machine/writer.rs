@@ -13,6 +13,8 @@
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 use tungstenite::protocol::frame::FrameHeader;
 
+use crate::machine::deflate::{Deflater, Params};
+
 /// The kinds of frame the client sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -51,6 +53,8 @@ pub(crate) struct Writer {
     /// A written part kept for the next buffer, so a steady stream of
     /// small frames does not allocate one per turn.
     spare: Vec<u8>,
+    /// permessage-deflate, when the server agreed to it.
+    deflater: Option<Deflater>,
 }
 
 /// A written part up to this size is kept as the spare.
@@ -66,12 +70,36 @@ impl Writer {
             limit,
             closed: false,
             spare: Vec::new(),
+            deflater: None,
+        }
+    }
+
+    /// The server agreed to permessage-deflate: data messages worth it are
+    /// sent compressed.
+    pub(crate) fn deflate_with(&mut self, p: Params) {
+        self.deflater = Deflater::new(p);
+    }
+
+    /// A data message compressed, when compression was agreed and it is
+    /// worth it.
+    fn compressed(&mut self, kind: Kind, payload: &[u8]) -> Option<Vec<u8>> {
+        if matches!(kind, Kind::Text | Kind::Binary) && !self.closed {
+            self.deflater.as_mut()?.deflate(payload)
+        } else {
+            None
         }
     }
 
     /// Encodes one frame, masked, behind what waits (the payload copied).
     pub(crate) fn frame(&mut self, kind: Kind, payload: &[u8]) -> Result<(), Refused> {
-        let mask = self.header(kind, payload.len())?;
+        if let Some(z) = self.compressed(kind, payload) {
+            return self.encode(kind, true, z);
+        }
+        self.copy(kind, false, payload)
+    }
+
+    fn copy(&mut self, kind: Kind, rsv1: bool, payload: &[u8]) -> Result<(), Refused> {
+        let mask = self.header(kind, rsv1, payload.len())?;
         let Some(buf) = self.parts.back_mut() else {
             return Ok(());
         };
@@ -84,11 +112,18 @@ impl Writer {
 
     /// The same for a payload the writer may keep: a large one is masked
     /// where it is and written from there, with no copy.
-    pub(crate) fn frame_owned(&mut self, kind: Kind, mut payload: Vec<u8>) -> Result<(), Refused> {
-        if payload.len() < OWN {
-            return self.frame(kind, &payload);
+    pub(crate) fn frame_owned(&mut self, kind: Kind, payload: Vec<u8>) -> Result<(), Refused> {
+        match self.compressed(kind, &payload) {
+            Some(z) => self.encode(kind, true, z),
+            None => self.encode(kind, false, payload),
         }
-        let mask = self.header(kind, payload.len())?;
+    }
+
+    fn encode(&mut self, kind: Kind, rsv1: bool, mut payload: Vec<u8>) -> Result<(), Refused> {
+        if payload.len() < OWN {
+            return self.copy(kind, rsv1, &payload);
+        }
+        let mask = self.header(kind, rsv1, payload.len())?;
         apply_mask(&mut payload, mask);
         self.waiting += payload.len();
         self.parts.push_back(payload);
@@ -97,7 +132,7 @@ impl Writer {
 
     /// Checks that a frame may go, and encodes its header into the last
     /// buffer (a new one if the last part is a payload); its mask.
-    fn header(&mut self, kind: Kind, len: usize) -> Result<[u8; 4], Refused> {
+    fn header(&mut self, kind: Kind, rsv1: bool, len: usize) -> Result<[u8; 4], Refused> {
         if self.closed {
             return Err(Refused::Closed);
         }
@@ -115,6 +150,7 @@ impl Writer {
         let mask: [u8; 4] = rand::random();
         let header = FrameHeader {
             opcode,
+            rsv1,
             mask: Some(mask),
             ..FrameHeader::default()
         };

@@ -64,7 +64,11 @@ impl Connection {
         s: &Setup,
         proven: Sender<()>,
     ) -> Result<Self, ConnectionError> {
-        let Socket { stream, leftover } = socket;
+        let Socket {
+            stream,
+            leftover,
+            deflate,
+        } = socket;
         let tcp = stream.tcp();
         tcp.set_read_timeout(None)?;
         tcp.set_write_timeout(None)?;
@@ -82,10 +86,15 @@ impl Connection {
         let always_read = matches!(stream, crate::transport::Stream::Tls(_));
         let mut rd = Reader::new(rules(&s.cfg));
         rd.push(&leftover);
+        let mut wr = Writer::new(crate::transport::write_limit(&s.cfg));
+        if let Some(p) = deflate {
+            rd.inflate_with(p);
+            wr.deflate_with(p);
+        }
         Ok(Connection {
             driver: Driver {
                 io: stream,
-                wr: Writer::new(crate::transport::write_limit(&s.cfg)),
+                wr,
                 rd,
                 m: Machine::new(Settings::of(&s.cfg), hello, s.ledger.resend()),
                 ctx: Ctx {
