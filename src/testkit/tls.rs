@@ -70,9 +70,10 @@ fn builder(
     Ok(b)
 }
 
-pub(crate) fn generate(problem: CertProblem) -> Result<Material, ErrorStack> {
+/// A CA certificate named `cn` and its key.
+fn make_ca(cn: &str) -> Result<(X509, PKey<Private>), ErrorStack> {
     let ca_key = key()?;
-    let ca_name = name("heartline test CA")?;
+    let ca_name = name(cn)?;
     let mut ca = builder(&ca_name, &ca_name, &ca_key)?;
     ca.append_extension(BasicConstraints::new().critical().ca().build()?)?;
     ca.append_extension(
@@ -85,7 +86,11 @@ pub(crate) fn generate(problem: CertProblem) -> Result<Material, ErrorStack> {
     let ski = SubjectKeyIdentifier::new().build(&ca.x509v3_context(None, None))?;
     ca.append_extension(ski)?;
     ca.sign(&ca_key, MessageDigest::sha256())?;
-    let ca: X509 = ca.build();
+    Ok((ca.build(), ca_key))
+}
+
+pub(crate) fn generate(problem: CertProblem) -> Result<Material, ErrorStack> {
+    let (ca, ca_key) = make_ca("heartline test CA")?;
 
     let leaf_key = key()?;
     let leaf_name = name("localhost")?;
@@ -178,25 +183,9 @@ impl ClientCa {
     /// # Errors
     /// When OpenSSL cannot make it.
     pub fn new(cn: &str) -> std::io::Result<ClientCa> {
-        let make = || -> Result<ClientCa, ErrorStack> {
-            let key = key()?;
-            let n = name(cn)?;
-            let mut ca = builder(&n, &n, &key)?;
-            ca.append_extension(BasicConstraints::new().critical().ca().build()?)?;
-            ca.append_extension(
-                KeyUsage::new()
-                    .critical()
-                    .key_cert_sign()
-                    .crl_sign()
-                    .build()?,
-            )?;
-            ca.sign(&key, MessageDigest::sha256())?;
-            Ok(ClientCa {
-                cert: ca.build(),
-                key,
-            })
-        };
-        make().map_err(std::io::Error::other)
+        make_ca(cn)
+            .map(|(cert, key)| ClientCa { cert, key })
+            .map_err(std::io::Error::other)
     }
 
     /// The CA's certificate, PEM (what a server trusts).
