@@ -141,14 +141,15 @@ mod with_zlib {
             let cap = usize::try_from(limit)
                 .unwrap_or(usize::MAX)
                 .saturating_add(1);
-            let mut out: Vec<u8> = Vec::with_capacity(data.len().saturating_mul(2).clamp(64, cap));
+            // JSON inflates about sixfold: a first guess, then doubling.
+            let mut out: Vec<u8> = Vec::with_capacity(data.len().saturating_mul(6).clamp(64, cap));
             let mut dropped: Option<u64> = None;
             for input in [data, &TAIL[..]] {
                 let mut at = 0;
                 loop {
                     if out.len() == out.capacity() {
                         if dropped.is_none() && out.len() < cap {
-                            let room = (cap - out.len()).min(out.len().max(STEP));
+                            let room = (cap - out.len()).min(out.len().max(64));
                             out.reserve_exact(room);
                         } else if let Some(n) = dropped.as_mut() {
                             *n += out.len() as u64;
@@ -182,7 +183,14 @@ mod with_zlib {
             match dropped {
                 Some(n) => Inflated::TooLarge(n + out.len() as u64),
                 None if out.len() >= cap => Inflated::TooLarge(out.len() as u64),
-                None => Inflated::Done(out),
+                None => {
+                    // A held message pins what it allocated: no more than
+                    // half again its size (the budget counts its length).
+                    if out.capacity() > out.len() + out.len() / 2 + 64 {
+                        out.shrink_to_fit();
+                    }
+                    Inflated::Done(out)
+                }
             }
         }
     }

@@ -21,11 +21,15 @@
 //! Unlike the client, this server services each connection with a 1 ms read
 //! timeout loop: it is test equipment, and simplicity wins here.
 
+#[cfg(feature = "compression")]
+mod deflate;
 mod feed;
 mod mtls;
 mod proxy;
 mod tls;
 
+#[cfg(feature = "compression")]
+pub use deflate::{Agree, DeflateServer, Received};
 pub use feed::{FeedConfig, PollFault, PollSeen};
 pub use mtls::{MutualTlsServer, Presented, Refusal};
 pub use proxy::{ConnectProxy, ProxyMode, ProxyRequest};

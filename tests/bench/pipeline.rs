@@ -67,7 +67,7 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .map(|v| v.split(',').map(str::to_owned).collect());
     type Section<'a> = (&'a str, &'a dyn Fn(&mut Report));
-    let sections: [Section; 13] = [
+    let sections: [Section; 14] = [
         ("throughput", &|r| throughput(&sizes, false, r)),
         ("throughput tls", &|r| throughput(&sizes, true, r)),
         ("latency", &|r| latency(&sizes, r)),
@@ -81,6 +81,7 @@ fn main() {
         ("cpu per message", &|r| cpu_per_message(quick, r)),
         ("fleet restart", &|r| fleet_restart(quick, r)),
         ("libwebsockets peer", &|r| libwebsockets_peer(&sizes, r)),
+        ("compression", &|r| compression(quick, r)),
     ];
     let unknown: Vec<&String> = only
         .iter()
@@ -1615,4 +1616,100 @@ fn libwebsockets_peer(s: &Sizes, report: &mut Report) {
         json!({"flood": flood, "per_s": lws_rate, "heartline_per_s": ours, "idle": idle,
             "heartline_idle": ours_idle}),
     );
+}
+
+/// A JSON message of about `size` bytes as a device feed sends them:
+/// readings whose values change from message to message (not padding,
+/// which would flatter compression).
+#[cfg_attr(not(feature = "compression"), allow(dead_code))]
+fn feed_message(size: usize, i: usize) -> String {
+    let mut s = format!(
+        r#"{{"seq":{i},"device":"kiosk-{}","ts":{},"readings":["#,
+        i % 17,
+        1_733_150_000_000u64 + i as u64 * 137
+    );
+    let mut k = 0usize;
+    while s.len() + 60 < size {
+        let v = (i * 31 + k * 17) % 1000;
+        s.push_str(&format!(
+            r#"{{"t":{},"temp":{}.{},"rh":{}}},"#,
+            k * 250,
+            18 + v % 9,
+            v % 10,
+            40 + (v / 10) % 30
+        ));
+        k += 1;
+    }
+    s.push_str(r#"{"t":0,"temp":0.0,"rh":0}],"ok":true}"#);
+    s
+}
+
+/// permessage-deflate: bytes on the wire and the receiving process's CPU
+/// per message, for a 100 B and a 4 KiB JSON feed, compressed and not,
+/// against the testkit's deflating server (the messages are encoded
+/// before the clock starts; the process CPU includes the server thread
+/// writing them). Needs `--features compression`.
+fn compression(quick: bool, report: &mut Report) {
+    #[cfg(not(feature = "compression"))]
+    {
+        let _ = quick;
+        report.row(
+            "compression (permessage-deflate)",
+            "n/a".into(),
+            String::new(),
+            "run with --features compression".into(),
+        );
+    }
+    #[cfg(feature = "compression")]
+    {
+        use heartline::testkit::{Agree, DeflateServer};
+        let cases: [(usize, usize); 2] = if quick {
+            [(100, 5_000), (4096, 1_000)]
+        } else {
+            [(100, 50_000), (4096, 10_000)]
+        };
+        let mut notes = Vec::new();
+        for (size, n) in cases {
+            let texts: Vec<String> = (0..n).map(|i| feed_message(size, i)).collect();
+            let raw: usize = texts.iter().map(String::len).sum();
+            let mut wire = [0usize; 2];
+            let mut cpu = [0f64; 2];
+            for (k, agree) in [Agree::No, Agree::Deflate].into_iter().enumerate() {
+                let server = DeflateServer::start(agree).expect("deflate server");
+                let bytes = server.encode(&texts);
+                wire[k] = bytes.len();
+                let client = Client::builder(server.url())
+                    .compression(true)
+                    .delivery(Delivery {
+                        batch_window: Duration::from_millis(5),
+                        ..Delivery::default()
+                    })
+                    .build()
+                    .expect("client");
+                wait_open(&client.events());
+                let c0 = process_cpu();
+                server.send_raw(bytes);
+                let got = receive_n(&client, n, Duration::from_secs(10));
+                cpu[k] = (process_cpu() - c0).as_secs_f64() * 1e6 / n as f64;
+                assert_eq!(got, n, "all {n} messages received");
+                client.close();
+            }
+            report.row(
+                &format!("compression: wire bytes, {n} x {size} B JSON"),
+                format!("{} ({:.1}x smaller)", wire[1], raw as f64 / wire[1] as f64),
+                format!("{} plain", wire[0]),
+                "context kept (the server's default)".into(),
+            );
+            report.row(
+                &format!("compression: CPU per message, {size} B JSON"),
+                format!("{:.2} µs", cpu[1]),
+                format!("{:.2} µs plain", cpu[0]),
+                format!("ratio {:.2} (inflating costs this)", cpu[1] / cpu[0]),
+            );
+            notes.push(json!({"size": size, "messages": n, "raw_bytes": raw,
+                "wire_plain": wire[0], "wire_deflate": wire[1],
+                "cpu_us_plain": cpu[0], "cpu_us_deflate": cpu[1]}));
+        }
+        report.note("compression", json!(notes));
+    }
 }
