@@ -7,7 +7,7 @@
 #
 #   bash .ci/footprint.sh
 #
-# Needs the ARM cross toolchains (see README, "Cross-compiling for ARM").
+# Needs the ARM cross toolchains (see the guide, heartline::guide::cross_compiling).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -8,7 +8,7 @@
 //! ```
 //!
 //! `--plain` runs the same echo on tungstenite alone (the library heartline
-//! builds on), for the side-by-side table in the README.
+//! builds on), for the side-by-side table in the conformance guide.
 //!
 //! `.ci/autobahn` starts the server, runs this, and fails on any case whose
 //! behaviour (or close behaviour) the suite marks FAILED. Limits are raised

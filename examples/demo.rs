@@ -2,7 +2,7 @@
 //!
 //! Starts the loopback test server in this process with its sequenced feed
 //! (it keeps what it published and redelivers every message the client has
-//! not acknowledged, as the README's server rules ask). It publishes a burst
+//! not acknowledged, as the delivery guide's server rules ask). It publishes a burst
 //! of one to three notices every 300 ms, drops every connection at 30 % of
 //! the run and makes the link half-open (TCP up, server silent) at 60 %, and
 //! prints each batch and each state change. Then it checks the promise:

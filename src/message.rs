@@ -401,7 +401,7 @@ impl Batch {
         &self.messages
     }
 
-    /// The messages of one kind, oldest first (messmonitor's text pool:
+    /// The messages of one kind, oldest first (a text pool:
     /// `batch.of_kind("text")`). A message of several kinds is in each.
     /// Reading them finishes nothing.
     pub fn of_kind<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a Message> + 'a {

@@ -78,7 +78,7 @@ pub struct Inspected {
     pub id: Option<String>,
     /// Position for resume and polling.
     pub cursor: Option<Cursor>,
-    /// Pools the message belongs to (messmonitor: `text`, `audio`, or both).
+    /// Pools the message belongs to (for example `text`, `audio`, or both).
     pub kinds: Vec<String>,
     /// The frame that acknowledges it (sent once it is safely queued).
     pub ack: Option<Frame>,
@@ -202,8 +202,8 @@ impl Protocol for Plain {}
 struct Place {
     /// JSON pointer to the array ("" for the body itself).
     pointer: String,
-    /// The array holds strings, each one message (messmonitor's
-    /// `voiceUrls`), rather than objects.
+    /// The array holds strings, each one message (such as a list of
+    /// URLs), rather than objects.
     strings: bool,
     /// Kinds given to every item found here.
     kinds: Vec<String>,
@@ -308,20 +308,22 @@ type KindRule = (String, Vec<(String, Vec<String>)>);
 
 /// A [`Protocol`] made of JSON-pointer rules, for servers that speak JSON.
 ///
-/// The messmonitor protocol, for example:
+/// A notice feed with ids, a creation time as the cursor, kinds, an ack
+/// for each notice, and a poll endpoint (the
+/// [protocol guide](crate::guide::protocol) explains each rule):
 ///
 /// ```
 /// use heartline::{JsonRules, Method};
 /// use serde_json::json;
 /// let rules = JsonRules::new()
-///     .id("/msgDataId")
-///     .cursor("/createTime")
-///     .kinds("/pushType", [("1", &["text"][..]), ("2", &["audio"]), ("3", &["text", "audio"])])
-///     .ack_when("/wsType", json!(4), json!({"wsType": 3, "userId": 7}), [("/msgDataId", "msgDataId"), ("/pushType", "pushType")])
-///     .poll("https://h/getMsg", Method::Post, Some(r#"{"requestType":2}"#.into()))
-///     .poll_success("/code", json!("0000"))
-///     .poll_items("/data/ordinaryDatas")
-///     .poll_strings("/data/voiceUrls", &["audio"]);
+///     .id("/id")
+///     .cursor("/createdAt")
+///     .kinds("/kind", [("1", &["text"][..]), ("2", &["audio"]), ("3", &["text", "audio"])])
+///     .ack_when("/type", json!(4), json!({"type": 3, "device": 7}), [("/id", "id"), ("/kind", "kind")])
+///     .poll("https://push.example.com/notices", Method::Post, Some(r#"{"what":"missed"}"#.into()))
+///     .poll_success("/status", json!("ok"))
+///     .poll_items("/data/notices")
+///     .poll_strings("/data/mediaUrls", &["audio"]);
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct JsonRules {
@@ -412,7 +414,7 @@ impl JsonRules {
     }
 
     /// Like [`JsonRules::ack`], only for messages whose `pointer` equals
-    /// `value` (messmonitor acks `wsType` 4 only).
+    /// `value` (for example, ack only frames whose `type` is 4).
     pub fn ack_when<'a>(
         self,
         pointer_to: &str,
@@ -462,7 +464,7 @@ impl JsonRules {
     }
 
     /// A response is good only when `pointer` equals `value`
-    /// (messmonitor: `/code` == `"0000"`).
+    /// (for example `/status` == `"ok"`).
     pub fn poll_success(mut self, pointer_to: &str, value: Value) -> Self {
         self.success = Some((pointer(pointer_to), value));
         self
@@ -484,8 +486,8 @@ impl JsonRules {
     }
 
     /// A place holding an array of strings, each one message whose text is
-    /// the string, of these kinds: messmonitor's `/data/voiceUrls`, with
-    /// kinds `["audio"]`. Such items have no id: a repeated string is
+    /// the string, of these kinds: a list of media URLs at
+    /// `/data/mediaUrls`, with kinds `["audio"]`. Such items have no id: a repeated string is
     /// dropped as a duplicate (within the dedupe window).
     pub fn poll_strings(self, pointer_to: &str, kinds: &[&str]) -> Self {
         self.poll_place(pointer_to, true, kinds)

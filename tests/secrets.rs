@@ -12,7 +12,7 @@ struct Capture;
 
 impl log::Log for Capture {
     /// Everything at trace, except ureq's own targets at debug: the setting
-    /// the README asks for, because at trace ureq logs poll requests
+    /// the observing guide asks for, because at trace ureq logs poll requests
     /// unredacted (URL and headers).
     fn enabled(&self, m: &log::Metadata) -> bool {
         !(m.target().starts_with("ureq") && m.level() == log::Level::Trace)

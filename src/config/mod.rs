@@ -414,7 +414,8 @@ impl ClientBuilder {
     /// Without this call the environment decides, as curl does:
     /// `HTTPS_PROXY` for wss:// (and https:// polls), `http_proxy` for ws://,
     /// `ALL_PROXY` for both, and `NO_PROXY` (host names, domain suffixes, IP
-    /// addresses, `*`); lower case wins. See the README, "Networks".
+    /// addresses, `*`); lower case wins. See the
+    /// [networks guide](crate::guide::networks).
     pub fn proxy(mut self, url: Option<&str>) -> Self {
         self.proxy = Some(url.map(str::to_owned));
         self

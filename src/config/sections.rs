@@ -334,7 +334,7 @@ impl Timeouts {
 }
 
 /// Every bound on memory: message sizes, the queues in count and bytes,
-/// events and the dedupe window. See the README's "Limits" for what each
+/// events and the dedupe window. See the [limits guide](crate::guide::limits) for what each
 /// costs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
@@ -495,7 +495,7 @@ pub struct Delivery {
     /// once (with whatever else is already waiting); then a receiver that
     /// has sent since its last batch looks for the reply for up to 50 µs
     /// before it sleeps, which shortens a request/reply round trip.
-    /// Default: 100 ms (see the README for why).
+    /// Default: 100 ms (the [delivery guide](crate::guide::delivery) says why).
     pub batch_window: Duration,
     /// The most messages in one batch. Default: 512.
     pub batch_max: usize,
@@ -682,7 +682,7 @@ impl Tls {
 /// of messages the application finished, the frames accepted by `send` and
 /// not yet written to a socket, and reliable frames not yet acknowledged.
 /// Finished messages are acked only after the write that records them.
-/// See the README, "Power cuts and restarts".
+/// See the [power cuts guide](crate::guide::power_cuts).
 ///
 /// What is kept there is application data, so the directory is private to
 /// the process's user:

@@ -9,10 +9,10 @@ use crate::error::{Error, Result};
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum Backoff {
-    /// The same delay every time (subscribe-heartcheck: 4 s).
+    /// The same delay every time.
     Fixed(Duration),
-    /// `initial + step × n`, at most `max` (messmonitor: 0, +30 s per
-    /// failure).
+    /// `initial + step × n`, at most `max` (for example: at once, then
+    /// 30 s more after each failure).
     Linear {
         /// Delay before the first attempt.
         initial: Duration,

@@ -37,13 +37,13 @@ pub struct FeedConfig {
     /// every message holding a cursor that `n` consecutive messages share
     /// (1, 1, 2, 2, … for n = 2), and polls then read `since` as that
     /// cursor, inclusively (every message with a cursor ≥ since), as the
-    /// README asks of a server whose cursors can tie. `None` (the default):
+    /// [delivery guide](crate::guide::delivery) asks of a server whose cursors can tie. `None` (the default):
     /// the cursor is the sequence number, and `since` is exclusive.
     pub ties: Option<(String, u64)>,
     /// A second array in the poll response, of strings: `Some((pointer,
     /// key))` puts at `pointer` in the envelope the `key` string of every
-    /// returned message that has one and is not acknowledged (messmonitor's
-    /// `voiceUrls`). Needs `envelope`.
+    /// returned message that has one and is not acknowledged (a list of
+    /// media URLs). Needs `envelope`.
     pub strings: Option<(String, String)>,
 }
 
