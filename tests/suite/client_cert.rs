@@ -2,7 +2,7 @@
 //! for one: the forms a certificate comes in, a renewal on disk, and how
 //! each refusal is reported.
 
-mod common;
+use crate::common;
 use common::*;
 
 use std::path::{Path, PathBuf};

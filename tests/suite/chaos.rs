@@ -6,7 +6,7 @@
 //!
 //! `HEARTLINE_CHAOS_SEED=N cargo test --test chaos -- --nocapture` replays
 //! a schedule.
-mod common;
+use crate::common;
 use common::*;
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,7 +1,7 @@
 //! Links that die where the heartbeat cannot see: while the application
 //! has paused reading (backpressure suspends the heartbeat timeout), and
 //! while data waits to be written.
-mod common;
+use crate::common;
 use common::*;
 
 use std::process::Command;

@@ -1,7 +1,7 @@
 //! What the server says about retrying: `Retry-After` on 429/503 (upgrade
 //! and polls), close codes 1012/1013, and 401/403 told to the endpoint
 //! provider.
-mod common;
+use crate::common;
 use common::*;
 
 use std::sync::{Arc, Mutex};

@@ -1,6 +1,6 @@
 //! Reliable outbound frames: kept until the server acks them, sent again
 //! after every reconnect (after the hello frames, before newer frames).
-mod common;
+use crate::common;
 use common::*;
 
 use heartline::{Frame, JsonRules, Limits, Timeouts};

@@ -1,6 +1,6 @@
 //! Whatever the network sends, the library reports it, keeps running, and
 //! loses no good message because of a bad one.
-mod common;
+use crate::common;
 use common::*;
 
 use std::io::{Read, Write};

@@ -1,5 +1,3 @@
-mod common;
-
 use std::time::Duration;
 
 use heartline::{Backoff, Client, Delivery, Error, Heartbeat, Limits, Reconnect, Timeouts, Tls};

@@ -1,9 +1,9 @@
 //! The messmonitor port, end to end, with millisecond timers: the same
 //! configuration as `examples/messmonitor.rs` (included from there).
-mod common;
+use crate::common;
 use common::*;
 
-#[path = "../examples/messmonitor.rs"]
+#[path = "../../examples/messmonitor.rs"]
 mod example;
 
 use std::time::Duration;

@@ -1,5 +1,5 @@
 //! `state_dir`: what a restarted client remembers.
-mod common;
+use crate::common;
 use common::*;
 
 use std::path::PathBuf;

@@ -1,5 +1,5 @@
 //! The `tail` example is a contract for scripts: its flags and JSON lines.
-mod common;
+use crate::common;
 use common::*;
 
 use std::io::{BufRead, BufReader};
@@ -86,7 +86,7 @@ fn tail_rejects_a_bad_flag_with_exit_2() {
 
 #[test]
 fn tail_takes_beat_when_busy_and_heartbeats_with_it() {
-    // The flag reaches the builder (tests/heartbeat.rs shows what it does
+    // The flag reaches the builder (tests/suite/heartbeat.rs shows what it does
     // against a server that drops silent clients): every heartbeat is
     // answered with a message, and five of them arrive.
     init();

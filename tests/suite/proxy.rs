@@ -1,6 +1,6 @@
 //! Through an HTTP CONNECT proxy: ws:// and wss://, with and without
 //! credentials, and every way a proxy says no.
-mod common;
+use crate::common;
 use common::*;
 
 use heartline::testkit::{ConnectProxy, ProxyMode, TestServer};
