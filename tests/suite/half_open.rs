@@ -1,7 +1,7 @@
 use crate::common;
 use common::*;
 
-use heartline::{Heartbeat, State};
+use heartline::{ConnectionError, Heartbeat, State};
 
 #[test]
 fn a_silent_server_with_tcp_still_open_is_detected_and_replaced() {
@@ -23,8 +23,11 @@ fn a_silent_server_with_tcp_still_open_is_detected_and_replaced() {
     let (ev, _) = wait_event(&events, "reconnecting", |e| {
         matches!(e.state, State::Reconnecting { .. })
     });
-    let why = why(&ev.error);
-    assert!(why.contains("half-open"), "{why}");
+    assert!(
+        matches!(ev.error, Some(ConnectionError::HeartbeatTimeout { .. })),
+        "{:?}",
+        ev.error
+    );
     wait_open(&events);
     assert!(server.wait_connections(2, WAIT));
     server.push("after");

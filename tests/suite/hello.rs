@@ -93,10 +93,6 @@ fn a_full_outbound_queue_hands_the_frame_back() {
         matches!(&err, heartline::SendError::Timeout { capacity: 2, .. }),
         "{err}"
     );
-    assert!(
-        err.to_string().contains("outbound queue is full (2 frames"),
-        "{err}"
-    );
     assert_eq!(err.into_frame(), Frame::from("d"), "handed back");
     server.refuse(None);
     assert!(server.wait_for(WAIT, |l| l.frames.len() >= 2));

@@ -2,7 +2,7 @@ use crate::common;
 use common::*;
 
 use heartline::testkit::Sent;
-use heartline::{Frame, Limits, OverLimit, State};
+use heartline::{ConnectionError, Frame, Limits, OverLimit, State};
 
 fn limited(server: &heartline::testkit::TestServer) -> heartline::Client {
     limited_with(server, OverLimit::Drop)
@@ -116,7 +116,10 @@ fn with_on_too_large_close_a_grown_message_closes_with_1009_and_the_client_recon
         matches!(e.state, State::Reconnecting { .. })
     });
     let why = why(&ev.error);
-    assert!(why.contains("too large"), "{why}");
+    assert!(
+        matches!(ev.error, Some(ConnectionError::TooLarge(_))),
+        "{why}"
+    );
     assert!(
         why.contains("raise limits.max_message_size"),
         "the advice: {why}"

@@ -2,7 +2,7 @@ use crate::common;
 use common::*;
 
 use heartline::testkit::{CertProblem, TestServer};
-use heartline::{Polling, Reconnect, State, Timeouts, Tls};
+use heartline::{ConnectionError, Phase, Polling, Reconnect, State, Timeouts, Tls, TlsProblem};
 
 #[test]
 fn wss_works_when_the_private_ca_is_trusted() {
@@ -34,12 +34,16 @@ fn wss_with_an_untrusted_certificate_is_refused_with_a_clear_error() {
         .unwrap();
     let (ev, seen) = wait_event(&client.events(), "closed", |e| e.state.is_closed());
     assert!(matches!(ev.state, State::Closed(_)));
-    let why = why(&client.stats().last_error);
+    let error = client.stats().last_error;
     assert!(
-        why.contains("TLS handshake with 127.0.0.1 failed")
-            && why.contains("does not trust")
-            && why.contains("tls.root_certificates"),
-        "{why} / {seen:?}"
+        matches!(&error, Some(ConnectionError::Tls { host, problem: TlsProblem::UnknownIssuer, .. })
+            if host == "127.0.0.1"),
+        "{error:?} / {seen:?}"
+    );
+    assert!(
+        why(&error).contains("tls.root_certificates"),
+        "the advice: {}",
+        why(&error)
     );
     assert_eq!(server.log().accepted(), 0);
 }
@@ -59,7 +63,9 @@ fn the_dangerous_option_accepts_any_certificate() {
 }
 
 /// The error of a single failed attempt against `url`.
-fn failure(b: heartline::ClientBuilder) -> String {
+/// Why the one attempt failed: the TLS problem, if it was one, and the
+/// message with its advice.
+fn failure(b: heartline::ClientBuilder) -> (Option<TlsProblem>, String) {
     let client = b
         .reconnect(Reconnect {
             max_attempts: 1,
@@ -68,7 +74,12 @@ fn failure(b: heartline::ClientBuilder) -> String {
         .build()
         .unwrap();
     wait_event(&client.events(), "closed", |e| e.state.is_closed());
-    why(&client.stats().last_error)
+    let error = client.stats().last_error;
+    let problem = match &error {
+        Some(ConnectionError::Tls { problem, .. }) => Some(*problem),
+        _ => None,
+    };
+    (problem, why(&error))
 }
 
 fn trusting(server: &TestServer) -> heartline::ClientBuilder {
@@ -81,8 +92,8 @@ fn trusting(server: &TestServer) -> heartline::ClientBuilder {
 #[test]
 fn an_expired_certificate_says_expired_and_does_not_ask_for_a_ca() {
     let server = TestServer::start_tls_with(CertProblem::Expired).unwrap();
-    let why = failure(trusting(&server));
-    assert!(why.contains("expired"), "{why}");
+    let (problem, why) = failure(trusting(&server));
+    assert_eq!(problem, Some(TlsProblem::Expired), "{why}");
     assert!(why.contains("clock"), "the device's clock is named: {why}");
     assert!(!why.contains("tls.root_certificates"), "{why}");
 }
@@ -90,33 +101,27 @@ fn an_expired_certificate_says_expired_and_does_not_ask_for_a_ca() {
 #[test]
 fn a_certificate_not_yet_valid_points_at_the_device_clock() {
     let server = TestServer::start_tls_with(CertProblem::NotYetValid).unwrap();
-    let why = failure(trusting(&server));
-    assert!(
-        why.contains("not valid yet") && why.contains("clock"),
-        "{why}"
-    );
+    let (problem, why) = failure(trusting(&server));
+    assert_eq!(problem, Some(TlsProblem::NotYetValid), "{why}");
+    assert!(why.contains("clock"), "the device's clock is named: {why}");
     assert!(!why.contains("tls.root_certificates"), "{why}");
 }
 
 #[test]
 fn a_certificate_for_another_host_names_the_host() {
     let server = TestServer::start_tls_with(CertProblem::OtherHost).unwrap();
-    let why = failure(trusting(&server));
-    assert!(
-        why.contains("another name") && why.contains("127.0.0.1"),
-        "{why}"
-    );
+    let (problem, why) = failure(trusting(&server));
+    assert_eq!(problem, Some(TlsProblem::WrongHost), "{why}");
+    assert!(why.contains("127.0.0.1"), "names the host: {why}");
     assert!(!why.contains("tls.root_certificates"), "{why}");
 }
 
 #[test]
 fn a_self_signed_certificate_says_so() {
     let server = TestServer::start_tls_with(CertProblem::SelfSigned).unwrap();
-    let why = failure(trusting(&server));
-    assert!(
-        why.contains("self-signed") && why.contains("tls.root_certificates"),
-        "{why}"
-    );
+    let (problem, why) = failure(trusting(&server));
+    assert_eq!(problem, Some(TlsProblem::SelfSigned), "{why}");
+    assert!(why.contains("tls.root_certificates"), "the advice: {why}");
 }
 
 #[test]
@@ -124,8 +129,9 @@ fn a_server_that_does_not_speak_tls_is_named_as_such() {
     // wss:// to a plain ws:// server.
     let server = common::server();
     let url = server.url().replace("ws://", "wss://");
-    let why = failure(fast(url));
-    assert!(why.contains("not TLS") && why.contains("ws://"), "{why}");
+    let (problem, why) = failure(fast(url));
+    assert_eq!(problem, Some(TlsProblem::NotTls), "{why}");
+    assert!(why.contains("ws://"), "the advice: {why}");
 }
 
 #[test]
@@ -133,13 +139,28 @@ fn a_tls_handshake_that_never_finishes_times_out() {
     // Accepts TCP and then says nothing, as a stuck middlebox does.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("wss://{}/ws", listener.local_addr().unwrap());
-    let why = failure(fast(url).timeouts(Timeouts {
-        handshake: 100 * MS,
-        ..common::timeouts()
-    }));
+    let client = fast(url)
+        .timeouts(Timeouts {
+            handshake: 100 * MS,
+            ..common::timeouts()
+        })
+        .reconnect(Reconnect {
+            max_attempts: 1,
+            ..common::reconnect()
+        })
+        .build()
+        .unwrap();
+    wait_event(&client.events(), "closed", |e| e.state.is_closed());
+    let error = client.stats().last_error;
     assert!(
-        why.contains("TLS handshake") && why.contains("timed out"),
-        "{why}"
+        matches!(
+            error,
+            Some(ConnectionError::Timeout {
+                phase: Phase::TlsHandshake,
+                ..
+            })
+        ),
+        "{error:?}"
     );
     drop(listener);
 }
