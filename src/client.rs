@@ -9,13 +9,17 @@ use crossbeam_channel::{Receiver, RecvTimeoutError as ChannelTimeout, Sender};
 
 use crate::config::sections::AckMode;
 use crate::config::{ClientBuilder, Config};
+use crate::delivery::batch::Batch;
 use crate::delivery::inbox::Inbox;
-use crate::delivery::Batches;
+use crate::delivery::receiver::Batches;
 use crate::durable::Ledger;
+use crate::durable::Outgoing;
+use crate::error::lock;
 use crate::error::{RecvError, RecvTimeoutError, Result, SendError, TryRecvError, TrySendError};
-use crate::message::{Batch, Event, Frame, State};
-use crate::shared::{lock, Shared, Stamped, Stats};
-use crate::threads::{supervisor, Control, Outgoing, Setup};
+use crate::frame::Frame;
+use crate::message::{Event, State};
+use crate::shared::{Shared, Stamped, Stats};
+use crate::threads::{supervisor, Control, Setup};
 
 /// A handle to one kept-alive WebSocket connection.
 ///
@@ -690,8 +694,8 @@ impl Updates {
             }
             let limit = held.as_ref().map(|s| s.at);
             match self.batches.poll(limit) {
-                crate::delivery::Poll::Batch(b) => return Ok(Update::Batch(b)),
-                crate::delivery::Poll::Wait { due, closed } => {
+                crate::delivery::receiver::Poll::Batch(b) => return Ok(Update::Batch(b)),
+                crate::delivery::receiver::Poll::Wait { due, closed } => {
                     if let Some(s) = held.take() {
                         // Nothing queued before it is left: its turn.
                         return Ok(Update::Event(s.event));

@@ -18,8 +18,8 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
+use crate::error::lock;
 use crate::error::{ConnectionError, Phase};
-use crate::shared::lock;
 
 /// `close()`'s way into a connection attempt in flight, so it need not wait
 /// for the attempt's timeouts (a server that accepts and then says nothing

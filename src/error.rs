@@ -486,6 +486,13 @@ pub enum RecvTimeoutError {
     Closed,
 }
 
+/// Locks a mutex whose data stays valid even if a holder panicked (all our
+/// critical sections are single assignments): a panic elsewhere is not
+/// turned into another here.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Calls application code (the endpoint provider, hello, a `Protocol`
 /// method) on a heartline thread. A panic there fails only that attempt,
 /// poll or message, with a typed error that says which callback; heartline
@@ -503,7 +510,7 @@ pub(crate) fn guarded<T>(
         log::warn!(target: "heartline", "the {what} callback panicked: {reason}");
         ConnectionError::Callback {
             what,
-            reason: crate::protocol::head(&reason),
+            reason: crate::redact::head(&reason),
         }
     })
 }

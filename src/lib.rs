@@ -33,15 +33,17 @@ pub use config::sections::{
     Persistence, Polling, Reconnect, TcpKeepalive, Timeouts, Tls,
 };
 pub use config::{ClientBuilder, Endpoint, EndpointContext};
-pub use delivery::Batches;
+pub use delivery::batch::{Batch, IntoIter, Iter};
+pub use delivery::receiver::Batches;
 pub use error::{
     ConnectionError, Error, Phase, RecvError, RecvTimeoutError, Result, SendError, StateDirProblem,
     TlsProblem, TryRecvError, TrySendError,
 };
+pub use frame::{Cursor, Frame};
 pub use machine::backoff::Backoff;
-pub use message::{Batch, CloseReason, Event, Frame, IntoIter, Iter, Message, Opened, State, Via};
+pub use message::{CloseReason, Event, Message, Opened, State, Via};
 pub use protocol::{
-    Cursor, HelloContext, Inspected, JsonRules, Method, Plain, PollItem, PollRequest, Polled,
-    Protocol, ReplyRule,
+    HelloContext, Inspected, JsonRules, Method, Plain, PollItem, PollRequest, Polled, Protocol,
+    ReplyRule,
 };
 pub use shared::Stats;

@@ -10,8 +10,9 @@
 
 use serde_json::Value;
 
-pub use crate::frame::Cursor;
+use crate::frame::Cursor;
 use crate::frame::Frame;
+use crate::redact::head;
 
 /// A rule that recognises the server's answer to an application heartbeat
 /// (see [`crate::Heartbeat::replies`]). Matching frames prove the link
@@ -67,7 +68,7 @@ pub struct HelloContext {
     /// How many connections were opened before this one (0 for the first).
     pub reconnects: u64,
     /// The highest cursor seen so far over both transports, to resume from.
-    pub cursor: Option<crate::protocol::Cursor>,
+    pub cursor: Option<crate::frame::Cursor>,
 }
 
 /// What the protocol found in one inbound frame.
@@ -277,19 +278,6 @@ fn item_of(item: Value, place: &Place, shown: &str) -> PollItem {
         }
     };
     Ok(Polled::new(frame, place.kinds.clone()))
-}
-
-/// The first bytes of a text, for error messages.
-pub(crate) fn head(s: &str) -> String {
-    const N: usize = 80;
-    if s.len() <= N {
-        return s.to_owned();
-    }
-    let mut end = N;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
 }
 
 /// How to build an ack frame: a JSON template plus fields copied from the

@@ -1,4 +1,5 @@
-//! Keeping secrets out of logs and `Debug` output.
+//! What heartline shows of what it was given: secrets kept out of logs and
+//! `Debug` output, long texts cut to their start.
 //!
 //! Every URL and header that heartline logs passes through here first.
 
@@ -115,6 +116,19 @@ pub fn url(url: &str) -> String {
         out.push_str(fragment);
     }
     out
+}
+
+/// The first bytes of a text, for error messages.
+pub(crate) fn head(s: &str) -> String {
+    const N: usize = 80;
+    if s.len() <= N {
+        return s.to_owned();
+    }
+    let mut end = N;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
 }
 
 #[cfg(test)]

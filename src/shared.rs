@@ -2,11 +2,12 @@
 //! state, counters, and the io thread's waker.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
+use crate::error::lock;
 use crate::error::ConnectionError;
 use crate::message::{Event, State};
 
@@ -279,7 +280,7 @@ pub(crate) struct Shared {
     pub inbound_capacity: usize,
     /// Bytes held for the application (queue and batch being assembled).
     pub inbound: Budget,
-    /// Batches in the application's hands (see `message::Holding`).
+    /// Batches in the application's hands (see `delivery::batch::Holding`).
     pub batches_out: Arc<AtomicUsize>,
     /// Bytes waiting in the outbound queue.
     pub outbound: Budget,
@@ -295,12 +296,6 @@ pub(crate) struct Shared {
     /// Frames the application queued to send (a receiver waiting right
     /// after a send looks for the reply before it sleeps).
     sends: AtomicU64,
-}
-
-/// Locks a mutex whose data stays valid even if a holder panicked (all our
-/// critical sections are single assignments).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Shared {

@@ -53,6 +53,11 @@ impl Target {
     }
 }
 
+/// A byte of an HTTP token (RFC 9110 §5.6.2): header names, subprotocols.
+pub(crate) fn token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,7 +17,7 @@ use crate::machine::deflate::Params;
 
 type Result<T, E = ConnectionError> = std::result::Result<T, E>;
 use crate::redact;
-pub(crate) use crate::target::Target;
+use crate::target::Target;
 
 /// A TCP stream whose reads and writes, while it has a deadline, all end
 /// by that moment: each sets the socket's timeout to the time left. A
@@ -317,11 +317,6 @@ pub(crate) fn connect(
     upgrade(stream, endpoint, &target, &addr, cfg, tls.sent.as_deref())
 }
 
-/// A byte of an HTTP token (RFC 9110 §5.6.2): header names, subprotocols.
-pub(crate) fn token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
 /// Largest upgrade response we read; a real one is a few hundred bytes.
 const MAX_RESPONSE: usize = 16 * 1024;
 
@@ -368,7 +363,7 @@ fn upgrade(
         req.push_str("\r\n");
     }
     for (name, value) in &endpoint.headers {
-        if name.is_empty() || !name.bytes().all(token_byte) {
+        if name.is_empty() || !name.bytes().all(crate::target::token_byte) {
             return Err(bad(format!("header name `{name}` is not valid")));
         }
         if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
@@ -612,7 +607,7 @@ pub(crate) fn upgrade_head(buf: &[u8], addr: &str) -> Result<Option<Head>> {
                     } else {
                         value.into_owned()
                     };
-                    (name, crate::protocol::head(&value))
+                    (name, crate::redact::head(&value))
                 })
                 .collect();
             let header = |name: &str| {

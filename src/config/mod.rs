@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::message::Frame;
+use crate::frame::Frame;
 use crate::protocol::HelloContext;
 use crate::redact;
 
@@ -454,7 +454,7 @@ impl ClientBuilder {
             ));
         }
         for name in &c.subprotocols {
-            if name.is_empty() || !name.bytes().all(crate::transport::token_byte) {
+            if name.is_empty() || !name.bytes().all(crate::target::token_byte) {
                 return Err(Error::config("subprotocols", "must be HTTP tokens"));
             }
         }

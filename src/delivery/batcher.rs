@@ -123,7 +123,8 @@ impl Batcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::{Frame, Meta, Via};
+    use crate::frame::Frame;
+    use crate::message::{Meta, Via};
 
     const MS: Duration = Duration::from_millis(1);
 

@@ -17,25 +17,10 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use crate::config::sections::{AckMode, Overflow};
 use crate::durable::ids::{self, Digest, Ids};
 use crate::durable::{Ledger, Restored};
-use crate::message::{Frame, Message};
-use crate::protocol::Cursor;
-use crate::shared::{lock, Shared};
-
-/// What became of an offered message, with the ack to send now (in
-/// [`AckMode::Queued`]; in the other modes it travels with the message and
-/// the receiver releases it).
-#[derive(Debug)]
-pub(crate) enum Offer {
-    /// In the queue.
-    Queued { ack: Option<Frame> },
-    /// Seen before (or old, for a poll item): not delivered. Acked again
-    /// so the server stops redelivering it.
-    Duplicate { ack: Option<Frame> },
-    /// The queue is full and the policy is to wait: try again later.
-    Full(Message),
-    /// The application is gone.
-    Closed,
-}
+use crate::error::lock;
+use crate::frame::Cursor;
+use crate::message::{Message, Offer};
+use crate::shared::Shared;
 
 /// What identifies a message for dedupe: its id's digest, or for a
 /// message without one, its payload's.
@@ -270,7 +255,8 @@ impl Drop for Inbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::{Frame, Meta, Via};
+    use crate::frame::Frame;
+    use crate::message::{Meta, Via};
     use std::time::Instant;
 
     fn msg(id: &str, cursor: i64) -> Message {

@@ -7,14 +7,14 @@
 //!   message is queued.
 //! - [`batcher`]: the pure rule for when a batch is ready, shared by every
 //!   receive method.
-//! - [`receiver`]: [`Batches`], the application's side: hands batches out,
+//! - [`receiver`]: [`receiver::Batches`], the application's side: hands batches out,
 //!   gives their bytes back to the budget (which resumes a paused reader
 //!   past the half-way mark), releases acks kept for hand-out to the
 //!   ledger, and takes back what a dropped batch did not finish.
+//! - [`batch`]: [`batch::Batch`] and its iterators: what finishing a
+//!   message records, and how an unfinished rest goes back.
 
+pub(crate) mod batch;
 pub(crate) mod batcher;
 pub(crate) mod inbox;
 pub(crate) mod receiver;
-
-pub use receiver::Batches;
-pub(crate) use receiver::Poll;

@@ -9,10 +9,12 @@ use crossbeam_channel::{
 };
 
 use super::batcher::{Batcher, Next};
+use crate::delivery::batch::{Back, Batch, Finish, Finished};
 use crate::durable::Ledger;
+use crate::error::lock;
 use crate::error::{RecvError, RecvTimeoutError, TryRecvError};
-use crate::message::{Back, Batch, Finish, Finished, Message};
-use crate::shared::{lock, Shared};
+use crate::message::Message;
+use crate::shared::Shared;
 
 /// How long a receiver with a zero batch window looks for the reply to
 /// what the application sent since its last batch, before it sleeps. The
@@ -287,7 +289,7 @@ impl Batches {
         let mut acks_cost = 0;
         for m in &mut messages {
             let mut ack = m.take_ack();
-            acks_cost += ack.as_ref().map_or(0, crate::durable::ack_cost);
+            acks_cost += ack.as_ref().map_or(0, crate::message::ack_cost);
             if !self.on_finish {
                 // Delivered: the acks go now, on hand-out.
                 now.extend(ack.take());

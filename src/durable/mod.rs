@@ -18,7 +18,7 @@
 //! snapshot), and releases the acks of finished messages only after the
 //! write that recorded them: record durably, then ack. Released acks wait
 //! here for the io thread, never dropped: each holds its share of the
-//! inbound byte budget until written ([`ack_cost`]).
+//! inbound byte budget until written ([`crate::message::ack_cost`]).
 //!
 //! The finished ids live in the dedupe window ([`ids`]), shared with the
 //! inbox: each id once, as a digest.
@@ -34,11 +34,20 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use log::{debug, info, warn};
 
+use crate::error::lock;
 use crate::frame::{Cursor, Frame};
-use crate::shared::{lock, Shared};
-use crate::threads::Outgoing;
+use crate::shared::Shared;
 use file::{Delta, Loaded, Snapshot, StateFile, Stored};
 use ids::{Digest, Ids};
+
+/// One frame in the outbound channel.
+pub(crate) enum Outgoing {
+    /// The frame itself: nothing else keeps it.
+    Frame(Frame),
+    /// The ledger's number of a frame it keeps (a reliable frame, or any
+    /// frame with `persistence.dir`): the payload stays there, once.
+    Tracked(u64),
+}
 
 /// What a reliable frame costs the outbound byte budget beyond its
 /// payload while it waits for its ack: the ledger's bookkeeping. It also
@@ -440,7 +449,7 @@ impl Ledger {
     }
 
     /// The acks released so far, oldest first, for the io thread to write.
-    /// Their bytes stay in the inbound budget until written ([`ack_cost`]
+    /// Their bytes stay in the inbound budget until written ([`crate::message::ack_cost`]
     /// each, given back by the io thread).
     pub(crate) fn take_acks(&self) -> VecDeque<Frame> {
         std::mem::take(&mut lock(&self.state).ready_acks)
@@ -577,18 +586,6 @@ impl Ledger {
         self.write_now();
     }
 }
-
-/// What an ack holds of the inbound budget from its message's hand-out
-/// until the io thread wrote it: its bytes, and the queue's bookkeeping
-/// (which also bounds their number). However many messages are finished
-/// between two state writes, none of their acks is dropped, and a pile of
-/// them pauses reading like a full queue.
-pub(crate) fn ack_cost(ack: &Frame) -> usize {
-    ack.len() + ACK_OVERHEAD
-}
-
-/// See [`ack_cost`].
-const ACK_OVERHEAD: usize = 32;
 
 /// Budget bytes a tracked frame holds.
 pub(crate) fn cost(frame: &Frame, reliable: bool) -> usize {

@@ -11,10 +11,9 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::Config;
-use crate::delivery::inbox::Offer;
 use crate::error::{guarded, ConnectionError};
-use crate::message::{Frame, Message, Meta, Via};
+use crate::frame::Frame;
+use crate::message::{Message, Meta, Offer, Via};
 use crate::protocol::ReplyRule;
 
 /// What the frame reader ([`crate::machine::frames`]) made of the
@@ -121,21 +120,6 @@ pub(crate) struct Settings {
     pub protocol: Arc<dyn crate::protocol::Protocol>,
     /// Every data frame is a message as it is: the protocol is not asked.
     pub frames_are_messages: bool,
-}
-
-impl Settings {
-    pub(crate) fn of(cfg: &Config) -> Self {
-        Settings {
-            heartbeat: cfg.heartbeat.frame.clone(),
-            replies: cfg.heartbeat.replies.clone(),
-            heartbeat_timeout: cfg.heartbeat.server_timeout,
-            close_timeout: cfg.timeouts.close,
-            write_timeout: cfg.write_timeout,
-            max_message_size: cfg.limits.max_message_size,
-            protocol: cfg.protocol.clone(),
-            frames_are_messages: cfg.frames_are_messages,
-        }
-    }
 }
 
 pub(crate) struct Connection {
@@ -529,7 +513,7 @@ mod tests {
     use serde_json::json;
 
     fn cfg(b: ClientBuilder) -> Settings {
-        Settings::of(&b.validate().expect("valid config"))
+        Settings::from(&b.validate().expect("valid config"))
     }
 
     fn plain() -> Settings {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender};
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
 
-use crate::shared::lock;
+use crate::error::lock;
 
 /// What the server answers to the client's offer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::{record, Inner};
-use crate::shared::lock;
+use crate::error::lock;
 
 /// How the feed's messages, acks and poll responses look.
 #[derive(Clone, Debug)]

@@ -48,9 +48,9 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tungstenite::{Message as WsMessage, WebSocket};
 
-use crate::message::Frame;
+use crate::error::lock;
+use crate::frame::Frame;
 use crate::protocol::ReplyRule;
-use crate::shared::lock;
 use crate::transport::{Stream, Timed};
 
 /// What a client sent, as the server saw it.

@@ -16,7 +16,7 @@ use openssl::pkey::PKey;
 use openssl::ssl::{SslAcceptor, SslMethod, SslStream, SslVerifyMode, SslVersion};
 use openssl::x509::{X509VerifyResult, X509};
 
-use crate::shared::lock;
+use crate::error::lock;
 
 /// How a [`MutualTlsServer`] refuses a connection without a good client
 /// certificate.

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::shared::lock;
+use crate::error::lock;
 
 /// How the proxy answers `CONNECT`.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]

@@ -10,9 +10,10 @@ use log::{debug, warn};
 
 use crate::clock::boot_now;
 use crate::config::sections::Heartbeat;
+use crate::machine::connection::Command;
 use crate::machine::heartbeat::{Beat, Liveness, SuspendGap};
 use crate::shared::Shared;
-use crate::threads::{Command, Link};
+use crate::threads::Link;
 
 pub(crate) fn run(hb: &Heartbeat, link: &Link, shared: &Shared, stop: &Receiver<()>) {
     let opened = link.opened();

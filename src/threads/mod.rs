@@ -24,8 +24,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::config::Config;
 use crate::delivery::inbox::Inbox;
-use crate::durable::Ledger;
-use crate::message::Frame;
+use crate::durable::{Ledger, Outgoing};
 use crate::shared::Shared;
 
 // What crosses between threads, named in one place:
@@ -46,20 +45,11 @@ use crate::shared::Shared;
 // - the "proven" signal io → supervisor (first frame), the stop channels
 //   supervisor → ticker and poller (dropping the sender stops them), and the
 //   room token receiver → poller (see `Shared::taken`).
-pub(crate) use crate::machine::connection::{Command, Exit};
+use crate::machine::connection::Command;
 
 /// Requests from the [`crate::Client`] handle.
 pub(crate) enum Control {
     Close,
-}
-
-/// One frame in the outbound channel.
-pub(crate) enum Outgoing {
-    /// The frame itself: nothing else keeps it.
-    Frame(Frame),
-    /// The ledger's number of a frame it keeps (a reliable frame, or any
-    /// frame with `state_dir`): the payload stays there, once.
-    Tracked(u64),
 }
 
 /// What the supervisor holds and hands to the threads it starts.
@@ -85,8 +75,6 @@ where
         .stack_size(256 * 1024)
         .spawn(f)
 }
-
-pub(crate) use crate::error::guarded;
 
 struct LinkInner {
     commands: Sender<Command>,

@@ -12,17 +12,19 @@ use log::{debug, info, warn};
 
 use crate::config::sections::Polling;
 use crate::config::{Config, EndpointFn};
-use crate::delivery::inbox::{Inbox, Offer};
+use crate::delivery::inbox::Inbox;
+use crate::error::guarded;
 use crate::error::ConnectionError;
+use crate::message::Offer;
 use crate::message::{Message, Meta, Via};
+use crate::protocol::Polled;
 use crate::protocol::Protocol;
-use crate::protocol::{head, Polled};
 use crate::redact;
+use crate::redact::head;
 use crate::shared::Shared;
-use crate::threads::guarded;
 use crate::threads::poll_http;
 
-pub(crate) use super::poll_http::{agent, Agent};
+use super::poll_http::Agent;
 
 /// What the poller needs from the configuration, and nothing more.
 pub(crate) struct Settings {
@@ -91,7 +93,7 @@ pub(crate) fn run(
                 delay,
                 status,
                 retry_after.as_deref(),
-                crate::threads::supervisor::unix_now(),
+                crate::clock::unix_now(),
                 cfg.max_retry_after,
             ),
             None => delay,

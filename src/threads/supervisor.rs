@@ -9,20 +9,23 @@ use std::time::Instant;
 use crossbeam_channel::{never, select, Receiver, RecvTimeoutError, Sender};
 use log::{debug, error, info, warn};
 
+use crate::error::guarded;
 use crate::error::{ConnectionError, Error, Result};
+use crate::frame::Frame;
 use crate::machine::backoff::Jitter;
+use crate::machine::connection::{Command, Exit};
 use crate::machine::hints;
 use crate::machine::reconnect::{Decision, Ended, RetryPolicy};
-use crate::message::{CloseReason, Frame, State};
+use crate::message::{CloseReason, State};
 use crate::protocol::HelloContext;
 use crate::redact;
-use crate::threads::{guarded, poller, Control, Setup};
-use crate::threads::{io, Command, Exit};
+use crate::threads::poll_http::{self, Agent};
+use crate::threads::{io, poller, Control, Setup};
 use crate::transport;
 
 pub(crate) fn spawn(setup: Setup) -> Result<JoinHandle<()>> {
     let agent = match setup.cfg.polls() {
-        true => Some(poller::agent(&setup.cfg)?),
+        true => Some(poll_http::agent(&setup.cfg)?),
         false => None,
     };
     crate::threads::spawn("heartline-supervisor", move || run(setup, agent)).map_err(|source| {
@@ -37,7 +40,7 @@ pub(crate) fn spawn(setup: Setup) -> Result<JoinHandle<()>> {
 struct Poller {
     handle: JoinHandle<()>,
     stop: Sender<()>,
-    agent: poller::Agent,
+    agent: Agent,
 }
 
 impl Poller {
@@ -54,7 +57,7 @@ impl Poller {
     }
 }
 
-fn run(s: Setup, agent: Option<poller::Agent>) {
+fn run(s: Setup, agent: Option<Agent>) {
     let cfg = &s.cfg;
     let polls = agent.is_some();
     // The agent made (and so checked) at build serves the first poller.
@@ -156,7 +159,7 @@ fn run(s: Setup, agent: Option<poller::Agent>) {
                     delay,
                     error.status(),
                     error.header("retry-after"),
-                    unix_now(),
+                    crate::clock::unix_now(),
                     cfg.reconnect.max_retry_after,
                 ),
             },
@@ -243,15 +246,8 @@ fn wait_real_time(control: &Receiver<Control>, delay: std::time::Duration) -> bo
     }
 }
 
-/// Wall-clock seconds, read only to turn a `Retry-After` date into a wait.
-pub(crate) fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-fn start_poller(s: &Setup, spare: Option<poller::Agent>) -> Option<Poller> {
-    let agent = match spare.map_or_else(|| poller::agent(&s.cfg), Ok) {
+fn start_poller(s: &Setup, spare: Option<Agent>) -> Option<Poller> {
+    let agent = match spare.map_or_else(|| poll_http::agent(&s.cfg), Ok) {
         Ok(agent) => agent,
         Err(e) => {
             // The same configuration made one at build: not expected.

@@ -13,16 +13,18 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender};
 use log::{debug, trace, warn};
 
-use crate::delivery::inbox::{Inbox, Offer};
+use crate::delivery::inbox::Inbox;
 use crate::durable::Ledger;
+use crate::durable::Outgoing;
 use crate::error::ConnectionError;
+use crate::frame::Frame;
 use crate::machine::connection::{Action, Connection as Machine, Incoming, ReadFailure};
 use crate::machine::connection::{Command, Exit};
 use crate::machine::frames::{Event, Reader, Skip};
 use crate::machine::writer::{Kind, Refused, Writer};
-use crate::message::Frame;
+use crate::message::Offer;
 use crate::shared::Shared;
-use crate::threads::{Link, Outgoing};
+use crate::threads::Link;
 use crate::transport::WRITE_BUFFER;
 
 /// Messages read per turn before writes get a chance.
@@ -227,7 +229,7 @@ impl<S: Read + Write> Driver<S> {
                 // Counted first: whoever sees the server holding the ack
                 // sees it counted.
                 self.ctx.shared.counters.acks.fetch_add(1, Relaxed);
-                freed += crate::durable::ack_cost(&a);
+                freed += crate::message::ack_cost(&a);
                 self.write(a);
             }
             self.ctx.ledger.unsent_acks(acks);
@@ -648,7 +650,7 @@ mod tests {
                 wr,
                 rd,
                 m: Machine::new(
-                    crate::machine::connection::Settings::of(&cfg),
+                    crate::machine::connection::Settings::from(&*cfg),
                     Vec::new(),
                     Vec::new(),
                 ),

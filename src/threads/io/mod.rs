@@ -21,13 +21,14 @@ use log::debug;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use crate::config::Config;
 use crate::error::ConnectionError;
+use crate::frame::Frame;
 use crate::machine::connection::{
     Command, Connection as Machine, Exit, ReadFailure, Settings, Wait,
 };
 use crate::machine::frames::{Reader, Rules};
 use crate::machine::writer::Writer;
-use crate::message::Frame;
 use crate::threads::{Link, Setup};
 use crate::transport::Socket;
 use glue::{Ctx, Driver, Skipped};
@@ -96,7 +97,7 @@ impl Connection {
                 io: stream,
                 wr,
                 rd,
-                m: Machine::new(Settings::of(&s.cfg), hello, s.ledger.resend()),
+                m: Machine::new(Settings::from(&*s.cfg), hello, s.ledger.resend()),
                 ctx: Ctx {
                     shared: s.shared.clone(),
                     outbound: s.outbound.clone(),
@@ -223,6 +224,22 @@ impl Connection {
                     }
                 }
             }
+        }
+    }
+}
+
+/// What the connection machine takes of the configuration.
+impl From<&Config> for Settings {
+    fn from(cfg: &Config) -> Self {
+        Settings {
+            heartbeat: cfg.heartbeat.frame.clone(),
+            replies: cfg.heartbeat.replies.clone(),
+            heartbeat_timeout: cfg.heartbeat.server_timeout,
+            close_timeout: cfg.timeouts.close,
+            write_timeout: cfg.write_timeout,
+            max_message_size: cfg.limits.max_message_size,
+            protocol: cfg.protocol.clone(),
+            frames_are_messages: cfg.frames_are_messages,
         }
     }
 }
