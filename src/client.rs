@@ -141,12 +141,13 @@ impl Client {
             true => {
                 let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
                 let l = ledger.clone();
-                let handle =
-                    crate::threads::spawn("heartline-state", move || l.run_writer(&stop_rx))
-                        .map_err(|source| crate::Error::Thread {
-                            name: "heartline-state",
-                            source,
-                        })?;
+                let handle = crate::threads::spawn("heartline-state", move || {
+                    crate::threads::state::run(&l, &stop_rx)
+                })
+                .map_err(|source| crate::Error::Thread {
+                    name: "heartline-state",
+                    source,
+                })?;
                 Some((stop_tx, handle))
             }
             false => None,

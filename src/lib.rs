@@ -5,24 +5,20 @@
 mod client;
 mod clock;
 mod config;
+mod connect;
 mod delivery;
-mod dial;
 mod durable;
 mod error;
 mod frame;
 pub mod guide;
-mod identity;
 mod machine;
 mod message;
 #[cfg(test)]
 mod parsers_proptest;
 mod protocol;
-mod proxy;
 mod redact;
 mod shared;
-mod target;
 mod threads;
-mod transport;
 
 #[cfg(feature = "testkit")]
 pub mod testkit;

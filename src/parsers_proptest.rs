@@ -64,7 +64,7 @@ proptest! {
         mutated(GOOD_UPGRADE.as_bytes()),
         proptest::collection::vec(any::<u8>(), 0..2048),
     ]) {
-        match crate::transport::upgrade_head(&bytes, "h:1") {
+        match crate::connect::upgrade::upgrade_head(&bytes, "h:1") {
             Ok(Some(h)) => prop_assert!(h.len <= bytes.len()),
             Ok(None) => prop_assert!(bytes.len() < 16 * 1024),
             Err(e) => prop_assert!(e.to_string().contains("h:1"), "names the server: {e}"),
@@ -76,7 +76,7 @@ proptest! {
         mutated(b"HTTP/1.1 200 Connection established\r\n\r\n"),
         proptest::collection::vec(any::<u8>(), 0..512),
     ]) {
-        if let Err(e) = crate::proxy::answer(&bytes) {
+        if let Err(e) = crate::connect::proxy::answer(&bytes) {
             prop_assert!(!e.is_empty());
         }
     }
@@ -249,7 +249,7 @@ fn big_inputs_take_linear_time() {
     let mut garbage_head = b"HTTP/1.1 101 OK\r\n".to_vec();
     garbage_head.extend(std::iter::repeat_n(b'a', 16 * 1024));
     linear("upgrade head", || {
-        assert!(crate::transport::upgrade_head(&garbage_head, "h:1").is_err());
+        assert!(crate::connect::upgrade::upgrade_head(&garbage_head, "h:1").is_err());
     });
     let nested = "[".repeat(mb);
     linear("deep JSON", || {

@@ -254,7 +254,7 @@ pub(crate) struct Stamped {
 
 pub(crate) struct Shared {
     /// close()'s way into a connection attempt in flight.
-    pub abort: crate::dial::Abort,
+    pub abort: crate::connect::dial::Abort,
     state: Mutex<State>,
     last_error: Mutex<Option<ConnectionError>>,
     last_poll_error: Mutex<Option<ConnectionError>>,
@@ -311,7 +311,7 @@ impl Shared {
         let (bell_tx, bell_rx) = crossbeam_channel::bounded(1);
         counters.rtt_us.store(u64::MAX, Relaxed);
         let shared = Arc::new(Shared {
-            abort: crate::dial::Abort::default(),
+            abort: crate::connect::dial::Abort::default(),
             state: Mutex::new(State::Connecting { attempt: 1 }),
             last_error: Mutex::new(None),
             last_poll_error: Mutex::new(None),

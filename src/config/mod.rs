@@ -124,18 +124,18 @@ impl Config {
 /// build.
 #[derive(Clone, Default)]
 pub(crate) struct ProxySection {
-    pub choice: crate::proxy::Choice,
+    pub choice: crate::connect::proxy::Choice,
     /// The environment's proxies, read once at build.
-    pub env: crate::proxy::Env,
+    pub env: crate::connect::proxy::Env,
 }
 
 impl fmt::Debug for ProxySection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Never the URL: it carries the proxy's credentials.
         f.write_str(match self.choice {
-            crate::proxy::Choice::Env => "from the environment",
-            crate::proxy::Choice::Off => "off",
-            crate::proxy::Choice::Fixed(_) => "fixed",
+            crate::connect::proxy::Choice::Env => "from the environment",
+            crate::connect::proxy::Choice::Off => "off",
+            crate::connect::proxy::Choice::Fixed(_) => "fixed",
         })
     }
 }
@@ -145,18 +145,19 @@ impl ProxySection {
     fn choose(url: Option<Option<String>>) -> Result<Self> {
         Ok(match url {
             None => ProxySection {
-                choice: crate::proxy::Choice::Env,
-                env: crate::proxy::Env::read(|k| std::env::var(k).ok()),
+                choice: crate::connect::proxy::Choice::Env,
+                env: crate::connect::proxy::Env::read(|k| std::env::var(k).ok()),
             },
             Some(None) => ProxySection {
-                choice: crate::proxy::Choice::Off,
-                env: crate::proxy::Env::default(),
+                choice: crate::connect::proxy::Choice::Off,
+                env: crate::connect::proxy::Env::default(),
             },
             Some(Some(u)) => ProxySection {
-                choice: crate::proxy::Choice::Fixed(
-                    crate::proxy::Proxy::parse(&u).map_err(|e| Error::config("proxy", e))?,
+                choice: crate::connect::proxy::Choice::Fixed(
+                    crate::connect::proxy::Proxy::parse(&u)
+                        .map_err(|e| Error::config("proxy", e))?,
                 ),
-                env: crate::proxy::Env::default(),
+                env: crate::connect::proxy::Env::default(),
             },
         })
     }
@@ -432,7 +433,7 @@ impl ClientBuilder {
             self.cfg.endpoint = provider;
         }
         if let Some(url) = self.url.take() {
-            crate::target::Target::parse(&url).map_err(|e| match e {
+            crate::connect::target::Target::parse(&url).map_err(|e| match e {
                 crate::error::ConnectionError::Url { url, reason } => Error::Url { url, reason },
                 other => Error::config("url", other.to_string()),
             })?;
@@ -454,7 +455,7 @@ impl ClientBuilder {
             ));
         }
         for name in &c.subprotocols {
-            if name.is_empty() || !name.bytes().all(crate::target::token_byte) {
+            if name.is_empty() || !name.bytes().all(crate::connect::target::token_byte) {
                 return Err(Error::config("subprotocols", "must be HTTP tokens"));
             }
         }
@@ -469,7 +470,8 @@ impl ClientBuilder {
         if let Some(id) = &c.tls.client_identity {
             // Checked now (readable, the key fits); files are read again at
             // every attempt.
-            crate::identity::load(id).map_err(|e| Error::config("tls.client_identity", e))?;
+            crate::connect::identity::load(id)
+                .map_err(|e| Error::config("tls.client_identity", e))?;
         }
         c.state.validate()?;
         c.proxy = ProxySection::choose(self.proxy.take())?;

@@ -560,30 +560,20 @@ impl Ledger {
         }
     }
 
-    /// The `heartline-state` thread: one write per `sync_every` at most,
-    /// only after a change; a last write when `stop` closes.
-    pub(crate) fn run_writer(&self, stop: &Receiver<()>) {
-        self.writer.store(true, SeqCst);
-        let mut last: Option<Instant> = None;
-        loop {
-            crossbeam_channel::select! {
-                recv(self.wake_rx) -> _ => {}
-                recv(stop) -> _ => break,
-            }
-            if let Some(due) = last.map(|t| t + self.sync_every) {
-                // Wait out the interval; changes meanwhile join this write.
-                if crossbeam_channel::select! {
-                    recv(stop) -> _ => true,
-                    recv(crossbeam_channel::at(due)) -> _ => false,
-                } {
-                    break;
-                }
-            }
-            self.write_now();
-            last = Some(Instant::now());
-        }
-        self.writer.store(false, SeqCst);
-        self.write_now();
+    /// The writer thread ([`crate::threads::state`]) starts (`true`) or
+    /// stops: while it runs, finished acks wait for its write.
+    pub(crate) fn writer_running(&self, on: bool) {
+        self.writer.store(on, SeqCst);
+    }
+
+    /// Rung on every change the writer should record.
+    pub(crate) fn changes(&self) -> &Receiver<()> {
+        &self.wake_rx
+    }
+
+    /// The shortest time between two writes.
+    pub(crate) fn sync_every(&self) -> Duration {
+        self.sync_every
     }
 }
 
@@ -849,7 +839,7 @@ mod tests {
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
         let w = {
             let l = l.clone();
-            std::thread::spawn(move || l.run_writer(&stop_rx))
+            std::thread::spawn(move || crate::threads::state::run(&l, &stop_rx))
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         while !l.writer.load(SeqCst) {

@@ -48,10 +48,10 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tungstenite::{Message as WsMessage, WebSocket};
 
+use crate::connect::stream::{Stream, Timed};
 use crate::error::lock;
 use crate::frame::Frame;
 use crate::protocol::ReplyRule;
-use crate::transport::{Stream, Timed};
 
 /// What a client sent, as the server saw it.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -73,7 +73,7 @@ impl ConnectProxy {
             auth: credentials.map(|(u, p)| {
                 format!(
                     "Basic {}",
-                    crate::proxy::base64(format!("{u}:{p}").as_bytes())
+                    crate::connect::proxy::base64(format!("{u}:{p}").as_bytes())
                 )
             }),
             log: Mutex::new(Vec::new()),

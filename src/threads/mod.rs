@@ -9,11 +9,18 @@
 //!   heartbeat or timeout deadline; tells the io thread to beat or to drop a
 //!   dead link.
 //! - `heartline-poller` (only while degraded): polls the HTTP fallback.
+//! - `heartline-state` (only with `persistence.dir`): writes the ledger's
+//!   state file.
+//!
+//! (A name lookup runs on a short-lived `heartline-resolve` thread of
+//! [`crate::connect::dial`], so that a resolver that never answers holds
+//! up neither an attempt nor `close()`.)
 
 pub(crate) mod heartbeat;
 pub(crate) mod io;
 pub(crate) mod poll_http;
 pub(crate) mod poller;
+pub(crate) mod state;
 pub(crate) mod supervisor;
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -36,7 +43,7 @@ use crate::shared::Shared;
 //               the outbound queue (`Outgoing`), the inbox (the
 //               producers' door of delivery) and the ledger (finished
 //               messages and their acks, kept frames).
-// - the ledger's writer, `heartline-state` (only with `state_dir`): started
+// - the ledger's writer, `heartline-state` (only with `persistence.dir`): started
 //   and stopped by the client handle, woken by the ledger on a change.
 // - `Command`   heartbeat ticker / supervisor → io (beat, dead, close), with
 //               `Link`: the io thread's waker, and the time of the last

@@ -61,7 +61,8 @@ mod with_ureq {
         // renewed on disk is used from then on.
         let identity = match &cfg.tls.client_identity {
             Some(id) => Some(
-                crate::identity::load(id).map_err(|e| Error::config("tls.client_identity", e))?,
+                crate::connect::identity::load(id)
+                    .map_err(|e| Error::config("tls.client_identity", e))?,
             ),
             None => None,
         };
@@ -83,7 +84,7 @@ mod with_ureq {
             cfg.proxy
                 .choice
                 .for_host(&cfg.proxy.env, url.starts_with("https://"), host_of(url))
-                .and_then(crate::proxy::Proxy::for_ureq)
+                .and_then(crate::connect::proxy::Proxy::for_ureq)
         });
         let http = ureq::Agent::config_builder()
             .proxy(proxy)
@@ -157,7 +158,7 @@ mod with_ureq {
                 let sent = agent.sent.as_deref();
                 (
                     None,
-                    crate::transport::tls_reason(host_of(&req.url), &t, sent),
+                    crate::connect::tls::tls_reason(host_of(&req.url), &t, sent),
                 )
             }
             e => (None, e.to_string()),

@@ -9,6 +9,7 @@ use std::time::Instant;
 use crossbeam_channel::{never, select, Receiver, RecvTimeoutError, Sender};
 use log::{debug, error, info, warn};
 
+use crate::connect::transport;
 use crate::error::guarded;
 use crate::error::{ConnectionError, Error, Result};
 use crate::frame::Frame;
@@ -21,7 +22,6 @@ use crate::protocol::HelloContext;
 use crate::redact;
 use crate::threads::poll_http::{self, Agent};
 use crate::threads::{io, poller, Control, Setup};
-use crate::transport;
 
 pub(crate) fn spawn(setup: Setup) -> Result<JoinHandle<()>> {
     let agent = match setup.cfg.polls() {
@@ -75,7 +75,7 @@ fn run(s: Setup, agent: Option<Agent>) {
     let mut reconnects = 0u64;
     // Made at the first wss:// attempt: loading OpenSSL's roots costs a few
     // MB of memory that a ws:// client never needs.
-    let mut tls = transport::TlsCache::default();
+    let mut tls = crate::connect::tls::TlsCache::default();
     s.shared.set_state(State::Connecting { attempt: 1 }, None);
     // Why the previous attempt failed (or its connection ended), for the
     // endpoint provider.
@@ -288,7 +288,7 @@ fn close_requested(control: &Receiver<Control>) -> bool {
 /// joins both threads.
 fn serve(
     s: &Setup,
-    socket: transport::Socket,
+    socket: crate::connect::stream::Socket,
     hello: Vec<Frame>,
     poller: &mut Option<Poller>,
 ) -> Exit {

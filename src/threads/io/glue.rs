@@ -13,6 +13,7 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender};
 use log::{debug, trace, warn};
 
+use crate::connect::transport::WRITE_BUFFER;
 use crate::delivery::inbox::Inbox;
 use crate::durable::Ledger;
 use crate::durable::Outgoing;
@@ -25,7 +26,6 @@ use crate::machine::writer::{Kind, Refused, Writer};
 use crate::message::Offer;
 use crate::shared::Shared;
 use crate::threads::Link;
-use crate::transport::WRITE_BUFFER;
 
 /// Messages read per turn before writes get a chance.
 const READ_BUDGET: usize = 256;
@@ -643,7 +643,7 @@ mod tests {
         let waker = Arc::new(Waker::new(poll.registry(), Token(1)).unwrap());
         let (proven, _) = crossbeam_channel::bounded(1);
         let rd = Reader::new(crate::threads::io::rules(&cfg));
-        let wr = Writer::new(crate::transport::write_limit(&cfg));
+        let wr = Writer::new(crate::connect::transport::write_limit(&cfg));
         Rig {
             d: Driver {
                 io: Script::default(),

@@ -22,6 +22,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::config::Config;
+use crate::connect::stream::Socket;
 use crate::error::ConnectionError;
 use crate::frame::Frame;
 use crate::machine::connection::{
@@ -30,7 +31,6 @@ use crate::machine::connection::{
 use crate::machine::frames::{Reader, Rules};
 use crate::machine::writer::Writer;
 use crate::threads::{Link, Setup};
-use crate::transport::Socket;
 use glue::{Ctx, Driver, Skipped};
 
 /// The frame reader's rules, from the configuration.
@@ -51,7 +51,7 @@ const SPIN: Duration = Duration::from_micros(50);
 
 /// One open connection, before its thread runs it.
 pub(crate) struct Connection {
-    driver: Driver<crate::transport::Stream>,
+    driver: Driver<crate::connect::stream::Stream>,
     poll: Poll,
     commands: Receiver<Command>,
     /// Over TLS every wake-up reads: OpenSSL may hold bytes epoll cannot see.
@@ -84,10 +84,10 @@ impl Connection {
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (commands_tx, commands) = crossbeam_channel::bounded(8);
         s.shared.reading_paused.store(false, SeqCst);
-        let always_read = matches!(stream, crate::transport::Stream::Tls(_));
+        let always_read = matches!(stream, crate::connect::stream::Stream::Tls(_));
         let mut rd = Reader::new(rules(&s.cfg));
         rd.push(&leftover);
-        let mut wr = Writer::new(crate::transport::write_limit(&s.cfg));
+        let mut wr = Writer::new(crate::connect::transport::write_limit(&s.cfg));
         if let Some(p) = deflate {
             rd.inflate_with(p);
             wr.deflate_with(p);

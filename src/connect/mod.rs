@@ -1,0 +1,24 @@
+//! Getting a connection: from a URL to an open WebSocket, every step under
+//! a deadline that `close()` can end.
+//!
+//! - [`target`]: the `ws://` or `wss://` URL, checked.
+//! - [`proxy`]: which HTTP `CONNECT` proxy (the option, or the environment
+//!   as curl reads it) and the tunnel through it.
+//! - [`dial`]: the name lookup on a thread of its own, within
+//!   `timeouts.connect`, and the addresses raced as RFC 8305 says.
+//! - [`transport`]: the steps in order: TCP and its options, the proxy's
+//!   tunnel, TLS, the upgrade.
+//! - [`stream`]: the handshake's stream under one deadline (`Timed`).
+//! - [`tls`]: the connector, and what a failed handshake means.
+//! - [`upgrade`]: the HTTP upgrade and the checks of its 101 answer.
+//! - [`identity`]: client certificates (feature `client-cert`): read,
+//!   checked, named.
+
+pub(crate) mod dial;
+pub(crate) mod identity;
+pub(crate) mod proxy;
+pub(crate) mod stream;
+pub(crate) mod target;
+pub(crate) mod tls;
+pub(crate) mod transport;
+pub(crate) mod upgrade;
