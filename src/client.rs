@@ -463,10 +463,7 @@ impl Inner {
                     // Never in the channel, so still in the ledger (only
                     // the io thread takes tracked frames, and an ack can
                     // only remove a frame that was written).
-                    Outgoing::Tracked(seq) => self
-                        .ledger
-                        .untrack(seq)
-                        .unwrap_or_else(|| Frame::Text(String::new())),
+                    Outgoing::Tracked(seq, frame) => self.ledger.untrack(seq, frame),
                 };
                 Err((why, frame))
             }

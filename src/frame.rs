@@ -134,6 +134,16 @@ impl Cursor {
     }
 }
 
+/// Keeps the highest cursor seen: `top` becomes `c` when it has none yet
+/// or `c` is higher (a tie keeps the first). `true` when it moved.
+pub(crate) fn raise(top: &mut Option<Cursor>, c: Cursor) -> bool {
+    if top.as_ref().is_none_or(|t| c > *t) {
+        *top = Some(c);
+        return true;
+    }
+    false
+}
+
 impl fmt::Display for Cursor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

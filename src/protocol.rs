@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use crate::frame::Cursor;
 use crate::frame::Frame;
+use crate::message::Meta;
 use crate::redact::head;
 
 /// A rule that recognises the server's answer to an application heartbeat
@@ -87,6 +88,18 @@ pub struct Inspected {
     /// with this id: it is consumed (not delivered) and the frame is
     /// forgotten.
     pub acknowledges: Option<String>,
+}
+
+/// What a delivered message carries of what the protocol found in it.
+impl From<Inspected> for Meta {
+    fn from(i: Inspected) -> Self {
+        Meta {
+            id: i.id.map(std::sync::Arc::from),
+            cursor: i.cursor,
+            kinds: i.kinds,
+            ack: i.ack,
+        }
+    }
 }
 
 /// HTTP method of a poll request.

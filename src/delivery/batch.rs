@@ -100,9 +100,7 @@ impl Finish {
             ids.extend(e.id);
             acks.extend(e.ack);
             if let Some(c) = e.cursor {
-                if cursor.as_ref().is_none_or(|top| c > *top) {
-                    cursor = Some(c);
-                }
+                crate::frame::raise(&mut cursor, c);
             }
         }
         self.ledger.finished(ids, cursor, acks);

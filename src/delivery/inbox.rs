@@ -226,9 +226,7 @@ impl Inbox {
                 lock(&seen.ids).remember(key.digest());
             }
             if let Some(c) = cursor {
-                if seen.cursor.as_ref().is_none_or(|top| c > *top) {
-                    seen.cursor = Some(c);
-                }
+                crate::frame::raise(&mut seen.cursor, c);
             }
         }
         drop(seen);

@@ -45,8 +45,11 @@ pub(crate) enum Outgoing {
     /// The frame itself: nothing else keeps it.
     Frame(Frame),
     /// The ledger's number of a frame it keeps (a reliable frame, or any
-    /// frame with `persistence.dir`): the payload stays there, once.
-    Tracked(u64),
+    /// frame with `persistence.dir`), and the frame it keeps: shared, so the
+    /// payload exists once. The io thread lets go of its share before it
+    /// takes the frame from the ledger; a sender whose send failed gets the
+    /// frame back from its share.
+    Tracked(u64, Arc<Frame>),
 }
 
 /// What a reliable frame costs the outbound byte budget beyond its
@@ -222,9 +225,7 @@ impl Ledger {
         let records = journal.len();
         for d in journal {
             if let Some(c) = d.cursor {
-                if st.cursor.as_ref().is_none_or(|top| c > *top) {
-                    st.cursor = Some(c);
-                }
+                crate::frame::raise(&mut st.cursor, c);
             }
             for d in d.finished {
                 ids.finish(d);
@@ -288,18 +289,21 @@ impl Ledger {
             return Outgoing::Frame(frame);
         }
         let mut st = lock(&self.state);
-        let seq = st.insert(Arc::new(frame), id, true);
+        let frame = Arc::new(frame);
+        let seq = st.insert(frame.clone(), id, true);
         self.changed(&mut st);
-        Outgoing::Tracked(seq)
+        Outgoing::Tracked(seq, frame)
     }
 
     /// A tracked frame never entered the channel (the send failed): the
-    /// frame, to hand back to the sender.
-    pub(crate) fn untrack(&self, seq: u64) -> Option<Frame> {
+    /// ledger forgets it, and the sender has it back from its share.
+    pub(crate) fn untrack(&self, seq: u64, frame: Arc<Frame>) -> Frame {
         let mut st = lock(&self.state);
-        let e = st.remove(seq)?;
-        self.changed(&mut st);
-        Some(Arc::unwrap_or_clone(e.frame))
+        if st.remove(seq).is_some() {
+            self.changed(&mut st);
+        }
+        drop(st);
+        Arc::unwrap_or_clone(frame)
     }
 
     /// The io thread took the tracked frame `seq` from the channel to
@@ -417,11 +421,8 @@ impl Ledger {
             }
         }
         if let Some(c) = cursor {
-            if st.cursor.as_ref().is_none_or(|top| c > *top) {
-                if st.journaling {
-                    st.pending.cursor = Some(c.clone());
-                }
-                st.cursor = Some(c);
+            if crate::frame::raise(&mut st.cursor, c) && st.journaling {
+                st.pending.cursor = st.cursor.clone();
             }
         }
         if !self.durable() {
@@ -649,7 +650,7 @@ mod tests {
     /// The ledger's number for a frame it keeps.
     fn tracked(o: Outgoing) -> u64 {
         match o {
-            Outgoing::Tracked(seq) => seq,
+            Outgoing::Tracked(seq, _) => seq,
             Outgoing::Frame(f) => panic!("not kept by the ledger: {f:?}"),
         }
     }
@@ -696,8 +697,10 @@ mod tests {
         assert_eq!(l.acked("r1"), 3 + RELIABLE_OVERHEAD);
         assert_eq!(l.acked("r1"), 0, "a second ack is nothing");
         assert_eq!(l.reliable_pending(), 1);
-        let s3 = tracked(l.track(Frame::from("three"), Some("r3".into())));
-        assert_eq!(l.untrack(s3), Some(Frame::from("three")), "handed back");
+        let Outgoing::Tracked(s3, share) = l.track(Frame::from("three"), Some("r3".into())) else {
+            panic!("a reliable frame is kept");
+        };
+        assert_eq!(l.untrack(s3, share), Frame::from("three"), "handed back");
         assert_eq!(l.reliable_pending(), 1);
     }
 

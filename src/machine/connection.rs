@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{guarded, ConnectionError};
 use crate::frame::Frame;
-use crate::message::{Message, Meta, Offer, Via};
+use crate::message::{Message, Offer, Via};
 use crate::protocol::ReplyRule;
 
 /// What the frame reader ([`crate::machine::frames`]) made of the
@@ -319,13 +319,7 @@ impl Connection {
             self.actions.push_back(Action::ServerAck(id));
             return;
         }
-        let meta = Meta {
-            id: inspected.id.map(Arc::from),
-            cursor: inspected.cursor,
-            kinds: inspected.kinds,
-            ack: inspected.ack,
-        };
-        self.offer(Message::with_meta(frame, Via::Ws, now, meta));
+        self.offer(Message::with_meta(frame, Via::Ws, now, inspected.into()));
     }
 
     fn answered(&mut self, now: Instant) {

@@ -15,6 +15,7 @@ use crate::config::{Config, EndpointFn};
 use crate::delivery::inbox::Inbox;
 use crate::error::guarded;
 use crate::error::ConnectionError;
+use crate::machine::backoff::Backoff;
 use crate::message::Offer;
 use crate::message::{Message, Meta, Via};
 use crate::protocol::Polled;
@@ -81,13 +82,18 @@ pub(crate) fn run(
                 shared.poll_failed(e);
             }
         }
-        // Back off while the endpoint keeps failing: 1, 2, 4, 8 intervals;
-        // longer when a 429 or 503 said when to come back.
-        let factor = 1u32 << failures.saturating_sub(1).min(3);
-        let delay = cfg
-            .poll
-            .every
-            .saturating_mul(if failures == 0 { 1 } else { factor });
+        // Back off while the endpoint keeps failing: 1, 2, 4, 8 intervals
+        // (machine::backoff's exponential rule, without its jitter: the
+        // interval is the application's choice); longer when a 429 or 503
+        // said when to come back.
+        let delay = match failures {
+            0 => cfg.poll.every,
+            n => Backoff::Exponential {
+                initial: cfg.poll.every,
+                max: cfg.poll.every.saturating_mul(8),
+            }
+            .delay(n - 1, 1.0),
+        };
         let delay = match hint {
             Some((status, retry_after)) => crate::machine::hints::hinted(
                 delay,
@@ -198,18 +204,13 @@ fn poll_inner(
                 continue;
             }
         };
-        let meta = Meta {
-            id: inspected.id.map(Arc::from),
-            cursor: inspected.cursor,
-            // The place in the response decides, when it names kinds.
-            kinds: if kinds.is_empty() {
-                inspected.kinds
-            } else {
-                kinds
-            },
-            // The poll endpoint is read by cursor: nothing to acknowledge.
-            ack: None,
-        };
+        let mut meta = Meta::from(inspected);
+        // The place in the response decides, when it names kinds.
+        if !kinds.is_empty() {
+            meta.kinds = kinds;
+        }
+        // The poll endpoint is read by cursor: nothing to acknowledge.
+        meta.ack = None;
         let mut m = Message::with_meta(frame, Via::Poll, Instant::now(), meta);
         loop {
             match inbox.offer(m, true) {

@@ -120,40 +120,32 @@ fn run(s: Setup, agent: Option<Agent>) {
             Err(e) => {
                 warn!("attempt {} to {shown} failed: {e}", policy.attempt());
                 s.shared.counters.failed_attempts.fetch_add(1, Relaxed);
-                (policy.connect_failed(), e)
+                (policy.connect_failed(), Some(e))
             }
             Ok((socket, hello)) => {
                 policy.opened(Instant::now());
                 s.shared.counters.connects.fetch_add(1, Relaxed);
                 info!("open: {shown}");
                 reconnects += 1;
-                let exit = serve(&s, socket, hello, &mut poller);
-                let ended = match &exit {
-                    Exit::Requested => Ended::Requested,
-                    Exit::ServerClosed { code, .. } => Ended::ServerClose(*code),
-                    Exit::Lost(_) => Ended::Lost,
+                let (ended, error) = match serve(&s, socket, hello, &mut poller) {
+                    // The application closed: no error to tell.
+                    Exit::Requested => (Ended::Requested, None),
+                    Exit::ServerClosed { code, reason } => (
+                        Ended::ServerClose(code),
+                        Some(ConnectionError::ServerClosed { code, reason }),
+                    ),
+                    Exit::Lost(e) => (Ended::Lost, Some(e)),
                 };
                 let decision = policy.ended(Instant::now(), ended);
                 if matches!(decision, Decision::Retry { .. }) && policy.failures() > 0 {
                     s.shared.counters.failed_attempts.fetch_add(1, Relaxed);
                 }
-                let error = match exit {
-                    // A requested close stops the client: no error to tell.
-                    Exit::Requested => ConnectionError::ServerClosed {
-                        code: 1000,
-                        reason: String::new(),
-                    },
-                    Exit::ServerClosed { code, reason } => {
-                        ConnectionError::ServerClosed { code, reason }
-                    }
-                    Exit::Lost(e) => e,
-                };
                 (decision, error)
             }
         };
         // A 429 or 503 with Retry-After: not before the server asked.
-        let decision = match decision {
-            Decision::Retry { attempt, delay } => Decision::Retry {
+        let decision = match (decision, &error) {
+            (Decision::Retry { attempt, delay }, Some(error)) => Decision::Retry {
                 attempt,
                 delay: hints::hinted(
                     delay,
@@ -163,12 +155,14 @@ fn run(s: Setup, agent: Option<Agent>) {
                     cfg.reconnect.max_retry_after,
                 ),
             },
-            other => other,
+            (other, _) => other,
         };
-        last_error = Some(error.clone());
+        if error.is_some() {
+            last_error.clone_from(&error);
+        }
         match decision {
             Decision::Retry { attempt, delay } => {
-                let msg = error.to_string();
+                let msg = error.as_ref().map(ToString::to_string).unwrap_or_default();
                 if polls && poller.is_none() && policy.degraded() {
                     warn!(
                         "{} WebSocket attempts failed; polling over HTTP while retrying",
@@ -184,15 +178,15 @@ fn run(s: Setup, agent: Option<Agent>) {
                         debug!(
                             "still polling; next WebSocket attempt {attempt} in {delay:?}: {msg}"
                         );
-                        s.shared.note_state(state, Some(error));
+                        s.shared.note_state(state, error);
                     } else {
                         info!("polling; next WebSocket attempt {attempt} in {delay:?}: {msg}");
-                        s.shared.set_state(state, Some(error));
+                        s.shared.set_state(state, error);
                     }
                 } else {
                     info!("reconnecting in {delay:?} (attempt {attempt}): {msg}");
                     s.shared
-                        .set_state(State::Reconnecting { attempt, delay }, Some(error));
+                        .set_state(State::Reconnecting { attempt, delay }, error);
                 }
                 if !wait_real_time(&s.control, delay) {
                     break (CloseReason::Requested, None);
@@ -204,16 +198,19 @@ fn run(s: Setup, agent: Option<Agent>) {
             Decision::StopRequested => break (CloseReason::Requested, None),
             Decision::GiveUp { attempts } => {
                 let reason = CloseReason::GaveUp { attempts };
-                error!("{reason}; last error: {error}");
-                break (reason, Some(error));
+                match &error {
+                    Some(e) => error!("{reason}; last error: {e}"),
+                    None => error!("{reason}"),
+                }
+                break (reason, error);
             }
             Decision::StopTerminal(code) => {
                 let reason = match &error {
-                    ConnectionError::ServerClosed { reason, .. } => reason.clone(),
+                    Some(ConnectionError::ServerClosed { reason, .. }) => reason.clone(),
                     _ => String::new(),
                 };
                 warn!("server closed with terminal code {code}; not reconnecting");
-                break (CloseReason::Terminal { code, reason }, Some(error));
+                break (CloseReason::Terminal { code, reason }, error);
             }
         }
     };

@@ -417,16 +417,21 @@ impl<S: Read + Write> Driver<S> {
                     taken += f.len();
                     f
                 }
-                Outgoing::Tracked(seq) => match self.ctx.ledger.take(seq) {
-                    // A reliable frame keeps its bytes until the server
-                    // acks it.
-                    Some((f, true)) => f,
-                    Some((f, false)) => {
-                        taken += f.len();
-                        f
+                Outgoing::Tracked(seq, share) => {
+                    // Its share let go first, so the ledger's frame moves
+                    // out without a copy.
+                    drop(share);
+                    match self.ctx.ledger.take(seq) {
+                        // A reliable frame keeps its bytes until the server
+                        // acks it.
+                        Some((f, true)) => f,
+                        Some((f, false)) => {
+                            taken += f.len();
+                            f
+                        }
+                        None => continue, // not in the ledger: nothing to send
                     }
-                    None => continue, // not in the ledger: nothing to send
-                },
+                }
             };
             trace!(target: "heartline::threads::io", "sending {f:?}");
             self.write(f);
