@@ -21,9 +21,6 @@ pub(crate) struct Batcher {
     max: usize,
     /// Oldest first; never more than `max` once the receiver fills it.
     pending: Vec<Message>,
-    /// The application's sends counted when the last batch was taken
-    /// (see [`Batcher::awaits_reply`]).
-    sends_at_take: u64,
 }
 
 impl Batcher {
@@ -32,7 +29,6 @@ impl Batcher {
             window,
             max,
             pending: Vec::new(),
-            sends_at_take: 0,
         }
     }
 
@@ -62,8 +58,7 @@ impl Batcher {
 
     /// The pending messages numbered below `limit` (at most `max`), now:
     /// an event that came after them waits for them.
-    pub(crate) fn take_before(&mut self, limit: u64, sends: u64) -> Vec<Message> {
-        self.sends_at_take = sends;
+    pub(crate) fn take_before(&mut self, limit: u64) -> Vec<Message> {
         let mut out = Vec::new();
         let mut i = 0;
         while i < self.pending.len() && out.len() < self.max {
@@ -98,17 +93,14 @@ impl Batcher {
         }
     }
 
-    /// `true` when a receiver waiting now most likely waits for the reply
-    /// to what the application sent (`sends`, counted) since it took the
-    /// last batch: the window is zero and nothing is pending.
-    pub(crate) fn awaits_reply(&self, sends: u64) -> bool {
-        self.window.is_zero() && self.pending.is_empty() && sends != self.sends_at_take
+    /// `true` when the window is zero and nothing is pending: the next
+    /// message to arrive is handed out at once.
+    pub(crate) fn empty_with_zero_window(&self) -> bool {
+        self.window.is_zero() && self.pending.is_empty()
     }
 
-    /// The next batch: at most `max` messages, oldest first; `sends`: the
-    /// application's sends so far.
-    pub(crate) fn take(&mut self, sends: u64) -> Vec<Message> {
-        self.sends_at_take = sends;
+    /// The next batch: at most `max` messages, oldest first.
+    pub(crate) fn take(&mut self) -> Vec<Message> {
         let n = self.pending.len().min(self.max);
         if n == self.pending.len() {
             // The usual case (the receiver fills up to `max`): the batch is
@@ -141,7 +133,7 @@ mod tests {
         b.push(at(t0 + 30 * MS));
         assert_eq!(b.next(t0 + 10 * MS, false), Next::Wait(Some(t0 + 50 * MS)));
         assert_eq!(b.next(t0 + 50 * MS, false), Next::Ready);
-        assert_eq!(b.take(0).len(), 2);
+        assert_eq!(b.take().len(), 2);
         assert_eq!(b.next(t0 + 50 * MS, false), Next::Wait(None));
     }
 
@@ -154,25 +146,10 @@ mod tests {
         }
         assert!(!b.wants_more());
         assert_eq!(b.next(t0, false), Next::Ready);
-        assert_eq!(b.take(0).len(), 3);
-        assert_eq!(b.take(0).len(), 3);
+        assert_eq!(b.take().len(), 3);
+        assert_eq!(b.take().len(), 3);
         assert_eq!(b.next(t0, false), Next::Wait(Some(t0 + 50 * MS)));
-        assert_eq!(b.take(0).len(), 1);
-    }
-
-    #[test]
-    fn only_a_zero_window_receiver_with_nothing_pending_awaits_the_reply_to_a_send() {
-        let t0 = Instant::now();
-        let mut b = Batcher::new(Duration::ZERO, 3);
-        assert!(!b.awaits_reply(0), "nothing sent");
-        assert!(b.awaits_reply(1), "sent since the last batch");
-        b.push(at(t0));
-        assert!(!b.awaits_reply(1), "a batch is pending");
-        b.take(1);
-        assert!(!b.awaits_reply(1), "the batch after that send was taken");
-        assert!(b.awaits_reply(2));
-        let windowed = Batcher::new(50 * MS, 3);
-        assert!(!windowed.awaits_reply(1), "a window waits anyway");
+        assert_eq!(b.take().len(), 1);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The application's side of delivery: [`Batches`].
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,6 +24,30 @@ use crate::shared::Shared;
 /// round trip. Bounded, once per send at most, and never for messages the
 /// server pushes unasked (nor with a batch window, which waits anyway).
 const LOOK: Duration = Duration::from_micros(50);
+
+/// The look for a reply (see [`LOOK`]): a heuristic for request/reply
+/// latency (the benchmark's echo row measures it), kept in the receiving
+/// loop rather than in the pure batcher.
+#[derive(Default)]
+struct ReplyLook {
+    /// The application's sends counted when the last batch was taken.
+    sends_at_take: AtomicU64,
+}
+
+impl ReplyLook {
+    /// A batch was taken; the application had sent `sends` frames so far.
+    fn taken(&self, sends: u64) {
+        self.sends_at_take.store(sends, Relaxed);
+    }
+
+    /// `true` when a receiver about to wait most likely waits for the
+    /// reply to what the application sent since it took its last batch:
+    /// the batcher would hand the next message out at once, and the
+    /// application has sent since.
+    fn awaits_reply(&self, b: &Batcher, sends: u64) -> bool {
+        b.empty_with_zero_window() && sends != self.sends_at_take.load(Relaxed)
+    }
+}
 
 /// What [`Batches::poll`] found.
 pub(crate) enum Poll {
@@ -66,6 +91,8 @@ pub struct Batches {
     /// Where a dropped batch puts what it did not finish: the front of
     /// the batch being assembled.
     back: Back,
+    /// Shared by clones, as the batcher is.
+    look: Arc<ReplyLook>,
 }
 
 impl Batches {
@@ -107,6 +134,7 @@ impl Batches {
             on_finish,
             keep: None,
             back,
+            look: Arc::default(),
         }
     }
 
@@ -178,7 +206,7 @@ impl Batches {
             // the batch's window, without holding the lock (clones may
             // receive meanwhile). One wake-up per batch, not per message.
             let need = b.room();
-            let reply = b.awaits_reply(self.shared.sends());
+            let reply = self.look.awaits_reply(&b, self.shared.sends());
             drop(b);
             self.shared.want(need);
             if self.rx.len() >= need {
@@ -241,7 +269,8 @@ impl Batches {
         let closed = self.fill(&mut b);
         if let Some(l) = limit {
             if b.has_before(l) {
-                let messages = b.take_before(l, self.shared.sends());
+                self.look.taken(self.shared.sends());
+                let messages = b.take_before(l);
                 return Poll::Batch(self.hand_out_messages(messages));
             }
             // Nothing queued before the event is left (the queue is in
@@ -252,7 +281,7 @@ impl Batches {
             Next::Ready => Poll::Batch(self.hand_out(&mut b)),
             Next::Wait(due) => {
                 let need = b.room();
-                let reply = b.awaits_reply(self.shared.sends());
+                let reply = self.look.awaits_reply(&b, self.shared.sends());
                 drop(b);
                 self.shared.want(need);
                 if reply && self.look_for(need, Instant::now() + LOOK) {
@@ -271,7 +300,8 @@ impl Batches {
     }
 
     fn hand_out(&self, b: &mut Batcher) -> Batch {
-        let messages = b.take(self.shared.sends());
+        self.look.taken(self.shared.sends());
+        let messages = b.take();
         self.hand_out_messages(messages)
     }
 
@@ -326,5 +356,36 @@ impl fmt::Debug for Batches {
         f.debug_struct("Batches")
             .field("queued", &self.rx.len())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::Frame;
+    use crate::message::{Meta, Via};
+
+    #[test]
+    fn only_a_zero_window_receiver_with_nothing_pending_awaits_the_reply_to_a_send() {
+        let look = ReplyLook::default();
+        let mut b = Batcher::new(Duration::ZERO, 3);
+        assert!(!look.awaits_reply(&b, 0), "nothing sent");
+        assert!(look.awaits_reply(&b, 1), "sent since the last batch");
+        b.push(Message::with_meta(
+            Frame::from("m"),
+            Via::Ws,
+            Instant::now(),
+            Meta::default(),
+        ));
+        assert!(!look.awaits_reply(&b, 1), "a batch is pending");
+        look.taken(1);
+        b.take();
+        assert!(
+            !look.awaits_reply(&b, 1),
+            "the batch after that send was taken"
+        );
+        assert!(look.awaits_reply(&b, 2));
+        let windowed = Batcher::new(Duration::from_millis(50), 3);
+        assert!(!look.awaits_reply(&windowed, 3), "a window waits anyway");
     }
 }
