@@ -14,7 +14,7 @@ use serde_json::json;
 
 use crate::durable::file;
 use crate::frame::{Cursor, Frame};
-use crate::machine::frames::{server_frame, Event, Reader, Rules};
+use crate::machine::frames::{server_frame, FrameEvent, Reader, Rules};
 use crate::machine::hints::retry_after;
 use crate::protocol::{JsonRules, Protocol};
 
@@ -136,7 +136,7 @@ proptest! {
 
 /// Everything the frame reader makes of `wire`, read in pieces of
 /// `sizes` (cycled); it stops at the first failure, as the connection does.
-fn through_reader(wire: &[u8], rules: Rules, sizes: &[usize]) -> Vec<Result<Event, String>> {
+fn through_reader(wire: &[u8], rules: Rules, sizes: &[usize]) -> Vec<Result<FrameEvent, String>> {
     let mut r = Reader::new(rules);
     let (mut out, mut at, mut n) = (Vec::new(), 0, 0);
     loop {
@@ -212,12 +212,12 @@ proptest! {
                 total += *len as u64;
                 if dropped.is_none() && (*len as u64 > rules.max_frame || total > rules.max_message) {
                     dropped = Some(total);
-                    expected.push(Ok(Event::TooLarge { len: total, fragmented: parts.len() > 1 }));
+                    expected.push(Ok(FrameEvent::TooLarge { len: total, fragmented: parts.len() > 1 }));
                 }
                 payload.extend(bytes);
                 if *ping && !fin {
                     wire.extend(server_frame(true, 9, b"p"));
-                    expected.push(Ok(Event::Ping(b"p".to_vec())));
+                    expected.push(Ok(FrameEvent::Ping(b"p".to_vec())));
                 }
             }
             if dropped.is_none() {
@@ -226,7 +226,7 @@ proptest! {
                 } else {
                     crate::Frame::Binary(payload)
                 };
-                expected.push(Ok(Event::Message(f)));
+                expected.push(Ok(FrameEvent::Message(f)));
             }
         }
         prop_assert_eq!(through_reader(&wire, rules, &sizes), expected);

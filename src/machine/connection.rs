@@ -1,4 +1,5 @@
-//! One open connection as a pure state machine, in the way ureq's `run.rs`
+//! One open connection as a pure state machine ([`Session`]), in the way
+//! ureq's `run.rs`
 //! drives `ureq-proto`: the io thread feeds it what happened (a frame read,
 //! the inbox's answer to an offer, a command, the socket blocking) and
 //! executes the [`Action`]s it queues (write this, deliver that, pause,
@@ -71,9 +72,9 @@ pub(crate) enum Action {
     Close(u16, &'static str),
     /// Flush what was written.
     Flush,
-    /// Offer a message to the inbox; answer with [`Connection::offered`].
+    /// Offer a message to the inbox; answer with [`Session::offered`].
     Deliver(Message),
-    /// The inbound queue is full: stop reading until [`Connection::room`].
+    /// The inbound queue is full: stop reading until [`Session::room`].
     Pause,
     /// Reading resumes; the link counts as alive from `at` (a reader that
     /// was paused heard nothing, which proves nothing).
@@ -108,7 +109,7 @@ pub(crate) enum Wait {
 
 /// What one connection needs from the configuration, and nothing more.
 #[derive(Clone)]
-pub(crate) struct Settings {
+pub(crate) struct SessionSettings {
     /// The heartbeat's frame: `None` sends a Ping.
     pub heartbeat: Option<Frame>,
     /// Frames that answer the heartbeat.
@@ -122,8 +123,8 @@ pub(crate) struct Settings {
     pub frames_are_messages: bool,
 }
 
-pub(crate) struct Connection {
-    cfg: Settings,
+pub(crate) struct Session {
+    cfg: SessionSettings,
     actions: VecDeque<Action>,
     /// Close frame sent; give up waiting for the server's at this moment.
     closing: Option<Instant>,
@@ -149,11 +150,11 @@ pub(crate) struct Connection {
     done: bool,
 }
 
-impl Connection {
+impl Session {
     /// A connection that has just opened: the hello frames go out first,
     /// then the frames the ledger kept (`resend`), then the queue.
-    pub(crate) fn new(cfg: Settings, hello: Vec<Frame>, resend: Vec<(u64, Frame)>) -> Self {
-        let mut c = Connection {
+    pub(crate) fn new(cfg: SessionSettings, hello: Vec<Frame>, resend: Vec<(u64, Frame)>) -> Self {
+        let mut c = Session {
             cfg,
             actions: VecDeque::new(),
             closing: None,
@@ -206,7 +207,7 @@ impl Connection {
 
     /// The server broke the protocol and the connection is being failed:
     /// nothing more is read, and the close goes out once the application
-    /// is done with what it was given (see [`Connection::fail_when_settled`]).
+    /// is done with what it was given (see [`Session::fail_when_settled`]).
     pub(crate) fn failing(&self) -> bool {
         self.failing.is_some()
     }
@@ -506,15 +507,15 @@ mod tests {
     use crate::ClientBuilder;
     use serde_json::json;
 
-    fn cfg(b: ClientBuilder) -> Settings {
-        Settings::from(&b.validate().expect("valid config"))
+    fn cfg(b: ClientBuilder) -> SessionSettings {
+        SessionSettings::from(&b.validate().expect("valid config"))
     }
 
-    fn plain() -> Settings {
+    fn plain() -> SessionSettings {
         cfg(ClientBuilder::new("ws://127.0.0.1:1/"))
     }
 
-    fn acking() -> Settings {
+    fn acking() -> SessionSettings {
         cfg(ClientBuilder::new("ws://127.0.0.1:1/").protocol(
             JsonRules::new()
                 .id("/id")
@@ -522,7 +523,7 @@ mod tests {
         ))
     }
 
-    fn drain(c: &mut Connection) -> Vec<Action> {
+    fn drain(c: &mut Session) -> Vec<Action> {
         std::iter::from_fn(|| c.next_action()).collect()
     }
 
@@ -531,7 +532,7 @@ mod tests {
     }
 
     /// Feeds a frame and returns the message it asks to deliver.
-    fn delivered(c: &mut Connection, t: &str, now: Instant) -> Message {
+    fn delivered(c: &mut Session, t: &str, now: Instant) -> Message {
         c.frame(text(t), now);
         drain(c)
             .into_iter()
@@ -544,7 +545,7 @@ mod tests {
 
     #[test]
     fn hello_frames_go_out_first_then_a_flush() {
-        let mut c = Connection::new(plain(), vec!["h1".into(), "h2".into()], Vec::new());
+        let mut c = Session::new(plain(), vec!["h1".into(), "h2".into()], Vec::new());
         let a = drain(&mut c);
         assert!(
             matches!(&a[..], [Action::Write(f1), Action::Write(f2), Action::Flush]
@@ -556,7 +557,7 @@ mod tests {
     fn a_write_that_makes_no_progress_for_the_write_timeout_drops_the_connection() {
         let mut s = plain();
         s.write_timeout = Duration::from_secs(5);
-        let mut c = Connection::new(s, vec![], Vec::new());
+        let mut c = Session::new(s, vec![], Vec::new());
         let t0 = Instant::now();
         c.congested(true, t0);
         assert_eq!(c.wait(t0), Wait::Until(Some(t0 + Duration::from_secs(5))));
@@ -575,7 +576,7 @@ mod tests {
             )))
         ));
         // A flush that went through clears it.
-        let mut c = Connection::new(plain(), vec![], Vec::new());
+        let mut c = Session::new(plain(), vec![], Vec::new());
         c.congested(true, t0);
         c.congested(false, t0 + Duration::from_secs(1));
         assert_eq!(c.wait(t0 + Duration::from_secs(999)), Wait::Until(None));
@@ -583,7 +584,7 @@ mod tests {
 
     #[test]
     fn kept_frames_go_after_the_hello_and_before_the_queue() {
-        let mut c = Connection::new(
+        let mut c = Session::new(
             plain(),
             vec!["hello".into()],
             vec![(3, "kept-3".into()), (5, "kept-5".into())],
@@ -603,7 +604,7 @@ mod tests {
                 .id("/id")
                 .acked_by("/type", json!("acked"), "/id"),
         ));
-        let mut c = Connection::new(s, vec![], Vec::new());
+        let mut c = Session::new(s, vec![], Vec::new());
         let t0 = Instant::now();
         c.frame(text(r#"{"type":"acked","id":"r-1"}"#), t0);
         let a = drain(&mut c);
@@ -618,7 +619,7 @@ mod tests {
     #[test]
     fn the_first_frame_proves_the_socket_and_every_frame_marks_it_alive() {
         let t0 = Instant::now();
-        let mut c = Connection::new(plain(), vec![], Vec::new());
+        let mut c = Session::new(plain(), vec![], Vec::new());
         c.frame(Incoming::Ping(Vec::new()), t0);
         let a = drain(&mut c);
         assert!(
@@ -639,7 +640,7 @@ mod tests {
     #[test]
     fn the_ack_the_inbox_hands_back_goes_out_for_new_and_repeated_messages() {
         let t0 = Instant::now();
-        let mut c = Connection::new(acking(), vec![], Vec::new());
+        let mut c = Session::new(acking(), vec![], Vec::new());
         let m = delivered(&mut c, r#"{"id":"a"}"#, t0);
         assert_eq!(m.id(), Some("a"));
         c.offered(Offer::Queued { ack: ack("a") }, t0);
@@ -660,7 +661,7 @@ mod tests {
     #[test]
     fn a_full_queue_pauses_reading_once_and_room_resumes_it_with_the_ack() {
         let t0 = Instant::now();
-        let mut c = Connection::new(acking(), vec![], Vec::new());
+        let mut c = Session::new(acking(), vec![], Vec::new());
         let m = delivered(&mut c, r#"{"id":"a"}"#, t0);
         c.offered(Offer::Full(m), t0);
         assert!(matches!(&drain(&mut c)[..], [Action::Pause]));
@@ -689,7 +690,7 @@ mod tests {
     #[test]
     fn a_message_that_finds_the_queue_full_while_closing_is_left_unacked() {
         let t0 = Instant::now();
-        let mut c = Connection::new(acking(), vec![], Vec::new());
+        let mut c = Session::new(acking(), vec![], Vec::new());
         c.command(Command::Close, t0);
         drain(&mut c);
         let m = delivered(&mut c, r#"{"id":"a"}"#, t0);
@@ -701,7 +702,7 @@ mod tests {
     #[test]
     fn the_application_close_drains_the_queue_then_sends_1000_and_waits_for_the_reply() {
         let t0 = Instant::now();
-        let mut c = Connection::new(plain(), vec![], Vec::new());
+        let mut c = Session::new(plain(), vec![], Vec::new());
         c.command(Command::Close, t0);
         let a = drain(&mut c);
         assert!(matches!(
@@ -725,7 +726,7 @@ mod tests {
     #[test]
     fn a_close_reply_that_never_comes_ends_the_connection_at_the_deadline() {
         let t0 = Instant::now();
-        let mut c = Connection::new(plain(), vec![], Vec::new());
+        let mut c = Session::new(plain(), vec![], Vec::new());
         c.command(Command::Close, t0);
         drain(&mut c);
         assert_eq!(
@@ -742,7 +743,7 @@ mod tests {
     #[test]
     fn a_close_from_the_server_is_answered_and_reported_with_its_code() {
         let t0 = Instant::now();
-        let mut c = Connection::new(plain(), vec![], Vec::new());
+        let mut c = Session::new(plain(), vec![], Vec::new());
         c.frame(Incoming::Close(4001, "bye".into()), t0);
         let a = drain(&mut c);
         assert!(
@@ -754,7 +755,7 @@ mod tests {
         );
         assert!(c.is_done());
         // The answer to our own close completes the handshake: no reply.
-        let mut c = Connection::new(plain(), vec![], Vec::new());
+        let mut c = Session::new(plain(), vec![], Vec::new());
         c.command(Command::Close, t0);
         drain(&mut c);
         c.frame(Incoming::Close(1000, String::new()), t0);
@@ -766,7 +767,7 @@ mod tests {
     #[test]
     fn a_ping_is_answered_with_its_payload_until_a_close_is_sent() {
         let t0 = Instant::now();
-        let mut c = Connection::new(plain(), vec![], Vec::new());
+        let mut c = Session::new(plain(), vec![], Vec::new());
         c.frame(Incoming::Ping(b"p1".to_vec()), t0);
         let a = drain(&mut c);
         assert!(
@@ -782,7 +783,7 @@ mod tests {
     #[test]
     fn errors_while_closing_are_the_requested_close() {
         let t0 = Instant::now();
-        let mut c = Connection::new(plain(), vec![], Vec::new());
+        let mut c = Session::new(plain(), vec![], Vec::new());
         c.command(Command::Close, t0);
         drain(&mut c);
         c.read_failed(ReadFailure::Ended);
@@ -790,7 +791,7 @@ mod tests {
             &drain(&mut c)[..],
             [Action::Exit(Exit::Requested)]
         ));
-        let mut c = Connection::new(plain(), vec![], Vec::new());
+        let mut c = Session::new(plain(), vec![], Vec::new());
         c.read_failed(ReadFailure::Ended);
         assert!(matches!(
             &drain(&mut c)[..],
@@ -800,7 +801,7 @@ mod tests {
 
     #[test]
     fn an_oversized_message_closes_with_1009_and_says_the_limit() {
-        let mut c = Connection::new(plain(), vec![], Vec::new());
+        let mut c = Session::new(plain(), vec![], Vec::new());
         c.read_failed(ReadFailure::TooLarge("message too long".into()));
         let a = drain(&mut c);
         assert!(matches!(&a[0], Action::Close(1009, _)));
@@ -819,7 +820,7 @@ mod tests {
                 ..Heartbeat::default()
             }),
         );
-        let mut c = Connection::new(cfg, vec![], Vec::new());
+        let mut c = Session::new(cfg, vec![], Vec::new());
         c.command(Command::Beat, t0);
         assert!(
             matches!(&drain(&mut c)[..], [Action::Beat(Some(f)), Action::Flush] if f.as_text() == Some("hb"))
@@ -849,7 +850,7 @@ mod tests {
             }
         }
         let t0 = Instant::now();
-        let mut c = Connection::new(
+        let mut c = Session::new(
             cfg(ClientBuilder::new("ws://127.0.0.1:1/").protocol(Fragile)),
             vec![],
             Vec::new(),
@@ -861,7 +862,7 @@ mod tests {
 
     #[test]
     fn a_dead_link_exits_once_with_the_timeout() {
-        let mut c = Connection::new(plain(), vec![], Vec::new());
+        let mut c = Session::new(plain(), vec![], Vec::new());
         c.command(Command::Dead, Instant::now());
         c.command(Command::Dead, Instant::now());
         let a = drain(&mut c);
@@ -875,7 +876,7 @@ mod tests {
     #[test]
     fn a_spent_budget_or_congestion_shapes_the_next_wait() {
         let t0 = Instant::now();
-        let mut c = Connection::new(plain(), vec![], Vec::new());
+        let mut c = Session::new(plain(), vec![], Vec::new());
         c.read_budget_spent();
         assert_eq!(c.wait(t0), Wait::Again);
         assert_eq!(c.wait(t0), Wait::Until(None), "once, then sleep");

@@ -34,7 +34,7 @@ const MAX_CONTROL: u64 = 125;
 
 /// What the reader made of the server's bytes.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Event {
+pub(crate) enum FrameEvent {
     /// A whole data message.
     Message(Frame),
     /// A Ping, with its payload (answered with a Pong carrying it).
@@ -110,7 +110,7 @@ pub(crate) struct Reader {
     message: Option<Message>,
     payload: Option<Payload>,
     /// An event decided while taking a header, handed out next.
-    pending: Option<Event>,
+    pending: Option<FrameEvent>,
     /// permessage-deflate, when the server agreed to it.
     inflater: Option<Inflater>,
 }
@@ -197,7 +197,7 @@ impl Reader {
     /// The next thing the bytes so far make: `None` when more are needed.
     /// After an error the connection is to be failed; nothing more is
     /// read.
-    pub(crate) fn next(&mut self) -> Option<Result<Event, ReadFailure>> {
+    pub(crate) fn next(&mut self) -> Option<Result<FrameEvent, ReadFailure>> {
         loop {
             if let Some(e) = self.pending.take() {
                 return Some(Ok(e));
@@ -221,7 +221,7 @@ impl Reader {
 
     /// Takes what has arrived of the current data frame's payload; the
     /// message, if this finished it.
-    fn take_payload(&mut self) -> Result<Option<Event>, ReadFailure> {
+    fn take_payload(&mut self) -> Result<Option<FrameEvent>, ReadFailure> {
         let (Some(p), Some(m)) = (self.payload.as_mut(), self.message.as_mut()) else {
             self.payload = None;
             return Ok(None);
@@ -248,7 +248,7 @@ impl Reader {
                 }
                 m.dropping = true;
                 m.data = Vec::new();
-                self.pending = Some(Event::Skipped(Skip::NotUtf8));
+                self.pending = Some(FrameEvent::Skipped(Skip::NotUtf8));
             }
         }
         if p.left > 0 {
@@ -285,7 +285,7 @@ impl Reader {
                             self.rules.max_message
                         )));
                     }
-                    return Ok(Some(Event::TooLarge {
+                    return Ok(Some(FrameEvent::TooLarge {
                         len,
                         fragmented: m.fragmented,
                     }));
@@ -294,7 +294,7 @@ impl Reader {
         }
         match finish(m) {
             Some(e) => Ok(Some(e)),
-            None if self.rules.lenient => Ok(Some(Event::Skipped(Skip::NotUtf8))),
+            None if self.rules.lenient => Ok(Some(FrameEvent::Skipped(Skip::NotUtf8))),
             None => Err(violation(1007, "a text message is not valid UTF-8")),
         }
     }
@@ -302,7 +302,7 @@ impl Reader {
     /// Reads the next frame's header, if it has arrived, and decides on
     /// the frame: a control frame is handed out whole, a data frame's
     /// payload is taken next.
-    fn header(&mut self) -> Result<Option<Event>, ReadFailure> {
+    fn header(&mut self) -> Result<Option<FrameEvent>, ReadFailure> {
         let avail = &self.buf[self.at..self.end];
         let Some(&first) = avail.first() else {
             return Ok(None);
@@ -362,7 +362,7 @@ impl Reader {
         fin: bool,
         len: u64,
         header_len: usize,
-    ) -> Result<Option<Event>, ReadFailure> {
+    ) -> Result<Option<FrameEvent>, ReadFailure> {
         if !fin {
             return Err(violation(1002, "a fragmented control frame"));
         }
@@ -379,10 +379,10 @@ impl Reader {
         let payload = &self.buf[self.at + header_len..self.at + whole];
         self.at += whole;
         match opcode {
-            9 => Ok(Some(Event::Ping(payload.to_vec()))),
-            10 => Ok(Some(Event::Pong)),
+            9 => Ok(Some(FrameEvent::Ping(payload.to_vec()))),
+            10 => Ok(Some(FrameEvent::Pong)),
             8 => close(payload).map(Some),
-            _ => Ok(Some(Event::Skipped(Skip::Reserved(opcode)))),
+            _ => Ok(Some(FrameEvent::Skipped(Skip::Reserved(opcode)))),
         }
     }
 
@@ -414,7 +414,7 @@ impl Reader {
             (_, None) => {
                 let skip = reserved(opcode);
                 if skip {
-                    self.pending = Some(Event::Skipped(Skip::Reserved(opcode)));
+                    self.pending = Some(FrameEvent::Skipped(Skip::Reserved(opcode)));
                 }
                 self.message = Some(Message {
                     text: op == OpCode::Data(Data::Text),
@@ -448,7 +448,7 @@ impl Reader {
             }
             m.dropping = true;
             m.data = Vec::new();
-            self.pending = Some(Event::TooLarge {
+            self.pending = Some(FrameEvent::TooLarge {
                 len: total,
                 fragmented: m.fragmented,
             });
@@ -483,20 +483,20 @@ fn utf8_so_far(m: &mut Message) -> bool {
 /// A whole message, as the application receives it; `None` when it is
 /// text and not UTF-8 (a message checked as it came can only end inside a
 /// character).
-fn finish(m: Message) -> Option<Event> {
+fn finish(m: Message) -> Option<FrameEvent> {
     if !m.text {
-        return Some(Event::Message(Frame::Binary(m.data)));
+        return Some(FrameEvent::Message(Frame::Binary(m.data)));
     }
     String::from_utf8(m.data)
         .ok()
-        .map(|t| Event::Message(Frame::Text(t)))
+        .map(|t| FrameEvent::Message(Frame::Text(t)))
 }
 
 /// A close frame's payload: nothing, or a code RFC 6455 allows and a UTF-8
 /// reason.
-fn close(payload: &[u8]) -> Result<Event, ReadFailure> {
+fn close(payload: &[u8]) -> Result<FrameEvent, ReadFailure> {
     let (code, reason) = match payload {
-        [] => return Ok(Event::Close(None)),
+        [] => return Ok(FrameEvent::Close(None)),
         [_] => {
             return Err(violation(
                 1002,
@@ -512,7 +512,7 @@ fn close(payload: &[u8]) -> Result<Event, ReadFailure> {
         ));
     }
     match std::str::from_utf8(reason) {
-        Ok(r) => Ok(Event::Close(Some((code, r.to_owned())))),
+        Ok(r) => Ok(FrameEvent::Close(Some((code, r.to_owned())))),
         Err(_) => Err(violation(
             1007,
             "the server's close frame has a reason that is not valid UTF-8",
@@ -568,8 +568,8 @@ mod tests {
         frame(true, TEXT, s.as_bytes())
     }
 
-    fn msg(s: &str) -> Result<Event, String> {
-        Ok(Event::Message(Frame::Text(s.to_owned())))
+    fn msg(s: &str) -> Result<FrameEvent, String> {
+        Ok(FrameEvent::Message(Frame::Text(s.to_owned())))
     }
 
     /// Everything a reader makes of `wire`, arriving `cut` bytes at a time
@@ -581,7 +581,7 @@ mod tests {
         deflate: Option<Params>,
         head: usize,
         cut: usize,
-    ) -> Vec<Result<Event, String>> {
+    ) -> Vec<Result<FrameEvent, String>> {
         let mut r = Reader::new(rules);
         if let Some(p) = deflate {
             r.inflate_with(p);
@@ -616,7 +616,7 @@ mod tests {
     }
 
     /// The same at every cut in `cuts`, checked to agree; one list.
-    fn read(wire: &[u8], rules: Rules) -> Vec<Result<Event, String>> {
+    fn read(wire: &[u8], rules: Rules) -> Vec<Result<FrameEvent, String>> {
         read_at_cuts(wire, rules, None)
     }
 
@@ -624,7 +624,7 @@ mod tests {
         wire: &[u8],
         rules: Rules,
         deflate: Option<Params>,
-    ) -> Vec<Result<Event, String>> {
+    ) -> Vec<Result<FrameEvent, String>> {
         let read_with = |wire: &[u8], rules, head, cut| read_as(wire, rules, deflate, head, cut);
         let whole = read_with(wire, rules, 0, usize::MAX);
         for (head, cut) in [
@@ -645,7 +645,7 @@ mod tests {
         whole
     }
 
-    fn failure(events: &[Result<Event, String>]) -> &str {
+    fn failure(events: &[Result<FrameEvent, String>]) -> &str {
         match events.last() {
             Some(Err(e)) => e,
             other => panic!("no failure: {other:?}"),
@@ -668,12 +668,12 @@ mod tests {
             read(&wire, rules(false)),
             vec![
                 msg("one"),
-                Ok(Event::Ping(b"p".to_vec())),
-                Ok(Event::Pong),
+                Ok(FrameEvent::Ping(b"p".to_vec())),
+                Ok(FrameEvent::Pong),
                 msg("two €"),
-                Ok(Event::Message(Frame::Binary(vec![1, 2, 3]))),
+                Ok(FrameEvent::Message(Frame::Binary(vec![1, 2, 3]))),
                 msg(""),
-                Ok(Event::Close(Some((1000, "bye".into())))),
+                Ok(FrameEvent::Close(Some((1000, "bye".into())))),
             ]
         );
     }
@@ -718,8 +718,8 @@ mod tests {
             read(&wire, rules(true)),
             vec![
                 msg("before"),
-                Ok(Event::Ping(Vec::new())),
-                Ok(Event::Skipped(Skip::NotUtf8)),
+                Ok(FrameEvent::Ping(Vec::new())),
+                Ok(FrameEvent::Skipped(Skip::NotUtf8)),
                 msg("after"),
             ]
         );
@@ -731,8 +731,8 @@ mod tests {
         assert_eq!(
             read(&wire, rules(true)),
             vec![
-                Ok(Event::Skipped(Skip::NotUtf8)),
-                Ok(Event::Skipped(Skip::NotUtf8)),
+                Ok(FrameEvent::Skipped(Skip::NotUtf8)),
+                Ok(FrameEvent::Skipped(Skip::NotUtf8)),
                 msg("ok")
             ]
         );
@@ -740,7 +740,10 @@ mod tests {
         // come.
         let mut r = Reader::new(rules(true));
         r.push(&frame(true, TEXT, &[b'a', 0xFF, b'b', b'c'])[..4]);
-        assert!(matches!(r.next(), Some(Ok(Event::Skipped(Skip::NotUtf8)))));
+        assert!(matches!(
+            r.next(),
+            Some(Ok(FrameEvent::Skipped(Skip::NotUtf8)))
+        ));
     }
 
     #[test]
@@ -756,7 +759,7 @@ mod tests {
                 read(&wire, rules(true)),
                 vec![
                     msg("one"),
-                    Ok(Event::Skipped(Skip::Reserved(opcode))),
+                    Ok(FrameEvent::Skipped(Skip::Reserved(opcode))),
                     msg("two")
                 ]
             );
@@ -769,8 +772,8 @@ mod tests {
         assert_eq!(
             read(&wire, rules(true)),
             vec![
-                Ok(Event::Skipped(Skip::Reserved(4))),
-                Ok(Event::Ping(Vec::new())),
+                Ok(FrameEvent::Skipped(Skip::Reserved(4))),
+                Ok(FrameEvent::Ping(Vec::new())),
                 msg("two")
             ]
         );
@@ -803,13 +806,13 @@ mod tests {
     fn a_close_is_read_with_its_code_checked() {
         assert_eq!(
             read(&frame(true, CLOSE, b""), rules(false)),
-            vec![Ok(Event::Close(None))]
+            vec![Ok(FrameEvent::Close(None))]
         );
         for code in [1000u16, 1001, 1003, 1007, 1011, 3000, 4999] {
             let wire = frame(true, CLOSE, &code.to_be_bytes());
             assert_eq!(
                 read(&wire, rules(false)),
-                vec![Ok(Event::Close(Some((code, String::new()))))]
+                vec![Ok(FrameEvent::Close(Some((code, String::new()))))]
             );
         }
         // A code RFC 6455 does not allow is named as it was on the wire.
@@ -843,14 +846,14 @@ mod tests {
             got,
             vec![
                 msg("before"),
-                Ok(Event::TooLarge {
+                Ok(FrameEvent::TooLarge {
                     len: 70_000,
                     fragmented: false
                 }),
-                Ok(Event::Ping(b"p".to_vec())),
+                Ok(FrameEvent::Ping(b"p".to_vec())),
                 msg(&"z".repeat(LIMIT as usize)),
-                Ok(Event::Ping(Vec::new())),
-                Ok(Event::TooLarge {
+                Ok(FrameEvent::Ping(Vec::new())),
+                Ok(FrameEvent::TooLarge {
                     len: 4500,
                     fragmented: true
                 }),
@@ -861,7 +864,7 @@ mod tests {
         // its buffer.
         let mut r = Reader::new(rules(false));
         r.push(&text(&big)[..BUFFER / 2]);
-        assert!(matches!(r.next(), Some(Ok(Event::TooLarge { .. }))));
+        assert!(matches!(r.next(), Some(Ok(FrameEvent::TooLarge { .. }))));
         assert!(r.next().is_none());
         assert_eq!(r.waiting(), 0);
         assert!(r.message.as_ref().is_some_and(|m| m.data.capacity() == 0));
@@ -888,13 +891,13 @@ mod tests {
         let mut r = Reader::new(rules(false));
         let wire = [text("a"), frame(true, PING, &[7; 125])].concat();
         r.push(&wire[..5]);
-        assert!(matches!(r.next(), Some(Ok(Event::Message(Frame::Text(t)))) if t == "a"));
+        assert!(matches!(r.next(), Some(Ok(FrameEvent::Message(Frame::Text(t)))) if t == "a"));
         assert!(r.next().is_none());
         assert_eq!(r.waiting(), 2);
         let rest = &wire[5..];
         r.space()[..rest.len()].copy_from_slice(rest);
         r.filled(rest.len());
-        assert!(matches!(r.next(), Some(Ok(Event::Ping(p))) if p == [7; 125]));
+        assert!(matches!(r.next(), Some(Ok(FrameEvent::Ping(p))) if p == [7; 125]));
         assert!(r.next().is_none());
     }
 
@@ -956,10 +959,10 @@ mod tests {
                 read_at_cuts(&wire, rules(false), agreed(false)),
                 vec![
                     msg(one),
-                    Ok(Event::Ping(b"p".to_vec())),
+                    Ok(FrameEvent::Ping(b"p".to_vec())),
                     msg("two in fragments, two in fragments"),
                     msg("plain, between"),
-                    Ok(Event::Message(Frame::Binary(vec![7u8; 300]))),
+                    Ok(FrameEvent::Message(Frame::Binary(vec![7u8; 300]))),
                 ]
             );
         }
@@ -1011,11 +1014,11 @@ mod tests {
                 wire.extend(rsv1(frame(true, TEXT, &z.deflate(b"and then this one"))));
                 let events = read_at_cuts(&wire, rules(false), agreed(fresh));
                 assert!(
-                    matches!(events[0], Ok(Event::TooLarge { len, .. }) if len > max as u64),
+                    matches!(events[0], Ok(FrameEvent::TooLarge { len, .. }) if len > max as u64),
                     "{events:?}"
                 );
                 assert!(
-                    matches!(events[1], Ok(Event::TooLarge { .. })),
+                    matches!(events[1], Ok(FrameEvent::TooLarge { .. })),
                     "{events:?}"
                 );
                 assert_eq!(events[2], msg("and then this one"), "fresh {fresh}");

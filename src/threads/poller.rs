@@ -28,16 +28,16 @@ use crate::threads::poll_http;
 use super::poll_http::Agent;
 
 /// What the poller needs from the configuration, and nothing more.
-pub(crate) struct Settings {
+pub(crate) struct PollSettings {
     pub poll: Polling,
     pub protocol: Arc<dyn Protocol>,
     pub endpoint: Arc<EndpointFn>,
     pub max_retry_after: std::time::Duration,
 }
 
-impl Settings {
+impl PollSettings {
     pub(crate) fn of(cfg: &Config) -> Self {
-        Settings {
+        PollSettings {
             poll: cfg.polling,
             protocol: cfg.protocol.clone(),
             endpoint: cfg.endpoint.clone(),
@@ -47,7 +47,7 @@ impl Settings {
 }
 
 pub(crate) fn run(
-    cfg: &Settings,
+    cfg: &PollSettings,
     shared: &Shared,
     inbox: &Arc<Inbox>,
     agent: &Agent,
@@ -122,7 +122,7 @@ fn stopped(stop: &Receiver<()>) -> bool {
 
 /// What one poll works with.
 struct Poll<'a> {
-    cfg: &'a Settings,
+    cfg: &'a PollSettings,
     shared: &'a Shared,
     inbox: &'a Inbox,
     agent: &'a Agent,

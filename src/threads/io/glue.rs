@@ -19,9 +19,9 @@ use crate::durable::Ledger;
 use crate::durable::Outgoing;
 use crate::error::ConnectionError;
 use crate::frame::Frame;
-use crate::machine::connection::{Action, Connection as Machine, Incoming, ReadFailure};
+use crate::machine::connection::{Action, Incoming, ReadFailure, Session};
 use crate::machine::connection::{Command, Exit};
-use crate::machine::frames::{Event, Reader, Skip};
+use crate::machine::frames::{FrameEvent, Reader, Skip};
 use crate::machine::writer::{Kind, Refused, Writer};
 use crate::message::Offer;
 use crate::shared::Shared;
@@ -53,7 +53,7 @@ pub(super) struct Driver<S> {
     pub wr: Writer,
     /// The server's frames, read from `ws`'s stream.
     pub rd: Reader,
-    pub m: Machine,
+    pub m: Session,
     pub ctx: Ctx,
     /// This turn moved data (read or wrote a frame).
     pub active: bool,
@@ -340,25 +340,25 @@ impl<S: Read + Write> Driver<S> {
             };
             tally.0 += 1;
             let incoming = match event {
-                Event::Message(f) => {
+                FrameEvent::Message(f) => {
                     tally.1 += f.len() as u64;
                     Incoming::Data(f)
                 }
-                Event::Ping(p) => Incoming::Ping(p),
-                Event::Pong => Incoming::Pong,
-                Event::Close(c) => {
+                FrameEvent::Ping(p) => Incoming::Ping(p),
+                FrameEvent::Pong => Incoming::Pong,
+                FrameEvent::Close(c) => {
                     let (code, reason) = c.unwrap_or((1005, String::new()));
                     debug!(target: "heartline::threads::io", "server closed with {code} {reason:?}");
                     Incoming::Close(code, reason)
                 }
-                Event::TooLarge { len, fragmented } => {
+                FrameEvent::TooLarge { len, fragmented } => {
                     // Counted before anything behind it is handed out.
                     self.ctx.shared.counters.too_large.fetch_add(1, Relaxed);
                     let n = self.skipped.too_large.map_or(0, |t| t.0) + 1;
                     self.skipped.too_large = Some((n, len, fragmented));
                     continue;
                 }
-                Event::Skipped(why) => {
+                FrameEvent::Skipped(why) => {
                     self.ctx.shared.counters.malformed.fetch_add(1, Relaxed);
                     let n = self.skipped.broken.map_or(0, |t| t.0) + 1;
                     self.skipped.broken = Some((n, why));
@@ -654,8 +654,8 @@ mod tests {
                 io: Script::default(),
                 wr,
                 rd,
-                m: Machine::new(
-                    crate::machine::connection::Settings::from(&*cfg),
+                m: Session::new(
+                    crate::machine::connection::SessionSettings::from(&*cfg),
                     Vec::new(),
                     Vec::new(),
                 ),

@@ -25,9 +25,7 @@ use crate::config::Config;
 use crate::connect::stream::Socket;
 use crate::error::ConnectionError;
 use crate::frame::Frame;
-use crate::machine::connection::{
-    Command, Connection as Machine, Exit, ReadFailure, Settings, Wait,
-};
+use crate::machine::connection::{Command, Exit, ReadFailure, Session, SessionSettings, Wait};
 use crate::machine::frames::{Reader, Rules};
 use crate::machine::writer::Writer;
 use crate::threads::{Link, Setup};
@@ -97,7 +95,7 @@ impl Connection {
                 io: stream,
                 wr,
                 rd,
-                m: Machine::new(Settings::from(&*s.cfg), hello, s.ledger.resend()),
+                m: Session::new(SessionSettings::from(&*s.cfg), hello, s.ledger.resend()),
                 ctx: Ctx {
                     shared: s.shared.clone(),
                     outbound: s.outbound.clone(),
@@ -229,9 +227,9 @@ impl Connection {
 }
 
 /// What the connection machine takes of the configuration.
-impl From<&Config> for Settings {
+impl From<&Config> for SessionSettings {
     fn from(cfg: &Config) -> Self {
-        Settings {
+        SessionSettings {
             heartbeat: cfg.heartbeat.frame.clone(),
             replies: cfg.heartbeat.replies.clone(),
             heartbeat_timeout: cfg.heartbeat.server_timeout,
