@@ -23,7 +23,8 @@ mod threads;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
-pub use client::{Client, Events, Update, Updates};
+pub use client::events::{Events, Update, Updates};
+pub use client::Client;
 pub use config::sections::{
     AckMode, ClientIdentity, Delivery, Heartbeat, Keepalive, Limits, OverLimit, Overflow,
     Persistence, Polling, Reconnect, TcpKeepalive, Timeouts, Tls,
@@ -38,8 +39,8 @@ pub use error::{
 pub use frame::{Cursor, Frame};
 pub use machine::backoff::Backoff;
 pub use message::{CloseReason, Event, Message, Opened, State, Via};
+pub use protocol::json::JsonRules;
 pub use protocol::{
-    HelloContext, Inspected, JsonRules, Method, Plain, PollItem, PollRequest, Polled, Protocol,
-    ReplyRule,
+    HelloContext, Inspected, Method, Plain, PollItem, PollRequest, Polled, Protocol, ReplyRule,
 };
 pub use shared::Stats;

@@ -16,7 +16,8 @@ use crate::durable::file;
 use crate::frame::{Cursor, Frame};
 use crate::machine::frames::{server_frame, FrameEvent, Reader, Rules};
 use crate::machine::hints::retry_after;
-use crate::protocol::{JsonRules, Protocol};
+use crate::protocol::json::JsonRules;
+use crate::protocol::Protocol;
 
 const GOOD_UPGRADE: &str = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
 Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";

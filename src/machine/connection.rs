@@ -503,7 +503,7 @@ pub(crate) enum ReadFailure {
 mod tests {
     use super::*;
     use crate::config::sections::Heartbeat;
-    use crate::protocol::JsonRules;
+    use crate::protocol::json::JsonRules;
     use crate::ClientBuilder;
     use serde_json::json;
 

@@ -529,7 +529,7 @@ mod tests {
     use super::*;
     use crate::config::sections::Overflow;
     use crate::delivery::inbox::Inbox;
-    use crate::protocol::JsonRules;
+    use crate::protocol::json::JsonRules;
     use crate::ClientBuilder;
     use mio::{Poll, Token, Waker};
     use std::collections::VecDeque;
