@@ -2,11 +2,12 @@
 //! state, counters, and the io thread's waker.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
+use crate::delivery::flow::{Budget, Inflow};
 use crate::error::lock;
 use crate::error::ConnectionError;
 use crate::message::{Event, State};
@@ -117,134 +118,6 @@ pub(crate) struct Counters {
     pub rtt_us: AtomicU64,
 }
 
-/// A byte budget: what a queue holds, against its limit. A queue holding
-/// nothing takes a payload of any size, so one message larger than the
-/// whole budget still passes and nothing deadlocks.
-///
-/// Lock-free on every path but a sender that has to wait: taking and giving
-/// back are atomic, and the mutex and condvar are touched only when
-/// someone waits for room (a syscall per release, and the io thread and the
-/// application contending on one mutex, cost the echo's tail latency).
-pub(crate) struct Budget {
-    limit: usize,
-    used: AtomicUsize,
-    peak: AtomicUsize,
-    waiters: AtomicUsize,
-    lock: Mutex<()>,
-    room: Condvar,
-    /// Set once the client is closed: nobody waits for room any more.
-    shut: AtomicBool,
-}
-
-impl Budget {
-    pub(crate) fn new(limit: usize) -> Self {
-        Budget {
-            limit,
-            used: AtomicUsize::new(0),
-            peak: AtomicUsize::new(0),
-            waiters: AtomicUsize::new(0),
-            lock: Mutex::new(()),
-            room: Condvar::new(),
-            shut: AtomicBool::new(false),
-        }
-    }
-
-    pub(crate) fn limit(&self) -> usize {
-        self.limit
-    }
-
-    /// `true` when `n` bytes would fit now.
-    pub(crate) fn would_fit(&self, n: usize) -> bool {
-        let used = self.used.load(SeqCst);
-        used == 0 || used.saturating_add(n) <= self.limit
-    }
-
-    /// Takes `n` bytes if they fit.
-    pub(crate) fn try_take(&self, n: usize) -> bool {
-        let mut used = self.used.load(SeqCst);
-        loop {
-            if used != 0 && used.saturating_add(n) > self.limit {
-                return false;
-            }
-            let next = used.saturating_add(n);
-            match self.used.compare_exchange_weak(used, next, SeqCst, SeqCst) {
-                Ok(_) => {
-                    // A read first: the common case (below the peak) writes
-                    // nothing to a line other threads read.
-                    if next > self.peak.load(Relaxed) {
-                        self.peak.fetch_max(next, Relaxed);
-                    }
-                    return true;
-                }
-                Err(now) => used = now,
-            }
-        }
-    }
-
-    /// Takes `n` bytes, waiting until `deadline` for them to fit.
-    pub(crate) fn take_until(&self, n: usize, deadline: Instant) -> bool {
-        if self.try_take(n) {
-            return true;
-        }
-        let mut guard = lock(&self.lock);
-        // Registered before looking again: a release after this sees us.
-        self.waiters.fetch_add(1, SeqCst);
-        let taken = loop {
-            if self.try_take(n) {
-                break true;
-            }
-            if self.shut.load(SeqCst) {
-                break false;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break false;
-            }
-            guard = match self.room.wait_timeout(guard, left) {
-                Ok((g, _)) => g,
-                Err(p) => p.into_inner().0,
-            };
-        };
-        self.waiters.fetch_sub(1, SeqCst);
-        taken
-    }
-
-    /// Ends every wait for room, now and later (the client is closed).
-    pub(crate) fn shut(&self) {
-        self.shut.store(true, SeqCst);
-        let _guard = lock(&self.lock);
-        self.room.notify_all();
-    }
-
-    /// Takes `n` bytes whether they fit or not.
-    pub(crate) fn force(&self, n: usize) {
-        let next = self.used.fetch_add(n, SeqCst).saturating_add(n);
-        self.peak.fetch_max(next, Relaxed);
-    }
-
-    /// Gives `n` bytes back, and wakes whoever waits for room.
-    pub(crate) fn release(&self, n: usize) {
-        if n == 0 {
-            return;
-        }
-        let _ = self
-            .used
-            .fetch_update(SeqCst, SeqCst, |u| Some(u.saturating_sub(n)));
-        if self.waiters.load(SeqCst) > 0 {
-            let _guard = lock(&self.lock);
-            self.room.notify_all();
-        }
-    }
-
-    pub(crate) fn used(&self) -> usize {
-        self.used.load(SeqCst)
-    }
-
-    pub(crate) fn peak(&self) -> usize {
-        self.peak.load(Relaxed)
-    }
-}
-
 /// An event with the number of the first message queued after it.
 #[derive(Clone, Debug)]
 pub(crate) struct Stamped {
@@ -261,8 +134,6 @@ pub(crate) struct Shared {
     /// What the last connection opened agreed (told with `Open`).
     opened: Mutex<crate::message::Opened>,
     pub counters: Counters,
-    /// The io thread has stopped reading because the inbound queue is full.
-    pub reading_paused: AtomicBool,
     closed: AtomicBool,
     waker: Mutex<Option<Arc<mio::Waker>>>,
     /// The io thread is looking for work without sleeping (its short look
@@ -277,22 +148,13 @@ pub(crate) struct Shared {
     /// the number of the first message after it, so one receiver can hand
     /// both out in the order they happened.
     queued: AtomicU64,
-    pub inbound_capacity: usize,
-    /// Bytes held for the application (queue and batch being assembled).
-    pub inbound: Budget,
+    /// Inbound flow control: the queue's bounds, the paused reader, the
+    /// consumer's doorbell, the poller's room signal.
+    pub inflow: Inflow,
     /// Batches in the application's hands (see `delivery::batch::Holding`).
     pub batches_out: Arc<AtomicUsize>,
     /// Bytes waiting in the outbound queue.
     pub outbound: Budget,
-    /// Signalled when the consumer takes messages (for the poller).
-    room_tx: Sender<()>,
-    room_rx: Receiver<()>,
-    /// The consumer's doorbell: rung by producers when the queue holds as
-    /// many messages as the waiting consumer asked for (`want`), or when
-    /// no more can come. One wake-up per batch, not one per message.
-    bell_tx: Sender<()>,
-    bell_rx: Receiver<()>,
-    want: AtomicUsize,
     /// Frames the application queued to send (a receiver waiting right
     /// after a send looks for the reply before it sleeps).
     sends: AtomicU64,
@@ -307,8 +169,6 @@ impl Shared {
     ) -> (Arc<Shared>, Receiver<Stamped>) {
         let (events_tx, events_rx) = crossbeam_channel::bounded(event_capacity);
         let counters = Counters::default();
-        let (room_tx, room_rx) = crossbeam_channel::bounded(1);
-        let (bell_tx, bell_rx) = crossbeam_channel::bounded(1);
         counters.rtt_us.store(u64::MAX, Relaxed);
         let shared = Arc::new(Shared {
             abort: crate::connect::dial::Abort::default(),
@@ -317,22 +177,15 @@ impl Shared {
             last_poll_error: Mutex::new(None),
             opened: Mutex::new(crate::message::Opened::default()),
             counters,
-            reading_paused: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             waker: Mutex::new(None),
             io_looking: AtomicBool::new(false),
             io_called: AtomicBool::new(false),
             events_tx: Mutex::new(Some(events_tx)),
             events_rx: events_rx.clone(),
-            inbound_capacity,
-            inbound: Budget::new(inbound_bytes),
+            inflow: Inflow::new(inbound_capacity, inbound_bytes),
             batches_out: Arc::new(AtomicUsize::new(0)),
             outbound: Budget::new(outbound_bytes),
-            room_tx,
-            room_rx,
-            bell_tx,
-            bell_rx,
-            want: AtomicUsize::new(1),
             sends: AtomicU64::new(0),
             queued: AtomicU64::new(0),
         });
@@ -465,44 +318,12 @@ impl Shared {
         self.io_called.swap(false, SeqCst)
     }
 
-    /// `true` when a paused reader may resume: the inbound queue is at most
-    /// half full in messages and in bytes (hysteresis, so a slow consumer
-    /// does not cause a wake-up per message).
-    pub(crate) fn below_resume_mark(&self, queued: usize) -> bool {
-        queued <= self.inbound_capacity / 2 && self.inbound.used() <= self.inbound.limit() / 2
-    }
-
     /// Called by the consumer after taking messages or handing out a batch:
     /// resumes a paused io thread once below the resume mark.
     pub(crate) fn taken(&self, queued: usize) {
-        if self.reading_paused.load(SeqCst) && self.below_resume_mark(queued) {
+        if self.inflow.taken(queued) {
             self.wake_io();
         }
-        let _ = self.room_tx.try_send(());
-    }
-
-    pub(crate) fn room_signal(&self) -> &Receiver<()> {
-        &self.room_rx
-    }
-
-    /// A producer queued a message; `queued` is now in the queue. Rings
-    /// the consumer's doorbell when that is what it waits for.
-    pub(crate) fn arrived(&self, queued: usize) {
-        std::sync::atomic::fence(SeqCst);
-        if queued >= self.want.load(SeqCst) {
-            self.ring();
-        }
-    }
-
-    /// Wakes a consumer waiting on the doorbell (kept until one waits).
-    pub(crate) fn ring(&self) {
-        let _ = self.bell_tx.try_send(());
-    }
-
-    /// The consumer is about to wait for `n` more queued messages.
-    pub(crate) fn want(&self, n: usize) {
-        self.want.store(n.max(1), SeqCst);
-        std::sync::atomic::fence(SeqCst);
     }
 
     /// The application queued a frame to send.
@@ -513,16 +334,6 @@ impl Shared {
     /// Frames the application has queued to send so far.
     pub(crate) fn sends(&self) -> u64 {
         self.sends.load(Relaxed)
-    }
-
-    /// How many queued messages the consumer last said it waits for (a
-    /// hint: [`Shared::arrived`] is the check that counts).
-    pub(crate) fn wanted(&self) -> usize {
-        self.want.load(Relaxed)
-    }
-
-    pub(crate) fn doorbell(&self) -> &Receiver<()> {
-        &self.bell_rx
     }
 
     pub(crate) fn snapshot(
@@ -549,8 +360,8 @@ impl Shared {
             outbound_queued,
             outbound_bytes: self.outbound.used(),
             inbound_queued,
-            inbound_bytes: self.inbound.used(),
-            inbound_bytes_peak: self.inbound.peak(),
+            inbound_bytes: self.inflow.bytes.used(),
+            inbound_bytes_peak: self.inflow.bytes.peak(),
             dropped: c.dropped.load(Relaxed),
             events_dropped: c.events_dropped.load(Relaxed),
             duplicates: c.duplicates.load(Relaxed),

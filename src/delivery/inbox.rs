@@ -125,7 +125,7 @@ impl Inbox {
 
     /// `true` when a message of `len` bytes would be queued now.
     pub(crate) fn fits(&self, len: usize) -> bool {
-        !self.rx.is_full() && self.shared.inbound.would_fit(len)
+        !self.rx.is_full() && self.shared.inflow.bytes.would_fit(len)
     }
 
     /// Queues a message unless it is a duplicate: its id was seen, or (for
@@ -174,7 +174,7 @@ impl Inbox {
         let cursor = m.cursor().cloned();
         let mut m = m;
         m.set_seq(self.shared.take_seq());
-        let budget = &self.shared.inbound;
+        let budget = &self.shared.inflow.bytes;
         loop {
             let len = m.budget_cost();
             // Full in bytes or in messages, whichever comes first.
@@ -236,7 +236,7 @@ impl Inbox {
     /// Rings the consumer's doorbell if it waits for no more than what is
     /// queued now.
     pub(crate) fn ring(&self) {
-        self.shared.arrived(self.rx.len());
+        self.shared.inflow.arrived(self.rx.len());
     }
 }
 
@@ -246,7 +246,7 @@ impl Drop for Inbox {
         // the consumer the doorbell wakes sees the queue closed.
         let (gone, _) = crossbeam_channel::bounded(0);
         drop(std::mem::replace(&mut self.tx, gone));
-        self.shared.ring();
+        self.shared.inflow.ring();
     }
 }
 

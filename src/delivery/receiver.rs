@@ -120,9 +120,9 @@ impl Batches {
                     .iter()
                     .map(|m| m.budget_cost() - m.ack_cost())
                     .sum();
-                shared.inbound.force(owed);
+                shared.inflow.bytes.force(owed);
                 lock(&batcher).put_back(messages);
-                shared.ring();
+                shared.inflow.ring();
             });
             Back { put, out }
         };
@@ -208,7 +208,7 @@ impl Batches {
             let need = b.room();
             let reply = self.look.awaits_reply(&b, self.shared.sends());
             drop(b);
-            self.shared.want(need);
+            self.shared.inflow.want(need);
             if self.rx.len() >= need {
                 continue;
             }
@@ -220,7 +220,7 @@ impl Batches {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            let bell = self.shared.doorbell();
+            let bell = self.shared.inflow.doorbell();
             let _ = match until {
                 None => bell.recv().map_err(|_| ChannelTimeout::Disconnected),
                 Some(t) => bell.recv_deadline(t),
@@ -283,7 +283,7 @@ impl Batches {
                 let need = b.room();
                 let reply = self.look.awaits_reply(&b, self.shared.sends());
                 drop(b);
-                self.shared.want(need);
+                self.shared.inflow.want(need);
                 if reply && self.look_for(need, Instant::now() + LOOK) {
                     // The reply to what the application just sent came
                     // within the look: no sleep and wake-up (as `recv`).
@@ -296,7 +296,7 @@ impl Batches {
 
     /// The doorbell producers ring (see [`Batches::poll`]).
     pub(crate) fn doorbell(&self) -> &Receiver<()> {
-        self.shared.doorbell()
+        self.shared.inflow.doorbell()
     }
 
     fn hand_out(&self, b: &mut Batcher) -> Batch {
@@ -310,7 +310,7 @@ impl Batches {
         let bytes: usize = messages.iter().map(Message::budget_cost).sum();
         if !messages.iter().any(Message::to_record) {
             // Nothing to record or ack (a plain protocol): no work on finish.
-            self.shared.inbound.release(bytes);
+            self.shared.inflow.bytes.release(bytes);
             self.shared.taken(self.rx.len());
             return Batch::new(messages, None, Some(self.back.clone()));
         }
@@ -333,7 +333,10 @@ impl Batches {
         // The acks keep their own bytes of the budget until written: part
         // of what their messages held (never less: see
         // `Message::budget_cost`), so the budget holds through finishing.
-        self.shared.inbound.release(bytes.saturating_sub(acks_cost));
+        self.shared
+            .inflow
+            .bytes
+            .release(bytes.saturating_sub(acks_cost));
         self.shared.taken(self.rx.len());
         self.ledger.release(now);
         let finish = Finish {

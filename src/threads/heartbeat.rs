@@ -2,7 +2,6 @@
 //! the next deadline the heartbeat machine gives (no fixed tick), so an idle
 //! link costs one wake-up per heartbeat and one per timeout check.
 
-use std::sync::atomic::Ordering::SeqCst;
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
@@ -28,7 +27,7 @@ pub(crate) fn run(hb: &Heartbeat, link: &Link, shared: &Shared, stop: &Receiver<
             Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
         }
         let now = Instant::now();
-        let paused = shared.reading_paused.load(SeqCst);
+        let paused = shared.inflow.is_paused();
         let gap = suspend.gap(now, boot_now());
         let (beat, at) = if gap > hb.interval {
             debug!("the device was suspended for {gap:?}: probing the link now");

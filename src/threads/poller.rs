@@ -239,7 +239,7 @@ fn poll_inner(
 /// it until read), so a take between the full offer and this wait is never
 /// missed: no polling fallback is needed.
 fn wait_for_room(shared: &Shared, stop: &Receiver<()>) -> bool {
-    let room = shared.room_signal();
+    let room = shared.inflow.room_signal();
     crossbeam_channel::select! {
         recv(stop) -> _ => true,
         recv(room) -> _ => false,

@@ -144,7 +144,7 @@ impl<S: Read + Write> Driver<S> {
                         self.queued_in_turn += 1;
                         // Once per turn at most: equal, not at least. The
                         // check at the turn's end is the one that counts.
-                        if self.queued_in_turn == self.ctx.shared.wanted() {
+                        if self.queued_in_turn == self.ctx.shared.inflow.wanted() {
                             self.ring();
                             // The consumer was woken, often onto this
                             // core: let it run now, not after the rest of
@@ -161,9 +161,9 @@ impl<S: Read + Write> Driver<S> {
                         // at once, or we could sleep for ever; if it does not,
                         // sleeping is right (no spinning on a message larger
                         // than the room a half-empty queue has).
-                        self.ctx.shared.reading_paused.store(true, SeqCst);
+                        self.ctx.shared.inflow.pause(true);
                         if self.ctx.inbox.fits(len) {
-                            self.ctx.shared.reading_paused.store(false, SeqCst);
+                            self.ctx.shared.inflow.pause(false);
                         }
                     }
                 }
@@ -172,7 +172,7 @@ impl<S: Read + Write> Driver<S> {
                 }
                 Action::Resume { at } => {
                     debug!(target: "heartline::threads::io", "inbound queue has room again; reading resumes");
-                    self.ctx.shared.reading_paused.store(false, SeqCst);
+                    self.ctx.shared.inflow.pause(false);
                     self.ctx.link.touch(at);
                 }
                 Action::Alive(at) => {
@@ -234,7 +234,7 @@ impl<S: Read + Write> Driver<S> {
             }
             self.ctx.ledger.unsent_acks(acks);
             // Out of the ledger: room for reading, if acks had filled it.
-            self.ctx.shared.inbound.release(freed);
+            self.ctx.shared.inflow.bytes.release(freed);
         }
         for c in commands.try_iter() {
             self.m.command(c, Instant::now());
@@ -264,7 +264,7 @@ impl<S: Read + Write> Driver<S> {
             // Settled: nothing waits for the application and it holds no
             // batch, so what it sent in answer is in the queue.
             let s = &self.ctx.shared;
-            let settled = s.inbound.used() == 0 && s.batches_out.load(SeqCst) == 0;
+            let settled = s.inflow.bytes.used() == 0 && s.batches_out.load(SeqCst) == 0;
             self.m.fail_when_settled(settled, Instant::now());
         }
         self.flush();
@@ -714,13 +714,13 @@ mod tests {
     #[test]
     fn the_doorbell_rings_once_per_turn_when_what_the_consumer_waits_for_is_queued() {
         let mut r = rig();
-        let bell = r.d.ctx.shared.doorbell().clone();
+        let bell = r.d.ctx.shared.inflow.doorbell().clone();
         let three = |n: usize| {
             let msgs = (0..3).map(|i| text(&format!(r#"{{"id":"{n}{i}"}}"#)));
             from_server(msgs.collect())
         };
         // Waits for 5: three queued in a turn do not ring.
-        r.d.ctx.shared.want(5);
+        r.d.ctx.shared.inflow.want(5);
         r.script().reads = VecDeque::from([Some(three(0)), None]);
         assert!(r.turn().is_none());
         assert_eq!(r.inbound.len(), 3);
@@ -732,7 +732,7 @@ mod tests {
         assert!(bell.try_recv().is_err());
         // The queue fills up (16) within a turn and reading pauses: the
         // consumer is rung before the io thread sleeps.
-        r.d.ctx.shared.want(1);
+        r.d.ctx.shared.inflow.want(1);
         let many = (0..20).map(|i| text(&format!(r#"{{"id":"m{i}"}}"#)));
         r.script().reads = VecDeque::from([Some(from_server(many.collect())), None]);
         assert!(r.turn().is_none());
@@ -911,7 +911,7 @@ mod tests {
         assert!(r.turn().is_none(), "the close waits for the application");
         assert!(close_sent(&mut r).is_none());
         let m = r.inbound.try_recv().expect("the message before it");
-        r.d.ctx.shared.inbound.release(m.budget_cost());
+        r.d.ctx.shared.inflow.bytes.release(m.budget_cost());
         r.outbound_tx
             .send(Outgoing::Frame(Frame::from("echo")))
             .unwrap();

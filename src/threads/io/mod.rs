@@ -12,7 +12,6 @@ mod glue;
 
 use std::io::ErrorKind;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -81,7 +80,7 @@ impl Connection {
         )?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (commands_tx, commands) = crossbeam_channel::bounded(8);
-        s.shared.reading_paused.store(false, SeqCst);
+        s.shared.inflow.pause(false);
         let always_read = matches!(stream, crate::connect::stream::Stream::Tls(_));
         let mut rd = Reader::new(rules(&s.cfg));
         rd.push(&leftover);
@@ -125,7 +124,7 @@ impl Connection {
     pub(crate) fn run(mut self) -> Exit {
         let exit = self.serve();
         self.driver.ring();
-        self.driver.ctx.shared.reading_paused.store(false, SeqCst);
+        self.driver.ctx.shared.inflow.pause(false);
         debug!("connection ended: {exit:?}");
         exit
     }
@@ -147,7 +146,7 @@ impl Connection {
             }
             let now = Instant::now();
             // A held message the consumer has made room for: retry at once.
-            let retry = d.m.paused() && !d.ctx.shared.reading_paused.load(SeqCst);
+            let retry = d.m.paused() && !d.ctx.shared.inflow.is_paused();
             let wait = if retry { Wait::Again } else { d.m.wait(now) };
             if let Some(e) = d.act() {
                 return e; // the close handshake's deadline passed
