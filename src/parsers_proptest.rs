@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use proptest::prelude::*;
 use serde_json::json;
 
-use crate::durable::file;
+use crate::durable::format;
 use crate::frame::{Cursor, Frame};
 use crate::machine::frames::{server_frame, FrameEvent, Reader, Rules};
 use crate::machine::hints::retry_after;
@@ -115,23 +115,23 @@ proptest! {
 
     #[test]
     fn state_files_never_panic(bytes in prop_oneof![
-        mutated(Box::leak(file::encode(&file::Snapshot {
+        mutated(Box::leak(format::encode(&format::Snapshot {
             generation: 3,
             cursor: Some(Cursor::Int(7)),
             finished: vec![crate::durable::ids::of_id("m-1"), 2],
-            outbound: vec![file::Stored { seq: 4, id: Some("r".into()), frame: std::sync::Arc::new(Frame::from("x")) }],
+            outbound: vec![format::Stored { seq: 4, id: Some("r".into()), frame: std::sync::Arc::new(Frame::from("x")) }],
         }).into_boxed_slice())),
         proptest::collection::vec(any::<u8>(), 0..256),
     ]) {
-        if let Err(e) = file::decode(&bytes) {
+        if let Err(e) = format::decode(&bytes) {
             prop_assert!(!e.to_string().is_empty());
         }
         // The same bytes as a journal (with and without a good header):
         // records up to the first bad one, never a panic.
-        let _ = file::decode_journal(&bytes, 0);
-        let mut j = file::journal_header(0);
+        let _ = format::decode_journal(&bytes, 0);
+        let mut j = format::journal_header(0);
         j.extend_from_slice(&bytes);
-        let _ = file::decode_journal(&j, 0);
+        let _ = format::decode_journal(&j, 0);
     }
 }
 
@@ -267,12 +267,12 @@ fn big_inputs_take_linear_time() {
     linear("long Retry-After", || {
         assert!(retry_after(&long, 0).is_err())
     });
-    let snapshot = file::Snapshot {
+    let snapshot = format::Snapshot {
         finished: (0..100_000).collect(),
-        ..file::Snapshot::default()
+        ..format::Snapshot::default()
     };
-    let bytes = file::encode(&snapshot);
+    let bytes = format::encode(&snapshot);
     linear("a state file of 100,000 ids", || {
-        assert_eq!(file::decode(&bytes).unwrap().finished.len(), 100_000);
+        assert_eq!(format::decode(&bytes).unwrap().finished.len(), 100_000);
     });
 }

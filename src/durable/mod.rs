@@ -24,6 +24,7 @@
 //! inbox: each id once, as a digest.
 
 pub(crate) mod file;
+pub(crate) mod format;
 pub(crate) mod ids;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -37,7 +38,8 @@ use log::{debug, info, warn};
 use crate::error::lock;
 use crate::frame::{Cursor, Frame};
 use crate::shared::Shared;
-use file::{Delta, Loaded, Snapshot, StateFile, Stored};
+use file::{Loaded, StateFile};
+use format::{Delta, Snapshot, Stored};
 use ids::{Digest, Ids};
 
 /// One frame in the outbound channel.
@@ -510,12 +512,12 @@ impl Ledger {
         let started = Instant::now();
         let written = match &job {
             Job::Compact(snapshot) => {
-                let bytes = file::encode(snapshot);
+                let bytes = format::encode(snapshot);
                 file.compact(&bytes, snapshot.generation)
                     .map(|()| (bytes.len(), true))
             }
             Job::Append(delta) => {
-                let record = file::encode_delta(delta);
+                let record = format::encode_delta(delta);
                 file.append(&record).map(|()| (record.len(), false))
             }
         };
@@ -525,7 +527,7 @@ impl Ledger {
                 let mut st = lock(&self.state);
                 if compacted {
                     st.snapshot_bytes = n;
-                    st.journal_bytes = file::JOURNAL_HEADER;
+                    st.journal_bytes = format::JOURNAL_HEADER;
                     st.journal_ok = true;
                 } else {
                     st.journal_bytes += n;
