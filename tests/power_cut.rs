@@ -35,15 +35,32 @@ fn now_ms() -> u128 {
         .map_or(0, |d| d.as_millis())
 }
 
-/// The child's work: runs only inside the child process (the environment
-/// variable names the server, the state directory and the record file);
-/// in the parent's test run it checks that it was not asked to.
-#[test]
-fn child_process_entry() {
-    let Ok(spec) = std::env::var(CHILD) else {
-        assert!(std::env::var_os(CHILD).is_none());
+/// Its own harness (`harness = false`): the same binary is the test and,
+/// with the environment variable set, the child it kills. `cargo test`'s
+/// arguments are taken as a libtest harness would: `--list` lists the
+/// test, a name filter that does not match skips it.
+fn main() {
+    if let Ok(spec) = std::env::var(CHILD) {
+        return child(&spec);
+    }
+    let name = "sigkill_at_random_moments_loses_nothing_and_duplicates_only_within_the_window";
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--list") {
+        println!("{name}: test");
         return;
-    };
+    }
+    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
+    if !filters.is_empty() && !filters.iter().any(|f| name.contains(f.as_str())) {
+        println!("power_cut: filtered out");
+        return;
+    }
+    sigkill_at_random_moments_loses_nothing_and_duplicates_only_within_the_window();
+    println!("test {name} ... ok");
+}
+
+/// The child's work: the environment variable names the server, the
+/// state directory and the record file.
+fn child(spec: &str) {
     let mut parts = spec.split('|');
     let (url, dir, record) = match (parts.next(), parts.next(), parts.next()) {
         (Some(u), Some(d), Some(r)) => (u.to_owned(), d.to_owned(), r.to_owned()),
@@ -141,12 +158,6 @@ impl Drop for Killed {
 fn spawn(server: &TestServer, dir: &Path, record: &Path) -> Killed {
     Killed(
         Command::new(std::env::current_exe().expect("test binary"))
-            .args([
-                "--exact",
-                "child_process_entry",
-                "--nocapture",
-                "--test-threads=1",
-            ])
             .env(
                 CHILD,
                 format!("{}|{}|{}", server.url(), dir.display(), record.display()),
@@ -177,7 +188,6 @@ fn records(path: &Path) -> Vec<(u64, u128)> {
         .collect()
 }
 
-#[test]
 fn sigkill_at_random_moments_loses_nothing_and_duplicates_only_within_the_window() {
     init();
     let seed = std::env::var("HEARTLINE_POWER_CUT_SEED")
