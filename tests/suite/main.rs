@@ -25,6 +25,7 @@ mod heartbeat;
 mod hello;
 mod hints;
 mod messmonitor;
+mod name_lookup;
 mod oversized;
 mod polling;
 mod proxy;
