@@ -1,6 +1,6 @@
 //! The proxy from the environment, as curl reads it. One test in its own
 //! binary: it changes the process environment. (Which variable applies to
-//! which host, NO_PROXY included, is unit-tested in src/proxy.rs.)
+//! which host, NO_PROXY included, is unit-tested in src/connect/proxy.rs.)
 mod common;
 use common::*;
 
