@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
-use crate::delivery::flow::{Budget, Inflow};
+use crate::delivery::budget::Budget;
 use crate::error::lock;
 use crate::error::ConnectionError;
 use crate::message::{Event, State};
@@ -148,9 +148,6 @@ pub(crate) struct Shared {
     /// the number of the first message after it, so one receiver can hand
     /// both out in the order they happened.
     queued: AtomicU64,
-    /// Inbound flow control: the queue's bounds, the paused reader, the
-    /// consumer's doorbell, the poller's room signal.
-    pub inflow: Inflow,
     /// Batches in the application's hands (see `delivery::batch::Holding`).
     pub batches_out: Arc<AtomicUsize>,
     /// Bytes waiting in the outbound queue.
@@ -163,8 +160,6 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn new(
         event_capacity: usize,
-        inbound_capacity: usize,
-        inbound_bytes: usize,
         outbound_bytes: usize,
     ) -> (Arc<Shared>, Receiver<Stamped>) {
         let (events_tx, events_rx) = crossbeam_channel::bounded(event_capacity);
@@ -183,7 +178,6 @@ impl Shared {
             io_called: AtomicBool::new(false),
             events_tx: Mutex::new(Some(events_tx)),
             events_rx: events_rx.clone(),
-            inflow: Inflow::new(inbound_capacity, inbound_bytes),
             batches_out: Arc::new(AtomicUsize::new(0)),
             outbound: Budget::new(outbound_bytes),
             sends: AtomicU64::new(0),
@@ -318,14 +312,6 @@ impl Shared {
         self.io_called.swap(false, SeqCst)
     }
 
-    /// Called by the consumer after taking messages or handing out a batch:
-    /// resumes a paused io thread once below the resume mark.
-    pub(crate) fn taken(&self, queued: usize) {
-        if self.inflow.taken(queued) {
-            self.wake_io();
-        }
-    }
-
     /// The application queued a frame to send.
     pub(crate) fn sent(&self) {
         self.sends.fetch_add(1, Relaxed);
@@ -336,10 +322,13 @@ impl Shared {
         self.sends.load(Relaxed)
     }
 
+    /// The counters now; the queues' figures come from their owners
+    /// (`inbound_bytes`: now and the peak).
     pub(crate) fn snapshot(
         &self,
         outbound_queued: usize,
         inbound_queued: usize,
+        inbound_bytes: (usize, usize),
         reliable_pending: usize,
     ) -> Stats {
         let c = &self.counters;
@@ -360,8 +349,8 @@ impl Shared {
             outbound_queued,
             outbound_bytes: self.outbound.used(),
             inbound_queued,
-            inbound_bytes: self.inflow.bytes.used(),
-            inbound_bytes_peak: self.inflow.bytes.peak(),
+            inbound_bytes: inbound_bytes.0,
+            inbound_bytes_peak: inbound_bytes.1,
             dropped: c.dropped.load(Relaxed),
             events_dropped: c.events_dropped.load(Relaxed),
             duplicates: c.duplicates.load(Relaxed),
@@ -383,7 +372,7 @@ mod tests {
 
     #[test]
     fn a_call_while_the_io_thread_looks_is_seen_before_it_sleeps() {
-        let (s, _events) = Shared::new(4, 4, 1024, 1024);
+        let (s, _events) = Shared::new(4, 1024);
         s.io_look_start();
         s.wake_io(); // no waker: only the flag
         assert!(s.io_look_end(), "the call made while it looked");

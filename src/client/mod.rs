@@ -115,17 +115,10 @@ impl Client {
     }
 
     pub(crate) fn start(cfg: Config) -> Result<Client> {
-        let (shared, events_rx) = Shared::new(
-            cfg.limits.event_capacity,
-            cfg.limits.inbound_capacity,
-            cfg.limits.inbound_bytes,
-            cfg.limits.outbound_bytes,
-        );
+        let (shared, events_rx) = Shared::new(cfg.limits.event_capacity, cfg.limits.outbound_bytes);
         let (outbound_tx, outbound_rx) = crossbeam_channel::bounded(cfg.limits.outbound_capacity);
-        let (inbound_tx, inbound_rx) = crossbeam_channel::bounded(cfg.limits.inbound_capacity);
-        let mut inbox = Inbox::new(
-            inbound_tx,
-            inbound_rx.clone(),
+        let inbox = Inbox::new(
+            (cfg.limits.inbound_capacity, cfg.limits.inbound_bytes),
             cfg.limits.dedupe_window,
             cfg.delivery.overflow,
             cfg.delivery.ack_mode,
@@ -159,7 +152,8 @@ impl Client {
         };
         let (control_tx, control_rx) = crossbeam_channel::bounded(4);
         let batches = Batches::new(
-            inbound_rx,
+            inbox.receiver().clone(),
+            inbox.flow().clone(),
             shared.clone(),
             cfg.delivery.batch_window,
             cfg.delivery.batch_max,
@@ -321,6 +315,7 @@ impl Client {
         self.inner.shared.snapshot(
             self.inner.outbound.len(),
             self.inner.batches.queued(),
+            self.inner.batches.bytes_held(),
             self.inner.ledger.reliable_pending(),
         )
     }

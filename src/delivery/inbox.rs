@@ -1,26 +1,157 @@
-//! The inbound queue's front door, shared by the io thread and the poller:
-//! dedupe by id over a bounded window, the highest cursor seen over both
-//! transports, and the overflow policy. Every message reaches the
-//! application through [`Inbox::offer`], under one lock, so two transports
-//! delivering the same message at once still deliver it once.
+//! The inbound queue, in one place: its front door, its flow control, and
+//! the io thread's end of it.
+//!
+//! - **The door, [`Inbox::offer`].** Shared by the io thread and the
+//!   poller: dedupe by id over a bounded window, the highest cursor seen
+//!   over both transports, the overflow policy, and the ack to send once a
+//!   message is queued. Every message reaches the application through it,
+//!   under one lock, so two transports delivering the same message at once
+//!   still deliver it once.
+//! - **Flow control, [`Inflow`], with one wake protocol:**
+//!   - *Bounds.* The queue holds at most `capacity` messages and `bytes`
+//!     (a [`Budget`]); the door refuses (backpressure) or drops (the
+//!     overflow policy) past them.
+//!   - *The paused reader.* A producer the full queue refused holds the
+//!     message and stops ([`Intake`] for the io thread, which stops
+//!     reading; the poller waits in [`Inflow::wait_for_room`]). The
+//!     consumer's every take signals room; a paused reader is woken once
+//!     the queue is at most half full in messages and in bytes
+//!     ([`Inflow::taken`] answers `true`), so a slow consumer does not
+//!     cause a wake-up per message. The heartbeat thread reads
+//!     [`Inflow::is_paused`]: silence proves nothing while reading is
+//!     paused.
+//!   - *The doorbell.* A consumer about to wait says how many queued
+//!     messages would finish its batch ([`Inflow::want`]); a producer rings
+//!     once the queue holds that many ([`Inflow::arrived`]), or when no
+//!     more can come ([`Inflow::ring`]): one wake-up per batch, not per
+//!     message. `want` and the producer's check are ordered by `SeqCst`
+//!     fences, so a ring is never lost between a consumer's last look and
+//!     its wait.
+//! - **The io thread's end, [`Intake`]:** offers what the connection
+//!   delivers, holds what a full queue refused with reading paused, and
+//!   rings the doorbell once per read turn rather than per message.
 //!
 //! Cursors may tie (two messages created in the same millisecond share a
 //! `createTime`), so a cursor never makes a message with an id old: only its
 //! id does. A poll item without an id is old when its cursor is below the
 //! highest seen, or when its content was seen (within the dedupe window).
 
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use crate::config::sections::{AckMode, Overflow};
+use crate::delivery::budget::Budget;
 use crate::durable::ids::{self, Digest, Ids};
 use crate::durable::{Ledger, Restored};
 use crate::error::lock;
-use crate::frame::Cursor;
+use crate::frame::{Cursor, Frame};
 use crate::message::{Message, Offer};
 use crate::shared::Shared;
+
+/// The inbound queue's flow control (see the module documentation).
+pub(crate) struct Inflow {
+    /// The queue's bound in messages.
+    pub capacity: usize,
+    /// Bytes held for the application (queue and batch being assembled,
+    /// and acks not yet written).
+    pub bytes: Budget,
+    /// The io thread has stopped reading because the queue is full.
+    reading_paused: AtomicBool,
+    /// Signalled when the consumer takes messages (for the poller).
+    room_tx: Sender<()>,
+    room_rx: Receiver<()>,
+    /// The consumer's doorbell.
+    bell_tx: Sender<()>,
+    bell_rx: Receiver<()>,
+    /// How many queued messages the waiting consumer asked for.
+    want: AtomicUsize,
+}
+
+impl Inflow {
+    pub(crate) fn new(capacity: usize, bytes: usize) -> Self {
+        let (room_tx, room_rx) = crossbeam_channel::bounded(1);
+        let (bell_tx, bell_rx) = crossbeam_channel::bounded(1);
+        Inflow {
+            capacity,
+            bytes: Budget::new(bytes),
+            reading_paused: AtomicBool::new(false),
+            room_tx,
+            room_rx,
+            bell_tx,
+            bell_rx,
+            want: AtomicUsize::new(1),
+        }
+    }
+
+    /// The io thread stops (`true`) or resumes (`false`) reading.
+    pub(crate) fn pause(&self, paused: bool) {
+        self.reading_paused.store(paused, SeqCst);
+    }
+
+    /// Reading is paused for a full queue.
+    pub(crate) fn is_paused(&self) -> bool {
+        self.reading_paused.load(SeqCst)
+    }
+
+    /// `true` when a paused reader may resume: the queue is at most half
+    /// full in messages and in bytes (hysteresis, so a slow consumer does
+    /// not cause a wake-up per message).
+    pub(crate) fn below_resume_mark(&self, queued: usize) -> bool {
+        queued <= self.capacity / 2 && self.bytes.used() <= self.bytes.limit() / 2
+    }
+
+    /// The consumer took messages or handed out a batch (`queued` are left
+    /// in the queue): signals room to a poller, and answers `true` when a
+    /// paused reader should be woken (below the resume mark).
+    pub(crate) fn taken(&self, queued: usize) -> bool {
+        let _ = self.room_tx.try_send(());
+        self.is_paused() && self.below_resume_mark(queued)
+    }
+
+    /// Waits until the consumer has taken messages since the last wait;
+    /// `true` when told to `stop` instead. The consumer leaves a token
+    /// after every take (a bounded(1) channel keeps it until read), so a
+    /// take between a refused offer and this wait is never missed.
+    pub(crate) fn wait_for_room(&self, stop: &Receiver<()>) -> bool {
+        crossbeam_channel::select! {
+            recv(stop) -> _ => true,
+            recv(self.room_rx) -> _ => false,
+        }
+    }
+
+    /// A producer queued a message; `queued` is now in the queue. Rings
+    /// the consumer's doorbell when that is what it waits for.
+    pub(crate) fn arrived(&self, queued: usize) {
+        std::sync::atomic::fence(SeqCst);
+        if queued >= self.want.load(SeqCst) {
+            self.ring();
+        }
+    }
+
+    /// Wakes a consumer waiting on the doorbell (kept until one waits).
+    pub(crate) fn ring(&self) {
+        let _ = self.bell_tx.try_send(());
+    }
+
+    /// The consumer is about to wait for `n` more queued messages.
+    pub(crate) fn want(&self, n: usize) {
+        self.want.store(n.max(1), SeqCst);
+        std::sync::atomic::fence(SeqCst);
+    }
+
+    /// How many queued messages the consumer last said it waits for (a
+    /// hint: [`Inflow::arrived`] is the check that counts).
+    pub(crate) fn wanted(&self) -> usize {
+        self.want.load(Relaxed)
+    }
+
+    /// What a waiting consumer sleeps on.
+    pub(crate) fn doorbell(&self) -> &Receiver<()> {
+        &self.bell_rx
+    }
+}
 
 /// What identifies a message for dedupe: its id's digest, or for a
 /// message without one, its payload's.
@@ -73,6 +204,9 @@ impl Seen {
 }
 
 pub(crate) struct Inbox {
+    /// The queue's flow control, shared with the consumer and the
+    /// heartbeat thread.
+    flow: Arc<Inflow>,
     tx: Sender<Message>,
     rx: Receiver<Message>,
     seen: Mutex<Seen>,
@@ -86,16 +220,19 @@ pub(crate) struct Inbox {
 }
 
 impl Inbox {
+    /// A queue of at most `capacity` messages and `bytes`, remembering
+    /// `window` ids.
     pub(crate) fn new(
-        tx: Sender<Message>,
-        rx: Receiver<Message>,
+        (capacity, bytes): (usize, usize),
         window: usize,
         overflow: Overflow,
         ack_mode: AckMode,
         shared: Arc<Shared>,
         polling: bool,
     ) -> Self {
+        let (tx, rx) = crossbeam_channel::bounded(capacity);
         Inbox {
+            flow: Arc::new(Inflow::new(capacity, bytes)),
             tx,
             rx,
             seen: Mutex::new(Seen {
@@ -111,11 +248,21 @@ impl Inbox {
 
     /// Starts from what the ledger remembers: its finished ids are
     /// duplicates, and its cursor is where hello frames and polls resume.
-    pub(crate) fn attach(&mut self, ledger: &Ledger, restored: &Restored) {
+    pub(crate) fn attach(&self, ledger: &Ledger, restored: &Restored) {
         let mut seen = lock(&self.seen);
         seen.ids = ledger.ids();
         seen.cursor.clone_from(&restored.cursor);
         drop(seen);
+    }
+
+    /// The consumer's end of the queue.
+    pub(crate) fn receiver(&self) -> &Receiver<Message> {
+        &self.rx
+    }
+
+    /// The queue's flow control.
+    pub(crate) fn flow(&self) -> &Arc<Inflow> {
+        &self.flow
     }
 
     /// The highest cursor of any message queued so far.
@@ -125,7 +272,7 @@ impl Inbox {
 
     /// `true` when a message of `len` bytes would be queued now.
     pub(crate) fn fits(&self, len: usize) -> bool {
-        !self.rx.is_full() && self.shared.inflow.bytes.would_fit(len)
+        !self.rx.is_full() && self.flow.bytes.would_fit(len)
     }
 
     /// Queues a message unless it is a duplicate: its id was seen, or (for
@@ -174,7 +321,7 @@ impl Inbox {
         let cursor = m.cursor().cloned();
         let mut m = m;
         m.set_seq(self.shared.take_seq());
-        let budget = &self.shared.inflow.bytes;
+        let budget = &self.flow.bytes;
         loop {
             let len = m.budget_cost();
             // Full in bytes or in messages, whichever comes first.
@@ -236,7 +383,7 @@ impl Inbox {
     /// Rings the consumer's doorbell if it waits for no more than what is
     /// queued now.
     pub(crate) fn ring(&self) {
-        self.shared.inflow.arrived(self.rx.len());
+        self.flow.arrived(self.rx.len());
     }
 }
 
@@ -246,7 +393,155 @@ impl Drop for Inbox {
         // the consumer the doorbell wakes sees the queue closed.
         let (gone, _) = crossbeam_channel::bounded(0);
         drop(std::mem::replace(&mut self.tx, gone));
-        self.shared.inflow.ring();
+        self.flow.ring();
+    }
+}
+
+/// What became of a message the io thread offered (see [`Intake`]).
+#[derive(Debug)]
+pub(crate) enum Taken {
+    /// Queued, or a duplicate: the ack to write now, if any. `rang`: this
+    /// message made as many as the consumer waits for, and its doorbell
+    /// was rung.
+    Queued { ack: Option<Frame>, rang: bool },
+    /// The queue is full: the message is held and reading is paused until
+    /// the consumer makes room ([`Intake::retry`]).
+    Held,
+    /// The queue was full while the connection closes: the message is left
+    /// to the server (not acked) and counted as dropped, so `close()` is
+    /// not held up by a consumer that takes nothing.
+    Dropped,
+    /// The consumer is gone.
+    Closed,
+}
+
+/// The io thread's end of the inbox: offers what the connection delivers,
+/// holds the message a full queue refused (reading stays paused until the
+/// queue takes it), and rings the consumer's doorbell once per read turn
+/// rather than once per message.
+pub(crate) struct Intake {
+    inbox: Arc<Inbox>,
+    /// The message waiting for room; reading is paused while there is one.
+    held: Option<Message>,
+    /// Messages were queued since the doorbell was last considered.
+    unrung: bool,
+    /// Messages queued by this read turn.
+    in_turn: usize,
+}
+
+impl Intake {
+    /// A connection's intake: reading starts unpaused.
+    pub(crate) fn new(inbox: Arc<Inbox>) -> Self {
+        inbox.flow.pause(false);
+        Intake {
+            inbox,
+            held: None,
+            unrung: false,
+            in_turn: 0,
+        }
+    }
+
+    /// `true` while a message waits for room (reading is paused).
+    pub(crate) fn holding(&self) -> bool {
+        self.held.is_some()
+    }
+
+    /// `true` when a held message should be offered again now: the
+    /// consumer has made room since it was refused.
+    pub(crate) fn has_room(&self) -> bool {
+        self.held.is_some() && !self.inbox.flow.is_paused()
+    }
+
+    /// A read turn begins.
+    pub(crate) fn turn(&mut self) {
+        self.in_turn = 0;
+    }
+
+    /// Offers a message the connection delivered. `closing`: the close
+    /// handshake is under way, so a full queue drops it rather than hold.
+    pub(crate) fn offer(&mut self, m: Message, closing: bool) -> Taken {
+        debug_assert!(
+            self.held.is_none(),
+            "nothing is read while a message is held"
+        );
+        let len = m.budget_cost();
+        match self.inbox.offer_unrung(m, false) {
+            Offer::Queued { ack } => {
+                self.unrung = true;
+                self.in_turn += 1;
+                // Once per turn at most: equal, not at least. The check at
+                // the turn's end is the one that counts.
+                let rang = self.in_turn == self.inbox.flow.wanted();
+                if rang {
+                    self.ring();
+                }
+                Taken::Queued { ack, rang }
+            }
+            // A duplicate is acked again, so the server stops sending it.
+            Offer::Duplicate { ack } => Taken::Queued { ack, rang: false },
+            Offer::Closed => Taken::Closed,
+            Offer::Full(_) if closing => {
+                self.inbox.shared.counters.dropped.fetch_add(1, Relaxed);
+                Taken::Dropped
+            }
+            Offer::Full(m) => {
+                self.held = Some(m);
+                // Sleep until the consumer makes room (it wakes the io
+                // thread past the half-way mark). It may have made room
+                // before it could see the flag: if the message fits now,
+                // the flag goes down again and the io thread retries at
+                // once, or it could sleep for ever; if it does not,
+                // sleeping is right (no spinning on a message larger than
+                // the room a half-empty queue has).
+                self.inbox.flow.pause(true);
+                if self.inbox.fits(len) {
+                    self.inbox.flow.pause(false);
+                }
+                Taken::Held
+            }
+        }
+    }
+
+    /// Offers the held message again; `None` when there is none. Reading
+    /// resumes unless the answer is [`Taken::Held`].
+    pub(crate) fn retry(&mut self, closing: bool) -> Option<Taken> {
+        let m = self.held.take()?;
+        let taken = self.offer(m, closing);
+        if self.held.is_none() {
+            self.inbox.flow.pause(false);
+        }
+        Some(taken)
+    }
+
+    /// Rings the consumer's doorbell if messages were queued since the last
+    /// call and it waits for no more than are queued. Called as soon as a
+    /// read turn has queued what the consumer waits for, when the read
+    /// ends, at the end of every turn and before the thread sleeps: a
+    /// message queued is never left waiting for a doorbell that is not rung.
+    pub(crate) fn ring(&mut self) {
+        if std::mem::take(&mut self.unrung) {
+            self.inbox.ring();
+        }
+    }
+
+    /// `true` when nothing waits for the application: no byte of the
+    /// budget is held (queue, batches being assembled, acks not written).
+    pub(crate) fn settled(&self) -> bool {
+        self.inbox.flow.bytes.used() == 0
+    }
+
+    /// Gives back the budget's share of acks that were written.
+    pub(crate) fn acks_written(&self, bytes: usize) {
+        self.inbox.flow.bytes.release(bytes);
+    }
+}
+
+impl Drop for Intake {
+    fn drop(&mut self) {
+        // The connection is over: a held message stays with the server
+        // (not acked), and nobody is reading to pause.
+        self.ring();
+        self.inbox.flow.pause(false);
     }
 }
 
@@ -350,20 +645,17 @@ mod tests {
     }
 
     fn inbox(cap: usize, window: usize, overflow: Overflow) -> (Inbox, Receiver<Message>) {
-        let (shared, _events) = Shared::new(4, cap, usize::MAX, usize::MAX);
-        let (tx, rx) = crossbeam_channel::bounded(cap);
-        (
-            Inbox::new(
-                tx,
-                rx.clone(),
-                window,
-                overflow,
-                AckMode::Queued,
-                shared,
-                true,
-            ),
-            rx,
-        )
+        let (shared, _events) = Shared::new(4, usize::MAX);
+        let i = Inbox::new(
+            (cap, usize::MAX),
+            window,
+            overflow,
+            AckMode::Queued,
+            shared,
+            true,
+        );
+        let rx = i.receiver().clone();
+        (i, rx)
     }
 
     #[test]
@@ -399,17 +691,16 @@ mod tests {
 
     #[test]
     fn in_queued_mode_the_ack_comes_back_once_queued_and_stays_with_a_refused_message() {
-        let (shared, _events) = Shared::new(4, 1, usize::MAX, usize::MAX);
-        let (tx, rx) = crossbeam_channel::bounded(1);
+        let (shared, _events) = Shared::new(4, usize::MAX);
         let i = Inbox::new(
-            tx,
-            rx.clone(),
+            (1, usize::MAX),
             10,
             Overflow::Backpressure,
             AckMode::Queued,
             shared,
             false,
         );
+        let rx = i.receiver().clone();
         assert!(
             matches!(i.offer(with_ack("a"), false), Offer::Queued { ack: Some(f) } if f.as_text() == Some("ack a"))
         );
@@ -430,17 +721,16 @@ mod tests {
 
     #[test]
     fn in_delivered_mode_the_ack_stays_with_the_message_for_the_receiver() {
-        let (shared, _events) = Shared::new(4, 4, usize::MAX, usize::MAX);
-        let (tx, rx) = crossbeam_channel::bounded(4);
+        let (shared, _events) = Shared::new(4, usize::MAX);
         let i = Inbox::new(
-            tx,
-            rx.clone(),
+            (4, usize::MAX),
             10,
             Overflow::Backpressure,
             AckMode::Delivered,
             shared,
             false,
         );
+        let rx = i.receiver().clone();
         assert!(matches!(
             i.offer(with_ack("a"), false),
             Offer::Queued { ack: None }
@@ -473,5 +763,68 @@ mod tests {
         rx.recv().unwrap();
         assert!(matches!(i.offer(back, false), Offer::Queued { .. }));
         assert_eq!(i.cursor(), Some(Cursor::Int(2)));
+    }
+
+    /// A one-message queue in `AckMode::Queued`, and its io end.
+    fn intake() -> (Intake, Receiver<Message>, Arc<Shared>) {
+        let (shared, _events) = Shared::new(4, usize::MAX);
+        let inbox = Inbox::new(
+            (1, usize::MAX),
+            10,
+            Overflow::Backpressure,
+            AckMode::Queued,
+            shared.clone(),
+            false,
+        );
+        let rx = inbox.receiver().clone();
+        (Intake::new(Arc::new(inbox)), rx, shared)
+    }
+
+    #[test]
+    fn the_ack_comes_back_for_a_new_message_and_again_for_a_repeated_one() {
+        let (mut i, rx, _) = intake();
+        let Taken::Queued { ack: Some(a), .. } = i.offer(with_ack("a"), false) else {
+            panic!("queued with its ack")
+        };
+        assert_eq!(a.as_text(), Some("ack a"));
+        rx.recv().unwrap();
+        // A duplicate is acked again, so the server stops resending it.
+        assert!(matches!(
+            i.offer(with_ack("a"), false),
+            Taken::Queued { ack: Some(_), .. }
+        ));
+    }
+
+    #[test]
+    fn a_full_queue_holds_the_message_and_pauses_until_room_then_acks_it() {
+        let (mut i, rx, _) = intake();
+        let flow = i.inbox.flow().clone();
+        assert!(matches!(i.offer(msg("a", 1), false), Taken::Queued { .. }));
+        assert!(matches!(i.offer(with_ack("b"), false), Taken::Held));
+        assert!(i.holding() && flow.is_paused() && !i.has_room());
+        // Still full at the next look: held again, still paused.
+        assert!(matches!(i.retry(false), Some(Taken::Held)));
+        assert!(i.holding() && flow.is_paused());
+        // The consumer takes one: below the resume mark, the io thread is
+        // to be woken, and the held message goes in with its ack.
+        rx.recv().unwrap();
+        assert!(flow.taken(rx.len()), "a paused reader is woken");
+        let Some(Taken::Queued { ack: Some(a), .. }) = i.retry(false) else {
+            panic!("queued at last")
+        };
+        assert_eq!(a.as_text(), Some("ack b"));
+        assert!(!i.holding() && !flow.is_paused());
+        assert_eq!(i.retry(false).map(|_| ()), None, "nothing held");
+    }
+
+    #[test]
+    fn a_message_that_finds_the_queue_full_while_closing_is_dropped_unacked() {
+        let (mut i, rx, shared) = intake();
+        i.offer(msg("a", 1), false);
+        assert!(matches!(i.offer(with_ack("b"), true), Taken::Dropped));
+        assert!(!i.holding(), "close() is not held up");
+        assert!(!i.inbox.flow().is_paused());
+        assert_eq!(shared.counters.dropped.load(Relaxed), 1);
+        assert_eq!(rx.len(), 1);
     }
 }

@@ -1,4 +1,8 @@
-//! The application's side of delivery: [`Batches`].
+//! The application's side of delivery: [`Batches`], and the pure rule for
+//! when the batch being assembled is ready ([`Batcher`]): it holds messages
+//! and answers for a given `now`, so every receive method (`recv`,
+//! `try_recv`, `recv_timeout`, `recv_deadline`, the one-loop receiver)
+//! shares one rule, tested without sleeping.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -9,8 +13,8 @@ use crossbeam_channel::{
     Receiver, RecvTimeoutError as ChannelTimeout, TryRecvError as ChannelEmpty,
 };
 
-use super::batcher::{Batcher, Next};
 use crate::delivery::batch::{Back, Batch, Finish, Finished};
+use crate::delivery::inbox::Inflow;
 use crate::durable::Ledger;
 use crate::error::lock;
 use crate::error::{RecvError, RecvTimeoutError, TryRecvError};
@@ -76,6 +80,8 @@ pub(crate) enum Poll {
 #[derive(Clone)]
 pub struct Batches {
     rx: Receiver<Message>,
+    /// The inbound queue's flow control: its byte budget, the doorbell.
+    flow: Arc<Inflow>,
     shared: Arc<Shared>,
     batcher: Arc<Mutex<Batcher>>,
     /// Where finished batches are recorded, and where acks released on
@@ -98,6 +104,7 @@ pub struct Batches {
 impl Batches {
     pub(crate) fn new(
         rx: Receiver<Message>,
+        flow: Arc<Inflow>,
         shared: Arc<Shared>,
         window: Duration,
         max: usize,
@@ -106,7 +113,7 @@ impl Batches {
     ) -> Self {
         let batcher = Arc::new(Mutex::new(Batcher::new(window, max)));
         let back: Back = {
-            let (batcher, shared) = (batcher.clone(), shared.clone());
+            let (batcher, shared, flow) = (batcher.clone(), shared.clone(), flow.clone());
             let out = shared.batches_out.clone();
             let put = Arc::new(move |messages: Vec<Message>| {
                 if shared.is_closed() {
@@ -120,14 +127,15 @@ impl Batches {
                     .iter()
                     .map(|m| m.budget_cost() - m.ack_cost())
                     .sum();
-                shared.inflow.bytes.force(owed);
+                flow.bytes.force(owed);
                 lock(&batcher).put_back(messages);
-                shared.inflow.ring();
+                flow.ring();
             });
             Back { put, out }
         };
         Batches {
             rx,
+            flow,
             shared,
             batcher,
             ledger,
@@ -147,6 +155,11 @@ impl Batches {
     /// Messages waiting in the queue (not yet in a batch being assembled).
     pub(crate) fn queued(&self) -> usize {
         self.rx.len()
+    }
+
+    /// Bytes the inbound budget holds now, and the most it ever held.
+    pub(crate) fn bytes_held(&self) -> (usize, usize) {
+        (self.flow.bytes.used(), self.flow.bytes.peak())
     }
 
     /// Blocks until a batch is ready.
@@ -208,7 +221,7 @@ impl Batches {
             let need = b.room();
             let reply = self.look.awaits_reply(&b, self.shared.sends());
             drop(b);
-            self.shared.inflow.want(need);
+            self.flow.want(need);
             if self.rx.len() >= need {
                 continue;
             }
@@ -220,7 +233,7 @@ impl Batches {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            let bell = self.shared.inflow.doorbell();
+            let bell = self.flow.doorbell();
             let _ = match until {
                 None => bell.recv().map_err(|_| ChannelTimeout::Disconnected),
                 Some(t) => bell.recv_deadline(t),
@@ -241,6 +254,14 @@ impl Batches {
         false
     }
 
+    /// After taking messages or handing out a batch: signals room to a
+    /// poller, and wakes a paused io thread once below the resume mark.
+    fn taken(&self) {
+        if self.flow.taken(self.rx.len()) {
+            self.shared.wake_io();
+        }
+    }
+
     /// Adds what is already queued, up to the batch limit; `true` when the
     /// queue is closed and empty (nothing more can come).
     fn fill(&self, b: &mut Batcher) -> bool {
@@ -255,7 +276,7 @@ impl Batches {
                 }
             }
         }
-        self.shared.taken(self.rx.len());
+        self.taken();
         closed
     }
 
@@ -283,7 +304,7 @@ impl Batches {
                 let need = b.room();
                 let reply = self.look.awaits_reply(&b, self.shared.sends());
                 drop(b);
-                self.shared.inflow.want(need);
+                self.flow.want(need);
                 if reply && self.look_for(need, Instant::now() + LOOK) {
                     // The reply to what the application just sent came
                     // within the look: no sleep and wake-up (as `recv`).
@@ -296,7 +317,7 @@ impl Batches {
 
     /// The doorbell producers ring (see [`Batches::poll`]).
     pub(crate) fn doorbell(&self) -> &Receiver<()> {
-        self.shared.inflow.doorbell()
+        self.flow.doorbell()
     }
 
     fn hand_out(&self, b: &mut Batcher) -> Batch {
@@ -310,8 +331,8 @@ impl Batches {
         let bytes: usize = messages.iter().map(Message::budget_cost).sum();
         if !messages.iter().any(Message::to_record) {
             // Nothing to record or ack (a plain protocol): no work on finish.
-            self.shared.inflow.bytes.release(bytes);
-            self.shared.taken(self.rx.len());
+            self.flow.bytes.release(bytes);
+            self.taken();
             return Batch::new(messages, None, Some(self.back.clone()));
         }
         let mut entries = Vec::with_capacity(messages.len());
@@ -333,11 +354,8 @@ impl Batches {
         // The acks keep their own bytes of the budget until written: part
         // of what their messages held (never less: see
         // `Message::budget_cost`), so the budget holds through finishing.
-        self.shared
-            .inflow
-            .bytes
-            .release(bytes.saturating_sub(acks_cost));
-        self.shared.taken(self.rx.len());
+        self.flow.bytes.release(bytes.saturating_sub(acks_cost));
+        self.taken();
         self.ledger.release(now);
         let finish = Finish {
             entries,
@@ -359,6 +377,112 @@ impl fmt::Debug for Batches {
         f.debug_struct("Batches")
             .field("queued", &self.rx.len())
             .finish_non_exhaustive()
+    }
+}
+
+/// What the receiver does next.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Next {
+    /// A batch is ready: take it with [`Batcher::take`].
+    Ready,
+    /// Nothing to hand out yet; a batch will be ready at this moment unless
+    /// it fills up first (`None`: nothing is pending).
+    Wait(Option<Instant>),
+}
+
+pub(crate) struct Batcher {
+    window: Duration,
+    max: usize,
+    /// Oldest first; never more than `max` once the receiver fills it.
+    pending: Vec<Message>,
+}
+
+impl Batcher {
+    pub(crate) fn new(window: Duration, max: usize) -> Self {
+        Batcher {
+            window,
+            max,
+            pending: Vec::new(),
+        }
+    }
+
+    /// `true` while the batch being assembled can take more messages.
+    pub(crate) fn wants_more(&self) -> bool {
+        self.pending.len() < self.max
+    }
+
+    /// Messages that would complete the batch being assembled (its
+    /// room), or 1 to start one.
+    pub(crate) fn room(&self) -> usize {
+        if self.pending.is_empty() {
+            1
+        } else {
+            self.max.saturating_sub(self.pending.len()).max(1)
+        }
+    }
+
+    pub(crate) fn push(&mut self, m: Message) {
+        self.pending.push(m);
+    }
+
+    /// `true` when a message numbered below `limit` is pending.
+    pub(crate) fn has_before(&self, limit: u64) -> bool {
+        self.pending.iter().any(|m| m.seq() < limit)
+    }
+
+    /// The pending messages numbered below `limit` (at most `max`), now:
+    /// an event that came after them waits for them.
+    pub(crate) fn take_before(&mut self, limit: u64) -> Vec<Message> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < self.pending.len() && out.len() < self.max {
+            if self.pending[i].seq() < limit {
+                out.push(self.pending.remove(i));
+            } else {
+                i += 1;
+            }
+        }
+        out
+    }
+
+    /// Messages of a batch the application dropped unfinished: first in
+    /// line, before anything newer.
+    pub(crate) fn put_back(&mut self, messages: Vec<Message>) {
+        self.pending.splice(0..0, messages);
+    }
+
+    /// A batch is handed out `window` after its first message arrived (the
+    /// window counts from arrival, so a message that waited in the queue
+    /// for a slow consumer does not wait again), as soon as it holds `max`
+    /// messages, or at once when no more can come (`closed`).
+    pub(crate) fn next(&self, now: Instant, closed: bool) -> Next {
+        let Some(first) = self.pending.first() else {
+            return Next::Wait(None);
+        };
+        let due = first.received_at() + self.window;
+        if closed || self.pending.len() >= self.max || now >= due {
+            Next::Ready
+        } else {
+            Next::Wait(Some(due))
+        }
+    }
+
+    /// `true` when the window is zero and nothing is pending: the next
+    /// message to arrive is handed out at once.
+    pub(crate) fn empty_with_zero_window(&self) -> bool {
+        self.window.is_zero() && self.pending.is_empty()
+    }
+
+    /// The next batch: at most `max` messages, oldest first.
+    pub(crate) fn take(&mut self) -> Vec<Message> {
+        let n = self.pending.len().min(self.max);
+        if n == self.pending.len() {
+            // The usual case (the receiver fills up to `max`): the batch is
+            // the pending Vec itself, no copy; the next one starts at the
+            // size this one reached.
+            return std::mem::replace(&mut self.pending, Vec::with_capacity(n));
+        }
+        self.pending.drain(..n).collect()
     }
 }
 
@@ -390,5 +514,63 @@ mod tests {
         assert!(look.awaits_reply(&b, 2));
         let windowed = Batcher::new(Duration::from_millis(50), 3);
         assert!(!look.awaits_reply(&windowed, 3), "a window waits anyway");
+    }
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn at(t: Instant) -> Message {
+        Message::with_meta(Frame::from("m"), Via::Ws, t, Meta::default())
+    }
+
+    #[test]
+    fn a_batch_waits_for_its_window_from_the_first_message() {
+        let t0 = Instant::now();
+        let mut b = Batcher::new(50 * MS, 10);
+        assert_eq!(b.next(t0, false), Next::Wait(None));
+        b.push(at(t0));
+        b.push(at(t0 + 30 * MS));
+        assert_eq!(b.next(t0 + 10 * MS, false), Next::Wait(Some(t0 + 50 * MS)));
+        assert_eq!(b.next(t0 + 50 * MS, false), Next::Ready);
+        assert_eq!(b.take().len(), 2);
+        assert_eq!(b.next(t0 + 50 * MS, false), Next::Wait(None));
+    }
+
+    #[test]
+    fn a_full_batch_is_ready_at_once_and_the_rest_waits_for_the_next() {
+        let t0 = Instant::now();
+        let mut b = Batcher::new(50 * MS, 3);
+        for _ in 0..7 {
+            b.push(at(t0));
+        }
+        assert!(!b.wants_more());
+        assert_eq!(b.next(t0, false), Next::Ready);
+        assert_eq!(b.take().len(), 3);
+        assert_eq!(b.take().len(), 3);
+        assert_eq!(b.next(t0, false), Next::Wait(Some(t0 + 50 * MS)));
+        assert_eq!(b.take().len(), 1);
+    }
+
+    #[test]
+    fn a_zero_window_is_always_ready() {
+        let t0 = Instant::now();
+        let mut b = Batcher::new(Duration::ZERO, 3);
+        b.push(at(t0));
+        assert_eq!(b.next(t0, false), Next::Ready);
+    }
+
+    #[test]
+    fn a_message_that_waited_in_the_queue_does_not_wait_again() {
+        let t0 = Instant::now();
+        let mut b = Batcher::new(50 * MS, 10);
+        b.push(at(t0));
+        assert_eq!(b.next(t0 + 500 * MS, false), Next::Ready);
+    }
+
+    #[test]
+    fn once_closed_whatever_is_pending_goes_out_at_once() {
+        let t0 = Instant::now();
+        let mut b = Batcher::new(50 * MS, 10);
+        b.push(at(t0));
+        assert_eq!(b.next(t0, true), Next::Ready);
     }
 }

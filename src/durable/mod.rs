@@ -644,7 +644,7 @@ mod tests {
     use super::*;
 
     fn ledger(dir: Option<&std::path::Path>) -> (Ledger, Restored) {
-        let (shared, _events) = Shared::new(4, 4, usize::MAX, usize::MAX);
+        let (shared, _events) = Shared::new(4, usize::MAX);
         let (l, r) = Ledger::open(dir, false, Duration::from_millis(10), 3, shared).unwrap();
         (l, r)
     }
@@ -795,7 +795,7 @@ mod tests {
     fn with_a_full_window_a_write_appends_a_small_record_and_a_restart_replays_it() {
         let dir = scratch("journal");
         let open = || {
-            let (shared, _events) = Shared::new(4, 4, usize::MAX, usize::MAX);
+            let (shared, _events) = Shared::new(4, usize::MAX);
             Ledger::open(Some(&dir), false, Duration::ZERO, 10_000, shared).unwrap()
         };
         let size = |name: &str| std::fs::metadata(dir.join(name)).map_or(0, |m| m.len());

@@ -1,12 +1,15 @@
 //! One open connection as a pure state machine ([`Session`]), in the way
 //! ureq's `run.rs`
 //! drives `ureq-proto`: the io thread feeds it what happened (a frame read,
-//! the inbox's answer to an offer, a command, the socket blocking) and
-//! executes the [`Action`]s it queues (write this, deliver that, pause,
-//! exit). It never touches a socket, a channel or a clock: `now` is passed
-//! in, so every decision the io loop makes (close handshake both ways,
-//! pause and resume, ack timing, oversize, heartbeats) is unit-tested
-//! without sockets or sleeps.
+//! a command, the socket blocking) and executes the [`Action`]s it queues
+//! (write this, deliver that, exit). It never touches a socket, a channel
+//! or a clock: `now` is passed in, so the connection's decisions (what a
+//! frame is, the close handshake both ways, failing on a violation,
+//! heartbeats, a stalled write) are unit-tested without sockets or sleeps.
+//!
+//! What happens to a message once delivered (queued, held while the queue
+//! is full, acked) is delivery's: [`crate::delivery::inbox::Intake`]. The
+//! machine hands each message out once and hears nothing back.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -14,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{guarded, ConnectionError};
 use crate::frame::Frame;
-use crate::message::{Message, Offer, Via};
+use crate::message::{Message, Via};
 use crate::protocol::ReplyRule;
 
 /// What the frame reader ([`crate::machine::frames`]) made of the
@@ -53,8 +56,6 @@ pub(crate) enum Exit {
 pub(crate) enum Action {
     /// Write a data frame (hello, the application's, a heartbeat frame).
     Write(Frame),
-    /// Write an acknowledgement (counted as one).
-    Ack(Frame),
     /// Write a frame the ledger kept (restored at start, or reliable and
     /// not yet acknowledged), with its ledger number.
     Resend(u64, Frame),
@@ -72,13 +73,8 @@ pub(crate) enum Action {
     Close(u16, &'static str),
     /// Flush what was written.
     Flush,
-    /// Offer a message to the inbox; answer with [`Session::offered`].
+    /// Hand a message to delivery.
     Deliver(Message),
-    /// The inbound queue is full: stop reading until [`Session::room`].
-    Pause,
-    /// Reading resumes; the link counts as alive from `at` (a reader that
-    /// was paused heard nothing, which proves nothing).
-    Resume { at: Instant },
     /// A frame arrived at this moment: the link is alive.
     Alive(Instant),
     /// The first frame of this connection arrived (the socket proved
@@ -89,9 +85,6 @@ pub(crate) enum Action {
     /// A `Protocol` method panicked on a message: it is skipped (counted
     /// as malformed).
     Skipped,
-    /// A message could not be queued while closing and is left to the
-    /// server (not acked); counted as dropped.
-    DroppedWhileClosing,
     /// The connection is over.
     Exit(Exit),
 }
@@ -131,10 +124,6 @@ pub(crate) struct Session {
     /// The server broke the protocol: the close code, what it did, and the
     /// latest moment to send the close (set at the first look).
     failing: Option<(u16, String, Option<Instant>)>,
-    /// A message waiting for room in the inbound queue.
-    held: Option<Message>,
-    /// Reading is paused until the inbox takes the held message.
-    paused: bool,
     /// When the unanswered heartbeat went out (for the round trip).
     beat_sent: Option<Instant>,
     proven: bool,
@@ -159,8 +148,6 @@ impl Session {
             actions: VecDeque::new(),
             closing: None,
             failing: None,
-            held: None,
-            paused: false,
             beat_sent: None,
             proven: false,
             alive_at: None,
@@ -198,11 +185,6 @@ impl Session {
             Exit::Lost(e)
         };
         self.exit(exit);
-    }
-
-    /// `true` while reading is paused for a full inbound queue.
-    pub(crate) fn paused(&self) -> bool {
-        self.paused
     }
 
     /// The server broke the protocol and the connection is being failed:
@@ -303,7 +285,7 @@ impl Session {
         };
         if self.cfg.frames_are_messages {
             // The built-in Plain protocol, no reply rules: nothing to ask.
-            return self.offer(Message::plain(frame, Via::Ws, now));
+            return self.deliver(Message::plain(frame, Via::Ws, now));
         }
         if self.cfg.replies.iter().any(|r| r.matches(&frame)) {
             return self.answered(now);
@@ -320,7 +302,7 @@ impl Session {
             self.actions.push_back(Action::ServerAck(id));
             return;
         }
-        self.offer(Message::with_meta(frame, Via::Ws, now, inspected.into()));
+        self.deliver(Message::with_meta(frame, Via::Ws, now, inspected.into()));
     }
 
     fn answered(&mut self, now: Instant) {
@@ -330,49 +312,8 @@ impl Session {
         }
     }
 
-    fn offer(&mut self, m: Message) {
+    fn deliver(&mut self, m: Message) {
         self.actions.push_back(Action::Deliver(m));
-    }
-
-    /// The inbox's answer to the last [`Action::Deliver`], at `now`.
-    pub(crate) fn offered(&mut self, answer: Offer, now: Instant) {
-        match answer {
-            // The ack (Queued mode) goes out once the inbox has the message;
-            // a duplicate is acked again, so the server stops sending it.
-            Offer::Queued { ack } | Offer::Duplicate { ack } => {
-                if let Some(a) = ack {
-                    self.actions.push_back(Action::Ack(a));
-                }
-                if self.paused {
-                    self.paused = false;
-                    self.actions.push_back(Action::Resume { at: now });
-                }
-            }
-            Offer::Closed => self.paused = false,
-            Offer::Full(m) => {
-                if self.closing.is_some() {
-                    // Closing and nobody is taking messages: do not hold
-                    // close() up. Not acked, so the server still has it.
-                    self.paused = false;
-                    self.actions.push_back(Action::DroppedWhileClosing);
-                } else {
-                    self.held = Some(m);
-                    if !self.paused {
-                        self.paused = true;
-                        self.actions.push_back(Action::Pause);
-                    }
-                }
-            }
-        }
-    }
-
-    /// The application made room in the inbound queue: offer the held
-    /// message again.
-    pub(crate) fn room(&mut self) {
-        if let Some(m) = self.held.take() {
-            // Reading stays paused until the inbox takes it.
-            self.offer(m);
-        }
     }
 
     /// Reading failed.
@@ -633,70 +574,17 @@ mod tests {
         assert!(matches!(&drain(&mut c)[..], [Action::Alive(at)] if *at == t1));
     }
 
-    fn ack(id: &str) -> Option<Frame> {
-        Some(Frame::from(json!({"type": "ack", "ack": id})))
-    }
-
     #[test]
-    fn the_ack_the_inbox_hands_back_goes_out_for_new_and_repeated_messages() {
+    fn a_message_is_handed_to_delivery_once_with_the_ack_it_asks_for() {
         let t0 = Instant::now();
         let mut c = Session::new(acking(), vec![], Vec::new());
-        let m = delivered(&mut c, r#"{"id":"a"}"#, t0);
+        let mut m = delivered(&mut c, r#"{"id":"a"}"#, t0);
         assert_eq!(m.id(), Some("a"));
-        c.offered(Offer::Queued { ack: ack("a") }, t0);
-        let a = drain(&mut c);
-        assert!(
-            matches!(&a[..], [Action::Ack(f)] if f.json() == Some(json!({"type":"ack","ack":"a"})))
-        );
-        // A duplicate is acked again, so the server stops redelivering it.
-        delivered(&mut c, r#"{"id":"a"}"#, t0);
-        c.offered(Offer::Duplicate { ack: ack("a") }, t0);
-        assert!(matches!(&drain(&mut c)[..], [Action::Ack(_)]));
-        // No ack handed back (another ack mode): nothing to write.
-        delivered(&mut c, r#"{"id":"b"}"#, t0);
-        c.offered(Offer::Queued { ack: None }, t0);
+        let ack = m.take_ack().expect("the protocol's ack travels with it");
+        assert_eq!(ack.json(), Some(json!({"type":"ack","ack":"a"})));
+        // Nothing comes back to the machine: what delivery does with it
+        // (queue, hold, ack) is delivery's.
         assert!(drain(&mut c).is_empty());
-    }
-
-    #[test]
-    fn a_full_queue_pauses_reading_once_and_room_resumes_it_with_the_ack() {
-        let t0 = Instant::now();
-        let mut c = Session::new(acking(), vec![], Vec::new());
-        let m = delivered(&mut c, r#"{"id":"a"}"#, t0);
-        c.offered(Offer::Full(m), t0);
-        assert!(matches!(&drain(&mut c)[..], [Action::Pause]));
-        assert!(c.paused());
-        // Still full at the next look: no second Pause.
-        c.room();
-        let again = match drain(&mut c).pop() {
-            Some(Action::Deliver(m)) => m,
-            other => panic!("expected the held message again, got {other:?}"),
-        };
-        c.offered(Offer::Full(again), t0);
-        assert!(drain(&mut c).is_empty());
-        // Room at last: queued, acked, reading resumes from this moment.
-        let t1 = t0 + Duration::from_secs(9);
-        c.room();
-        drain(&mut c);
-        c.offered(Offer::Queued { ack: ack("a") }, t1);
-        let a = drain(&mut c);
-        assert!(
-            matches!(&a[..], [Action::Ack(_), Action::Resume { at }] if *at == t1),
-            "{a:?}"
-        );
-        assert!(!c.paused());
-    }
-
-    #[test]
-    fn a_message_that_finds_the_queue_full_while_closing_is_left_unacked() {
-        let t0 = Instant::now();
-        let mut c = Session::new(acking(), vec![], Vec::new());
-        c.command(Command::Close, t0);
-        drain(&mut c);
-        let m = delivered(&mut c, r#"{"id":"a"}"#, t0);
-        c.offered(Offer::Full(m), t0);
-        assert!(matches!(&drain(&mut c)[..], [Action::DroppedWhileClosing]));
-        assert!(!c.paused(), "close() is not held up");
     }
 
     #[test]

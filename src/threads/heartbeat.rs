@@ -9,12 +9,12 @@ use log::{debug, warn};
 
 use crate::clock::boot_now;
 use crate::config::sections::Heartbeat;
+use crate::delivery::inbox::Inflow;
 use crate::machine::connection::Command;
 use crate::machine::heartbeat::{Beat, Liveness, SuspendGap};
-use crate::shared::Shared;
 use crate::threads::Link;
 
-pub(crate) fn run(hb: &Heartbeat, link: &Link, shared: &Shared, stop: &Receiver<()>) {
+pub(crate) fn run(hb: &Heartbeat, link: &Link, inflow: &Inflow, stop: &Receiver<()>) {
     let opened = link.opened();
     let mut machine =
         Liveness::new(hb.interval, hb.server_timeout, opened).even_when_busy(hb.even_when_busy);
@@ -27,7 +27,7 @@ pub(crate) fn run(hb: &Heartbeat, link: &Link, shared: &Shared, stop: &Receiver<
             Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
         }
         let now = Instant::now();
-        let paused = shared.inflow.is_paused();
+        let paused = inflow.is_paused();
         let gap = suspend.gap(now, boot_now());
         let (beat, at) = if gap > hb.interval {
             debug!("the device was suspended for {gap:?}: probing the link now");

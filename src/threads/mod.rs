@@ -51,7 +51,7 @@ use crate::shared::Shared;
 // - `Exit`      io → supervisor: how a connection ended (its join value).
 // - the "proven" signal io → supervisor (first frame), the stop channels
 //   supervisor → ticker and poller (dropping the sender stops them), and the
-//   room token receiver → poller (see `Shared::taken`).
+//   room token receiver → poller (`Inflow::wait_for_room`).
 use crate::machine::connection::Command;
 
 /// Requests from the [`crate::Client`] handle.

@@ -224,7 +224,7 @@ fn poll_inner(
                     // The application is behind: wait for room (the
                     // consumer signals), or stop.
                     m = back;
-                    if wait_for_room(shared, stop) {
+                    if inbox.flow().wait_for_room(stop) {
                         return Ok(None);
                     }
                 }
@@ -232,16 +232,4 @@ fn poll_inner(
         }
     }
     Ok(Some(queued))
-}
-
-/// Waits until the consumer has taken messages; `true` when told to stop.
-/// The consumer leaves a token after every take (a bounded(1) channel keeps
-/// it until read), so a take between the full offer and this wait is never
-/// missed: no polling fallback is needed.
-fn wait_for_room(shared: &Shared, stop: &Receiver<()>) -> bool {
-    let room = shared.inflow.room_signal();
-    crossbeam_channel::select! {
-        recv(stop) -> _ => true,
-        recv(room) -> _ => false,
-    }
 }

@@ -320,9 +320,9 @@ fn serve(
     let hb = {
         let link = link.clone();
         let hb = s.cfg.heartbeat.clone();
-        let shared = s.shared.clone();
+        let inflow = s.inbox.flow().clone();
         crate::threads::spawn("heartline-heartbeat", move || {
-            crate::threads::heartbeat::run(&hb, &link, &shared, &stop_rx)
+            crate::threads::heartbeat::run(&hb, &link, &inflow, &stop_rx)
         })
     };
     if let Err(e) = &hb {

@@ -13,17 +13,17 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender};
 use log::{debug, trace, warn};
 
+use crate::connect::stream::Stream;
 use crate::connect::transport::WRITE_BUFFER;
-use crate::delivery::inbox::Inbox;
+use crate::delivery::inbox::{Intake, Taken};
 use crate::durable::Ledger;
 use crate::durable::Outgoing;
 use crate::error::ConnectionError;
 use crate::frame::Frame;
 use crate::machine::connection::{Action, Incoming, ReadFailure, Session};
-use crate::machine::connection::{Command, Exit};
+use crate::machine::connection::{Command, Exit, Wait};
 use crate::machine::frames::{FrameEvent, Reader, Skip};
 use crate::machine::writer::{Kind, Refused, Writer};
-use crate::message::Offer;
 use crate::shared::Shared;
 use crate::threads::Link;
 
@@ -36,7 +36,6 @@ const WRITE_BUDGET: usize = 256;
 pub(super) struct Ctx {
     pub shared: Arc<Shared>,
     pub outbound: Receiver<Outgoing>,
-    pub inbox: Arc<Inbox>,
     pub ledger: Arc<Ledger>,
     pub link: Link,
     /// Told once, at the first inbound frame (the socket proved itself).
@@ -54,6 +53,8 @@ pub(super) struct Driver<S> {
     /// The server's frames, read from `ws`'s stream.
     pub rd: Reader,
     pub m: Session,
+    /// Where delivered messages go: the inbound queue's io end.
+    pub intake: Intake,
     pub ctx: Ctx,
     /// This turn moved data (read or wrote a frame).
     pub active: bool,
@@ -63,13 +64,6 @@ pub(super) struct Driver<S> {
     /// When this turn's reads began: the arrival time of every message
     /// they take (one clock read per turn, not two per message).
     pub at: Instant,
-    /// Messages were queued since the consumer's doorbell was last
-    /// considered ([`Driver::ring`]), which is not done per message.
-    pub unrung: bool,
-    /// Messages queued by this read turn: the one that makes as many as
-    /// the consumer waits for rings at once (the reply to a send does not
-    /// wait for the turn's last read).
-    pub queued_in_turn: usize,
     /// Bytes arrived in this read turn: the link is alive, whether or not
     /// they finish a frame (a large message, a dropped one).
     pub heard: bool,
@@ -94,12 +88,6 @@ impl<S: Read + Write> Driver<S> {
         while let Some(a) = self.m.next_action() {
             match a {
                 Action::Write(f) => self.write(f),
-                Action::Ack(f) => {
-                    // Counted first: whoever sees the server holding the ack
-                    // sees it counted.
-                    self.ctx.shared.counters.acks.fetch_add(1, Relaxed);
-                    self.write(f);
-                }
                 Action::Resend(seq, f) => {
                     let len = f.len();
                     self.write(f);
@@ -137,43 +125,8 @@ impl<S: Read + Write> Driver<S> {
                 Action::Flush => self.flush(),
                 Action::Deliver(msg) => {
                     trace!(target: "heartline::threads::io", "received {:?}", msg.frame());
-                    let len = msg.budget_cost();
-                    let answer = self.ctx.inbox.offer_unrung(msg, false);
-                    if matches!(answer, Offer::Queued { .. }) {
-                        self.unrung = true;
-                        self.queued_in_turn += 1;
-                        // Once per turn at most: equal, not at least. The
-                        // check at the turn's end is the one that counts.
-                        if self.queued_in_turn == self.ctx.shared.inflow.wanted() {
-                            self.ring();
-                            // The consumer was woken, often onto this
-                            // core: let it run now, not after the rest of
-                            // this turn (an echo's round trip).
-                            std::thread::yield_now();
-                        }
-                    }
-                    let full = matches!(answer, Offer::Full(_));
-                    self.m.offered(answer, self.at);
-                    if full && self.m.paused() {
-                        // Sleep until the consumer makes room (it wakes us past
-                        // the half-way mark). It may have made room before it
-                        // could see the flag: if this message fits now, retry
-                        // at once, or we could sleep for ever; if it does not,
-                        // sleeping is right (no spinning on a message larger
-                        // than the room a half-empty queue has).
-                        self.ctx.shared.inflow.pause(true);
-                        if self.ctx.inbox.fits(len) {
-                            self.ctx.shared.inflow.pause(false);
-                        }
-                    }
-                }
-                Action::Pause => {
-                    debug!(target: "heartline::threads::io", "inbound queue full; reading paused");
-                }
-                Action::Resume { at } => {
-                    debug!(target: "heartline::threads::io", "inbound queue has room again; reading resumes");
-                    self.ctx.shared.inflow.pause(false);
-                    self.ctx.link.touch(at);
+                    let taken = self.intake.offer(msg, self.m.closing());
+                    self.taken_in(taken);
                 }
                 Action::Alive(at) => {
                     self.active = true;
@@ -189,14 +142,32 @@ impl<S: Read + Write> Driver<S> {
                 Action::Skipped => {
                     self.ctx.shared.counters.malformed.fetch_add(1, Relaxed);
                 }
-                Action::DroppedWhileClosing => {
-                    self.ctx.shared.counters.dropped.fetch_add(1, Relaxed);
-                    warn!(target: "heartline::threads::io", "inbound queue full while closing; message not taken (not acked)");
-                }
                 Action::Exit(e) => return Some(e),
             }
         }
         None
+    }
+
+    /// After a turn, at `now`: how long the thread may sleep, or the exit
+    /// (the close handshake's deadline passed). Rings the doorbell first:
+    /// nothing queued waits for a bell while the thread sleeps.
+    pub(super) fn wait(&mut self, now: Instant) -> Result<Wait, Exit> {
+        // A held message the consumer has made room for: retry at once.
+        let wait = if self.intake.has_room() {
+            Wait::Again
+        } else {
+            self.m.wait(now)
+        };
+        if let Some(e) = self.act() {
+            return Err(e);
+        }
+        self.ring();
+        Ok(wait)
+    }
+
+    /// The socket became writable at `now`.
+    pub(super) fn writable(&mut self, now: Instant) {
+        self.m.writable(now);
     }
 
     /// One turn: the commands, the held message, reads, queued writes; then
@@ -207,15 +178,44 @@ impl<S: Read + Write> Driver<S> {
         exit
     }
 
-    /// Rings the consumer's doorbell if messages were queued since the last
-    /// call and it waits for no more than are queued. Called as soon as a
-    /// read turn has queued what the consumer waits for, when the read
-    /// ends, at the end of every turn and before the thread sleeps: a
-    /// message queued is never left waiting for a doorbell that is not rung.
+    /// Rings the consumer's doorbell for what this thread queued (see
+    /// [`Intake::ring`]).
     pub(super) fn ring(&mut self) {
-        if std::mem::take(&mut self.unrung) {
-            self.ctx.inbox.ring();
+        self.intake.ring();
+    }
+
+    /// Carries out what delivery made of a message.
+    fn taken_in(&mut self, taken: Taken) {
+        match taken {
+            Taken::Queued { ack, rang } => {
+                // The ack (`AckMode::Queued`) goes once the queue has the
+                // message; a duplicate's again, so the server stops
+                // resending it.
+                if let Some(a) = ack {
+                    self.write_ack(a);
+                }
+                if rang {
+                    // The consumer was woken, often onto this core: let it
+                    // run now, not after the rest of this turn (an echo's
+                    // round trip).
+                    std::thread::yield_now();
+                }
+            }
+            Taken::Held => {
+                debug!(target: "heartline::threads::io", "inbound queue full; reading paused");
+            }
+            Taken::Dropped => {
+                warn!(target: "heartline::threads::io", "inbound queue full while closing; message not taken (not acked)");
+            }
+            Taken::Closed => {}
         }
+    }
+
+    /// Writes an acknowledgement, counted first: whoever sees the server
+    /// holding the ack sees it counted.
+    fn write_ack(&mut self, ack: Frame) {
+        self.ctx.shared.counters.acks.fetch_add(1, Relaxed);
+        self.write(ack);
     }
 
     fn turn_unrung(&mut self, commands: &Receiver<Command>, read: bool) -> Option<Exit> {
@@ -226,15 +226,12 @@ impl<S: Read + Write> Driver<S> {
             let mut freed = 0;
             while !self.m.is_done() {
                 let Some(a) = acks.pop_front() else { break };
-                // Counted first: whoever sees the server holding the ack
-                // sees it counted.
-                self.ctx.shared.counters.acks.fetch_add(1, Relaxed);
                 freed += crate::message::ack_cost(&a);
-                self.write(a);
+                self.write_ack(a);
             }
             self.ctx.ledger.unsent_acks(acks);
             // Out of the ledger: room for reading, if acks had filled it.
-            self.ctx.shared.inflow.bytes.release(freed);
+            self.intake.acks_written(freed);
         }
         for c in commands.try_iter() {
             self.m.command(c, Instant::now());
@@ -242,17 +239,22 @@ impl<S: Read + Write> Driver<S> {
                 return Some(e);
             }
         }
-        if self.m.paused() {
-            self.at = Instant::now();
-            self.m.room();
+        if let Some(taken) = self.intake.retry(self.m.closing()) {
+            self.taken_in(taken);
+            if !self.intake.holding() {
+                debug!(target: "heartline::threads::io", "inbound queue has room again; reading resumes");
+                // A reader that was paused heard nothing, which proves
+                // nothing: the link counts as alive from now.
+                self.ctx.link.touch(Instant::now());
+                // The bytes it left in the socket raise no new edge.
+                self.read_again = true;
+            }
             if let Some(e) = self.act() {
                 return Some(e);
             }
-            // Resumed: the bytes it left in the socket raise no new edge.
-            self.read_again |= !self.m.paused();
         }
         let read = read || std::mem::take(&mut self.read_again) || self.m.closing();
-        if !self.m.paused() && !self.m.failing() && read {
+        if !self.intake.holding() && !self.m.failing() && read {
             if let Some(e) = self.read() {
                 return Some(e);
             }
@@ -263,8 +265,7 @@ impl<S: Read + Write> Driver<S> {
         if self.m.failing() {
             // Settled: nothing waits for the application and it holds no
             // batch, so what it sent in answer is in the queue.
-            let s = &self.ctx.shared;
-            let settled = s.inflow.bytes.used() == 0 && s.batches_out.load(SeqCst) == 0;
+            let settled = self.intake.settled() && self.ctx.shared.batches_out.load(SeqCst) == 0;
             self.m.fail_when_settled(settled, Instant::now());
         }
         self.flush();
@@ -273,7 +274,7 @@ impl<S: Read + Write> Driver<S> {
 
     fn read(&mut self) -> Option<Exit> {
         self.at = Instant::now();
-        self.queued_in_turn = 0;
+        self.intake.turn();
         self.heard = false;
         // Counted once per turn, not per message (two shared counters
         // fewer on every message's path).
@@ -369,7 +370,7 @@ impl<S: Read + Write> Driver<S> {
             if let Some(e) = self.act() {
                 return Some(e);
             }
-            if self.m.paused() {
+            if self.intake.holding() {
                 return None;
             }
             taken += 1;
@@ -522,6 +523,24 @@ impl<S: Read + Write> Driver<S> {
     }
 }
 
+impl Driver<Stream> {
+    /// epoll reported an error on the socket. While a message is held no
+    /// read would see it: the kernel has declared the link dead
+    /// (keepalive, `TCP_USER_TIMEOUT`), so the connection ends here.
+    pub(super) fn socket_error(&mut self) -> Option<Exit> {
+        if !self.intake.holding() {
+            return None; // the next read reports it
+        }
+        let Ok(Some(err)) = self.io.tcp().take_error() else {
+            return None;
+        };
+        debug!(target: "heartline::threads::io", "socket error while reading is paused: {err}");
+        self.m
+            .read_failed(ReadFailure::Failed(ConnectionError::from(err)));
+        self.act()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! The glue, through a scripted stream that returns `WouldBlock` on
@@ -597,6 +616,7 @@ mod tests {
         commands: Receiver<Command>,
         outbound_tx: Sender<Outgoing>,
         inbound: Receiver<crate::message::Message>,
+        inbox: Arc<Inbox>,
         _poll: Poll,
     }
 
@@ -623,17 +643,16 @@ mod tests {
                 .validate()
                 .unwrap(),
         );
-        let (shared, _events) = Shared::new(8, 16, 1 << 20, 1 << 20);
-        let (in_tx, inbound) = crossbeam_channel::bounded(16);
+        let (shared, _events) = Shared::new(8, 1 << 20);
         let inbox = Arc::new(Inbox::new(
-            in_tx,
-            inbound.clone(),
+            (16, 1 << 20),
             100,
             Overflow::Backpressure,
             cfg.delivery.ack_mode,
             shared.clone(),
             false,
         ));
+        let inbound = inbox.receiver().clone();
         let (outbound_tx, outbound) = crossbeam_channel::bounded(16);
         let (ledger, _) = crate::durable::Ledger::open(
             None,
@@ -659,10 +678,10 @@ mod tests {
                     Vec::new(),
                     Vec::new(),
                 ),
+                intake: Intake::new(inbox.clone()),
                 ctx: Ctx {
                     shared,
                     outbound,
-                    inbox,
                     ledger: Arc::new(ledger),
                     link: Link::new(waker, commands_tx.clone()),
                     proven,
@@ -670,8 +689,6 @@ mod tests {
                 active: false,
                 read_again: false,
                 at: Instant::now(),
-                unrung: false,
-                queued_in_turn: 0,
                 heard: false,
                 skipped: Skipped::default(),
             },
@@ -679,6 +696,7 @@ mod tests {
             commands,
             outbound_tx,
             inbound,
+            inbox,
             _poll: poll,
         }
     }
@@ -714,13 +732,13 @@ mod tests {
     #[test]
     fn the_doorbell_rings_once_per_turn_when_what_the_consumer_waits_for_is_queued() {
         let mut r = rig();
-        let bell = r.d.ctx.shared.inflow.doorbell().clone();
+        let bell = r.inbox.flow().doorbell().clone();
         let three = |n: usize| {
             let msgs = (0..3).map(|i| text(&format!(r#"{{"id":"{n}{i}"}}"#)));
             from_server(msgs.collect())
         };
         // Waits for 5: three queued in a turn do not ring.
-        r.d.ctx.shared.inflow.want(5);
+        r.inbox.flow().want(5);
         r.script().reads = VecDeque::from([Some(three(0)), None]);
         assert!(r.turn().is_none());
         assert_eq!(r.inbound.len(), 3);
@@ -732,11 +750,11 @@ mod tests {
         assert!(bell.try_recv().is_err());
         // The queue fills up (16) within a turn and reading pauses: the
         // consumer is rung before the io thread sleeps.
-        r.d.ctx.shared.inflow.want(1);
+        r.inbox.flow().want(1);
         let many = (0..20).map(|i| text(&format!(r#"{{"id":"m{i}"}}"#)));
         r.script().reads = VecDeque::from([Some(from_server(many.collect())), None]);
         assert!(r.turn().is_none());
-        assert!(r.d.m.paused(), "the queue is full");
+        assert!(r.d.intake.holding(), "the queue is full");
         assert!(bell.try_recv().is_ok(), "a full queue's consumer not rung");
     }
 
@@ -911,7 +929,7 @@ mod tests {
         assert!(r.turn().is_none(), "the close waits for the application");
         assert!(close_sent(&mut r).is_none());
         let m = r.inbound.try_recv().expect("the message before it");
-        r.d.ctx.shared.inflow.bytes.release(m.budget_cost());
+        r.inbox.flow().bytes.release(m.budget_cost());
         r.outbound_tx
             .send(Outgoing::Frame(Frame::from("echo")))
             .unwrap();

@@ -22,9 +22,10 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::config::Config;
 use crate::connect::stream::Socket;
+use crate::delivery::inbox::Intake;
 use crate::error::ConnectionError;
 use crate::frame::Frame;
-use crate::machine::connection::{Command, Exit, ReadFailure, Session, SessionSettings, Wait};
+use crate::machine::connection::{Command, Exit, Session, SessionSettings, Wait};
 use crate::machine::frames::{Reader, Rules};
 use crate::machine::writer::Writer;
 use crate::threads::{Link, Setup};
@@ -49,6 +50,8 @@ const SPIN: Duration = Duration::from_micros(50);
 /// One open connection, before its thread runs it.
 pub(crate) struct Connection {
     driver: Driver<crate::connect::stream::Stream>,
+    /// The io thread's side of the wake protocol (see the poll loop).
+    shared: Arc<crate::shared::Shared>,
     poll: Poll,
     commands: Receiver<Command>,
     /// Over TLS every wake-up reads: OpenSSL may hold bytes epoll cannot see.
@@ -80,7 +83,6 @@ impl Connection {
         )?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (commands_tx, commands) = crossbeam_channel::bounded(8);
-        s.shared.inflow.pause(false);
         let always_read = matches!(stream, crate::connect::stream::Stream::Tls(_));
         let mut rd = Reader::new(rules(&s.cfg));
         rd.push(&leftover);
@@ -95,10 +97,10 @@ impl Connection {
                 wr,
                 rd,
                 m: Session::new(SessionSettings::from(&*s.cfg), hello, s.ledger.resend()),
+                intake: Intake::new(s.inbox.clone()),
                 ctx: Ctx {
                     shared: s.shared.clone(),
                     outbound: s.outbound.clone(),
-                    inbox: s.inbox.clone(),
                     ledger: s.ledger.clone(),
                     link: Link::new(waker, commands_tx),
                     proven,
@@ -106,14 +108,13 @@ impl Connection {
                 active: false,
                 read_again: false,
                 at: Instant::now(),
-                unrung: false,
-                queued_in_turn: 0,
                 heard: false,
                 skipped: Skipped::default(),
             },
             poll,
             commands,
             always_read,
+            shared: s.shared.clone(),
         })
     }
 
@@ -123,8 +124,9 @@ impl Connection {
 
     pub(crate) fn run(mut self) -> Exit {
         let exit = self.serve();
-        self.driver.ring();
-        self.driver.ctx.shared.inflow.pause(false);
+        // Dropping the driver rings for what it queued and lets go of a
+        // held message (the server still has it: not acked).
+        drop(self.driver);
         debug!("connection ended: {exit:?}");
         exit
     }
@@ -140,18 +142,15 @@ impl Connection {
         let mut socket_event = true;
         loop {
             // This turn takes what was handed over so far.
-            d.ctx.shared.io_take_call();
+            self.shared.io_take_call();
             if let Some(e) = d.turn(&self.commands, self.always_read || socket_event) {
                 return e;
             }
             let now = Instant::now();
-            // A held message the consumer has made room for: retry at once.
-            let retry = d.m.paused() && !d.ctx.shared.inflow.is_paused();
-            let wait = if retry { Wait::Again } else { d.m.wait(now) };
-            if let Some(e) = d.act() {
-                return e; // the close handshake's deadline passed
-            }
-            d.ring(); // before any wait: nothing queued waits for a bell
+            let wait = match d.wait(now) {
+                Ok(w) => w,
+                Err(e) => return e, // the close handshake's deadline passed
+            };
 
             let timeout = match wait {
                 Wait::Again => Some(Duration::ZERO),
@@ -170,7 +169,7 @@ impl Connection {
             if timeout.is_none() && active {
                 // While it looks, a sender only sets a flag (no eventfd
                 // write on its path): checked here, and once more after.
-                let shared = &d.ctx.shared;
+                let shared = &self.shared;
                 shared.io_look_start();
                 let until = Instant::now() + SPIN;
                 while !ready && Instant::now() < until {
@@ -206,19 +205,13 @@ impl Connection {
             for e in events.iter().filter(|e| e.token() == SOCKET) {
                 socket_event = true;
                 if e.is_writable() {
-                    d.m.writable(Instant::now());
+                    d.writable(Instant::now());
                 }
                 failed |= e.is_error();
             }
-            if failed && d.m.paused() {
-                // Reading is paused, so no read would see it: the kernel
-                // reported the link dead (keepalive, TCP_USER_TIMEOUT).
-                if let Ok(Some(err)) = d.io.tcp().take_error() {
-                    debug!("socket error while reading is paused: {err}");
-                    d.m.read_failed(ReadFailure::Failed(ConnectionError::from(err)));
-                    if let Some(e) = d.act() {
-                        return e;
-                    }
+            if failed {
+                if let Some(e) = d.socket_error() {
+                    return e;
                 }
             }
         }
