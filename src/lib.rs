@@ -25,10 +25,11 @@ pub mod testkit;
 
 pub use client::events::{Events, Update, Updates};
 pub use client::Client;
+pub use config::delivery::{AckMode, Delivery, Overflow, Persistence};
 pub use config::sections::{
-    AckMode, ClientIdentity, Delivery, Heartbeat, Keepalive, Limits, OverLimit, Overflow,
-    Persistence, Polling, Reconnect, TcpKeepalive, Timeouts, Tls,
+    Heartbeat, Keepalive, Limits, OverLimit, Polling, Reconnect, TcpKeepalive, Timeouts,
 };
+pub use config::tls::{ClientIdentity, Tls};
 pub use config::{ClientBuilder, Endpoint, EndpointContext};
 pub use delivery::batch::{Batch, IntoIter, Iter};
 pub use delivery::receiver::Batches;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
-use crate::config::sections::AckMode;
+use crate::config::delivery::AckMode;
 use crate::config::{ClientBuilder, Config};
 use crate::delivery::batch::Batch;
 use crate::delivery::inbox::Inbox;

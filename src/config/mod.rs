@@ -1,5 +1,7 @@
 //! [`ClientBuilder`]: where to connect, the protocol, and the configuration
-//! sections of [`sections`], checked together at `build()`.
+//! sections, checked together at `build()`. The sections: the connection's
+//! in [`sections`], what the application receives and what survives a
+//! restart in [`delivery`], whom to trust in [`tls`].
 
 use std::fmt;
 use std::sync::Arc;
@@ -10,11 +12,13 @@ use crate::frame::Frame;
 use crate::protocol::HelloContext;
 use crate::redact;
 
+pub(crate) mod delivery;
 pub(crate) mod sections;
+pub(crate) mod tls;
 
-use sections::{
-    Delivery, Heartbeat, Keepalive, Limits, Persistence, Polling, Reconnect, Timeouts, Tls,
-};
+use delivery::{Delivery, Persistence};
+use sections::{Heartbeat, Keepalive, Limits, Polling, Reconnect, Timeouts};
+use tls::Tls;
 
 /// Where to connect: a URL and the headers for the upgrade request.
 ///
@@ -532,7 +536,7 @@ mod tests {
     use super::*;
     use crate::machine::backoff::Backoff;
     use crate::protocol::ReplyRule;
-    use sections::{AckMode, Overflow};
+    use delivery::{AckMode, Overflow};
 
     fn field_of(r: Result<Config>) -> &'static str {
         match r {

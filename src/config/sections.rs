@@ -1,5 +1,7 @@
-//! The configuration's sections: each concern in one `Default`-able struct
-//! with public fields, its defaults in one place and its own checks.
+//! The connection's configuration sections: heartbeat and keepalive,
+//! reconnect, timeouts, limits, polling. Each concern is one
+//! `Default`-able struct with public fields, its defaults in one place and
+//! its own checks (as are [`super::delivery`]'s and [`super::tls`]'s).
 //!
 //! Set only what differs and take the rest from `Default`:
 //!
@@ -18,8 +20,6 @@
 //! Fields may be added in a minor release, so build a section with
 //! `..Default::default()` as above, never with every field spelled out.
 
-use std::fmt;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -35,14 +35,14 @@ const MAX_SERVER_TIMEOUT: Duration = Duration::from_secs(600);
 /// mistake, and would overflow the clock arithmetic.
 const MAX_DURATION: Duration = Duration::from_secs(86_400);
 
-fn positive(field: &'static str, d: Duration) -> Result<()> {
+pub(super) fn positive(field: &'static str, d: Duration) -> Result<()> {
     if d.is_zero() {
         return Err(Error::config(field, "must be greater than zero"));
     }
     within_a_day(field, d)
 }
 
-fn within_a_day(field: &'static str, d: Duration) -> Result<()> {
+pub(super) fn within_a_day(field: &'static str, d: Duration) -> Result<()> {
     if d > MAX_DURATION {
         return Err(Error::config(
             field,
@@ -52,7 +52,7 @@ fn within_a_day(field: &'static str, d: Duration) -> Result<()> {
     Ok(())
 }
 
-fn at_least_one(field: &'static str, n: usize) -> Result<()> {
+pub(super) fn at_least_one(field: &'static str, n: usize) -> Result<()> {
     if n == 0 {
         return Err(Error::config(field, "must be at least 1"));
     }
@@ -353,7 +353,7 @@ pub struct Limits {
     /// [`OverLimit::Drop`].
     pub on_too_large: OverLimit,
     /// How many received messages may wait for the application. What
-    /// happens when it is full is [`Delivery::overflow`]. Default: 4096.
+    /// happens when it is full is [`Delivery::overflow`](crate::Delivery::overflow). Default: 4096.
     pub inbound_capacity: usize,
     /// How many payload bytes may wait for the application: the inbound
     /// queue plus the batch being assembled (and the acks of finished
@@ -443,91 +443,6 @@ pub enum OverLimit {
     Close,
 }
 
-/// What happens when the inbound queue is full because the application is
-/// slower than the server.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum Overflow {
-    /// Stop reading the socket until the application catches up; TCP flow
-    /// control then slows the server. Nothing is dropped, and the heartbeat
-    /// timeout is suspended while reading is paused (a slow consumer is not a
-    /// dead link). The default.
-    #[default]
-    Backpressure,
-    /// Drop the oldest queued message to make room, counting it in
-    /// [`crate::Stats::dropped`]. For feeds where only the latest matters.
-    DropOldest,
-}
-
-/// When the acknowledgement of a pushed message is sent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum AckMode {
-    /// When the application has finished with it: the loop over its batch
-    /// moved past it, or `done()` / `finish_first()` said so (see
-    /// [`crate::Batch`]). A process that dies while holding a batch never
-    /// acked it, so the server redelivers it: nothing acked is lost
-    /// unprocessed. The default.
-    #[default]
-    Finished,
-    /// As soon as the message is safely in the inbound queue. Cheapest, but
-    /// a message acked this way is lost if the process dies before the
-    /// application processed it. Refused with [`Overflow::DropOldest`].
-    Queued,
-    /// When the batch holding it is handed to the application. A message
-    /// lost with the process while still queued is redelivered by the
-    /// server; one handed out but not yet processed is not.
-    Delivered,
-}
-
-/// How messages reach the application: batching, acks, and a full queue.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Delivery {
-    /// When acks are sent. Default: [`AckMode::Finished`]. `Queued` with
-    /// [`Overflow::DropOldest`] is refused (a message acked on queueing
-    /// could then be dropped unprocessed).
-    pub ack_mode: AckMode,
-    /// What to do when the inbound queue is full. Default:
-    /// [`Overflow::Backpressure`] (nothing dropped).
-    pub overflow: Overflow,
-    /// A batch is handed out this long after its first message arrived, or
-    /// sooner when it reaches `batch_max`. Zero hands out each message at
-    /// once (with whatever else is already waiting); then a receiver that
-    /// has sent since its last batch looks for the reply for up to 50 µs
-    /// before it sleeps, which shortens a request/reply round trip.
-    /// Default: 100 ms (the [delivery guide](crate::guide::delivery) says why).
-    pub batch_window: Duration,
-    /// The most messages in one batch. Default: 512.
-    pub batch_max: usize,
-}
-
-impl Default for Delivery {
-    fn default() -> Self {
-        Delivery {
-            ack_mode: AckMode::Finished,
-            overflow: Overflow::Backpressure,
-            batch_window: Duration::from_millis(100),
-            batch_max: 512,
-        }
-    }
-}
-
-impl Delivery {
-    pub(crate) fn validate(&self) -> Result<()> {
-        within_a_day("delivery.batch_window", self.batch_window)?;
-        at_least_one("delivery.batch_max", self.batch_max)?;
-        if (self.ack_mode, self.overflow) == (AckMode::Queued, Overflow::DropOldest) {
-            // An acked message must never be dropped from the queue later.
-            return Err(Error::config(
-                "delivery.ack_mode",
-                "AckMode::Queued with Overflow::DropOldest would ack messages that are \
-                 then dropped unprocessed; use AckMode::Delivered",
-            ));
-        }
-        Ok(())
-    }
-}
-
 /// The HTTP polling fallback, used when the protocol has a poll request
 /// (see [`crate::Protocol::poll_request`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -564,195 +479,6 @@ impl Polling {
         at_least_one("polling.max_body", self.max_body)?;
         if self.after == 0 {
             return Err(Error::config("polling.after", "must be at least 1"));
-        }
-        Ok(())
-    }
-}
-
-/// Whom to trust, for the socket and the poller alike. Default: the
-/// system's roots only.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Tls {
-    /// Extra root certificates (PEM) trusted besides the system's, for a
-    /// private CA. Parsed at `build()`.
-    pub root_certificates: Vec<Vec<u8>>,
-    /// **Dangerous:** accept any server certificate, so anyone on the path
-    /// can read and change the traffic. For lab use only. Default: `false`.
-    pub danger_accept_invalid_certs: bool,
-    /// The certificate this device presents when the server asks for one
-    /// (mutual TLS), on `wss://` and on `https://` polls. Default: none.
-    /// Checked at `build()` (readable, and the key matches the
-    /// certificate); given as files, it is read again before every
-    /// connection attempt and whenever polling starts, so a certificate
-    /// renewed on disk is used at the next connect without a restart.
-    pub client_identity: Option<ClientIdentity>,
-}
-
-/// A client certificate and its private key (mutual TLS). See
-/// [`Tls::client_identity`].
-///
-/// The chain is PEM: the device's certificate first, then any intermediate
-/// CA certificates the server needs to build the path. The key is PEM,
-/// PKCS#8 (`BEGIN PRIVATE KEY`) or the traditional RSA or EC form (`BEGIN
-/// RSA PRIVATE KEY`, `BEGIN EC PRIVATE KEY`), not encrypted (an encrypted
-/// key belongs in a PKCS#12 archive with its password). The key and the
-/// password never appear in `Debug` output or logs.
-#[derive(Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ClientIdentity {
-    /// Certificate chain and key, in memory (PEM).
-    Pem {
-        /// The certificate chain, PEM.
-        chain: Vec<u8>,
-        /// The private key, PEM.
-        key: Vec<u8>,
-    },
-    /// Certificate chain and key as PEM files, read again before every
-    /// attempt.
-    PemFiles {
-        /// The certificate chain's file.
-        chain: PathBuf,
-        /// The private key's file.
-        key: PathBuf,
-    },
-    /// A PKCS#12 archive (`.p12`, `.pfx`: DER) holding the certificate, its
-    /// chain and the key, in memory.
-    Pkcs12 {
-        /// The archive.
-        der: Vec<u8>,
-        /// Its password (empty for none).
-        password: String,
-    },
-    /// A PKCS#12 archive as a file, read again before every attempt.
-    Pkcs12File {
-        /// The archive's file.
-        path: PathBuf,
-        /// Its password (empty for none).
-        password: String,
-    },
-}
-
-impl fmt::Debug for ClientIdentity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ClientIdentity::Pem { chain, .. } => f
-                .debug_struct("Pem")
-                .field("chain", &format_args!("{} bytes", chain.len()))
-                .field("key", &format_args!("(redacted)"))
-                .finish(),
-            ClientIdentity::PemFiles { chain, key } => f
-                .debug_struct("PemFiles")
-                .field("chain", chain)
-                .field("key", key)
-                .finish(),
-            ClientIdentity::Pkcs12 { der, .. } => f
-                .debug_struct("Pkcs12")
-                .field("der", &format_args!("{} bytes", der.len()))
-                .field("password", &format_args!("(redacted)"))
-                .finish(),
-            ClientIdentity::Pkcs12File { path, .. } => f
-                .debug_struct("Pkcs12File")
-                .field("path", path)
-                .field("password", &format_args!("(redacted)"))
-                .finish(),
-        }
-    }
-}
-
-impl Tls {
-    pub(crate) fn roots(&self) -> Result<Vec<native_tls::Certificate>> {
-        self.root_certificates
-            .iter()
-            .map(|pem| {
-                native_tls::Certificate::from_pem(pem).map_err(|e| {
-                    Error::config(
-                        "tls.root_certificates",
-                        format!("not a PEM certificate: {e}"),
-                    )
-                })
-            })
-            .collect()
-    }
-}
-
-/// State kept on disk across restarts and power cuts. Default: nothing is
-/// written.
-///
-/// With a directory, heartline keeps there the highest cursor and the ids
-/// of messages the application finished, the frames accepted by `send` and
-/// not yet written to a socket, and reliable frames not yet acknowledged.
-/// Finished messages are acked only after the write that records them.
-/// See the [power cuts guide](crate::guide::power_cuts).
-///
-/// What is kept there is application data, so the directory is private to
-/// the process's user:
-///
-/// - A missing directory is created with mode 0700, and the state file is
-///   written with mode 0600, whatever the umask.
-/// - `build()` refuses a directory that users other than its owner can
-///   write to, or that another user owns ([`StateDirProblem::Writable`],
-///   [`StateDirProblem::Owner`]), unless [`Persistence::allow_shared`] accepts
-///   it.
-/// - No symbolic link in it is followed: a state or lock file that is a
-///   link is refused ([`StateDirProblem::NotAFile`]), and the temporary
-///   file a write goes through is created afresh (a stale one is removed,
-///   never opened).
-/// - One client at a time: `build()` takes a lock on `heartline.lock`
-///   there, held until the end of [`crate::Client::close`] (or until the
-///   process ends, however it ends: the kernel releases it), and a second
-///   client on the directory, in this process or another, is refused with
-///   [`StateDirProblem::InUse`]. A batch finished after `close()` returned
-///   is not recorded.
-///
-/// Loaded at `build()`; a missing, truncated or corrupted state file is a
-/// warning and a fresh start.
-///
-/// [`StateDirProblem::Writable`]: crate::StateDirProblem::Writable
-/// [`StateDirProblem::Owner`]: crate::StateDirProblem::Owner
-/// [`StateDirProblem::NotAFile`]: crate::StateDirProblem::NotAFile
-/// [`StateDirProblem::InUse`]: crate::StateDirProblem::InUse
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Persistence {
-    /// The directory; `None` (the default): nothing is written and the
-    /// record lives in memory.
-    pub dir: Option<PathBuf>,
-    /// The most often the state file is written (only when something
-    /// changed; an idle client writes nothing). Shorter: fewer duplicates
-    /// after a power cut, acks sent sooner; longer: less flash wear.
-    /// Default: 1 s.
-    pub sync_every: Duration,
-    /// Accept a directory that users other than its owner can write to (a
-    /// shared data partition, mode 1777) or that another user owns. Links
-    /// are still never followed and the lock still holds, but any user who
-    /// can write there can delete or replace the state, so a restart may
-    /// lose its record. Default: off; prefer a directory of the service's
-    /// own user.
-    pub allow_shared: bool,
-}
-
-impl Default for Persistence {
-    fn default() -> Self {
-        Persistence {
-            dir: None,
-            sync_every: Duration::from_secs(1),
-            allow_shared: false,
-        }
-    }
-}
-
-impl Persistence {
-    /// State kept in `dir`, with the other defaults.
-    pub fn in_dir(dir: impl Into<PathBuf>) -> Self {
-        Persistence {
-            dir: Some(dir.into()),
-            ..Persistence::default()
-        }
-    }
-
-    pub(crate) fn validate(&self) -> Result<()> {
-        within_a_day("persistence.sync_every", self.sync_every)?;
-        if self.dir.as_ref().is_some_and(|d| d.as_os_str().is_empty()) {
-            return Err(Error::config("persistence.dir", "is empty"));
         }
         Ok(())
     }

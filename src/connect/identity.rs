@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::config::sections::ClientIdentity;
+use crate::config::tls::ClientIdentity;
 
 #[cfg(feature = "client-cert")]
 pub(crate) use with_openssl::{load, Identity};

@@ -41,7 +41,7 @@ use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
-use crate::config::sections::{AckMode, Overflow};
+use crate::config::delivery::{AckMode, Overflow};
 use crate::delivery::budget::Budget;
 use crate::durable::ids::{self, Digest, Ids};
 use crate::durable::{Ledger, Restored};

@@ -33,6 +33,7 @@
 //! string / bytes: u32 length, then the bytes
 //! ```
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -483,6 +484,39 @@ impl<'a> Reader<'a> {
     fn string(&mut self, what: &'static str) -> Result<&'a str, Corrupt> {
         let at = self.at;
         std::str::from_utf8(self.bytes(what)?).map_err(|_| Corrupt::Bad { at, what })
+    }
+}
+
+/// Changes since the last state write: the next journal record.
+#[derive(Default)]
+pub(crate) struct Pending {
+    pub cursor: Option<Cursor>,
+    pub finished: Vec<Digest>,
+    pub added: BTreeMap<u64, Stored>,
+    pub removed: Vec<u64>,
+    /// More changed than a record should hold: write a snapshot instead.
+    pub overflow: bool,
+}
+
+impl Pending {
+    /// About what the record will take on disk.
+    pub(crate) fn size(&self) -> usize {
+        64 + self.finished.len() * 8
+            + self
+                .added
+                .values()
+                .map(|o| o.frame.len() + o.id.as_ref().map_or(0, |i| i.len()) + 24)
+                .sum::<usize>()
+            + self.removed.len() * 8
+    }
+
+    pub(crate) fn into_delta(self) -> Delta {
+        Delta {
+            cursor: self.cursor,
+            finished: self.finished,
+            added: self.added.into_values().collect(),
+            removed: self.removed,
+        }
     }
 }
 

@@ -15,7 +15,7 @@
 //! With `state_dir`, the `heartline-state` thread writes the ledger to
 //! [`file`](mod@file) at most once per `Persistence::sync_every`, only when it
 //! changed (a journal record of what changed, or now and then a whole
-//! snapshot), and releases the acks of finished messages only after the
+//! snapshot: [`write`](mod@write)), and releases the acks of finished messages only after the
 //! write that recorded them: record durably, then ack. Released acks wait
 //! here for the io thread, never dropped: each holds its share of the
 //! inbound byte budget until written ([`crate::message::ack_cost`]).
@@ -26,11 +26,12 @@
 pub(crate) mod file;
 pub(crate) mod format;
 pub(crate) mod ids;
+mod write;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 use log::{debug, info, warn};
@@ -39,8 +40,8 @@ use crate::error::lock;
 use crate::frame::{Cursor, Frame};
 use crate::shared::Shared;
 use file::{Loaded, StateFile};
-use format::{Delta, Snapshot, Stored};
-use ids::{Digest, Ids};
+use format::{Pending, Snapshot, Stored};
+use ids::Ids;
 
 /// One frame in the outbound channel.
 pub(crate) enum Outgoing {
@@ -94,50 +95,6 @@ struct State {
     journal_bytes: usize,
     snapshot_bytes: usize,
     generation: u64,
-}
-
-/// Changes since the last state write: the next journal record.
-#[derive(Default)]
-struct Pending {
-    cursor: Option<Cursor>,
-    finished: Vec<Digest>,
-    added: BTreeMap<u64, Stored>,
-    removed: Vec<u64>,
-    /// More changed than a record should hold: write a snapshot instead.
-    overflow: bool,
-}
-
-impl Pending {
-    /// About what the record will take on disk.
-    fn size(&self) -> usize {
-        64 + self.finished.len() * 8
-            + self
-                .added
-                .values()
-                .map(|o| o.frame.len() + o.id.as_ref().map_or(0, |i| i.len()) + 24)
-                .sum::<usize>()
-            + self.removed.len() * 8
-    }
-
-    fn into_delta(self) -> Delta {
-        Delta {
-            cursor: self.cursor,
-            finished: self.finished,
-            added: self.added.into_values().collect(),
-            removed: self.removed,
-        }
-    }
-}
-
-/// The journal is folded into a new snapshot once it would grow past the
-/// snapshot's size, or this, whichever is larger: a state write costs about
-/// one record, and a snapshot's cost is spread over the records before it.
-const MIN_JOURNAL: usize = 64 << 10;
-
-/// What a state write does.
-enum Job {
-    Compact(Snapshot),
-    Append(Delta),
 }
 
 /// See the module documentation.
@@ -468,91 +425,6 @@ impl Ledger {
         }
     }
 
-    /// Writes the state now (when it changed), then releases the acks the
-    /// write recorded.
-    pub(crate) fn write_now(&self) {
-        let Some(file) = &self.file else { return };
-        let _writing = lock(&self.writing);
-        if !file.held() {
-            // After close(): the directory may belong to another client now.
-            debug!(target: LOG, "state directory released at close(): not written");
-            return;
-        }
-        let (job, acks) = {
-            let mut st = lock(&self.state);
-            if !st.dirty {
-                return;
-            }
-            st.dirty = false;
-            let pending = std::mem::take(&mut st.pending);
-            let grown = st.journal_bytes + pending.size();
-            let job =
-                if !st.journal_ok || pending.overflow || grown > st.snapshot_bytes.max(MIN_JOURNAL)
-                {
-                    st.generation += 1;
-                    Job::Compact(Snapshot {
-                        generation: st.generation,
-                        cursor: st.cursor.clone(),
-                        finished: lock(&self.ids).finished(),
-                        outbound: st
-                            .out
-                            .iter()
-                            .map(|(seq, e)| Stored {
-                                seq: *seq,
-                                id: e.id.clone(),
-                                frame: e.frame.clone(),
-                            })
-                            .collect(),
-                    })
-                } else {
-                    Job::Append(pending.into_delta())
-                };
-            (job, std::mem::take(&mut st.held_acks))
-        };
-        let started = Instant::now();
-        let written = match &job {
-            Job::Compact(snapshot) => {
-                let bytes = format::encode(snapshot);
-                file.compact(&bytes, snapshot.generation)
-                    .map(|()| (bytes.len(), true))
-            }
-            Job::Append(delta) => {
-                let record = format::encode_delta(delta);
-                file.append(&record).map(|()| (record.len(), false))
-            }
-        };
-        drop(job);
-        match written {
-            Ok((n, compacted)) => {
-                let mut st = lock(&self.state);
-                if compacted {
-                    st.snapshot_bytes = n;
-                    st.journal_bytes = format::JOURNAL_HEADER;
-                    st.journal_ok = true;
-                } else {
-                    st.journal_bytes += n;
-                }
-                drop(st);
-                self.shared.counters.state_writes.fetch_add(1, Relaxed);
-                debug!(target: LOG, "state written in {:?} ({n} bytes, {})",
-                    started.elapsed(), if compacted { "snapshot" } else { "journal record" });
-            }
-            Err(e) => {
-                // What this write held is not on disk: the next one writes
-                // a whole snapshot. A device must keep working: the acks
-                // still go (without the guarantee across a power cut).
-                lock(&self.state).journal_ok = false;
-                self.shared
-                    .counters
-                    .state_write_errors
-                    .fetch_add(1, Relaxed);
-                warn!(target: LOG, "cannot write {}: {e}; state is not kept across a restart until this is fixed (check the directory exists, is writable and the disk is not full)",
-                    file.path().display());
-            }
-        }
-        self.release(acks);
-    }
-
     /// Gives the state directory up (its lock) after the last write, at
     /// the end of `close()`: another client may take it from then on, and
     /// this one writes nothing more.
@@ -642,6 +514,8 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::Ordering::Relaxed;
+    use std::time::Instant;
 
     fn ledger(dir: Option<&std::path::Path>) -> (Ledger, Restored) {
         let (shared, _events) = Shared::new(4, usize::MAX);

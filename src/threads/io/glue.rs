@@ -546,7 +546,7 @@ mod tests {
     //! The glue, through a scripted stream that returns `WouldBlock` on
     //! chosen calls (as tungstenite's own tests do); no sockets.
     use super::*;
-    use crate::config::sections::Overflow;
+    use crate::config::delivery::Overflow;
     use crate::delivery::inbox::Inbox;
     use crate::protocol::json::JsonRules;
     use crate::ClientBuilder;
