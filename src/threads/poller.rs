@@ -35,8 +35,8 @@ pub(crate) struct PollSettings {
     pub max_retry_after: std::time::Duration,
 }
 
-impl PollSettings {
-    pub(crate) fn of(cfg: &Config) -> Self {
+impl From<&Config> for PollSettings {
+    fn from(cfg: &Config) -> Self {
         PollSettings {
             poll: cfg.polling,
             protocol: cfg.protocol.clone(),

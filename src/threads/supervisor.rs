@@ -253,7 +253,7 @@ fn start_poller(s: &Setup, spare: Option<Agent>) -> Option<Poller> {
         }
     };
     let (stop, stop_rx) = crossbeam_channel::bounded::<()>(0);
-    let settings = poller::PollSettings::of(&s.cfg);
+    let settings = poller::PollSettings::from(&*s.cfg);
     let shared = s.shared.clone();
     let inbox = s.inbox.clone();
     let ours = agent.clone();

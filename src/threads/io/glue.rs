@@ -47,34 +47,34 @@ pub(super) struct Ctx {
 /// scripted `Read + Write`.
 pub(super) struct Driver<S> {
     /// The socket.
-    pub io: S,
+    io: S,
     /// The client's frames, encoded and waiting for the socket.
-    pub wr: Writer,
+    wr: Writer,
     /// The server's frames, read from `ws`'s stream.
-    pub rd: Reader,
-    pub m: Session,
+    rd: Reader,
+    m: Session,
     /// Where delivered messages go: the inbound queue's io end.
-    pub intake: Intake,
-    pub ctx: Ctx,
+    intake: Intake,
+    ctx: Ctx,
     /// This turn moved data (read or wrote a frame).
-    pub active: bool,
+    active: bool,
     /// The read budget ran out, or a pause ended: bytes may wait in the
     /// socket that will raise no new edge, so read without one.
-    pub read_again: bool,
+    read_again: bool,
     /// When this turn's reads began: the arrival time of every message
     /// they take (one clock read per turn, not two per message).
-    pub at: Instant,
+    at: Instant,
     /// Bytes arrived in this read turn: the link is alive, whether or not
     /// they finish a frame (a large message, a dropped one).
-    pub heard: bool,
+    heard: bool,
     /// Messages dropped or skipped and not yet logged (one warning per
     /// read turn, however many).
-    pub skipped: Skipped,
+    skipped: Skipped,
 }
 
 /// Messages the frame reader dropped or skipped since the last warning.
 #[derive(Default)]
-pub(super) struct Skipped {
+struct Skipped {
     /// Over a limit: how many, and the last one's size and whether it came
     /// in fragments.
     too_large: Option<(u64, u64, bool)>,
@@ -83,6 +83,39 @@ pub(super) struct Skipped {
 }
 
 impl<S: Read + Write> Driver<S> {
+    /// A connection's driver, before its first turn.
+    pub(super) fn new(
+        io: S,
+        (rd, wr): (Reader, Writer),
+        m: Session,
+        intake: Intake,
+        ctx: Ctx,
+    ) -> Self {
+        Driver {
+            io,
+            wr,
+            rd,
+            m,
+            intake,
+            ctx,
+            active: false,
+            read_again: false,
+            at: Instant::now(),
+            heard: false,
+            skipped: Skipped::default(),
+        }
+    }
+
+    /// The connection as the other threads hold it.
+    pub(super) fn link(&self) -> &Link {
+        &self.ctx.link
+    }
+
+    /// `true` when data moved since the last call.
+    pub(super) fn take_active(&mut self) -> bool {
+        std::mem::take(&mut self.active)
+    }
+
     /// Carries out the machine's actions; the exit once it has one.
     pub(super) fn act(&mut self) -> Option<Exit> {
         while let Some(a) = self.m.next_action() {
@@ -669,29 +702,23 @@ mod tests {
         let rd = Reader::new(crate::threads::io::rules(&cfg));
         let wr = Writer::new(crate::connect::transport::write_limit(&cfg));
         Rig {
-            d: Driver {
-                io: Script::default(),
-                wr,
-                rd,
-                m: Session::new(
+            d: Driver::new(
+                Script::default(),
+                (rd, wr),
+                Session::new(
                     crate::machine::connection::SessionSettings::from(&*cfg),
                     Vec::new(),
                     Vec::new(),
                 ),
-                intake: Intake::new(inbox.clone()),
-                ctx: Ctx {
+                Intake::new(inbox.clone()),
+                Ctx {
                     shared,
                     outbound,
                     ledger: Arc::new(ledger),
                     link: Link::new(waker, commands_tx.clone()),
                     proven,
                 },
-                active: false,
-                read_again: false,
-                at: Instant::now(),
-                heard: false,
-                skipped: Skipped::default(),
-            },
+            ),
             commands_tx,
             commands,
             outbound_tx,

@@ -29,7 +29,7 @@ use crate::machine::connection::{Command, Exit, Session, SessionSettings, Wait};
 use crate::machine::frames::{Reader, Rules};
 use crate::machine::writer::Writer;
 use crate::threads::{Link, Setup};
-use glue::{Ctx, Driver, Skipped};
+use glue::{Ctx, Driver};
 
 /// The frame reader's rules, from the configuration.
 pub(crate) fn rules(cfg: &crate::config::Config) -> Rules {
@@ -92,25 +92,19 @@ impl Connection {
             wr.deflate_with(p);
         }
         Ok(Connection {
-            driver: Driver {
-                io: stream,
-                wr,
-                rd,
-                m: Session::new(SessionSettings::from(&*s.cfg), hello, s.ledger.resend()),
-                intake: Intake::new(s.inbox.clone()),
-                ctx: Ctx {
+            driver: Driver::new(
+                stream,
+                (rd, wr),
+                Session::new(SessionSettings::from(&*s.cfg), hello, s.ledger.resend()),
+                Intake::new(s.inbox.clone()),
+                Ctx {
                     shared: s.shared.clone(),
                     outbound: s.outbound.clone(),
                     ledger: s.ledger.clone(),
                     link: Link::new(waker, commands_tx),
                     proven,
                 },
-                active: false,
-                read_again: false,
-                at: Instant::now(),
-                heard: false,
-                skipped: Skipped::default(),
-            },
+            ),
             poll,
             commands,
             always_read,
@@ -119,7 +113,7 @@ impl Connection {
     }
 
     pub(crate) fn link(&self) -> Link {
-        self.driver.ctx.link.clone()
+        self.driver.link().clone()
     }
 
     pub(crate) fn run(mut self) -> Exit {
@@ -165,7 +159,7 @@ impl Connection {
             // waiting for exactly this core, and a busy spin would delay it
             // (echo p99 ratio about 2 with `spin_loop`, 1.3 with a yield).
             let mut ready = false;
-            let active = std::mem::take(&mut d.active);
+            let active = d.take_active();
             if timeout.is_none() && active {
                 // While it looks, a sender only sets a flag (no eventfd
                 // write on its path): checked here, and once more after.
