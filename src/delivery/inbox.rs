@@ -645,17 +645,30 @@ mod tests {
     }
 
     fn inbox(cap: usize, window: usize, overflow: Overflow) -> (Inbox, Receiver<Message>) {
+        let (i, rx, _) = built(cap, window, overflow, AckMode::Queued, true);
+        (i, rx)
+    }
+
+    /// An inbox of `cap` messages (no byte bound), its queue's receiving
+    /// end, and the counters it keeps.
+    fn built(
+        cap: usize,
+        window: usize,
+        overflow: Overflow,
+        ack_mode: AckMode,
+        polling: bool,
+    ) -> (Inbox, Receiver<Message>, Arc<Shared>) {
         let (shared, _events) = Shared::new(4, usize::MAX);
         let i = Inbox::new(
             (cap, usize::MAX),
             window,
             overflow,
-            AckMode::Queued,
-            shared,
-            true,
+            ack_mode,
+            shared.clone(),
+            polling,
         );
         let rx = i.receiver().clone();
-        (i, rx)
+        (i, rx, shared)
     }
 
     #[test]
@@ -691,16 +704,7 @@ mod tests {
 
     #[test]
     fn in_queued_mode_the_ack_comes_back_once_queued_and_stays_with_a_refused_message() {
-        let (shared, _events) = Shared::new(4, usize::MAX);
-        let i = Inbox::new(
-            (1, usize::MAX),
-            10,
-            Overflow::Backpressure,
-            AckMode::Queued,
-            shared,
-            false,
-        );
-        let rx = i.receiver().clone();
+        let (i, rx, _) = built(1, 10, Overflow::Backpressure, AckMode::Queued, false);
         assert!(
             matches!(i.offer(with_ack("a"), false), Offer::Queued { ack: Some(f) } if f.as_text() == Some("ack a"))
         );
@@ -721,16 +725,7 @@ mod tests {
 
     #[test]
     fn in_delivered_mode_the_ack_stays_with_the_message_for_the_receiver() {
-        let (shared, _events) = Shared::new(4, usize::MAX);
-        let i = Inbox::new(
-            (4, usize::MAX),
-            10,
-            Overflow::Backpressure,
-            AckMode::Delivered,
-            shared,
-            false,
-        );
-        let rx = i.receiver().clone();
+        let (i, rx, _) = built(4, 10, Overflow::Backpressure, AckMode::Delivered, false);
         assert!(matches!(
             i.offer(with_ack("a"), false),
             Offer::Queued { ack: None }
@@ -767,17 +762,8 @@ mod tests {
 
     /// A one-message queue in `AckMode::Queued`, and its io end.
     fn intake() -> (Intake, Receiver<Message>, Arc<Shared>) {
-        let (shared, _events) = Shared::new(4, usize::MAX);
-        let inbox = Inbox::new(
-            (1, usize::MAX),
-            10,
-            Overflow::Backpressure,
-            AckMode::Queued,
-            shared.clone(),
-            false,
-        );
-        let rx = inbox.receiver().clone();
-        (Intake::new(Arc::new(inbox)), rx, shared)
+        let (i, rx, shared) = built(1, 10, Overflow::Backpressure, AckMode::Queued, false);
+        (Intake::new(Arc::new(i)), rx, shared)
     }
 
     #[test]

@@ -446,12 +446,12 @@ mod tests {
     use crate::protocol::Plain;
     use serde_json::json;
 
-    fn messmonitor() -> JsonRules {
+    fn notices() -> JsonRules {
         JsonRules::new()
-            .id("msgDataId")
-            .cursor("/createTime")
+            .id("id")
+            .cursor("/createdAt")
             .kinds(
-                "/pushType",
+                "/kind",
                 [
                     ("1", &["text"][..]),
                     ("2", &["audio"]),
@@ -459,39 +459,36 @@ mod tests {
                 ],
             )
             .ack_when(
-                "/wsType",
+                "/type",
                 json!(4),
-                json!({"wsType": 3, "userId": 7}),
-                [("/msgDataId", "msgDataId"), ("/pushType", "pushType")],
+                json!({"type": 3, "device": 7}),
+                [("/id", "id"), ("/kind", "kind")],
             )
             .poll(
-                "http://h/getMsg",
+                "http://h/notices",
                 Method::Post,
-                Some(r#"{"requestType":2}"#.into()),
+                Some(r#"{"what":"missed"}"#.into()),
             )
-            .poll_success("/code", json!("0000"))
-            .poll_items("/data/ordinaryDatas")
-            .poll_strings("/data/voiceUrls", &["audio"])
+            .poll_success("/status", json!("ok"))
+            .poll_items("/data/notices")
+            .poll_strings("/data/mediaUrls", &["audio"])
     }
 
     #[test]
     fn a_push_yields_id_cursor_kinds_and_its_ack() {
-        let f = Frame::from(r#"{"wsType":4,"msgDataId":"m9","pushType":3,"createTime":1700}"#);
-        let i = messmonitor().inspect(&f);
+        let f = Frame::from(r#"{"type":4,"id":"m9","kind":3,"createdAt":1700}"#);
+        let i = notices().inspect(&f);
         assert_eq!(i.id.as_deref(), Some("m9"));
         assert_eq!(i.cursor, Some(Cursor::Int(1700)));
         assert_eq!(i.kinds, vec!["text", "audio"]);
         let ack = i.ack.unwrap().json().unwrap();
-        assert_eq!(
-            ack,
-            json!({"wsType":3,"userId":7,"msgDataId":"m9","pushType":3})
-        );
+        assert_eq!(ack, json!({"type":3,"device":7,"id":"m9","kind":3}));
     }
 
     #[test]
     fn only_matching_frames_are_acked() {
-        let f = Frame::from(r#"{"wsType":5,"msgDataId":"m9"}"#);
-        assert_eq!(messmonitor().inspect(&f).ack, None);
+        let f = Frame::from(r#"{"type":5,"id":"m9"}"#);
+        assert_eq!(notices().inspect(&f).ack, None);
     }
 
     #[test]
@@ -516,38 +513,34 @@ mod tests {
 
     #[test]
     fn non_json_frames_are_plain_messages() {
-        let i = messmonitor().inspect(&Frame::from("hello"));
+        let i = notices().inspect(&Frame::from("hello"));
         assert_eq!(i, Inspected::default());
-        let i = messmonitor().inspect(&Frame::Binary(vec![1, 2]));
+        let i = notices().inspect(&Frame::Binary(vec![1, 2]));
         assert_eq!(i, Inspected::default());
     }
 
     #[test]
     fn poll_response_rules_and_malformed_items() {
-        let r = messmonitor();
-        let good =
-            br#"{"code":"0000","data":{"ordinaryDatas":[{"msgDataId":"a"},7,{"msgDataId":"b"}]}}"#;
+        let r = notices();
+        let good = br#"{"status":"ok","data":{"notices":[{"id":"a"},7,{"id":"b"}]}}"#;
         let items = r.parse_poll(good).unwrap();
         assert_eq!(items.len(), 3);
         assert!(items[0].is_ok() && items[1].is_err() && items[2].is_ok());
-        let e = r.parse_poll(br#"{"code":"9999"}"#).unwrap_err();
-        assert!(e.contains(r#"/code == "0000" failed (got "9999")"#), "{e}");
+        let e = r.parse_poll(br#"{"status":"busy"}"#).unwrap_err();
+        assert!(e.contains(r#"/status == "ok" failed (got "busy")"#), "{e}");
         let e = r.parse_poll(b"<html>oops</html>").unwrap_err();
         assert!(e.contains("not JSON") && e.contains("<html>"), "{e}");
-        let e = r.parse_poll(br#"{"code":"0000","data":{}}"#).unwrap_err();
-        assert!(
-            e.contains("no /data/ordinaryDatas or /data/voiceUrls"),
-            "{e}"
-        );
+        let e = r.parse_poll(br#"{"status":"ok","data":{}}"#).unwrap_err();
+        assert!(e.contains("no /data/notices or /data/mediaUrls"), "{e}");
     }
 
     #[test]
     fn poll_items_come_from_every_place_with_that_places_kinds() {
-        // The original getMsg answer: text items and voice URL strings.
-        let body = br#"{"code":"0000","data":{
-            "ordinaryDatas":[{"msgDataId":"t1","pushType":1}],
-            "voiceUrls":["https://cdn/v1.mp3", 7, "https://cdn/v2.mp3"]}}"#;
-        let items = messmonitor().parse_poll(body).unwrap();
+        // A poll answer with text items and media URL strings.
+        let body = br#"{"status":"ok","data":{
+            "notices":[{"id":"t1","kind":1}],
+            "mediaUrls":["https://cdn/v1.mp3", 7, "https://cdn/v2.mp3"]}}"#;
+        let items = notices().parse_poll(body).unwrap();
         assert_eq!(items.len(), 4);
         let t1 = items[0].as_ref().unwrap();
         assert!(t1.kinds.is_empty(), "objects take the kinds rule's kinds");
@@ -555,10 +548,10 @@ mod tests {
         assert_eq!(v1.frame, Frame::from("https://cdn/v1.mp3"));
         assert_eq!(v1.kinds, vec!["audio"]);
         let bad = items[2].as_ref().unwrap_err();
-        assert!(bad.contains("/data/voiceUrls is not a string"), "{bad}");
-        // Voice URLs alone (no text items key at all) are fine too.
-        let items = messmonitor()
-            .parse_poll(br#"{"code":"0000","data":{"voiceUrls":["u"]}}"#)
+        assert!(bad.contains("/data/mediaUrls is not a string"), "{bad}");
+        // Media URLs alone (no text items key at all) are fine too.
+        let items = notices()
+            .parse_poll(br#"{"status":"ok","data":{"mediaUrls":["u"]}}"#)
             .unwrap();
         assert_eq!(items.len(), 1);
     }
