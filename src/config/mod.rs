@@ -709,10 +709,10 @@ mod tests {
 
     #[test]
     fn reply_rule_from_json_text_matches_objects_holding_its_fields() {
-        let rule = ReplyRule::parse(r#"{"wsType":1}"#);
-        assert!(rule.matches(&Frame::from(r#"{"wsType":1,"ok":true}"#)));
-        assert!(!rule.matches(&Frame::from(r#"{"wsType":4}"#)));
-        assert!(!rule.matches(&Frame::from("wsType")));
+        let rule = ReplyRule::parse(r#"{"type":1}"#);
+        assert!(rule.matches(&Frame::from(r#"{"type":1,"ok":true}"#)));
+        assert!(!rule.matches(&Frame::from(r#"{"type":4}"#)));
+        assert!(!rule.matches(&Frame::from("type")));
         let plain = ReplyRule::parse("pong");
         assert!(plain.matches(&Frame::from("pong")));
         assert!(!plain.matches(&Frame::from("pong ")));

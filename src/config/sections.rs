@@ -69,7 +69,7 @@ pub(super) fn at_least_one(field: &'static str, n: usize) -> Result<()> {
 pub struct Heartbeat {
     /// What is sent: `None` (the default) sends a WebSocket Ping, which
     /// every server answers with a Pong; an application frame such as
-    /// `ping`, `{"wsType":1}` or `{"mode":"HEART_BEAT"}` for a server that
+    /// `ping`, `{"type":"ping"}` for a server that
     /// expects one (then set [`Heartbeat::replies`] to what it answers).
     pub frame: Option<Frame>,
     /// Frames that answer the heartbeat: they are consumed, not delivered,

@@ -621,7 +621,7 @@ mod tests {
             queued(i.offer(anon("x", Some(6)), true)),
             "same text, later"
         );
-        // Without a cursor (messmonitor's voice URLs): by content alone.
+        // Without a cursor (media URLs): by content alone.
         assert!(queued(i.offer(anon("a.mp3", None), true)));
         assert!(matches!(
             i.offer(anon("a.mp3", None), true),

@@ -120,7 +120,7 @@ mod tests {
     const MS: Duration = Duration::from_millis(1);
 
     #[test]
-    fn linear_steps_by_thirty_seconds_like_messmonitor() {
+    fn linear_steps_by_thirty_seconds() {
         let b = Backoff::Linear {
             initial: Duration::ZERO,
             step: Duration::from_secs(30),

@@ -144,7 +144,7 @@ impl RetryPolicy {
     fn retry(&mut self) -> Decision {
         // delay(n) for n consecutive failures: a lost connection is retried
         // after delay(0), each failure after it waits one step longer
-        // (messmonitor: 0, 30 s, 60 s).
+        // (for example 0, 30 s, 60 s).
         let delay = self.backoff.delay(self.failures, self.jitter.next_f64());
         Decision::Retry {
             attempt: self.attempt(),

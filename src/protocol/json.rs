@@ -151,7 +151,7 @@ impl JsonRules {
         JsonRules::default()
     }
 
-    /// Where the message id is (a JSON pointer such as `/msgDataId`).
+    /// Where the message id is (a JSON pointer such as `/id`).
     pub fn id(mut self, pointer_to: &str) -> Self {
         self.id = Some(pointer(pointer_to));
         self
