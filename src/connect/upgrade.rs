@@ -47,7 +47,7 @@ pub(crate) fn upgrade(
     } else {
         format!("{}:{}", uri.host().unwrap_or(&target.host), target.port)
     };
-    let key = tungstenite::handshake::client::generate_key();
+    let key = crate::connect::proxy::base64(&rand::random::<[u8; 16]>());
     let mut req = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n"
@@ -177,7 +177,7 @@ pub(crate) fn upgrade(
             headers: kept.into(),
         });
     }
-    let expected = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let expected = accept_key(&key);
     if accept.as_deref() != Some(expected.as_str()) {
         return Err(ConnectionError::Protocol(format!(
             "{addr} answered the upgrade with a wrong Sec-WebSocket-Accept"
@@ -195,6 +195,7 @@ pub(crate) fn upgrade(
         crate::message::Opened {
             subprotocol,
             compression: deflate.is_some(),
+            ..Default::default()
         },
     ))
 }
@@ -325,9 +326,29 @@ pub(crate) fn upgrade_head(buf: &[u8], addr: &str) -> Result<Option<Head>> {
     }
 }
 
+/// The `Sec-WebSocket-Accept` a server must answer `key` with (RFC 6455
+/// §4.2.2): the key and the protocol's GUID, hashed with SHA-1, in base64.
+fn accept_key(key: &str) -> String {
+    let mut both = Vec::with_capacity(key.len() + 36);
+    both.extend(key.as_bytes());
+    both.extend(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    crate::connect::proxy::base64(&openssl::sha::sha1(&both))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_accept_key_is_the_one_rfc_6455_gives() {
+        // RFC 6455 §1.3's worked example.
+        assert_eq!(
+            accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+        let key = crate::connect::proxy::base64(&rand::random::<[u8; 16]>());
+        assert_eq!(key.len(), 24, "16 bytes in base64");
+    }
 
     #[test]
     fn a_101_is_checked_as_rfc_6455_says() {
