@@ -2,7 +2,8 @@
 //! scripts (the footprint script uses it). Prints the URL on the first line,
 //! pushes a message every `--every MS` if given, and stops after
 //! `--for MS` (default: when stdin closes). `--echo` echoes every frame
-//! back to its sender.
+//! back to its sender. `--listen IP:PORT` binds there instead of
+//! `127.0.0.1:0`.
 //!
 //! ```text
 //! cargo run --example serve -- --every 1000
@@ -17,6 +18,7 @@ fn main() {
     let mut every = None;
     let mut for_ms = None;
     let mut echo = false;
+    let mut listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut num = |flag: &str| -> u64 {
@@ -32,15 +34,22 @@ fn main() {
             "--every" => every = Some(Duration::from_millis(num("--every"))),
             "--for" => for_ms = Some(Duration::from_millis(num("--for"))),
             "--echo" => echo = true,
+            "--listen" => match args.next().and_then(|v| v.parse().ok()) {
+                Some(a) => listen = a,
+                None => {
+                    eprintln!("serve: --listen needs IP:PORT");
+                    std::process::exit(2);
+                }
+            },
             other => {
                 eprintln!(
-                    "serve: unknown argument `{other}`\nusage: serve [--every MS] [--for MS] [--echo]"
+                    "serve: unknown argument `{other}`\nusage: serve [--every MS] [--for MS] [--echo] [--listen IP:PORT]"
                 );
                 std::process::exit(2);
             }
         }
     }
-    let server = match TestServer::start() {
+    let server = match TestServer::start_on(listen) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("serve: {e}");

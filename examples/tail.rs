@@ -23,6 +23,11 @@
 //!                            instead of failing the connection with 1002/1007
 //!   --compress               offer permessage-deflate (needs the library's
 //!                            `compression` feature)
+//!   --interface NAME         send the connection out over this network
+//!                            interface (repeatable, in order of preference:
+//!                            the first that is up with an address); needs
+//!                            CAP_NET_RAW
+//!   --bind ADDR              the connection's local IP address
 //!   --hello TEXT             frame sent first on every connect (repeatable);
 //!                            `$cursor` in TEXT becomes the last cursor as
 //!                            JSON (`null` before the first)
@@ -70,8 +75,10 @@
 //! ```
 //!
 //! Lines: `{"state":"connecting","attempt":1}`, `{"state":"open"}` (with
-//! `"subprotocol":"..."` when the server chose one, and `"compression":true`
-//! when it agreed to permessage-deflate),
+//! `"subprotocol":"..."` when the server chose one, `"compression":true`
+//! when it agreed to permessage-deflate, and with `--interface` or `--bind`
+//! `"interface":"..."` (the one used) and `"local":"ip:port"`, the
+//! connection's local address),
 //! `{"state":"reconnecting","attempt":2,"delay_ms":500,"error":"..."}` (with
 //! `"status":503` after it when the server refused the upgrade),
 //! `{"state":"polling","attempt":4,"delay_ms":800,"error":"..."}`,
@@ -114,6 +121,8 @@ struct Args {
     connect_timeout: Option<u64>,
     hello: Vec<String>,
     subprotocols: Vec<String>,
+    interfaces: Vec<String>,
+    bind: Option<std::net::IpAddr>,
     send: Vec<String>,
     batch: Option<u64>,
     backoff: Option<(u64, u64)>,
@@ -180,6 +189,11 @@ const FLAGS: &[Flag] = &[
     Flag { name: "--beat-when-busy", value: "", help: "heartbeat every --every MS even while frames arrive", set: |a, _| { a.beat_when_busy = true; Ok(()) } },
     Flag { name: "--subprotocol", value: "NAME", help: "offer this subprotocol (repeatable, in order of preference)", set: |a, v| { a.subprotocols.push(v); Ok(()) } },
     Flag { name: "--compress", value: "", help: "offer permessage-deflate (compression feature)", set: |a, _| { a.compress = true; Ok(()) } },
+    Flag { name: "--interface", value: "NAME", help: "send the connection out over this interface (repeatable, in order of preference); needs CAP_NET_RAW", set: |a, v| { a.interfaces.push(v); Ok(()) } },
+    Flag { name: "--bind", value: "ADDR", help: "the connection's local IP address", set: |a, v| {
+        a.bind = Some(v.parse().map_err(|_| format!("--bind: `{v}` is not an IP address"))?);
+        Ok(())
+    } },
     Flag { name: "--lenient", value: "", help: "skip frames that break RFC 6455 instead of failing the connection", set: |a, _| { a.lenient = true; Ok(()) } },
     Flag { name: "--hello", value: "TEXT", help: "frame sent first on every connect (repeatable); `$cursor` becomes the last cursor as JSON", set: |a, v| { a.hello.push(v); Ok(()) } },
     Flag { name: "--send", value: "TEXT", help: "frame queued once at start (repeatable)", set: |a, v| { a.send.push(v); Ok(()) } },
@@ -281,6 +295,12 @@ fn build(a: &Args) -> Result<Client, String> {
         .lenient(a.lenient)
         .compression(a.compress)
         .subprotocols(a.subprotocols.clone());
+    for name in &a.interfaces {
+        b = b.bind_interface(name.clone());
+    }
+    if let Some(ip) = a.bind {
+        b = b.bind_address(ip);
+    }
     let mut tls = Tls::default();
     for path in &a.ca {
         let pem = std::fs::read(path).map_err(|e| format!("--ca {path}: {e}"))?;
@@ -534,8 +554,8 @@ fn write_line(line: &str) {
 
 /// A state line with `state` first, as scripts reading by eye expect
 /// (serde_json's maps are sorted by key).
-fn emit_state(ev: &heartline::Event) {
-    let Value::Object(mut rest) = state_line(ev) else {
+fn emit_state(ev: &heartline::Event, bound: bool) {
+    let Value::Object(mut rest) = state_line(ev, bound) else {
         return;
     };
     let state = rest.remove("state").unwrap_or_default();
@@ -546,7 +566,7 @@ fn emit_state(ev: &heartline::Event) {
     }
 }
 
-fn state_line(ev: &heartline::Event) -> Value {
+fn state_line(ev: &heartline::Event, bound: bool) -> Value {
     let mut v = json!({ "state": ev.state.name() });
     match &ev.state {
         State::Connecting { attempt } => v["attempt"] = json!(attempt),
@@ -562,6 +582,16 @@ fn state_line(ev: &heartline::Event) -> Value {
     }
     if ev.opened.as_ref().is_some_and(|o| o.compression) {
         v["compression"] = json!(true);
+    }
+    if let Some(i) = ev.opened.as_ref().and_then(|o| o.interface.as_ref()) {
+        v["interface"] = json!(i);
+    }
+    // The local address when the uplink was chosen (the line is unchanged
+    // for scripts that do not bind).
+    if bound {
+        if let Some(a) = ev.opened.as_ref().and_then(|o| o.local_addr) {
+            v["local"] = json!(a.to_string());
+        }
     }
     if let Some(e) = &ev.error {
         v["error"] = json!(e.to_string());
@@ -668,6 +698,7 @@ fn main() {
     let every = args.stats.map(|ms| Duration::from_millis(ms.max(1)));
     let mut next_stats = every.map(|e| Instant::now() + e);
     let mut last: Option<heartline::Event> = None;
+    let bound = !args.interfaces.is_empty() || args.bind.is_some();
     let mut seen = 0u64;
     let mut done = false;
     while !done {
@@ -691,7 +722,7 @@ fn main() {
                 }
             }
             Ok(Update::Event(ev)) => {
-                emit_state(&ev);
+                emit_state(&ev, bound);
                 last = Some(ev);
             }
             Ok(Update::Batch(mut batch)) => {
@@ -717,7 +748,7 @@ fn main() {
     // printed (and not acked: the server delivers it again).
     for update in updates {
         if let Update::Event(ev) = update {
-            emit_state(&ev);
+            emit_state(&ev, bound);
             last = Some(ev);
         }
     }

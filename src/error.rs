@@ -109,6 +109,24 @@ pub enum StateDirProblem {
     },
 }
 
+/// Why a socket could not be bound to an interface or an address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BindProblem {
+    /// Binding to an interface needs `CAP_NET_RAW`, which the process does
+    /// not have.
+    NotPermitted,
+    /// No interface of that name exists on the device.
+    NoSuchInterface,
+    /// None of the interfaces is up with an address now (a cable out, a
+    /// modem not registered yet); the next attempt looks again.
+    NoneUp,
+    /// The address is not one of the device's.
+    AddressNotLocal,
+    /// Anything else (the message says what).
+    Other,
+}
+
 /// Which step of opening a connection timed out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -198,6 +216,19 @@ pub enum ConnectionError {
         /// The operating system's error.
         #[source]
         source: Arc<std::io::Error>,
+    },
+    /// The socket could not be bound to the interface or address the
+    /// configuration names ([`crate::ClientBuilder::bind_interface`],
+    /// [`crate::ClientBuilder::bind_address`]); `problem` says why, the
+    /// message what to do.
+    #[error("cannot bind to {to}: {reason}")]
+    Bind {
+        /// The interface(s) or the address.
+        to: String,
+        /// What is wrong, as a value an application can act on.
+        problem: BindProblem,
+        /// What is wrong and what to do, in words.
+        reason: String,
     },
     /// A step of opening the connection did not finish in time.
     #[error("{phase} to {addr} timed out after {after:?}")]

@@ -34,8 +34,8 @@ pub use config::{ClientBuilder, Endpoint, EndpointContext};
 pub use delivery::batch::{Batch, IntoIter, Iter};
 pub use delivery::receiver::Batches;
 pub use error::{
-    ConnectionError, Error, Phase, RecvError, RecvTimeoutError, Result, SendError, StateDirProblem,
-    TlsProblem, TryRecvError, TrySendError,
+    BindProblem, ConnectionError, Error, Phase, RecvError, RecvTimeoutError, Result, SendError,
+    StateDirProblem, TlsProblem, TryRecvError, TrySendError,
 };
 pub use frame::{Cursor, Frame};
 pub use machine::backoff::Backoff;

@@ -335,4 +335,11 @@ pub struct Opened {
     pub subprotocol: Option<String>,
     /// permessage-deflate was agreed ([`crate::ClientBuilder::compression`]).
     pub compression: bool,
+    /// The interface the connection was bound to
+    /// ([`crate::ClientBuilder::bind_interface`]); `None` when none was
+    /// named.
+    pub interface: Option<String>,
+    /// The connection's local address and port (of the TCP connection to
+    /// the server, or to the proxy).
+    pub local_addr: Option<std::net::SocketAddr>,
 }

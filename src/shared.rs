@@ -33,6 +33,11 @@ pub struct Stats {
     /// The subprotocol the server chose for the last connection opened
     /// (see [`crate::ClientBuilder::subprotocols`]).
     pub subprotocol: Option<String>,
+    /// The interface the last connection opened was bound to
+    /// ([`crate::ClientBuilder::bind_interface`]).
+    pub interface: Option<String>,
+    /// The local address of the last connection opened.
+    pub local_addr: Option<std::net::SocketAddr>,
     /// The last heartbeat round trip (heartbeat sent to Pong or reply rule
     /// match).
     pub rtt: Option<Duration>,
@@ -333,13 +338,18 @@ impl Shared {
     ) -> Stats {
         let c = &self.counters;
         let rtt = c.rtt_us.load(Relaxed);
+        // Locked once: a guard in the struct expression below would live to
+        // its end, and a second lock of the same mutex would deadlock.
+        let opened = lock(&self.opened).clone();
         Stats {
             state: self.state(),
             connects: c.connects.load(Relaxed),
             failed_attempts: c.failed_attempts.load(Relaxed),
             last_error: lock(&self.last_error).clone(),
             last_poll_error: lock(&self.last_poll_error).clone(),
-            subprotocol: lock(&self.opened).subprotocol.clone(),
+            subprotocol: opened.subprotocol,
+            interface: opened.interface,
+            local_addr: opened.local_addr,
             rtt: (rtt != u64::MAX).then(|| Duration::from_micros(rtt)),
             heartbeats: c.heartbeats.load(Relaxed),
             frames_in: c.frames_in.load(Relaxed),

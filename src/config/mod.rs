@@ -95,6 +95,9 @@ pub(crate) struct Config {
     pub lenient: bool,
     /// Offered in `Sec-WebSocket-Protocol`, in order of preference.
     pub subprotocols: Vec<String>,
+    /// Which uplink: the interfaces in order of preference, the local
+    /// address.
+    pub binding: crate::connect::bind::Binding,
     /// Offer permessage-deflate.
     pub compression: bool,
     pub heartbeat: Heartbeat,
@@ -224,6 +227,7 @@ impl ClientBuilder {
                 hello: None,
                 lenient: false,
                 subprotocols: Vec::new(),
+                binding: Default::default(),
                 compression: false,
                 heartbeat: Heartbeat::default(),
                 reconnect: Reconnect::default(),
@@ -359,6 +363,38 @@ impl ClientBuilder {
         self
     }
 
+    /// Sends the connection (and the proxy's, with a proxy) out over this
+    /// network interface (`SO_BINDTODEVICE`), whatever the routing table
+    /// prefers: for a device with more than one uplink, say ethernet and
+    /// an LTE modem. Called more than once, the names are a list in order
+    /// of preference: each attempt takes the first interface that is up
+    /// (with a carrier) and has an address, so a reconnect after the
+    /// preferred link went down goes out over the next one, and one after
+    /// it came back goes out over it again. The one used is in the `Open`
+    /// event ([`crate::Opened::interface`]).
+    ///
+    /// Binding to an interface needs `CAP_NET_RAW`: `setcap cap_net_raw+ep`
+    /// on the binary, or `AmbientCapabilities=CAP_NET_RAW` in its systemd
+    /// unit. Without it, or when no interface of the list is up, the
+    /// attempt fails with [`crate::ConnectionError::Bind`] (its
+    /// [`crate::BindProblem`] says which) and the reconnect policy applies.
+    /// Polls of the HTTP fallback are not bound yet.
+    pub fn bind_interface(mut self, name: impl Into<String>) -> Self {
+        self.cfg.binding.interfaces.push(name.into());
+        self
+    }
+
+    /// The connection's local address (for a device with more than one
+    /// address, or to pick an uplink without `CAP_NET_RAW`). Only the
+    /// server's addresses of the same family are tried. An address that is
+    /// not the device's fails the attempt with
+    /// [`crate::ConnectionError::Bind`]. Polls of the HTTP fallback are not
+    /// bound yet.
+    pub fn bind_address(mut self, address: std::net::IpAddr) -> Self {
+        self.cfg.binding.address = Some(address);
+        self
+    }
+
     /// The heartbeat: what is sent, what answers it, how often, and when
     /// the link is dead. See [`Heartbeat`] for the defaults.
     pub fn heartbeat(mut self, heartbeat: Heartbeat) -> Self {
@@ -457,6 +493,23 @@ impl ClientBuilder {
                 "compression",
                 "this build of heartline has no compression: turn on its `compression` feature",
             ));
+        }
+        for name in &c.binding.interfaces {
+            let max = crate::connect::bind::Binding::MAX_NAME;
+            if name.is_empty()
+                || name.len() > max
+                || name
+                    .bytes()
+                    .any(|b| b == b'/' || b == 0 || b.is_ascii_whitespace())
+            {
+                return Err(Error::config(
+                    "bind_interface",
+                    format!(
+                        "{name:?} is not an interface name (1 to {max} bytes, no '/', \
+                         no space); `ip link` lists them"
+                    ),
+                ));
+            }
         }
         for name in &c.subprotocols {
             if name.is_empty() || !name.bytes().all(crate::connect::target::token_byte) {

@@ -18,6 +18,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
+use crate::connect::bind::Bound;
 use crate::error::lock;
 use crate::error::{ConnectionError, Phase};
 
@@ -115,16 +116,33 @@ const ABORT: Token = Token(usize::MAX);
 const NEXT_ADDRESS_AFTER: Duration = Duration::from_millis(250);
 
 /// Connects to `host:port` (`addr`, as errors show it) within `timeout`,
-/// lookup included, unless `abort` ends it first.
+/// lookup included, unless `abort` ends it first; the socket bound as
+/// `bound` says.
 pub(crate) fn connect(
     host: &str,
     port: u16,
     addr: &str,
     timeout: Duration,
     abort: &Abort,
+    bound: &Bound,
 ) -> Result<TcpStream, ConnectionError> {
     let deadline = Instant::now() + timeout;
-    let addrs = resolve(host, port, addr, timeout, abort)?;
+    let mut addrs = resolve(host, port, addr, timeout, abort)?;
+    if let Some(ip) = bound.address {
+        // A bound address speaks one family: the server's others are not
+        // reachable from it.
+        addrs.retain(|a| a.is_ipv4() == ip.is_ipv4());
+        if addrs.is_empty() {
+            return Err(ConnectionError::Bind {
+                to: ip.to_string(),
+                problem: crate::error::BindProblem::Other,
+                reason: format!(
+                    "{addr} has no {} address, and the bound address is one",
+                    if ip.is_ipv4() { "IPv4" } else { "IPv6" }
+                ),
+            });
+        }
+    }
     let timed_out = || ConnectionError::Timeout {
         phase: Phase::Connect,
         addr: addr.to_owned(),
@@ -134,10 +152,11 @@ pub(crate) fn connect(
         addr: addr.to_owned(),
         source: std::sync::Arc::new(source),
     };
-    match race(&interleave(addrs), deadline, abort) {
+    match race(&interleave(addrs), deadline, abort, bound) {
         Ok(s) => Ok(s),
-        Err(e) if e.kind() == io::ErrorKind::TimedOut => Err(timed_out()),
-        Err(e) => Err(failed(e)),
+        Err(Failed::Bind(e)) => Err(e),
+        Err(Failed::Io(e)) if e.kind() == io::ErrorKind::TimedOut => Err(timed_out()),
+        Err(Failed::Io(e)) => Err(failed(e)),
     }
 }
 
@@ -222,11 +241,16 @@ fn interleave(addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
 /// beside it (at once when one fails), and the first connection made wins;
 /// the others are dropped. `TimedOut` when the deadline came first,
 /// `Interrupted` when `abort` did; otherwise the last address's error.
-fn race(addrs: &[SocketAddr], deadline: Instant, abort: &Abort) -> io::Result<TcpStream> {
+fn race(
+    addrs: &[SocketAddr],
+    deadline: Instant,
+    abort: &Abort,
+    bound: &Bound,
+) -> Result<TcpStream, Failed> {
     let mut poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), ABORT)?);
     if !abort.wake_on_abort(Some(waker)) {
-        return Err(aborted());
+        return Err(aborted().into());
     }
     // The waker belongs to this poll: gone with it, whatever the outcome.
     struct Unhook<'a>(&'a Abort);
@@ -244,7 +268,7 @@ fn race(addrs: &[SocketAddr], deadline: Instant, abort: &Abort) -> io::Result<Tc
     loop {
         let now = Instant::now();
         if next < addrs.len() && (now >= next_at || pending.is_empty()) {
-            match start(&addrs[next]) {
+            match start(&addrs[next], bound) {
                 Ok(Started::Connected(s)) => return Ok(s),
                 Ok(Started::Pending(s)) => {
                     let fd = s.as_raw_fd();
@@ -255,17 +279,18 @@ fn race(addrs: &[SocketAddr], deadline: Instant, abort: &Abort) -> io::Result<Tc
                     )?;
                     pending.push((next, s));
                 }
-                Err(e) => last = e,
+                Err(Failed::Io(e)) => last = e,
+                Err(bind) => return Err(bind),
             }
             next += 1;
             next_at = now + NEXT_ADDRESS_AFTER;
             continue;
         }
         if pending.is_empty() {
-            return Err(last);
+            return Err(last.into());
         }
         if now >= deadline {
-            return Err(io::ErrorKind::TimedOut.into());
+            return Err(io::Error::from(io::ErrorKind::TimedOut).into());
         }
         let wake = if next < addrs.len() {
             next_at.min(deadline)
@@ -275,11 +300,11 @@ fn race(addrs: &[SocketAddr], deadline: Instant, abort: &Abort) -> io::Result<Tc
         match poll.poll(&mut events, Some(wake.saturating_duration_since(now))) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         }
         for ev in &events {
             if ev.token() == ABORT {
-                return Err(aborted());
+                return Err(aborted().into());
             }
             let Some(i) = pending.iter().position(|(n, _)| Token(*n) == ev.token()) else {
                 continue;
@@ -308,9 +333,24 @@ enum Started {
     Pending(Socket),
 }
 
-/// Starts a non-blocking connect to `a`.
-fn start(a: &SocketAddr) -> io::Result<Started> {
+/// Why a race was lost: the addresses' failure, or a bind that cannot
+/// succeed for any address.
+enum Failed {
+    Io(io::Error),
+    Bind(ConnectionError),
+}
+
+impl From<io::Error> for Failed {
+    fn from(e: io::Error) -> Self {
+        Failed::Io(e)
+    }
+}
+
+/// Starts a non-blocking connect to `a`, from a socket bound as `bound`
+/// says.
+fn start(a: &SocketAddr, bound: &Bound) -> Result<Started, Failed> {
     let s = Socket::new(Domain::for_address(*a), Type::STREAM, Some(Protocol::TCP))?;
+    bound.apply(&s, a).map_err(Failed::Bind)?;
     s.set_nonblocking(true)?;
     match s.connect(&SockAddr::from(*a)) {
         Ok(()) => {
@@ -323,7 +363,7 @@ fn start(a: &SocketAddr) -> io::Result<Started> {
         {
             Ok(Started::Pending(s))
         }
-        Err(e) => Err(e),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -365,7 +405,9 @@ mod tests {
             &[dead, live.local_addr().unwrap()],
             t0 + Duration::from_secs(10),
             &Abort::default(),
+            &Bound::default(),
         )
+        .ok()
         .unwrap();
         assert_eq!(s.peer_addr().unwrap(), live.local_addr().unwrap());
     }
@@ -376,13 +418,14 @@ mod tests {
         let abort = Abort::default();
         let at = [live.local_addr().unwrap()];
         let far = Instant::now() + Duration::from_secs(10);
-        assert!(race(&at, far, &abort).is_ok());
+        let any = Bound::default();
+        assert!(race(&at, far, &abort, &any).is_ok());
         abort.abort();
-        let e = race(&at, far, &abort).unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::Interrupted);
+        let e = race(&at, far, &abort, &any).err();
+        assert!(matches!(e, Some(Failed::Io(e)) if e.kind() == io::ErrorKind::Interrupted));
         // A socket connected before the abort is shut down by it.
         let abort = Abort::default();
-        let tcp = race(&at, far, &abort).unwrap();
+        let tcp = race(&at, far, &abort, &any).ok().unwrap();
         abort.watch(&tcp);
         abort.abort();
         let mut buf = [0u8; 1];
@@ -400,8 +443,9 @@ mod tests {
             &[dead(), dead()],
             Instant::now() + Duration::from_secs(10),
             &Abort::default(),
+            &Bound::default(),
         )
-        .unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused);
+        .err();
+        assert!(matches!(e, Some(Failed::Io(e)) if e.kind() == io::ErrorKind::ConnectionRefused));
     }
 }

@@ -4,6 +4,8 @@
 //! - [`target`]: the `ws://` or `wss://` URL, checked.
 //! - [`proxy`]: which HTTP `CONNECT` proxy (the option, or the environment
 //!   as curl reads it) and the tunnel through it.
+//! - [`bind`]: which uplink: the interface (the first of a list that is
+//!   up with an address) and the local address a socket is bound to.
 //! - [`dial`]: the name lookup on a thread of its own, within
 //!   `timeouts.connect`, and the addresses raced as RFC 8305 says.
 //! - [`transport`]: the steps in order: TCP and its options, the proxy's
@@ -14,6 +16,7 @@
 //! - [`identity`]: client certificates (feature `client-cert`): read,
 //!   checked, named.
 
+pub(crate) mod bind;
 pub(crate) mod dial;
 pub(crate) mod identity;
 pub(crate) mod proxy;

@@ -9,6 +9,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, Endpoint};
+use crate::connect::bind::Bound;
 use crate::connect::dial::Abort;
 use crate::error::{ConnectionError, Phase};
 
@@ -57,6 +58,9 @@ pub(crate) fn connect(
         // that cannot be used costs the server nothing.
         tls.get(cfg, &target.host)?;
     }
+    // The uplink is chosen at every attempt: the preferred one again once
+    // it is back.
+    let bound = cfg.binding.choose()?;
     let deadline;
     let tcp = match cfg
         .proxy
@@ -70,6 +74,7 @@ pub(crate) fn connect(
                 &addr,
                 cfg.timeouts.connect,
                 abort,
+                &bound,
             )?;
             deadline = Instant::now() + cfg.timeouts.handshake;
             tcp
@@ -82,11 +87,16 @@ pub(crate) fn connect(
                 &proxy.addr(),
                 cfg.timeouts.connect,
                 abort,
+                &bound,
             )
-            .map_err(|e| ConnectionError::Proxy {
-                proxy: proxy.shown.clone(),
-                status: None,
-                reason: format!("cannot reach the proxy: {e}"),
+            .map_err(|e| match e {
+                // The device's own binding, not the proxy's doing.
+                ConnectionError::Bind { .. } => e,
+                e => ConnectionError::Proxy {
+                    proxy: proxy.shown.clone(),
+                    status: None,
+                    reason: format!("cannot reach the proxy: {e}"),
+                },
             })?;
             // The tunnel counts against the handshake's time, as the
             // handshake through it does.
@@ -103,6 +113,7 @@ pub(crate) fn connect(
     };
     let _ = tcp.set_nodelay(true);
     tune(&tcp, cfg);
+    let local = tcp.local_addr().ok();
     let tcp = Timed::new(tcp, Some(deadline));
     let stream = if target.tls {
         let connector = tls.get(cfg, &target.host)?;
@@ -129,7 +140,10 @@ pub(crate) fn connect(
     } else {
         Stream::Plain(tcp)
     };
-    upgrade(stream, endpoint, &target, &addr, cfg, tls.sent.as_deref())
+    let (socket, mut opened) = upgrade(stream, endpoint, &target, &addr, cfg, tls.sent.as_deref())?;
+    opened.interface = bound.interface;
+    opened.local_addr = local;
+    Ok((socket, opened))
 }
 
 /// Keepalive and `TCP_USER_TIMEOUT`, so the kernel reports a dead peer
@@ -159,8 +173,9 @@ fn connect_tcp(
     addr: &str,
     timeout: Duration,
     abort: &Abort,
+    bound: &Bound,
 ) -> Result<TcpStream> {
-    let tcp = crate::connect::dial::connect(host, port, addr, timeout, abort)?;
+    let tcp = crate::connect::dial::connect(host, port, addr, timeout, abort, bound)?;
     abort.watch(&tcp);
     Ok(tcp)
 }

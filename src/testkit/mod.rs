@@ -197,7 +197,17 @@ impl TestServer {
     /// # Errors
     /// When the listener cannot be bound.
     pub fn start() -> io::Result<TestServer> {
-        Self::spawn(None, None)
+        Self::spawn(None, None, SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// Starts a `ws://` server on `addr` (port 0: any free port), for a
+    /// test whose client reaches it over something other than loopback
+    /// (network namespaces joined by veth pairs, say).
+    ///
+    /// # Errors
+    /// When the listener cannot be bound.
+    pub fn start_on(addr: SocketAddr) -> io::Result<TestServer> {
+        Self::spawn(None, None, addr)
     }
 
     /// Starts a `wss://` server with a fresh CA; trust it with
@@ -220,14 +230,19 @@ impl TestServer {
         let identity =
             native_tls::Identity::from_pkcs8(&m.chain_pem, &m.key_pem).map_err(io::Error::other)?;
         let acceptor = native_tls::TlsAcceptor::new(identity).map_err(io::Error::other)?;
-        Self::spawn(Some(acceptor), Some(m.ca_pem))
+        Self::spawn(
+            Some(acceptor),
+            Some(m.ca_pem),
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+        )
     }
 
     fn spawn(
         tls: Option<native_tls::TlsAcceptor>,
         ca_pem: Option<Vec<u8>>,
+        at: SocketAddr,
     ) -> io::Result<TestServer> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let listener = TcpListener::bind(at)?;
         let addr = listener.local_addr()?;
         let inner = Arc::new(Inner {
             addr,

@@ -33,3 +33,4 @@ mod reliable;
 mod restart;
 mod tail;
 mod tls;
+mod uplinks;

@@ -1,0 +1,376 @@
+//! Devices with more than one uplink: the connection bound to an interface
+//! (the first of a list that is up with an address) or to an address.
+//!
+//! The root tests build two network namespaces joined by two veth pairs,
+//! `c0`–`s0` and `c1`–`s1`: the server's address (`10.201.9.1`) is
+//! reachable over both, and the client's routes prefer `c0`. `serve` runs
+//! in the server's namespace and `tail` in the client's; the kernel's own
+//! interface counters say which link carried the connection. They need
+//! root (`#[ignore]`d in a normal run; CI runs them). The others run
+//! anywhere.
+use crate::common;
+use common::*;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use heartline::{BindProblem, Client, ConnectionError, State};
+use serde_json::Value;
+
+#[test]
+fn an_interface_that_does_not_exist_is_a_typed_error_with_advice() {
+    init();
+    let server = server();
+    let closed = one_attempt(fast(server.url()).bind_interface("nosuch9"));
+    match &closed.error {
+        Some(ConnectionError::Bind {
+            to,
+            problem: BindProblem::NoSuchInterface,
+            reason,
+        }) => {
+            assert_eq!(to, "nosuch9");
+            assert!(reason.contains("ip link"), "{reason}");
+        }
+        other => panic!("expected a Bind error, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_address_that_is_not_the_devices_is_a_typed_error() {
+    init();
+    let server = server();
+    // TEST-NET-1: never an address of this machine.
+    let ip = "192.0.2.7".parse().unwrap();
+    let closed = one_attempt(fast(server.url()).bind_address(ip));
+    assert!(
+        matches!(
+            &closed.error,
+            Some(ConnectionError::Bind {
+                problem: BindProblem::AddressNotLocal,
+                ..
+            })
+        ),
+        "{:?}",
+        closed.error
+    );
+}
+
+#[test]
+fn a_bound_address_is_the_connections_local_address() {
+    init();
+    let server = server();
+    let client = fast(server.url())
+        .bind_address("127.0.0.1".parse().unwrap())
+        .build()
+        .unwrap();
+    let (open, _) = wait_event(&client.events(), "open", |e| e.state == State::Open);
+    let local = open
+        .opened
+        .and_then(|o| o.local_addr)
+        .expect("local address");
+    assert_eq!(local.ip().to_string(), "127.0.0.1");
+    // stats() tells the same, with no interface named.
+    let stats = client.stats();
+    assert_eq!(stats.local_addr, Some(local));
+    assert_eq!(stats.interface, None);
+    client.close();
+}
+
+#[test]
+fn interface_names_are_checked_when_the_client_is_built() {
+    for bad in ["", "a/b", "has space", "sixteen-chars-ab"] {
+        let r = Client::builder("ws://127.0.0.1:1/ws")
+            .bind_interface(bad)
+            .build();
+        assert!(
+            matches!(&r, Err(heartline::Error::Config { field, .. }) if *field == "bind_interface"),
+            "{bad:?}: {r:?}"
+        );
+    }
+}
+
+const NEEDS_ROOT: &str = "needs root: network namespaces and veth pairs";
+
+/// Two network namespaces joined by two veth pairs (see the module
+/// documentation); deleted on drop.
+struct Net {
+    client: String,
+    server: String,
+}
+
+impl Net {
+    fn new() -> Result<Net, String> {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tag = format!("hl{}-{n}", std::process::id());
+        let net = Net {
+            client: format!("{tag}c"),
+            server: format!("{tag}s"),
+        };
+        let (c, s) = (net.client.as_str(), net.server.as_str());
+        let steps: Vec<Vec<&str>> = vec![
+            vec!["netns", "add", c],
+            vec!["netns", "add", s],
+            vec![
+                "link", "add", "c0", "netns", c, "type", "veth", "peer", "name", "s0", "netns", s,
+            ],
+            vec![
+                "link", "add", "c1", "netns", c, "type", "veth", "peer", "name", "s1", "netns", s,
+            ],
+            vec!["-n", c, "addr", "add", "10.201.0.1/24", "dev", "c0"],
+            vec!["-n", c, "addr", "add", "10.201.1.1/24", "dev", "c1"],
+            vec!["-n", s, "addr", "add", "10.201.0.2/24", "dev", "s0"],
+            vec!["-n", s, "addr", "add", "10.201.1.2/24", "dev", "s1"],
+            vec!["-n", s, "addr", "add", "10.201.9.1/32", "dev", "lo"],
+        ];
+        for step in steps {
+            net.ip(&step)?;
+        }
+        for (ns, links) in [(c, ["lo", "c0", "c1"]), (s, ["lo", "s0", "s1"])] {
+            // No IPv6: nothing but the test's own traffic on the links.
+            net.exec(ns, &["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"])?;
+            net.exec(
+                ns,
+                &["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"],
+            )?;
+            for l in links {
+                net.ip(&["-n", ns, "link", "set", l, "up"])?;
+            }
+        }
+        // The server's address over both links, c0 preferred; replies
+        // arrive on whichever link the connection uses.
+        net.ip(&[
+            "-n",
+            c,
+            "route",
+            "add",
+            "10.201.9.1/32",
+            "via",
+            "10.201.0.2",
+            "dev",
+            "c0",
+            "metric",
+            "10",
+        ])?;
+        net.ip(&[
+            "-n",
+            c,
+            "route",
+            "add",
+            "10.201.9.1/32",
+            "via",
+            "10.201.1.2",
+            "dev",
+            "c1",
+            "metric",
+            "20",
+        ])?;
+        for k in ["all", "default", "c0", "c1"] {
+            net.exec(
+                c,
+                &["sysctl", "-qw", &format!("net.ipv4.conf.{k}.rp_filter=0")],
+            )?;
+        }
+        Ok(net)
+    }
+
+    fn ip(&self, args: &[&str]) -> Result<(), String> {
+        let out = Command::new("ip")
+            .args(args)
+            .output()
+            .map_err(|e| format!("ip: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "ip {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    }
+
+    fn exec(&self, ns: &str, cmd: &[&str]) -> Result<(), String> {
+        let mut args = vec!["netns", "exec", ns];
+        args.extend(cmd);
+        self.ip(&args)
+    }
+
+    /// A counter of the client's interface `link` (`tx_bytes`, …).
+    fn counter(&self, link: &str, which: &str) -> u64 {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.client, "cat"])
+            .arg(format!("/sys/class/net/{link}/statistics/{which}"))
+            .output()
+            .expect("ip netns exec");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("a counter")
+    }
+
+    /// The test server in the server's namespace, pushing a message every
+    /// 20 ms; its URL.
+    fn serve(&self) -> (Killed, String) {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.server])
+            .arg(serve_bin())
+            .args(["--listen", "10.201.9.1:0", "--every", "20"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("serve runs");
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .expect("serve prints its URL");
+        (Killed(child), first.trim().to_owned())
+    }
+
+    /// `tail` in the client's namespace until it exits; its JSON lines.
+    fn tail(&self, args: &[&str]) -> Vec<Value> {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.client])
+            .arg(tail_bin())
+            .args(args)
+            .output()
+            .expect("tail runs");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        // Deleting a namespace deletes its veth ends, and their peers.
+        let _ = self.ip(&["netns", "del", &self.client]);
+        let _ = self.ip(&["netns", "del", &self.server]);
+    }
+}
+
+/// A child process killed on drop.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn net() -> Net {
+    Net::new().unwrap_or_else(|why| panic!("{NEEDS_ROOT} ({why})"))
+}
+
+/// The `open` line of tail's output.
+fn open_line(lines: &[Value]) -> &Value {
+    lines
+        .iter()
+        .find(|l| l["state"] == "open")
+        .unwrap_or_else(|| panic!("no open line in {lines:#?}"))
+}
+
+fn messages(lines: &[Value]) -> usize {
+    lines
+        .iter()
+        .filter_map(|l| l["batch"].as_array())
+        .map(Vec::len)
+        .sum()
+}
+
+#[test]
+#[ignore = "needs root: network namespaces and veth pairs (CI runs it)"]
+fn a_bound_interface_carries_the_connection_though_the_routes_prefer_another() {
+    let net = net();
+    let (_server, url) = net.serve();
+    // Unbound, the preferred route's link carries it.
+    let sent = |link: &str| net.counter(link, "tx_bytes");
+    let (c0_before, c1_before) = (sent("c0"), sent("c1"));
+    let lines = net.tail(&[&url, "--count", "2", "--for", "10000"]);
+    assert_eq!(messages(&lines), 2, "{lines:#?}");
+    let (c0, c1) = (sent("c0") - c0_before, sent("c1") - c1_before);
+    assert!(c0 >= 300 && c1 == 0, "unbound: c0 sent {c0} bytes, c1 {c1}");
+    let (c0_before, c1_before) = (sent("c0"), sent("c1"));
+    let lines = net.tail(&[&url, "--interface", "c1", "--count", "3", "--for", "10000"]);
+    let open = open_line(&lines);
+    assert_eq!(open["interface"], "c1", "{lines:#?}");
+    assert!(
+        open["local"]
+            .as_str()
+            .is_some_and(|l| l.starts_with("10.201.1.1:")),
+        "{lines:#?}"
+    );
+    assert_eq!(messages(&lines), 3, "{lines:#?}");
+    // The kernel's counters: the handshake, acks and close went out over
+    // c1, nothing over c0 (no other traffic: no IPv6, no other client).
+    let (c0, c1) = (sent("c0") - c0_before, sent("c1") - c1_before);
+    assert!(
+        c1 >= 300 && c0 == 0,
+        "bound to c1: c1 sent {c1} bytes, c0 {c0}"
+    );
+}
+
+#[test]
+#[ignore = "needs root: network namespaces and veth pairs (CI runs it)"]
+fn of_a_list_the_first_interface_that_is_up_is_used() {
+    let net = net();
+    let (_server, url) = net.serve();
+    net.ip(&["-n", &net.client, "link", "set", "c0", "down"])
+        .expect("c0 down");
+    let lines = net.tail(&[
+        &url,
+        "--interface",
+        "c0",
+        "--interface",
+        "c1",
+        "--count",
+        "1",
+        "--for",
+        "10000",
+    ]);
+    assert_eq!(open_line(&lines)["interface"], "c1", "{lines:#?}");
+    assert_eq!(messages(&lines), 1, "{lines:#?}");
+    // None of the list up: a typed error that names each one's state, and
+    // the reconnect policy (here: give up after one attempt).
+    let lines = net.tail(&[
+        &url,
+        "--interface",
+        "c0",
+        "--max-attempts",
+        "1",
+        "--for",
+        "10000",
+    ]);
+    let closed = lines
+        .iter()
+        .find(|l| l["state"] == "closed")
+        .unwrap_or_else(|| panic!("no closed line in {lines:#?}"));
+    let error = closed["error"].as_str().unwrap_or("");
+    assert!(error.contains("c0: down or no carrier"), "{error}");
+}
+
+#[test]
+#[ignore = "needs root: network namespaces and veth pairs (CI runs it)"]
+fn a_bound_address_is_the_source_of_the_connection() {
+    let net = net();
+    let (_server, url) = net.serve();
+    let lines = net.tail(&[
+        &url,
+        "--bind",
+        "10.201.1.1",
+        "--count",
+        "1",
+        "--for",
+        "10000",
+    ]);
+    let open = open_line(&lines);
+    assert!(
+        open["local"]
+            .as_str()
+            .is_some_and(|l| l.starts_with("10.201.1.1:")),
+        "{lines:#?}"
+    );
+    assert_eq!(messages(&lines), 1, "{lines:#?}");
+}
