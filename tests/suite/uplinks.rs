@@ -108,68 +108,38 @@ impl Net {
             server: format!("{tag}s"),
         };
         let (c, s) = (net.client.as_str(), net.server.as_str());
-        let steps: Vec<Vec<&str>> = vec![
-            vec!["netns", "add", c],
-            vec!["netns", "add", s],
-            vec![
-                "link", "add", "c0", "netns", c, "type", "veth", "peer", "name", "s0", "netns", s,
-            ],
-            vec![
-                "link", "add", "c1", "netns", c, "type", "veth", "peer", "name", "s1", "netns", s,
-            ],
-            vec!["-n", c, "addr", "add", "10.201.0.1/24", "dev", "c0"],
-            vec!["-n", c, "addr", "add", "10.201.1.1/24", "dev", "c1"],
-            vec!["-n", s, "addr", "add", "10.201.0.2/24", "dev", "s0"],
-            vec!["-n", s, "addr", "add", "10.201.1.2/24", "dev", "s1"],
-            vec!["-n", s, "addr", "add", "10.201.9.1/32", "dev", "lo"],
-        ];
-        for step in steps {
-            net.ip(&step)?;
-        }
-        for (ns, links) in [(c, ["lo", "c0", "c1"]), (s, ["lo", "s0", "s1"])] {
-            // No IPv6: nothing but the test's own traffic on the links.
-            net.exec(ns, &["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"])?;
-            net.exec(
-                ns,
-                &["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"],
-            )?;
-            for l in links {
-                net.ip(&["-n", ns, "link", "set", l, "up"])?;
-            }
-        }
         // The server's address over both links, c0 preferred; replies
-        // arrive on whichever link the connection uses.
-        net.ip(&[
-            "-n",
-            c,
-            "route",
-            "add",
-            "10.201.9.1/32",
-            "via",
-            "10.201.0.2",
-            "dev",
-            "c0",
-            "metric",
-            "10",
-        ])?;
-        net.ip(&[
-            "-n",
-            c,
-            "route",
-            "add",
-            "10.201.9.1/32",
-            "via",
-            "10.201.1.2",
-            "dev",
-            "c1",
-            "metric",
-            "20",
-        ])?;
-        for k in ["all", "default", "c0", "c1"] {
-            net.exec(
-                c,
-                &["sysctl", "-qw", &format!("net.ipv4.conf.{k}.rp_filter=0")],
-            )?;
+        // arrive on whichever link the connection uses. No IPv6: nothing
+        // but the test's own traffic on the links.
+        let script = format!(
+            "netns add {c}
+             netns add {s}
+             link add c0 netns {c} type veth peer name s0 netns {s}
+             link add c1 netns {c} type veth peer name s1 netns {s}
+             -n {c} addr add 10.201.0.1/24 dev c0
+             -n {c} addr add 10.201.1.1/24 dev c1
+             -n {s} addr add 10.201.0.2/24 dev s0
+             -n {s} addr add 10.201.1.2/24 dev s1
+             -n {s} addr add 10.201.9.1/32 dev lo
+             netns exec {c} sysctl -qw net.ipv6.conf.all.disable_ipv6=1
+             netns exec {s} sysctl -qw net.ipv6.conf.all.disable_ipv6=1
+             netns exec {c} sysctl -qw net.ipv6.conf.default.disable_ipv6=1
+             netns exec {s} sysctl -qw net.ipv6.conf.default.disable_ipv6=1
+             -n {c} link set lo up
+             -n {c} link set c0 up
+             -n {c} link set c1 up
+             -n {s} link set lo up
+             -n {s} link set s0 up
+             -n {s} link set s1 up
+             -n {c} route add 10.201.9.1/32 via 10.201.0.2 dev c0 metric 10
+             -n {c} route add 10.201.9.1/32 via 10.201.1.2 dev c1 metric 20
+             netns exec {c} sysctl -qw net.ipv4.conf.all.rp_filter=0
+             netns exec {c} sysctl -qw net.ipv4.conf.default.rp_filter=0
+             netns exec {c} sysctl -qw net.ipv4.conf.c0.rp_filter=0
+             netns exec {c} sysctl -qw net.ipv4.conf.c1.rp_filter=0"
+        );
+        for step in script.lines() {
+            net.ip(&step.split_whitespace().collect::<Vec<_>>())?;
         }
         Ok(net)
     }
@@ -188,12 +158,6 @@ impl Net {
                 String::from_utf8_lossy(&out.stderr).trim()
             ))
         }
-    }
-
-    fn exec(&self, ns: &str, cmd: &[&str]) -> Result<(), String> {
-        let mut args = vec!["netns", "exec", ns];
-        args.extend(cmd);
-        self.ip(&args)
     }
 
     /// A counter of the client's interface `link` (`tx_bytes`, …).
