@@ -188,7 +188,16 @@ pub(crate) fn links() -> io::Result<Vec<Link>> {
         rustix::net::send(&fd, &dump_request(kind, body_len), SendFlags::empty())?;
         'dump: loop {
             let (n, _) = rustix::net::recv(&fd, &mut buf[..], RecvFlags::empty())?;
-            for msg in messages(&buf[..n.min(buf.len())]) {
+            let msgs = messages(&buf[..n.min(buf.len())]);
+            if msgs.is_empty() {
+                // Nothing readable: waiting for a Done that may never
+                // come would hold the attempt.
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "unreadable routing netlink answer",
+                ));
+            }
+            for msg in msgs {
                 match msg {
                     Msg::Done => break 'dump,
                     Msg::Error(code) => return Err(io::Error::from_raw_os_error(code)),
