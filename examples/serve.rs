@@ -3,7 +3,10 @@
 //! pushes a message every `--every MS` if given, and stops after
 //! `--for MS` (default: when stdin closes). `--echo` echoes every frame
 //! back to its sender. `--listen IP:PORT` binds there instead of
-//! `127.0.0.1:0`.
+//! `127.0.0.1:0`. `--feed` publishes to a sequenced feed instead
+//! (`{"n":N,"id":"m-N","seq":N}`): a new connection first gets every message
+//! not acknowledged (`{"type":"ack","ack":"m-N"}`), as a server that follows
+//! the README's server rules does.
 //!
 //! ```text
 //! cargo run --example serve -- --every 1000
@@ -18,6 +21,7 @@ fn main() {
     let mut every = None;
     let mut for_ms = None;
     let mut echo = false;
+    let mut feed = false;
     let mut listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -34,6 +38,7 @@ fn main() {
             "--every" => every = Some(Duration::from_millis(num("--every"))),
             "--for" => for_ms = Some(Duration::from_millis(num("--for"))),
             "--echo" => echo = true,
+            "--feed" => feed = true,
             "--listen" => match args.next().and_then(|v| v.parse().ok()) {
                 Some(a) => listen = a,
                 None => {
@@ -43,13 +48,13 @@ fn main() {
             },
             other => {
                 eprintln!(
-                    "serve: unknown argument `{other}`\nusage: serve [--every MS] [--for MS] [--echo] [--listen IP:PORT]"
+                    "serve: unknown argument `{other}`\nusage: serve [--every MS] [--for MS] [--echo] [--feed] [--listen IP:PORT]"
                 );
                 std::process::exit(2);
             }
         }
     }
-    let server = match TestServer::start_on(listen) {
+    let mut server = match TestServer::start_on(listen) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("serve: {e}");
@@ -57,6 +62,12 @@ fn main() {
         }
     };
     server.echo(echo);
+    if feed {
+        if let Err(e) = server.enable_feed(heartline::testkit::FeedConfig::default()) {
+            eprintln!("serve: {e}");
+            std::process::exit(1);
+        }
+    }
     println!("{}", server.url());
     let _ = std::io::stdout().flush();
     let start = Instant::now();
@@ -83,7 +94,11 @@ fn main() {
                 std::thread::sleep(until.saturating_duration_since(now));
                 if next.is_some_and(|t| Instant::now() >= t) {
                     n += 1;
-                    server.push(format!(r#"{{"n":{n}}}"#));
+                    if feed {
+                        server.publish(serde_json::json!({ "n": n }));
+                    } else {
+                        server.push(format!(r#"{{"n":{n}}}"#));
+                    }
                 }
             }
         }

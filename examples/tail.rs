@@ -28,6 +28,9 @@
 //!                            the first that is up with an address); needs
 //!                            CAP_NET_RAW
 //!   --bind ADDR              the connection's local IP address
+//!   --no-watch               do not watch the kernel's netlink for network
+//!                            changes (a lost link is then found by the
+//!                            heartbeat, a new one at the backoff's time)
 //!   --hello TEXT             frame sent first on every connect (repeatable);
 //!                            `$cursor` in TEXT becomes the last cursor as
 //!                            JSON (`null` before the first)
@@ -123,6 +126,7 @@ struct Args {
     subprotocols: Vec<String>,
     interfaces: Vec<String>,
     bind: Option<std::net::IpAddr>,
+    no_watch: bool,
     send: Vec<String>,
     batch: Option<u64>,
     backoff: Option<(u64, u64)>,
@@ -194,6 +198,7 @@ const FLAGS: &[Flag] = &[
         a.bind = Some(v.parse().map_err(|_| format!("--bind: `{v}` is not an IP address"))?);
         Ok(())
     } },
+    Flag { name: "--no-watch", value: "", help: "do not watch the network for changes (netlink)", set: |a, _| { a.no_watch = true; Ok(()) } },
     Flag { name: "--lenient", value: "", help: "skip frames that break RFC 6455 instead of failing the connection", set: |a, _| { a.lenient = true; Ok(()) } },
     Flag { name: "--hello", value: "TEXT", help: "frame sent first on every connect (repeatable); `$cursor` becomes the last cursor as JSON", set: |a, v| { a.hello.push(v); Ok(()) } },
     Flag { name: "--send", value: "TEXT", help: "frame queued once at start (repeatable)", set: |a, v| { a.send.push(v); Ok(()) } },
@@ -301,6 +306,7 @@ fn build(a: &Args) -> Result<Client, String> {
     if let Some(ip) = a.bind {
         b = b.bind_address(ip);
     }
+    b = b.watch_network(!a.no_watch);
     let mut tls = Tls::default();
     for path in &a.ca {
         let pem = std::fs::read(path).map_err(|e| format!("--ca {path}: {e}"))?;

@@ -291,6 +291,16 @@ pub enum ConnectionError {
         /// What went wrong and what to do.
         reason: String,
     },
+    /// The link or the address the connection went out from went away (a
+    /// cable pulled, a modem gone, a DHCP lease lost), as the kernel said
+    /// ([`crate::ClientBuilder::watch_network`]): the connection was closed
+    /// without waiting for the heartbeat to find it dead, and the next
+    /// attempt goes out over what is there now.
+    #[error("network change: {reason}; connecting again over what is there now")]
+    NetworkChanged {
+        /// What went away.
+        reason: String,
+    },
     /// Nothing could be written for this long: the server stopped reading,
     /// or the link died while data was waiting to go out (see
     /// `Timeouts::write`).

@@ -96,7 +96,7 @@ impl Abort {
     }
 
     /// Wakes `waker` on an abort; `false` when one came already.
-    fn wake_on_abort(&self, waker: Option<Arc<Waker>>) -> bool {
+    pub(crate) fn wake_on_abort(&self, waker: Option<Arc<Waker>>) -> bool {
         let mut s = lock(&self.state);
         s.waker = waker;
         !s.requested

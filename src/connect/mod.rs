@@ -19,9 +19,11 @@
 pub(crate) mod bind;
 pub(crate) mod dial;
 pub(crate) mod identity;
+pub(crate) mod netlink;
 pub(crate) mod proxy;
 pub(crate) mod stream;
 pub(crate) mod target;
 pub(crate) mod tls;
 pub(crate) mod transport;
 pub(crate) mod upgrade;
+pub(crate) mod watch;

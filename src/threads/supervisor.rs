@@ -3,13 +3,17 @@
 //! stops it once a new socket has proved itself.
 
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{never, select, Receiver, RecvTimeoutError, Sender};
 use log::{debug, error, info, warn};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::connect::transport;
+use crate::connect::watch::{Uses, Watcher};
 use crate::error::guarded;
 use crate::error::{ConnectionError, Error, Result};
 use crate::frame::Frame;
@@ -73,6 +77,8 @@ fn run(s: Setup, agent: Option<Agent>) {
     );
     let mut poller: Option<Poller> = None;
     let mut reconnects = 0u64;
+    let watcher = watch(cfg.watch_network);
+    let mut jitter = Jitter::from_entropy();
     // Made at the first wss:// attempt: loading OpenSSL's roots costs a few
     // MB of memory that a ws:// client never needs.
     let mut tls = crate::connect::tls::TlsCache::default();
@@ -111,8 +117,9 @@ fn run(s: Setup, agent: Option<Agent>) {
                     Some(h) => guarded("hello", || h(&ctx))?,
                     None => Vec::new(),
                 };
+                let local = opened.local_addr;
                 s.shared.set_opened(opened);
-                Ok((socket, hello))
+                Ok((socket, hello, local))
             });
         let (decision, error) = match connected {
             // close() ended the attempt: not a failure to tell about.
@@ -122,12 +129,17 @@ fn run(s: Setup, agent: Option<Agent>) {
                 s.shared.counters.failed_attempts.fetch_add(1, Relaxed);
                 (policy.connect_failed(), Some(e))
             }
-            Ok((socket, hello)) => {
+            Ok((socket, hello, local)) => {
                 policy.opened(Instant::now());
                 s.shared.counters.connects.fetch_add(1, Relaxed);
                 info!("open: {shown}");
                 reconnects += 1;
-                let (ended, error) = match serve(&s, socket, hello, &mut poller) {
+                // The link and address this connection goes out from, so
+                // that their loss ends it at once.
+                let watching = watcher
+                    .as_ref()
+                    .and_then(|w| Some((w.clone(), w.uses(local?.ip())?)));
+                let (ended, error) = match serve(&s, socket, hello, watching, &mut poller) {
                     // The application closed: no error to tell.
                     Exit::Requested => (Ended::Requested, None),
                     Exit::ServerClosed { code, reason } => (
@@ -155,6 +167,17 @@ fn run(s: Setup, agent: Option<Agent>) {
                     cfg.reconnect.max_retry_after,
                 ),
             },
+            (other, _) => other,
+        };
+        // The network changed under the connection: what is there now is
+        // tried at once, not after the backoff.
+        let decision = match (decision, &error) {
+            (Decision::Retry { attempt, .. }, Some(ConnectionError::NetworkChanged { .. })) => {
+                Decision::Retry {
+                    attempt,
+                    delay: soon(&mut jitter),
+                }
+            }
             (other, _) => other,
         };
         if error.is_some() {
@@ -188,8 +211,16 @@ fn run(s: Setup, agent: Option<Agent>) {
                     s.shared
                         .set_state(State::Reconnecting { attempt, delay }, error);
                 }
-                if !wait_real_time(&s.control, delay) {
-                    break (CloseReason::Requested, None);
+                match wait_real_time(&s, delay, watcher.as_deref()) {
+                    Waited::Close => break (CloseReason::Requested, None),
+                    Waited::Elapsed => {}
+                    Waited::Changed => {
+                        let soon = soon(&mut jitter);
+                        info!("the network changed (a link, address or default route appeared); next attempt in {soon:?}");
+                        if wait_real_time(&s, soon, None) == Waited::Close {
+                            break (CloseReason::Requested, None);
+                        }
+                    }
                 }
                 if poller.is_none() {
                     s.shared.set_state(State::Connecting { attempt }, None);
@@ -224,22 +255,122 @@ fn run(s: Setup, agent: Option<Agent>) {
     // application has taken what is queued.
 }
 
+/// The routing netlink subscription, when asked for and possible.
+fn watch(on: bool) -> Option<Arc<Watcher>> {
+    if !on {
+        return None;
+    }
+    match Watcher::new() {
+        Ok(w) => Some(Arc::new(w)),
+        Err(e) => {
+            warn!(
+                "cannot watch the network for changes ({e}); a lost link is found by the heartbeat"
+            );
+            None
+        }
+    }
+}
+
+/// How long after a network change the next attempt goes: a random 50 to
+/// 300 ms, so a fleet behind one switch does not arrive together.
+fn soon(jitter: &mut Jitter) -> Duration {
+    Duration::from_millis(50 + (jitter.next_f64() * 250.0) as u64)
+}
+
+/// How a wait between attempts ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Waited {
+    Elapsed,
+    /// A link, address or default route appeared.
+    Changed,
+    Close,
+}
+
 /// Waits `delay` of real time (the boot-time clock, which counts a
 /// suspend: after a device sleeps through a backoff, the next attempt comes
 /// at once, not a whole delay after waking), in slices so a suspend is
-/// noticed within one. `false` when a close was requested meanwhile.
-fn wait_real_time(control: &Receiver<Control>, delay: std::time::Duration) -> bool {
-    const SLICE: std::time::Duration = std::time::Duration::from_secs(5);
+/// noticed within one, unless a close is requested or, with a `watcher`,
+/// the network changes first.
+fn wait_real_time(s: &Setup, delay: Duration, watcher: Option<&Watcher>) -> Waited {
+    const SLICE: Duration = Duration::from_secs(5);
     let start = crate::clock::boot_now();
+    let left = || delay.saturating_sub(crate::clock::boot_now().saturating_sub(start));
+    if let Some(w) = watcher {
+        match Waiting::new(s, w) {
+            Ok(mut waiting) => return waiting.wait(s, w, left),
+            Err(e) => warn!("cannot wait on the network's changes ({e}); waiting the whole delay"),
+        }
+    }
     loop {
-        let left = delay.saturating_sub(crate::clock::boot_now().saturating_sub(start));
+        let left = left();
         if left.is_zero() {
-            return true;
+            return Waited::Elapsed;
         }
-        match control.recv_timeout(left.min(SLICE)) {
+        match s.control.recv_timeout(left.min(SLICE)) {
             Err(RecvTimeoutError::Timeout) => {}
-            Ok(Control::Close) | Err(RecvTimeoutError::Disconnected) => return false,
+            Ok(Control::Close) | Err(RecvTimeoutError::Disconnected) => return Waited::Close,
         }
+    }
+}
+
+/// A wait on the routing netlink socket and on `close()` (which wakes
+/// [`crate::connect::dial::Abort`]'s waker).
+struct Waiting<'a> {
+    poll: Poll,
+    abort: &'a crate::connect::dial::Abort,
+}
+
+const NETWORK: Token = Token(0);
+const CLOSE: Token = Token(1);
+
+impl<'a> Waiting<'a> {
+    fn new(s: &'a Setup, w: &Watcher) -> std::io::Result<Self> {
+        let poll = Poll::new()?;
+        poll.registry()
+            .register(&mut SourceFd(&w.fd()), NETWORK, Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), CLOSE)?);
+        s.shared.abort.wake_on_abort(Some(waker));
+        Ok(Waiting {
+            poll,
+            abort: &s.shared.abort,
+        })
+    }
+
+    fn wait(&mut self, s: &Setup, w: &Watcher, left: impl Fn() -> Duration) -> Waited {
+        const SLICE: Duration = Duration::from_secs(5);
+        let mut events = Events::with_capacity(4);
+        // What changed while the last attempt ran counts too.
+        let mut changed = w.read();
+        loop {
+            if close_requested(&s.control) || self.abort.requested() {
+                return Waited::Close;
+            }
+            if changed {
+                return Waited::Changed;
+            }
+            let left = left();
+            if left.is_zero() {
+                return Waited::Elapsed;
+            }
+            if let Err(e) = self.poll.poll(&mut events, Some(left.min(SLICE))) {
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    warn!("waiting on the network's changes failed ({e}); waiting the rest");
+                    return match wait_real_time(s, left, None) {
+                        Waited::Close => Waited::Close,
+                        _ => Waited::Elapsed,
+                    };
+                }
+            }
+            if events.iter().any(|e| e.token() == NETWORK) {
+                changed = w.read();
+            }
+        }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.abort.wake_on_abort(None);
     }
 }
 
@@ -287,10 +418,11 @@ fn serve(
     s: &Setup,
     socket: crate::connect::stream::Socket,
     hello: Vec<Frame>,
+    watching: Option<(Arc<Watcher>, Uses)>,
     poller: &mut Option<Poller>,
 ) -> Exit {
     let (proven_tx, proven_rx) = crossbeam_channel::bounded(1);
-    let conn = match io::Connection::new(socket, hello, s, proven_tx) {
+    let conn = match io::Connection::new(socket, hello, s, proven_tx, watching) {
         Ok(c) => c,
         Err(e) => return Exit::Lost(e),
     };

@@ -13,6 +13,7 @@ use common::*;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use heartline::{BindProblem, Client, ConnectionError, State};
 use serde_json::Value;
@@ -176,10 +177,15 @@ impl Net {
     /// The test server in the server's namespace, pushing a message every
     /// 20 ms; its URL.
     fn serve(&self) -> (Killed, String) {
+        self.serve_with(&[])
+    }
+
+    fn serve_with(&self, more: &[&str]) -> (Killed, String) {
         let mut child = Command::new("ip")
             .args(["netns", "exec", &self.server])
             .arg(serve_bin())
             .args(["--listen", "10.201.9.1:0", "--every", "20"])
+            .args(more)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -202,6 +208,77 @@ impl Net {
         String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
+impl Net {
+    /// `tail` in the client's namespace, its JSON lines read as they come.
+    fn tail_live(&self, args: &[&str]) -> Live {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.client])
+            .arg(tail_bin())
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("tail runs");
+        let out = BufReader::new(child.stdout.take().unwrap());
+        let (tx, lines) = crossbeam_channel::unbounded();
+        std::thread::spawn(move || {
+            for line in out.lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    if tx.send((Instant::now(), v)).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        Live {
+            _child: Killed(child),
+            lines,
+            seen: Vec::new(),
+        }
+    }
+}
+
+/// A running `tail`: its lines as they come, and those seen so far.
+struct Live {
+    _child: Killed,
+    lines: crossbeam_channel::Receiver<(Instant, Value)>,
+    seen: Vec<Value>,
+}
+
+impl Live {
+    /// The first line from now on that `want` accepts, and when it came;
+    /// fails the test after `within`.
+    fn next(
+        &mut self,
+        what: &str,
+        within: Duration,
+        want: impl Fn(&Value) -> bool,
+    ) -> (Instant, Value) {
+        let deadline = Instant::now() + within;
+        loop {
+            match self.lines.recv_deadline(deadline) {
+                Ok((at, line)) => {
+                    self.seen.push(line.clone());
+                    if want(&line) {
+                        return (at, line);
+                    }
+                }
+                Err(_) => panic!("no {what} within {within:?}; lines: {:#?}", self.seen),
+            }
+        }
+    }
+
+    /// The feed's sequence numbers of the messages seen so far, in order.
+    fn seqs(&self) -> Vec<u64> {
+        self.seen
+            .iter()
+            .filter_map(|l| l["batch"].as_array())
+            .flatten()
+            .filter_map(|m| serde_json::from_str::<Value>(m["text"].as_str()?).ok())
+            .filter_map(|m| m["seq"].as_u64())
             .collect()
     }
 }
@@ -335,4 +412,143 @@ fn a_bound_address_is_the_source_of_the_connection() {
     let open = open_line(&lines);
     assert!(local_is(open, "10.201.1.1"), "{lines:#?}");
     assert_eq!(messages(&lines), 1, "{lines:#?}");
+}
+
+/// What the network-change tests give `tail`: a heartbeat and a backoff so
+/// long that only the watcher can explain a move within a second, and the
+/// feed's ids and acks, so a message is neither lost nor doubled.
+const SLOW_BUT_WATCHING: &[&str] = &[
+    "--every",
+    "60000",
+    "--timeout",
+    "60000",
+    "--backoff",
+    "30000:30000",
+    "--connect-timeout",
+    "3000",
+    "--id",
+    "/id",
+    "--ack",
+    r#"{"type":"ack","ack":"$id"}"#,
+    "--for",
+    "30000",
+];
+
+fn feed_seqs_are_whole(live: &Live) {
+    let seqs = live.seqs();
+    let mut sorted = seqs.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), seqs.len(), "a message came twice: {seqs:?}");
+    let max = sorted.last().copied().unwrap_or(0);
+    assert_eq!(
+        sorted,
+        (1..=max).collect::<Vec<_>>(),
+        "a message was lost: {seqs:?}"
+    );
+}
+
+#[test]
+#[ignore = "needs root: network namespaces and veth pairs (CI runs it)"]
+fn pulling_the_preferred_link_moves_the_connection_within_a_second() {
+    let net = net();
+    let (_server, url) = net.serve_with(&["--feed"]);
+    let mut args = vec![url.as_str(), "--interface", "c0", "--interface", "c1"];
+    args.extend(SLOW_BUT_WATCHING);
+    let mut live = net.tail_live(&args);
+    let (_, open) = live.next("open", Duration::from_secs(10), |l| l["state"] == "open");
+    assert_eq!(open["interface"], "c0");
+    live.next("messages", Duration::from_secs(10), |l| {
+        l["batch"].is_array()
+    });
+    let pulled = Instant::now();
+    net.ip(&["-n", &net.client, "link", "set", "c0", "down"])
+        .expect("c0 down");
+    let (at, open) = live.next("open over c1", Duration::from_secs(10), |l| {
+        l["state"] == "open"
+    });
+    assert_eq!(open["interface"], "c1", "{:#?}", live.seen);
+    let took = at - pulled;
+    assert!(took < Duration::from_secs(1), "moved after {took:?}");
+    let why = live
+        .seen
+        .iter()
+        .find(|l| l["state"] == "reconnecting")
+        .map(|l| l["error"].to_string())
+        .unwrap_or_default();
+    assert!(
+        why.contains("network change") && why.contains("c0"),
+        "{why}"
+    );
+    // The feed goes on over c1, from where it was, nothing lost or doubled.
+    let last = live.seqs().last().copied().unwrap_or(0);
+    live.next("messages over c1", Duration::from_secs(10), |l| {
+        l["batch"].as_array().is_some_and(|b| {
+            b.iter().any(|m| {
+                m["text"]
+                    .as_str()
+                    .and_then(|t| serde_json::from_str::<Value>(t).ok())
+                    .and_then(|v| v["seq"].as_u64())
+                    .is_some_and(|s| s > last + 10)
+            })
+        })
+    });
+    feed_seqs_are_whole(&live);
+}
+
+#[test]
+#[ignore = "needs root: network namespaces and veth pairs (CI runs it)"]
+fn a_client_started_without_a_route_connects_as_soon_as_one_appears() {
+    let net = net();
+    let (_server, url) = net.serve_with(&["--feed"]);
+    for (via, link) in [("10.201.0.2", "c0"), ("10.201.1.2", "c1")] {
+        net.ip(&[
+            "-n",
+            &net.client,
+            "route",
+            "del",
+            "10.201.9.1/32",
+            "via",
+            via,
+            "dev",
+            link,
+        ])
+        .expect("routes removed");
+    }
+    let mut args = vec![url.as_str()];
+    args.extend(SLOW_BUT_WATCHING);
+    let mut live = net.tail_live(&args);
+    let (_, waiting) = live.next("a failed attempt", Duration::from_secs(10), |l| {
+        l["state"] == "reconnecting"
+    });
+    assert!(
+        waiting["error"]
+            .to_string()
+            .to_lowercase()
+            .contains("unreachable"),
+        "{waiting}"
+    );
+    let added = Instant::now();
+    net.ip(&[
+        "-n",
+        &net.client,
+        "route",
+        "add",
+        "default",
+        "via",
+        "10.201.1.2",
+        "dev",
+        "c1",
+    ])
+    .expect("a default route");
+    let (at, _) = live.next("open", Duration::from_secs(10), |l| l["state"] == "open");
+    let took = at - added;
+    assert!(
+        took < Duration::from_secs(1),
+        "connected {took:?} after the route appeared"
+    );
+    live.next("messages", Duration::from_secs(10), |l| {
+        l["batch"].is_array()
+    });
+    feed_seqs_are_whole(&live);
 }

@@ -22,6 +22,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::config::Config;
 use crate::connect::stream::Socket;
+use crate::connect::watch::{Uses, Watcher};
 use crate::delivery::inbox::Intake;
 use crate::error::ConnectionError;
 use crate::frame::Frame;
@@ -43,6 +44,8 @@ pub(crate) fn rules(cfg: &crate::config::Config) -> Rules {
 
 const SOCKET: Token = Token(0);
 const WAKER: Token = Token(1);
+/// The routing netlink subscription ([`crate::connect::watch`]).
+const NETWORK: Token = Token(2);
 /// How long the io thread keeps looking for the next event without sleeping
 /// after a turn that moved data (see the poll loop).
 const SPIN: Duration = Duration::from_micros(50);
@@ -56,6 +59,9 @@ pub(crate) struct Connection {
     commands: Receiver<Command>,
     /// Over TLS every wake-up reads: OpenSSL may hold bytes epoll cannot see.
     always_read: bool,
+    /// The network's changes, and the link and address this connection
+    /// goes out from.
+    watching: Option<(Arc<Watcher>, Uses)>,
 }
 
 impl Connection {
@@ -64,6 +70,7 @@ impl Connection {
         hello: Vec<Frame>,
         s: &Setup,
         proven: Sender<()>,
+        watching: Option<(Arc<Watcher>, Uses)>,
     ) -> Result<Self, ConnectionError> {
         let Socket {
             stream,
@@ -82,6 +89,10 @@ impl Connection {
             Interest::READABLE | Interest::WRITABLE,
         )?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        if let Some((w, _)) = &watching {
+            poll.registry()
+                .register(&mut SourceFd(&w.fd()), NETWORK, Interest::READABLE)?;
+        }
         let (commands_tx, commands) = crossbeam_channel::bounded(8);
         let always_read = matches!(stream, crate::connect::stream::Stream::Tls(_));
         let mut rd = Reader::new(rules(&s.cfg));
@@ -109,6 +120,7 @@ impl Connection {
             commands,
             always_read,
             shared: s.shared.clone(),
+            watching,
         })
     }
 
@@ -196,6 +208,15 @@ impl Connection {
             }
             socket_event = false;
             let mut failed = false;
+            if let Some((w, uses)) = &self.watching {
+                if events.iter().any(|e| e.token() == NETWORK) {
+                    w.read();
+                    if let Some(reason) = w.lost(uses) {
+                        log::info!("network change: {reason}; closing the connection");
+                        return Exit::Lost(ConnectionError::NetworkChanged { reason });
+                    }
+                }
+            }
             for e in events.iter().filter(|e| e.token() == SOCKET) {
                 socket_event = true;
                 if e.is_writable() {
