@@ -80,8 +80,10 @@
 //! Lines: `{"state":"connecting","attempt":1}`, `{"state":"open"}` (with
 //! `"subprotocol":"..."` when the server chose one, `"compression":true`
 //! when it agreed to permessage-deflate, and with `--interface` or `--bind`
-//! `"interface":"..."` (the one used) and `"local":"ip:port"`, the
-//! connection's local address),
+//! `"interface":"..."` (the one used), `"local":"ip:port"`, the
+//! connection's local address, and `"phases_ms":{"dns":0.01,"tcp":0.2,
+//! "tls":3.1,"upgrade":0.4}`, how long each step of opening took, with
+//! `"proxy"` and `"tls"` only when there was one),
 //! `{"state":"reconnecting","attempt":2,"delay_ms":500,"error":"..."}` (with
 //! `"status":503` after it when the server refused the upgrade),
 //! `{"state":"polling","attempt":4,"delay_ms":800,"error":"..."}`,
@@ -90,7 +92,8 @@
 //! `{"batch":[{"via":"ws","text":"..."},{"via":"poll","text":"..."},{"via":"ws","binary_hex":"00ff"}]}`,
 //! and with `--stats`, `{"stats":{"state":"open","connects":1,...}}` (every
 //! field of `heartline::Stats`; `rtt_us` in microseconds, `null` until
-//! measured).
+//! measured; `"uplinks":[{"interface":"eth0","bytes_in":..,"bytes_out":..}]`,
+//! the bytes each interface carried since start).
 //! A bad flag exits 2; a client that gives up or is closed by the server
 //! exits 1.
 //!
@@ -507,6 +510,14 @@ fn stats_line(s: &heartline::Stats) -> Value {
         "last_error": s.last_error.as_ref().map(|e| e.to_string()),
         "last_poll_error": s.last_poll_error.as_ref().map(|e| e.to_string()),
         "subprotocol": s.subprotocol,
+        "interface": s.interface,
+        "local": s.local_addr.map(|a| a.to_string()),
+        "phases_ms": s.phases.as_ref().map(phases_json),
+        "uplinks": s.uplinks.iter().map(|u| json!({
+            "interface": u.interface,
+            "bytes_in": u.bytes_in,
+            "bytes_out": u.bytes_out,
+        })).collect::<Vec<_>>(),
         "rtt_us": s.rtt.map(|d| d.as_micros() as u64),
         "heartbeats": s.heartbeats,
         "frames_in": s.frames_in,
@@ -530,6 +541,21 @@ fn stats_line(s: &heartline::Stats) -> Value {
         "state_writes": s.state_writes,
         "state_write_errors": s.state_write_errors,
     }})
+}
+
+/// `{"dns":..,"tcp":..,"proxy":..,"tls":..,"upgrade":..}` in milliseconds
+/// (fractions kept); `proxy` and `tls` only when there was one.
+fn phases_json(p: &heartline::Phases) -> Value {
+    let ms = |d: Duration| d.as_micros() as f64 / 1000.0;
+    let mut v = json!({ "dns": ms(p.dns), "tcp": ms(p.tcp) });
+    if let Some(d) = p.proxy {
+        v["proxy"] = json!(ms(d));
+    }
+    if let Some(d) = p.tls {
+        v["tls"] = json!(ms(d));
+    }
+    v["upgrade"] = json!(ms(p.upgrade));
+    v
 }
 
 /// Sends each line of standard input as a text frame, until EOF (which
@@ -592,11 +618,14 @@ fn state_line(ev: &heartline::Event, bound: bool) -> Value {
     if let Some(i) = ev.opened.as_ref().and_then(|o| o.interface.as_ref()) {
         v["interface"] = json!(i);
     }
-    // The local address when the uplink was chosen (the line is unchanged
-    // for scripts that do not bind).
+    // The local address and the phase times when the uplink was chosen
+    // (the line is unchanged for scripts that do not bind).
     if bound {
-        if let Some(a) = ev.opened.as_ref().and_then(|o| o.local_addr) {
-            v["local"] = json!(a.to_string());
+        if let Some(o) = &ev.opened {
+            if let Some(a) = o.local_addr {
+                v["local"] = json!(a.to_string());
+            }
+            v["phases_ms"] = phases_json(&o.phases);
         }
     }
     if let Some(e) = &ev.error {

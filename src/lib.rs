@@ -39,7 +39,7 @@ pub use error::{
 };
 pub use frame::{Cursor, Frame};
 pub use machine::backoff::Backoff;
-pub use message::{CloseReason, Event, Message, Opened, State, Via};
+pub use message::{CloseReason, Event, Message, Opened, Phases, State, Uplink, Via};
 pub use protocol::json::JsonRules;
 pub use protocol::{
     HelloContext, Inspected, Method, Plain, PollItem, PollRequest, Polled, Protocol, ReplyRule,

@@ -342,4 +342,42 @@ pub struct Opened {
     /// The connection's local address and port (of the TCP connection to
     /// the server, or to the proxy).
     pub local_addr: Option<std::net::SocketAddr>,
+    /// How long each step of opening it took.
+    pub phases: Phases,
+}
+
+/// How long each step of opening a connection took ([`Opened::phases`],
+/// [`crate::Stats::phases`]): where a slow or failing uplink loses its
+/// time. With a proxy, the lookup and the TCP connect are the proxy's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Phases {
+    /// The name lookup (zero for an IP address).
+    pub dns: std::time::Duration,
+    /// The TCP connect, the addresses' race (RFC 8305) included.
+    pub tcp: std::time::Duration,
+    /// The proxy's `CONNECT` tunnel; `None` without a proxy.
+    pub proxy: Option<std::time::Duration>,
+    /// The TLS handshake; `None` for `ws://`.
+    pub tls: Option<std::time::Duration>,
+    /// The HTTP upgrade, from its request to the server's 101.
+    pub upgrade: std::time::Duration,
+}
+
+/// The bytes one uplink carried since the client started
+/// ([`crate::Stats::uplinks`]), counted at the socket: TLS records and
+/// WebSocket framing included, handshakes and failed attempts too, but not
+/// the IP and TCP headers the kernel adds (about 52 to 66 bytes a
+/// packet), so the kernel's interface counters are a little higher. What
+/// a SIM's data plan is charged for is closest to the kernel's figure.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Uplink {
+    /// The interface's name (`eth0`, `wwan0`); `"?"` when the kernel did
+    /// not say which interface has the connection's local address.
+    pub interface: String,
+    /// Bytes received from the server (or the proxy).
+    pub bytes_in: u64,
+    /// Bytes sent.
+    pub bytes_out: u64,
 }

@@ -38,6 +38,11 @@ pub struct Stats {
     pub interface: Option<String>,
     /// The local address of the last connection opened.
     pub local_addr: Option<std::net::SocketAddr>,
+    /// How long each step of opening the last connection took.
+    pub phases: Option<crate::message::Phases>,
+    /// The bytes each uplink carried since the client started, in the
+    /// order first used.
+    pub uplinks: Vec<crate::message::Uplink>,
     /// The last heartbeat round trip (heartbeat sent to Pong or reply rule
     /// match).
     pub rtt: Option<Duration>,
@@ -138,6 +143,8 @@ pub(crate) struct Shared {
     last_poll_error: Mutex<Option<ConnectionError>>,
     /// What the last connection opened agreed (told with `Open`).
     opened: Mutex<crate::message::Opened>,
+    /// The bytes each uplink carried.
+    pub wires: crate::connect::stream::Wires,
     pub counters: Counters,
     closed: AtomicBool,
     waker: Mutex<Option<Arc<mio::Waker>>>,
@@ -176,6 +183,7 @@ impl Shared {
             last_error: Mutex::new(None),
             last_poll_error: Mutex::new(None),
             opened: Mutex::new(crate::message::Opened::default()),
+            wires: Default::default(),
             counters,
             closed: AtomicBool::new(false),
             waker: Mutex::new(None),
@@ -350,6 +358,8 @@ impl Shared {
             subprotocol: opened.subprotocol,
             interface: opened.interface,
             local_addr: opened.local_addr,
+            phases: opened.local_addr.map(|_| opened.phases),
+            uplinks: self.wires.totals(),
             rtt: (rtt != u64::MAX).then(|| Duration::from_micros(rtt)),
             heartbeats: c.heartbeats.load(Relaxed),
             frames_in: c.frames_in.load(Relaxed),

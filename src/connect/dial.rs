@@ -125,9 +125,13 @@ pub(crate) fn connect(
     timeout: Duration,
     abort: &Abort,
     bound: &Bound,
+    phases: &mut crate::message::Phases,
 ) -> Result<TcpStream, ConnectionError> {
-    let deadline = Instant::now() + timeout;
+    let start = Instant::now();
+    let deadline = start + timeout;
     let mut addrs = resolve(host, port, addr, timeout, abort)?;
+    let resolved = Instant::now();
+    phases.dns = resolved - start;
     if let Some(ip) = bound.address {
         // A bound address speaks one family: the server's others are not
         // reachable from it.
@@ -153,7 +157,10 @@ pub(crate) fn connect(
         source: std::sync::Arc::new(source),
     };
     match race(&interleave(addrs), deadline, abort, bound) {
-        Ok(s) => Ok(s),
+        Ok(s) => {
+            phases.tcp = resolved.elapsed();
+            Ok(s)
+        }
         Err(Failed::Bind(e)) => Err(e),
         Err(Failed::Io(e)) if e.kind() == io::ErrorKind::TimedOut => Err(timed_out()),
         Err(Failed::Io(e)) => Err(failed(e)),

@@ -4,6 +4,8 @@
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::machine::deflate::Params;
@@ -15,12 +17,70 @@ use crate::machine::deflate::Params;
 pub(crate) struct Timed {
     pub(crate) tcp: TcpStream,
     deadline: Option<Instant>,
+    /// Where the bytes are counted.
+    wire: Option<Arc<Wire>>,
+}
+
+/// Bytes through one uplink's sockets.
+#[derive(Debug, Default)]
+pub(crate) struct Wire {
+    rx: AtomicU64,
+    tx: AtomicU64,
+}
+
+/// The bytes each uplink carried since the client started
+/// ([`crate::Stats::uplinks`]).
+#[derive(Debug, Default)]
+pub(crate) struct Wires(Mutex<Vec<(String, Arc<Wire>)>>);
+
+impl Wires {
+    /// The counter of the interface named `name`.
+    pub(crate) fn of(&self, name: &str) -> Arc<Wire> {
+        let mut all = crate::error::lock(&self.0);
+        if let Some((_, w)) = all.iter().find(|(n, _)| n == name) {
+            return w.clone();
+        }
+        let w = Arc::new(Wire::default());
+        all.push((name.to_owned(), w.clone()));
+        w
+    }
+
+    pub(crate) fn totals(&self) -> Vec<crate::message::Uplink> {
+        crate::error::lock(&self.0)
+            .iter()
+            .map(|(name, w)| crate::message::Uplink {
+                interface: name.clone(),
+                bytes_in: w.rx.load(Relaxed),
+                bytes_out: w.tx.load(Relaxed),
+            })
+            .collect()
+    }
 }
 
 impl Timed {
     /// `tcp`, bounded by `deadline` until [`Stream::no_deadline`].
     pub(crate) fn new(tcp: TcpStream, deadline: Option<Instant>) -> Timed {
-        Timed { tcp, deadline }
+        Timed {
+            tcp,
+            deadline,
+            wire: None,
+        }
+    }
+
+    /// Counts what goes through it on `wire`.
+    pub(crate) fn counted(mut self, wire: Arc<Wire>) -> Timed {
+        self.wire = Some(wire);
+        self
+    }
+
+    fn count(&self, n: io::Result<usize>, rx: bool) -> io::Result<usize> {
+        if let (Ok(n), Some(w)) = (&n, &self.wire) {
+            match rx {
+                true => w.rx.fetch_add(*n as u64, Relaxed),
+                false => w.tx.fetch_add(*n as u64, Relaxed),
+            };
+        }
+        n
     }
 
     /// Sets the socket's timeouts to the time left.
@@ -40,14 +100,16 @@ impl Timed {
 impl Read for Timed {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.left()?;
-        self.tcp.read(buf)
+        let n = self.tcp.read(buf);
+        self.count(n, true)
     }
 }
 
 impl Write for Timed {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.left()?;
-        self.tcp.write(buf)
+        let n = self.tcp.write(buf);
+        self.count(n, false)
     }
     fn flush(&mut self) -> io::Result<()> {
         self.tcp.flush()

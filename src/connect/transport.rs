@@ -6,6 +6,7 @@
 //! `tungstenite::connect` is not used because it has no connect timeout.
 
 use std::net::TcpStream;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, Endpoint};
@@ -14,7 +15,7 @@ use crate::connect::dial::Abort;
 use crate::error::{ConnectionError, Phase};
 
 type Result<T, E = ConnectionError> = std::result::Result<T, E>;
-use crate::connect::stream::{Socket, Stream, Timed};
+use crate::connect::stream::{Socket, Stream, Timed, Wire, Wires};
 use crate::connect::target::Target;
 use crate::connect::tls::{tls_error, TlsCache};
 use crate::connect::upgrade::upgrade;
@@ -42,6 +43,7 @@ pub(crate) fn connect(
     cfg: &Config,
     tls: &mut TlsCache,
     abort: &Abort,
+    wires: &Wires,
 ) -> Result<(Socket, crate::message::Opened)> {
     // However this attempt ends, `abort` lets go of it.
     struct Over<'a>(&'a Abort);
@@ -61,8 +63,9 @@ pub(crate) fn connect(
     // The uplink is chosen at every attempt: the preferred one again once
     // it is back.
     let bound = cfg.binding.choose()?;
+    let mut phases = crate::message::Phases::default();
     let deadline;
-    let tcp = match cfg
+    let (tcp, wire) = match cfg
         .proxy
         .choice
         .for_host(&cfg.proxy.env, target.tls, &target.host)
@@ -75,9 +78,11 @@ pub(crate) fn connect(
                 cfg.timeouts.connect,
                 abort,
                 &bound,
+                &mut phases,
             )?;
             deadline = Instant::now() + cfg.timeouts.handshake;
-            tcp
+            let wire = wire_of(&bound, &tcp, wires);
+            (tcp, wire)
         }
         Some(proxy) => {
             log::debug!("through proxy {}", proxy.shown);
@@ -88,6 +93,7 @@ pub(crate) fn connect(
                 cfg.timeouts.connect,
                 abort,
                 &bound,
+                &mut phases,
             )
             .map_err(|e| match e {
                 // The device's own binding, not the proxy's doing.
@@ -98,27 +104,34 @@ pub(crate) fn connect(
                     reason: format!("cannot reach the proxy: {e}"),
                 },
             })?;
+            let wire = wire_of(&bound, &tcp, wires);
             // The tunnel counts against the handshake's time, as the
             // handshake through it does.
-            deadline = Instant::now() + cfg.timeouts.handshake;
-            let mut timed = Timed::new(tcp, Some(deadline));
+            let start = Instant::now();
+            deadline = start + cfg.timeouts.handshake;
+            let mut timed = Timed::new(tcp, Some(deadline)).counted(wire.clone());
             proxy.tunnel(
                 &mut timed,
                 &target.host,
                 target.port,
                 cfg.timeouts.handshake,
             )?;
-            timed.tcp
+            phases.proxy = Some(start.elapsed());
+            (timed.tcp, wire)
         }
     };
     let _ = tcp.set_nodelay(true);
     tune(&tcp, cfg);
     let local = tcp.local_addr().ok();
-    let tcp = Timed::new(tcp, Some(deadline));
+    let tcp = Timed::new(tcp, Some(deadline)).counted(wire);
     let stream = if target.tls {
         let connector = tls.get(cfg, &target.host)?;
+        let start = Instant::now();
         match connector.connect(&target.host, tcp) {
-            Ok(s) => Stream::Tls(Box::new(s)),
+            Ok(s) => {
+                phases.tls = Some(start.elapsed());
+                Stream::Tls(Box::new(s))
+            }
             Err(native_tls::HandshakeError::WouldBlock(_)) => {
                 return Err(ConnectionError::Timeout {
                     phase: Phase::TlsHandshake,
@@ -140,10 +153,24 @@ pub(crate) fn connect(
     } else {
         Stream::Plain(tcp)
     };
+    let start = Instant::now();
     let (socket, mut opened) = upgrade(stream, endpoint, &target, &addr, cfg, tls.sent.as_deref())?;
+    phases.upgrade = start.elapsed();
     opened.interface = bound.interface;
     opened.local_addr = local;
+    opened.phases = phases;
     Ok((socket, opened))
+}
+
+/// The counter of the uplink `tcp` goes out on: the bound interface, or
+/// the one the kernel lists with its local address.
+fn wire_of(bound: &Bound, tcp: &TcpStream, wires: &Wires) -> Arc<Wire> {
+    let name = bound.interface.clone().or_else(|| {
+        let ip = tcp.local_addr().ok()?.ip();
+        let net = crate::connect::netlink::dump(false).ok()?;
+        net.link_of(ip).map(|(_, name)| name.to_owned())
+    });
+    wires.of(name.as_deref().unwrap_or("?"))
 }
 
 /// Keepalive and `TCP_USER_TIMEOUT`, so the kernel reports a dead peer
@@ -174,8 +201,9 @@ fn connect_tcp(
     timeout: Duration,
     abort: &Abort,
     bound: &Bound,
+    phases: &mut crate::message::Phases,
 ) -> Result<TcpStream> {
-    let tcp = crate::connect::dial::connect(host, port, addr, timeout, abort, bound)?;
+    let tcp = crate::connect::dial::connect(host, port, addr, timeout, abort, bound, phases)?;
     abort.watch(&tcp);
     Ok(tcp)
 }

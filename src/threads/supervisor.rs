@@ -111,7 +111,7 @@ fn run(s: Setup, agent: Option<Agent>) {
             cursor: s.inbox.cursor(),
         };
         let connected = endpoint
-            .and_then(|e| transport::connect(&e, cfg, &mut tls, &s.shared.abort))
+            .and_then(|e| transport::connect(&e, cfg, &mut tls, &s.shared.abort, &s.shared.wires))
             .and_then(|(socket, opened)| {
                 let hello = match &cfg.hello {
                     Some(h) => guarded("hello", || h(&ctx))?,

@@ -67,6 +67,7 @@ fn a_bound_address_is_the_connections_local_address() {
     let (open, _) = wait_event(&client.events(), "open", |e| e.state == State::Open);
     let local = open
         .opened
+        .as_ref()
         .and_then(|o| o.local_addr)
         .expect("local address");
     assert_eq!(local.ip().to_string(), "127.0.0.1");
@@ -74,6 +75,22 @@ fn a_bound_address_is_the_connections_local_address() {
     let stats = client.stats();
     assert_eq!(stats.local_addr, Some(local));
     assert_eq!(stats.interface, None);
+    // How long each step took, in the event and in stats().
+    let phases = open.opened.as_ref().map(|o| o.phases).expect("phases");
+    assert!(
+        phases.tcp > Duration::ZERO && phases.upgrade > Duration::ZERO,
+        "{phases:?}"
+    );
+    assert_eq!((phases.tls, phases.proxy), (None, None));
+    assert_eq!(stats.phases, Some(phases));
+    // The bytes of the handshake, counted on the interface that has the
+    // local address.
+    let lo = stats.uplinks.iter().find(|u| u.interface == "lo");
+    assert!(
+        lo.is_some_and(|u| u.bytes_out > 100 && u.bytes_in > 100),
+        "{:?}",
+        stats.uplinks
+    );
     client.close();
 }
 
@@ -551,4 +568,66 @@ fn a_client_started_without_a_route_connects_as_soon_as_one_appears() {
         l["batch"].is_array()
     });
     feed_seqs_are_whole(&live);
+}
+
+#[test]
+#[ignore = "needs root: network namespaces and veth pairs (CI runs it)"]
+fn the_bytes_counted_per_uplink_agree_with_the_kernels_counters() {
+    let net = net();
+    let (_server, url) = net.serve();
+    let counters = |link: &str| {
+        ["tx_bytes", "rx_bytes", "tx_packets", "rx_packets"].map(|c| net.counter(link, c))
+    };
+    let before = counters("c1");
+    let lines = net.tail(&[
+        &url,
+        "--interface",
+        "c1",
+        "--count",
+        "20",
+        "--stats",
+        "600000",
+        "--for",
+        "10000",
+    ]);
+    let after = counters("c1");
+    let [tx, rx, tx_packets, rx_packets] = [0, 1, 2, 3].map(|i| after[i] - before[i]);
+    let stats = lines
+        .iter()
+        .rev()
+        .find_map(|l| l.get("stats"))
+        .unwrap_or_else(|| panic!("no stats line in {lines:#?}"));
+    let uplinks = stats["uplinks"].as_array().expect("uplinks");
+    assert_eq!(uplinks.len(), 1, "only c1 carried anything: {uplinks:?}");
+    let c1 = &uplinks[0];
+    assert_eq!(c1["interface"], "c1");
+    let (ours_out, ours_in) = (
+        c1["bytes_out"].as_u64().unwrap(),
+        c1["bytes_in"].as_u64().unwrap(),
+    );
+    // The kernel counts what we counted plus, per packet, its Ethernet, IP
+    // and TCP headers: 66 bytes with TCP timestamps. The SYN's longer
+    // options and ARP's shorter packets are the only other difference;
+    // nothing else crosses the link (no IPv6, no other client).
+    const HEADERS: u64 = 66;
+    assert!(ours_out > 100 && ours_in > 20 * 8, "{c1}");
+    assert!(
+        tx.abs_diff(ours_out + tx_packets * HEADERS) <= 2 * HEADERS,
+        "sent: ours {ours_out}, kernel {tx} in {tx_packets} packets"
+    );
+    assert!(
+        rx.abs_diff(ours_in + rx_packets * HEADERS) <= 2 * HEADERS,
+        "received: ours {ours_in}, kernel {rx} in {rx_packets} packets"
+    );
+    // The phase times are on the open line.
+    let phases = &open_line(&lines)["phases_ms"];
+    assert!(phases["tcp"].as_f64().is_some_and(|t| t > 0.0), "{phases}");
+    assert!(
+        phases["upgrade"].as_f64().is_some_and(|t| t > 0.0),
+        "{phases}"
+    );
+    assert!(
+        phases.get("tls").is_none() && phases.get("proxy").is_none(),
+        "{phases}"
+    );
 }
