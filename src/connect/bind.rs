@@ -13,6 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use socket2::{SockAddr, Socket};
 
+use crate::connect::netlink::Link;
 use crate::error::{BindProblem, ConnectionError};
 
 /// What the configuration asks for.
@@ -31,16 +32,6 @@ pub(crate) struct Bound {
     pub interface: Option<String>,
     /// The local address (`bind`, port 0).
     pub address: Option<IpAddr>,
-}
-
-/// One interface as the kernel reports it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Link {
-    pub name: String,
-    /// Administratively up and with a carrier (`IFF_UP`, `IFF_RUNNING`).
-    pub up: bool,
-    /// Has at least one IPv4 or IPv6 address.
-    pub addressed: bool,
 }
 
 impl Binding {

@@ -14,8 +14,6 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use rustix::fd::OwnedFd;
 use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
 
-use crate::connect::bind::Link;
-
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const RTM_NEWLINK: u16 = 16;
@@ -249,6 +247,16 @@ fn attribute(mut attrs: &[u8], kind: u16) -> Option<&[u8]> {
         attrs = attrs.get((len + 3) & !3..)?;
     }
     None
+}
+
+/// One interface as the kernel reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Link {
+    pub name: String,
+    /// Administratively up and with a carrier (`IFF_UP`, `IFF_RUNNING`).
+    pub up: bool,
+    /// Has at least one IPv4 or IPv6 address.
+    pub addressed: bool,
 }
 
 /// The device's network as the kernel last told it: links, addresses,
