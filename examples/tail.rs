@@ -38,6 +38,10 @@
 //!   --batch MS               batch window
 //!   --backoff MIN_MS:MAX_MS  exponential backoff bounds
 //!   --max-attempts N         give up after N failed attempts
+//!   --min-uptime MS          how long a connection must stay up to count as
+//!                            working (backoff reset, polling stopped), and a
+//!                            preferred --interface that came back before the
+//!                            connection moves back to it
 //!   --count N                exit 0 after N messages
 //!   --for MS                 exit 0 after that long
 //!   --poll URL               HTTP polling fallback endpoint
@@ -134,6 +138,7 @@ struct Args {
     batch: Option<u64>,
     backoff: Option<(u64, u64)>,
     max_attempts: Option<u32>,
+    min_uptime: Option<u64>,
     count: Option<u64>,
     for_ms: Option<u64>,
     poll: Option<String>,
@@ -212,6 +217,7 @@ const FLAGS: &[Flag] = &[
         Ok(())
     } },
     Flag { name: "--max-attempts", value: "N", help: "give up after N failed attempts", set: |a, v| { a.max_attempts = Some(number("--max-attempts", &v)?); Ok(()) } },
+    Flag { name: "--min-uptime", value: "MS", help: "how long a connection (or a preferred interface back) must stay up to count", set: |a, v| { a.min_uptime = Some(number("--min-uptime", &v)?); Ok(()) } },
     Flag { name: "--count", value: "N", help: "exit 0 after N messages", set: |a, v| { a.count = Some(number("--count", &v)?); Ok(()) } },
     Flag { name: "--for", value: "MS", help: "exit 0 after that long", set: |a, v| { a.for_ms = Some(number("--for", &v)?); Ok(()) } },
     Flag { name: "--poll", value: "URL", help: "HTTP polling fallback endpoint", set: |a, v| { a.poll = Some(v); Ok(()) } },
@@ -401,6 +407,9 @@ fn build(a: &Args) -> Result<Client, String> {
             initial: ms(lo),
             max: ms(hi),
         };
+    }
+    if let Some(ms) = a.min_uptime {
+        reconnect.min_uptime = Duration::from_millis(ms);
     }
     if let Some(n) = a.max_attempts {
         reconnect.max_attempts = n;

@@ -372,9 +372,14 @@ impl ClientBuilder {
     /// an LTE modem. Called more than once, the names are a list in order
     /// of preference: each attempt takes the first interface that is up
     /// (with a carrier) and has an address, so a reconnect after the
-    /// preferred link went down goes out over the next one, and one after
-    /// it came back goes out over it again. The one used is in the `Open`
-    /// event ([`crate::Opened::interface`]).
+    /// preferred link went down goes out over the next one. When a
+    /// preferred interface comes back while the connection uses another,
+    /// and stays up with an address for [`Reconnect::min_uptime`] (so a
+    /// flapping link does not move it back and forth), the connection is
+    /// closed cleanly (1001) and the next one goes out over the preferred
+    /// interface ([`ClientBuilder::watch_network`], on by default, sees
+    /// it come back). The one used is in the `Open` event
+    /// ([`crate::Opened::interface`]).
     ///
     /// Binding to an interface needs `CAP_NET_RAW`: `setcap cap_net_raw+ep`
     /// on the binary, or `AmbientCapabilities=CAP_NET_RAW` in its systemd

@@ -211,7 +211,10 @@ pub struct Reconnect {
     pub backoff: Backoff,
     /// A connection that closes before it has been open this long counts
     /// as a failed attempt, so a server that accepts and drops at once is
-    /// not hammered at full speed. Default: 5 s.
+    /// not hammered at full speed. Also the hysteresis of the uplinks: a
+    /// preferred interface of [`crate::ClientBuilder::bind_interface`]'s
+    /// list that came back must stay up this long before the connection
+    /// moves back to it. Default: 5 s.
     pub min_uptime: Duration,
     /// Stop after this many consecutive failed attempts (the client
     /// reports [`crate::CloseReason::GaveUp`] and the receivers end).

@@ -10,6 +10,7 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
 
 use socket2::{SockAddr, Socket};
 
@@ -112,6 +113,59 @@ impl Bound {
     }
 }
 
+/// When a connection over a less preferred interface moves back to a
+/// preferred one that came back: once that one has been up with an address
+/// for `after` without a break. A link that flaps does not move the
+/// connection back and forth.
+#[derive(Debug)]
+pub(crate) struct MoveBack {
+    /// The interfaces preferred over the one in use, best first.
+    better: Vec<String>,
+    after: Duration,
+    /// The best of them that is up, and since when.
+    since: Option<(String, Instant)>,
+}
+
+impl MoveBack {
+    /// For a connection over `current`; `None` when no interface of
+    /// `list` is preferred over it.
+    pub(crate) fn new(list: &[String], current: &str, after: Duration) -> Option<MoveBack> {
+        let at = list.iter().position(|n| n == current)?;
+        (at > 0).then(|| MoveBack {
+            better: list[..at].to_vec(),
+            after,
+            since: None,
+        })
+    }
+
+    /// The interfaces as they are at `now`.
+    pub(crate) fn seen(&mut self, links: &[Link], now: Instant) {
+        let usable = |n: &&String| links.iter().any(|l| &l.name == *n && l.up && l.addressed);
+        let best = self.better.iter().find(usable);
+        self.since = match (best, self.since.take()) {
+            (Some(n), Some((was, t))) if *n == was => Some((was, t)),
+            (Some(n), _) => Some((n.clone(), now)),
+            (None, _) => None,
+        };
+    }
+
+    /// When [`MoveBack::ready`] may say yes.
+    pub(crate) fn due(&self) -> Option<Instant> {
+        self.since.as_ref().map(|(_, t)| *t + self.after)
+    }
+
+    /// Why to move now, if it is time.
+    pub(crate) fn ready(&self, now: Instant) -> Option<String> {
+        let (name, since) = self.since.as_ref()?;
+        (now >= *since + self.after).then(|| {
+            format!(
+                "moving back to {name}, preferred, up for {:?}",
+                now - *since
+            )
+        })
+    }
+}
+
 /// `SO_BINDTODEVICE` failed on `name`: what it means and what to do.
 pub(crate) fn device_error(name: &str, e: &io::Error) -> ConnectionError {
     let (problem, reason) = match e.raw_os_error() {
@@ -196,6 +250,44 @@ mod tests {
         let links = [link("eth0", true, true), link("wlan0", true, true)];
         let got = pick(&names(&["eth0", "wlan0"]), &links);
         assert_eq!(got.ok().as_deref(), Some("eth0"), "the preferred one");
+    }
+
+    #[test]
+    fn a_preferred_interface_is_moved_back_to_once_it_stayed_up() {
+        let list = names(&["eth0", "wwan0", "wlan0"]);
+        let s = Duration::from_secs(1);
+        let t0 = Instant::now();
+        assert!(
+            MoveBack::new(&list, "eth0", s).is_none(),
+            "already the best"
+        );
+        assert!(MoveBack::new(&list, "usb0", s).is_none(), "not in the list");
+        let mut m = MoveBack::new(&list, "wlan0", s).unwrap();
+        m.seen(&[link("eth0", false, true), link("wlan0", true, true)], t0);
+        assert_eq!((m.due(), m.ready(t0 + 10 * s)), (None, None));
+        // wwan0 comes up: due after the hysteresis, not before.
+        m.seen(&[link("wwan0", true, true)], t0 + s);
+        assert_eq!(m.due(), Some(t0 + 2 * s));
+        assert!(m.ready(t0 + s + s / 2).is_none());
+        // The same news again does not restart the clock.
+        m.seen(&[link("wwan0", true, true)], t0 + s + s / 2);
+        assert!(m.ready(t0 + 2 * s).unwrap().contains("wwan0"));
+        // It flaps: the clock starts again when it is back.
+        m.seen(&[link("wwan0", false, true)], t0 + 2 * s);
+        assert_eq!(m.due(), None);
+        m.seen(&[link("wwan0", true, true)], t0 + 3 * s);
+        assert!(m.ready(t0 + 3 * s).is_none());
+        // An address is needed too; and the best one up is the one timed.
+        m.seen(
+            &[link("eth0", true, false), link("wwan0", true, true)],
+            t0 + 3 * s,
+        );
+        assert_eq!(m.due(), Some(t0 + 4 * s));
+        m.seen(
+            &[link("eth0", true, true), link("wwan0", true, true)],
+            t0 + 4 * s,
+        );
+        assert!(m.ready(t0 + 5 * s).unwrap().contains("eth0"));
     }
 
     #[test]

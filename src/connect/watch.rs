@@ -40,6 +40,13 @@ pub(crate) struct Uses {
     addr: IpAddr,
 }
 
+impl Uses {
+    /// The interface's name.
+    pub(crate) fn interface(&self) -> &str {
+        &self.name
+    }
+}
+
 impl Watcher {
     /// Subscribes, then reads the network as it is. In that order, so no
     /// change falls between the two: one that does is read twice, which
@@ -99,6 +106,11 @@ impl Watcher {
             name: name.to_owned(),
             addr: local,
         })
+    }
+
+    /// Each interface: up or not, and whether it has a usable address.
+    pub(crate) fn links(&self) -> Vec<crate::connect::netlink::Link> {
+        lock(&self.net).links()
     }
 
     /// Why the connection that `uses` can no longer carry on, if so: its

@@ -137,6 +137,9 @@ pub(crate) struct Session {
     /// A budget ran out with work left.
     more: bool,
     done: bool,
+    /// The close under way is to connect again elsewhere
+    /// ([`Session::leave`]): how the connection ends once it is done.
+    leaving: Option<ConnectionError>,
 }
 
 impl Session {
@@ -155,6 +158,7 @@ impl Session {
             stalled_since: None,
             more: false,
             done: false,
+            leaving: None,
         };
         if !hello.is_empty() || !resend.is_empty() {
             c.actions.extend(hello.into_iter().map(Action::Write));
@@ -179,12 +183,36 @@ impl Session {
 
     /// An ending that is the requested close when one is under way.
     fn lost(&mut self, e: ConnectionError) {
-        let exit = if self.closing.is_some() {
-            Exit::Requested
+        if self.closing.is_some() {
+            self.close_done();
         } else {
-            Exit::Lost(e)
+            self.exit(Exit::Lost(e));
+        }
+    }
+
+    /// The close handshake is over (or given up): the application's close,
+    /// or the one [`Session::leave`] started.
+    fn close_done(&mut self) {
+        let exit = match self.leaving.take() {
+            Some(why) => Exit::Lost(why),
+            None => Exit::Requested,
         };
         self.exit(exit);
+    }
+
+    /// Closes the connection cleanly (1001, going away) to connect again
+    /// elsewhere: it ends as lost with `why`, so the reconnect policy
+    /// applies and the client does not stop. Nothing while a close is
+    /// under way.
+    pub(crate) fn leave(&mut self, why: ConnectionError, now: Instant) {
+        if self.closing.is_some() || self.done || self.failing.is_some() {
+            return;
+        }
+        self.leaving = Some(why);
+        self.closing = Some(now + self.cfg.close_timeout);
+        self.actions.push_back(Action::DrainQueue);
+        self.actions.push_back(Action::Close(1001, ""));
+        self.actions.push_back(Action::Flush);
     }
 
     /// The server broke the protocol and the connection is being failed:
@@ -274,7 +302,7 @@ impl Session {
             Incoming::Close(code, reason) => {
                 if self.closing.is_some() {
                     // The answer to ours: the handshake is complete.
-                    return self.exit(Exit::Requested);
+                    return self.close_done();
                 }
                 // RFC 6455 §5.5.1: answered with a close frame, echoing
                 // the code (or with none, as it came).
@@ -406,7 +434,7 @@ impl Session {
         }
         if let Some(deadline) = self.closing {
             if now >= deadline {
-                self.exit(Exit::Requested);
+                self.close_done();
                 return Wait::Again;
             }
             return Wait::Until(Some(stall.map_or(deadline, |s| s.min(deadline))));
@@ -685,6 +713,53 @@ mod tests {
             &drain(&mut c)[..],
             [Action::Exit(Exit::Lost(ConnectionError::Io(_)))]
         ));
+    }
+
+    #[test]
+    fn leaving_closes_with_1001_and_ends_as_lost_not_requested() {
+        let t0 = Instant::now();
+        let why = || ConnectionError::NetworkChanged {
+            reason: "back to eth0".into(),
+        };
+        // The server answers the close.
+        let mut c = Session::new(plain(), vec![], Vec::new());
+        c.leave(why(), t0);
+        let a = drain(&mut c);
+        assert!(matches!(
+            &a[..],
+            [Action::DrainQueue, Action::Close(1001, _), Action::Flush]
+        ));
+        assert!(!c.takes_frames(), "nothing after the close frame");
+        c.leave(why(), t0);
+        assert!(drain(&mut c).is_empty(), "once");
+        c.frame(Incoming::Close(1001, String::new()), t0);
+        assert!(matches!(
+            drain(&mut c).last(),
+            Some(Action::Exit(Exit::Lost(
+                ConnectionError::NetworkChanged { .. }
+            )))
+        ));
+        // The server never answers: the same ending at the close timeout.
+        let mut c = Session::new(plain(), vec![], Vec::new());
+        c.leave(why(), t0);
+        drain(&mut c);
+        let _ = c.wait(t0 + Duration::from_secs(3600));
+        assert!(matches!(
+            drain(&mut c).last(),
+            Some(Action::Exit(Exit::Lost(
+                ConnectionError::NetworkChanged { .. }
+            )))
+        ));
+        // The application's close while leaving stays the application's
+        // business (the supervisor maps it): no second close frame.
+        let mut c = Session::new(plain(), vec![], Vec::new());
+        c.command(Command::Close, t0);
+        c.leave(why(), t0);
+        let a = drain(&mut c);
+        assert_eq!(
+            a.iter().filter(|x| matches!(x, Action::Close(..))).count(),
+            1
+        );
     }
 
     #[test]

@@ -288,6 +288,22 @@ impl Live {
         }
     }
 
+    /// Waits for the feed to go `more` messages past the last one seen.
+    fn more_of_the_feed(&mut self, what: &str, more: u64) {
+        let beyond = self.seqs().last().copied().unwrap_or(0) + more;
+        let seq = |m: &Value| {
+            serde_json::from_str::<Value>(m["text"].as_str()?)
+                .ok()?
+                .get("seq")?
+                .as_u64()
+        };
+        self.next(what, Duration::from_secs(10), |l| {
+            l["batch"]
+                .as_array()
+                .is_some_and(|b| b.iter().any(|m| seq(m).is_some_and(|s| s > beyond)))
+        });
+    }
+
     /// The feed's sequence numbers of the messages seen so far, in order.
     fn seqs(&self) -> Vec<u64> {
         self.seen
@@ -498,18 +514,7 @@ fn pulling_the_preferred_link_moves_the_connection_within_a_second() {
         "{why}"
     );
     // The feed goes on over c1, from where it was, nothing lost or doubled.
-    let last = live.seqs().last().copied().unwrap_or(0);
-    live.next("messages over c1", Duration::from_secs(10), |l| {
-        l["batch"].as_array().is_some_and(|b| {
-            b.iter().any(|m| {
-                m["text"]
-                    .as_str()
-                    .and_then(|t| serde_json::from_str::<Value>(t).ok())
-                    .and_then(|v| v["seq"].as_u64())
-                    .is_some_and(|s| s > last + 10)
-            })
-        })
-    });
+    live.more_of_the_feed("messages over c1", 10);
     feed_seqs_are_whole(&live);
 }
 
@@ -630,4 +635,65 @@ fn the_bytes_counted_per_uplink_agree_with_the_kernels_counters() {
         phases.get("tls").is_none() && phases.get("proxy").is_none(),
         "{phases}"
     );
+}
+
+#[test]
+#[ignore = "needs root: network namespaces and veth pairs (CI runs it)"]
+fn the_connection_moves_back_to_the_preferred_link_once_it_stayed_up() {
+    let net = net();
+    let (_server, url) = net.serve_with(&["--feed"]);
+    net.ip(&["-n", &net.client, "link", "set", "c0", "down"])
+        .expect("c0 down");
+    let mut args = vec![
+        url.as_str(),
+        "--interface",
+        "c0",
+        "--interface",
+        "c1",
+        "--min-uptime",
+        "1500",
+    ];
+    args.extend(SLOW_BUT_WATCHING);
+    let mut live = net.tail_live(&args);
+    let (_, open) = live.next("open", Duration::from_secs(10), |l| l["state"] == "open");
+    assert_eq!(open["interface"], "c1");
+    live.next("messages", Duration::from_secs(10), |l| {
+        l["batch"].is_array()
+    });
+    // c0 comes back, and its route with it (as a network manager does).
+    let up = Instant::now();
+    net.ip(&["-n", &net.client, "link", "set", "c0", "up"])
+        .expect("c0 up");
+    net.ip(&[
+        "-n",
+        &net.client,
+        "route",
+        "add",
+        "10.201.9.1/32",
+        "via",
+        "10.201.0.2",
+        "dev",
+        "c0",
+        "metric",
+        "10",
+    ])
+    .expect("c0's route");
+    let (at, open) = live.next("open over c0", Duration::from_secs(10), |l| {
+        l["state"] == "open"
+    });
+    assert_eq!(open["interface"], "c0", "{:#?}", live.seen);
+    let took = at - up;
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_millis(2500),
+        "moved back {took:?} after c0 came up (hysteresis 1.5 s)"
+    );
+    let why = live
+        .seen
+        .iter()
+        .rfind(|l| l["state"] == "reconnecting")
+        .map(|l| l["error"].to_string())
+        .unwrap_or_default();
+    assert!(why.contains("moving back to c0"), "{why}");
+    live.more_of_the_feed("messages over c0", 10);
+    feed_seqs_are_whole(&live);
 }

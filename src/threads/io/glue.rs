@@ -117,6 +117,13 @@ impl<S: Read + Write> Driver<S> {
     }
 
     /// Carries out the machine's actions; the exit once it has one.
+    /// Closes the connection cleanly to connect again elsewhere
+    /// ([`Session::leave`]).
+    pub(super) fn leave(&mut self, why: crate::error::ConnectionError) -> Option<Exit> {
+        self.m.leave(why, Instant::now());
+        self.act()
+    }
+
     pub(super) fn act(&mut self) -> Option<Exit> {
         while let Some(a) = self.m.next_action() {
             match a {

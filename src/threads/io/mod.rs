@@ -21,6 +21,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::config::Config;
+use crate::connect::bind::MoveBack;
 use crate::connect::stream::Socket;
 use crate::connect::watch::{Uses, Watcher};
 use crate::delivery::inbox::Intake;
@@ -62,6 +63,9 @@ pub(crate) struct Connection {
     /// The network's changes, and the link and address this connection
     /// goes out from.
     watching: Option<(Arc<Watcher>, Uses)>,
+    /// Over a less preferred interface of `bind_interface`'s list: when to
+    /// move back to a better one.
+    move_back: Option<MoveBack>,
 }
 
 impl Connection {
@@ -89,9 +93,18 @@ impl Connection {
             Interest::READABLE | Interest::WRITABLE,
         )?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        if let Some((w, _)) = &watching {
+        let mut move_back = None;
+        if let Some((w, uses)) = &watching {
             poll.registry()
                 .register(&mut SourceFd(&w.fd()), NETWORK, Interest::READABLE)?;
+            move_back = MoveBack::new(
+                &s.cfg.binding.interfaces,
+                uses.interface(),
+                s.cfg.reconnect.min_uptime,
+            );
+            if let Some(m) = &mut move_back {
+                m.seen(&w.links(), Instant::now());
+            }
         }
         let (commands_tx, commands) = crossbeam_channel::bounded(8);
         let always_read = matches!(stream, crate::connect::stream::Stream::Tls(_));
@@ -121,6 +134,7 @@ impl Connection {
             always_read,
             shared: s.shared.clone(),
             watching,
+            move_back,
         })
     }
 
@@ -160,7 +174,14 @@ impl Connection {
 
             let timeout = match wait {
                 Wait::Again => Some(Duration::ZERO),
-                Wait::Until(deadline) => deadline.map(|t| t.saturating_duration_since(now)),
+                Wait::Until(deadline) => {
+                    let due = self.move_back.as_ref().and_then(MoveBack::due);
+                    let deadline = match (deadline, due) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                    deadline.map(|t| t.saturating_duration_since(now))
+                }
             };
             // Right after I/O the next event (a reply, the next send) often
             // follows within microseconds: look without sleeping for a short
@@ -215,6 +236,21 @@ impl Connection {
                         log::info!("network change: {reason}; closing the connection");
                         return Exit::Lost(ConnectionError::NetworkChanged { reason });
                     }
+                    if let Some(m) = &mut self.move_back {
+                        m.seen(&w.links(), Instant::now());
+                    }
+                }
+            }
+            if let Some(reason) = self
+                .move_back
+                .as_ref()
+                .and_then(|m| m.ready(Instant::now()))
+            {
+                // Once: the clean close is under way.
+                self.move_back = None;
+                log::info!("{reason}; closing this connection cleanly");
+                if let Some(e) = d.leave(ConnectionError::NetworkChanged { reason }) {
+                    return e;
                 }
             }
             for e in events.iter().filter(|e| e.token() == SOCKET) {
