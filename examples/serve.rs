@@ -6,7 +6,8 @@
 //! `127.0.0.1:0`. `--feed` publishes to a sequenced feed instead
 //! (`{"n":N,"id":"m-N","seq":N}`): a new connection first gets every message
 //! not acknowledged (`{"type":"ack","ack":"m-N"}`), as a server that follows
-//! the README's server rules does.
+//! the README's server rules does, and its HTTP poll endpoint's URL is
+//! printed on the second line.
 //!
 //! ```text
 //! cargo run --example serve -- --every 1000
@@ -69,6 +70,10 @@ fn main() {
         }
     }
     println!("{}", server.url());
+    if let Some(poll) = server.poll_url() {
+        // With --feed, the poll endpoint's URL on the second line.
+        println!("{poll}");
+    }
     let _ = std::io::stdout().flush();
     let start = Instant::now();
     let end = for_ms.map(|d| start + d);

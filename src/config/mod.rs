@@ -386,7 +386,8 @@ impl ClientBuilder {
     /// unit. Without it, or when no interface of the list is up, the
     /// attempt fails with [`crate::ConnectionError::Bind`] (its
     /// [`crate::BindProblem`] says which) and the reconnect policy applies.
-    /// Polls of the HTTP fallback are not bound yet.
+    /// The HTTP fallback's polls are bound the same way (a poll that
+    /// cannot be bound fails, and the poller retries).
     pub fn bind_interface(mut self, name: impl Into<String>) -> Self {
         self.cfg.binding.interfaces.push(name.into());
         self
@@ -396,8 +397,8 @@ impl ClientBuilder {
     /// address, or to pick an uplink without `CAP_NET_RAW`). Only the
     /// server's addresses of the same family are tried. An address that is
     /// not the device's fails the attempt with
-    /// [`crate::ConnectionError::Bind`]. Polls of the HTTP fallback are not
-    /// bound yet.
+    /// [`crate::ConnectionError::Bind`]. The HTTP fallback's polls are bound
+    /// the same way.
     pub fn bind_address(mut self, address: std::net::IpAddr) -> Self {
         self.cfg.binding.address = Some(address);
         self

@@ -129,9 +129,26 @@ pub(crate) fn connect(
 ) -> Result<TcpStream, ConnectionError> {
     let start = Instant::now();
     let deadline = start + timeout;
-    let mut addrs = resolve(host, port, addr, timeout, abort)?;
+    let addrs = resolve(host, port, addr, timeout, abort)?;
     let resolved = Instant::now();
     phases.dns = resolved - start;
+    let tcp = connect_resolved(addrs, addr, deadline, timeout, abort, bound)?;
+    phases.tcp = resolved.elapsed();
+    Ok(tcp)
+}
+
+/// Connects to one of `addrs` (`addr`, as errors show it) by `deadline`
+/// (`timeout` from the start, for errors): those of the bound address's
+/// family, raced as RFC 8305 says. The HTTP polls come here too, with the
+/// addresses ureq resolved.
+pub(crate) fn connect_resolved(
+    mut addrs: Vec<SocketAddr>,
+    addr: &str,
+    deadline: Instant,
+    timeout: Duration,
+    abort: &Abort,
+    bound: &Bound,
+) -> Result<TcpStream, ConnectionError> {
     if let Some(ip) = bound.address {
         // A bound address speaks one family: the server's others are not
         // reachable from it.
@@ -157,10 +174,7 @@ pub(crate) fn connect(
         source: std::sync::Arc::new(source),
     };
     match race(&interleave(addrs), deadline, abort, bound) {
-        Ok(s) => {
-            phases.tcp = resolved.elapsed();
-            Ok(s)
-        }
+        Ok(s) => Ok(s),
         Err(Failed::Bind(e)) => Err(e),
         Err(Failed::Io(e)) if e.kind() == io::ErrorKind::TimedOut => Err(timed_out()),
         Err(Failed::Io(e)) => Err(failed(e)),

@@ -57,6 +57,14 @@ impl Wires {
     }
 }
 
+impl Wire {
+    /// Counts `rx` bytes received and `tx` sent.
+    pub(crate) fn add(&self, rx: usize, tx: usize) {
+        self.rx.fetch_add(rx as u64, Relaxed);
+        self.tx.fetch_add(tx as u64, Relaxed);
+    }
+}
+
 impl Timed {
     /// `tcp`, bounded by `deadline` until [`Stream::no_deadline`].
     pub(crate) fn new(tcp: TcpStream, deadline: Option<Instant>) -> Timed {
@@ -76,9 +84,9 @@ impl Timed {
     fn count(&self, n: io::Result<usize>, rx: bool) -> io::Result<usize> {
         if let (Ok(n), Some(w)) = (&n, &self.wire) {
             match rx {
-                true => w.rx.fetch_add(*n as u64, Relaxed),
-                false => w.tx.fetch_add(*n as u64, Relaxed),
-            };
+                true => w.add(*n, 0),
+                false => w.add(0, *n),
+            }
         }
         n
     }

@@ -164,7 +164,7 @@ pub(crate) fn connect(
 
 /// The counter of the uplink `tcp` goes out on: the bound interface, or
 /// the one the kernel lists with its local address.
-fn wire_of(bound: &Bound, tcp: &TcpStream, wires: &Wires) -> Arc<Wire> {
+pub(crate) fn wire_of(bound: &Bound, tcp: &TcpStream, wires: &Wires) -> Arc<Wire> {
     let name = bound.interface.clone().or_else(|| {
         let ip = tcp.local_addr().ok()?.ip();
         let net = crate::connect::netlink::dump(false).ok()?;

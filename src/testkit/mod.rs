@@ -279,14 +279,16 @@ impl TestServer {
 
     /// Turns on the message feed: published messages go to every
     /// connection (unacked ones again to each new connection), and an HTTP
-    /// poll endpoint on a second port serves them by cursor.
+    /// poll endpoint on a second port of the same address serves them by
+    /// cursor.
     ///
     /// # Errors
     /// When the HTTP listener cannot be bound.
     pub fn enable_feed(&mut self, cfg: FeedConfig) -> io::Result<()> {
         *lock(&self.inner.feed) = Some(feed::Feed::new(cfg));
         if self.http.is_none() {
-            let listener = TcpListener::bind("127.0.0.1:0")?;
+            // On the WebSocket's address, another port.
+            let listener = TcpListener::bind((self.inner.addr.ip(), 0))?;
             *lock(&self.inner.http_addr) = Some(listener.local_addr()?);
             let i = self.inner.clone();
             self.http = Some(
@@ -298,7 +300,7 @@ impl TestServer {
         Ok(())
     }
 
-    /// `http://127.0.0.1:PORT/poll` once the feed is on.
+    /// `http://IP:PORT/poll` once the feed is on.
     pub fn poll_url(&self) -> Option<String> {
         lock(&self.inner.http_addr).map(|a| format!("http://{a}/poll"))
     }

@@ -27,9 +27,22 @@ pub(crate) use without::{agent, fetch, shutdown, Agent};
 #[cfg(feature = "poll")]
 mod with_ureq {
     use super::{Answer, Config, Failure, PollRequest, Result};
+    use crate::connect::bind::Binding;
+    use crate::connect::stream::Wire;
+    use crate::error::ConnectionError;
     use crate::error::Error;
     use crate::protocol::Method;
+    use crate::shared::Shared;
+    use std::io::{ErrorKind, Read, Write};
+    use std::net::TcpStream;
+    use std::sync::{Arc, Weak};
+    use std::time::{Duration, Instant};
     use ureq::tls::{Certificate, RootCerts, TlsConfig, TlsProvider};
+    use ureq::unversioned::resolver::DefaultResolver;
+    use ureq::unversioned::transport::{
+        Buffers, ConnectProxyConnector, ConnectionDetails, Connector, Either, LazyBuffers,
+        NativeTlsConnector, NextTimeout, ShutdownHandle, Transport,
+    };
 
     /// The HTTP agent, and the client certificate it presents (for advice).
     #[derive(Clone)]
@@ -40,7 +53,7 @@ mod with_ureq {
 
     /// The HTTP agent: native-tls with the system roots (or the configured
     /// extra roots, which then replace them), and a finite timeout.
-    pub(crate) fn agent(cfg: &Config) -> Result<Agent> {
+    pub(crate) fn agent(cfg: &Config, shared: &Arc<Shared>) -> Result<Agent> {
         let roots = if cfg.roots.is_empty() {
             RootCerts::PlatformVerifier
         } else {
@@ -86,18 +99,162 @@ mod with_ureq {
                 .for_host(&cfg.proxy.env, url.starts_with("https://"), host_of(url))
                 .and_then(crate::connect::proxy::Proxy::for_ureq)
         });
-        let http = ureq::Agent::config_builder()
+        let config = ureq::Agent::config_builder()
             .proxy(proxy)
             .tls_config(tls)
             .timeout_global(Some(cfg.polling.timeout))
             .http_status_as_error(false)
             .user_agent(concat!("heartline/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .into();
+            .build();
+        // ureq's own chain, with its TCP step replaced by one bound like
+        // the WebSocket's (see `Bound`); the proxy's connection too, as
+        // the tunnel runs the chain for it.
+        let connector = ()
+            .chain(ConnectProxyConnector::default())
+            .chain(BoundTcp {
+                binding: cfg.binding.clone(),
+                shared: shared.clone(),
+            })
+            .chain(NativeTlsConnector::default());
+        let http = ureq::Agent::with_parts(config, connector, DefaultResolver::default());
         Ok(Agent {
             http,
             sent: identity.map(|i| i.shown.into()),
         })
+    }
+
+    /// The polls' TCP connections: bound as the WebSocket's
+    /// (`bind_interface`, `bind_address`) and raced the same way (RFC 8305),
+    /// to the addresses ureq resolved, their bytes counted on the uplink's
+    /// counter ([`crate::Stats::uplinks`]). Each socket is registered with
+    /// the agent, so [`shutdown`] ends a request in flight on it.
+    struct BoundTcp {
+        binding: Binding,
+        shared: Arc<Shared>,
+    }
+
+    impl std::fmt::Debug for BoundTcp {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_tuple("BoundTcp").field(&self.binding).finish()
+        }
+    }
+
+    /// A poll's TCP connection, as ureq's transport.
+    #[derive(Debug)]
+    struct Held {
+        /// Shared (weakly) with the agent's shutdown.
+        tcp: Arc<TcpStream>,
+        buffers: LazyBuffers,
+        wire: Arc<Wire>,
+    }
+
+    impl<In: Transport> Connector<In> for BoundTcp {
+        type Out = Either<In, Held>;
+
+        fn connect(
+            &self,
+            details: &ConnectionDetails,
+            chained: Option<In>,
+        ) -> std::result::Result<Option<Self::Out>, ureq::Error> {
+            if chained.is_some() {
+                return Ok(chained.map(Either::A));
+            }
+            let failed = |e: ConnectionError| match e {
+                ConnectionError::Timeout { .. } => ureq::Error::Timeout(ureq::Timeout::Connect),
+                e => ureq::Error::Io(std::io::Error::other(e.to_string())),
+            };
+            let bound = self.binding.choose().map_err(failed)?;
+            let timeout = details
+                .timeout
+                .not_zero()
+                .map_or(Duration::from_secs(24 * 3600), |d| *d);
+            let addr = details
+                .uri
+                .authority()
+                .map_or_else(String::new, ToString::to_string);
+            let tcp = crate::connect::dial::connect_resolved(
+                details.addrs.to_vec(),
+                &addr,
+                Instant::now() + timeout,
+                timeout,
+                &crate::connect::dial::Abort::default(),
+                &bound,
+            )
+            .map_err(failed)?;
+            let _ = tcp.set_nodelay(true);
+            let wire = crate::connect::transport::wire_of(&bound, &tcp, &self.shared.wires);
+            let tcp = Arc::new(tcp);
+            (details.register_shutdown)(Arc::downgrade(&tcp) as Weak<dyn ShutdownHandle>)?;
+            let c = details.config;
+            Ok(Some(Either::B(Held {
+                tcp,
+                buffers: LazyBuffers::new(c.input_buffer_size(), c.output_buffer_size()),
+                wire,
+            })))
+        }
+    }
+
+    /// The socket's timeout for one read or write: what is left of ureq's
+    /// budget (`None`: no limit).
+    fn left(t: NextTimeout) -> std::result::Result<Option<Duration>, ureq::Error> {
+        if t.after.is_zero() {
+            return Err(ureq::Error::Timeout(t.reason));
+        }
+        Ok(t.not_zero().map(|d| *d))
+    }
+
+    fn io_failed(e: std::io::Error, reason: ureq::Timeout) -> ureq::Error {
+        match e.kind() {
+            ErrorKind::WouldBlock | ErrorKind::TimedOut => ureq::Error::Timeout(reason),
+            _ => ureq::Error::Io(e),
+        }
+    }
+
+    impl Transport for Held {
+        fn buffers(&mut self) -> &mut dyn Buffers {
+            &mut self.buffers
+        }
+
+        fn transmit_output(
+            &mut self,
+            amount: usize,
+            timeout: NextTimeout,
+        ) -> std::result::Result<(), ureq::Error> {
+            let t = timeout.for_write();
+            self.tcp.set_write_timeout(left(t)?)?;
+            let out = &self.buffers.output()[..amount];
+            (&*self.tcp)
+                .write_all(out)
+                .map_err(|e| io_failed(e, t.reason))?;
+            self.wire.add(0, amount);
+            Ok(())
+        }
+
+        fn await_input(&mut self, timeout: NextTimeout) -> std::result::Result<bool, ureq::Error> {
+            let t = timeout.for_read();
+            self.tcp.set_read_timeout(left(t)?)?;
+            let n = loop {
+                match (&*self.tcp).read(self.buffers.input_append_buf()) {
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    r => break r.map_err(|e| io_failed(e, t.reason))?,
+                }
+            };
+            self.buffers.input_appended(n);
+            self.wire.add(n, 0);
+            Ok(n > 0)
+        }
+
+        /// Fit for another request (ureq pools connections): nothing to
+        /// read yet. Bytes, or the end, mean the server closed or sent what
+        /// nobody asked for.
+        fn is_open(&mut self) -> bool {
+            if self.tcp.set_nonblocking(true).is_err() {
+                return false;
+            }
+            let idle =
+                matches!(self.tcp.peek(&mut [0u8]), Err(e) if e.kind() == ErrorKind::WouldBlock);
+            self.tcp.set_nonblocking(false).is_ok() && idle
+        }
     }
 
     /// Ends every request the agent (and its clones) has in flight at once:
@@ -199,7 +356,7 @@ mod without {
     pub(crate) struct Agent;
 
     /// Refuses: a poll was configured in a build without the feature.
-    pub(crate) fn agent(_: &Config) -> Result<Agent> {
+    pub(crate) fn agent(_: &Config, _: &std::sync::Arc<crate::shared::Shared>) -> Result<Agent> {
         Err(Error::config(
             "poll",
             "heartline was built without its `poll` feature (on by default), so it has \

@@ -29,7 +29,7 @@ use crate::threads::{io, poller, Control, Setup};
 
 pub(crate) fn spawn(setup: Setup) -> Result<JoinHandle<()>> {
     let agent = match setup.cfg.polls() {
-        true => Some(poll_http::agent(&setup.cfg)?),
+        true => Some(poll_http::agent(&setup.cfg, &setup.shared)?),
         false => None,
     };
     crate::threads::spawn("heartline-supervisor", move || run(setup, agent)).map_err(|source| {
@@ -375,7 +375,7 @@ impl Drop for Waiting<'_> {
 }
 
 fn start_poller(s: &Setup, spare: Option<Agent>) -> Option<Poller> {
-    let agent = match spare.map_or_else(|| poll_http::agent(&s.cfg), Ok) {
+    let agent = match spare.map_or_else(|| poll_http::agent(&s.cfg, &s.shared), Ok) {
         Ok(agent) => agent,
         Err(e) => {
             // The same configuration made one at build: not expected.

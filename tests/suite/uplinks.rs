@@ -214,6 +214,23 @@ impl Net {
         (Killed(child), first.trim().to_owned())
     }
 
+    /// The test server with a feed; its WebSocket and poll URLs.
+    fn serve_feed(&self) -> (Killed, String, String) {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.server])
+            .arg(serve_bin())
+            .args(["--listen", "10.201.9.1:0", "--every", "20", "--feed"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("serve runs");
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let (mut ws, mut poll) = (String::new(), String::new());
+        out.read_line(&mut ws).expect("serve prints its URL");
+        out.read_line(&mut poll).expect("and its poll URL");
+        (Killed(child), ws.trim().to_owned(), poll.trim().to_owned())
+    }
+
     /// `tail` in the client's namespace until it exits; its JSON lines.
     fn tail(&self, args: &[&str]) -> Vec<Value> {
         let out = Command::new("ip")
@@ -696,4 +713,61 @@ fn the_connection_moves_back_to_the_preferred_link_once_it_stayed_up() {
     assert!(why.contains("moving back to c0"), "{why}");
     live.more_of_the_feed("messages over c0", 10);
     feed_seqs_are_whole(&live);
+}
+
+#[test]
+#[ignore = "needs root: network namespaces and veth pairs (CI runs it)"]
+fn polls_go_out_over_the_bound_interface_and_are_counted() {
+    let net = net();
+    let (_server, _, poll) = net.serve_feed();
+    let sent = |link: &str| net.counter(link, "tx_bytes");
+    let (c0_before, c1_before) = (sent("c0"), sent("c1"));
+    // Nothing listens on port 1: the WebSocket is refused at once, and
+    // the client polls after the first failure.
+    let lines = net.tail(&[
+        "ws://10.201.9.1:1/ws",
+        "--interface",
+        "c1",
+        "--poll",
+        &poll,
+        "--poll-after",
+        "1",
+        "--poll-every",
+        "50",
+        "--id",
+        "/id",
+        "--cursor",
+        "/seq",
+        "--since",
+        "since",
+        "--count",
+        "5",
+        "--stats",
+        "600000",
+        "--for",
+        "10000",
+    ]);
+    let polled: Vec<&Value> = lines
+        .iter()
+        .filter_map(|l| l["batch"].as_array())
+        .flatten()
+        .filter(|m| m["via"] == "poll")
+        .collect();
+    assert!(polled.len() >= 5, "{lines:#?}");
+    let (c0, c1) = (sent("c0") - c0_before, sent("c1") - c1_before);
+    assert!(c1 >= 300 && c0 == 0, "polls: c1 sent {c1} bytes, c0 {c0}");
+    let stats = lines
+        .iter()
+        .rev()
+        .find_map(|l| l.get("stats"))
+        .unwrap_or_else(|| panic!("no stats line in {lines:#?}"));
+    let uplinks = stats["uplinks"].as_array().expect("uplinks");
+    assert!(
+        uplinks.len() == 1
+            && uplinks[0]["interface"] == "c1"
+            && uplinks[0]["bytes_out"]
+                .as_u64()
+                .is_some_and(|b| b > 0 && b <= c1),
+        "{uplinks:?} against the kernel's {c1}"
+    );
 }
