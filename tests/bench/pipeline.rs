@@ -24,6 +24,9 @@ use heartline::{
 };
 use serde_json::{json, Value};
 
+#[path = "../common/netns.rs"]
+mod netns;
+
 struct Sizes {
     messages: usize,
     echoes: usize,
@@ -67,13 +70,14 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .map(|v| v.split(',').map(str::to_owned).collect());
     type Section<'a> = (&'a str, &'a dyn Fn(&mut Report));
-    let sections: [Section; 14] = [
+    let sections: [Section; 15] = [
         ("throughput", &|r| throughput(&sizes, false, r)),
         ("throughput tls", &|r| throughput(&sizes, true, r)),
         ("latency", &|r| latency(&sizes, r)),
         ("idle", &|r| idle(&sizes, r)),
         ("dead_link", &|r| dead_link(&sizes, r)),
         ("failover", &|r| failover(r)),
+        ("uplink", &|r| uplink(quick, r)),
         ("flood", &|r| flood(&sizes, r)),
         ("stalled", &|r| stalled(quick, r)),
         ("state writes", &|r| state_writes(quick, r)),
@@ -764,6 +768,96 @@ fn failover(report: &mut Report) {
         json!({"to_first_poll_ms": to_poll.as_secs_f64()*1e3, "backoff_ms": 50, "poll_after": 3,
         "to_open_ms": to_open.as_secs_f64()*1e3}),
     );
+}
+
+// ----------------------------------------------------------------- uplink
+
+/// The preferred uplink pulled (`ip link set c0 down`) under a client bound
+/// to `c0` then `c1`, in two network namespaces: how long until it is open
+/// over `c1`, with the netlink watcher on and off. Off, the heartbeat must
+/// find the link dead first: interval + timeout (here 200 + 100 ms; 90 s
+/// with a 30 s beat and a 60 s timeout), then the backoff (50 ms).
+fn uplink(quick: bool, report: &mut Report) {
+    let what = "uplink pulled → open over the other, ms";
+    if std::env::var_os("HEARTLINE_BENCH_RUNNER").is_some() {
+        report.row(
+            what,
+            "-".into(),
+            "-".into(),
+            "skipped: emulated target".into(),
+        );
+        return;
+    }
+    let trials = if quick { 1 } else { 5 };
+    let mut times = [Vec::new(), Vec::new()];
+    for (watch, into) in [true, false].into_iter().zip(times.iter_mut()) {
+        for _ in 0..trials {
+            let net = match netns::Net::new() {
+                Ok(n) => n,
+                Err(why) => {
+                    report.row(
+                        what,
+                        "-".into(),
+                        "-".into(),
+                        format!("skipped: needs root ({why})"),
+                    );
+                    return;
+                }
+            };
+            into.push(pulled(&net, watch).as_secs_f64() * 1e3);
+        }
+    }
+    let [mut on, mut off] = times;
+    let (on_med, off_med) = (median(&mut on), median(&mut off));
+    let worst = on.iter().copied().fold(0.0, f64::max);
+    report.row(
+        what,
+        format!("{on_med:.0} med/{worst:.0} max"),
+        format!("{off_med:.0} watcher off"),
+        (if worst <= 1000.0 && on_med < off_med {
+            "ok: ≤ 1 s, faster than off"
+        } else {
+            "MISSED"
+        })
+        .to_owned(),
+    );
+    report.note("uplink", json!({"watcher_on_ms": on, "watcher_off_ms": off, "interval_ms": 200, "timeout_ms": 100, "backoff_ms": 50}));
+}
+
+/// One trial: the time from pulling `c0` to the `open` line over `c1`.
+fn pulled(net: &netns::Net, watch: bool) -> Duration {
+    let (_server, url) = net.serve();
+    let mut args = vec![
+        url.as_str(),
+        "--interface",
+        "c0",
+        "--interface",
+        "c1",
+        "--every",
+        "200",
+        "--timeout",
+        "100",
+        "--backoff",
+        "50:50",
+        "--for",
+        "20000",
+    ];
+    if !watch {
+        args.push("--no-watch");
+    }
+    let mut live = net.tail_live(&args);
+    let wait = Duration::from_secs(10);
+    live.next("open over c0", wait, |l| {
+        l["state"] == "open" && l["interface"] == "c0"
+    });
+    live.next("a message", wait, |l| l["batch"].is_array());
+    let t0 = Instant::now();
+    net.ip(&["-n", &net.client, "link", "set", "c0", "down"])
+        .expect("c0 down");
+    let (at, _) = live.next("open over c1", wait, |l| {
+        l["state"] == "open" && l["interface"] == "c1"
+    });
+    at - t0
 }
 
 // ------------------------------------------------------------------ flood

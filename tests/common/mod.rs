@@ -14,6 +14,10 @@ use heartline::{
 pub const WAIT: Duration = Duration::from_secs(10);
 pub const MS: Duration = Duration::from_millis(1);
 
+pub mod netns;
+#[allow(unused_imports)] // each test binary uses a different subset
+pub use netns::{serve_bin, tail_bin};
+
 pub fn init() {
     let _ = env_logger::builder().is_test(true).try_init();
 }
@@ -180,38 +184,6 @@ pub fn answer_once(bytes: &'static [u8]) -> (std::net::SocketAddr, std::thread::
         }
     });
     (addr, peer)
-}
-
-/// The `tail` example binary, built once per run: `cargo test` builds the
-/// examples, but `cargo test --test tail` alone does not, and a stale binary
-/// would test old code.
-pub fn tail_bin() -> std::path::PathBuf {
-    static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    BUILT.get_or_init(|| example_bin("tail")).clone()
-}
-
-/// The `serve` example (the test server as a process), built once.
-pub fn serve_bin() -> std::path::PathBuf {
-    static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    BUILT.get_or_init(|| example_bin("serve")).clone()
-}
-
-/// Builds an example in this test binary's profile; its path.
-fn example_bin(name: &str) -> std::path::PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap();
-    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-        Some("debug") | None => "dev".to_owned(),
-        Some(other) => other.to_owned(),
-    };
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = std::process::Command::new(cargo)
-        .args(["build", "--quiet", "--example", name, "--profile", &profile])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "building the {name} example failed");
-    profile_dir.join("examples").join(name)
 }
 
 /// A WebSocket server (tungstenite's) that answers the upgrade with these
