@@ -624,13 +624,13 @@ fn state_line(ev: &heartline::Event, bound: bool) -> Value {
     if ev.opened.as_ref().is_some_and(|o| o.compression) {
         v["compression"] = json!(true);
     }
-    if let Some(i) = ev.opened.as_ref().and_then(|o| o.interface.as_ref()) {
-        v["interface"] = json!(i);
-    }
-    // The local address and the phase times when the uplink was chosen
-    // (the line is unchanged for scripts that do not bind).
+    // The interface, local address and phase times when the uplink was
+    // chosen (the line is unchanged for scripts that do not bind).
     if bound {
         if let Some(o) = &ev.opened {
+            if let Some(i) = &o.interface {
+                v["interface"] = json!(i);
+            }
             if let Some(a) = o.local_addr {
                 v["local"] = json!(a.to_string());
             }

@@ -335,9 +335,10 @@ pub struct Opened {
     pub subprotocol: Option<String>,
     /// permessage-deflate was agreed ([`crate::ClientBuilder::compression`]).
     pub compression: bool,
-    /// The interface the connection was bound to
-    /// ([`crate::ClientBuilder::bind_interface`]); `None` when none was
-    /// named.
+    /// The interface the connection goes out on: the one it was bound to
+    /// ([`crate::ClientBuilder::bind_interface`]), or else the one the
+    /// kernel lists with its local address; `None` when the kernel did not
+    /// say.
     pub interface: Option<String>,
     /// The connection's local address and port (of the TCP connection to
     /// the server, or to the proxy).

@@ -33,8 +33,8 @@ pub struct Stats {
     /// The subprotocol the server chose for the last connection opened
     /// (see [`crate::ClientBuilder::subprotocols`]).
     pub subprotocol: Option<String>,
-    /// The interface the last connection opened was bound to
-    /// ([`crate::ClientBuilder::bind_interface`]).
+    /// The interface the last connection opened goes out on (see
+    /// [`crate::Opened::interface`]).
     pub interface: Option<String>,
     /// The local address of the last connection opened.
     pub local_addr: Option<std::net::SocketAddr>,

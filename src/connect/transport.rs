@@ -65,61 +65,62 @@ pub(crate) fn connect(
     let bound = cfg.binding.choose()?;
     let mut phases = crate::message::Phases::default();
     let deadline;
-    let (tcp, wire) = match cfg
-        .proxy
-        .choice
-        .for_host(&cfg.proxy.env, target.tls, &target.host)
-    {
-        None => {
-            let tcp = connect_tcp(
-                &target.host,
-                target.port,
-                &addr,
-                cfg.timeouts.connect,
-                abort,
-                &bound,
-                &mut phases,
-            )?;
-            deadline = Instant::now() + cfg.timeouts.handshake;
-            let wire = wire_of(&bound, &tcp, wires);
-            (tcp, wire)
-        }
-        Some(proxy) => {
-            log::debug!("through proxy {}", proxy.shown);
-            let tcp = connect_tcp(
-                &proxy.host,
-                proxy.port,
-                &proxy.addr(),
-                cfg.timeouts.connect,
-                abort,
-                &bound,
-                &mut phases,
-            )
-            .map_err(|e| match e {
-                // The device's own binding, not the proxy's doing.
-                ConnectionError::Bind { .. } => e,
-                e => ConnectionError::Proxy {
-                    proxy: proxy.shown.clone(),
-                    status: None,
-                    reason: format!("cannot reach the proxy: {e}"),
-                },
-            })?;
-            let wire = wire_of(&bound, &tcp, wires);
-            // The tunnel counts against the handshake's time, as the
-            // handshake through it does.
-            let start = Instant::now();
-            deadline = start + cfg.timeouts.handshake;
-            let mut timed = Timed::new(tcp, Some(deadline)).counted(wire.clone());
-            proxy.tunnel(
-                &mut timed,
-                &target.host,
-                target.port,
-                cfg.timeouts.handshake,
-            )?;
-            phases.proxy = Some(start.elapsed());
-            (timed.tcp, wire)
-        }
-    };
+    let (tcp, uplink, wire) =
+        match cfg
+            .proxy
+            .choice
+            .for_host(&cfg.proxy.env, target.tls, &target.host)
+        {
+            None => {
+                let tcp = connect_tcp(
+                    &target.host,
+                    target.port,
+                    &addr,
+                    cfg.timeouts.connect,
+                    abort,
+                    &bound,
+                    &mut phases,
+                )?;
+                deadline = Instant::now() + cfg.timeouts.handshake;
+                let (uplink, wire) = uplink_of(&bound, &tcp, wires);
+                (tcp, uplink, wire)
+            }
+            Some(proxy) => {
+                log::debug!("through proxy {}", proxy.shown);
+                let tcp = connect_tcp(
+                    &proxy.host,
+                    proxy.port,
+                    &proxy.addr(),
+                    cfg.timeouts.connect,
+                    abort,
+                    &bound,
+                    &mut phases,
+                )
+                .map_err(|e| match e {
+                    // The device's own binding, not the proxy's doing.
+                    ConnectionError::Bind { .. } => e,
+                    e => ConnectionError::Proxy {
+                        proxy: proxy.shown.clone(),
+                        status: None,
+                        reason: format!("cannot reach the proxy: {e}"),
+                    },
+                })?;
+                let (uplink, wire) = uplink_of(&bound, &tcp, wires);
+                // The tunnel counts against the handshake's time, as the
+                // handshake through it does.
+                let start = Instant::now();
+                deadline = start + cfg.timeouts.handshake;
+                let mut timed = Timed::new(tcp, Some(deadline)).counted(wire.clone());
+                proxy.tunnel(
+                    &mut timed,
+                    &target.host,
+                    target.port,
+                    cfg.timeouts.handshake,
+                )?;
+                phases.proxy = Some(start.elapsed());
+                (timed.tcp, uplink, wire)
+            }
+        };
     let _ = tcp.set_nodelay(true);
     tune(&tcp, cfg);
     let local = tcp.local_addr().ok();
@@ -156,21 +157,26 @@ pub(crate) fn connect(
     let start = Instant::now();
     let (socket, mut opened) = upgrade(stream, endpoint, &target, &addr, cfg, tls.sent.as_deref())?;
     phases.upgrade = start.elapsed();
-    opened.interface = bound.interface;
+    opened.interface = uplink;
     opened.local_addr = local;
     opened.phases = phases;
     Ok((socket, opened))
 }
 
-/// The counter of the uplink `tcp` goes out on: the bound interface, or
-/// the one the kernel lists with its local address.
-pub(crate) fn wire_of(bound: &Bound, tcp: &TcpStream, wires: &Wires) -> Arc<Wire> {
+/// The interface `tcp` goes out on: the bound one, or the one the kernel
+/// lists with its local address; and that uplink's byte counter.
+pub(crate) fn uplink_of(
+    bound: &Bound,
+    tcp: &TcpStream,
+    wires: &Wires,
+) -> (Option<String>, Arc<Wire>) {
     let name = bound.interface.clone().or_else(|| {
         let ip = tcp.local_addr().ok()?.ip();
         let net = crate::connect::netlink::dump(false).ok()?;
         net.link_of(ip).map(|(_, name)| name.to_owned())
     });
-    wires.of(name.as_deref().unwrap_or("?"))
+    let wire = wires.of(name.as_deref().unwrap_or("?"));
+    (name, wire)
 }
 
 /// Keepalive and `TCP_USER_TIMEOUT`, so the kernel reports a dead peer

@@ -182,7 +182,7 @@ mod with_ureq {
             )
             .map_err(failed)?;
             let _ = tcp.set_nodelay(true);
-            let wire = crate::connect::transport::wire_of(&bound, &tcp, &self.shared.wires);
+            let (_, wire) = crate::connect::transport::uplink_of(&bound, &tcp, &self.shared.wires);
             let tcp = Arc::new(tcp);
             (details.register_shutdown)(Arc::downgrade(&tcp) as Weak<dyn ShutdownHandle>)?;
             let c = details.config;

@@ -67,10 +67,14 @@ fn a_bound_address_is_the_connections_local_address() {
         .and_then(|o| o.local_addr)
         .expect("local address");
     assert_eq!(local.ip().to_string(), "127.0.0.1");
-    // stats() tells the same, with no interface named.
+    // The interface is the one with that address; stats() tells the same.
+    assert_eq!(
+        open.opened.as_ref().and_then(|o| o.interface.as_deref()),
+        Some("lo")
+    );
     let stats = client.stats();
     assert_eq!(stats.local_addr, Some(local));
-    assert_eq!(stats.interface, None);
+    assert_eq!(stats.interface.as_deref(), Some("lo"));
     // How long each step took, in the event and in stats().
     let phases = open.opened.as_ref().map(|o| o.phases).expect("phases");
     assert!(
