@@ -69,12 +69,16 @@ fn main() {
             std::process::exit(1);
         }
     }
-    println!("{}", server.url());
+    // A reader that stops reading (it took the first line and closed the
+    // pipe) must not end the server: write errors are ignored.
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{}", server.url());
     if let Some(poll) = server.poll_url() {
         // With --feed, the poll endpoint's URL on the second line.
-        println!("{poll}");
+        let _ = writeln!(out, "{poll}");
     }
-    let _ = std::io::stdout().flush();
+    let _ = out.flush();
+    drop(out);
     let start = Instant::now();
     let end = for_ms.map(|d| start + d);
     match (every, end) {

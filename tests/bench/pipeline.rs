@@ -846,18 +846,11 @@ fn pulled(net: &netns::Net, watch: bool) -> Duration {
         args.push("--no-watch");
     }
     let mut live = net.tail_live(&args);
-    let wait = Duration::from_secs(10);
-    live.next("open over c0", wait, |l| {
-        l["state"] == "open" && l["interface"] == "c0"
-    });
-    live.next("a message", wait, |l| l["batch"].is_array());
+    live.open_over("c0");
+    live.a_batch();
     let t0 = Instant::now();
-    net.ip(&["-n", &net.client, "link", "set", "c0", "down"])
-        .expect("c0 down");
-    let (at, _) = live.next("open over c1", wait, |l| {
-        l["state"] == "open" && l["interface"] == "c1"
-    });
-    at - t0
+    net.set_link("c0", false);
+    live.open_over("c1") - t0
 }
 
 // ------------------------------------------------------------------ flood

@@ -132,6 +132,20 @@ impl Net {
     }
 
     pub fn serve_with(&self, more: &[&str]) -> (Killed, String) {
+        let (child, mut lines) = self.serve_lines(more, 1);
+        (child, lines.remove(0))
+    }
+
+    /// The test server with a feed; its WebSocket and poll URLs.
+    pub fn serve_feed(&self) -> (Killed, String, String) {
+        let (child, mut lines) = self.serve_lines(&["--feed"], 2);
+        let poll = lines.remove(1);
+        (child, lines.remove(0), poll)
+    }
+
+    /// `serve` with these arguments, and the first `n` lines it prints
+    /// (its URLs).
+    fn serve_lines(&self, more: &[&str], n: usize) -> (Killed, Vec<String>) {
         let mut child = Command::new("ip")
             .args(["netns", "exec", &self.server])
             .arg(serve_bin())
@@ -141,28 +155,15 @@ impl Net {
             .stdout(Stdio::piped())
             .spawn()
             .expect("serve runs");
-        let mut first = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut first)
-            .expect("serve prints its URL");
-        (Killed(child), first.trim().to_owned())
-    }
-
-    /// The test server with a feed; its WebSocket and poll URLs.
-    pub fn serve_feed(&self) -> (Killed, String, String) {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.server])
-            .arg(serve_bin())
-            .args(["--listen", "10.201.9.1:0", "--every", "20", "--feed"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("serve runs");
         let mut out = BufReader::new(child.stdout.take().unwrap());
-        let (mut ws, mut poll) = (String::new(), String::new());
-        out.read_line(&mut ws).expect("serve prints its URL");
-        out.read_line(&mut poll).expect("and its poll URL");
-        (Killed(child), ws.trim().to_owned(), poll.trim().to_owned())
+        let lines = (0..n)
+            .map(|_| {
+                let mut line = String::new();
+                out.read_line(&mut line).expect("serve prints its URLs");
+                line.trim().to_owned()
+            })
+            .collect();
+        (Killed(child), lines)
     }
 
     /// `tail` in the client's namespace until it exits; its JSON lines.
@@ -217,6 +218,20 @@ pub struct Live {
 }
 
 impl Live {
+    /// The next `open` line, which must be over `link`; when it came.
+    pub fn open_over(&mut self, link: &str) -> Instant {
+        let (at, open) = self.next("open", Duration::from_secs(10), |l| l["state"] == "open");
+        assert_eq!(open["interface"], link, "{:#?}", self.seen);
+        at
+    }
+
+    /// Waits for the next batch of messages.
+    pub fn a_batch(&mut self) {
+        self.next("messages", Duration::from_secs(10), |l| {
+            l["batch"].is_array()
+        });
+    }
+
     /// The first line from now on that `want` accepts, and when it came;
     /// fails the test after `within`.
     pub fn next(
@@ -264,6 +279,15 @@ impl Live {
             .filter_map(|m| serde_json::from_str::<Value>(m["text"].as_str()?).ok())
             .filter_map(|m| m["seq"].as_u64())
             .collect()
+    }
+}
+
+impl Net {
+    /// Takes the client's `link` up or down.
+    pub fn set_link(&self, link: &str, up: bool) {
+        let state = if up { "up" } else { "down" };
+        self.ip(&["-n", &self.client, "link", "set", link, state])
+            .unwrap_or_else(|e| panic!("{e}"));
     }
 }
 

@@ -169,8 +169,7 @@ fn a_bound_interface_carries_the_connection_though_the_routes_prefer_another() {
 fn of_a_list_the_first_interface_that_is_up_is_used() {
     let net = net();
     let (_server, url) = net.serve();
-    net.ip(&["-n", &net.client, "link", "set", "c0", "down"])
-        .expect("c0 down");
+    net.set_link("c0", false);
     let lines = net.tail(&[
         &url,
         "--interface",
@@ -264,19 +263,11 @@ fn pulling_the_preferred_link_moves_the_connection_within_a_second() {
     let mut args = vec![url.as_str(), "--interface", "c0", "--interface", "c1"];
     args.extend(SLOW_BUT_WATCHING);
     let mut live = net.tail_live(&args);
-    let (_, open) = live.next("open", Duration::from_secs(10), |l| l["state"] == "open");
-    assert_eq!(open["interface"], "c0");
-    live.next("messages", Duration::from_secs(10), |l| {
-        l["batch"].is_array()
-    });
+    live.open_over("c0");
+    live.a_batch();
     let pulled = Instant::now();
-    net.ip(&["-n", &net.client, "link", "set", "c0", "down"])
-        .expect("c0 down");
-    let (at, open) = live.next("open over c1", Duration::from_secs(10), |l| {
-        l["state"] == "open"
-    });
-    assert_eq!(open["interface"], "c1", "{:#?}", live.seen);
-    let took = at - pulled;
+    net.set_link("c0", false);
+    let took = live.open_over("c1") - pulled;
     assert!(took < Duration::from_secs(1), "moved after {took:?}");
     let why = live
         .seen
@@ -344,9 +335,7 @@ fn a_client_started_without_a_route_connects_as_soon_as_one_appears() {
         took < Duration::from_secs(1),
         "connected {took:?} after the route appeared"
     );
-    live.next("messages", Duration::from_secs(10), |l| {
-        l["batch"].is_array()
-    });
+    live.a_batch();
     feed_seqs_are_whole(&live);
 }
 
@@ -417,8 +406,7 @@ fn the_bytes_counted_per_uplink_agree_with_the_kernels_counters() {
 fn the_connection_moves_back_to_the_preferred_link_once_it_stayed_up() {
     let net = net();
     let (_server, url) = net.serve_with(&["--feed"]);
-    net.ip(&["-n", &net.client, "link", "set", "c0", "down"])
-        .expect("c0 down");
+    net.set_link("c0", false);
     let mut args = vec![
         url.as_str(),
         "--interface",
@@ -430,15 +418,11 @@ fn the_connection_moves_back_to_the_preferred_link_once_it_stayed_up() {
     ];
     args.extend(SLOW_BUT_WATCHING);
     let mut live = net.tail_live(&args);
-    let (_, open) = live.next("open", Duration::from_secs(10), |l| l["state"] == "open");
-    assert_eq!(open["interface"], "c1");
-    live.next("messages", Duration::from_secs(10), |l| {
-        l["batch"].is_array()
-    });
+    live.open_over("c1");
+    live.a_batch();
     // c0 comes back, and its route with it (as a network manager does).
     let up = Instant::now();
-    net.ip(&["-n", &net.client, "link", "set", "c0", "up"])
-        .expect("c0 up");
+    net.set_link("c0", true);
     net.ip(&[
         "-n",
         &net.client,
@@ -453,11 +437,7 @@ fn the_connection_moves_back_to_the_preferred_link_once_it_stayed_up() {
         "10",
     ])
     .expect("c0's route");
-    let (at, open) = live.next("open over c0", Duration::from_secs(10), |l| {
-        l["state"] == "open"
-    });
-    assert_eq!(open["interface"], "c0", "{:#?}", live.seen);
-    let took = at - up;
+    let took = live.open_over("c0") - up;
     assert!(
         took >= Duration::from_millis(1500) && took < Duration::from_millis(2500),
         "moved back {took:?} after c0 came up (hysteresis 1.5 s)"
