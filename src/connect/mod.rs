@@ -21,6 +21,7 @@ pub(crate) mod dial;
 pub(crate) mod identity;
 pub(crate) mod netlink;
 pub(crate) mod proxy;
+pub(crate) mod sha1;
 pub(crate) mod stream;
 pub(crate) mod target;
 pub(crate) mod tls;

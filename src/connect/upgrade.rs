@@ -332,7 +332,7 @@ fn accept_key(key: &str) -> String {
     let mut both = Vec::with_capacity(key.len() + 36);
     both.extend(key.as_bytes());
     both.extend(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
-    crate::connect::proxy::base64(&openssl::sha::sha1(&both))
+    crate::connect::proxy::base64(&crate::connect::sha1::sha1(&both))
 }
 
 #[cfg(test)]

@@ -578,3 +578,52 @@ fn tail_offers_subprotocols_and_its_open_line_names_the_one_chosen() {
         "{text}"
     );
 }
+
+/// A `ws://` client never needs OpenSSL, and must not make it initialise
+/// itself: OpenSSL 3's first digest (the upgrade's SHA-1, had it been
+/// libcrypto's) loads its providers and configuration and pages in about
+/// 2 MB of `libcrypto.so` (3.4 MB resident against 1.4 MB here).
+#[test]
+fn a_plain_ws_client_leaves_openssl_uninitialised() {
+    let server = server();
+    let mut child = Command::new(tail_bin())
+        .args([server.url().as_str(), "--for", "20000"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("tail runs");
+    // Kept open until the map is read: a closed pipe would end tail.
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let open = out
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.contains(r#""state":"open""#));
+    assert!(open, "tail never opened");
+    let smaps = std::fs::read_to_string(format!("/proc/{}/smaps", child.id()))
+        .expect("the process's memory map");
+    let _ = child.kill();
+    let _ = child.wait();
+    drop(out);
+    let mut lib = "";
+    let mut resident_kb = 0u64;
+    for line in smaps.lines() {
+        if line
+            .split_whitespace()
+            .next()
+            .is_some_and(|r| r.contains('-') && !r.ends_with(':'))
+        {
+            lib = line.split_whitespace().nth(5).unwrap_or("");
+        } else if let Some(kb) = line.strip_prefix("Rss:") {
+            if lib.contains("libcrypto") {
+                resident_kb += kb
+                    .trim()
+                    .trim_end_matches(" kB")
+                    .parse::<u64>()
+                    .unwrap_or(0);
+            }
+        }
+    }
+    assert!(
+        resident_kb < 2500,
+        "{resident_kb} kB of libcrypto resident in a ws:// client"
+    );
+}
