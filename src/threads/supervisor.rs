@@ -135,10 +135,12 @@ fn run(s: Setup, agent: Option<Agent>) {
                 info!("open: {shown}");
                 reconnects += 1;
                 // The link and address this connection goes out from, so
-                // that their loss ends it at once.
-                let watching = watcher
-                    .as_ref()
-                    .and_then(|w| Some((w.clone(), w.uses(local?.ip())?)));
+                // that their loss ends it at once; from what the kernel
+                // has said so far (an address added a moment ago included).
+                let watching = watcher.as_ref().and_then(|w| {
+                    w.read();
+                    Some((w.clone(), w.uses(local?.ip())?))
+                });
                 let (ended, error) = match serve(&s, socket, hello, watching, &mut poller) {
                     // The application closed: no error to tell.
                     Exit::Requested => (Ended::Requested, None),
