@@ -279,6 +279,10 @@ fn soon(jitter: &mut Jitter) -> Duration {
     Duration::from_millis(50 + (jitter.next_f64() * 250.0) as u64)
 }
 
+/// The longest sleep of a wait between attempts: a suspend is noticed
+/// within one (the boot-time clock counts it).
+const SLICE: Duration = Duration::from_secs(5);
+
 /// How a wait between attempts ended.
 #[derive(Debug, PartialEq, Eq)]
 enum Waited {
@@ -294,7 +298,6 @@ enum Waited {
 /// noticed within one, unless a close is requested or, with a `watcher`,
 /// the network changes first.
 fn wait_real_time(s: &Setup, delay: Duration, watcher: Option<&Watcher>) -> Waited {
-    const SLICE: Duration = Duration::from_secs(5);
     let start = crate::clock::boot_now();
     let left = || delay.saturating_sub(crate::clock::boot_now().saturating_sub(start));
     if let Some(w) = watcher {
@@ -339,7 +342,6 @@ impl<'a> Waiting<'a> {
     }
 
     fn wait(&mut self, s: &Setup, w: &Watcher, left: impl Fn() -> Duration) -> Waited {
-        const SLICE: Duration = Duration::from_secs(5);
         let mut events = Events::with_capacity(4);
         // What changed while the last attempt ran counts too.
         let mut changed = w.read();

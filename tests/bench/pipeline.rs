@@ -829,12 +829,8 @@ fn uplink(quick: bool, report: &mut Report) {
 /// One trial: the time from pulling `c0` to the `open` line over `c1`.
 fn pulled(net: &netns::Net, watch: bool) -> Duration {
     let (_server, url) = net.serve();
-    let mut args = vec![
-        url.as_str(),
-        "--interface",
-        "c0",
-        "--interface",
-        "c1",
+    let mut args = netns::c0_then_c1(&url);
+    args.extend([
         "--every",
         "200",
         "--timeout",
@@ -843,7 +839,7 @@ fn pulled(net: &netns::Net, watch: bool) -> Duration {
         "50:50",
         "--for",
         "20000",
-    ];
+    ]);
     if !watch {
         args.push("--no-watch");
     }

@@ -282,6 +282,11 @@ impl Live {
     }
 }
 
+/// `tail`'s arguments for `url` with the interface list `c0`, `c1`.
+pub fn c0_then_c1(url: &str) -> Vec<&str> {
+    vec![url, "--interface", "c0", "--interface", "c1"]
+}
+
 impl Net {
     /// Takes the client's `link` up or down.
     pub fn set_link(&self, link: &str, up: bool) {

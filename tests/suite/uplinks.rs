@@ -6,7 +6,7 @@
 //! carried the connection. They need root (`#[ignore]`d in a normal run;
 //! CI runs them). The others run anywhere.
 use crate::common;
-use common::netns::{Live, Net};
+use common::netns::{c0_then_c1, Live, Net};
 use common::*;
 
 use std::time::{Duration, Instant};
@@ -260,7 +260,7 @@ fn feed_seqs_are_whole(live: &Live) {
 fn pulling_the_preferred_link_moves_the_connection_within_a_second() {
     let net = net();
     let (_server, url) = net.serve_with(&["--feed"]);
-    let mut args = vec![url.as_str(), "--interface", "c0", "--interface", "c1"];
+    let mut args = c0_then_c1(&url);
     args.extend(SLOW_BUT_WATCHING);
     let mut live = net.tail_live(&args);
     live.open_over("c0");
@@ -407,15 +407,8 @@ fn the_connection_moves_back_to_the_preferred_link_once_it_stayed_up() {
     let net = net();
     let (_server, url) = net.serve_with(&["--feed"]);
     net.set_link("c0", false);
-    let mut args = vec![
-        url.as_str(),
-        "--interface",
-        "c0",
-        "--interface",
-        "c1",
-        "--min-uptime",
-        "1500",
-    ];
+    let mut args = c0_then_c1(&url);
+    args.extend(["--min-uptime", "1500"]);
     args.extend(SLOW_BUT_WATCHING);
     let mut live = net.tail_live(&args);
     live.open_over("c1");
