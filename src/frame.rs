@@ -53,20 +53,28 @@ impl Frame {
 
 impl fmt::Debug for Frame {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Payloads can be large and can carry secrets: show the size and a
-        // short head only.
-        const HEAD: usize = 64;
-        match self {
-            Frame::Text(t) => {
-                let mut end = t.len().min(HEAD);
-                while !t.is_char_boundary(end) {
-                    end -= 1;
-                }
-                let more = if end < t.len() { "…" } else { "" };
-                write!(f, "Text({} bytes: {:?}{more})", t.len(), &t[..end])
+        fmt_payload(f, self.as_text(), self.as_bytes())
+    }
+}
+
+/// A payload for `Debug`: its size and a short head only, as payloads can
+/// be large and can carry secrets.
+pub(crate) fn fmt_payload(
+    f: &mut fmt::Formatter<'_>,
+    text: Option<&str>,
+    bytes: &[u8],
+) -> fmt::Result {
+    const HEAD: usize = 64;
+    match text {
+        Some(t) => {
+            let mut end = t.len().min(HEAD);
+            while !t.is_char_boundary(end) {
+                end -= 1;
             }
-            Frame::Binary(b) => write!(f, "Binary({} bytes)", b.len()),
+            let more = if end < t.len() { "…" } else { "" };
+            write!(f, "Text({} bytes: {:?}{more})", t.len(), &t[..end])
         }
+        None => write!(f, "Binary({} bytes)", bytes.len()),
     }
 }
 

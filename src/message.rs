@@ -1,6 +1,8 @@
 //! What goes over the wire and what the application receives.
 
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering::AcqRel, Ordering::Acquire};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::frame::{Cursor, Frame};
@@ -35,18 +37,167 @@ pub(crate) struct Meta {
     pub ack: Option<Frame>,
 }
 
+/// The payloads of one read turn's small messages, side by side: the
+/// storage those messages share, so a turn makes one allocation for its
+/// text and one for its binary payloads, not one per message.
+///
+/// The inbound byte budget holds a turn whole while any of its messages
+/// is in heartline's hands (queued, or in a batch being assembled), since
+/// that is what is really held; see [`Message::enter`].
+pub(crate) struct Turn {
+    text: String,
+    binary: Vec<u8>,
+    /// How many of its messages are queued or being batched.
+    custody: AtomicUsize,
+}
+
+impl Turn {
+    /// A turn's storage, its payloads already in place.
+    pub(crate) fn new(text: String, binary: Vec<u8>) -> Arc<Turn> {
+        Arc::new(Turn {
+            text,
+            binary,
+            custody: AtomicUsize::new(0),
+        })
+    }
+
+    /// The bytes it holds (allocated, not just used).
+    pub(crate) fn size(&self) -> usize {
+        self.text.capacity() + self.binary.capacity()
+    }
+}
+
+/// Where a message's payload lives.
+#[derive(Clone)]
+pub(crate) enum Body {
+    /// Its own allocation (a large, fragmented or compressed message, a
+    /// poll item, or one a protocol inspects).
+    Own(Arc<Frame>),
+    /// `len` bytes at `at` in its read turn's storage.
+    Shared {
+        turn: Arc<Turn>,
+        at: u32,
+        len: u32,
+        text: bool,
+    },
+}
+
+impl Body {
+    /// The text, for a text payload.
+    pub(crate) fn text(&self) -> Option<&str> {
+        match self {
+            Body::Own(f) => f.as_text(),
+            Body::Shared {
+                turn,
+                at,
+                len,
+                text: true,
+            } => turn.text.get(*at as usize..(*at + *len) as usize),
+            Body::Shared { .. } => None,
+        }
+    }
+
+    /// The payload bytes.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        match self {
+            Body::Own(f) => f.as_bytes(),
+            Body::Shared {
+                turn,
+                at,
+                len,
+                text,
+            } => {
+                let all = if *text {
+                    turn.text.as_bytes()
+                } else {
+                    &turn.binary
+                };
+                all.get(*at as usize..(*at + *len) as usize).unwrap_or(&[])
+            }
+        }
+    }
+
+    /// The payload length in bytes.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Body::Own(f) => f.len(),
+            Body::Shared { len, .. } => *len as usize,
+        }
+    }
+
+    /// The payload as a frame of its own (a copy for a shared one).
+    pub(crate) fn to_frame(&self) -> Frame {
+        match (self, self.text()) {
+            (Body::Own(f), _) => (**f).clone(),
+            (_, Some(t)) => Frame::Text(t.to_owned()),
+            (_, None) => Frame::Binary(self.bytes().to_vec()),
+        }
+    }
+
+    /// The frame, without a copy when it has its own.
+    pub(crate) fn into_frame(self) -> Frame {
+        match self {
+            Body::Own(f) => Arc::try_unwrap(f).unwrap_or_else(|shared| (*shared).clone()),
+            shared => shared.to_frame(),
+        }
+    }
+
+    /// Its frame, when it has one of its own.
+    pub(crate) fn own(&self) -> Option<&Frame> {
+        match self {
+            Body::Own(f) => Some(f),
+            Body::Shared { .. } => None,
+        }
+    }
+}
+
+impl From<Frame> for Body {
+    fn from(f: Frame) -> Body {
+        Body::Own(Arc::new(f))
+    }
+}
+
+impl PartialEq for Body {
+    /// The same kind of payload with the same bytes, wherever they live.
+    fn eq(&self, other: &Body) -> bool {
+        self.text().is_some() == other.text().is_some() && self.bytes() == other.bytes()
+    }
+}
+
+impl Eq for Body {}
+
+impl fmt::Debug for Body {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Body::Own(frame) => frame.fmt(f),
+            Body::Shared { .. } => crate::frame::fmt_payload(f, self.text(), self.bytes()),
+        }
+    }
+}
+
 /// One message the server pushed (or the poller fetched).
+///
+/// The small messages (up to 8 KiB) that one read of the socket brings
+/// whole share one allocation for their payloads, so receiving them costs
+/// one allocation per read, not one per message. Keeping such a message
+/// keeps that storage (at most the read buffer, 64 KiB) until it is
+/// dropped; to keep one for long on its own, take it with
+/// [`Message::into_frame`], which copies it out. While any message of a
+/// read is queued, the inbound byte budget (`Limits::inbound_bytes`)
+/// counts the read's storage whole.
 #[derive(Clone, Debug)]
 pub struct Message {
     /// Shared, so the copy `for m in batch` keeps of the message in hand
     /// (to hand it out again if the loop ends there) costs no copy of the
     /// payload.
-    frame: std::sync::Arc<Frame>,
+    body: Body,
+    /// [`Message::frame`] of a message in shared storage: made on the
+    /// first call.
+    made: OnceLock<Box<Frame>>,
     via: Via,
     received: Instant,
-    /// `None` when the protocol found nothing: a plain message stays small
-    /// (72 bytes), and it is moved several times on its way to the
-    /// application.
+    /// `None` when the protocol found nothing: a plain message stays small,
+    /// and it is moved several times on its way to the application.
     meta: Option<Box<Meta>>,
     /// Its number in the inbound queue (see `Shared::take_seq`).
     seq: u64,
@@ -54,9 +205,10 @@ pub struct Message {
 
 impl Message {
     /// A message the protocol found nothing in.
-    pub(crate) fn plain(frame: Frame, via: Via, received: Instant) -> Self {
+    pub(crate) fn plain(body: impl Into<Body>, via: Via, received: Instant) -> Self {
         Message {
-            frame: std::sync::Arc::new(frame),
+            body: body.into(),
+            made: OnceLock::new(),
             via,
             received,
             meta: None,
@@ -72,17 +224,19 @@ impl Message {
         self.seq = seq;
     }
 
-    pub(crate) fn with_meta(frame: Frame, via: Via, received: Instant, meta: Meta) -> Self {
+    pub(crate) fn with_meta(
+        body: impl Into<Body>,
+        via: Via,
+        received: Instant,
+        meta: Meta,
+    ) -> Self {
         let empty = meta.id.is_none()
             && meta.cursor.is_none()
             && meta.kinds.is_empty()
             && meta.ack.is_none();
         Message {
-            frame: std::sync::Arc::new(frame),
-            via,
-            received,
             meta: (!empty).then(|| Box::new(meta)),
-            seq: 0,
+            ..Message::plain(body, via, received)
         }
     }
 
@@ -123,8 +277,46 @@ impl Message {
     /// takes the budget over its limit.
     pub(crate) fn budget_cost(&self) -> usize {
         let ack = self.meta.as_ref().and_then(|m| m.ack.as_ref());
-        let len = self.frame.len();
+        let len = self.body.len();
         ack.map_or(len, |a| len.max(ack_cost(a)))
+    }
+
+    /// Comes into heartline's hands (queued, or put back to be handed
+    /// out again): the bytes the inbound budget is to take for it. A
+    /// message with its own storage takes [`Message::budget_cost`]; one in
+    /// shared storage takes its ack's share, and its whole turn when it is
+    /// the first of the turn's messages in heartline's hands, so the budget
+    /// holds what is really held. Every `enter` is matched by one
+    /// [`Message::leave`], whose answer is what to give back.
+    pub(crate) fn enter(&self) -> usize {
+        match &self.body {
+            Body::Shared { turn, .. } => {
+                let first = turn.custody.fetch_add(1, AcqRel) == 0;
+                self.ack_cost() + if first { turn.size() } else { 0 }
+            }
+            Body::Own(_) => self.budget_cost(),
+        }
+    }
+
+    /// Leaves heartline's hands (handed out, or dropped from the queue):
+    /// the bytes to give back to the budget (see [`Message::enter`]).
+    pub(crate) fn leave(&self) -> usize {
+        match &self.body {
+            Body::Shared { turn, .. } => {
+                let last = turn.custody.fetch_sub(1, AcqRel) == 1;
+                self.ack_cost() + if last { turn.size() } else { 0 }
+            }
+            Body::Own(_) => self.budget_cost(),
+        }
+    }
+
+    /// What [`Message::enter`] would take now, without entering.
+    pub(crate) fn entry_cost(&self) -> usize {
+        match &self.body {
+            Body::Shared { turn, .. } if turn.custody.load(Acquire) > 0 => self.ack_cost(),
+            Body::Shared { turn, .. } => self.ack_cost() + turn.size(),
+            Body::Own(_) => self.budget_cost(),
+        }
     }
 
     /// What its ack holds of the budget (0 without one).
@@ -143,32 +335,53 @@ impl Message {
         self.meta.get_or_insert_with(Box::default).ack = Some(ack);
     }
 
-    /// The payload.
+    /// The payload as a [`Frame`]. The small messages of one read share
+    /// their storage (see [`Message`]): for such a message the frame is
+    /// made, a copy, on the first call. [`Message::text`] and
+    /// [`Message::bytes`] never copy.
     pub fn frame(&self) -> &Frame {
-        &self.frame
+        match self.body.own() {
+            Some(f) => f,
+            None => self.made.get_or_init(|| Box::new(self.body.to_frame())),
+        }
     }
 
-    /// Takes the payload. Inside `for m in batch`, the loop keeps a share
-    /// of the message in hand until it moves on (to hand it out again if
-    /// the loop ends there), so the payload is copied then; [`Message::frame`]
-    /// and `for m in &batch` never copy it.
+    /// Takes the payload. A message with storage of its own gives it up
+    /// without a copy, unless it is shared: inside `for m in batch`, the
+    /// loop keeps a share of the message in hand until it moves on (to
+    /// hand it out again if the loop ends there). A message in shared
+    /// storage is copied out: this is how to keep one for long without
+    /// keeping its read's other messages' bytes.
     pub fn into_frame(self) -> Frame {
-        std::sync::Arc::try_unwrap(self.frame).unwrap_or_else(|shared| (*shared).clone())
+        match self.made.into_inner() {
+            Some(f) => *f,
+            None => self.body.into_frame(),
+        }
     }
 
     /// The text, if the server sent a text frame.
     pub fn text(&self) -> Option<&str> {
-        self.frame.as_text()
+        self.body.text()
     }
 
     /// The payload bytes.
     pub fn bytes(&self) -> &[u8] {
-        self.frame.as_bytes()
+        self.body.bytes()
+    }
+
+    /// The payload length in bytes.
+    pub fn len(&self) -> usize {
+        self.body.len()
+    }
+
+    /// `true` when the payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.body.len() == 0
     }
 
     /// The payload parsed as JSON (`None` when it is not JSON).
     pub fn json(&self) -> Option<serde_json::Value> {
-        self.frame.json()
+        serde_json::from_str(self.text()?).ok()
     }
 
     /// Which transport delivered it.
@@ -381,4 +594,61 @@ pub struct Uplink {
     pub bytes_in: u64,
     /// Bytes sent.
     pub bytes_out: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared(turn: &Arc<Turn>, at: u32, len: u32, text: bool) -> Message {
+        let body = Body::Shared {
+            turn: turn.clone(),
+            at,
+            len,
+            text,
+        };
+        Message::plain(body, Via::Ws, Instant::now())
+    }
+
+    #[test]
+    fn a_turn_is_paid_for_by_its_first_message_in_and_given_back_by_its_last_out() {
+        let turn = Turn::new("onetwo".to_owned(), vec![7, 8, 9]);
+        let size = turn.size();
+        assert!(size >= 9);
+        let (one, two, bin) = (
+            shared(&turn, 0, 3, true),
+            shared(&turn, 3, 3, true),
+            shared(&turn, 1, 2, false),
+        );
+        assert_eq!(
+            (one.text(), two.text(), bin.bytes()),
+            (Some("one"), Some("two"), &[8, 9][..])
+        );
+        assert_eq!(bin.text(), None);
+        assert_eq!(one.entry_cost(), size);
+        assert_eq!(one.enter(), size);
+        assert_eq!(two.entry_cost(), 0);
+        assert_eq!(two.enter(), 0);
+        assert_eq!(one.leave(), 0, "two is still in");
+        assert_eq!(bin.enter(), 0);
+        assert_eq!(two.leave(), 0);
+        assert_eq!(bin.leave(), size, "the last one out");
+        // In again (put back after hand-out): paid for again.
+        assert_eq!(two.enter(), size);
+        assert_eq!(two.leave(), size);
+    }
+
+    #[test]
+    fn a_shared_message_reads_like_one_with_its_own_frame() {
+        let turn = Turn::new("héllo".to_owned(), Vec::new());
+        let m = shared(&turn, 0, 6, true);
+        let own = Message::plain(Frame::from("héllo"), Via::Ws, Instant::now());
+        assert_eq!(m.frame(), own.frame());
+        assert_eq!(m.len(), own.len());
+        assert_eq!(format!("{:?}", m.body), format!("{:?}", own.body));
+        assert_eq!(m.clone().into_frame(), Frame::from("héllo"));
+        // A range that is not the turn's (it cannot happen): empty, no panic.
+        let bad = shared(&turn, 2, 9, true);
+        assert_eq!((bad.text(), bad.bytes()), (None, &[][..]));
+    }
 }

@@ -160,12 +160,13 @@ fn through_reader(wire: &[u8], rules: Rules, sizes: &[usize]) -> Vec<Result<Fram
     }
 }
 
-fn reader_rules(lenient: bool) -> Rules {
+fn reader_rules(lenient: bool, share: bool) -> Rules {
     Rules {
         max_frame: 150,
         max_message: 300,
         close_on_too_large: false,
         lenient,
+        share,
     }
 }
 
@@ -180,8 +181,11 @@ proptest! {
         sizes in proptest::collection::vec(1usize..40, 1..6),
         lenient in any::<bool>(),
     ) {
-        let whole = through_reader(&bytes, reader_rules(lenient), &[usize::MAX]);
-        prop_assert_eq!(through_reader(&bytes, reader_rules(lenient), &sizes), whole);
+        // With shared storage or without, the same events.
+        let whole = || through_reader(&bytes, reader_rules(lenient, false), &[usize::MAX]);
+        prop_assert_eq!(through_reader(&bytes, reader_rules(lenient, false), &sizes), whole());
+        prop_assert_eq!(through_reader(&bytes, reader_rules(lenient, true), &sizes), whole());
+        prop_assert_eq!(through_reader(&bytes, reader_rules(lenient, true), &[usize::MAX]), whole());
     }
 
     /// Well-formed messages in fragments, pings between them: every one
@@ -194,8 +198,9 @@ proptest! {
             0..10,
         ),
         sizes in proptest::collection::vec(1usize..300, 1..6),
+        share in any::<bool>(),
     ) {
-        let rules = reader_rules(false);
+        let rules = reader_rules(false, share);
         let (mut wire, mut expected) = (Vec::new(), Vec::new());
         for (i, (text, parts)) in messages.iter().enumerate() {
             let mut payload = Vec::new();
@@ -227,7 +232,7 @@ proptest! {
                 } else {
                     crate::Frame::Binary(payload)
                 };
-                expected.push(Ok(FrameEvent::Message(f)));
+                expected.push(Ok(FrameEvent::Message(f.into())));
             }
         }
         prop_assert_eq!(through_reader(&wire, rules, &sizes), expected);

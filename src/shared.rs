@@ -67,7 +67,9 @@ pub struct Stats {
     /// Payload bytes held for the application: the inbound queue, the
     /// batch being assembled, and the acks of finished messages not yet
     /// written (each its length plus 32; bounded by `Limits::inbound_bytes`, and
-    /// reading pauses while they fill it).
+    /// reading pauses while they fill it). The small messages of one read
+    /// share their storage (see [`crate::Message`]): it counts whole while
+    /// any of them is queued or being assembled.
     pub inbound_bytes: usize,
     /// The most inbound bytes ever held at once.
     pub inbound_bytes_peak: usize,

@@ -221,3 +221,59 @@ fn a_held_message_larger_than_half_the_budget_waits_without_spinning() {
     assert_eq!(got[1].frame().len(), 950 * KIB);
     client.close();
 }
+
+/// The small messages of one read share their storage: while any of them
+/// is queued, the byte budget holds the read's storage whole, the bytes
+/// of a message the application already holds included, since they stay
+/// in memory as long as the others do.
+#[test]
+fn a_read_whose_messages_share_storage_is_held_whole_while_any_is_queued() {
+    let server = server();
+    let client = fast(server.url())
+        .delivery(Delivery {
+            batch_max: 1,
+            ..common::delivery()
+        })
+        .build()
+        .unwrap();
+    wait_open(&client.events());
+    // Fifty 100-byte text frames in one write: one read.
+    let (n, size) = (50, 100);
+    let mut wire = Vec::new();
+    for i in 0..n {
+        wire.extend([0x81, size as u8]);
+        wire.extend(format!("{i:03}{}", "x".repeat(size - 3)).into_bytes());
+    }
+    server.push_raw(&wire);
+    // The application takes one message and stalls with it in hand.
+    let first = client.recv_timeout(WAIT).expect("the first batch");
+    assert_eq!(first.len(), 1);
+    let held = first.iter().next().unwrap().clone();
+    assert!(held.text().unwrap().starts_with("000"));
+    wait_until("all fifty read", || client.stats().frames_in >= n as u64);
+    // The budget holds all fifty payloads: the 49 queued ones and the
+    // held one, which shares their storage. (Counting message by message
+    // would say 4,900 while 5,000 bytes are held.)
+    assert_eq!(client.stats().inbound_bytes, n * size);
+    // Taken one by one: the storage is held until the last queued
+    // message of the read is handed out, then the budget is empty.
+    first.done();
+    let mut got = 1;
+    while got < n {
+        let b = client.recv_timeout(WAIT).expect("a batch");
+        for m in b.iter() {
+            assert!(m.text().unwrap().starts_with(&format!("{got:03}")));
+            got += 1;
+        }
+        if got < n {
+            assert_eq!(client.stats().inbound_bytes, n * size, "after {got}");
+        }
+    }
+    wait_until("the budget empty", || client.stats().inbound_bytes == 0);
+    // A message kept for long is copied out of the shared storage.
+    assert_eq!(
+        held.into_frame(),
+        Frame::Text(format!("000{}", "x".repeat(size - 3)))
+    );
+    client.close();
+}

@@ -323,21 +323,22 @@ impl Inbox {
         m.set_seq(self.shared.take_seq());
         let budget = &self.flow.bytes;
         loop {
-            let len = m.budget_cost();
+            let len = m.enter();
             // Full in bytes or in messages, whichever comes first.
             let refused = if budget.try_take(len) {
                 match self.tx.try_send(m) {
                     Ok(()) => break,
-                    Err(TrySendError::Disconnected(_)) => {
-                        budget.release(len);
+                    Err(TrySendError::Disconnected(back)) => {
+                        budget.release(back.leave());
                         return Offer::Closed;
                     }
                     Err(TrySendError::Full(back)) => {
-                        budget.release(len);
+                        budget.release(back.leave());
                         back
                     }
                 }
             } else {
+                not_taken(budget, &m, len);
                 m
             };
             match self.overflow {
@@ -351,16 +352,16 @@ impl Inbox {
                 }
                 Overflow::DropOldest => match self.rx.try_recv() {
                     Ok(old) => {
-                        budget.release(old.budget_cost());
+                        budget.release(old.leave());
                         self.shared.counters.dropped.fetch_add(1, Relaxed);
                         m = refused;
                     }
                     Err(_) => {
                         // Nothing left to drop: the bytes are in the batch
                         // the application is being handed. Queue anyway.
-                        budget.force(len);
-                        if self.tx.try_send(refused).is_err() {
-                            budget.release(len);
+                        budget.force(refused.enter());
+                        if let Err(e) = self.tx.try_send(refused) {
+                            budget.release(e.into_inner().leave());
                             return Offer::Closed;
                         }
                         break;
@@ -394,6 +395,21 @@ impl Drop for Inbox {
         let (gone, _) = crossbeam_channel::bounded(0);
         drop(std::mem::replace(&mut self.tx, gone));
         self.flow.ring();
+    }
+}
+
+/// Settles a [`Message::enter`] whose bytes the budget did not take: the
+/// message never came in. For a message in shared storage the entry
+/// counted it in its turn's custody, and the leave that undoes it may find
+/// another message of the turn entered meanwhile, believing the turn
+/// paid for: the difference is forced or given back, so the budget holds a
+/// turn exactly while any of its messages is in custody.
+fn not_taken(budget: &Budget, m: &Message, taken: usize) {
+    let back = m.leave();
+    if taken > back {
+        budget.force(taken - back);
+    } else {
+        budget.release(back - taken);
     }
 }
 
@@ -464,7 +480,7 @@ impl Intake {
             self.held.is_none(),
             "nothing is read while a message is held"
         );
-        let len = m.budget_cost();
+        let len = m.entry_cost();
         match self.inbox.offer_unrung(m, false) {
             Offer::Queued { ack } => {
                 self.unrung = true;

@@ -125,7 +125,7 @@ impl Batches {
                 // do (their acks kept their own share since hand-out).
                 let owed: usize = messages
                     .iter()
-                    .map(|m| m.budget_cost() - m.ack_cost())
+                    .map(|m| m.enter().saturating_sub(m.ack_cost()))
                     .sum();
                 flow.bytes.force(owed);
                 lock(&batcher).put_back(messages);
@@ -328,7 +328,7 @@ impl Batches {
 
     fn hand_out_messages(&self, mut messages: Vec<Message>) -> Batch {
         // Handed out: these bytes are the application's now.
-        let bytes: usize = messages.iter().map(Message::budget_cost).sum();
+        let bytes: usize = messages.iter().map(Message::leave).sum();
         if !messages.iter().any(Message::to_record) {
             // Nothing to record or ack (a plain protocol): no work on finish.
             self.flow.bytes.release(bytes);

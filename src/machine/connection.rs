@@ -17,14 +17,14 @@ use std::time::{Duration, Instant};
 
 use crate::error::{guarded, ConnectionError};
 use crate::frame::Frame;
-use crate::message::{Message, Via};
+use crate::message::{Body, Message, Via};
 use crate::protocol::ReplyRule;
 
 /// What the frame reader ([`crate::machine::frames`]) made of the
 /// server's bytes, reduced to what this machine decides on.
 #[derive(Debug)]
 pub(crate) enum Incoming {
-    Data(Frame),
+    Data(Body),
     /// A Ping and its payload, which the Pong carries back.
     Ping(Vec<u8>),
     Pong,
@@ -288,8 +288,8 @@ impl Session {
             self.proven = true;
             self.actions.push_back(Action::Proven);
         }
-        let frame = match f {
-            Incoming::Data(frame) => frame,
+        let body = match f {
+            Incoming::Data(body) => body,
             Incoming::Pong => return self.answered(now),
             Incoming::Ping(payload) => {
                 // Once a close frame is sent, no other frame may follow it
@@ -313,15 +313,24 @@ impl Session {
         };
         if self.cfg.frames_are_messages {
             // The built-in Plain protocol, no reply rules: nothing to ask.
-            return self.deliver(Message::plain(frame, Via::Ws, now));
+            return self.deliver(Message::plain(body, Via::Ws, now));
         }
-        if self.cfg.replies.iter().any(|r| r.matches(&frame)) {
+        // Rules and protocols look at a frame: the reader gives every
+        // message storage of its own when they do (`Rules::share`).
+        let body = match body.own() {
+            Some(_) => body,
+            None => Body::from(body.to_frame()),
+        };
+        let Some(frame) = body.own() else {
+            return;
+        };
+        if self.cfg.replies.iter().any(|r| r.matches(frame)) {
             return self.answered(now);
         }
         // The protocol is application code: a panic in it fails this
         // message (skipped, counted, logged), not the connection.
         let protocol = &self.cfg.protocol;
-        let Ok(inspected) = guarded("inspect", || protocol.inspect(&frame)) else {
+        let Ok(inspected) = guarded("inspect", || protocol.inspect(frame)) else {
             self.actions.push_back(Action::Skipped);
             return;
         };
@@ -330,7 +339,7 @@ impl Session {
             self.actions.push_back(Action::ServerAck(id));
             return;
         }
-        self.deliver(Message::with_meta(frame, Via::Ws, now, inspected.into()));
+        self.deliver(Message::with_meta(body, Via::Ws, now, inspected.into()));
     }
 
     fn answered(&mut self, now: Instant) {
@@ -497,7 +506,7 @@ mod tests {
     }
 
     fn text(t: &str) -> Incoming {
-        Incoming::Data(Frame::from(t))
+        Incoming::Data(Frame::from(t).into())
     }
 
     /// Feeds a frame and returns the message it asks to deliver.

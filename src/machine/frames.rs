@@ -25,6 +25,7 @@ use tungstenite::protocol::frame::FrameHeader;
 use crate::frame::Frame;
 use crate::machine::connection::ReadFailure;
 use crate::machine::deflate::{Inflated, Inflater, Params};
+use crate::message::{Body, Turn};
 
 /// The read buffer: what one read of the socket may bring.
 const BUFFER: usize = 64 * 1024;
@@ -32,11 +33,16 @@ const BUFFER: usize = 64 * 1024;
 /// The largest control frame payload (RFC 6455 §5.5).
 const MAX_CONTROL: u64 = 125;
 
+/// The largest message that goes into its read's shared storage (see
+/// [`Rules::share`]); a larger one has an allocation of its own, so
+/// keeping a small message never keeps a large one's bytes.
+const SHARED_MAX: u64 = 8 * 1024;
+
 /// What the reader made of the server's bytes.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum FrameEvent {
     /// A whole data message.
-    Message(Frame),
+    Message(Body),
     /// A Ping, with its payload (answered with a Pong carrying it).
     Ping(Vec<u8>),
     /// A Pong.
@@ -77,6 +83,11 @@ pub(crate) struct Rules {
     pub close_on_too_large: bool,
     /// Skip what breaks RFC 6455 where the stream allows it.
     pub lenient: bool,
+    /// The small messages that one read brings whole go into one storage
+    /// they share ([`Body::Shared`]): one allocation per read, not per
+    /// message. Off when a protocol or a reply rule inspects each message
+    /// as a [`Frame`] of its own.
+    pub share: bool,
 }
 
 /// A data message being read: its frames so far.
@@ -113,6 +124,27 @@ pub(crate) struct Reader {
     pending: Option<FrameEvent>,
     /// permessage-deflate, when the server agreed to it.
     inflater: Option<Inflater>,
+    /// Small messages gathered from the buffer into shared storage, handed
+    /// out before anything behind them.
+    run: Run,
+}
+
+/// Whole small messages taken from the read buffer together (see
+/// [`Reader::gather`]).
+#[derive(Default)]
+struct Run {
+    turn: Option<std::sync::Arc<Turn>>,
+    spans: Vec<Span>,
+    /// The next span to hand out.
+    next: usize,
+}
+
+/// A message of a [`Run`]: where its payload is, in the buffer while
+/// gathering and then in the turn's storage.
+struct Span {
+    at: usize,
+    len: usize,
+    text: bool,
 }
 
 fn violation(code: u16, what: impl Into<String>) -> ReadFailure {
@@ -140,6 +172,7 @@ impl Reader {
             payload: None,
             pending: None,
             inflater: None,
+            run: Run::default(),
         }
     }
 
@@ -202,6 +235,15 @@ impl Reader {
             if let Some(e) = self.pending.take() {
                 return Some(Ok(e));
             }
+            if let Some(e) = self.next_of_run() {
+                return Some(Ok(e));
+            }
+            if self.rules.share && self.payload.is_none() && self.message.is_none() {
+                self.gather();
+                if let Some(e) = self.next_of_run() {
+                    return Some(Ok(e));
+                }
+            }
             if self.payload.is_some() {
                 match self.take_payload() {
                     Ok(Some(e)) => return Some(Ok(e)),
@@ -217,6 +259,80 @@ impl Reader {
                 Err(f) => return Some(Err(f)),
             }
         }
+    }
+
+    /// Takes the whole small messages at the front of the buffer, up to
+    /// the first frame that is anything else, into one storage they share:
+    /// their payloads are copied once, side by side, and each text is
+    /// checked as it is copied. A frame this does not take (a control
+    /// frame, a fragment, a compressed, large, masked or reserved one, text
+    /// that is not UTF-8, a frame not all here) stays for the frame-by-frame
+    /// path, which decides on it after the run is handed out.
+    fn gather(&mut self) {
+        let mut spans = std::mem::take(&mut self.run.spans);
+        spans.clear();
+        self.run.next = 0;
+        let limit = SHARED_MAX
+            .min(self.rules.max_frame)
+            .min(self.rules.max_message);
+        let (mut texts, mut binaries) = (0, 0);
+        let mut at = self.at;
+        while let Some((header, len, text)) = small_frame(&self.buf[at..self.end], limit) {
+            spans.push(Span {
+                at: at + header,
+                len,
+                text,
+            });
+            if text {
+                texts += len;
+            } else {
+                binaries += len;
+            }
+            at += header + len;
+        }
+        if spans.is_empty() {
+            self.run.spans = spans;
+            return;
+        }
+        let mut text = String::with_capacity(texts);
+        let mut binary = Vec::with_capacity(binaries);
+        let mut taken = 0;
+        for s in &mut spans {
+            let payload = &self.buf[s.at..s.at + s.len];
+            let end = s.at + s.len;
+            if s.text {
+                let Ok(t) = std::str::from_utf8(payload) else {
+                    break;
+                };
+                s.at = text.len();
+                text.push_str(t);
+            } else {
+                s.at = binary.len();
+                binary.extend_from_slice(payload);
+            }
+            self.at = end;
+            taken += 1;
+        }
+        spans.truncate(taken);
+        self.run.turn = (taken > 0).then(|| Turn::new(text, binary));
+        self.run.spans = spans;
+    }
+
+    /// The next message of the run gathered last, if any is left.
+    fn next_of_run(&mut self) -> Option<FrameEvent> {
+        let s = self.run.spans.get(self.run.next)?;
+        self.run.next += 1;
+        let turn = if self.run.next == self.run.spans.len() {
+            self.run.turn.take()?
+        } else {
+            self.run.turn.clone()?
+        };
+        Some(FrameEvent::Message(Body::Shared {
+            turn,
+            at: s.at as u32,
+            len: s.len as u32,
+            text: s.text,
+        }))
     }
 
     /// Takes what has arrived of the current data frame's payload; the
@@ -485,11 +601,37 @@ fn utf8_so_far(m: &mut Message) -> bool {
 /// character).
 fn finish(m: Message) -> Option<FrameEvent> {
     if !m.text {
-        return Some(FrameEvent::Message(Frame::Binary(m.data)));
+        return Some(FrameEvent::Message(Frame::Binary(m.data).into()));
     }
     String::from_utf8(m.data)
         .ok()
-        .map(|t| FrameEvent::Message(Frame::Text(t)))
+        .map(|t| FrameEvent::Message(Frame::Text(t).into()))
+}
+
+/// A whole data frame at the front of `wire` that can go into shared
+/// storage: final, unmasked, no RSV bit, text or binary, at most `limit`
+/// bytes, all of it here. Its header's length, its payload's, and whether
+/// it is text. Anything else is `None`, for the frame-by-frame path.
+fn small_frame(wire: &[u8], limit: u64) -> Option<(usize, usize, bool)> {
+    let (&first, &second) = (wire.first()?, wire.get(1)?);
+    let text = match first {
+        0x81 => true,
+        0x82 => false,
+        _ => return None,
+    };
+    let (header, len) = match second {
+        0..=125 => (2, u64::from(second)),
+        126 => (
+            4,
+            u64::from(u16::from_be_bytes(wire.get(2..4)?.try_into().ok()?)),
+        ),
+        127 => (10, u64::from_be_bytes(wire.get(2..10)?.try_into().ok()?)),
+        _ => return None, // masked
+    };
+    if len > limit || ((wire.len() - header) as u64) < len {
+        return None;
+    }
+    Some((header, len as usize, text))
 }
 
 /// A close frame's payload: nothing, or a code RFC 6455 allows and a UTF-8
@@ -557,6 +699,7 @@ mod tests {
             max_message: 4 * LIMIT,
             close_on_too_large: false,
             lenient,
+            share: false,
         }
     }
 
@@ -569,7 +712,7 @@ mod tests {
     }
 
     fn msg(s: &str) -> Result<FrameEvent, String> {
-        Ok(FrameEvent::Message(Frame::Text(s.to_owned())))
+        Ok(FrameEvent::Message(Frame::Text(s.to_owned()).into()))
     }
 
     /// Everything a reader makes of `wire`, arriving `cut` bytes at a time
@@ -627,6 +770,21 @@ mod tests {
     ) -> Vec<Result<FrameEvent, String>> {
         let read_with = |wire: &[u8], rules, head, cut| read_as(wire, rules, deflate, head, cut);
         let whole = read_with(wire, rules, 0, usize::MAX);
+        // The small messages of a read in shared storage: the same events.
+        let share = Rules {
+            share: !rules.share,
+            ..rules
+        };
+        assert_eq!(
+            read_with(wire, share, 0, usize::MAX),
+            whole,
+            "shared storage"
+        );
+        assert_eq!(
+            read_with(wire, share, 0, 7),
+            whole,
+            "shared storage, reads of 7"
+        );
         for (head, cut) in [
             (0, 1),
             (1, 2),
@@ -671,7 +829,7 @@ mod tests {
                 Ok(FrameEvent::Ping(b"p".to_vec())),
                 Ok(FrameEvent::Pong),
                 msg("two €"),
-                Ok(FrameEvent::Message(Frame::Binary(vec![1, 2, 3]))),
+                Ok(FrameEvent::Message(Frame::Binary(vec![1, 2, 3]).into())),
                 msg(""),
                 Ok(FrameEvent::Close(Some((1000, "bye".into())))),
             ]
@@ -891,7 +1049,7 @@ mod tests {
         let mut r = Reader::new(rules(false));
         let wire = [text("a"), frame(true, PING, &[7; 125])].concat();
         r.push(&wire[..5]);
-        assert!(matches!(r.next(), Some(Ok(FrameEvent::Message(Frame::Text(t)))) if t == "a"));
+        assert!(matches!(r.next(), Some(Ok(FrameEvent::Message(b))) if b.text() == Some("a")));
         assert!(r.next().is_none());
         assert_eq!(r.waiting(), 2);
         let rest = &wire[5..];
@@ -962,7 +1120,7 @@ mod tests {
                     Ok(FrameEvent::Ping(b"p".to_vec())),
                     msg("two in fragments, two in fragments"),
                     msg("plain, between"),
-                    Ok(FrameEvent::Message(Frame::Binary(vec![7u8; 300]))),
+                    Ok(FrameEvent::Message(Frame::Binary(vec![7u8; 300]).into())),
                 ]
             );
         }

@@ -164,7 +164,7 @@ impl<S: Read + Write> Driver<S> {
                 }
                 Action::Flush => self.flush(),
                 Action::Deliver(msg) => {
-                    trace!(target: "heartline::threads::io", "received {:?}", msg.frame());
+                    trace!(target: "heartline::threads::io", "received {} bytes", msg.len());
                     let taken = self.intake.offer(msg, self.m.closing());
                     self.taken_in(taken);
                 }
@@ -963,7 +963,7 @@ mod tests {
         assert!(r.turn().is_none(), "the close waits for the application");
         assert!(close_sent(&mut r).is_none());
         let m = r.inbound.try_recv().expect("the message before it");
-        r.inbox.flow().bytes.release(m.budget_cost());
+        r.inbox.flow().bytes.release(m.leave());
         r.outbound_tx
             .send(Outgoing::Frame(Frame::from("echo")))
             .unwrap();
