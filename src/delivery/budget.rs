@@ -53,6 +53,11 @@ impl Budget {
     /// Takes `n` bytes if they fit.
     pub(crate) fn try_take(&self, n: usize) -> bool {
         let mut used = self.used.load(SeqCst);
+        if n == 0 {
+            // Nothing to take (a message whose read's storage is already
+            // held): a look, no write to the line the other side uses.
+            return used <= self.limit || used == 0;
+        }
         loop {
             if used != 0 && used.saturating_add(n) > self.limit {
                 return false;
