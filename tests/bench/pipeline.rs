@@ -561,6 +561,7 @@ fn child(args: &[String]) {
             client.close();
             v
         }
+        "flood-count" => count_child(&url, n),
         "stalled" => stalled_child(&url, n),
         "window" => {
             let window = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(10_000);
@@ -889,6 +890,35 @@ const SLACK: usize = 8 << 20;
 /// The child of the stalled row: default settings, an application that
 /// reads nothing until the queue is full and then a while longer, then
 /// drains everything.
+/// Receives `n` messages and only counts them (as the libwebsockets
+/// client does): seconds from open to the last one.
+fn count_child(url: &str, n: usize) -> Value {
+    let client = Client::builder(url)
+        .delivery(Delivery {
+            batch_window: Duration::from_millis(5),
+            ..Delivery::default()
+        })
+        .build()
+        .expect("client");
+    wait_open(&client.events());
+    println!("ready");
+    let _ = std::io::stdout().flush();
+    let t0 = Instant::now();
+    let (mut got, mut bytes) = (0, 0);
+    while got < n {
+        let Ok(batch) = client.recv_timeout(Duration::from_secs(60)) else {
+            break;
+        };
+        for m in batch.iter() {
+            bytes += std::hint::black_box(m.bytes().len());
+        }
+        got += batch.len();
+    }
+    let seconds = t0.elapsed().as_secs_f64();
+    client.close();
+    json!({"received": got, "bytes": bytes, "seconds": seconds})
+}
+
 fn stalled_child(url: &str, n: usize) -> Value {
     let client = Client::builder(url).build().expect("client");
     let events = client.events();
@@ -1641,7 +1671,7 @@ fn libwebsockets_peer(s: &Sizes, report: &mut Report) {
     let server = TestServer::start().expect("server");
     let port = server.addr().port().to_string();
     let n = s.messages;
-    let lws = |count: usize, idle_ms: u128, push: bool| {
+    let lws = |count: usize, idle_ms: u128, push: Option<Vec<Frame>>| {
         let mut cmd = Command::new(&bin);
         cmd.args([
             "127.0.0.1",
@@ -1651,49 +1681,81 @@ fn libwebsockets_peer(s: &Sizes, report: &mut Report) {
             &idle_ms.to_string(),
         ]);
         let v = run_process(cmd, || {
-            if push {
-                server.push_many(frames(count));
+            if let Some(p) = push {
+                server.push_many(p);
             }
         });
         assert!(server.wait_open(0, Duration::from_secs(10)));
         v
     };
-    let flood = lws(n, 0, true);
-    let lws_rate = n as f64 / flood["seconds"].as_f64().unwrap_or(f64::NAN);
-    let ours = heartline_throughput(&server, n);
+    // Like with like: both clients in a process of their own, both only
+    // count the messages, both timed from open to the last message, the
+    // server's frames made before either starts. The median of three,
+    // alternating.
+    let payload = frames(n);
+    let (mut theirs, mut ours) = (Vec::new(), Vec::new());
+    let mut floods = Vec::new();
+    for _ in 0..s.rounds {
+        let flood = lws(n, 0, Some(payload.clone()));
+        theirs.push(n as f64 / flood["seconds"].as_f64().unwrap_or(f64::NAN));
+        let p = payload.clone();
+        let ours_v = run_child(&["flood-count", &server.url(), &n.to_string()], || {
+            assert!(server.wait_open(1, Duration::from_secs(10)));
+            server.push_many(p);
+        });
+        assert!(server.wait_open(0, Duration::from_secs(10)));
+        ours.push(n as f64 / ours_v["seconds"].as_f64().unwrap_or(f64::NAN));
+        floods.push(json!({"libwebsockets": flood, "heartline": ours_v}));
+    }
+    let (lws_rate, ours) = (median(&mut theirs), median(&mut ours));
+    let ratio = ours / lws_rate;
     report.row(
-        &format!("libwebsockets (C) peer: {n} × 100 B (msg/s)"),
+        &format!("libwebsockets (C) peer: {n} × 100 B, both only count (msg/s)"),
         format!("{ours:.0}"),
         format!("{lws_rate:.0} libwebsockets"),
         format!(
-            "ratio {:.2} (heartline parses JSON, the C client only counts)",
-            ours / lws_rate
+            "ratio {ratio:.2} (target ≥ 1.0) {}",
+            if ratio >= 1.0 { "ok" } else { "MISSED" }
         ),
     );
-    let idle = lws(0, s.idle.as_millis(), false);
+    let flood = Value::Array(floods);
+    let idle = lws(0, s.idle.as_millis(), None);
     let secs = s.idle.as_secs_f64();
-    // heartline's idle figures from the idle row of this run.
-    let ours_idle = report
-        .json
-        .get("idle")
-        .and_then(|v| v.get("heartline"))
-        .cloned()
-        .unwrap_or(Value::Null);
+    // heartline's idle figures: the device build of `tail`, a process as
+    // small as the C client's, in full runs; else the idle row's child
+    // (this benchmark binary, with its test server and ewebsock linked in).
+    let ours_idle = match device_tail(s) {
+        Ok(tail) => tail_idle(&tail, &server, s.idle),
+        Err(why) => {
+            let mut v = report
+                .json
+                .get("idle")
+                .and_then(|v| v.get("heartline"))
+                .cloned()
+                .unwrap_or(Value::Null);
+            v["process"] = json!(format!("benchmark binary ({why})"));
+            v
+        }
+    };
+    let (rss_ours, rss_lws) = (
+        ours_idle["rss_kb"].as_u64().unwrap_or(0),
+        idle["rss_kb"].as_u64().unwrap_or(0),
+    );
     report.row(
         &format!("libwebsockets (C) peer: idle {:?}, wake-ups/s, RSS", s.idle),
         format!(
-            "{:.1}/s, {} kB",
+            "{:.1}/s, {rss_ours} kB ({})",
             ours_idle["wakeups"].as_f64().unwrap_or(0.0) / secs,
-            ours_idle["rss_kb"]
+            ours_idle["process"].as_str().unwrap_or("?")
         ),
         format!(
-            "{:.1}/s, {} kB libwebsockets",
+            "{:.1}/s, {rss_lws} kB libwebsockets",
             idle["wakeups"].as_f64().unwrap_or(0.0) / secs,
-            idle["rss_kb"]
         ),
         format!(
-            "libwebsockets CPU {:.1} ms idle",
-            idle["cpu_ms"].as_f64().unwrap_or(0.0)
+            "RSS ratio {:.2} (target ≤ 1.0) {}",
+            rss_ours as f64 / rss_lws.max(1) as f64,
+            if rss_ours <= rss_lws { "ok" } else { "MISSED" }
         ),
     );
     report.note(
@@ -1701,6 +1763,97 @@ fn libwebsockets_peer(s: &Sizes, report: &mut Report) {
         json!({"flood": flood, "per_s": lws_rate, "heartline_per_s": ours, "idle": idle,
             "heartline_idle": ours_idle}),
     );
+}
+
+/// The `tail` example in the `device` profile (the build the footprint
+/// guide measures), built once; full runs only (the LTO build takes a
+/// while).
+fn device_tail(s: &Sizes) -> Result<std::path::PathBuf, String> {
+    if s.rounds < 3 {
+        return Err("full runs only".into());
+    }
+    if std::env::var_os("HEARTLINE_BENCH_RUNNER").is_some() {
+        return Err("not under emulation".into());
+    }
+    let cargo = std::env::var("CARGO").map_err(|_| "not run by cargo".to_owned())?;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(cargo)
+        .current_dir(root)
+        .args([
+            "build",
+            "--quiet",
+            "--profile",
+            "device",
+            "--example",
+            "tail",
+        ])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!(
+            "cannot build tail: {}",
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .next()
+                .unwrap_or("?")
+        ));
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let tail = target.join("device").join("examples").join("tail");
+    if tail.exists() {
+        Ok(tail)
+    } else {
+        Err(format!("no {}", tail.display()))
+    }
+}
+
+/// The device `tail`'s wake-ups and RSS over an idle `window` once open.
+fn tail_idle(tail: &std::path::Path, server: &TestServer, window: Duration) -> Value {
+    let mut child = Command::new(tail)
+        .arg(server.url())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tail");
+    let pid = child.id();
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let open = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.contains(r#""state":"open""#));
+    std::thread::sleep(Duration::from_millis(500)); // settle after the handshake
+    let switches = || -> u64 {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return 0;
+        };
+        tasks
+            .flatten()
+            .map(|t| {
+                std::fs::read_to_string(t.path().join("status"))
+                    .unwrap_or_default()
+                    .lines()
+                    .filter(|l| l.contains("ctxt_switches"))
+                    .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                    .sum::<u64>()
+            })
+            .sum()
+    };
+    let s0 = switches();
+    std::thread::sleep(window); // the idle window being measured
+    let s1 = switches();
+    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .unwrap_or(0);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(server.wait_open(0, Duration::from_secs(10)));
+    json!({"process": "device tail", "open": open, "rss_kb": rss, "wakeups": s1 - s0,
+        "seconds": window.as_secs_f64()})
 }
 
 /// A JSON message of about `size` bytes as a device feed sends them:
