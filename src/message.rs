@@ -51,6 +51,13 @@ pub(crate) struct Turn {
     custody: AtomicUsize,
 }
 
+impl fmt::Debug for Turn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Payloads can carry secrets: sizes only.
+        write!(f, "Turn({} bytes)", self.size())
+    }
+}
+
 impl Turn {
     /// A turn's storage, its payloads already in place.
     pub(crate) fn new(text: String, binary: Vec<u8>) -> Arc<Turn> {
@@ -64,6 +71,158 @@ impl Turn {
     /// The bytes it holds (allocated, not just used).
     pub(crate) fn size(&self) -> usize {
         self.text.capacity() + self.binary.capacity()
+    }
+}
+
+/// A message of a read's shared storage: where its payload is, and
+/// whether it is text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Span {
+    pub at: u32,
+    pub len: u32,
+    pub text: bool,
+}
+
+/// The whole small messages of one read, in the storage they share: what
+/// the frame reader hands over in one piece when the connection delivers
+/// every frame as it came (the plain protocol), so the io thread's work per
+/// message is reading it and nothing more.
+#[derive(Debug)]
+pub(crate) struct Gathered {
+    pub turn: Arc<Turn>,
+    pub spans: Vec<Span>,
+}
+
+impl PartialEq for Gathered {
+    /// The same messages, wherever they live.
+    fn eq(&self, other: &Gathered) -> bool {
+        self.bodies().eq(other.bodies())
+    }
+}
+
+impl Eq for Gathered {}
+
+impl Gathered {
+    /// Its messages, one by one (for the paths that take them so).
+    pub(crate) fn bodies(&self) -> impl Iterator<Item = Body> + '_ {
+        self.spans.iter().map(|s| Body::Shared {
+            turn: self.turn.clone(),
+            at: s.at,
+            len: s.len,
+            text: s.text,
+        })
+    }
+
+    /// Its payload bytes.
+    pub(crate) fn payload_bytes(&self) -> u64 {
+        self.spans.iter().map(|s| u64::from(s.len)).sum()
+    }
+}
+
+/// A [`Gathered`] read on its way to the application: queued as one item,
+/// made into [`Message`]s by the receiver as it fills batches. Its
+/// messages not yet made count in its turn's custody (see
+/// [`Message::enter`]).
+#[derive(Debug)]
+pub(crate) struct Run {
+    turn: Arc<Turn>,
+    spans: Vec<Span>,
+    /// The first span not yet made into a message.
+    next: usize,
+    received: Instant,
+    /// The queue number of the first span (see `Shared::take_seq`).
+    seq: u64,
+}
+
+impl Run {
+    pub(crate) fn new(g: Gathered, received: Instant) -> Run {
+        Run {
+            turn: g.turn,
+            spans: g.spans,
+            next: 0,
+            received,
+            seq: 0,
+        }
+    }
+
+    /// Messages left in it.
+    pub(crate) fn len(&self) -> usize {
+        self.spans.len() - self.next
+    }
+
+    /// Numbers its messages from `first` on.
+    pub(crate) fn set_seq(&mut self, first: u64) {
+        self.seq = first;
+    }
+
+    /// Comes into heartline's hands, all its messages at once: the bytes
+    /// the budget is to take (its turn's, if none of the turn's messages
+    /// was in hand). See [`Message::enter`].
+    pub(crate) fn enter(&self) -> usize {
+        let n = self.len();
+        if n > 0 && self.turn.custody.fetch_add(n, AcqRel) == 0 {
+            self.turn.size()
+        } else {
+            0
+        }
+    }
+
+    /// Leaves heartline's hands, all its messages at once (dropped): the
+    /// bytes to give back.
+    pub(crate) fn leave(&self) -> usize {
+        let n = self.len();
+        if n > 0 && self.turn.custody.fetch_sub(n, AcqRel) == n {
+            self.turn.size()
+        } else {
+            0
+        }
+    }
+
+    /// What [`Run::enter`] would take now, without entering.
+    pub(crate) fn entry_cost(&self) -> usize {
+        if self.turn.custody.load(Acquire) == 0 {
+            self.turn.size()
+        } else {
+            0
+        }
+    }
+
+    /// Splits off its messages from the `k`th on (they stay out of
+    /// custody until they enter themselves).
+    pub(crate) fn split_off(&mut self, k: usize) -> Run {
+        let at = (self.next + k).min(self.spans.len());
+        Run {
+            turn: self.turn.clone(),
+            spans: self.spans.split_off(at),
+            next: 0,
+            received: self.received,
+            seq: self.seq + k as u64,
+        }
+    }
+
+    /// Takes back what [`Run::split_off`] split off it.
+    pub(crate) fn join(&mut self, rest: Run) {
+        self.spans.extend_from_slice(&rest.spans[rest.next..]);
+    }
+
+    /// Its next message, in custody as the run was.
+    pub(crate) fn take(&mut self) -> Option<Message> {
+        let s = *self.spans.get(self.next)?;
+        let seq = self.seq;
+        self.next += 1;
+        self.seq += 1;
+        let mut m = Message::plain(
+            Body::Shared {
+                turn: self.turn.clone(),
+                at: s.at,
+                len: s.len,
+                text: s.text,
+            },
+            Via::Ws,
+            self.received,
+        );
+        m.seq = seq;
+        Some(m)
     }
 }
 

@@ -142,6 +142,9 @@ fn through_reader(wire: &[u8], rules: Rules, sizes: &[usize]) -> Vec<Result<Fram
     let (mut out, mut at, mut n) = (Vec::new(), 0, 0);
     loop {
         match r.next() {
+            Some(Ok(FrameEvent::Run(g))) => {
+                out.extend(g.bodies().map(|b| Ok(FrameEvent::Message(b))));
+            }
             Some(Ok(e)) => out.push(Ok(e)),
             Some(Err(e)) => {
                 out.push(Err(format!("{e:?}")));
@@ -167,6 +170,7 @@ fn reader_rules(lenient: bool, share: bool) -> Rules {
         close_on_too_large: false,
         lenient,
         share,
+        runs: share && !lenient,
     }
 }
 

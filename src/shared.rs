@@ -272,6 +272,12 @@ impl Shared {
         self.queued.fetch_add(1, Relaxed)
     }
 
+    /// `n` numbers in a row (a read's messages queued in one piece): the
+    /// first.
+    pub(crate) fn take_seqs(&self, n: usize) -> u64 {
+        self.queued.fetch_add(n as u64, Relaxed)
+    }
+
     /// Ends the event stream (after the final `Closed` event).
     pub(crate) fn close_events(&self) {
         lock(&self.events_tx).take();

@@ -47,7 +47,7 @@ use crate::durable::ids::{self, Digest, Ids};
 use crate::durable::{Ledger, Restored};
 use crate::error::lock;
 use crate::frame::{Cursor, Frame};
-use crate::message::{Message, Offer};
+use crate::message::{Message, Offer, Run};
 use crate::shared::Shared;
 
 /// The inbound queue's flow control (see the module documentation).
@@ -67,6 +67,9 @@ pub(crate) struct Inflow {
     bell_rx: Receiver<()>,
     /// How many queued messages the waiting consumer asked for.
     want: AtomicUsize,
+    /// Messages queued: in the channel (a read's messages are one item
+    /// there) or in a read the consumer has begun making into messages.
+    queued: AtomicUsize,
 }
 
 impl Inflow {
@@ -82,6 +85,45 @@ impl Inflow {
             bell_tx,
             bell_rx,
             want: AtomicUsize::new(1),
+            queued: AtomicUsize::new(0),
+        }
+    }
+
+    /// Messages queued (see the field).
+    pub(crate) fn queued(&self) -> usize {
+        self.queued.load(SeqCst)
+    }
+
+    /// Room for up to `n` messages within the bound: how many were
+    /// reserved (0 when the queue is full).
+    fn reserve(&self, n: usize) -> usize {
+        let mut now = self.queued.load(SeqCst);
+        loop {
+            let k = n.min(self.capacity.saturating_sub(now));
+            if k == 0 {
+                return 0;
+            }
+            match self
+                .queued
+                .compare_exchange_weak(now, now + k, SeqCst, SeqCst)
+            {
+                Ok(_) => return k,
+                Err(seen) => now = seen,
+            }
+        }
+    }
+
+    /// Room for `n` messages whether the bound allows or not.
+    fn force(&self, n: usize) {
+        self.queued.fetch_add(n, SeqCst);
+    }
+
+    /// `n` messages left the queue (or a reservation was not used).
+    pub(crate) fn out(&self, n: usize) {
+        if n > 0 {
+            let _ = self
+                .queued
+                .fetch_update(SeqCst, SeqCst, |q| Some(q.saturating_sub(n)));
         }
     }
 
@@ -203,12 +245,122 @@ impl Seen {
     }
 }
 
+/// What the inbound queue holds: a message, or a read's small messages in
+/// one piece (see [`crate::message::Run`]), made into messages by the
+/// consumer as it fills batches: one channel operation per read, not per
+/// message.
+#[derive(Debug)]
+pub(crate) enum Item {
+    One(Message),
+    Run(Run),
+}
+
+impl Item {
+    /// How many messages it holds.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Item::One(_) => 1,
+            Item::Run(r) => r.len(),
+        }
+    }
+
+    /// Leaves heartline's hands (dropped): the budget's bytes to give back.
+    fn leave(&self) -> usize {
+        match self {
+            Item::One(m) => m.leave(),
+            Item::Run(r) => r.leave(),
+        }
+    }
+}
+
+/// The queue's receiving end for tests: messages one by one, reads queued
+/// in one piece made into messages, counted out as the receiver counts.
+#[cfg(test)]
+pub(crate) struct TestRx {
+    rx: Receiver<Item>,
+    flow: Arc<Inflow>,
+    made: std::cell::RefCell<std::collections::VecDeque<Message>>,
+}
+
+#[cfg(test)]
+impl TestRx {
+    pub(crate) fn of(inbox: &Inbox) -> TestRx {
+        TestRx {
+            rx: inbox.rx.clone(),
+            flow: inbox.flow.clone(),
+            made: Default::default(),
+        }
+    }
+
+    pub(crate) fn try_recv(&self) -> Result<Message, crossbeam_channel::TryRecvError> {
+        if let Some(m) = self.made.borrow_mut().pop_front() {
+            self.flow.out(1);
+            return Ok(m);
+        }
+        match self.rx.try_recv()? {
+            Item::One(m) => {
+                self.flow.out(1);
+                Ok(m)
+            }
+            Item::Run(mut r) => {
+                self.made
+                    .borrow_mut()
+                    .extend(std::iter::from_fn(|| r.take()));
+                self.try_recv()
+            }
+        }
+    }
+
+    pub(crate) fn recv(&self) -> Result<Message, crossbeam_channel::RecvError> {
+        loop {
+            if let Ok(m) = self.try_recv() {
+                return Ok(m);
+            }
+            let item = self.rx.recv()?;
+            match item {
+                Item::One(m) => {
+                    self.flow.out(1);
+                    return Ok(m);
+                }
+                Item::Run(mut r) => {
+                    self.made
+                        .borrow_mut()
+                        .extend(std::iter::from_fn(|| r.take()));
+                }
+            }
+        }
+    }
+
+    /// Messages queued.
+    pub(crate) fn len(&self) -> usize {
+        self.flow.queued()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub(crate) fn try_iter(&self) -> impl Iterator<Item = Message> + '_ {
+        std::iter::from_fn(|| self.try_recv().ok())
+    }
+}
+
+/// What became of a read offered in one piece.
+#[derive(Debug)]
+pub(crate) enum RunOffer {
+    /// `queued` of its messages are queued; the rest (if any) found the
+    /// queue full (backpressure).
+    Queued { queued: usize, rest: Option<Run> },
+    /// The application is gone.
+    Closed,
+}
+
 pub(crate) struct Inbox {
     /// The queue's flow control, shared with the consumer and the
     /// heartbeat thread.
     flow: Arc<Inflow>,
-    tx: Sender<Message>,
-    rx: Receiver<Message>,
+    tx: Sender<Item>,
+    rx: Receiver<Item>,
     seen: Mutex<Seen>,
     overflow: Overflow,
     ack_mode: AckMode,
@@ -256,7 +408,7 @@ impl Inbox {
     }
 
     /// The consumer's end of the queue.
-    pub(crate) fn receiver(&self) -> &Receiver<Message> {
+    pub(crate) fn receiver(&self) -> &Receiver<Item> {
         &self.rx
     }
 
@@ -272,7 +424,7 @@ impl Inbox {
 
     /// `true` when a message of `len` bytes would be queued now.
     pub(crate) fn fits(&self, len: usize) -> bool {
-        !self.rx.is_full() && self.flow.bytes.would_fit(len)
+        self.flow.queued() < self.flow.capacity && self.flow.bytes.would_fit(len)
     }
 
     /// Queues a message unless it is a duplicate: its id was seen, or (for
@@ -325,19 +477,27 @@ impl Inbox {
         loop {
             let len = m.enter();
             // Full in bytes or in messages, whichever comes first.
-            let refused = if budget.try_take(len) {
-                match self.tx.try_send(m) {
+            let refused = if self.flow.reserve(1) == 0 {
+                not_taken(budget, &m, len);
+                m
+            } else if budget.try_take(len) {
+                match self.tx.try_send(Item::One(m)) {
                     Ok(()) => break,
-                    Err(TrySendError::Disconnected(back)) => {
+                    Err(e) => {
+                        self.flow.out(1);
+                        let closed = matches!(e, TrySendError::Disconnected(_));
+                        let Item::One(back) = e.into_inner() else {
+                            return Offer::Closed;
+                        };
                         budget.release(back.leave());
-                        return Offer::Closed;
-                    }
-                    Err(TrySendError::Full(back)) => {
-                        budget.release(back.leave());
+                        if closed {
+                            return Offer::Closed;
+                        }
                         back
                     }
                 }
             } else {
+                self.flow.out(1);
                 not_taken(budget, &m, len);
                 m
             };
@@ -350,23 +510,22 @@ impl Inbox {
                     }
                     return Offer::Full(refused);
                 }
-                Overflow::DropOldest => match self.rx.try_recv() {
-                    Ok(old) => {
-                        budget.release(old.leave());
-                        self.shared.counters.dropped.fetch_add(1, Relaxed);
+                Overflow::DropOldest => {
+                    if self.drop_oldest() {
                         m = refused;
+                        continue;
                     }
-                    Err(_) => {
-                        // Nothing left to drop: the bytes are in the batch
-                        // the application is being handed. Queue anyway.
-                        budget.force(refused.enter());
-                        if let Err(e) = self.tx.try_send(refused) {
-                            budget.release(e.into_inner().leave());
-                            return Offer::Closed;
-                        }
-                        break;
+                    // Nothing left to drop: the bytes are in the batch
+                    // the application is being handed. Queue anyway.
+                    self.flow.force(1);
+                    budget.force(refused.enter());
+                    if let Err(e) = self.tx.try_send(Item::One(refused)) {
+                        self.flow.out(1);
+                        budget.release(e.into_inner().leave());
+                        return Offer::Closed;
                     }
-                },
+                    break;
+                }
             }
         }
         if let Some(seen) = seen.as_mut() {
@@ -384,7 +543,93 @@ impl Inbox {
     /// Rings the consumer's doorbell if it waits for no more than what is
     /// queued now.
     pub(crate) fn ring(&self) {
-        self.flow.arrived(self.rx.len());
+        self.flow.arrived(self.flow.queued());
+    }
+
+    /// Drops the oldest queued item (the overflow policy): `false` when
+    /// the queue is empty. A read queued in one piece is dropped whole.
+    fn drop_oldest(&self) -> bool {
+        let Ok(old) = self.rx.try_recv() else {
+            return false;
+        };
+        let n = old.len();
+        self.flow.out(n);
+        self.flow.bytes.release(old.leave());
+        self.shared.counters.dropped.fetch_add(n as u64, Relaxed);
+        true
+    }
+
+    /// Offers a read's small messages in one piece (the plain protocol,
+    /// no polling: nothing to dedupe, no cursor, no ack), without the
+    /// doorbell. As many as fit are queued, as one item; with
+    /// backpressure the rest is handed back.
+    pub(crate) fn offer_run_unrung(&self, mut run: Run) -> RunOffer {
+        let budget = &self.flow.bytes;
+        run.set_seq(self.shared.take_seqs(run.len()));
+        let mut queued = 0;
+        loop {
+            let n = run.len();
+            if n == 0 {
+                return RunOffer::Queued { queued, rest: None };
+            }
+            let k = self.flow.reserve(n);
+            if k > 0 {
+                let rest = (k < n).then(|| run.split_off(k));
+                let len = run.enter();
+                if budget.try_take(len) {
+                    match self.tx.try_send(Item::Run(run)) {
+                        Ok(()) => {
+                            queued += k;
+                            match rest {
+                                Some(r) => {
+                                    run = r;
+                                    continue;
+                                }
+                                None => return RunOffer::Queued { queued, rest: None },
+                            }
+                        }
+                        Err(e) => {
+                            // The consumer is gone (the channel holds as
+                            // many items as the bound has messages).
+                            self.flow.out(k);
+                            budget.release(e.into_inner().leave());
+                            return RunOffer::Closed;
+                        }
+                    }
+                }
+                let back = run.leave();
+                settle(budget, len, back);
+                self.flow.out(k);
+                if let Some(r) = rest {
+                    run.join(r);
+                }
+            }
+            match self.overflow {
+                Overflow::Backpressure => {
+                    return RunOffer::Queued {
+                        queued,
+                        rest: Some(run),
+                    }
+                }
+                Overflow::DropOldest => {
+                    if self.drop_oldest() {
+                        continue;
+                    }
+                    // Nothing left to drop: queue anyway (as above).
+                    self.flow.force(n);
+                    budget.force(run.enter());
+                    if let Err(e) = self.tx.try_send(Item::Run(run)) {
+                        self.flow.out(n);
+                        budget.release(e.into_inner().leave());
+                        return RunOffer::Closed;
+                    }
+                    return RunOffer::Queued {
+                        queued: queued + n,
+                        rest: None,
+                    };
+                }
+            }
+        }
     }
 }
 
@@ -404,12 +649,17 @@ impl Drop for Inbox {
 /// another message of the turn entered meanwhile, believing the turn
 /// paid for: the difference is forced or given back, so the budget holds a
 /// turn exactly while any of its messages is in custody.
-fn not_taken(budget: &Budget, m: &Message, taken: usize) {
-    let back = m.leave();
-    if taken > back {
-        budget.force(taken - back);
+fn not_taken(budget: &Budget, m: &Message, entered: usize) {
+    settle(budget, entered, m.leave());
+}
+
+/// See [`not_taken`]: `entered` bytes were meant to be taken and were not;
+/// the leave answered `back`.
+fn settle(budget: &Budget, entered: usize, back: usize) {
+    if entered > back {
+        budget.force(entered - back);
     } else {
-        budget.release(back - taken);
+        budget.release(back - entered);
     }
 }
 
@@ -437,8 +687,8 @@ pub(crate) enum Taken {
 /// rather than once per message.
 pub(crate) struct Intake {
     inbox: Arc<Inbox>,
-    /// The message waiting for room; reading is paused while there is one.
-    held: Option<Message>,
+    /// What waits for room; reading is paused while there is something.
+    held: Option<Item>,
     /// Messages were queued since the doorbell was last considered.
     unrung: bool,
     /// Messages queued by this read turn.
@@ -483,14 +733,7 @@ impl Intake {
         let len = m.entry_cost();
         match self.inbox.offer_unrung(m, false) {
             Offer::Queued { ack } => {
-                self.unrung = true;
-                self.in_turn += 1;
-                // Once per turn at most: equal, not at least. The check at
-                // the turn's end is the one that counts.
-                let rang = self.in_turn == self.inbox.flow.wanted();
-                if rang {
-                    self.ring();
-                }
+                let rang = self.queued(1);
                 Taken::Queued { ack, rang }
             }
             // A duplicate is acked again, so the server stops sending it.
@@ -500,29 +743,78 @@ impl Intake {
                 self.inbox.shared.counters.dropped.fetch_add(1, Relaxed);
                 Taken::Dropped
             }
-            Offer::Full(m) => {
-                self.held = Some(m);
-                // Sleep until the consumer makes room (it wakes the io
-                // thread past the half-way mark). It may have made room
-                // before it could see the flag: if the message fits now,
-                // the flag goes down again and the io thread retries at
-                // once, or it could sleep for ever; if it does not,
-                // sleeping is right (no spinning on a message larger than
-                // the room a half-empty queue has).
-                self.inbox.flow.pause(true);
-                if self.inbox.fits(len) {
-                    self.inbox.flow.pause(false);
+            Offer::Full(m) => self.hold(Item::One(m), len),
+        }
+    }
+
+    /// Offers a read's small messages in one piece (the plain protocol);
+    /// as [`Intake::offer`], what does not fit is held.
+    pub(crate) fn offer_run(&mut self, run: Run, closing: bool) -> Taken {
+        debug_assert!(
+            self.held.is_none(),
+            "nothing is read while a message is held"
+        );
+        match self.inbox.offer_run_unrung(run) {
+            RunOffer::Closed => Taken::Closed,
+            RunOffer::Queued { queued, rest } => {
+                let rang = self.queued(queued);
+                match rest {
+                    None => Taken::Queued { ack: None, rang },
+                    Some(rest) if closing => {
+                        let n = rest.len() as u64;
+                        self.inbox.shared.counters.dropped.fetch_add(n, Relaxed);
+                        Taken::Dropped
+                    }
+                    Some(rest) => {
+                        let len = rest.entry_cost();
+                        self.hold(Item::Run(rest), len)
+                    }
                 }
-                Taken::Held
             }
         }
     }
 
-    /// Offers the held message again; `None` when there is none. Reading
-    /// resumes unless the answer is [`Taken::Held`].
+    /// `n` messages were queued: `true` when that rang the doorbell.
+    fn queued(&mut self, n: usize) -> bool {
+        if n == 0 {
+            return false;
+        }
+        self.unrung = true;
+        let before = self.in_turn;
+        self.in_turn += n;
+        // Once per turn at most: when the count passes what the consumer
+        // waits for. The check at the turn's end is the one that counts.
+        let want = self.inbox.flow.wanted();
+        let rang = before < want && self.in_turn >= want;
+        if rang {
+            self.ring();
+        }
+        rang
+    }
+
+    /// Holds what the full queue refused and pauses reading.
+    fn hold(&mut self, item: Item, len: usize) -> Taken {
+        self.held = Some(item);
+        // Sleep until the consumer makes room (it wakes the io thread past
+        // the half-way mark). It may have made room before it could see
+        // the flag: if the message fits now, the flag goes down again and
+        // the io thread retries at once, or it could sleep for ever; if it
+        // does not, sleeping is right (no spinning on a message larger
+        // than the room a half-empty queue has).
+        self.inbox.flow.pause(true);
+        if self.inbox.fits(len) {
+            self.inbox.flow.pause(false);
+        }
+        Taken::Held
+    }
+
+    /// Offers what is held again; `None` when nothing is. Reading resumes
+    /// unless the answer is [`Taken::Held`].
     pub(crate) fn retry(&mut self, closing: bool) -> Option<Taken> {
-        let m = self.held.take()?;
-        let taken = self.offer(m, closing);
+        let taken = match self.held.take()? {
+            Item::One(m) => self.offer(m, closing),
+            Item::Run(r) => self.offer_run(r, closing),
+        };
         if self.held.is_none() {
             self.inbox.flow.pause(false);
         }
@@ -660,7 +952,7 @@ mod tests {
         ));
     }
 
-    fn inbox(cap: usize, window: usize, overflow: Overflow) -> (Inbox, Receiver<Message>) {
+    fn inbox(cap: usize, window: usize, overflow: Overflow) -> (Inbox, TestRx) {
         let (i, rx, _) = built(cap, window, overflow, AckMode::Queued, true);
         (i, rx)
     }
@@ -673,7 +965,7 @@ mod tests {
         overflow: Overflow,
         ack_mode: AckMode,
         polling: bool,
-    ) -> (Inbox, Receiver<Message>, Arc<Shared>) {
+    ) -> (Inbox, TestRx, Arc<Shared>) {
         let (shared, _events) = Shared::new(4, usize::MAX);
         let i = Inbox::new(
             (cap, usize::MAX),
@@ -683,7 +975,7 @@ mod tests {
             shared.clone(),
             polling,
         );
-        let rx = i.receiver().clone();
+        let rx = TestRx::of(&i);
         (i, rx, shared)
     }
 
@@ -777,7 +1069,7 @@ mod tests {
     }
 
     /// A one-message queue in `AckMode::Queued`, and its io end.
-    fn intake() -> (Intake, Receiver<Message>, Arc<Shared>) {
+    fn intake() -> (Intake, TestRx, Arc<Shared>) {
         let (i, rx, shared) = built(1, 10, Overflow::Backpressure, AckMode::Queued, false);
         (Intake::new(Arc::new(i)), rx, shared)
     }

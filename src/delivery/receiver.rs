@@ -14,11 +14,11 @@ use crossbeam_channel::{
 };
 
 use crate::delivery::batch::{Back, Batch, Finish, Finished};
-use crate::delivery::inbox::Inflow;
+use crate::delivery::inbox::{Inflow, Item};
 use crate::durable::Ledger;
 use crate::error::lock;
 use crate::error::{RecvError, RecvTimeoutError, TryRecvError};
-use crate::message::Message;
+use crate::message::{Message, Run};
 use crate::shared::Shared;
 
 /// How long a receiver with a zero batch window looks for the reply to
@@ -79,7 +79,7 @@ pub(crate) enum Poll {
 /// another. No lock is held while a receive method waits.
 #[derive(Clone)]
 pub struct Batches {
-    rx: Receiver<Message>,
+    rx: Receiver<Item>,
     /// The inbound queue's flow control: its byte budget, the doorbell.
     flow: Arc<Inflow>,
     shared: Arc<Shared>,
@@ -103,7 +103,7 @@ pub struct Batches {
 
 impl Batches {
     pub(crate) fn new(
-        rx: Receiver<Message>,
+        rx: Receiver<Item>,
         flow: Arc<Inflow>,
         shared: Arc<Shared>,
         window: Duration,
@@ -154,7 +154,7 @@ impl Batches {
 
     /// Messages waiting in the queue (not yet in a batch being assembled).
     pub(crate) fn queued(&self) -> usize {
-        self.rx.len()
+        self.flow.queued()
     }
 
     /// Bytes the inbound budget holds now, and the most it ever held.
@@ -222,7 +222,7 @@ impl Batches {
             let reply = self.look.awaits_reply(&b, self.shared.sends());
             drop(b);
             self.flow.want(need);
-            if self.rx.len() >= need {
+            if self.flow.queued() >= need {
                 continue;
             }
             let look_until = deadline.map_or(now + LOOK, |d| d.min(now + LOOK));
@@ -247,7 +247,7 @@ impl Batches {
     fn look_for(&self, need: usize, until: Instant) -> bool {
         while Instant::now() < until {
             std::thread::yield_now();
-            if self.rx.len() >= need {
+            if self.flow.queued() >= need {
                 return true;
             }
         }
@@ -257,7 +257,7 @@ impl Batches {
     /// After taking messages or handing out a batch: signals room to a
     /// poller, and wakes a paused io thread once below the resume mark.
     fn taken(&self) {
-        if self.flow.taken(self.rx.len()) {
+        if self.flow.taken(self.flow.queued()) {
             self.shared.wake_io();
         }
     }
@@ -266,9 +266,21 @@ impl Batches {
     /// queue is closed and empty (nothing more can come).
     fn fill(&self, b: &mut Batcher) -> bool {
         let mut closed = false;
+        let mut n = 0;
         while b.wants_more() {
+            // A read queued in one piece is made into messages as they fit.
+            if let Some(m) = b.rest.as_mut().and_then(Run::take) {
+                b.push(m);
+                n += 1;
+                continue;
+            }
+            b.rest = None;
             match self.rx.try_recv() {
-                Ok(m) => b.push(m),
+                Ok(Item::One(m)) => {
+                    b.push(m);
+                    n += 1;
+                }
+                Ok(Item::Run(r)) => b.rest = Some(r),
                 Err(ChannelEmpty::Empty) => break,
                 Err(ChannelEmpty::Disconnected) => {
                     closed = true;
@@ -276,6 +288,7 @@ impl Batches {
                 }
             }
         }
+        self.flow.out(n);
         self.taken();
         closed
     }
@@ -375,7 +388,7 @@ impl Iterator for Batches {
 impl fmt::Debug for Batches {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Batches")
-            .field("queued", &self.rx.len())
+            .field("queued", &self.flow.queued())
             .finish_non_exhaustive()
     }
 }
@@ -395,6 +408,9 @@ pub(crate) struct Batcher {
     max: usize,
     /// Oldest first; never more than `max` once the receiver fills it.
     pending: Vec<Message>,
+    /// A read queued in one piece, partly made into messages: the next
+    /// in line after `pending`.
+    rest: Option<Run>,
 }
 
 impl Batcher {
@@ -403,6 +419,7 @@ impl Batcher {
             window,
             max,
             pending: Vec::new(),
+            rest: None,
         }
     }
 

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{guarded, ConnectionError};
 use crate::frame::Frame;
-use crate::message::{Body, Message, Via};
+use crate::message::{Body, Gathered, Message, Run, Via};
 use crate::protocol::ReplyRule;
 
 /// What the frame reader ([`crate::machine::frames`]) made of the
@@ -25,6 +25,8 @@ use crate::protocol::ReplyRule;
 #[derive(Debug)]
 pub(crate) enum Incoming {
     Data(Body),
+    /// A read's whole small messages, in one piece (the plain protocol).
+    Run(Gathered),
     /// A Ping and its payload, which the Pong carries back.
     Ping(Vec<u8>),
     Pong,
@@ -75,6 +77,8 @@ pub(crate) enum Action {
     Flush,
     /// Hand a message to delivery.
     Deliver(Message),
+    /// Hand the application a read's small messages, in one piece.
+    DeliverRun(Run),
     /// A frame arrived at this moment: the link is alive.
     Alive(Instant),
     /// The first frame of this connection arrived (the socket proved
@@ -290,6 +294,18 @@ impl Session {
         }
         let body = match f {
             Incoming::Data(body) => body,
+            Incoming::Run(g) if self.cfg.frames_are_messages => {
+                self.actions.push_back(Action::DeliverRun(Run::new(g, now)));
+                return;
+            }
+            Incoming::Run(g) => {
+                // Not asked for (the reader hands runs out only to the
+                // plain protocol): one by one.
+                for b in g.bodies() {
+                    self.frame(Incoming::Data(b), now);
+                }
+                return;
+            }
             Incoming::Pong => return self.answered(now),
             Incoming::Ping(payload) => {
                 // Once a close frame is sent, no other frame may follow it

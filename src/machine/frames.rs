@@ -25,7 +25,7 @@ use tungstenite::protocol::frame::FrameHeader;
 use crate::frame::Frame;
 use crate::machine::connection::ReadFailure;
 use crate::machine::deflate::{Inflated, Inflater, Params};
-use crate::message::{Body, Turn};
+use crate::message::{Body, Gathered, Span, Turn};
 
 /// The read buffer: what one read of the socket may bring.
 const BUFFER: usize = 64 * 1024;
@@ -43,6 +43,9 @@ const SHARED_MAX: u64 = 8 * 1024;
 pub(crate) enum FrameEvent {
     /// A whole data message.
     Message(Body),
+    /// The whole small messages of a read, in the storage they share, in
+    /// one piece (with [`Rules::runs`]).
+    Run(Gathered),
     /// A Ping, with its payload (answered with a Pong carrying it).
     Ping(Vec<u8>),
     /// A Pong.
@@ -88,6 +91,9 @@ pub(crate) struct Rules {
     /// message. Off when a protocol or a reply rule inspects each message
     /// as a [`Frame`] of its own.
     pub share: bool,
+    /// With `share`: such messages are handed out in one piece per read
+    /// ([`FrameEvent::Run`]), not one by one.
+    pub runs: bool,
 }
 
 /// A data message being read: its frames so far.
@@ -126,25 +132,17 @@ pub(crate) struct Reader {
     inflater: Option<Inflater>,
     /// Small messages gathered from the buffer into shared storage, handed
     /// out before anything behind them.
-    run: Run,
+    run: Gathering,
 }
 
 /// Whole small messages taken from the read buffer together (see
 /// [`Reader::gather`]).
 #[derive(Default)]
-struct Run {
+struct Gathering {
     turn: Option<std::sync::Arc<Turn>>,
     spans: Vec<Span>,
     /// The next span to hand out.
     next: usize,
-}
-
-/// A message of a [`Run`]: where its payload is, in the buffer while
-/// gathering and then in the turn's storage.
-struct Span {
-    at: usize,
-    len: usize,
-    text: bool,
 }
 
 fn violation(code: u16, what: impl Into<String>) -> ReadFailure {
@@ -172,7 +170,7 @@ impl Reader {
             payload: None,
             pending: None,
             inflater: None,
-            run: Run::default(),
+            run: Gathering::default(),
         }
     }
 
@@ -240,6 +238,12 @@ impl Reader {
             }
             if self.rules.share && self.payload.is_none() && self.message.is_none() {
                 self.gather();
+                if self.rules.runs {
+                    if let Some(turn) = self.run.turn.take() {
+                        let spans = std::mem::take(&mut self.run.spans);
+                        return Some(Ok(FrameEvent::Run(Gathered { turn, spans })));
+                    }
+                }
                 if let Some(e) = self.next_of_run() {
                     return Some(Ok(e));
                 }
@@ -277,10 +281,15 @@ impl Reader {
             .min(self.rules.max_message);
         let (mut texts, mut binaries) = (0, 0);
         let mut at = self.at;
+        // Positions in the buffer (at most its 64 KiB and what came with the
+        // upgrade answer) while gathering, then in the storage.
         while let Some((header, len, text)) = small_frame(&self.buf[at..self.end], limit) {
+            if at + header + len > u32::MAX as usize {
+                break;
+            }
             spans.push(Span {
-                at: at + header,
-                len,
+                at: (at + header) as u32,
+                len: len as u32,
                 text,
             });
             if text {
@@ -298,16 +307,16 @@ impl Reader {
         let mut binary = Vec::with_capacity(binaries);
         let mut taken = 0;
         for s in &mut spans {
-            let payload = &self.buf[s.at..s.at + s.len];
-            let end = s.at + s.len;
+            let end = (s.at + s.len) as usize;
+            let payload = &self.buf[s.at as usize..end];
             if s.text {
                 let Ok(t) = std::str::from_utf8(payload) else {
                     break;
                 };
-                s.at = text.len();
+                s.at = text.len() as u32;
                 text.push_str(t);
             } else {
-                s.at = binary.len();
+                s.at = binary.len() as u32;
                 binary.extend_from_slice(payload);
             }
             self.at = end;
@@ -329,8 +338,8 @@ impl Reader {
         };
         Some(FrameEvent::Message(Body::Shared {
             turn,
-            at: s.at as u32,
-            len: s.len as u32,
+            at: s.at,
+            len: s.len,
             text: s.text,
         }))
     }
@@ -700,6 +709,7 @@ mod tests {
             close_on_too_large: false,
             lenient,
             share: false,
+            runs: false,
         }
     }
 
@@ -735,6 +745,9 @@ mod tests {
         let mut at = head;
         loop {
             match r.next() {
+                Some(Ok(FrameEvent::Run(g))) => {
+                    out.extend(g.bodies().map(|b| Ok(FrameEvent::Message(b))));
+                }
                 Some(Ok(e)) => out.push(Ok(e)),
                 Some(Err(ReadFailure::Violation { code, what })) => {
                     out.push(Err(format!("{code}: {what}")));

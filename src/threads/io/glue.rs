@@ -168,6 +168,11 @@ impl<S: Read + Write> Driver<S> {
                     let taken = self.intake.offer(msg, self.m.closing());
                     self.taken_in(taken);
                 }
+                Action::DeliverRun(run) => {
+                    trace!(target: "heartline::threads::io", "received {} messages in one read", run.len());
+                    let taken = self.intake.offer_run(run, self.m.closing());
+                    self.taken_in(taken);
+                }
                 Action::Alive(at) => {
                     self.active = true;
                     self.ctx.link.touch(at);
@@ -379,11 +384,16 @@ impl<S: Read + Write> Driver<S> {
                     }
                 },
             };
-            tally.0 += 1;
+            let mut frames = 1;
             let incoming = match event {
                 FrameEvent::Message(f) => {
                     tally.1 += f.len() as u64;
                     Incoming::Data(f)
+                }
+                FrameEvent::Run(g) => {
+                    frames = g.spans.len();
+                    tally.1 += g.payload_bytes();
+                    Incoming::Run(g)
                 }
                 FrameEvent::Ping(p) => Incoming::Ping(p),
                 FrameEvent::Pong => Incoming::Pong,
@@ -397,15 +407,18 @@ impl<S: Read + Write> Driver<S> {
                     self.ctx.shared.counters.too_large.fetch_add(1, Relaxed);
                     let n = self.skipped.too_large.map_or(0, |t| t.0) + 1;
                     self.skipped.too_large = Some((n, len, fragmented));
+                    tally.0 += 1;
                     continue;
                 }
                 FrameEvent::Skipped(why) => {
                     self.ctx.shared.counters.malformed.fetch_add(1, Relaxed);
                     let n = self.skipped.broken.map_or(0, |t| t.0) + 1;
                     self.skipped.broken = Some((n, why));
+                    tally.0 += 1;
                     continue;
                 }
             };
+            tally.0 += frames as u64;
             self.m.frame(incoming, self.at);
             if let Some(e) = self.act() {
                 return Some(e);
@@ -413,8 +426,8 @@ impl<S: Read + Write> Driver<S> {
             if self.intake.holding() {
                 return None;
             }
-            taken += 1;
-            if taken == READ_BUDGET {
+            taken += frames;
+            if taken >= READ_BUDGET {
                 self.m.read_budget_spent();
                 self.read_again = true;
                 return None;
@@ -655,7 +668,7 @@ mod tests {
         commands_tx: Sender<Command>,
         commands: Receiver<Command>,
         outbound_tx: Sender<Outgoing>,
-        inbound: Receiver<crate::message::Message>,
+        inbound: crate::delivery::inbox::TestRx,
         inbox: Arc<Inbox>,
         _poll: Poll,
     }
@@ -692,7 +705,7 @@ mod tests {
             shared.clone(),
             false,
         ));
-        let inbound = inbox.receiver().clone();
+        let inbound = crate::delivery::inbox::TestRx::of(&inbox);
         let (outbound_tx, outbound) = crossbeam_channel::bounded(16);
         let (ledger, _) = crate::durable::Ledger::open(
             None,
