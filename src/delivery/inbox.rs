@@ -1121,4 +1121,104 @@ mod tests {
         assert_eq!(shared.counters.dropped.load(Relaxed), 1);
         assert_eq!(rx.len(), 1);
     }
+
+    /// A read of `n` small text messages `"0"`, `"1"`… in one piece.
+    fn run(n: usize) -> Run {
+        let mut text = String::with_capacity(n);
+        for k in 0..n {
+            text.push(char::from(b'0' + (k % 10) as u8));
+        }
+        let spans = (0..n as u32)
+            .map(|at| crate::message::Span {
+                at,
+                len: 1,
+                text: true,
+            })
+            .collect();
+        let g = crate::message::Gathered {
+            turn: crate::message::Turn::new(text, Vec::new()),
+            spans,
+        };
+        Run::new(g, Instant::now())
+    }
+
+    fn texts(rx: &TestRx) -> Vec<String> {
+        rx.try_iter().map(|m| m.text().unwrap().to_owned()).collect()
+    }
+
+    #[test]
+    fn a_read_in_one_piece_is_one_item_its_messages_in_order_and_paid_for_once() {
+        let (shared, _events) = Shared::new(4, usize::MAX);
+        let i = Inbox::new(
+            (10, 1000),
+            10,
+            Overflow::Backpressure,
+            AckMode::Finished,
+            shared.clone(),
+            false,
+        );
+        let rx = TestRx::of(&i);
+        assert!(matches!(i.offer(anon("x", None), false), Offer::Queued { .. }));
+        let RunOffer::Queued { queued: 4, rest: None } = i.offer_run_unrung(run(4)) else {
+            panic!("all queued")
+        };
+        assert_eq!((rx.len(), i.receiver().len()), (5, 2), "5 messages, 2 items");
+        // The read's storage (4 bytes) is held once, beside the message.
+        assert_eq!(i.flow().bytes.used(), 1 + 4);
+        let got: Vec<Message> = rx.try_iter().collect();
+        let seqs: Vec<u64> = got.iter().map(Message::seq).collect();
+        assert_eq!(seqs, [0, 1, 2, 3, 4], "numbered in a row");
+        let t: Vec<&str> = got.iter().map(|m| m.text().unwrap()).collect();
+        assert_eq!(t, ["x", "0", "1", "2", "3"]);
+        // Handed out one by one: the storage goes with the last.
+        let mut given = got.iter().map(Message::leave).collect::<Vec<_>>();
+        given.remove(0);
+        assert_eq!(given, [0, 0, 0, 4]);
+    }
+
+    #[test]
+    fn a_read_larger_than_the_room_is_split_and_the_rest_held_until_room() {
+        let (shared, _events) = Shared::new(4, usize::MAX);
+        let i = Arc::new(Inbox::new(
+            (3, usize::MAX),
+            10,
+            Overflow::Backpressure,
+            AckMode::Finished,
+            shared,
+            false,
+        ));
+        let rx = TestRx::of(&i);
+        let mut intake = Intake::new(i.clone());
+        assert!(matches!(intake.offer_run(run(5), false), Taken::Held));
+        assert!(intake.holding() && i.flow().is_paused());
+        assert_eq!(texts(&rx), ["0", "1", "2"]);
+        let Some(Taken::Queued { .. }) = intake.retry(false) else {
+            panic!("the rest queued once there is room")
+        };
+        assert!(!intake.holding());
+        assert_eq!(texts(&rx), ["3", "4"]);
+    }
+
+    #[test]
+    fn with_drop_oldest_a_read_queued_in_one_piece_is_dropped_whole() {
+        let (i, rx, shared) = built(3, 10, Overflow::DropOldest, AckMode::Finished, false);
+        let RunOffer::Queued { queued: 3, .. } = i.offer_run_unrung(run(3)) else {
+            panic!("queued")
+        };
+        assert!(matches!(i.offer(anon("new", None), false), Offer::Queued { .. }));
+        assert_eq!(shared.counters.dropped.load(Relaxed), 3);
+        assert_eq!(texts(&rx), ["new"]);
+        assert_eq!(i.flow().bytes.used(), 3, "only the new message's bytes");
+    }
+
+    #[test]
+    fn a_read_that_finds_the_queue_full_while_closing_is_dropped_and_counted() {
+        let (i, rx, shared) = built(2, 10, Overflow::Backpressure, AckMode::Finished, false);
+        let mut intake = Intake::new(Arc::new(i));
+        assert!(matches!(intake.offer_run(run(5), true), Taken::Dropped));
+        assert!(!intake.holding());
+        assert_eq!(shared.counters.dropped.load(Relaxed), 3);
+        assert_eq!(texts(&rx), ["0", "1"]);
+    }
+
 }
