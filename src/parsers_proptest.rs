@@ -170,7 +170,6 @@ fn reader_rules(lenient: bool, share: bool) -> Rules {
         close_on_too_large: false,
         lenient,
         share,
-        runs: share && !lenient,
     }
 }
 

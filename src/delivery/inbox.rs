@@ -207,7 +207,7 @@ impl Key {
     fn of(m: &Message) -> Key {
         match m.id() {
             Some(id) => Key::Id(ids::of_id(id)),
-            None => Key::Content(ids::of_content(m.frame().as_bytes())),
+            None => Key::Content(ids::of_content(m.bytes())),
         }
     }
 
@@ -1143,7 +1143,9 @@ mod tests {
     }
 
     fn texts(rx: &TestRx) -> Vec<String> {
-        rx.try_iter().map(|m| m.text().unwrap().to_owned()).collect()
+        rx.try_iter()
+            .map(|m| m.text().unwrap().to_owned())
+            .collect()
     }
 
     #[test]
@@ -1158,11 +1160,22 @@ mod tests {
             false,
         );
         let rx = TestRx::of(&i);
-        assert!(matches!(i.offer(anon("x", None), false), Offer::Queued { .. }));
-        let RunOffer::Queued { queued: 4, rest: None } = i.offer_run_unrung(run(4)) else {
+        assert!(matches!(
+            i.offer(anon("x", None), false),
+            Offer::Queued { .. }
+        ));
+        let RunOffer::Queued {
+            queued: 4,
+            rest: None,
+        } = i.offer_run_unrung(run(4))
+        else {
             panic!("all queued")
         };
-        assert_eq!((rx.len(), i.receiver().len()), (5, 2), "5 messages, 2 items");
+        assert_eq!(
+            (rx.len(), i.receiver().len()),
+            (5, 2),
+            "5 messages, 2 items"
+        );
         // The read's storage (4 bytes) is held once, beside the message.
         assert_eq!(i.flow().bytes.used(), 1 + 4);
         let got: Vec<Message> = rx.try_iter().collect();
@@ -1205,7 +1218,10 @@ mod tests {
         let RunOffer::Queued { queued: 3, .. } = i.offer_run_unrung(run(3)) else {
             panic!("queued")
         };
-        assert!(matches!(i.offer(anon("new", None), false), Offer::Queued { .. }));
+        assert!(matches!(
+            i.offer(anon("new", None), false),
+            Offer::Queued { .. }
+        ));
         assert_eq!(shared.counters.dropped.load(Relaxed), 3);
         assert_eq!(texts(&rx), ["new"]);
         assert_eq!(i.flow().bytes.used(), 3, "only the new message's bytes");
@@ -1220,5 +1236,4 @@ mod tests {
         assert_eq!(shared.counters.dropped.load(Relaxed), 3);
         assert_eq!(texts(&rx), ["0", "1"]);
     }
-
 }

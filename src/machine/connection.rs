@@ -294,16 +294,10 @@ impl Session {
         }
         let body = match f {
             Incoming::Data(body) => body,
-            Incoming::Run(g) if self.cfg.frames_are_messages => {
-                self.actions.push_back(Action::DeliverRun(Run::new(g, now)));
-                return;
-            }
             Incoming::Run(g) => {
-                // Not asked for (the reader hands runs out only to the
-                // plain protocol): one by one.
-                for b in g.bodies() {
-                    self.frame(Incoming::Data(b), now);
-                }
+                // Only the plain protocol has the reader gather reads
+                // (`Rules::share`): nothing to ask of them.
+                self.actions.push_back(Action::DeliverRun(Run::new(g, now)));
                 return;
             }
             Incoming::Pong => return self.answered(now),
@@ -333,12 +327,8 @@ impl Session {
         }
         // Rules and protocols look at a frame: the reader gives every
         // message storage of its own when they do (`Rules::share`).
-        let body = match body.own() {
-            Some(_) => body,
-            None => Body::from(body.to_frame()),
-        };
         let Some(frame) = body.own() else {
-            return;
+            return self.deliver(Message::plain(body, Via::Ws, now));
         };
         if self.cfg.replies.iter().any(|r| r.matches(frame)) {
             return self.answered(now);

@@ -44,7 +44,7 @@ pub(crate) enum FrameEvent {
     /// A whole data message.
     Message(Body),
     /// The whole small messages of a read, in the storage they share, in
-    /// one piece (with [`Rules::runs`]).
+    /// one piece (with [`Rules::share`]).
     Run(Gathered),
     /// A Ping, with its payload (answered with a Pong carrying it).
     Ping(Vec<u8>),
@@ -87,13 +87,11 @@ pub(crate) struct Rules {
     /// Skip what breaks RFC 6455 where the stream allows it.
     pub lenient: bool,
     /// The small messages that one read brings whole go into one storage
-    /// they share ([`Body::Shared`]): one allocation per read, not per
-    /// message. Off when a protocol or a reply rule inspects each message
-    /// as a [`Frame`] of its own.
+    /// they share, and are handed out in one piece ([`FrameEvent::Run`]):
+    /// one allocation and one event per read, not per message. Off when a
+    /// protocol or a reply rule inspects each message as a [`Frame`] of its
+    /// own, or polls need each pushed message remembered.
     pub share: bool,
-    /// With `share`: such messages are handed out in one piece per read
-    /// ([`FrameEvent::Run`]), not one by one.
-    pub runs: bool,
 }
 
 /// A data message being read: its frames so far.
@@ -130,19 +128,6 @@ pub(crate) struct Reader {
     pending: Option<FrameEvent>,
     /// permessage-deflate, when the server agreed to it.
     inflater: Option<Inflater>,
-    /// Small messages gathered from the buffer into shared storage, handed
-    /// out before anything behind them.
-    run: Gathering,
-}
-
-/// Whole small messages taken from the read buffer together (see
-/// [`Reader::gather`]).
-#[derive(Default)]
-struct Gathering {
-    turn: Option<std::sync::Arc<Turn>>,
-    spans: Vec<Span>,
-    /// The next span to hand out.
-    next: usize,
 }
 
 fn violation(code: u16, what: impl Into<String>) -> ReadFailure {
@@ -170,7 +155,6 @@ impl Reader {
             payload: None,
             pending: None,
             inflater: None,
-            run: Gathering::default(),
         }
     }
 
@@ -233,19 +217,9 @@ impl Reader {
             if let Some(e) = self.pending.take() {
                 return Some(Ok(e));
             }
-            if let Some(e) = self.next_of_run() {
-                return Some(Ok(e));
-            }
             if self.rules.share && self.payload.is_none() && self.message.is_none() {
-                self.gather();
-                if self.rules.runs {
-                    if let Some(turn) = self.run.turn.take() {
-                        let spans = std::mem::take(&mut self.run.spans);
-                        return Some(Ok(FrameEvent::Run(Gathered { turn, spans })));
-                    }
-                }
-                if let Some(e) = self.next_of_run() {
-                    return Some(Ok(e));
+                if let Some(g) = self.gather() {
+                    return Some(Ok(FrameEvent::Run(g)));
                 }
             }
             if self.payload.is_some() {
@@ -272,10 +246,8 @@ impl Reader {
     /// frame, a fragment, a compressed, large, masked or reserved one, text
     /// that is not UTF-8, a frame not all here) stays for the frame-by-frame
     /// path, which decides on it after the run is handed out.
-    fn gather(&mut self) {
-        let mut spans = std::mem::take(&mut self.run.spans);
-        spans.clear();
-        self.run.next = 0;
+    fn gather(&mut self) -> Option<Gathered> {
+        let mut spans = Vec::new();
         let limit = SHARED_MAX
             .min(self.rules.max_frame)
             .min(self.rules.max_message);
@@ -300,8 +272,7 @@ impl Reader {
             at += header + len;
         }
         if spans.is_empty() {
-            self.run.spans = spans;
-            return;
+            return None;
         }
         let mut text = String::with_capacity(texts);
         let mut binary = Vec::with_capacity(binaries);
@@ -323,25 +294,10 @@ impl Reader {
             taken += 1;
         }
         spans.truncate(taken);
-        self.run.turn = (taken > 0).then(|| Turn::new(text, binary));
-        self.run.spans = spans;
-    }
-
-    /// The next message of the run gathered last, if any is left.
-    fn next_of_run(&mut self) -> Option<FrameEvent> {
-        let s = self.run.spans.get(self.run.next)?;
-        self.run.next += 1;
-        let turn = if self.run.next == self.run.spans.len() {
-            self.run.turn.take()?
-        } else {
-            self.run.turn.clone()?
-        };
-        Some(FrameEvent::Message(Body::Shared {
-            turn,
-            at: s.at,
-            len: s.len,
-            text: s.text,
-        }))
+        (taken > 0).then(|| Gathered {
+            turn: Turn::new(text, binary),
+            spans,
+        })
     }
 
     /// Takes what has arrived of the current data frame's payload; the
@@ -709,7 +665,6 @@ mod tests {
             close_on_too_large: false,
             lenient,
             share: false,
-            runs: false,
         }
     }
 

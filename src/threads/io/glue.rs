@@ -164,12 +164,10 @@ impl<S: Read + Write> Driver<S> {
                 }
                 Action::Flush => self.flush(),
                 Action::Deliver(msg) => {
-                    trace!(target: "heartline::threads::io", "received {} bytes", msg.len());
                     let taken = self.intake.offer(msg, self.m.closing());
                     self.taken_in(taken);
                 }
                 Action::DeliverRun(run) => {
-                    trace!(target: "heartline::threads::io", "received {} messages in one read", run.len());
                     let taken = self.intake.offer_run(run, self.m.closing());
                     self.taken_in(taken);
                 }

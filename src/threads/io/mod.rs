@@ -40,10 +40,9 @@ pub(crate) fn rules(cfg: &crate::config::Config) -> Rules {
         max_message: cfg.limits.max_message_size as u64,
         close_on_too_large: cfg.limits.on_too_large == crate::OverLimit::Close,
         lenient: cfg.lenient,
-        share: cfg.frames_are_messages,
         // Whole reads in one piece, unless polling is configured: then
         // each pushed message is remembered for the polls' dedupe.
-        runs: cfg.frames_are_messages && !cfg.polls(),
+        share: cfg.frames_are_messages && !cfg.polls(),
     }
 }
 
