@@ -21,6 +21,9 @@ pub enum Overflow {
     Backpressure,
     /// Drop the oldest queued message to make room, counting it in
     /// [`crate::Stats::dropped`]. For feeds where only the latest matters.
+    /// The small messages one read brought are queued together (see
+    /// [`crate::Message`]) and dropped together: at most one read's worth
+    /// (64 KiB) more than the room needed.
     DropOldest,
 }
 

@@ -6,7 +6,9 @@
 //!   over both transports, the overflow policy, and the ack to send once a
 //!   message is queued. Every message reaches the application through it,
 //!   under one lock, so two transports delivering the same message at once
-//!   still deliver it once.
+//!   still deliver it once. A read's small messages from the plain
+//!   protocol, with nothing to dedupe, come in one piece
+//!   ([`Inbox::offer_run_unrung`]) and are one item of the queue.
 //! - **Flow control, [`Inflow`], with one wake protocol:**
 //!   - *Bounds.* The queue holds at most `capacity` messages and `bytes`
 //!     (a [`Budget`]); the door refuses (backpressure) or drops (the

@@ -12,7 +12,9 @@
 //! below.
 //!
 //! A payload is copied once, from the read buffer into the message the
-//! application receives. A message over a limit is dropped as its bytes
+//! application receives; with [`Rules::share`], the whole small messages
+//! of a read are copied side by side into one storage and handed out in
+//! one piece ([`FrameEvent::Run`]). A message over a limit is dropped as its bytes
 //! arrive and never held (or fails the connection with 1009, if so
 //! configured), so memory stays within `max_message_size` whatever the
 //! server announces.
