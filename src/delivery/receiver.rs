@@ -344,9 +344,14 @@ impl Batches {
         let bytes: usize = messages.iter().map(Message::leave).sum();
         if !messages.iter().any(Message::to_record) {
             // Nothing to record or ack (a plain protocol): no work on finish.
+            // Counted as held before its bytes leave the budget: the io
+            // thread, failing a connection once nothing is held (budget
+            // empty, no batch out), must never see neither, or it could
+            // close before the application's answer to these is queued.
+            let batch = Batch::new(messages, None, Some(self.back.clone()));
             self.flow.bytes.release(bytes);
             self.taken();
-            return Batch::new(messages, None, Some(self.back.clone()));
+            return batch;
         }
         let mut entries = Vec::with_capacity(messages.len());
         let mut now = Vec::new();
@@ -364,17 +369,19 @@ impl Batches {
                 ack,
             });
         }
+        let finish = Finish {
+            entries,
+            ledger: self.ledger.clone(),
+        };
+        // Held first, as above.
+        let batch = Batch::new(messages, Some(finish), Some(self.back.clone()));
         // The acks keep their own bytes of the budget until written: part
         // of what their messages held (never less: see
         // `Message::budget_cost`), so the budget holds through finishing.
         self.flow.bytes.release(bytes.saturating_sub(acks_cost));
         self.taken();
         self.ledger.release(now);
-        let finish = Finish {
-            entries,
-            ledger: self.ledger.clone(),
-        };
-        Batch::new(messages, Some(finish), Some(self.back.clone()))
+        batch
     }
 }
 
