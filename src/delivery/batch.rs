@@ -35,8 +35,8 @@ impl Drop for Holding {
     }
 }
 
-/// Messages handed to the application together. Never empty; in the order
-/// the server sent them.
+/// Messages handed to the application together, in the order the server
+/// sent them. Never empty, until [`Batch::take_frames`] takes them.
 ///
 /// **A message is finished when the loop over its batch moves past it, or
 /// when the application says so; dropping a batch abandons what is not
@@ -115,6 +115,17 @@ impl fmt::Debug for Finish {
 
 /// Finishes the first `n` of `messages` (records them, sends their acks)
 /// and hands the rest back, their acks with them, through `back`.
+/// Records (and acks) a batch whose messages were all taken: every one of
+/// the `n` is finished.
+fn settle_all(acks: Option<Finish>, n: usize) {
+    if let Some(mut f) = acks {
+        f.entries.truncate(n);
+        if !f.entries.is_empty() {
+            f.send();
+        }
+    }
+}
+
 fn settle(mut messages: Vec<Message>, acks: Option<Finish>, n: usize, back: Option<&Back>) {
     let n = n.min(messages.len());
     let mut rest_acks = Vec::new();
@@ -206,7 +217,7 @@ impl Batch {
         Some(rest)
     }
 
-    /// The number of messages (at least one).
+    /// The number of messages (at least one, until [`Batch::take_frames`]).
     pub fn len(&self) -> usize {
         self.messages.len()
     }
@@ -254,11 +265,26 @@ impl Batch {
         self.finish_first(self.messages.len());
     }
 
+    /// Takes the payloads out and finishes every message (as
+    /// [`Batch::done`]): a message with storage of its own gives it up
+    /// without a copy (the small messages of a read, which share theirs,
+    /// are copied out). The batch stays in hand, empty, until it is
+    /// dropped: for relaying or answering large messages. The connection
+    /// failing on a bad frame behind them waits for that (at most
+    /// `timeouts.close`), so what the application sends before dropping
+    /// the batch goes out ahead of the close.
+    pub fn take_frames(&mut self) -> Vec<Frame> {
+        let all = std::mem::take(&mut self.messages);
+        *self.finished.get_mut() = 0;
+        settle_all(self.acks.take(), all.len());
+        all.into_iter().map(Message::into_frame).collect()
+    }
+
     /// Takes the messages. This finishes them all, as [`Batch::done`].
     pub fn into_messages(mut self) -> Vec<Message> {
         let all = std::mem::take(&mut self.messages);
         *self.finished.get_mut() = all.len();
-        settle(Vec::new(), self.acks.take(), all.len(), None);
+        settle_all(self.acks.take(), all.len());
         all
     }
 }

@@ -468,6 +468,28 @@ fn open_with_default_acks() -> (TestServer, heartline::Client) {
 }
 
 #[test]
+fn taking_a_batchs_messages_or_frames_finishes_them_and_acks_them() {
+    let (server, client) = open_with_default_acks();
+    for i in 1..=2 {
+        server.publish(json!({ "n": i }));
+    }
+    let batch = client.recv_timeout(WAIT).unwrap();
+    assert_eq!(seqs(batch.messages()), vec![1, 2]);
+    let taken = batch.into_messages();
+    assert_eq!(taken.len(), 2);
+    wait_until("server saw 2 acks", || server_acked(&server) == 2);
+    server.publish(json!({ "n": 3 }));
+    let mut batch = client.recv_timeout(WAIT).unwrap();
+    let frames = batch.take_frames();
+    assert_eq!(frames.len(), 1);
+    assert!(frames[0].as_text().unwrap().contains(r#""n":3"#));
+    wait_until("server saw 3 acks", || server_acked(&server) == 3);
+    drop(batch);
+    sync(&client, &server, "marker-1");
+    assert_eq!(server_acked(&server), 3, "each once");
+}
+
+#[test]
 fn by_default_a_batch_is_acked_only_when_the_application_has_finished_it() {
     let (server, client) = open_with_default_acks();
     for i in 1..=3 {
