@@ -72,6 +72,35 @@ impl Turn {
     pub(crate) fn size(&self) -> usize {
         self.text.capacity() + self.binary.capacity()
     }
+
+    /// `n` of its messages come into heartline's hands: its size when none
+    /// was in hand (the first pays for the turn), else 0.
+    fn enter(&self, n: usize) -> usize {
+        if n > 0 && self.custody.fetch_add(n, AcqRel) == 0 {
+            self.size()
+        } else {
+            0
+        }
+    }
+
+    /// `n` of its messages leave heartline's hands: its size when they
+    /// were the last in hand (the last gives the turn back), else 0.
+    fn leave(&self, n: usize) -> usize {
+        if n > 0 && self.custody.fetch_sub(n, AcqRel) == n {
+            self.size()
+        } else {
+            0
+        }
+    }
+
+    /// What [`Turn::enter`] would answer now, without entering.
+    fn entry_cost(&self) -> usize {
+        if self.custody.load(Acquire) == 0 {
+            self.size()
+        } else {
+            0
+        }
+    }
 }
 
 /// A message of a read's shared storage: where its payload is, and
@@ -159,32 +188,18 @@ impl Run {
     /// the budget is to take (its turn's, if none of the turn's messages
     /// was in hand). See [`Message::enter`].
     pub(crate) fn enter(&self) -> usize {
-        let n = self.len();
-        if n > 0 && self.turn.custody.fetch_add(n, AcqRel) == 0 {
-            self.turn.size()
-        } else {
-            0
-        }
+        self.turn.enter(self.len())
     }
 
     /// Leaves heartline's hands, all its messages at once (dropped): the
     /// bytes to give back.
     pub(crate) fn leave(&self) -> usize {
-        let n = self.len();
-        if n > 0 && self.turn.custody.fetch_sub(n, AcqRel) == n {
-            self.turn.size()
-        } else {
-            0
-        }
+        self.turn.leave(self.len())
     }
 
     /// What [`Run::enter`] would take now, without entering.
     pub(crate) fn entry_cost(&self) -> usize {
-        if self.turn.custody.load(Acquire) == 0 {
-            self.turn.size()
-        } else {
-            0
-        }
+        self.turn.entry_cost()
     }
 
     /// Splits off its messages from the `k`th on (they stay out of
@@ -449,10 +464,7 @@ impl Message {
     /// [`Message::leave`], whose answer is what to give back.
     pub(crate) fn enter(&self) -> usize {
         match &self.body {
-            Body::Shared { turn, .. } => {
-                let first = turn.custody.fetch_add(1, AcqRel) == 0;
-                self.ack_cost() + if first { turn.size() } else { 0 }
-            }
+            Body::Shared { turn, .. } => self.ack_cost() + turn.enter(1),
             Body::Own(_) => self.budget_cost(),
         }
     }
@@ -461,10 +473,7 @@ impl Message {
     /// the bytes to give back to the budget (see [`Message::enter`]).
     pub(crate) fn leave(&self) -> usize {
         match &self.body {
-            Body::Shared { turn, .. } => {
-                let last = turn.custody.fetch_sub(1, AcqRel) == 1;
-                self.ack_cost() + if last { turn.size() } else { 0 }
-            }
+            Body::Shared { turn, .. } => self.ack_cost() + turn.leave(1),
             Body::Own(_) => self.budget_cost(),
         }
     }
@@ -472,8 +481,7 @@ impl Message {
     /// What [`Message::enter`] would take now, without entering.
     pub(crate) fn entry_cost(&self) -> usize {
         match &self.body {
-            Body::Shared { turn, .. } if turn.custody.load(Acquire) > 0 => self.ack_cost(),
-            Body::Shared { turn, .. } => self.ack_cost() + turn.size(),
+            Body::Shared { turn, .. } => self.ack_cost() + turn.entry_cost(),
             Body::Own(_) => self.budget_cost(),
         }
     }

@@ -655,8 +655,8 @@ fn not_taken(budget: &Budget, m: &Message, entered: usize) {
     settle(budget, entered, m.leave());
 }
 
-/// See [`not_taken`]: `entered` bytes were meant to be taken and were not;
-/// the leave answered `back`.
+/// See [`not_taken`] (also for a read offered in one piece): `entered`
+/// bytes were meant to be taken and were not; the leave answered `back`.
 fn settle(budget: &Budget, entered: usize, back: usize) {
     if entered > back {
         budget.force(entered - back);
