@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, O
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender};
 
 use crate::delivery::budget::Budget;
 use crate::error::lock;
@@ -158,6 +158,8 @@ pub(crate) struct Shared {
     /// Taken by the supervisor when it stops, which ends [`crate::Events`].
     events_tx: Mutex<Option<Sender<Stamped>>>,
     events_rx: Receiver<Stamped>,
+    /// The bound of the event queue: past it the oldest is dropped.
+    event_capacity: usize,
     /// Messages queued so far: each takes the next number, and each event
     /// the number of the first message after it, so one receiver can hand
     /// both out in the order they happened.
@@ -166,6 +168,11 @@ pub(crate) struct Shared {
     pub batches_out: Arc<AtomicUsize>,
     /// Bytes waiting in the outbound queue.
     pub outbound: Budget,
+    /// Frames waiting in the outbound queue, against
+    /// `Limits::outbound_capacity` (the channel itself is unbounded, so an
+    /// idle client holds no slots: an array channel of the default 1,024
+    /// frames touches 40 KiB when it is made).
+    pub outbound_frames: Budget,
     /// Frames the application queued to send (a receiver waiting right
     /// after a send looks for the reply before it sleeps).
     sends: AtomicU64,
@@ -174,9 +181,12 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn new(
         event_capacity: usize,
-        outbound_bytes: usize,
+        (outbound_capacity, outbound_bytes): (usize, usize),
     ) -> (Arc<Shared>, Receiver<Stamped>) {
-        let (events_tx, events_rx) = crossbeam_channel::bounded(event_capacity);
+        // Bounded by `event_capacity` in `set_state`, not by the channel:
+        // crossbeam's list takes memory as events come (an array channel
+        // touches every slot when it is made: 16 KiB for the default 64).
+        let (events_tx, events_rx) = crossbeam_channel::unbounded();
         let counters = Counters::default();
         counters.rtt_us.store(u64::MAX, Relaxed);
         let shared = Arc::new(Shared {
@@ -193,8 +203,10 @@ impl Shared {
             io_called: AtomicBool::new(false),
             events_tx: Mutex::new(Some(events_tx)),
             events_rx: events_rx.clone(),
+            event_capacity: event_capacity.max(1),
             batches_out: Arc::new(AtomicUsize::new(0)),
             outbound: Budget::new(outbound_bytes),
+            outbound_frames: Budget::new(outbound_capacity),
             sends: AtomicU64::new(0),
             queued: AtomicU64::new(0),
         });
@@ -221,13 +233,14 @@ impl Shared {
             self.closed.store(true, SeqCst);
             // A send waiting for room gets its frame back as `Closed`.
             self.outbound.shut();
+            self.outbound_frames.shut();
         }
         *lock(&self.state) = state.clone();
         if let Some(e) = &error {
             *lock(&self.last_error) = Some(e.clone());
         }
         let opened = matches!(state, State::Open).then(|| lock(&self.opened).clone());
-        let mut event = Stamped {
+        let event = Stamped {
             event: Event {
                 state,
                 error,
@@ -237,18 +250,11 @@ impl Shared {
         };
         let tx = lock(&self.events_tx);
         let Some(tx) = tx.as_ref() else { return };
-        loop {
-            match tx.try_send(event) {
-                Ok(()) => break,
-                Err(TrySendError::Full(e)) => {
-                    event = e;
-                    if self.events_rx.try_recv().is_ok() {
-                        self.counters.events_dropped.fetch_add(1, Relaxed);
-                    }
-                }
-                Err(TrySendError::Disconnected(_)) => break,
-            }
+        // The bound is kept here, under the lock every sender takes.
+        while tx.len() >= self.event_capacity && self.events_rx.try_recv().is_ok() {
+            self.counters.events_dropped.fetch_add(1, Relaxed);
         }
+        let _ = tx.send(event); // refused only once nobody can receive
     }
 
     /// Records the state (and error) for `stats()` without an event: a
@@ -400,7 +406,7 @@ mod tests {
 
     #[test]
     fn a_call_while_the_io_thread_looks_is_seen_before_it_sleeps() {
-        let (s, _events) = Shared::new(4, 1024);
+        let (s, _events) = Shared::new(4, (usize::MAX, 1024));
         s.io_look_start();
         s.wake_io(); // no waker: only the flag
         assert!(s.io_look_end(), "the call made while it looked");

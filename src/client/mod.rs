@@ -115,8 +115,13 @@ impl Client {
     }
 
     pub(crate) fn start(cfg: Config) -> Result<Client> {
-        let (shared, events_rx) = Shared::new(cfg.limits.event_capacity, cfg.limits.outbound_bytes);
-        let (outbound_tx, outbound_rx) = crossbeam_channel::bounded(cfg.limits.outbound_capacity);
+        let (shared, events_rx) = Shared::new(
+            cfg.limits.event_capacity,
+            (cfg.limits.outbound_capacity, cfg.limits.outbound_bytes),
+        );
+        // Bounded in frames and bytes by `shared`'s budgets, not by the
+        // channel (see `Shared::outbound_frames`).
+        let (outbound_tx, outbound_rx) = crossbeam_channel::unbounded();
         let inbox = Inbox::new(
             (cfg.limits.inbound_capacity, cfg.limits.inbound_bytes),
             cfg.limits.dedupe_window,
@@ -427,9 +432,11 @@ impl Inner {
         if frame.len() > budget.limit() {
             return Err((Refused::TooLarge, frame));
         }
+        // A place in the queue (its bound in frames), then the bytes.
+        let frames = &self.shared.outbound_frames;
         let room = match deadline {
-            Some(d) => budget.take_until(len, d),
-            None => budget.try_take(len),
+            Some(d) => frames.take_until(1, d) && (budget.take_until(len, d) || release(frames, 1)),
+            None => frames.try_take(1) && (budget.try_take(len) || release(frames, 1)),
         };
         if !room {
             let why = if self.shared.is_closed() {
@@ -440,24 +447,16 @@ impl Inner {
             return Err((why, frame));
         }
         let out = self.ledger.track(frame, id);
-        let sent = match deadline {
-            Some(d) => self.outbound.send_deadline(out, d).map_err(|e| match e {
-                crossbeam_channel::SendTimeoutError::Timeout(o) => (Refused::Full, o),
-                crossbeam_channel::SendTimeoutError::Disconnected(o) => (Refused::Closed, o),
-            }),
-            None => self.outbound.try_send(out).map_err(|e| match e {
-                crossbeam_channel::TrySendError::Full(o) => (Refused::Full, o),
-                crossbeam_channel::TrySendError::Disconnected(o) => (Refused::Closed, o),
-            }),
-        };
-        match sent {
+        // Refused only once the io thread is gone (the bounds are above).
+        match self.outbound.send(out) {
             Ok(()) => {
                 self.shared.sent();
                 self.shared.wake_io();
                 Ok(())
             }
-            Err((why, out)) => {
+            Err(crossbeam_channel::SendError(out)) => {
                 budget.release(len);
+                frames.release(1);
                 let frame = match out {
                     Outgoing::Frame(f) => f,
                     // Never in the channel, so still in the ledger (only
@@ -465,10 +464,16 @@ impl Inner {
                     // only remove a frame that was written).
                     Outgoing::Tracked(seq, frame) => self.ledger.untrack(seq, frame),
                 };
-                Err((why, frame))
+                Err((Refused::Closed, frame))
             }
         }
     }
+}
+
+/// Gives back what was taken of a budget: `false`, for a refusal.
+fn release(budget: &crate::delivery::budget::Budget, n: usize) -> bool {
+    budget.release(n);
+    false
 }
 
 impl Lifeline {

@@ -11,6 +11,7 @@
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use rustix::buffer::spare_capacity;
 use rustix::fd::OwnedFd;
 use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
 
@@ -56,7 +57,10 @@ pub(crate) fn socket(flags: SocketFlags) -> io::Result<OwnedFd> {
 pub(crate) fn dump(routes: bool) -> io::Result<Network> {
     let fd = socket(SocketFlags::empty())?;
     let mut net = Network::default();
-    let mut buf = vec![0u8; 32 << 10];
+    // Written by the kernel, never zeroed by us: only the pages an answer
+    // fills are touched (a dump is a few KiB; the room is the kernel's
+    // largest dump message, 32 KiB).
+    let mut buf = Vec::with_capacity(32 << 10);
     let kinds: &[(u16, usize)] = match routes {
         true => &[(RTM_GETLINK, 16), (RTM_GETADDR, 8), (RTM_GETROUTE, 12)],
         false => &[(RTM_GETLINK, 16), (RTM_GETADDR, 8)],
@@ -64,8 +68,9 @@ pub(crate) fn dump(routes: bool) -> io::Result<Network> {
     for &(kind, body_len) in kinds {
         rustix::net::send(&fd, &dump_request(kind, body_len), SendFlags::empty())?;
         'dump: loop {
-            let (n, _) = rustix::net::recv(&fd, &mut buf[..], RecvFlags::empty())?;
-            let msgs = messages(&buf[..n.min(buf.len())]);
+            buf.clear();
+            rustix::net::recv(&fd, spare_capacity(&mut buf), RecvFlags::empty())?;
+            let msgs = messages(&buf);
             if msgs.is_empty() {
                 // Nothing readable: waiting for a Done that may never
                 // come would hold the attempt.

@@ -12,7 +12,11 @@
 //! - **Flow control, [`Inflow`], with one wake protocol:**
 //!   - *Bounds.* The queue holds at most `capacity` messages and `bytes`
 //!     (a [`Budget`]); the door refuses (backpressure) or drops (the
-//!     overflow policy) past them.
+//!     overflow policy) past them. Both bounds are counts kept here, so
+//!     the channel beneath is crossbeam's list, which takes memory as
+//!     items come and gives it back as they go: an idle client does not
+//!     hold `capacity` slots (an array channel of the default 4,096 would
+//!     be 356 KiB, every page touched when it is made).
 //!   - *The paused reader.* A producer the full queue refused holds the
 //!     message and stops ([`Intake`] for the io thread, which stops
 //!     reading; the poller waits in [`Inflow::wait_for_room`]). The
@@ -41,7 +45,7 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender};
 
 use crate::config::delivery::{AckMode, Overflow};
 use crate::delivery::budget::Budget;
@@ -384,7 +388,8 @@ impl Inbox {
         shared: Arc<Shared>,
         polling: bool,
     ) -> Self {
-        let (tx, rx) = crossbeam_channel::bounded(capacity);
+        // Bounded by `flow` (see the module's doc), not by the channel.
+        let (tx, rx) = crossbeam_channel::unbounded();
         Inbox {
             flow: Arc::new(Inflow::new(capacity, bytes)),
             tx,
@@ -483,21 +488,13 @@ impl Inbox {
                 not_taken(budget, &m, len);
                 m
             } else if budget.try_take(len) {
-                match self.tx.try_send(Item::One(m)) {
-                    Ok(()) => break,
-                    Err(e) => {
-                        self.flow.out(1);
-                        let closed = matches!(e, TrySendError::Disconnected(_));
-                        let Item::One(back) = e.into_inner() else {
-                            return Offer::Closed;
-                        };
-                        budget.release(back.leave());
-                        if closed {
-                            return Offer::Closed;
-                        }
-                        back
-                    }
+                // The channel refuses only when the consumer is gone.
+                if let Err(e) = self.tx.try_send(Item::One(m)) {
+                    self.flow.out(1);
+                    budget.release(e.into_inner().leave());
+                    return Offer::Closed;
                 }
+                break;
             } else {
                 self.flow.out(1);
                 not_taken(budget, &m, len);
@@ -591,8 +588,8 @@ impl Inbox {
                             }
                         }
                         Err(e) => {
-                            // The consumer is gone (the channel holds as
-                            // many items as the bound has messages).
+                            // The consumer is gone (the channel's only
+                            // refusal: it is unbounded).
                             self.flow.out(k);
                             budget.release(e.into_inner().leave());
                             return RunOffer::Closed;
@@ -968,7 +965,7 @@ mod tests {
         ack_mode: AckMode,
         polling: bool,
     ) -> (Inbox, TestRx, Arc<Shared>) {
-        let (shared, _events) = Shared::new(4, usize::MAX);
+        let (shared, _events) = Shared::new(4, (usize::MAX, usize::MAX));
         let i = Inbox::new(
             (cap, usize::MAX),
             window,
@@ -1152,7 +1149,7 @@ mod tests {
 
     #[test]
     fn a_read_in_one_piece_is_one_item_its_messages_in_order_and_paid_for_once() {
-        let (shared, _events) = Shared::new(4, usize::MAX);
+        let (shared, _events) = Shared::new(4, (usize::MAX, usize::MAX));
         let i = Inbox::new(
             (10, 1000),
             10,
@@ -1193,7 +1190,7 @@ mod tests {
 
     #[test]
     fn a_read_larger_than_the_room_is_split_and_the_rest_held_until_room() {
-        let (shared, _events) = Shared::new(4, usize::MAX);
+        let (shared, _events) = Shared::new(4, (usize::MAX, usize::MAX));
         let i = Arc::new(Inbox::new(
             (3, usize::MAX),
             10,

@@ -518,7 +518,7 @@ mod tests {
     use std::time::Instant;
 
     fn ledger(dir: Option<&std::path::Path>) -> (Ledger, Restored) {
-        let (shared, _events) = Shared::new(4, usize::MAX);
+        let (shared, _events) = Shared::new(4, (usize::MAX, usize::MAX));
         let (l, r) = Ledger::open(dir, false, Duration::from_millis(10), 3, shared).unwrap();
         (l, r)
     }
@@ -669,7 +669,7 @@ mod tests {
     fn with_a_full_window_a_write_appends_a_small_record_and_a_restart_replays_it() {
         let dir = scratch("journal");
         let open = || {
-            let (shared, _events) = Shared::new(4, usize::MAX);
+            let (shared, _events) = Shared::new(4, (usize::MAX, usize::MAX));
             Ledger::open(Some(&dir), false, Duration::ZERO, 10_000, shared).unwrap()
         };
         let size = |name: &str| std::fs::metadata(dir.join(name)).map_or(0, |m| m.len());

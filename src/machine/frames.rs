@@ -29,8 +29,13 @@ use crate::machine::connection::ReadFailure;
 use crate::machine::deflate::{Inflated, Inflater, Params};
 use crate::message::{Body, Gathered, Span, Turn};
 
-/// The read buffer: what one read of the socket may bring.
+/// The read buffer's largest size: what one read of the socket may bring.
 const BUFFER: usize = 64 * 1024;
+
+/// The read buffer's first size. It doubles, up to [`BUFFER`], each time
+/// a read fills it: a connection that is mostly idle (most of a device's
+/// life) never holds, or touches, the pages a flood needs.
+const FIRST: usize = 4 * 1024;
 
 /// The largest control frame payload (RFC 6455 §5.5).
 const MAX_CONTROL: u64 = 125;
@@ -187,12 +192,15 @@ impl Reader {
     /// frame waits, and the space is most of the buffer.
     pub(crate) fn space(&mut self) -> &mut [u8] {
         if self.buf.is_empty() {
-            self.buf = vec![0; BUFFER];
+            self.buf = vec![0; FIRST];
+        } else if self.end == self.buf.len() && self.buf.len() < BUFFER {
+            // The last read filled it: more is coming than it holds.
+            self.buf.resize((self.buf.len() * 2).min(BUFFER), 0);
         }
         if self.at == self.end {
             self.at = 0;
             self.end = 0;
-        } else if self.at > 0 && self.buf.len() - self.end < BUFFER / 2 {
+        } else if self.at > 0 && self.buf.len() - self.end < self.buf.len() / 2 {
             self.buf.copy_within(self.at..self.end, 0);
             self.end -= self.at;
             self.at = 0;
@@ -718,7 +726,7 @@ mod tests {
                 None if at == wire.len() => return out,
                 None => {
                     let space = r.space();
-                    assert!(space.len() >= BUFFER / 2, "room to read");
+                    assert!(space.len() >= FIRST / 2, "room to read");
                     let k = cut.min(space.len()).min(wire.len() - at);
                     space[..k].copy_from_slice(&wire[at..at + k]);
                     r.filled(k);

@@ -458,11 +458,12 @@ impl<S: Read + Write> Driver<S> {
 
     /// Moves up to `max` of the application's frames to the socket.
     fn take_queued(&mut self, max: usize) {
-        let mut taken = 0;
+        let (mut taken, mut frames) = (0, 0);
         for _ in 0..max {
             let Ok(out) = self.ctx.outbound.try_recv() else {
                 break;
             };
+            frames += 1;
             self.active = true;
             let f = match out {
                 Outgoing::Frame(f) => {
@@ -494,6 +495,7 @@ impl<S: Read + Write> Driver<S> {
         // Out of the queue (on the wire or in the writer's buffer): room
         // for senders waiting on the byte budget.
         self.ctx.shared.outbound.release(taken);
+        self.ctx.shared.outbound_frames.release(frames);
         if !self.ctx.outbound.is_empty() {
             self.m.write_budget_spent(); // come back without sleeping
         }
@@ -694,7 +696,7 @@ mod tests {
                 .validate()
                 .unwrap(),
         );
-        let (shared, _events) = Shared::new(8, 1 << 20);
+        let (shared, _events) = Shared::new(8, (usize::MAX, 1 << 20));
         let inbox = Arc::new(Inbox::new(
             (16, 1 << 20),
             100,
