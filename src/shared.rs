@@ -405,6 +405,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn past_its_bound_the_event_queue_drops_the_oldest_and_counts_it() {
+        let (s, events) = Shared::new(2, (usize::MAX, 1024));
+        for attempt in 1..=5 {
+            s.set_state(State::Connecting { attempt }, None);
+        }
+        let kept: Vec<State> = events.try_iter().map(|e| e.event.state).collect();
+        assert_eq!(
+            kept,
+            [
+                State::Connecting { attempt: 4 },
+                State::Connecting { attempt: 5 }
+            ]
+        );
+        assert_eq!(s.counters.events_dropped.load(Relaxed), 3);
+    }
+
+    #[test]
     fn a_call_while_the_io_thread_looks_is_seen_before_it_sleeps() {
         let (s, _events) = Shared::new(4, (usize::MAX, 1024));
         s.io_look_start();

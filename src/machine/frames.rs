@@ -1023,6 +1023,55 @@ mod tests {
     }
 
     #[test]
+    fn the_read_buffer_starts_small_and_doubles_while_reads_fill_it() {
+        let mut r = Reader::new(rules(false));
+        assert_eq!(r.buf.capacity(), 0, "nothing before the first read");
+        // A read that does not fill it: it stays as it is.
+        let wire = text("idle");
+        r.space()[..wire.len()].copy_from_slice(&wire);
+        r.filled(wire.len());
+        assert!(matches!(r.next(), Some(Ok(FrameEvent::Message(_)))));
+        assert!(r.next().is_none());
+        assert_eq!(r.space().len(), FIRST);
+        // Reads that fill it: twice the room each time, up to BUFFER.
+        let big = text(&"x".repeat(LIMIT as usize));
+        let mut sizes = Vec::new();
+        for _ in 0..8 {
+            let space = r.space();
+            sizes.push(space.len());
+            let n = space.len();
+            // Whole frames where they fit, then the start of one: all of
+            // it is taken or waits as a cut header (the next read's start).
+            let mut wire = Vec::new();
+            while wire.len() < n {
+                wire.extend(&big);
+            }
+            space.copy_from_slice(&wire[..n]);
+            r.filled(n);
+            while let Some(e) = r.next() {
+                assert!(e.is_ok());
+            }
+            // Finish the frame that was cut, so the next read starts clean.
+            r.message = None;
+            r.payload = None;
+            r.at = r.end;
+        }
+        assert_eq!(
+            sizes,
+            [
+                FIRST,
+                2 * FIRST,
+                4 * FIRST,
+                8 * FIRST,
+                BUFFER,
+                BUFFER,
+                BUFFER,
+                BUFFER
+            ]
+        );
+    }
+
+    #[test]
     fn a_header_cut_at_the_end_of_the_buffer_waits_for_the_rest() {
         let mut r = Reader::new(rules(false));
         let wire = [text("a"), frame(true, PING, &[7; 125])].concat();
