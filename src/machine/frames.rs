@@ -104,9 +104,11 @@ pub(crate) struct Rules {
 /// A data message being read: its frames so far.
 struct Message {
     text: bool,
+    /// The payload so far; for uncompressed text only a code point the
+    /// last bytes cut (at most 3 bytes), the rest being in `string`.
     data: Vec<u8>,
-    /// How much of `data` is known to be UTF-8 (text only).
-    checked: usize,
+    /// Uncompressed text, checked once as it was copied.
+    string: String,
     /// Its frames' payloads so far, dropped ones included.
     total: u64,
     fragmented: bool,
@@ -318,9 +320,6 @@ impl Reader {
             return Ok(None);
         };
         let k = p.left.min((self.end - self.at) as u64) as usize;
-        // A whole message in one frame, all of it here: checked once, as
-        // it becomes a String; there is nothing to fail early on.
-        let whole = p.fin && !m.fragmented && m.data.is_empty() && k as u64 == p.left;
         let bytes = &self.buf[self.at..self.at + k];
         self.at += k;
         p.left -= k as u64;
@@ -332,13 +331,15 @@ impl Reader {
             }
         }
         if !m.dropping && k > 0 {
-            m.data.extend_from_slice(bytes);
-            if m.text && !m.compressed && !whole && !utf8_so_far(m) {
+            if !m.text || m.compressed {
+                m.data.extend_from_slice(bytes);
+            } else if !take_text(m, bytes) {
                 if !self.rules.lenient {
                     return Err(violation(1007, "a text message is not valid UTF-8"));
                 }
                 m.dropping = true;
                 m.data = Vec::new();
+                m.string = String::new();
                 self.pending = Some(FrameEvent::Skipped(Skip::NotUtf8));
             }
         }
@@ -510,7 +511,7 @@ impl Reader {
                 self.message = Some(Message {
                     text: op == OpCode::Data(Data::Text),
                     data: Vec::new(),
-                    checked: 0,
+                    string: String::new(),
                     total: 0,
                     fragmented: !fin,
                     dropping: skip,
@@ -539,6 +540,7 @@ impl Reader {
             }
             m.dropping = true;
             m.data = Vec::new();
+            m.string = String::new();
             self.pending = Some(FrameEvent::TooLarge {
                 len: total,
                 fragmented: m.fragmented,
@@ -547,28 +549,57 @@ impl Reader {
         m.total = total;
         if !m.dropping {
             // Within the limits: room for the whole frame at once.
-            m.data.reserve(len as usize);
+            if m.text && !m.compressed {
+                m.string.reserve(len as usize);
+            } else {
+                m.data.reserve(len as usize);
+            }
         }
         self.payload = Some(Payload { left: len, fin });
         Ok(())
     }
 }
 
-/// Checks the text bytes added since the last look; `false` once they
-/// cannot be UTF-8 whatever follows (a code point cut at the end may still
-/// be finished by the next bytes).
-fn utf8_so_far(m: &mut Message) -> bool {
-    match std::str::from_utf8(&m.data[m.checked..]) {
-        Ok(_) => {
-            m.checked = m.data.len();
-            true
+/// Appends uncompressed text to the message, checking it once as it is
+/// copied (so bad text fails as it arrives, also within one frame, and a
+/// whole message is never checked again). A code point the end of `bytes`
+/// cuts waits in `m.data` for the rest. `false` once the bytes cannot be
+/// UTF-8 whatever follows.
+fn take_text(m: &mut Message, mut bytes: &[u8]) -> bool {
+    if let Some(&lead) = m.data.first() {
+        // Finish the code point the last bytes cut (its lead byte says
+        // how long it is: 2 to 4 bytes).
+        let width: usize = match lead {
+            0xC2..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            _ => 4,
+        };
+        let n = width.saturating_sub(m.data.len()).min(bytes.len());
+        m.data.extend_from_slice(&bytes[..n]);
+        bytes = &bytes[n..];
+        match std::str::from_utf8(&m.data) {
+            Ok(c) => m.string.push_str(c),
+            Err(e) if e.error_len().is_none() => return true, // still cut
+            Err(_) => return false,
         }
-        Err(e) if e.error_len().is_none() => {
-            m.checked += e.valid_up_to();
-            true
-        }
-        Err(_) => false,
+        m.data.clear();
     }
+    let mut chunks = bytes.utf8_chunks().peekable();
+    while let Some(chunk) = chunks.next() {
+        m.string.push_str(chunk.valid());
+        let bad = chunk.invalid();
+        if bad.is_empty() {
+            continue;
+        }
+        // Only the very end may be cut, and only inside a code point.
+        let cut = chunks.peek().is_none()
+            && matches!(std::str::from_utf8(bad), Err(e) if e.error_len().is_none());
+        if !cut {
+            return false;
+        }
+        m.data.extend_from_slice(bad);
+    }
+    true
 }
 
 /// A whole message, as the application receives it; `None` when it is
@@ -577,6 +608,13 @@ fn utf8_so_far(m: &mut Message) -> bool {
 fn finish(m: Message) -> Option<FrameEvent> {
     if !m.text {
         return Some(FrameEvent::Message(Frame::Binary(m.data).into()));
+    }
+    if !m.compressed {
+        // Checked as it came: whole unless it ends inside a code point.
+        return m
+            .data
+            .is_empty()
+            .then(|| FrameEvent::Message(Frame::Text(m.string).into()));
     }
     String::from_utf8(m.data)
         .ok()
@@ -841,6 +879,32 @@ mod tests {
         let mut wire = frame(false, TEXT, &e[..1]);
         wire.extend(frame(true, CONT, &e[1..]));
         assert_eq!(read(&wire, limits), vec![msg("€")]);
+    }
+
+    #[test]
+    fn a_character_cut_anywhere_waits_for_its_rest_and_is_checked_whole() {
+        let mut limits = rules(false);
+        limits.max_frame = 1 << 20;
+        limits.max_message = 1 << 20;
+        // A four-byte character, one byte per fragment, between others.
+        let clef = "𝄞".as_bytes();
+        let mut wire = frame(false, TEXT, b"a");
+        for b in clef {
+            wire.extend(frame(false, CONT, &[*b]));
+        }
+        wire.extend(frame(true, CONT, "b€".as_bytes()));
+        assert_eq!(read(&wire, limits), vec![msg("a𝄞b€")]);
+        // A long text cut by the reads at every byte (read() cuts it at
+        // several sizes): the same message.
+        let long = "κόσμε 𝄞 € ".repeat(500);
+        assert_eq!(read(&text(&long), limits), vec![msg(&long)]);
+        // A cut lead byte whose next byte does not continue it.
+        let mut wire = frame(false, TEXT, &[b'a', 0xF0]);
+        wire.extend(frame(true, CONT, b"A"));
+        assert!(failure(&read(&wire, limits)).starts_with("1007"));
+        let mut wire = frame(false, TEXT, &[0xE2, 0x82]);
+        wire.extend(frame(true, CONT, &[0x41]));
+        assert!(failure(&read(&wire, limits)).starts_with("1007"));
     }
 
     #[test]
