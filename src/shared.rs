@@ -254,7 +254,7 @@ impl Shared {
         while tx.len() >= self.event_capacity && self.events_rx.try_recv().is_ok() {
             self.counters.events_dropped.fetch_add(1, Relaxed);
         }
-        let _ = tx.send(event); // refused only once nobody can receive
+        let _ = tx.try_send(event); // refused only once nobody can receive
     }
 
     /// Records the state (and error) for `stats()` without an event: a

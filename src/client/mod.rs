@@ -448,13 +448,14 @@ impl Inner {
         }
         let out = self.ledger.track(frame, id);
         // Refused only once the io thread is gone (the bounds are above).
-        match self.outbound.send(out) {
+        match self.outbound.try_send(out) {
             Ok(()) => {
                 self.shared.sent();
                 self.shared.wake_io();
                 Ok(())
             }
-            Err(crossbeam_channel::SendError(out)) => {
+            Err(e) => {
+                let out = e.into_inner();
                 budget.release(len);
                 frames.release(1);
                 let frame = match out {
