@@ -108,5 +108,14 @@ fn a_full_outbound_queue_hands_the_frame_back() {
         ),
         vec!["a", "b"]
     );
+    // Written frames give their places back: two more fit, and once they
+    // are written, two more again.
+    client.try_send("e").unwrap();
+    client.try_send("f").unwrap();
+    assert!(server.wait_for(WAIT, |l| l.frames.len() >= 4));
+    for frame in ["g", "h"] {
+        client.try_send(frame).unwrap();
+    }
+    assert!(server.wait_for(WAIT, |l| l.frames.len() >= 6));
     client.close();
 }
