@@ -113,8 +113,6 @@ impl fmt::Debug for Finish {
     }
 }
 
-/// Finishes the first `n` of `messages` (records them, sends their acks)
-/// and hands the rest back, their acks with them, through `back`.
 /// Records (and acks) a batch whose messages were all taken: every one of
 /// the `n` is finished.
 fn settle_all(acks: Option<Finish>, n: usize) {
@@ -126,6 +124,8 @@ fn settle_all(acks: Option<Finish>, n: usize) {
     }
 }
 
+/// Finishes the first `n` of `messages` (records them, sends their acks)
+/// and hands the rest back, their acks with them, through `back`.
 fn settle(mut messages: Vec<Message>, acks: Option<Finish>, n: usize, back: Option<&Back>) {
     let n = n.min(messages.len());
     let mut rest_acks = Vec::new();

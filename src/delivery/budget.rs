@@ -1,6 +1,8 @@
 //! A byte budget: what a queue holds in bytes, against its limit. The
 //! inbound queue ([`crate::delivery::inbox::Inflow`]) and the outbound queue
-//! each have one.
+//! each have one; the outbound queue counts its frames with a second one
+//! (`Shared::outbound_frames`, one unit a frame), since its channel is
+//! unbounded.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Condvar, Mutex};
