@@ -587,8 +587,15 @@ fn child(args: &[String]) {
 fn idle(s: &Sizes, report: &mut Report) {
     let server = TestServer::start().expect("server");
     let ms = s.idle.as_millis().to_string();
-    let ours = run_child(&["idle-heartline", &server.url(), &ms], || {});
-    let peer = run_child(&["idle-ewebsock", &server.url(), &ms], || {});
+    // Side by side: each child counts its own threads' wake-ups and reads
+    // its own RSS, and an idle neighbour changes neither (the quick mode
+    // stays well under its 15 s).
+    let url = server.url();
+    let (ours, peer) = std::thread::scope(|scope| {
+        let ours = scope.spawn(|| run_child(&["idle-heartline", &url, &ms], || {}));
+        let peer = run_child(&["idle-ewebsock", &url, &ms], || {});
+        (ours.join().expect("idle child"), peer)
+    });
     let rate =
         |v: &Value| v["wakeups"].as_f64().unwrap_or(0.0) / v["seconds"].as_f64().unwrap_or(1.0);
     let cpu = |v: &Value| v["cpu_ticks"].as_u64().unwrap_or(0) * 10; // 100 ticks/s
