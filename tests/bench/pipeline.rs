@@ -396,8 +396,13 @@ fn latency(s: &Sizes, report: &mut Report) {
 /// Context switches and CPU ticks of this process's threads whose name
 /// starts with `prefix`.
 fn thread_counters(prefix: &str) -> (u64, u64, usize) {
+    thread_counters_of("self", prefix)
+}
+
+/// [`thread_counters`] of process `proc` (a pid, or `self`).
+fn thread_counters_of(proc: &str, prefix: &str) -> (u64, u64, usize) {
     let (mut switches, mut ticks, mut n) = (0, 0, 0);
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{proc}/task")) else {
         return (0, 0, 0);
     };
     for t in dir.flatten() {
@@ -425,7 +430,12 @@ fn thread_counters(prefix: &str) -> (u64, u64, usize) {
 }
 
 fn status_kb(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+    status_kb_of("self", field)
+}
+
+/// [`status_kb`] of process `proc` (a pid, or `self`).
+fn status_kb_of(proc: &str, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{proc}/status"))
         .unwrap_or_default()
         .lines()
         .find(|l| l.starts_with(field))
@@ -1711,19 +1721,11 @@ fn libwebsockets_peer(s: &Sizes, report: &mut Report) {
     let server = TestServer::start().expect("server");
     let port = server.addr().port().to_string();
     let n = s.messages;
-    let lws = |count: usize, idle_ms: u128, push: Option<Vec<Frame>>| {
+    let lws_flood = |push: Vec<Frame>| {
         let mut cmd = Command::new(&bin);
-        cmd.args([
-            "127.0.0.1",
-            &port,
-            "/ws",
-            &count.to_string(),
-            &idle_ms.to_string(),
-        ]);
+        cmd.args(["127.0.0.1", &port, "/ws", &n.to_string(), "0"]);
         let v = run_process(cmd, || {
-            if let Some(p) = push {
-                server.push_many(p);
-            }
+            server.push_many(push);
         });
         assert!(server.wait_open(0, Duration::from_secs(10)));
         v
@@ -1736,7 +1738,7 @@ fn libwebsockets_peer(s: &Sizes, report: &mut Report) {
     let (mut theirs, mut ours) = (Vec::new(), Vec::new());
     let mut floods = Vec::new();
     for _ in 0..s.rounds {
-        let flood = lws(n, 0, Some(payload.clone()));
+        let flood = lws_flood(payload.clone());
         theirs.push(n as f64 / flood["seconds"].as_f64().unwrap_or(f64::NAN));
         let p = payload.clone();
         let ours_v = run_child(&["flood-count", &server.url(), &n.to_string()], || {
@@ -1913,7 +1915,7 @@ fn idle_process(mut cmd: Command, server: &TestServer, window: Duration) -> Valu
         .stderr(Stdio::null())
         .spawn()
         .expect("idle client");
-    let pid = child.id();
+    let pid = child.id().to_string();
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
     let open = lines
         .by_ref()
@@ -1921,37 +1923,15 @@ fn idle_process(mut cmd: Command, server: &TestServer, window: Duration) -> Valu
         .any(|l| l == "ready" || l.contains(r#""state":"open""#));
     // Settle after the handshake; shorter in quick runs (kept under 15 s).
     std::thread::sleep((window / 20).clamp(Duration::from_millis(100), Duration::from_millis(500)));
-    let switches = || -> u64 {
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-            return 0;
-        };
-        tasks
-            .flatten()
-            .map(|t| {
-                std::fs::read_to_string(t.path().join("status"))
-                    .unwrap_or_default()
-                    .lines()
-                    .filter(|l| l.contains("ctxt_switches"))
-                    .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-                    .sum::<u64>()
-            })
-            .sum()
-    };
+    let switches = || thread_counters_of(&pid, "").0;
     let s0 = switches();
     std::thread::sleep(window); // the idle window being measured
     let s1 = switches();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kb = |field: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(field))
-            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
+    let (rss, anon) = (status_kb_of(&pid, "VmRSS:"), status_kb_of(&pid, "RssAnon:"));
     let _ = child.kill();
     let _ = child.wait();
     assert!(server.wait_open(0, Duration::from_secs(10)));
-    json!({"open": open, "rss_kb": kb("VmRSS:"), "anon_kb": kb("RssAnon:"),
+    json!({"open": open, "rss_kb": rss, "anon_kb": anon,
         "wakeups": s1 - s0, "seconds": window.as_secs_f64()})
 }
 
