@@ -1761,34 +1761,49 @@ fn libwebsockets_peer(s: &Sizes, report: &mut Report) {
         ),
     );
     let flood = Value::Array(floods);
-    // Idle: both processes measured from outside, the same way, in
-    // alternating rounds; the row judges the medians. One sample each
-    // would be a coin toss: the same binary's RSS moves by about 100 kB
-    // from run to run (address randomisation moves where the kernel's
-    // 64 KiB fault-around windows fall on the code).
-    // heartline's process: the device build of `tail`, as small as the C
-    // client's, in full runs; else the idle row's child (this benchmark
-    // binary, with its test server and ewebsock linked in).
-    let tail = device_tail(s);
+    // Idle: the processes measured from outside, the same way, side by
+    // side, in rounds; the rows judge the medians. One sample each would
+    // be a coin toss: the same binary's RSS moves by about 100 kB from run
+    // to run (address randomisation moves where the kernel's 64 KiB
+    // fault-around windows fall on the code).
+    // heartline's processes: the device build of `tail` (full runs; else
+    // the idle row's child, this benchmark binary with its test server and
+    // ewebsock linked in), as the C client does it: connect and idle, no
+    // HTTP polling fallback (`default-features = false`). The default
+    // build, with the fallback's code linked but not running, is reported
+    // beside it.
+    let like = device_tail(s, false);
+    let default = device_tail(s, true);
     let idle_lws = || {
         let mut cmd = Command::new(&bin);
         // Killed at the end of the window: its own timer never fires.
         let idle_ms = (s.idle + Duration::from_secs(60)).as_millis().to_string();
         cmd.args(["127.0.0.1", &port, "/ws", "0", &idle_ms]);
-        idle_process(cmd, &server, s.idle)
+        idle_process(cmd, s.idle)
     };
-    let (mut theirs, mut ours) = (Vec::new(), Vec::new());
-    for _ in 0..s.rounds {
-        theirs.push(idle_lws());
-        if let Ok(tail) = &tail {
+    let idle_tail = |tail: &Result<std::path::PathBuf, String>| {
+        tail.as_ref().ok().map(|tail| {
             let mut cmd = Command::new(tail);
             cmd.arg(server.url());
-            ours.push(idle_process(cmd, &server, s.idle));
-        }
+            idle_process(cmd, s.idle)
+        })
+    };
+    let (mut theirs, mut ours, mut ours_default) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..s.rounds {
+        let (t, o, d) = std::thread::scope(|sc| {
+            let o = sc.spawn(|| idle_tail(&like));
+            let d = sc.spawn(|| idle_tail(&default));
+            let t = idle_lws();
+            (t, o.join(), d.join())
+        });
+        assert!(server.wait_open(0, Duration::from_secs(10)));
+        theirs.push(t);
+        ours.extend(o.expect("idle tail"));
+        ours_default.extend(d.expect("idle tail"));
     }
     let secs = s.idle.as_secs_f64();
-    let ours_idle = match &tail {
-        Ok(_) => medians(&ours, "device tail"),
+    let ours_idle = match &like {
+        Ok(_) => medians(&ours, "device tail, no HTTP fallback"),
         Err(why) => {
             let mut v = report
                 .json
@@ -1801,10 +1816,8 @@ fn libwebsockets_peer(s: &Sizes, report: &mut Report) {
         }
     };
     let idle = medians(&theirs, "libwebsockets");
-    let (rss_ours, rss_lws) = (
-        ours_idle["rss_kb"].as_u64().unwrap_or(0),
-        idle["rss_kb"].as_u64().unwrap_or(0),
-    );
+    let rss = |v: &Value| v["rss_kb"].as_u64().unwrap_or(0);
+    let (rss_ours, rss_lws) = (rss(&ours_idle), rss(&idle));
     let anon = |v: &Value| match v["anon_kb"].as_u64() {
         Some(kb) => format!(", {kb} anon"),
         None => String::new(),
@@ -1833,11 +1846,26 @@ fn libwebsockets_peer(s: &Sizes, report: &mut Report) {
             )
         },
     );
+    let ours_default_idle = medians(&ours_default, "device tail, default features");
+    if default.is_ok() && rss_lws > 0 {
+        let kb = rss(&ours_default_idle);
+        report.row(
+            "  default build (HTTP fallback linked, idle)",
+            format!("{kb} kB{}", anon(&ours_default_idle)),
+            format!("{rss_lws} kB libwebsockets"),
+            format!(
+                "RSS ratio {:.2} (reported: the fallback's code never runs, \
+                 yet shares fault-around windows with code that does)",
+                kb as f64 / rss_lws as f64
+            ),
+        );
+    }
     report.note(
         "libwebsockets",
         json!({"flood": flood, "per_s": lws_rate, "heartline_per_s": ours_rate, "idle": idle,
-            "heartline_idle": ours_idle, "idle_rounds": {"libwebsockets": theirs,
-            "heartline": ours}}),
+            "heartline_idle": ours_idle, "heartline_idle_default": ours_default_idle,
+            "idle_rounds": {"libwebsockets": theirs, "heartline": ours,
+            "heartline_default": ours_default}}),
     );
 }
 
@@ -1860,9 +1888,10 @@ fn medians(rounds: &[Value], process: &str) -> Value {
 }
 
 /// The `tail` example in the `device` profile (the build the footprint
-/// guide measures), built once; full runs only (the LTO build takes a
-/// while).
-fn device_tail(s: &Sizes) -> Result<std::path::PathBuf, String> {
+/// guide measures), with the default features (`poll`) or without, each
+/// in a target directory of its own so that neither rebuild undoes the
+/// other; full runs only (the LTO build takes a while).
+fn device_tail(s: &Sizes, poll: bool) -> Result<std::path::PathBuf, String> {
     if s.rounds < 3 {
         return Err("full runs only".into());
     }
@@ -1871,16 +1900,26 @@ fn device_tail(s: &Sizes) -> Result<std::path::PathBuf, String> {
     }
     let cargo = std::env::var("CARGO").map_err(|_| "not run by cargo".to_owned())?;
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let mut args = vec![
+        "build",
+        "--quiet",
+        "--profile",
+        "device",
+        "--example",
+        "tail",
+    ];
+    if !poll {
+        target = target.join("no-poll");
+        args.push("--no-default-features");
+    }
     let out = Command::new(cargo)
         .current_dir(root)
-        .args([
-            "build",
-            "--quiet",
-            "--profile",
-            "device",
-            "--example",
-            "tail",
-        ])
+        .args(args)
+        .arg("--target-dir")
+        .arg(&target)
         .output()
         .map_err(|e| e.to_string())?;
     if !out.status.success() {
@@ -1892,9 +1931,6 @@ fn device_tail(s: &Sizes) -> Result<std::path::PathBuf, String> {
                 .unwrap_or("?")
         ));
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
     let tail = target.join("device").join("examples").join("tail");
     if tail.exists() {
         Ok(tail)
@@ -1908,8 +1944,8 @@ fn device_tail(s: &Sizes) -> Result<std::path::PathBuf, String> {
 /// then its wake-ups (context switches of all its threads) over `window`,
 /// and at the end its RSS and the anonymous part of it (`RssAnon`: heap,
 /// stacks, and the pages of the libraries' data written at load; not
-/// code). Then killed.
-fn idle_process(mut cmd: Command, server: &TestServer, window: Duration) -> Value {
+/// code). Then killed; the caller waits for the server to see it go.
+fn idle_process(mut cmd: Command, window: Duration) -> Value {
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -1930,7 +1966,6 @@ fn idle_process(mut cmd: Command, server: &TestServer, window: Duration) -> Valu
     let (rss, anon) = (status_kb_of(&pid, "VmRSS:"), status_kb_of(&pid, "RssAnon:"));
     let _ = child.kill();
     let _ = child.wait();
-    assert!(server.wait_open(0, Duration::from_secs(10)));
     json!({"open": open, "rss_kb": rss, "anon_kb": anon,
         "wakeups": s1 - s0, "seconds": window.as_secs_f64()})
 }
